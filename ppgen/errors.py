@@ -1,0 +1,26 @@
+"""Errors ppgen raises on bad input: each message says what is wrong and how to fix it.
+
+The command line prints these as one line (no traceback); every other exception is a bug.
+"""
+
+__all__ = ["PPGenError", "DataError", "CheckpointError", "ConfigError", "DivergenceError"]
+
+
+class PPGenError(Exception):
+    """Base class of every error caused by the user's input rather than by ppgen."""
+
+
+class DataError(PPGenError, ValueError):
+    """Missing, corrupt or malformed data (files, shapes, dtypes, NaN)."""
+
+
+class CheckpointError(PPGenError, ValueError):
+    """A checkpoint or run directory that is missing, corrupt or from another model."""
+
+
+class ConfigError(PPGenError, ValueError):
+    """An unknown option or an out-of-range value."""
+
+
+class DivergenceError(PPGenError, FloatingPointError):
+    """Training produced a NaN or infinite loss; the last good checkpoint is kept."""

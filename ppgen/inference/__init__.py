@@ -1,0 +1,1 @@
+"""ppgen.inference: mirrored Pyro and NumPyro subpackages."""

@@ -1,0 +1,1 @@
+"""ppgen.models: mirrored Pyro and NumPyro subpackages."""
