@@ -1,0 +1,195 @@
+"""The outer training driver, shared by both backends.
+
+Epochs, evaluation every ``eval_every`` epochs, tqdm progress, one JSON line of metrics per
+epoch in ``<run>/metrics.jsonl``, early stopping on the validation loss, atomic checkpoints,
+exact resume, and a guard that stops on a NaN or infinite loss without touching the last
+good checkpoint. It sees a backend only through the ``Trainer`` protocol below, which
+``ppgen.inference.pyro.Trainer`` and ``ppgen.inference.numpyro.Trainer`` implement.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ppgen.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from ppgen.errors import CheckpointError, ConfigError, DivergenceError
+
+__all__ = ["Trainer", "FitResult", "fit", "read_metrics"]
+
+
+class Trainer(Protocol):
+    """What the driver needs of a backend trainer (see docs/ARCHITECTURE.md)."""
+
+    def init(self, seed: int, x_example: np.ndarray) -> Any: ...
+
+    def train_epoch(self, state: Any, x: np.ndarray, epoch: int) -> tuple[Any, dict]: ...
+
+    def evaluate(self, state: Any, x: np.ndarray) -> dict: ...
+
+    def state_arrays(self, state: Any) -> tuple[dict[str, np.ndarray], dict]: ...
+
+    def load_state_arrays(self, state: Any, arrays: dict[str, np.ndarray], meta: dict) -> Any: ...
+
+
+class FitResult(NamedTuple):
+    """What ``fit`` returns: the final state, per-epoch records, and the best epoch."""
+
+    state: Any
+    history: list[dict]
+    best_epoch: int | None
+    stopped_early: bool
+
+
+def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
+    """The per-epoch records of a run (``metrics.jsonl``)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _append_jsonl(path: Path, record: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _truncate_metrics(path: Path, last_epoch: int) -> list[dict]:
+    """Drop records of epochs after the checkpoint we resume from (they will be re-run)."""
+    kept = [r for r in read_metrics(path.parent) if r["epoch"] <= last_epoch]
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    os.replace(tmp, path)
+    return kept
+
+
+def fit(
+    trainer: Trainer,
+    x_train: np.ndarray,
+    x_valid: np.ndarray | None = None,
+    *,
+    run_dir: str | os.PathLike,
+    epochs: int,
+    seed: int = 0,
+    eval_every: int = 1,
+    patience: int | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    on_epoch: Callable[[dict], None] | None = None,
+) -> FitResult:
+    """Train for ``epochs`` epochs with evaluation, checkpoints and early stopping.
+
+    Args:
+        trainer: A backend trainer (``ppgen.inference.{pyro,numpyro}.Trainer``).
+        x_train: Training data, numpy (N, D).
+        x_valid: Validation data for the ``valid_loss`` metric and early stopping.
+        run_dir: Where ``metrics.jsonl`` and ``checkpoints/`` go.
+        epochs: Total number of epochs (a resumed run continues up to this number).
+        seed: Seed of the whole run: initial weights and every epoch's randomness.
+        eval_every: Evaluate on ``x_valid`` every this many epochs (and after the last).
+        patience: Stop after this many evaluations without improvement (None: never).
+        resume: Continue from the run's latest checkpoint instead of starting afresh.
+        progress: Show a tqdm bar over epochs.
+        on_epoch: Called with each epoch's record (e.g. to print or plot as it goes).
+
+    Returns:
+        A ``FitResult``. The best checkpoint (lowest validation loss, or the last one when
+        there is no validation data) is pointed at by ``checkpoints/BEST``.
+
+    Raises:
+        DivergenceError: The training loss became NaN or infinite; the last good
+            checkpoint stays as it was.
+        CheckpointError: ``resume`` without a checkpoint, a foreign checkpoint, or a fresh
+            run into a directory that already holds one.
+    """
+    if epochs < 1 or eval_every < 1 or (patience is not None and patience < 1):
+        raise ConfigError("epochs, eval_every and patience must be positive integers")
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    metrics_path = run_dir / "metrics.jsonl"
+    state = trainer.init(seed, x_train[: min(len(x_train), 256)])
+    book = {"epoch": -1, "best_loss": math.inf, "best_epoch": None, "bad_evals": 0}
+
+    if resume:
+        arrays, meta = load_checkpoint(run_dir)
+        if meta.get("seed") != seed:
+            raise CheckpointError(
+                f"checkpoint in {run_dir} was made with seed {meta.get('seed')}, not {seed}"
+            )
+        state = trainer.load_state_arrays(state, arrays, meta["trainer"])
+        book = meta["driver"]
+        history = _truncate_metrics(metrics_path, book["epoch"])
+    else:
+        if has_checkpoint(run_dir):
+            raise CheckpointError(
+                f"{run_dir} already holds a run: pass --resume to continue it, or choose "
+                "another output directory"
+            )
+        metrics_path.write_text("")
+        history = []
+
+    stopped_early = False
+    first = book["epoch"] + 1
+    bar = tqdm(
+        range(first, epochs),
+        initial=first,
+        total=epochs,
+        desc="epochs",
+        disable=not progress,
+        unit="epoch",
+        dynamic_ncols=True,
+    )
+    for epoch in bar:
+        t0 = time.perf_counter()
+        state, metrics = trainer.train_epoch(state, x_train, epoch)
+        loss = float(metrics["loss"])
+        if not math.isfinite(loss):
+            raise DivergenceError(
+                f"training diverged: loss is {loss} in epoch {epoch + 1}. The last good "
+                f"checkpoint (epoch {book['epoch'] + 1}) in {run_dir} is kept; lower the "
+                "learning rate (--lr) or clip gradients, then start again or --resume."
+            )
+        record: dict[str, Any] = {"epoch": epoch, **{k: float(v) for k, v in metrics.items()}}
+        record["train_seconds"] = time.perf_counter() - t0
+        pointers = ["LATEST"]
+        last = epoch == epochs - 1
+        if x_valid is not None and ((epoch + 1) % eval_every == 0 or last):
+            valid = trainer.evaluate(state, x_valid)
+            record["valid_loss"] = -float(valid["elbo"])
+            if record["valid_loss"] < book["best_loss"]:
+                book.update(best_loss=record["valid_loss"], best_epoch=epoch, bad_evals=0)
+                pointers.append("BEST")
+            else:
+                book["bad_evals"] += 1
+        elif x_valid is None:
+            book["best_epoch"] = epoch
+            pointers.append("BEST")
+        book["epoch"] = epoch
+        stopped_early = patience is not None and book["bad_evals"] >= patience
+        _append_jsonl(metrics_path, record)
+        arrays, trainer_meta = trainer.state_arrays(state)
+        save_checkpoint(
+            run_dir,
+            arrays,
+            {"seed": seed, "epoch": epoch, "trainer": trainer_meta, "driver": dict(book)},
+            tag=f"epoch-{epoch + 1:06d}",
+            pointers=tuple(pointers),
+        )
+        history.append(record)
+        bar.set_postfix({k: f"{record[k]:.2f}" for k in ("loss", "valid_loss") if k in record})
+        if on_epoch is not None:
+            on_epoch(record)
+        if stopped_early:
+            break
+    bar.close()
+    return FitResult(state, history, book["best_epoch"], stopped_early)
