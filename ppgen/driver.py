@@ -86,6 +86,7 @@ def fit(
     resume: bool = False,
     progress: bool = True,
     on_epoch: Callable[[dict], None] | None = None,
+    time_limit: float | None = None,
 ) -> FitResult:
     """Train for ``epochs`` epochs with evaluation, checkpoints and early stopping.
 
@@ -101,6 +102,8 @@ def fit(
         resume: Continue from the run's latest checkpoint instead of starting afresh.
         progress: Show a tqdm bar over epochs.
         on_epoch: Called with each epoch's record (e.g. to print or plot as it goes).
+        time_limit: Stop after the epoch during which this many seconds (of this call)
+            have passed; the run can be continued later with ``resume``.
 
     Returns:
         A ``FitResult``. The best checkpoint (lowest validation loss, or the last one when
@@ -139,6 +142,7 @@ def fit(
         history = []
 
     stopped_early = False
+    started = time.perf_counter()
     first = book["epoch"] + 1
     bar = tqdm(
         range(first, epochs),
@@ -189,7 +193,7 @@ def fit(
         bar.set_postfix({k: f"{record[k]:.2f}" for k in ("loss", "valid_loss") if k in record})
         if on_epoch is not None:
             on_epoch(record)
-        if stopped_early:
+        if stopped_early or (time_limit is not None and time.perf_counter() - started > time_limit):
             break
     bar.close()
     return FitResult(state, history, book["best_epoch"], stopped_early)

@@ -1,0 +1,60 @@
+"""What every benchmark shares: hardware description and the result file convention.
+
+Each benchmark prints one JSON object as its last line and writes the same object to
+``benchmarks/results/<name>.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def hardware() -> dict:
+    """CPU model, core count, memory and library versions of this machine."""
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version()}
+    try:
+        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        info["memory_gib"] = round(pages / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        pass
+    for mod in ("torch", "pyro", "jax", "numpyro"):
+        try:
+            info[mod] = __import__(mod).__version__
+        except ImportError:
+            pass
+    return info
+
+
+def median(xs: list[float]) -> float:
+    return float(statistics.median(xs))
+
+
+class Stopwatch:
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+
+    def minutes(self) -> float:
+        return (time.perf_counter() - self.t0) / 60
+
+
+def write_result(name: str, result: dict) -> None:
+    """Write ``result`` to ``benchmarks/results/<name>.json`` and print it as the last line."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(result, sort_keys=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+    print(text, flush=True)

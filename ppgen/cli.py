@@ -1,0 +1,229 @@
+"""The ``ppgen`` command line: train, evaluate and sample generative models.
+
+    ppgen train vae --backend numpyro --dataset mnist --epochs 10 --out runs/vae
+    ppgen eval runs/vae --k 5000 --json
+    ppgen sample runs/vae -n 64
+
+Errors caused by input (unknown options, bad values, missing data, corrupt checkpoints)
+are printed as one line on stderr with exit status 2; nothing prints a traceback for them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ppgen.errors import PPGenError
+
+__all__ = ["main", "build_parser"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line and name the help to read."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _hidden(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(s) for s in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated layer sizes like 200,200, got {text!r}"
+        ) from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"layer sizes must be positive, got {text!r}")
+    return sizes
+
+
+def _positive(kind: type):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"expected a positive value, got {text!r}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``ppgen`` argument parser."""
+    parser = _Parser(
+        prog="ppgen",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Data: MNIST is read from $PPGEN_DATA (default ~/.cache/ppgen).",
+    )
+    sub = parser.add_subparsers(
+        dest="command", required=True, parser_class=_Parser, metavar="{train,eval,sample}"
+    )
+
+    p = sub.add_parser(
+        "train",
+        help="train a model into a run directory",
+        description="Train a model; metrics, checkpoints and pictures go to --out.",
+    )
+    p.add_argument(
+        "model",
+        choices=["vae", "hvae"],
+        help="vae: one stochastic layer; hvae: two (Burda et al. 2015)",
+    )
+    p.add_argument("--backend", choices=["pyro", "numpyro"], default="numpyro")
+    p.add_argument("--dataset", choices=["mnist", "digits"], default="mnist")
+    p.add_argument(
+        "--binarize",
+        choices=["dynamic", "static", "none"],
+        default="dynamic",
+        help="dynamic: fresh Bernoulli pixels every epoch (default)",
+    )
+    p.add_argument("--objective", choices=["elbo", "iwae"], default="elbo")
+    p.add_argument(
+        "--k",
+        type=_positive(int),
+        default=1,
+        help="particles: samples per example for the ELBO or the IWAE bound",
+    )
+    p.add_argument("--analytic-kl", action="store_true", help="closed-form KL in the ELBO")
+    p.add_argument("--latent", type=_positive(int), default=50)
+    p.add_argument("--hidden", type=_hidden, default=(200, 200), help="e.g. 200,200")
+    p.add_argument("--activation", choices=["tanh", "relu", "softplus", "elu"], default="tanh")
+    p.add_argument("--epochs", type=_positive(int), default=None,
+                   help="total epochs (default 10; with --resume, raises the total)")
+    p.add_argument("--batch-size", type=_positive(int), default=100)
+    p.add_argument("--lr", type=_positive(float), default=1e-3)
+    p.add_argument(
+        "--lr-schedule", choices=["constant", "cosine", "exponential"], default="constant"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-every", type=_positive(int), default=1)
+    p.add_argument(
+        "--patience",
+        type=_positive(int),
+        default=None,
+        help="stop after this many evaluations without improvement",
+    )
+    p.add_argument(
+        "--full-train", action="store_true", help="train on all 60k examples (no validation split)"
+    )
+    p.add_argument("--out", type=Path, required=True, help="run directory")
+    p.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("eval", help="test NLL (importance sampling) and ELBO of a run")
+    p.add_argument("run", type=Path, help="run directory")
+    p.add_argument("--k", type=_positive(int), default=5000, help="importance samples")
+    p.add_argument(
+        "--limit",
+        type=_positive(int),
+        default=None,
+        help="evaluate on the first N test examples only",
+    )
+    p.add_argument("--batch-size", type=_positive(int), default=100)
+    p.add_argument("--checkpoint", choices=["best", "latest"], default="best")
+    p.add_argument("--json", action="store_true", help="end with one JSON line")
+
+    p = sub.add_parser("sample", help="write a PNG grid of samples from a run")
+    p.add_argument("run", type=Path, help="run directory")
+    p.add_argument("-n", type=_positive(int), default=64, help="number of samples")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=None, help="PNG path (default RUN/samples.png)")
+    return parser
+
+
+def _train(args: argparse.Namespace) -> None:
+    from ppgen import plots, runs
+
+    if args.resume:
+        config = runs.load_config(args.out)
+        config.epochs = max(config.epochs, args.epochs or 0)
+    else:
+        config = runs.RunConfig(
+            model=args.model,
+            backend=args.backend,
+            dataset=args.dataset,
+            binarize=args.binarize,
+            objective=args.objective,
+            k=args.k,
+            analytic_kl=args.analytic_kl,
+            latent=args.latent,
+            hidden=args.hidden,
+            activation=args.activation,
+            epochs=args.epochs or 10,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            lr_schedule=args.lr_schedule,
+            seed=args.seed,
+            eval_every=args.eval_every,
+            patience=args.patience,
+            train_split="train_full" if args.full_train else "train",
+        )
+    result, _ = runs.train(config, args.out, resume=args.resume, progress=not args.quiet)
+    run = runs.load_trained(args.out)
+    shape = run.splits.test.image_shape
+    samples = plots.save_image_grid(runs.sample(run, 64), args.out / "samples.png", shape)
+    x = run.splits.test.x[:64]
+    recon = plots.save_reconstructions(
+        x, runs.reconstruct(run, x), args.out / "reconstructions.png", shape
+    )
+    curves = plots.save_training_curves(args.out / "metrics.jsonl", args.out / "curves.png")
+    last = result.history[-1] if result.history else {}
+    print(
+        f"trained {config.model} ({config.backend}) for {len(result.history)} epochs; "
+        f"last train loss {last.get('loss', float('nan')):.2f} nats, best epoch "
+        f"{(result.best_epoch or 0) + 1}{' (stopped early)' if result.stopped_early else ''}"
+    )
+    for path in (samples, recon, curves):
+        print(f"wrote {path}")
+
+
+def _eval(args: argparse.Namespace) -> None:
+    from ppgen import runs
+
+    run = runs.load_trained(args.run, "BEST" if args.checkpoint == "best" else "LATEST")
+    out = runs.evaluate(
+        run, k=args.k, limit=args.limit, batch_size=args.batch_size, progress=not args.json
+    )
+    print(
+        f"test NLL {out['test_nll']:.2f} ± {out['test_nll_stderr']:.2f} nats "
+        f"({out['test_bits_per_dim']:.4f} bits/dim), test ELBO {out['test_elbo']:.2f} nats; "
+        f"k={out['k']}, {out['n']} examples, epoch {out['epoch']}, {out['seconds']:.0f} s"
+    )
+    if args.json:
+        print(json.dumps(out))
+
+
+def _sample(args: argparse.Namespace) -> None:
+    from ppgen import plots, runs
+
+    run = runs.load_trained(args.run)
+    path = args.out or args.run / "samples.png"
+    plots.save_image_grid(runs.sample(run, args.n, args.seed), path, run.splits.test.image_shape)
+    print(path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``ppgen`` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        {"train": _train, "eval": _eval, "sample": _sample}[args.command](args)
+    except PPGenError as e:
+        print("ppgen: error: " + " ".join(str(e).split()), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ppgen: interrupted; --resume continues from the last checkpoint", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

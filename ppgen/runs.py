@@ -1,0 +1,304 @@
+"""Runs: a JSON config, the model and trainer it names, and what the CLI does with a run.
+
+A run directory holds ``config.json`` (a ``RunConfig``), ``metrics.jsonl``, ``checkpoints/``
+and pictures. This module turns a config into a backend's model and trainer, trains it with
+the shared driver, and evaluates or samples a finished run. Backends are imported lazily,
+so ``ppgen --help`` does not pay for importing torch and jax.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+from ppgen import data as ppdata
+from ppgen.checkpoint import has_checkpoint, load_checkpoint
+from ppgen.driver import FitResult, fit
+from ppgen.errors import CheckpointError, ConfigError
+from ppgen.metrics import summarize_nll
+
+__all__ = [
+    "RunConfig",
+    "BACKENDS",
+    "MODELS",
+    "OBJECTIVES",
+    "load_config",
+    "load_splits",
+    "build",
+    "train",
+    "load_trained",
+    "evaluate",
+    "sample",
+    "reconstruct",
+]
+
+BACKENDS = ("pyro", "numpyro")
+MODELS = ("vae", "hvae")
+OBJECTIVES = ("elbo", "iwae")
+CONFIG_FORMAT = "ppgen-run-v1"
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a training run (stored as ``config.json``)."""
+
+    model: str = "vae"
+    backend: str = "numpyro"
+    dataset: str = "mnist"
+    binarize: str = "dynamic"
+    objective: str = "elbo"
+    k: int = 1
+    analytic_kl: bool = False
+    latent: int = 50
+    hidden: tuple[int, ...] = (200, 200)
+    activation: str = "tanh"
+    epochs: int = 10
+    batch_size: int = 100
+    lr: float = 1e-3
+    lr_schedule: str = "constant"
+    seed: int = 0
+    eval_every: int = 1
+    patience: int | None = None
+    train_split: str = "train"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.hidden = tuple(int(h) for h in self.hidden)
+        for name, value, choices in [
+            ("model", self.model, MODELS),
+            ("backend", self.backend, BACKENDS),
+            ("objective", self.objective, OBJECTIVES),
+            ("binarize", self.binarize, ("dynamic", "static", "none")),
+            ("train_split", self.train_split, ("train", "train_full")),
+        ]:
+            if value not in choices:
+                raise ConfigError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
+        for name in ("k", "latent", "epochs", "batch_size", "eval_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if not self.hidden or min(self.hidden) < 1:
+            raise ConfigError(f"hidden sizes must be positive integers, got {self.hidden}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"lr must be a positive number, got {self.lr}")
+
+    def to_json(self) -> str:
+        return json.dumps({"format": CONFIG_FORMAT, **dataclasses.asdict(self)}, indent=1)
+
+
+def load_config(run_dir: str | os.PathLike) -> RunConfig:
+    """Read ``<run_dir>/config.json``."""
+    path = Path(run_dir) / "config.json"
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError as e:
+        raise CheckpointError(f"{run_dir} is not a ppgen run directory (no config.json)") from e
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path} is corrupt: {e}") from e
+    if raw.pop("format", None) != CONFIG_FORMAT:
+        raise CheckpointError(f"{path} is not a ppgen run config")
+    known = {f.name for f in dataclasses.fields(RunConfig)}
+    return RunConfig(**{k: v for k, v in raw.items() if k in known})
+
+
+def load_splits(config: RunConfig) -> SimpleNamespace:
+    """Train, validation and test arrays for a config.
+
+    Training data keeps grey values for dynamic binarization (the trainer draws fresh
+    binary pixels every epoch); validation and test sets are binarized once with a fixed
+    seed (0), so every run is evaluated on the same binary images.
+    """
+    train_mode = {"dynamic": "none", "static": "static", "none": "none"}[config.binarize]
+    eval_mode = "none" if config.binarize == "none" else "static"
+    train = ppdata.load_dataset(
+        config.dataset, config.train_split, binarize=train_mode, seed=config.seed
+    )
+    valid = None
+    if config.train_split == "train":
+        valid = ppdata.load_dataset(config.dataset, "valid", binarize=eval_mode, seed=0)
+    test = ppdata.load_dataset(config.dataset, "test", binarize=eval_mode, seed=0)
+    return SimpleNamespace(train=train, valid=valid, test=test)
+
+
+def _modules(backend: str) -> tuple[Any, Any]:
+    if backend == "pyro":
+        from ppgen.inference import pyro as inference
+        from ppgen.models import pyro as models
+    else:
+        from ppgen.inference import numpyro as inference
+        from ppgen.models import numpyro as models
+    return models, inference
+
+
+def build(config: RunConfig, x_dim: int, num_data: int) -> SimpleNamespace:
+    """The model, objective and trainer a config names, for data of shape (num_data, x_dim)."""
+    models, inference = _modules(config.backend)
+    if config.model == "vae":
+        model = models.VAE(
+            x_dim,
+            latent=config.latent,
+            hidden=config.hidden,
+            activation=config.activation,
+            likelihood="bernoulli",
+            seed=config.seed,
+        )
+    else:
+        half = tuple(max(1, h // 2) for h in config.hidden)
+        model = models.HierarchicalVAE(
+            x_dim,
+            latents=(2 * config.latent, config.latent),
+            hidden=(config.hidden, half),
+            activation=config.activation,
+            seed=config.seed,
+        )
+    if config.objective == "elbo":
+        objective = inference.ELBO(num_particles=config.k, analytic_kl=config.analytic_kl)
+    else:
+        objective = inference.IWAE(num_particles=config.k)
+    steps_per_epoch = max(1, num_data // config.batch_size)
+    trainer = inference.Trainer(
+        model.model,
+        model.guide,
+        objective,
+        lr=config.lr,
+        lr_schedule=config.lr_schedule,
+        total_steps=config.epochs * steps_per_epoch,
+        batch_size=config.batch_size,
+        num_data=num_data,
+        dynamic_binarization=config.binarize == "dynamic",
+    )
+    return SimpleNamespace(
+        model=model,
+        objective=objective,
+        trainer=trainer,
+        inference=inference,
+        backend=config.backend,
+    )
+
+
+def train(
+    config: RunConfig,
+    run_dir: str | os.PathLike,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    on_epoch: Callable[[dict], None] | None = None,
+    time_limit: float | None = None,
+) -> tuple[FitResult, SimpleNamespace]:
+    """Train the run a config describes into ``run_dir`` (see ``ppgen.driver.fit``)."""
+    run_dir = Path(run_dir)
+    splits = load_splits(config)
+    built = build(config, splits.train.x.shape[1], len(splits.train))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not resume and has_checkpoint(run_dir):
+        raise CheckpointError(
+            f"{run_dir} already holds a run: pass --resume to continue it, or choose another "
+            "output directory"
+        )
+    (run_dir / "config.json").write_text(config.to_json())  # on resume: a raised epoch total
+    result = fit(
+        built.trainer,
+        splits.train.x,
+        None if splits.valid is None else splits.valid.x,
+        run_dir=run_dir,
+        epochs=config.epochs,
+        seed=config.seed,
+        eval_every=config.eval_every,
+        patience=config.patience,
+        resume=resume,
+        progress=progress,
+        on_epoch=on_epoch,
+        time_limit=time_limit,
+    )
+    return result, built
+
+
+def load_trained(run_dir: str | os.PathLike, pointer: str = "BEST") -> SimpleNamespace:
+    """Rebuild a finished run: config, data splits, trainer state and the trained model."""
+    config = load_config(run_dir)
+    splits = load_splits(config)
+    built = build(config, splits.train.x.shape[1], len(splits.train))
+    state = built.trainer.init(config.seed, splits.train.x[: config.batch_size])
+    arrays, meta = load_checkpoint(run_dir, pointer)
+    state = built.trainer.load_state_arrays(state, arrays, meta["trainer"])
+    built.model = built.model.bind(built.trainer.params(state))
+    return SimpleNamespace(
+        config=config, splits=splits, state=state, epoch=meta["epoch"], **vars(built)
+    )
+
+
+def evaluate(
+    run: SimpleNamespace,
+    *,
+    k: int = 5000,
+    limit: int | None = None,
+    batch_size: int = 100,
+    chunk_size: int = 500,
+    progress: bool = True,
+) -> dict:
+    """Test ELBO and importance-sampled test NLL (``k`` samples) of a trained run."""
+    x = run.splits.test.x[:limit]
+    t0 = time.perf_counter()
+    elbo = float(run.trainer.evaluate(run.state, x)["elbo"])
+    kwargs = dict(
+        num_samples=k, batch_size=batch_size, chunk_size=min(chunk_size, k), progress=progress
+    )
+    if run.backend == "numpyro":
+        import jax
+
+        log_px = run.inference.evaluate_log_likelihood(
+            jax.random.PRNGKey(run.config.seed), run.model.model, run.model.guide, x, **kwargs
+        )
+    else:
+        import torch
+
+        torch.manual_seed(run.config.seed)
+        log_px = run.inference.evaluate_log_likelihood(
+            run.model.model, run.model.guide, x, **kwargs
+        )
+    summary = summarize_nll(np.asarray(log_px), x.shape[1])
+    return {
+        "test_nll": summary["nll"],
+        "test_nll_stderr": summary["nll_stderr"],
+        "test_bits_per_dim": summary["bits_per_dim"],
+        "test_elbo": elbo,
+        "k": k,
+        "n": summary["n"],
+        "epoch": run.epoch + 1,
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def sample(run: SimpleNamespace, n: int, seed: int = 0) -> np.ndarray:
+    """``n`` images (mean of p(x|z), z from the prior) from a trained run, numpy (n, D)."""
+    if run.backend == "numpyro":
+        import jax
+
+        return np.asarray(run.model.sample(jax.random.PRNGKey(seed), n))
+    import torch
+
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        return run.model.sample(n).numpy()
+
+
+def reconstruct(run: SimpleNamespace, x: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Reconstructions (mean of p(x|z), z ~ q(z|x)) of ``x`` by a trained run."""
+    if run.backend == "numpyro":
+        import jax
+
+        return np.asarray(run.model.reconstruct(jax.random.PRNGKey(seed), x))
+    import torch
+
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        return run.model.reconstruct(torch.as_tensor(x)).numpy()
