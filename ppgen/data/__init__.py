@@ -1,0 +1,43 @@
+"""Backend-free data: MNIST, scikit-learn's digits, toy 2-D densities, binarization,
+minibatch indices and input checks, all in numpy."""
+
+from ppgen.data.batching import epoch_rng, iterate_minibatches, minibatch_indices, seeded_rng
+from ppgen.data.binarization import (
+    BINARIZE_MODES,
+    bernoulli_binarize,
+    binarize,
+    check_binarize_mode,
+)
+from ppgen.data.checks import check_images
+from ppgen.data.dataset import SPLITS, Dataset, check_split, data_dir
+from ppgen.data.digits import DIGITS_SPLIT_SIZES, load_digits
+from ppgen.data.mnist import MNIST_MD5, MNIST_URLS, load_mnist, mnist_dir, read_idx
+from ppgen.data.registry import DATASETS, load_dataset
+from ppgen.data.toy import TOY_DENSITIES, sample_toy
+
+__all__ = [
+    "BINARIZE_MODES",
+    "DATASETS",
+    "DIGITS_SPLIT_SIZES",
+    "MNIST_MD5",
+    "MNIST_URLS",
+    "SPLITS",
+    "TOY_DENSITIES",
+    "Dataset",
+    "bernoulli_binarize",
+    "binarize",
+    "check_binarize_mode",
+    "check_images",
+    "check_split",
+    "data_dir",
+    "epoch_rng",
+    "iterate_minibatches",
+    "load_dataset",
+    "load_digits",
+    "load_mnist",
+    "minibatch_indices",
+    "mnist_dir",
+    "read_idx",
+    "sample_toy",
+    "seeded_rng",
+]

@@ -1,0 +1,83 @@
+"""Validation of user-supplied image arrays, with one-line messages that say how to fix them.
+
+Models and trainers call `check_images` at their boundary, so a wrong array fails there with
+a `DataError` naming the problem, instead of as a shape error deep inside a network or as
+a NaN loss many steps later.
+"""
+
+import math
+
+import numpy as np
+
+from ppgen.errors import DataError
+
+__all__ = ["check_images"]
+
+# Bool, signed and unsigned integers and floats; complex, strings, objects etc. are refused.
+_NUMERIC_KINDS = "biuf"
+
+
+def _describe_dim(d: int) -> str:
+    """``"784 (28x28)"`` for a square number of pixels, else ``"784"``."""
+    side = math.isqrt(d)
+    return f"{d} ({side}x{side})" if side * side == d and d > 1 else str(d)
+
+
+def check_images(x: np.ndarray, *, dim: int | None = None, name: str = "x") -> np.ndarray:
+    """Check a batch of grey-scale images and return it as a float32 ``(N, D)`` array.
+
+    Args:
+        x: ``(N, D)`` flat images or ``(N, H, W)`` images (flattened to ``D = H * W``),
+            of any real or boolean dtype, with values in [0, 1].
+        dim: the number of pixels per example the model expects; None accepts any.
+        name: what to call ``x`` in error messages.
+
+    Returns:
+        ``x`` as a 2-D float32 array (a view when ``x`` already is float32).
+
+    Raises:
+        DataError: with a one-line fix if ``x`` is empty, not numeric, not 2-D or 3-D, has
+            the wrong number of pixels, contains NaN or Inf, or has values outside [0, 1].
+    """
+    try:
+        x = np.asarray(x)
+    except (ValueError, TypeError) as err:  # ragged nested lists
+        raise DataError(f"{name} is not an array ({err}); pass a numeric (N, D) array") from err
+    if x.dtype.kind not in _NUMERIC_KINDS:
+        raise DataError(
+            f"{name} has dtype {x.dtype} (not real numbers); pass a numeric array, e.g. "
+            f"np.asarray({name}, dtype=np.float32)"
+        )
+    if x.size == 0:
+        raise DataError(f"{name} is empty (shape {x.shape}); pass at least one example")
+    if x.ndim == 3:
+        x = x.reshape(len(x), -1)  # (N, H, W) -> (N, H * W)
+    elif x.ndim != 2:
+        hint = f"; for one example use {name}[None]" if x.ndim == 1 else ""
+        raise DataError(
+            f"{name} has {x.ndim} dimension(s) (shape {x.shape}) but must be (N, D) or "
+            f"(N, H, W) grey-scale images{hint}"
+        )
+    if dim is not None and x.shape[1] != dim:
+        side = math.isqrt(x.shape[1])
+        guess = f" ({side}x{side} images?)" if side * side == x.shape[1] else ""
+        raise DataError(
+            f"{name} has {x.shape[1]} features per example{guess} but the model expects "
+            f"{_describe_dim(dim)}; resize the images or build the model for this size"
+        )
+    if x.dtype.kind == "f":
+        bad = ~np.isfinite(x)
+        if bad.any():
+            i, j = (int(k) for k in np.argwhere(bad)[0])
+            raise DataError(
+                f"{name} has {int(bad.sum())} NaN/Inf value(s), the first in example {i} "
+                f"(pixel {j}); drop or repair those examples"
+            )
+    lo, hi = x.min(), x.max()
+    if lo < 0 or hi > 1:
+        hint = f", e.g. {name} / 255" if hi <= 255 and lo >= 0 else ""
+        raise DataError(
+            f"{name} has values outside [0, 1] (min {lo}, max {hi}); scale the pixels to "
+            f"[0, 1]{hint}"
+        )
+    return x.astype(np.float32, copy=False)
