@@ -75,7 +75,7 @@ def save_checkpoint(
     final = root / tag
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{tag}."))
     try:
-        contiguous = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+        contiguous = {k: np.asarray(v, order="C") for k, v in arrays.items()}  # keeps 0-d
         save_file(contiguous, str(tmp / _ARRAYS))
         _write_atomic(tmp / _META, json.dumps({"format": FORMAT, **meta}, indent=1))
         if final.exists():

@@ -13,7 +13,13 @@ matplotlib.use("Agg")  # files only: ppgen never opens a window
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["tile_images", "save_image_grid", "save_reconstructions", "save_training_curves"]
+__all__ = [
+    "tile_images",
+    "save_image_grid",
+    "save_reconstructions",
+    "save_training_curves",
+    "save_posterior_comparison",
+]
 
 
 def tile_images(
@@ -86,5 +92,37 @@ def save_training_curves(
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def save_posterior_comparison(
+    exact: np.ndarray,
+    approx: np.ndarray,
+    path: str | os.PathLike,
+    dims: tuple[int, int] = (0, 1),
+    labels=("MCMC", "guide"),
+) -> Path:
+    """Scatter two latent dimensions of two posterior sample sets, one panel per example.
+
+    Args:
+        exact: Draws (S, batch, latent), e.g. NUTS.
+        approx: Draws (S', batch, latent), e.g. the amortized guide.
+    """
+    batch = exact.shape[1]
+    fig, axes = plt.subplots(1, batch, figsize=(3 * batch, 3), squeeze=False)
+    for i, ax in enumerate(axes[0]):
+        for draws, label, color in ((exact, labels[0], "C0"), (approx, labels[1], "C1")):
+            ax.scatter(
+                draws[:, i, dims[0]], draws[:, i, dims[1]], s=3, alpha=0.3, c=color, label=label
+            )
+        ax.set_title(f"example {i}")
+        ax.set_xlabel(f"z[{dims[0]}]")
+        ax.set_ylabel(f"z[{dims[1]}]")
+    axes[0][0].legend(markerscale=4)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -125,13 +125,15 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path, damage):
     arrays = {
         "w": np.arange(6, dtype=np.float32).reshape(2, 3),
         "rng": np.arange(4, dtype=np.uint8),
+        "step": np.array(7, dtype=np.int32),  # 0-d arrays stay 0-d
+        "fortran": np.asfortranarray(np.arange(6.0).reshape(2, 3)),
     }
     path = save_checkpoint(tmp_path, arrays, {"epoch": 0}, tag="epoch-000001")
     got, meta = load_checkpoint(tmp_path)
     assert meta["epoch"] == 0
     for k, v in arrays.items():
         np.testing.assert_array_equal(got[k], v)
-        assert got[k].dtype == v.dtype
+        assert got[k].dtype == v.dtype and got[k].shape == v.shape
     if damage == "truncate":
         blob = (path / "state.safetensors").read_bytes()
         (path / "state.safetensors").write_bytes(blob[: len(blob) // 2])
