@@ -87,7 +87,8 @@ def main() -> None:
     states = {k: t.init(0, x[:BATCH]) for k, t in trainers.items()}
     torch.manual_seed(0)
     ref = TorchVAE(x_dim)
-    ref_opt = torch.optim.Adam(ref.parameters(), lr=LR)
+    # Fused Adam, as ppgen's Pyro trainer uses: the ratio then measures Pyro's overhead only.
+    ref_opt = torch.optim.Adam(ref.parameters(), lr=LR, fused=True)
     xt = torch.from_numpy(x)
 
     times: dict[str, list[float]] = {"torch": [], "pyro": [], "numpyro": []}
@@ -122,7 +123,7 @@ def main() -> None:
             "n_train": n,
             "final_loss": losses,
             "setting": f"z={LATENT}, hidden={HIDDEN} softplus, batch={BATCH}, Adam({LR}), "
-            "Bernoulli, 1-particle MC ELBO",
+            "Bernoulli, 1-particle MC ELBO; torch reference and ppgen-pyro both use fused Adam",
             "hardware": hardware(),
         },
     )

@@ -1,0 +1,22 @@
+"""Pyro inference for any model/guide pair: objectives, log-likelihoods, training, MCMC."""
+
+from ppgen.inference.pyro.loglik import (
+    evaluate_log_likelihood,
+    log_marginal_likelihood,
+    log_weights,
+)
+from ppgen.inference.pyro.mcmc import compare_with_guide, mcmc_latents
+from ppgen.inference.pyro.objectives import ELBO, IWAE
+from ppgen.inference.pyro.train import Trainer, TrainState
+
+__all__ = [
+    "ELBO",
+    "IWAE",
+    "TrainState",
+    "Trainer",
+    "compare_with_guide",
+    "evaluate_log_likelihood",
+    "log_marginal_likelihood",
+    "log_weights",
+    "mcmc_latents",
+]

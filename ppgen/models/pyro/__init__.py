@@ -1,0 +1,7 @@
+"""Pyro models: each a ``model(x, num_data=None)`` / ``guide(x, num_data=None)`` pair."""
+
+from ppgen.models.pyro.linear_gaussian import LinearGaussian
+from ppgen.models.pyro.nets import MLP
+from ppgen.models.pyro.vae import VAE, HierarchicalVAE
+
+__all__ = ["MLP", "VAE", "HierarchicalVAE", "LinearGaussian"]

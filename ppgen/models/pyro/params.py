@@ -1,0 +1,113 @@
+"""Module-local parameters: Pyro ``param`` statements that never touch the global param store.
+
+``pyro.module(name, net)`` copies ``net``'s parameters into the process-wide param store
+under ``name$$$...``; a second model that registers a network under the same name then
+silently receives the first model's tensors. Pyro's answer is ``PyroModule`` with the global
+setting ``pyro.settings.set(module_local_params=True)``, which is a process-wide switch a
+library must not flip. We do what that mode does, locally: a model *announces* each of its
+own parameters as an effectful ``param`` site (so ``poutine.trace(param_only=True)`` finds
+them, which is how :class:`ppgen.inference.pyro.Trainer` and ``pyro.infer.SVI`` collect what
+to optimise), while the values stay attributes of the model's ``nn.Module``. Site names are
+the familiar ``"encoder$$$layers.0.weight"``, identical for every instance, so a checkpoint
+of one instance loads into another.
+
+A handler that *replaces* a param value is honoured: :func:`local_module` then returns a
+functional view of the network computing with the substituted tensors
+(``torch.func.functional_call``). ``ppgen.inference.pyro.handlers.ParamSubstituteMessenger``
+substitutes by full site name; ``poutine.substitute`` matches ``$$$`` names by their short
+part (``"layers.0.weight"``), as it does for ``pyro.module``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+
+import numpy as np
+import torch
+from pyro.params.param_store import param_with_module_name
+from pyro.poutine.runtime import am_i_wrapped, effectful
+from torch import nn
+from torch.distributions import constraints
+
+from ppgen.errors import CheckpointError
+
+__all__ = ["get_weights", "local_module", "local_param", "set_weights", "site_to_key"]
+
+
+def _own_value(name: str, value: torch.Tensor, **_: object) -> torch.Tensor:
+    return value
+
+
+# One effectful callable built once: a `param` message whose default value is the tensor given.
+_announce = effectful(_own_value, type="param")
+
+
+def local_param(name: str, value: torch.Tensor) -> torch.Tensor:
+    """Announce ``value`` as the (unconstrained, real) param site ``name`` and return it.
+
+    Without active handlers this is the identity; under handlers it returns whatever they
+    put in the site (``value`` unless a handler substitutes it).
+    """
+    if not am_i_wrapped():
+        return value
+    return _announce(name, value, constraint=constraints.real, event_dim=None, name=name)
+
+
+def local_module(name: str, net: nn.Module) -> Callable[..., torch.Tensor]:
+    """Announce every parameter of ``net`` as the param site ``name$$$<param name>``.
+
+    Like ``pyro.module(name, net)`` but module-local (see the module docstring).
+
+    Returns:
+        ``net`` itself, or a functional view of it when a handler substituted a parameter.
+    """
+    if not am_i_wrapped():
+        return net
+    substituted = {}
+    for pname, p in net.named_parameters():
+        full = param_with_module_name(name, pname)
+        value = _announce(full, p, constraint=constraints.real, event_dim=None, name=full)
+        if value is not p:
+            substituted[pname] = value
+    if substituted:
+        return functools.partial(torch.func.functional_call, net, substituted)
+    return net
+
+
+def site_to_key(name: str) -> str:
+    """Map a param site name (``"encoder$$$layers.0.weight"``) to its weight key."""
+    return name.replace("$$$", ".")
+
+
+def get_weights(module: nn.Module) -> dict[str, np.ndarray]:
+    """Copy every parameter of ``module`` to numpy, keyed by ``state_dict`` name."""
+    return {k: v.detach().cpu().numpy().copy() for k, v in module.named_parameters()}
+
+
+def set_weights(module: nn.Module, weights: Mapping[str, np.ndarray | torch.Tensor]) -> None:
+    """Copy ``weights`` (keys as from :func:`get_weights`, or param site names) into ``module``.
+
+    Raises:
+        CheckpointError: The keys or shapes are not exactly this module's.
+    """
+    weights = {site_to_key(k): v for k, v in weights.items()}
+    own = dict(module.named_parameters())
+    if set(weights) != set(own):
+        missing, extra = sorted(set(own) - set(weights)), sorted(set(weights) - set(own))
+        raise CheckpointError(
+            f"weights do not fit this {type(module).__name__}: missing {missing}, "
+            f"unexpected {extra}; were they saved from a model with another configuration?"
+        )
+    for key, p in own.items():
+        value = weights[key]
+        # np.array copies: arrays read from a checkpoint may be read-only.
+        value = value.detach() if torch.is_tensor(value) else torch.from_numpy(np.array(value))
+        if tuple(value.shape) != tuple(p.shape):
+            raise CheckpointError(
+                f"weight {key!r} has shape {tuple(value.shape)} but this "
+                f"{type(module).__name__} expects {tuple(p.shape)}; rebuild the model with "
+                "the configuration the weights were saved from"
+            )
+        with torch.no_grad():
+            p.copy_(value)

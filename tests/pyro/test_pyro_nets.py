@@ -1,0 +1,56 @@
+"""MLP: shapes over batch shapes, the layer layout, activations, seeding without global RNG."""
+
+import pytest
+import torch
+
+from ppgen.errors import ConfigError
+from ppgen.models.pyro import MLP
+
+ACTS = {"tanh": torch.tanh, "relu": torch.relu, "softplus": torch.nn.functional.softplus}
+ACTS["elu"] = torch.nn.functional.elu
+
+
+@pytest.mark.parametrize("batch_shape", [(), (3,), (2, 5)])
+@pytest.mark.parametrize("activation", sorted(ACTS))
+def test_forward_is_affine_act_affine(batch_shape, activation):
+    net = MLP([4, 6, 3], activation, seed=1)
+    assert isinstance(net.layers, torch.nn.ModuleList) and len(net.layers) == 2
+    assert net.layers[0].weight.shape == (6, 4)  # torch layout (out, in)
+    x = torch.randn(*batch_shape, 4)
+    l0, l1 = net.layers
+    expected = l1(ACTS[activation](l0(x)))  # no activation after the last layer
+    out = net(x)
+    assert out.shape == (*batch_shape, 3)
+    # Same ops in the same order: equal up to float32 rounding.
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-6)
+
+
+def test_seeded_init_is_reproducible_and_leaves_global_rng_alone():
+    before = torch.get_rng_state()
+    a, b, c = MLP([5, 7, 2], seed=3), MLP([5, 7, 2], seed=3), MLP([5, 7, 2], seed=4)
+    assert torch.equal(torch.get_rng_state(), before)
+    for pa, pb, pc in zip(a.parameters(), b.parameters(), c.parameters(), strict=True):
+        assert torch.equal(pa, pb)
+        assert not torch.equal(pa, pc)
+    # torch.nn.Linear's default range: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+    assert a.layers[0].weight.abs().max() <= 5**-0.5
+
+
+def test_dtype_follows_default(float64):
+    assert MLP([2, 3], seed=0).layers[0].weight.dtype == torch.float64
+
+
+@pytest.fixture
+def float64():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+
+@pytest.mark.parametrize(
+    "sizes, activation", [([3], "tanh"), ([3, 0, 2], "tanh"), ([3, 2], "sigmoid")]
+)
+def test_bad_config(sizes, activation):
+    with pytest.raises(ConfigError):
+        MLP(sizes, activation)
