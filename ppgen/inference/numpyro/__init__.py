@@ -1,0 +1,22 @@
+"""NumPyro inference: objectives, log-likelihood estimation, training, MCMC (mirrors Pyro's)."""
+
+from ppgen.inference.numpyro.loglik import (
+    evaluate_log_likelihood,
+    log_marginal_likelihood,
+    log_weights,
+)
+from ppgen.inference.numpyro.mcmc import compare_with_guide, mcmc_latents
+from ppgen.inference.numpyro.objectives import ELBO, IWAE
+from ppgen.inference.numpyro.train import Trainer, TrainState
+
+__all__ = [
+    "ELBO",
+    "IWAE",
+    "TrainState",
+    "Trainer",
+    "compare_with_guide",
+    "evaluate_log_likelihood",
+    "log_marginal_likelihood",
+    "log_weights",
+    "mcmc_latents",
+]

@@ -1,0 +1,168 @@
+"""Importance weights and the importance-sampled log marginal likelihood of any model/guide.
+
+``log p(x_i) = log E_{q(z | x_i)}[p(x_i, z) / q(z | x_i)]``, estimated by
+``log (1/K) sum_k w_{k,i}`` with ``z_k ~ q(z | x_i)`` (Burda et al., 2015, eq. 8 with
+``K = 5000`` is the standard MNIST test NLL). The estimate is a lower bound in expectation
+that tightens as ``K`` grows, and is exact for every ``K`` when ``q`` is the posterior.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.special import logsumexp
+from tqdm.auto import tqdm
+
+from ppgen.errors import ConfigError, DataError
+from ppgen.inference.numpyro.particles import particle_terms
+
+__all__ = ["evaluate_log_likelihood", "log_marginal_likelihood", "log_weights"]
+
+
+def log_weights(
+    rng_key: jax.Array,
+    model: Callable,
+    guide: Callable,
+    *args: Any,
+    num_particles: int = 1,
+    **kwargs: Any,
+) -> jax.Array:
+    """Per-datapoint log importance weights ``log p(x_i, z_k) - log q(z_k | x_i)``.
+
+    The ``K`` particles ``z_k ~ q(z | x_i)`` are drawn at once in an outer ``"particles"``
+    plate at dim ``-(max_plate_nesting + 1)``; each site's log-density is summed over every
+    plate but ``"particles"`` and ``"data"``, with the data plate's subsample scale divided
+    out, so the weights are per datapoint whatever ``num_data`` is. Works for any NumPyro
+    model/guide pair whose parameters are already in place (``handlers.substitute``, or the
+    ``numpyro.param`` initial values). A guide conditioned on given latents
+    (``handlers.condition(guide, data={"z": z})`` with ``z`` of shape ``(K, batch, ...)``)
+    gives deterministic weights.
+
+    Args:
+        rng_key: PRNG key for the guide's draws.
+        model: ``model(*args, **kwargs)`` with its latent and observed sites in the
+            ``"data"`` plate (or with no plate at all: one datapoint).
+        guide: ``guide(*args, **kwargs)`` sampling every latent site of the model.
+        *args: Passed to model and guide (e.g. the minibatch ``x``).
+        num_particles: ``K``.
+        **kwargs: Passed to model and guide (e.g. ``num_data``).
+
+    Returns:
+        Array of shape ``(num_particles, batch)``.
+
+    Raises:
+        ConfigError: A site outside the ``"data"`` plate, or a model latent the guide lacks.
+    """
+    _check_positive(num_particles=num_particles)
+    out = particle_terms(rng_key, model, guide, args, kwargs, num_particles=num_particles)
+    return sum(out.terms.values())
+
+
+def log_marginal_likelihood(
+    rng_key: jax.Array,
+    model: Callable,
+    guide: Callable,
+    *args: Any,
+    num_samples: int = 5000,
+    chunk_size: int = 500,
+    **kwargs: Any,
+) -> jax.Array:
+    """Importance-sampled ``log p(x_i) ~= logmeanexp_k log w_{k,i}``, shape ``(batch,)``.
+
+    The ``num_samples`` weights are drawn ``chunk_size`` at a time in a ``lax.scan`` that
+    keeps a running ``logsumexp``, so memory grows with ``chunk_size``, not ``num_samples``
+    (a 784-200-200-50 VAE with ``K = 5000`` on a batch of 100 needs a few hundred MB).
+
+    Args:
+        rng_key: PRNG key.
+        model: Model (see :func:`log_weights`).
+        guide: Guide, the proposal.
+        *args: Passed to model and guide.
+        num_samples: ``K``; need not be a multiple of ``chunk_size``.
+        chunk_size: Particles per chunk.
+        **kwargs: Passed to model and guide.
+    """
+    _check_positive(num_samples=num_samples, chunk_size=chunk_size)
+    chunk = min(chunk_size, num_samples)
+    num_chunks = math.ceil(num_samples / chunk)
+
+    def body(total: jax.Array, inputs: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, None]:
+        i, key = inputs
+        lw = log_weights(key, model, guide, *args, num_particles=chunk, **kwargs)
+        valid = i * chunk + jnp.arange(chunk) < num_samples  # the last chunk may overhang
+        lw = jnp.where(valid[:, None], lw, -jnp.inf)
+        return jnp.logaddexp(total, logsumexp(lw, axis=0)), None
+
+    batch = jax.eval_shape(
+        lambda key: log_weights(key, model, guide, *args, num_particles=1, **kwargs), rng_key
+    ).shape[1]
+    keys = jax.random.split(rng_key, num_chunks)
+    init = jnp.full((batch,), -jnp.inf)
+    total, _ = jax.lax.scan(body, init, (jnp.arange(num_chunks), keys))
+    return total - math.log(num_samples)
+
+
+def evaluate_log_likelihood(
+    rng_key: jax.Array,
+    model: Callable,
+    guide: Callable,
+    x: np.ndarray,
+    *,
+    num_samples: int = 5000,
+    batch_size: int = 100,
+    chunk_size: int = 500,
+    progress: bool = False,
+) -> np.ndarray:
+    """:func:`log_marginal_likelihood` of every row of a dataset, in batches.
+
+    One compiled function serves every batch: the last partial batch is padded with copies
+    of its last row and the padding dropped. Batch ``b`` uses ``fold_in(rng_key, b)``.
+
+    Args:
+        rng_key: PRNG key.
+        model: ``model(x)`` (parameters in place, e.g. a bound ppgen model).
+        guide: ``guide(x)``.
+        x: Data of shape ``(N, features)``.
+        num_samples: Importance samples per datapoint.
+        batch_size: Datapoints per compiled call.
+        chunk_size: Particles per chunk inside a call.
+        progress: Show a tqdm bar over batches.
+
+    Returns:
+        ``log p(x_i)`` estimates, shape ``(N,)``.
+
+    Raises:
+        DataError: ``x`` is not a non-empty 2-D array of finite values.
+    """
+    x = np.asarray(x)
+    if x.ndim != 2 or len(x) == 0:
+        raise DataError(f"expected x of shape (N, features) with N > 0, got {x.shape}")
+    if not np.all(np.isfinite(x)):
+        raise DataError("x contains NaN or Inf; drop or impute those rows first")
+    _check_positive(batch_size=batch_size)
+    size = min(batch_size, len(x))
+    estimate = jax.jit(
+        lambda key, xb: log_marginal_likelihood(
+            key, model, guide, xb, num_samples=num_samples, chunk_size=chunk_size
+        )
+    )
+    out = []
+    starts = range(0, len(x), size)
+    for b, start in enumerate(tqdm(starts, desc="log p(x)", disable=not progress)):
+        xb = x[start : start + size]
+        n = len(xb)
+        if n < size:
+            xb = np.concatenate([xb, np.repeat(xb[-1:], size - n, axis=0)])
+        out.append(np.asarray(estimate(jax.random.fold_in(rng_key, b), xb))[:n])
+    return np.concatenate(out)
+
+
+def _check_positive(**values: int) -> None:
+    for name, value in values.items():
+        if not (isinstance(value, (int, np.integer)) and value >= 1):
+            raise ConfigError(f"{name} must be a positive integer, got {value!r}")

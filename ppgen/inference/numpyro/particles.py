@@ -1,0 +1,239 @@
+"""Vectorised importance particles: per-datapoint log-density terms of any model/guide pair.
+
+Shared by ``log_weights``, ``ELBO``, ``IWAE`` and the log-likelihood estimator. For
+``z_k ~ q(z | x)``, ``k = 1..K``, drawn at once in an outer ``"particles"`` plate (as Pyro's
+``vectorize_particles`` does), each sample site contributes a ``(K, batch)`` array of
+unscaled per-datapoint terms; their sum is ``log w_{k,i} = log p(x_i, z_k) - log q(z_k | x_i)``.
+
+Everything here happens at trace time; under ``jit`` only the density arithmetic is left.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpyro
+from numpyro import handlers
+from numpyro.distributions import kl_divergence
+from numpyro.distributions.util import is_identically_one
+
+from ppgen.errors import ConfigError
+from ppgen.inference.numpyro.handlers import scale_latents
+
+__all__ = ["ParticleTerms", "Structure", "particle_terms", "structure"]
+
+DATA = "data"  # the plate over datapoints, by ppgen convention
+
+
+class Structure(NamedTuple):
+    """What one shape-only run of guide then model reveals about a program."""
+
+    max_plate_nesting: int
+    latents: tuple[str, ...]  # the model's unobserved sample sites, in model order
+
+
+class ParticleTerms(NamedTuple):
+    """Per-site ``(K, batch)`` terms whose sum is the log weight, and the data plate's scale."""
+
+    terms: dict[str, jax.Array]
+    data_scale: float  # num_data / batch: turns a minibatch sum into a dataset estimate
+
+
+def _run(rng_key, model, guide, args, kwargs, particles=None, beta=None, latents=None):
+    """Trace ``guide`` then ``model`` on the guide's latent values (and plate indices).
+
+    Values are passed by ``substitute`` rather than ``replay`` so that a guide whose latent
+    sites were ``condition``-ed (observed) still drives the model. ``latents`` (when known)
+    restricts what is passed to the model's latent sites.
+    """
+    if particles is not None:
+        num, dim = particles
+
+        def vectorise(fn: Callable) -> Callable:
+            def vectorised(*a: Any, **kw: Any) -> Any:
+                with numpyro.plate("particles", num, dim=dim):
+                    return fn(*a, **kw)
+
+            return vectorised
+
+        model, guide = vectorise(model), vectorise(guide)
+    if beta is not None:
+        model = scale_latents(model, beta, latents or ())
+        guide = scale_latents(guide, beta, latents or ())
+    guide_key, model_key = jax.random.split(rng_key)
+    guide_tr = handlers.trace(handlers.seed(guide, guide_key)).get_trace(*args, **kwargs)
+    values = {
+        name: site["value"]
+        for name, site in guide_tr.items()
+        if site["type"] == "plate"
+        or (site["type"] == "sample" and (latents is None or name in latents))
+    }
+    model = handlers.substitute(model, data=values)
+    model_tr = handlers.trace(handlers.seed(model, model_key)).get_trace(*args, **kwargs)
+    return model_tr, guide_tr
+
+
+def structure(rng_key: jax.Array, model: Callable, guide: Callable, args, kwargs) -> Structure:
+    """Plate nesting and latent sites, from a shape-only (``eval_shape``) run: no FLOPs."""
+    found = []
+
+    def probe(key, args, kwargs):
+        model_tr, guide_tr = _run(key, model, guide, args, kwargs)
+        dims = [
+            frame.dim
+            for tr in (model_tr, guide_tr)
+            for site in tr.values()
+            if site["type"] == "sample"
+            for frame in site["cond_indep_stack"]
+        ]
+        latents = tuple(
+            name
+            for name, site in model_tr.items()
+            if site["type"] == "sample" and not site["is_observed"]
+        )
+        found.append(Structure(-min(dims, default=0), latents))
+
+    eqx.filter_eval_shape(probe, rng_key, args, kwargs)
+    return found[0]
+
+
+def _data_dim(site: dict, has_data_plate: bool) -> int | None:
+    """The dim of ``site``'s ``"data"`` plate; ConfigError if it must lie in one and does not."""
+    dims = [frame.dim for frame in site["cond_indep_stack"] if frame.name == DATA]
+    if has_data_plate and not dims:
+        raise ConfigError(
+            f"sample site {site['name']!r} lies outside the {DATA!r} plate; per-datapoint "
+            f"weights need every site inside numpyro.plate({DATA!r}, ...) (a global latent "
+            "has no per-datapoint weight)"
+        )
+    return dims[0] if dims else None
+
+
+def _per_datapoint(log_prob, scale, data_scale, nesting, data_dim, shape) -> jax.Array:
+    """Reduce a site's log-density to ``shape = (K, batch)``: sum every other plate dim.
+
+    ``scale`` is the site's scale with the data plate's subsample scale divided out (what
+    remains is e.g. a KL weight), so the result is per datapoint.
+    """
+    lp = jnp.asarray(log_prob)
+    if scale is not None:
+        scale = scale / data_scale if data_scale != 1.0 else scale
+        if not is_identically_one(scale):
+            lp = lp * scale
+    ndim = nesting + 1  # particle dim + every plate dim
+    if lp.ndim > ndim:
+        lp = lp.sum(tuple(range(lp.ndim - ndim)))
+    lp = lp.reshape((1,) * (ndim - lp.ndim) + lp.shape)
+    keep = (0,) if data_dim is None else (0, ndim + data_dim)
+    lp = lp.sum(tuple(i for i in range(ndim) if i not in keep), keepdims=True)
+    lp = lp.reshape(lp.shape[0], -1)  # (K or 1, batch or 1)
+    return jnp.broadcast_to(lp, shape)
+
+
+def _log_prob(site: dict) -> jax.Array:
+    if site["intermediates"]:
+        return site["fn"].log_prob(site["value"], site["intermediates"])
+    return site["fn"].log_prob(site["value"])
+
+
+def _kl_or_none(guide_site: dict, model_site: dict) -> jax.Array | None:
+    try:
+        return kl_divergence(guide_site["fn"], model_site["fn"])
+    except NotImplementedError:
+        return None
+
+
+def particle_terms(
+    rng_key: jax.Array,
+    model: Callable,
+    guide: Callable,
+    args: tuple,
+    kwargs: dict,
+    *,
+    num_particles: int,
+    beta: float | jax.Array | None = None,
+    analytic_kl: bool = False,
+    require_rsample: bool = False,
+) -> ParticleTerms:
+    """Per-site ``(K, batch)`` log-weight terms for ``K`` particles from the guide.
+
+    Args:
+        rng_key: PRNG key.
+        model: Model callable (parameters already substituted).
+        guide: Guide callable, run first; its latent values are substituted into the model.
+        args: Positional arguments of model and guide.
+        kwargs: Keyword arguments of model and guide.
+        num_particles: ``K``.
+        beta: Optional weight of the latent sites' terms (see ``scale_latents``).
+        analytic_kl: Replace ``log p(z) - log q(z)`` by ``-KL(q || p)`` where the pair has a
+            registered ``kl_divergence`` and the swap is unbiased: every latent the model's
+            ``p(z | ...)`` may depend on (those before ``z`` in the model) is drawn before
+            ``z`` in the guide, too. Those terms are the same for every particle.
+        require_rsample: Raise ConfigError for a guide latent without a reparameterised
+            sampler (the gradient of these objectives would be biased).
+
+    Raises:
+        ConfigError: A latent outside the ``"data"`` plate, or a model latent the guide
+            does not sample.
+    """
+    info = structure(rng_key, model, guide, args, kwargs)
+    nesting = info.max_plate_nesting
+    particles = (num_particles, -(nesting + 1))
+    if beta is not None and isinstance(beta, (int, float)) and beta == 1:
+        beta = None
+    model_tr, guide_tr = _run(
+        rng_key, model, guide, args, kwargs, particles, beta=beta, latents=info.latents
+    )
+
+    data = model_tr.get(DATA)
+    data = data if data is not None and data["type"] == "plate" else None
+    if data is not None:
+        size, subsample_size = data["args"]
+        batch = int(data["value"].shape[0])
+        data_scale = size / subsample_size if subsample_size not in (None, size) else 1.0
+    else:
+        batch, data_scale = 1, 1.0
+    shape = (num_particles, batch)
+
+    def reduce(value: jax.Array, site: dict) -> jax.Array:
+        dim = _data_dim(site, data is not None)
+        scale = data_scale if dim is not None else 1.0
+        return _per_datapoint(value, site["scale"], scale, nesting, dim, shape)
+
+    guide_order = [n for n, s in guide_tr.items() if s["type"] == "sample"]
+    terms = {}
+    for name, site in model_tr.items():
+        if site["type"] != "sample":
+            continue
+        if site["is_observed"]:
+            terms[name] = reduce(_log_prob(site), site)
+            continue
+        if name not in guide_tr or guide_tr[name]["type"] != "sample":
+            raise ConfigError(
+                f"the guide does not sample the model's latent site {name!r}; "
+                "every latent of the model needs a site of the same name in the guide"
+            )
+        guide_site = guide_tr[name]
+        if require_rsample and not guide_site["is_observed"] and not guide_site["fn"].has_rsample:
+            raise ConfigError(
+                f"guide site {name!r} ({type(guide_site['fn']).__name__}) has no "
+                "reparameterised sampler; ELBO and IWAE need reparameterisable latents"
+            )
+        kl = None
+        if analytic_kl:
+            parents = info.latents[: info.latents.index(name)]
+            position = guide_order.index(name)
+            if all(p in guide_order[:position] for p in parents):
+                kl = _kl_or_none(guide_site, site)
+        if kl is not None:
+            terms[name] = -reduce(kl, guide_site)
+        else:
+            terms[name] = reduce(_log_prob(site), site) - reduce(_log_prob(guide_site), guide_site)
+    for name, site in guide_tr.items():  # auxiliary guide latents: only -log q
+        if site["type"] == "sample" and name not in model_tr and not site["is_observed"]:
+            terms[name] = -reduce(_log_prob(site), site)
+    return ParticleTerms(terms, float(data_scale))

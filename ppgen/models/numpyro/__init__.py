@@ -1,0 +1,7 @@
+"""NumPyro models: model/guide pairs with Equinox networks (mirrors ``ppgen.models.pyro``)."""
+
+from ppgen.models.numpyro.linear_gaussian import LinearGaussian
+from ppgen.models.numpyro.nets import MLP
+from ppgen.models.numpyro.vae import VAE, HierarchicalVAE
+
+__all__ = ["MLP", "VAE", "HierarchicalVAE", "LinearGaussian"]

@@ -1,0 +1,160 @@
+"""The command line end to end on the bundled digits data: train, eval --json, sample,
+resume after kill -9, and one-line errors for bad input."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import urllib.error
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from ppgen.cli import main
+
+TINY = ["--dataset", "digits", "--latent", "4", "--hidden", "32", "--batch-size", "50", "--quiet"]
+
+
+def run_cli(args, capsys):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line_error(code, err):
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "error" in lines[0] and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("backend", ["pyro", "numpyro"])
+def test_train_eval_sample(tmp_path, capsys, backend):
+    out = tmp_path / backend
+    code, stdout, err = run_cli(
+        [
+            "train",
+            "vae",
+            "--backend",
+            backend,
+            "--epochs",
+            "3",
+            "--objective",
+            "iwae",
+            "--k",
+            "3",
+            *TINY,
+            "--out",
+            out,
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    for name in ("samples.png", "reconstructions.png", "curves.png", "config.json"):
+        assert (out / name).is_file()
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 3
+
+    code, stdout, err = run_cli(["eval", out, "--k", "50", "--json"], capsys)
+    assert code == 0, err
+    result = json.loads(stdout.strip().splitlines()[-1])
+    assert {"test_nll", "test_elbo", "k"} <= set(result) and result["k"] == 50
+    # log p(x) >= IWAE_k >= ELBO in expectation: the 50-sample estimate beats the ELBO.
+    assert result["test_nll"] < -result["test_elbo"]
+
+    code, stdout, err = run_cli(["sample", out, "-n", "9"], capsys)
+    assert code == 0, err
+    assert stdout.strip().endswith("samples.png") and os.path.getsize(stdout.strip()) > 0
+
+
+KILLER = textwrap.dedent("""
+    import os, signal, sys
+    from ppgen import runs
+    config = runs.load_config(sys.argv[1])
+    def die(record):
+        if record["epoch"] == 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+    runs.train(config, sys.argv[1], progress=False, on_epoch=die)
+""")
+
+
+@pytest.mark.parametrize("backend", ["pyro", "numpyro"])
+def test_kill_9_then_resume_equals_uninterrupted(tmp_path, capsys, backend):
+    args = ["train", "vae", "--backend", backend, "--epochs", "4", *TINY, "--seed", "7"]
+    code, _, err = run_cli([*args, "--out", tmp_path / "whole"], capsys)
+    assert code == 0, err
+
+    # Same run, killed with SIGKILL by a separate process after its second epoch.
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    (killed / "config.json").write_text((tmp_path / "whole" / "config.json").read_text())
+    proc = subprocess.run([sys.executable, "-c", KILLER, str(killed)], capture_output=True)
+    assert proc.returncode == -9, proc.stderr.decode()
+    code, _, err = run_cli([*args, "--out", killed, "--resume"], capsys)
+    assert code == 0, err
+
+    def final(run):
+        ckpt = run / "checkpoints"
+        return load_file(str(ckpt / (ckpt / "LATEST").read_text().strip() / "state.safetensors"))
+
+    a, b = final(tmp_path / "whole"), final(killed)
+    assert set(a) == set(b)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["train", "vae", "--out", "x", "--frobnicate"], "unrecognized arguments"),
+        (["train", "vae", "--out", "x", "--hidden", "ten"], "layer sizes"),
+        (["train", "vae", "--out", "x", "--k", "0"], "positive"),
+        (["train", "vae", "--out", "x", "--backend", "tensorflow"], "invalid choice"),
+        (["train", "gan", "--out", "x"], "invalid choice"),
+        (["eval"], "required"),
+    ],
+)
+def test_bad_options_are_one_line_errors(capsys, args, expected):
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    line = one_line_error(e.value.code, capsys.readouterr().err)
+    assert expected in line
+
+
+def test_missing_mnist_offline_is_one_line_error(tmp_path, capsys, monkeypatch):
+    import ppgen.data.mnist as mnist
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("offline")
+
+    monkeypatch.setattr(mnist, "_fetch", offline)
+    monkeypatch.setenv("PPGEN_DATA", str(tmp_path / "nodata"))
+    code, _, err = run_cli(["train", "vae", "--dataset", "mnist", "--out", tmp_path / "r"], capsys)
+    line = one_line_error(code, err)
+    assert "train-images-idx3-ubyte.gz" in line and "nodata" in line
+
+
+def test_corrupt_and_foreign_checkpoints_are_one_line_errors(tmp_path, capsys):
+    run = tmp_path / "run"
+    code, _, err = run_cli(
+        ["train", "vae", "--backend", "numpyro", "--epochs", "1", *TINY, "--out", run], capsys
+    )
+    assert code == 0, err
+    # Foreign: the config now describes another network than the checkpoint holds.
+    config = json.loads((run / "config.json").read_text())
+    config["hidden"] = [16]
+    (run / "config.json").write_text(json.dumps(config))
+    line = one_line_error(*run_cli(["eval", run, "--k", "5"], capsys)[::2])
+    assert "checkpoint" in line.lower()
+    # Corrupt: the arrays file is cut in half.
+    config["hidden"] = [32]
+    (run / "config.json").write_text(json.dumps(config))
+    ckpt = run / "checkpoints"
+    blob = ckpt / (ckpt / "BEST").read_text().strip() / "state.safetensors"
+    blob.write_bytes(blob.read_bytes()[:100])
+    line = one_line_error(*run_cli(["eval", run, "--k", "5"], capsys)[::2])
+    assert "corrupt" in line
+    # Not a run directory at all.
+    line = one_line_error(*run_cli(["sample", tmp_path / "nothing"], capsys)[::2])
+    assert "not a ppgen run" in line
