@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import hardware, median, write_result  # noqa: E402
+from _common import Stopwatch, hardware, median, write_result  # noqa: E402
 
 from ppgen import data as ppdata  # noqa: E402
 
@@ -66,6 +66,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5, help="timed epochs (after 1 warm-up)")
     parser.add_argument("--limit", type=int, default=None, help="use only N training examples")
     args = parser.parse_args()
+    clock = Stopwatch()
 
     x = ppdata.load_mnist("train_full", binarize="static", seed=0).x[: args.limit]
     n, x_dim = x.shape
@@ -120,6 +121,7 @@ def main() -> None:
             "pyro_vs_torch": med["pyro"] / med["torch"],
             "numpyro_vs_torch": med["numpyro"] / med["torch"],
             "timed_epochs": args.epochs,
+            "wall_minutes": clock.minutes(),
             "n_train": n,
             "final_loss": losses,
             "setting": f"z={LATENT}, hidden={HIDDEN} softplus, batch={BATCH}, Adam({LR}), "
