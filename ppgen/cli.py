@@ -92,11 +92,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="particles: samples per example for the ELBO or the IWAE bound",
     )
     p.add_argument("--analytic-kl", action="store_true", help="closed-form KL in the ELBO")
+    p.add_argument(
+        "--kl-warmup",
+        type=int,
+        default=0,
+        metavar="EPOCHS",
+        help="anneal the ELBO's KL weight linearly from 0 to 1 over EPOCHS",
+    )
     p.add_argument("--latent", type=_positive(int), default=50)
     p.add_argument("--hidden", type=_hidden, default=(200, 200), help="e.g. 200,200")
     p.add_argument("--activation", choices=["tanh", "relu", "softplus", "elu"], default="tanh")
-    p.add_argument("--epochs", type=_positive(int), default=None,
-                   help="total epochs (default 10; with --resume, raises the total)")
+    p.add_argument(
+        "--epochs",
+        type=_positive(int),
+        default=None,
+        help="total epochs (default 10; with --resume, raises the total)",
+    )
     p.add_argument("--batch-size", type=_positive(int), default=100)
     p.add_argument("--lr", type=_positive(float), default=1e-3)
     p.add_argument(
@@ -155,6 +166,7 @@ def _train(args: argparse.Namespace) -> None:
             objective=args.objective,
             k=args.k,
             analytic_kl=args.analytic_kl,
+            kl_warmup=args.kl_warmup,
             latent=args.latent,
             hidden=args.hidden,
             activation=args.activation,

@@ -9,6 +9,7 @@ so ``ppgen --help`` does not pay for importing torch and jax.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -70,6 +71,7 @@ class RunConfig:
     eval_every: int = 1
     patience: int | None = None
     train_split: str = "train"
+    kl_warmup: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -83,6 +85,10 @@ class RunConfig:
         ]:
             if value not in choices:
                 raise ConfigError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
+        if self.kl_warmup < 0:
+            raise ConfigError(f"kl_warmup must be >= 0 epochs, got {self.kl_warmup}")
+        if self.kl_warmup and self.objective != "elbo":
+            raise ConfigError("kl_warmup anneals the ELBO's KL term; it needs --objective elbo")
         for name in ("k", "latent", "epochs", "batch_size", "eval_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
@@ -139,6 +145,10 @@ def _modules(backend: str) -> tuple[Any, Any]:
     return models, inference
 
 
+def _linear_warmup(step: int, warmup_steps: int) -> float:
+    return min(1.0, (step + 1) / warmup_steps)
+
+
 def build(config: RunConfig, x_dim: int, num_data: int) -> SimpleNamespace:
     """The model, objective and trainer a config names, for data of shape (num_data, x_dim)."""
     models, inference = _modules(config.backend)
@@ -165,6 +175,11 @@ def build(config: RunConfig, x_dim: int, num_data: int) -> SimpleNamespace:
     else:
         objective = inference.IWAE(num_particles=config.k)
     steps_per_epoch = max(1, num_data // config.batch_size)
+    beta_schedule = None
+    if config.kl_warmup:
+        warmup_steps = config.kl_warmup * steps_per_epoch
+        # KL annealing (Bowman et al. 2016): beta rises linearly from 0 to 1.
+        beta_schedule = functools.partial(_linear_warmup, warmup_steps=warmup_steps)
     trainer = inference.Trainer(
         model.model,
         model.guide,
@@ -175,6 +190,7 @@ def build(config: RunConfig, x_dim: int, num_data: int) -> SimpleNamespace:
         batch_size=config.batch_size,
         num_data=num_data,
         dynamic_binarization=config.binarize == "dynamic",
+        beta_schedule=beta_schedule,
     )
     return SimpleNamespace(
         model=model,
