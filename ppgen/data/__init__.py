@@ -1,5 +1,5 @@
 """Backend-free data: MNIST, scikit-learn's digits, toy 2-D densities, binarization,
-minibatch indices and input checks, all in numpy."""
+minibatch indices, partial labels and input checks, all in numpy."""
 
 from ppgen.data.batching import epoch_rng, iterate_minibatches, minibatch_indices, seeded_rng
 from ppgen.data.binarization import (
@@ -11,6 +11,13 @@ from ppgen.data.binarization import (
 from ppgen.data.checks import check_images
 from ppgen.data.dataset import SPLITS, Dataset, check_split, data_dir
 from ppgen.data.digits import DIGITS_SPLIT_SIZES, load_digits
+from ppgen.data.labels import (
+    MISSING,
+    check_labels,
+    labelled_subset,
+    partial_labels,
+    semi_supervised_indices,
+)
 from ppgen.data.mnist import MNIST_MD5, MNIST_URLS, load_mnist, mnist_dir, read_idx
 from ppgen.data.registry import DATASETS, load_dataset
 from ppgen.data.toy import TOY_DENSITIES, sample_toy
@@ -19,6 +26,7 @@ __all__ = [
     "BINARIZE_MODES",
     "DATASETS",
     "DIGITS_SPLIT_SIZES",
+    "MISSING",
     "MNIST_MD5",
     "MNIST_URLS",
     "SPLITS",
@@ -28,16 +36,20 @@ __all__ = [
     "binarize",
     "check_binarize_mode",
     "check_images",
+    "check_labels",
     "check_split",
     "data_dir",
     "epoch_rng",
     "iterate_minibatches",
+    "labelled_subset",
     "load_dataset",
     "load_digits",
     "load_mnist",
     "minibatch_indices",
     "mnist_dir",
+    "partial_labels",
     "read_idx",
     "sample_toy",
     "seeded_rng",
+    "semi_supervised_indices",
 ]
