@@ -22,14 +22,6 @@ from ppgen.models.numpyro import LinearGaussian
 KEY = jax.random.PRNGKey(0)
 
 
-@pytest.fixture
-def float64():
-    old = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", old)
-
-
 def _pca(batch, x_dim=5, latent=2, seed=0):
     lg = LinearGaussian(x_dim, latent, seed=seed)
     x = lg.b + jax.random.normal(jax.random.PRNGKey(seed + 1), (batch, x_dim)) * 1.5

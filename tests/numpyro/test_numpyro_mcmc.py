@@ -10,14 +10,6 @@ from ppgen.inference.numpyro import compare_with_guide, mcmc_latents
 from ppgen.models.numpyro import LinearGaussian
 
 
-@pytest.fixture
-def float64():
-    old = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", old)
-
-
 def test_nuts_recovers_the_exact_posterior_and_checks_a_guide(float64):
     lg = LinearGaussian(4, 2, seed=0)
     x = lg.b + jax.random.normal(jax.random.PRNGKey(1), (3, 4))

@@ -12,14 +12,6 @@ from ppgen.models.numpyro import MLP, VAE, HierarchicalVAE, LinearGaussian
 KEY = jax.random.PRNGKey(0)
 
 
-@pytest.fixture
-def float64():
-    old = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", old)
-
-
 def _binary(batch, x_dim, seed=0):
     return (np.random.default_rng(seed).random((batch, x_dim)) < 0.4).astype(np.float32)
 

@@ -15,14 +15,6 @@ from ppgen.models.numpyro import VAE, HierarchicalVAE
 KEY = jax.random.PRNGKey(0)
 
 
-@pytest.fixture
-def float64():
-    old = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", old)
-
-
 def _binary(batch, x_dim=10, seed=0):
     return jnp.asarray((np.random.default_rng(seed).random((batch, x_dim)) < 0.4) * 1.0)
 

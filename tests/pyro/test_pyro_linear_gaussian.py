@@ -9,14 +9,6 @@ from ppgen.errors import DataError
 from ppgen.models.pyro import LinearGaussian
 
 
-@pytest.fixture
-def float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
-
-
 def normal_log_prob(x, mean, cov):
     return torch.distributions.MultivariateNormal(mean, covariance_matrix=cov).log_prob(x)
 

@@ -23,14 +23,6 @@ X_DIM, LATENT = 5, 2
 
 
 @pytest.fixture
-def float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
-
-
-@pytest.fixture
 def rng():
     pyro.set_rng_seed(0)
 

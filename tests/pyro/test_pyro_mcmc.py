@@ -12,14 +12,6 @@ from ppgen.inference.pyro import compare_with_guide, mcmc_latents
 from ppgen.models.pyro import LinearGaussian
 
 
-@pytest.fixture
-def float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
-
-
 def test_nuts_recovers_the_exact_posterior(float64):
     pyro.set_rng_seed(0)
     m = LinearGaussian(4, 2, seed=0)

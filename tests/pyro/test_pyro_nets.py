@@ -40,14 +40,6 @@ def test_dtype_follows_default(float64):
     assert MLP([2, 3], seed=0).layers[0].weight.dtype == torch.float64
 
 
-@pytest.fixture
-def float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
-
-
 @pytest.mark.parametrize(
     "sizes, activation", [([3], "tanh"), ([3, 0, 2], "tanh"), ([3, 2], "sigmoid")]
 )

@@ -17,14 +17,6 @@ from ppgen.models.pyro import VAE, HierarchicalVAE
 X_DIM = 10
 
 
-@pytest.fixture
-def float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
-
-
 @pytest.fixture(autouse=True)
 def rng():
     pyro.set_rng_seed(0)

@@ -18,6 +18,7 @@ from numpyro import handlers
 from numpyro.infer import MCMC, NUTS, Predictive
 
 from ppgen.errors import ConfigError
+from ppgen.metrics import posterior_gap
 
 __all__ = ["compare_with_guide", "mcmc_latents"]
 
@@ -88,22 +89,4 @@ def compare_with_guide(
     """
     predictive = Predictive(guide, params=params, num_samples=num_samples, parallel=True)
     draws = predictive(rng_key, *args, **kwargs)
-    names = [name for name in draws if name in idata.posterior]
-    if not names:
-        raise ConfigError("the guide and the MCMC posterior share no latent site to compare")
-    mean_diff, std_ratio = [], []
-    for name in names:
-        approx = np.asarray(draws[name], dtype=np.float64)  # (num_samples, ...)
-        exact = idata.posterior[name].values.reshape(-1, *approx.shape[1:])  # (chains*draws, ...)
-        mean_diff.append(np.abs(exact.mean(0) - approx.mean(0)).ravel())
-        std_ratio.append((approx.std(0) / exact.std(0)).ravel())
-    summary = az.summary(idata, var_names=names, kind="diagnostics")
-    mean_diff, std_ratio = np.concatenate(mean_diff), np.concatenate(std_ratio)
-    return {
-        "max_abs_mean_diff": float(mean_diff.max()),
-        "mean_abs_mean_diff": float(mean_diff.mean()),
-        "mean_std_ratio": float(std_ratio.mean()),
-        "max_r_hat": float(summary["r_hat"].max()),
-        "min_ess_bulk": float(summary["ess_bulk"].min()),
-        "min_ess_tail": float(summary["ess_tail"].min()),
-    }
+    return posterior_gap(idata, {name: np.asarray(v) for name, v in draws.items()})

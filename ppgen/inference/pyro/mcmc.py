@@ -20,6 +20,7 @@ from pyro.infer import MCMC, NUTS
 
 from ppgen.errors import ConfigError
 from ppgen.inference.pyro.handlers import ParamSubstituteMessenger, is_latent
+from ppgen.metrics import posterior_gap
 
 __all__ = ["compare_with_guide", "mcmc_latents"]
 
@@ -101,24 +102,9 @@ def compare_with_guide(
         dim = min((d for d in dims if d is not None), default=0) - 1
         with pyro.plate("particles", int(num_samples), dim=dim):
             draws = poutine.trace(guide).get_trace(*args, **kwargs)
-    names = [n for n, s in plain.nodes.items() if is_latent(s) and n in idata.posterior]
-    if not names:
-        raise ConfigError("the guide and the MCMC posterior share no latent site to compare")
-    mean_diff, std_ratio = [], []
-    for name in names:
-        shape = tuple(plain.nodes[name]["value"].shape)
-        exact = idata.posterior[name].values.reshape(-1, *shape)  # (chains * draws, ...)
-        approx = draws.nodes[name]["value"].expand(int(num_samples), *shape).double().numpy()
-        mean_diff.append(np.abs(exact.mean(0) - approx.mean(0)).ravel())
-        std_ratio.append((approx.std(0) / exact.std(0)).ravel())
-    with np.errstate(divide="ignore", invalid="ignore"):  # r_hat of a stuck chain is inf/nan
-        summary = az.summary(idata, var_names=names, kind="diagnostics")
-    mean_diff, std_ratio = np.concatenate(mean_diff), np.concatenate(std_ratio)
-    return {
-        "max_abs_mean_diff": float(mean_diff.max()),
-        "mean_abs_mean_diff": float(mean_diff.mean()),
-        "mean_std_ratio": float(std_ratio.mean()),
-        "max_r_hat": float(summary["r_hat"].max()),
-        "min_ess_bulk": float(summary["ess_bulk"].min()),
-        "min_ess_tail": float(summary["ess_tail"].min()),
+    approx = {
+        name: draws.nodes[name]["value"].expand(int(num_samples), *site["value"].shape).numpy()
+        for name, site in plain.nodes.items()
+        if is_latent(site)
     }
+    return posterior_gap(idata, approx)
