@@ -13,7 +13,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-from ppgen import data, plots, runs
+from ppgen import data, runs
 from ppgen.errors import DataError
 
 
@@ -64,15 +64,7 @@ def main(argv: list[str] | None = None) -> None:
         f"test NLL {ev['test_nll']:.2f} nats (k={ev['k']}, first {ev['n']} test images; "
         f"`ppgen eval {args.out} --k 5000` for the full estimate)"
     )
-    shape = run.splits.test.image_shape
-    x = run.splits.test.x[:64]
-    paths = [
-        plots.save_image_grid(runs.sample(run, 64), args.out / "samples.png", shape),
-        plots.save_reconstructions(
-            x, runs.reconstruct(run, x), args.out / "reconstructions.png", shape
-        ),
-        plots.save_training_curves(args.out / "metrics.jsonl", args.out / "curves.png"),
-    ]
+    paths = runs.save_pictures(run, args.out)
     for path in paths:
         print(f"wrote {path}")
 

@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from ppgen import plots, runs
+    from ppgen import runs
 
     if args.resume:
         config = runs.load_config(args.out)
@@ -180,21 +180,14 @@ def _train(args: argparse.Namespace) -> None:
             train_split="train_full" if args.full_train else "train",
         )
     result, _ = runs.train(config, args.out, resume=args.resume, progress=not args.quiet)
-    run = runs.load_trained(args.out)
-    shape = run.splits.test.image_shape
-    samples = plots.save_image_grid(runs.sample(run, 64), args.out / "samples.png", shape)
-    x = run.splits.test.x[:64]
-    recon = plots.save_reconstructions(
-        x, runs.reconstruct(run, x), args.out / "reconstructions.png", shape
-    )
-    curves = plots.save_training_curves(args.out / "metrics.jsonl", args.out / "curves.png")
+    paths = runs.save_pictures(runs.load_trained(args.out), args.out)
     last = result.history[-1] if result.history else {}
     print(
         f"trained {config.model} ({config.backend}) for {len(result.history)} epochs; "
         f"last train loss {last.get('loss', float('nan')):.2f} nats, best epoch "
         f"{(result.best_epoch or 0) + 1}{' (stopped early)' if result.stopped_early else ''}"
     )
-    for path in (samples, recon, curves):
+    for path in paths:
         print(f"wrote {path}")
 
 

@@ -41,6 +41,7 @@ __all__ = [
     "evaluate",
     "sample",
     "reconstruct",
+    "save_pictures",
 ]
 
 BACKENDS = ("pyro", "numpyro")
@@ -318,3 +319,18 @@ def reconstruct(run: SimpleNamespace, x: np.ndarray, seed: int = 0) -> np.ndarra
     torch.manual_seed(seed)
     with torch.no_grad():
         return run.model.reconstruct(torch.as_tensor(x)).numpy()
+
+
+def save_pictures(run: SimpleNamespace, out_dir: str | os.PathLike, n: int = 64) -> list[Path]:
+    """Write ``samples.png``, ``reconstructions.png`` (of the first ``n`` test images) and
+    ``curves.png`` (from ``out_dir/metrics.jsonl``) for a trained run; returns the paths."""
+    from ppgen import plots
+
+    out_dir = Path(out_dir)
+    shape = run.splits.test.image_shape
+    x = run.splits.test.x[:n]
+    return [
+        plots.save_image_grid(sample(run, n), out_dir / "samples.png", shape),
+        plots.save_reconstructions(x, reconstruct(run, x), out_dir / "reconstructions.png", shape),
+        plots.save_training_curves(out_dir / "metrics.jsonl", out_dir / "curves.png"),
+    ]
