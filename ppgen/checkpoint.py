@@ -23,7 +23,14 @@ from safetensors.numpy import load_file, save_file
 
 from ppgen.errors import CheckpointError
 
-__all__ = ["FORMAT", "save_checkpoint", "load_checkpoint", "has_checkpoint", "checkpoint_dir"]
+__all__ = [
+    "FORMAT",
+    "write_atomic",
+    "save_checkpoint",
+    "load_checkpoint",
+    "has_checkpoint",
+    "checkpoint_dir",
+]
 
 FORMAT = "ppgen-checkpoint-v1"
 _ARRAYS = "state.safetensors"
@@ -35,7 +42,9 @@ def checkpoint_dir(run_dir: str | os.PathLike) -> Path:
     return Path(run_dir) / "checkpoints"
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: str | os.PathLike, text: str) -> None:
+    """Replace ``path`` by ``text`` atomically: a temporary file, fsync, then rename."""
+    path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w") as f:
@@ -77,7 +86,7 @@ def save_checkpoint(
     try:
         contiguous = {k: np.asarray(v, order="C") for k, v in arrays.items()}  # keeps 0-d
         save_file(contiguous, str(tmp / _ARRAYS))
-        _write_atomic(tmp / _META, json.dumps({"format": FORMAT, **meta}, indent=1))
+        write_atomic(tmp / _META, json.dumps({"format": FORMAT, **meta}, indent=1))
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -85,7 +94,7 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     for name in pointers:
-        _write_atomic(root / name, tag + "\n")
+        write_atomic(root / name, tag + "\n")
     _prune(root, keep)
     return final
 

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 from tqdm.auto import tqdm
 
-from ppgen.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from ppgen.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint, write_atomic
 from ppgen.errors import CheckpointError, ConfigError, DivergenceError
 
 __all__ = ["Trainer", "FitResult", "fit", "read_metrics"]
@@ -67,9 +67,7 @@ def _append_jsonl(path: Path, record: dict) -> None:
 def _truncate_metrics(path: Path, last_epoch: int) -> list[dict]:
     """Drop records of epochs after the checkpoint we resume from (they will be re-run)."""
     kept = [r for r in read_metrics(path.parent) if r["epoch"] <= last_epoch]
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-    os.replace(tmp, path)
+    write_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
     return kept
 
 

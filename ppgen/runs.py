@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ppgen import data as ppdata
-from ppgen.checkpoint import has_checkpoint, load_checkpoint
+from ppgen.checkpoint import has_checkpoint, load_checkpoint, write_atomic
 from ppgen.driver import FitResult, fit
 from ppgen.errors import CheckpointError, ConfigError
 from ppgen.metrics import summarize_nll
@@ -221,7 +221,7 @@ def train(
             f"{run_dir} already holds a run: pass --resume to continue it, or choose another "
             "output directory"
         )
-    (run_dir / "config.json").write_text(config.to_json())  # on resume: a raised epoch total
+    write_atomic(run_dir / "config.json", config.to_json())  # on resume: a raised epoch total
     result = fit(
         built.trainer,
         splits.train.x,
