@@ -8,6 +8,7 @@ so ``ppgen --help`` does not pay for importing torch and jax.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -276,12 +277,10 @@ def evaluate(
             jax.random.PRNGKey(run.config.seed), run.model.model, run.model.guide, x, **kwargs
         )
     else:
-        import torch
-
-        torch.manual_seed(run.config.seed)
-        log_px = run.inference.evaluate_log_likelihood(
-            run.model.model, run.model.guide, x, **kwargs
-        )
+        with _torch_seeded(run.config.seed):
+            log_px = run.inference.evaluate_log_likelihood(
+                run.model.model, run.model.guide, x, **kwargs
+            )
     summary = summarize_nll(np.asarray(log_px), x.shape[1])
     return {
         "test_nll": summary["nll"],
@@ -295,6 +294,16 @@ def evaluate(
     }
 
 
+@contextlib.contextmanager
+def _torch_seeded(seed: int):
+    """Pyro draws from torch's global RNG: seed it for the block, then restore the caller's."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
 def sample(run: SimpleNamespace, n: int, seed: int = 0) -> np.ndarray:
     """``n`` images (mean of p(x|z), z from the prior) from a trained run, numpy (n, D)."""
     if run.backend == "numpyro":
@@ -303,8 +312,7 @@ def sample(run: SimpleNamespace, n: int, seed: int = 0) -> np.ndarray:
         return np.asarray(run.model.sample(jax.random.PRNGKey(seed), n))
     import torch
 
-    torch.manual_seed(seed)
-    with torch.no_grad():
+    with _torch_seeded(seed), torch.no_grad():
         return run.model.sample(n).numpy()
 
 
@@ -316,8 +324,7 @@ def reconstruct(run: SimpleNamespace, x: np.ndarray, seed: int = 0) -> np.ndarra
         return np.asarray(run.model.reconstruct(jax.random.PRNGKey(seed), x))
     import torch
 
-    torch.manual_seed(seed)
-    with torch.no_grad():
+    with _torch_seeded(seed), torch.no_grad():
         return run.model.reconstruct(torch.as_tensor(x)).numpy()
 
 

@@ -148,3 +148,20 @@ def test_corrupt_and_foreign_checkpoints_are_one_line_errors(tmp_path, capsys):
     # Not a run directory at all.
     line = one_line_error(*run_cli(["sample", tmp_path / "nothing"], capsys)[::2])
     assert "not a ppgen run" in line
+
+
+def test_pyro_sampling_is_seeded_and_leaves_the_global_rng_alone(tmp_path):
+    import torch
+
+    from ppgen import runs
+
+    config = runs.RunConfig(
+        backend="pyro", dataset="digits", latent=4, hidden=(32,), epochs=1, batch_size=50
+    )
+    runs.train(config, tmp_path, progress=False)
+    run = runs.load_trained(tmp_path)
+    before = torch.get_rng_state()
+    first = runs.sample(run, 5, seed=3)
+    np.testing.assert_array_equal(first, runs.sample(run, 5, seed=3))
+    assert not np.array_equal(first, runs.sample(run, 5, seed=4))
+    assert torch.equal(before, torch.get_rng_state())
