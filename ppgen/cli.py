@@ -2,6 +2,8 @@
 
     ppgen train vae --backend numpyro --dataset mnist --epochs 10 --out runs/vae
     ppgen eval runs/vae --k 5000 --json
+    ppgen train m2 --labels 100 --epochs 50 --out runs/m2     (semi-supervised, M2)
+    ppgen eval runs/m2 --json                                 (test classification error)
     ppgen sample runs/vae -n 64
 
 Errors caused by input (unknown options, bad values, missing data, corrupt checkpoints)
@@ -73,8 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "model",
-        choices=["vae", "hvae"],
-        help="vae: one stochastic layer; hvae: two (Burda et al. 2015)",
+        choices=["vae", "hvae", "m1", "m2", "m1m2"],
+        help="vae: one stochastic layer; hvae: two (Burda et al. 2015); m1, m2, m1m2: "
+        "semi-supervised models of Kingma et al. 2014 (m1: a VAE whose features feed a "
+        "classifier; m2: the class is a latent variable; m1m2: m2 on an m1 run's features)",
     )
     p.add_argument("--backend", choices=["pyro", "numpyro"], default="numpyro")
     p.add_argument("--dataset", choices=["mnist", "digits"], default="mnist")
@@ -99,9 +103,39 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="EPOCHS",
         help="anneal the ELBO's KL weight linearly from 0 to 1 over EPOCHS",
     )
+    p.add_argument(
+        "--labels",
+        type=_positive(int),
+        default=100,
+        help="m1/m2/m1m2: labelled training examples (class-balanced, drawn by --seed)",
+    )
+    p.add_argument(
+        "--alpha",
+        type=float,
+        default=None,
+        help="m2/m1m2: weight of the classification term per labelled example "
+        "(default: the paper's 0.1 N, i.e. 0.1 * N / labels)",
+    )
+    p.add_argument(
+        "--labelled-batch-size",
+        type=_positive(int),
+        default=None,
+        help="m2/m1m2: labelled examples per step (default: --batch-size)",
+    )
+    p.add_argument("--m1", type=Path, default=None, help="m1m2: the trained m1 run directory")
     p.add_argument("--latent", type=_positive(int), default=50)
-    p.add_argument("--hidden", type=_hidden, default=(200, 200), help="e.g. 200,200")
-    p.add_argument("--activation", choices=["tanh", "relu", "softplus", "elu"], default="tanh")
+    p.add_argument(
+        "--hidden",
+        type=_hidden,
+        default=None,
+        help="e.g. 200,200 (default: 200,200 for vae/hvae, 600,600 for m1, 500 for m2/m1m2)",
+    )
+    p.add_argument(
+        "--activation",
+        choices=["tanh", "relu", "softplus", "elu"],
+        default=None,
+        help="default: tanh for vae/hvae, softplus for m1/m2/m1m2 (as the papers)",
+    )
     p.add_argument(
         "--epochs",
         type=_positive(int),
@@ -109,7 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="total epochs (default 10; with --resume, raises the total)",
     )
     p.add_argument("--batch-size", type=_positive(int), default=100)
-    p.add_argument("--lr", type=_positive(float), default=1e-3)
+    p.add_argument(
+        "--lr", type=_positive(float), default=None, help="default 1e-3 (3e-4 for m2/m1m2)"
+    )
     p.add_argument(
         "--lr-schedule", choices=["constant", "cosine", "exponential"], default="constant"
     )
@@ -130,7 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    p = sub.add_parser("eval", help="test NLL (importance sampling) and ELBO of a run")
+    p = sub.add_parser(
+        "eval",
+        help="test NLL (importance sampling) and ELBO of a run; test error of m1/m2/m1m2",
+    )
     p.add_argument("run", type=Path, help="run directory")
     p.add_argument("--k", type=_positive(int), default=5000, help="importance samples")
     p.add_argument(
@@ -158,6 +197,7 @@ def _train(args: argparse.Namespace) -> None:
         config = runs.load_config(args.out)
         config.epochs = max(config.epochs, args.epochs or 0)
     else:
+        defaults = runs.MODEL_DEFAULTS[args.model]
         config = runs.RunConfig(
             model=args.model,
             backend=args.backend,
@@ -168,11 +208,15 @@ def _train(args: argparse.Namespace) -> None:
             analytic_kl=args.analytic_kl,
             kl_warmup=args.kl_warmup,
             latent=args.latent,
-            hidden=args.hidden,
-            activation=args.activation,
+            hidden=args.hidden or defaults["hidden"],
+            activation=args.activation or defaults["activation"],
             epochs=args.epochs or 10,
             batch_size=args.batch_size,
-            lr=args.lr,
+            lr=args.lr or defaults["lr"],
+            labels=args.labels,
+            alpha=args.alpha,
+            labelled_batch_size=args.labelled_batch_size,
+            m1_run=None if args.m1 is None else str(args.m1),
             lr_schedule=args.lr_schedule,
             seed=args.seed,
             eval_every=args.eval_every,
@@ -182,9 +226,10 @@ def _train(args: argparse.Namespace) -> None:
     result, _ = runs.train(config, args.out, resume=args.resume, progress=not args.quiet)
     paths = runs.save_pictures(runs.load_trained(args.out), args.out)
     last = result.history[-1] if result.history else {}
+    error = f", validation error {100 * last['valid_error']:.2f}%" if "valid_error" in last else ""
     print(
         f"trained {config.model} ({config.backend}) for {len(result.history)} epochs; "
-        f"last train loss {last.get('loss', float('nan')):.2f} nats, best epoch "
+        f"last train loss {last.get('loss', float('nan')):.2f} nats{error}, best epoch "
         f"{(result.best_epoch or 0) + 1}{' (stopped early)' if result.stopped_early else ''}"
     )
     for path in paths:
@@ -195,6 +240,15 @@ def _eval(args: argparse.Namespace) -> None:
     from ppgen import runs
 
     run = runs.load_trained(args.run, "BEST" if args.checkpoint == "best" else "LATEST")
+    if run.config.model in runs.SEMI_SUPERVISED:
+        out = runs.evaluate_classifier(run)
+        print(
+            f"test error {100 * out['test_error']:.2f}% ({run.config.model}, "
+            f"{out['labels']} labels, {out['n']} test examples, epoch {out['epoch']})"
+        )
+        if args.json:
+            print(json.dumps(out))
+        return
     out = runs.evaluate(
         run, k=args.k, limit=args.limit, batch_size=args.batch_size, progress=not args.json
     )

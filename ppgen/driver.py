@@ -71,6 +71,13 @@ def _truncate_metrics(path: Path, last_epoch: int) -> list[dict]:
     return kept
 
 
+def _head(data: Any, n: int) -> Any:
+    """The first ``n`` rows of an array, or of each array of a tuple such as ``(x, y)``."""
+    if isinstance(data, tuple):
+        return tuple(a[:n] for a in data)
+    return data[:n]
+
+
 def fit(
     trainer: Trainer,
     x_train: np.ndarray,
@@ -90,8 +97,10 @@ def fit(
 
     Args:
         trainer: A backend trainer (``ppgen.inference.{pyro,numpyro}.Trainer``).
-        x_train: Training data, numpy (N, D).
-        x_valid: Validation data for the ``valid_loss`` metric and early stopping.
+        x_train: Training data, numpy (N, D), or whatever the trainer takes (a
+            semi-supervised trainer takes ``(x, y)`` with ``y = -1`` where unlabelled).
+        x_valid: Validation data for the ``valid_loss`` metric and early stopping: the
+            trainer's ``evaluate`` reports ``"loss"`` (lower is better) or ``"elbo"``.
         run_dir: Where ``metrics.jsonl`` and ``checkpoints/`` go.
         epochs: Total number of epochs (a resumed run continues up to this number).
         seed: Seed of the whole run: initial weights and every epoch's randomness.
@@ -118,7 +127,7 @@ def fit(
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = run_dir / "metrics.jsonl"
-    state = trainer.init(seed, x_train[: min(len(x_train), 256)])
+    state = trainer.init(seed, _head(x_train, 256))
     book = {"epoch": -1, "best_loss": math.inf, "best_epoch": None, "bad_evals": 0}
 
     if resume:
@@ -167,7 +176,9 @@ def fit(
         last = epoch == epochs - 1
         if x_valid is not None and ((epoch + 1) % eval_every == 0 or last):
             valid = trainer.evaluate(state, x_valid)
-            record["valid_loss"] = -float(valid["elbo"])
+            # A trainer reports its validation "loss" (e.g. a classification error) or a bound.
+            record["valid_loss"] = float(valid["loss"]) if "loss" in valid else -valid["elbo"]
+            record.update({f"valid_{k}": float(v) for k, v in valid.items() if k != "loss"})
             if record["valid_loss"] < book["best_loss"]:
                 book.update(best_loss=record["valid_loss"], best_epoch=epoch, bad_evals=0)
                 pointers.append("BEST")

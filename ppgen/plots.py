@@ -19,6 +19,7 @@ __all__ = [
     "save_reconstructions",
     "save_training_curves",
     "save_posterior_comparison",
+    "save_confusion_matrix",
 ]
 
 
@@ -77,8 +78,14 @@ def save_training_curves(
     metrics_jsonl: str | os.PathLike,
     path: str | os.PathLike,
     keys: Sequence[str] = ("loss", "valid_loss"),
+    right_keys: Sequence[str] = (),
+    right_label: str = "",
 ) -> Path:
-    """Plot per-epoch metrics from a run's ``metrics.jsonl`` (one line per epoch)."""
+    """Plot per-epoch metrics from a run's ``metrics.jsonl`` (one line per epoch).
+
+    ``keys`` are in nats per example; ``right_keys`` (e.g. ``"valid_error"``) go on a second
+    y-axis labelled ``right_label``.
+    """
     records = [json.loads(line) for line in Path(metrics_jsonl).read_text().splitlines() if line]
     fig, ax = plt.subplots(figsize=(6, 4))
     for key in keys:
@@ -87,8 +94,18 @@ def save_training_curves(
             ax.plot(*zip(*pts, strict=True), label=key, marker="." if len(pts) < 30 else None)
     ax.set_xlabel("epoch")
     ax.set_ylabel("nats per example")
-    ax.legend()
     ax.grid(alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    if right_keys:
+        right = ax.twinx()
+        for i, key in enumerate(right_keys):
+            pts = [(r["epoch"] + 1, r[key]) for r in records if key in r]
+            if pts:
+                right.plot(*zip(*pts, strict=True), label=key, color=f"C{len(keys) + i}")
+        right.set_ylabel(right_label)
+        more = right.get_legend_handles_labels()
+        handles, labels = handles + more[0], labels + more[1]
+    ax.legend(handles, labels)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=120)
@@ -120,6 +137,21 @@ def save_posterior_comparison(
         ax.set_xlabel(f"z[{dims[0]}]")
         ax.set_ylabel(f"z[{dims[1]}]")
     axes[0][0].legend(markerscale=4)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def save_confusion_matrix(confusion: np.ndarray, path: str | os.PathLike, title: str = "") -> Path:
+    """A confusion matrix (rows: true class, columns: predicted) as a PNG with counts."""
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ConfusionMatrixDisplay(np.asarray(confusion)).plot(ax=ax, colorbar=False, cmap="Blues")
+    ax.set_title(title)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

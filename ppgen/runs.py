@@ -33,6 +33,8 @@ __all__ = [
     "RunConfig",
     "BACKENDS",
     "MODELS",
+    "MODEL_DEFAULTS",
+    "SEMI_SUPERVISED",
     "OBJECTIVES",
     "load_config",
     "load_splits",
@@ -40,15 +42,28 @@ __all__ = [
     "train",
     "load_trained",
     "evaluate",
+    "evaluate_classifier",
+    "fit_data",
     "sample",
     "reconstruct",
     "save_pictures",
 ]
 
 BACKENDS = ("pyro", "numpyro")
-MODELS = ("vae", "hvae")
+MODELS = ("vae", "hvae", "m1", "m2", "m1m2")
+SEMI_SUPERVISED = ("m1", "m2", "m1m2")  # evaluated by test classification error
 OBJECTIVES = ("elbo", "iwae")
 CONFIG_FORMAT = "ppgen-run-v1"
+SPLITS = ("train", "valid", "test")
+# Per-model defaults of the command line: the papers' networks (Burda et al. 2015 for the
+# VAEs; Kingma et al. 2014: M1 600-600 softplus, M2 one layer of 500 softplus).
+MODEL_DEFAULTS = {
+    "vae": {"hidden": (200, 200), "activation": "tanh", "lr": 1e-3},
+    "hvae": {"hidden": (200, 200), "activation": "tanh", "lr": 1e-3},
+    "m1": {"hidden": (600, 600), "activation": "softplus", "lr": 1e-3},
+    "m2": {"hidden": (500,), "activation": "softplus", "lr": 3e-4},
+    "m1m2": {"hidden": (500,), "activation": "softplus", "lr": 3e-4},
+}
 
 
 @dataclass
@@ -74,6 +89,10 @@ class RunConfig:
     patience: int | None = None
     train_split: str = "train"
     kl_warmup: int = 0
+    labels: int = 100  # m1/m2/m1m2: labelled training examples, class-balanced, drawn by seed
+    alpha: float | None = None  # m2/m1m2: classification weight per labelled example
+    labelled_batch_size: int | None = None  # m2/m1m2: default batch_size
+    m1_run: str | None = None  # m1m2: the run directory of the M1 VAE whose features M2 models
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -98,6 +117,10 @@ class RunConfig:
             raise ConfigError(f"hidden sizes must be positive integers, got {self.hidden}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"lr must be a positive number, got {self.lr}")
+        if self.model in SEMI_SUPERVISED and self.labels < 1:
+            raise ConfigError(f"labels must be a positive integer, got {self.labels}")
+        if self.model == "m1m2" and not self.m1_run:
+            raise ConfigError("m1m2 models the features of a trained M1 run: pass --m1 RUN_DIR")
 
     def to_json(self) -> str:
         return json.dumps({"format": CONFIG_FORMAT, **dataclasses.asdict(self)}, indent=1)
@@ -137,6 +160,45 @@ def load_splits(config: RunConfig) -> SimpleNamespace:
     return SimpleNamespace(train=train, valid=valid, test=test)
 
 
+def _m1_features(m1_dir: str | os.PathLike) -> SimpleNamespace:
+    """Posterior means of a trained M1 run on grey-valued train, validation and test images."""
+    from ppgen.semisupervised import encode_means
+
+    m1 = load_trained(m1_dir)
+    if m1.config.model not in ("m1", "vae"):
+        raise ConfigError(f"{m1_dir} holds a {m1.config.model} run; M1+M2 needs an m1 (VAE) run")
+    out = {}
+    for split in ("train", "valid", "test"):
+        d = ppdata.load_dataset(m1.config.dataset, split, binarize="none")
+        out[split] = SimpleNamespace(x=encode_means(m1, d.x), y=d.y)
+    return SimpleNamespace(**out, m1=m1)
+
+
+def fit_data(config: RunConfig, splits: SimpleNamespace) -> SimpleNamespace:
+    """What the trainer of a config fits and is validated on.
+
+    ``vae``, ``hvae`` and ``m1`` (the VAE of M1) take images; ``m2`` takes ``(x, y)`` with
+    ``config.labels`` class-balanced labels drawn by ``config.seed`` and ``-1`` elsewhere;
+    ``m1m2`` the same with the M1 run's features in place of images. ``test`` is ``(x, y)``.
+    """
+    test = (splits.test.x, splits.test.y)
+    if config.model in ("vae", "hvae", "m1"):
+        valid = None if splits.valid is None else splits.valid.x
+        return SimpleNamespace(train=splits.train.x, valid=valid, test=test, x_dim=test[0].shape[1])
+    source = splits if config.model == "m2" else _m1_features(config.m1_run)
+    if splits.valid is None:
+        raise ConfigError("semi-supervised runs select their model on the validation split")
+    y = ppdata.partial_labels(source.train.y, config.labels, seed=config.seed)
+    return SimpleNamespace(
+        train=(source.train.x, y),
+        valid=(source.valid.x, source.valid.y),
+        test=(source.test.x, source.test.y),
+        x_dim=source.train.x.shape[1],
+        num_unlabelled=int(np.sum(y == ppdata.MISSING)),
+        m1=getattr(source, "m1", None),
+    )
+
+
 def _modules(backend: str) -> tuple[Any, Any]:
     if backend == "pyro":
         from ppgen.inference import pyro as inference
@@ -151,10 +213,48 @@ def _linear_warmup(step: int, warmup_steps: int) -> float:
     return min(1.0, (step + 1) / warmup_steps)
 
 
-def build(config: RunConfig, x_dim: int, num_data: int) -> SimpleNamespace:
-    """The model, objective and trainer a config names, for data of shape (num_data, x_dim)."""
+def _build_m2(config: RunConfig, x_dim: int, num_unlabelled: int) -> SimpleNamespace:
     models, inference = _modules(config.backend)
-    if config.model == "vae":
+    model = models.SSVAE(
+        x_dim,
+        num_classes=10,
+        latent=config.latent,
+        hidden=config.hidden,
+        activation=config.activation,
+        likelihood="bernoulli" if config.model == "m2" else "gaussian",
+        seed=config.seed,
+    )
+    objective = inference.SemiSupervisedELBO(alpha=config.alpha, num_particles=config.k)
+    trainer = inference.SemiSupervisedTrainer(
+        model.model,
+        model.guide,
+        objective,
+        num_classes=10,
+        lr=config.lr,
+        lr_schedule=config.lr_schedule,
+        total_steps=config.epochs * max(1, num_unlabelled // config.batch_size),
+        batch_size=config.batch_size,
+        labelled_batch_size=config.labelled_batch_size,
+        dynamic_binarization=config.model == "m2" and config.binarize == "dynamic",
+    )
+    return SimpleNamespace(
+        model=model,
+        objective=objective,
+        trainer=trainer,
+        inference=inference,
+        backend=config.backend,
+    )
+
+
+def build(config: RunConfig, x_dim: int, num_data: int) -> SimpleNamespace:
+    """The model, objective and trainer a config names, for data of shape (num_data, x_dim).
+
+    For ``m2``/``m1m2``, ``num_data`` is the number of unlabelled training examples.
+    """
+    if config.model in ("m2", "m1m2"):
+        return _build_m2(config, x_dim, num_data)
+    models, inference = _modules(config.backend)
+    if config.model in ("vae", "m1"):
         model = models.VAE(
             x_dim,
             latent=config.latent,
@@ -215,7 +315,8 @@ def train(
     """Train the run a config describes into ``run_dir`` (see ``ppgen.driver.fit``)."""
     run_dir = Path(run_dir)
     splits = load_splits(config)
-    built = build(config, splits.train.x.shape[1], len(splits.train))
+    data = fit_data(config, splits)
+    built = build(config, data.x_dim, getattr(data, "num_unlabelled", len(splits.train)))
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resume and has_checkpoint(run_dir):
         raise CheckpointError(
@@ -225,8 +326,8 @@ def train(
     write_atomic(run_dir / "config.json", config.to_json())  # on resume: a raised epoch total
     result = fit(
         built.trainer,
-        splits.train.x,
-        None if splits.valid is None else splits.valid.x,
+        data.train,
+        data.valid,
         run_dir=run_dir,
         epochs=config.epochs,
         seed=config.seed,
@@ -244,14 +345,48 @@ def load_trained(run_dir: str | os.PathLike, pointer: str = "BEST") -> SimpleNam
     """Rebuild a finished run: config, data splits, trainer state and the trained model."""
     config = load_config(run_dir)
     splits = load_splits(config)
-    built = build(config, splits.train.x.shape[1], len(splits.train))
-    state = built.trainer.init(config.seed, splits.train.x[: config.batch_size])
+    data = fit_data(config, splits)
+    built = build(config, data.x_dim, getattr(data, "num_unlabelled", len(splits.train)))
+    x_train = data.train[0] if isinstance(data.train, tuple) else data.train
+    state = built.trainer.init(config.seed, x_train[: config.batch_size])
     arrays, meta = load_checkpoint(run_dir, pointer)
     state = built.trainer.load_state_arrays(state, arrays, meta["trainer"])
     built.model = built.model.bind(built.trainer.params(state))
     return SimpleNamespace(
-        config=config, splits=splits, state=state, epoch=meta["epoch"], **vars(built)
+        config=config, splits=splits, data=data, state=state, epoch=meta["epoch"], **vars(built)
     )
+
+
+def evaluate_classifier(run: SimpleNamespace) -> dict:
+    """Test classification error of a semi-supervised run (m1, m2, m1m2), with its confusion
+    matrix; M1 first fits its classifier on the labelled features (chosen on validation)."""
+    from ppgen.semisupervised import classification_report, encode_means, fit_m1_classifier
+
+    t0 = time.perf_counter()
+    config, extra = run.config, {}
+    x_test, y_test = run.data.test
+    if config.model == "m1":
+        grey = {s: ppdata.load_dataset(config.dataset, s, binarize="none") for s in SPLITS}
+        features = {s: encode_means(run, d.x) for s, d in grey.items()}
+        y = ppdata.partial_labels(grey["train"].y, config.labels, seed=config.seed)
+        clf, extra = fit_m1_classifier(
+            features["train"], y, features["valid"], grey["valid"].y, seed=config.seed
+        )
+        extra.pop("candidates")
+        y_pred = clf.predict(features["test"])
+    else:
+        y_pred = run.trainer.predict(run.state, x_test)
+        extra["valid_error"] = float(run.trainer.evaluate(run.state, run.data.valid)["error"])
+    report = classification_report(y_test, y_pred, 10)
+    return {
+        "test_error": report["error"],
+        **extra,
+        "labels": config.labels,
+        "n": len(y_test),
+        "epoch": run.epoch + 1,
+        "confusion": report["confusion"],
+        "seconds": time.perf_counter() - t0,
+    }
 
 
 def evaluate(
@@ -305,7 +440,11 @@ def _torch_seeded(seed: int):
 
 
 def sample(run: SimpleNamespace, n: int, seed: int = 0) -> np.ndarray:
-    """``n`` images (mean of p(x|z), z from the prior) from a trained run, numpy (n, D)."""
+    """``n`` images (mean of p(x|z), z from the prior) from a trained run, numpy (n, D).
+
+    M2 and M1+M2 runs draw their classes in turn, ``ceil(n / 10)`` per class."""
+    if run.config.model in ("m2", "m1m2"):
+        return class_samples(run, per_class=-(-n // 10), seed=seed)[:n]
     if run.backend == "numpyro":
         import jax
 
@@ -334,6 +473,8 @@ def save_pictures(run: SimpleNamespace, out_dir: str | os.PathLike, n: int = 64)
     from ppgen import plots
 
     out_dir = Path(out_dir)
+    if run.config.model in SEMI_SUPERVISED:
+        return _save_classifier_pictures(run, out_dir)
     shape = run.splits.test.image_shape
     x = run.splits.test.x[:n]
     return [
@@ -341,3 +482,58 @@ def save_pictures(run: SimpleNamespace, out_dir: str | os.PathLike, n: int = 64)
         plots.save_reconstructions(x, reconstruct(run, x), out_dir / "reconstructions.png", shape),
         plots.save_training_curves(out_dir / "metrics.jsonl", out_dir / "curves.png"),
     ]
+
+
+def class_samples(run: SimpleNamespace, per_class: int = 10, seed: int = 0) -> np.ndarray:
+    """Images of an m2/m1m2 run drawn class by class: (10 * per_class, D), one class per row.
+
+    M1+M2 samples M1's latent features from M2 and decodes them with M1's decoder.
+    """
+    y = np.repeat(np.arange(10), per_class)
+    if run.backend == "numpyro":
+        import jax
+
+        out = np.asarray(run.model.sample(jax.random.PRNGKey(seed), len(y), y=y))
+    else:
+        import torch
+
+        with _torch_seeded(seed), torch.no_grad():
+            out = run.model.sample(len(y), y=torch.as_tensor(y)).numpy()
+    if run.config.model == "m1m2":
+        m1 = run.data.m1
+        if m1.backend == "numpyro":
+            out = np.asarray(m1.model.decode(out))
+        else:
+            import torch
+
+            with torch.no_grad():
+                out = m1.model.decode(torch.as_tensor(out)).numpy()
+    return out
+
+
+def _save_classifier_pictures(run: SimpleNamespace, out_dir: Path) -> list[Path]:
+    from ppgen import plots
+
+    shape = run.splits.test.image_shape
+    result = evaluate_classifier(run)
+    paths = [
+        plots.save_confusion_matrix(
+            np.asarray(result["confusion"]),
+            out_dir / "confusion.png",
+            f"{run.config.model.upper()}, {run.config.labels} labels: "
+            f"test error {100 * result['test_error']:.2f}%",
+        ),
+        plots.save_training_curves(
+            out_dir / "metrics.jsonl",
+            out_dir / "curves.png",
+            keys=("loss",),
+            right_keys=("valid_error",) if run.config.model != "m1" else (),
+            right_label="validation error",
+        ),
+    ]
+    if run.config.model == "m1":
+        paths.append(plots.save_image_grid(sample(run, 64), out_dir / "samples.png", shape))
+    else:
+        images = class_samples(run)
+        paths.append(plots.save_image_grid(images, out_dir / "class_samples.png", shape, ncol=10))
+    return paths

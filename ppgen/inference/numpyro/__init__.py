@@ -7,15 +7,23 @@ from ppgen.inference.numpyro.loglik import (
 )
 from ppgen.inference.numpyro.mcmc import compare_with_guide, mcmc_latents
 from ppgen.inference.numpyro.objectives import ELBO, IWAE
+from ppgen.inference.numpyro.ssvae import (
+    SemiSupervisedELBO,
+    SemiSupervisedTrainer,
+    label_distribution,
+)
 from ppgen.inference.numpyro.train import Trainer, TrainState
 
 __all__ = [
     "ELBO",
     "IWAE",
+    "SemiSupervisedELBO",
+    "SemiSupervisedTrainer",
     "TrainState",
     "Trainer",
     "compare_with_guide",
     "evaluate_log_likelihood",
+    "label_distribution",
     "log_marginal_likelihood",
     "log_weights",
     "mcmc_latents",

@@ -2,6 +2,7 @@
 
 from ppgen.models.numpyro.linear_gaussian import LinearGaussian
 from ppgen.models.numpyro.nets import MLP
+from ppgen.models.numpyro.ssvae import SSVAE
 from ppgen.models.numpyro.vae import VAE, HierarchicalVAE
 
-__all__ = ["MLP", "VAE", "HierarchicalVAE", "LinearGaussian"]
+__all__ = ["MLP", "SSVAE", "VAE", "HierarchicalVAE", "LinearGaussian"]

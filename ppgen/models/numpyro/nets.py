@@ -17,7 +17,7 @@ import numpy as np
 
 from ppgen.errors import CheckpointError, ConfigError
 
-__all__ = ["ACTIVATIONS", "MLP", "check_weights"]
+__all__ = ["ACTIVATIONS", "MLP", "check_weights", "load_state_dict", "state_dict"]
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "tanh": jnp.tanh,
@@ -121,3 +121,30 @@ def check_weights(expected: dict[str, np.ndarray], given: dict[str, np.ndarray])
                 f"weight {key!r} has shape {np.shape(given[key])}, this model needs "
                 f"{value.shape}; load weights saved from a model built with the same arguments"
             )
+
+
+def state_dict(net: eqx.Module) -> dict[str, np.ndarray]:
+    """Weights of any Equinox network as numpy: :meth:`MLP.state_dict` for ours, and for a
+    user's module every array leaf under its tree path (``layers[0].weight``)."""
+    if isinstance(net, MLP):
+        return net.state_dict()
+    leaves = jax.tree_util.tree_flatten_with_path(eqx.filter(net, eqx.is_array))[0]
+    return {jax.tree_util.keystr(path).lstrip("."): np.asarray(v) for path, v in leaves}
+
+
+def load_state_dict(net: eqx.Module, weights: dict[str, np.ndarray]) -> eqx.Module:
+    """A copy of ``net`` holding ``weights`` (keys and shapes of :func:`state_dict`).
+
+    Raises:
+        CheckpointError: Missing or unexpected keys, or a shape mismatch.
+    """
+    if isinstance(net, MLP):
+        return net.load_state_dict(weights)
+    check_weights(state_dict(net), weights)
+    params, static = eqx.partition(net, eqx.is_array)
+    paths, treedef = jax.tree_util.tree_flatten_with_path(params)
+    leaves = [
+        jnp.asarray(weights[jax.tree_util.keystr(path).lstrip(".")], dtype=leaf.dtype)
+        for path, leaf in paths
+    ]
+    return eqx.combine(jax.tree_util.tree_unflatten(treedef, leaves), static)

@@ -22,7 +22,7 @@ from numpyro.contrib.module import eqx_module
 from numpyro.util import not_jax_tracer
 
 from ppgen.errors import ConfigError, DataError
-from ppgen.models.numpyro.nets import MLP, check_weights
+from ppgen.models.numpyro.nets import MLP, check_weights, load_state_dict, state_dict
 
 __all__ = ["HierarchicalVAE", "VAE"]
 
@@ -100,7 +100,7 @@ class _DeepLatentModel:
         weights = {
             f"{name}.{key}": value
             for name in self.nets
-            for key, value in getattr(self, name).state_dict().items()
+            for key, value in state_dict(getattr(self, name)).items()
         }
         if self.decoder_scale_raw is not None:
             weights["decoder_scale_raw"] = np.asarray(self.decoder_scale_raw)
@@ -116,7 +116,7 @@ class _DeepLatentModel:
         for name in self.nets:
             prefix = f"{name}."
             own = {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
-            setattr(self, name, getattr(self, name).load_state_dict(own))
+            setattr(self, name, load_state_dict(getattr(self, name), own))
         if self.decoder_scale_raw is not None:
             self.decoder_scale_raw = jnp.asarray(
                 weights["decoder_scale_raw"], dtype=self.decoder_scale_raw.dtype

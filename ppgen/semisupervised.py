@@ -1,0 +1,96 @@
+"""Backend-free parts of semi-supervised learning (Kingma et al., 2014): M1's classifier on
+latent features, M1's features for M1+M2, and the classification report.
+
+M1 is a VAE trained on all the data; its posterior means ``E[z | x]`` are features for a
+scikit-learn classifier trained on the labelled examples only. The classifier (logistic
+regression or an RBF support-vector machine, each over a small grid of ``C``) is chosen on
+the validation set, as the paper chose hyper-parameters (it used a transductive SVM, which
+scikit-learn does not have).
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import confusion_matrix
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
+
+from ppgen.data.labels import MISSING
+from ppgen.errors import ConfigError
+
+__all__ = ["CLASSIFIERS", "classification_report", "encode_means", "fit_m1_classifier"]
+
+# name -> factory(C, seed); every candidate sees standardised features.
+CLASSIFIERS = {
+    "logreg": lambda c, seed: LogisticRegression(C=c, max_iter=2000, random_state=seed),
+    "svm": lambda c, seed: SVC(C=c, kernel="rbf", gamma="scale", random_state=seed),
+}
+C_GRID = (0.1, 1.0, 10.0, 100.0)
+
+
+def encode_means(run: SimpleNamespace, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+    """Posterior means ``E_q[z | x]`` of a trained VAE run (either backend), numpy (N, latent)."""
+    out = []
+    for start in range(0, len(x), batch_size):
+        xb = x[start : start + batch_size]
+        if run.backend == "numpyro":
+            loc, _ = run.model.encode(np.asarray(xb, dtype=np.float32))
+            out.append(np.asarray(loc))
+        else:
+            import torch
+
+            with torch.no_grad():
+                dtype = torch.get_default_dtype()
+                loc, _ = run.model.encode(torch.as_tensor(xb, dtype=dtype))
+            out.append(loc.numpy())
+    return np.concatenate(out).astype(np.float32)
+
+
+def fit_m1_classifier(
+    features: np.ndarray,
+    y: np.ndarray,
+    valid_features: np.ndarray,
+    valid_y: np.ndarray,
+    *,
+    seed: int = 0,
+    classifiers: tuple[str, ...] = ("logreg", "svm"),
+) -> tuple[Any, dict]:
+    """Train each candidate on the labelled rows of ``features`` and keep the best on validation.
+
+    Args:
+        features: (N, latent) features of the training set.
+        y: (N,) partial labels, ``-1`` where missing: only labelled rows are used.
+        valid_features: Features of the validation set.
+        valid_y: Its full labels.
+        seed: Seed of the classifiers.
+        classifiers: Names from :data:`CLASSIFIERS`.
+
+    Returns:
+        The fitted pipeline and ``{"classifier", "C", "valid_error", "candidates"}``.
+    """
+    unknown = sorted(set(classifiers) - set(CLASSIFIERS))
+    if unknown:
+        raise ConfigError(f"unknown classifiers {unknown}; choose from {sorted(CLASSIFIERS)}")
+    labelled = np.asarray(y) != MISSING
+    x_l, y_l = features[labelled], np.asarray(y)[labelled]
+    best, info, candidates = None, None, []
+    for name in classifiers:
+        for c in C_GRID:
+            clf = make_pipeline(StandardScaler(), CLASSIFIERS[name](c, seed)).fit(x_l, y_l)
+            error = float(np.mean(clf.predict(valid_features) != valid_y))
+            candidates.append({"classifier": name, "C": c, "valid_error": error})
+            if info is None or error < info["valid_error"]:
+                best, info = clf, {"classifier": name, "C": c, "valid_error": error}
+    return best, {**info, "candidates": candidates}
+
+
+def classification_report(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> dict:
+    """Error rate and confusion matrix (rows: true class, columns: predicted)."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    matrix = confusion_matrix(y_true, y_pred, labels=np.arange(num_classes))
+    return {"error": float(np.mean(y_true != y_pred)), "confusion": matrix.tolist()}
