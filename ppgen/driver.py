@@ -92,6 +92,7 @@ def fit(
     progress: bool = True,
     on_epoch: Callable[[dict], None] | None = None,
     time_limit: float | None = None,
+    monitor: dict[str, Any] | None = None,
 ) -> FitResult:
     """Train for ``epochs`` epochs with evaluation, checkpoints and early stopping.
 
@@ -111,6 +112,8 @@ def fit(
         on_epoch: Called with each epoch's record (e.g. to print or plot as it goes).
         time_limit: Stop after the epoch during which this many seconds (of this call)
             have passed; the run can be continued later with ``resume``.
+        monitor: More data sets evaluated with the validation set, e.g. ``{"test": ...}``,
+            recorded as ``test_<metric>``; they never influence early stopping or BEST.
 
     Returns:
         A ``FitResult``. The best checkpoint (lowest validation loss, or the last one when
@@ -179,6 +182,9 @@ def fit(
             # A trainer reports its validation "loss" (e.g. a classification error) or a bound.
             record["valid_loss"] = float(valid["loss"]) if "loss" in valid else -valid["elbo"]
             record.update({f"valid_{k}": float(v) for k, v in valid.items() if k != "loss"})
+            for name, data in (monitor or {}).items():
+                seen = trainer.evaluate(state, data)
+                record.update({f"{name}_{k}": float(v) for k, v in seen.items() if k != "loss"})
             if record["valid_loss"] < book["best_loss"]:
                 book.update(best_loss=record["valid_loss"], best_epoch=epoch, bad_evals=0)
                 pointers.append("BEST")

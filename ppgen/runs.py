@@ -243,6 +243,7 @@ def _build_m2(config: RunConfig, x_dim: int, num_unlabelled: int) -> SimpleNames
         trainer=trainer,
         inference=inference,
         backend=config.backend,
+        semi_supervised=config.model in ("m2", "m1m2"),
     )
 
 
@@ -300,6 +301,7 @@ def build(config: RunConfig, x_dim: int, num_data: int) -> SimpleNamespace:
         trainer=trainer,
         inference=inference,
         backend=config.backend,
+        semi_supervised=config.model in ("m2", "m1m2"),
     )
 
 
@@ -311,8 +313,13 @@ def train(
     progress: bool = True,
     on_epoch: Callable[[dict], None] | None = None,
     time_limit: float | None = None,
+    monitor_test: bool = False,
 ) -> tuple[FitResult, SimpleNamespace]:
-    """Train the run a config describes into ``run_dir`` (see ``ppgen.driver.fit``)."""
+    """Train the run a config describes into ``run_dir`` (see ``ppgen.driver.fit``).
+
+    ``monitor_test`` also evaluates the test set at every evaluation (recorded as
+    ``test_*``, e.g. ``test_error``; model selection still uses the validation set only).
+    """
     run_dir = Path(run_dir)
     splits = load_splits(config)
     data = fit_data(config, splits)
@@ -337,6 +344,9 @@ def train(
         progress=progress,
         on_epoch=on_epoch,
         time_limit=time_limit,
+        monitor=({"test": data.test if built.semi_supervised else data.test[0]})
+        if monitor_test
+        else None,
     )
     return result, built
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 from numpyro import handlers as nh
 from pyro import poutine
+from pyro.poutine.messenger import Messenger
 
 import ppgen.inference.numpyro as inf_j
 import ppgen.inference.pyro as inf_t
@@ -106,3 +107,53 @@ def test_linear_gaussian_exact_log_px_agrees(float64):
         np.asarray(j.exact_log_px(jax.numpy.asarray(x))),
         atol=ATOL,
     )
+
+
+class _FixZ(Messenger):
+    """Pyro: give the guide's latent ``"z"`` the draws in ``z`` whose row count fits the site;
+    it stays latent, so ``TraceEnum_ELBO`` replays it (``poutine.condition`` would make it
+    observed, which Pyro's replay refuses)."""
+
+    def __init__(self, *z):
+        super().__init__()
+        self.z = z
+
+    def _pyro_sample(self, msg):
+        if msg["name"] == "z" and not msg["is_observed"]:
+            (msg["value"],) = [v for v in self.z if v.shape[-2] == msg["fn"].batch_shape[-1]]
+            msg["done"] = True
+
+
+def test_same_semi_supervised_parts_for_same_weights_and_noise(float64):
+    """Labelled ELBO, enumerated unlabelled bound and classification term of M2 agree.
+
+    Pyro enumerates the label at dim -2, so its unlabelled ``z`` is ``(C, B, latent)``; the
+    NumPyro objective tiles the batch class-major (row ``c * B + b``) under a particle dim of
+    1, so it gets the same draws as ``(1, C * B, latent)``.
+    """
+    c, b_l, b_u, latent = 3, 4, 5, 2
+    t, j = _twins("SSVAE", 10, num_classes=c, latent=latent, hidden=(8,))
+    rng = np.random.default_rng(0)
+    x_l, x_u = ((rng.random((n, 10)) < 0.4).astype(np.float64) for n in (b_l, b_u))
+    y_l = np.array([0, 2, 1, 2])
+    z_l, z_u = rng.normal(size=(b_l, latent)), rng.normal(size=(c, b_u, latent))
+
+    tg = _FixZ(torch.from_numpy(z_l), torch.from_numpy(z_u))(t.guide)
+    z_j = {z.shape[-2]: jax.numpy.asarray(z) for z in (z_l[None], z_u.reshape(1, c * b_u, -1))}
+
+    def fix_z(site):
+        if site["type"] == "sample" and site["name"] == "z":
+            return z_j[site["fn"].batch_shape[-1]]
+        return None
+
+    jg = nh.substitute(j.guide, substitute_fn=fix_z)
+    sizes = {"num_labelled": 12, "num_unlabelled": 50}  # exercise the per-set scales too
+    parts_t = inf_t.SemiSupervisedELBO().parts(
+        t.model, tg, *map(torch.from_numpy, (x_l, y_l, x_u)), **sizes
+    )
+    parts_j = inf_j.SemiSupervisedELBO().parts(
+        jax.random.PRNGKey(0), j.model, jg, *map(jax.numpy.asarray, (x_l, y_l, x_u)), **sizes
+    )
+    assert parts_t.keys() == parts_j.keys() == {"labelled", "unlabelled", "classification"}
+    for name, value in parts_t.items():
+        np.testing.assert_allclose(value.item(), float(parts_j[name]), rtol=0, atol=ATOL)

@@ -223,7 +223,9 @@ class SemiSupervisedTrainer(Trainer):
         )
         self._svi.loss.can_infer_discrete = True  # the label is summed out by the objective
         self.num_classes = int(num_classes)
-        self.labelled_batch_size = int(labelled_batch_size or batch_size)
+        self.labelled_batch_size = int(
+            batch_size if labelled_batch_size is None else labelled_batch_size
+        )
         if self.labelled_batch_size < 1:
             raise ConfigError(f"labelled_batch_size must be positive, got {labelled_batch_size}")
         self._labels_cache: tuple[Any, np.ndarray, jax.Array] | None = None

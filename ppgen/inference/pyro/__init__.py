@@ -7,15 +7,23 @@ from ppgen.inference.pyro.loglik import (
 )
 from ppgen.inference.pyro.mcmc import compare_with_guide, mcmc_latents
 from ppgen.inference.pyro.objectives import ELBO, IWAE
+from ppgen.inference.pyro.ssvae import (
+    SemiSupervisedELBO,
+    SemiSupervisedTrainer,
+    label_distribution,
+)
 from ppgen.inference.pyro.train import Trainer, TrainState
 
 __all__ = [
     "ELBO",
     "IWAE",
+    "SemiSupervisedELBO",
+    "SemiSupervisedTrainer",
     "TrainState",
     "Trainer",
     "compare_with_guide",
     "evaluate_log_likelihood",
+    "label_distribution",
     "log_marginal_likelihood",
     "log_weights",
     "mcmc_latents",

@@ -2,6 +2,7 @@
 
 from ppgen.models.pyro.linear_gaussian import LinearGaussian
 from ppgen.models.pyro.nets import MLP
+from ppgen.models.pyro.ssvae import SSVAE
 from ppgen.models.pyro.vae import VAE, HierarchicalVAE
 
-__all__ = ["MLP", "VAE", "HierarchicalVAE", "LinearGaussian"]
+__all__ = ["MLP", "SSVAE", "VAE", "HierarchicalVAE", "LinearGaussian"]

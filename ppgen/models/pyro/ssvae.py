@@ -107,11 +107,10 @@ class SSVAE(_LatentVariableModel):
             ("decoder", k + c, d),
         ):
             net = getattr(self, name)
-            weight = next(net.parameters(), None)
-            dtype = torch.get_default_dtype() if weight is None else weight.dtype
+            weight = next(net.parameters(), torch.empty(0))  # the input's dtype and device
             try:
                 with torch.no_grad():
-                    out = net(torch.zeros(2, n_in, dtype=dtype))
+                    out = net(weight.new_zeros(2, n_in))
             except Exception as error:  # a user network that cannot take this input
                 raise ConfigError(
                     f"{name} must map (batch, {n_in}) -> (batch, {n_out}): {error}"
@@ -189,6 +188,15 @@ class SSVAE(_LatentVariableModel):
 
     # -- what users do with a trained model ------------------------------------------
 
+    def _check_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Shape and finiteness of ``x``: the networks read grey levels too (e.g. data a
+        Bernoulli model was trained on with dynamic binarization), only densities need 0/1."""
+        with pyro.validation_enabled(False):
+            x = self._check_x(x)
+        if not torch.isfinite(x).all():
+            raise DataError("x contains NaN or Inf; drop or impute those examples first")
+        return x
+
     def _labels(self, y: int | Sequence[int] | torch.Tensor | None, n: int) -> torch.Tensor:
         if y is None:
             return torch.arange(n) % self.num_classes
@@ -200,17 +208,17 @@ class SSVAE(_LatentVariableModel):
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """Class probabilities ``q(y | x)``, shape ``(batch, C)``."""
-        return torch.softmax(self.classifier(self._check_x(x)), dim=-1)
+        return torch.softmax(self.classifier(self._check_input(x)), dim=-1)
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """The most probable class under ``q(y | x)``, shape ``(batch,)``."""
-        return torch.argmax(self.classifier(self._check_x(x)), dim=-1)
+        return torch.argmax(self.classifier(self._check_input(x)), dim=-1)
 
     def encode(
         self, x: torch.Tensor, y: int | Sequence[int] | torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and standard deviation of ``q(z | x, y)``, each ``(batch, latent)``."""
-        x = self._check_x(x)
+        x = self._check_input(x)
         y = self._labels(y, len(x))
         return split_gaussian(self.encoder(one_hot_cat(x, y, self.num_classes)))
 

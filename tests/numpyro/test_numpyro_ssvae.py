@@ -1,0 +1,214 @@
+"""M2 on NumPyro: the exact sum over classes, the classification term, the semi-supervised
+trainer, user networks and bad labels."""
+
+import copy
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from numpyro import handlers
+
+from ppgen.data import MISSING, load_dataset
+from ppgen.errors import ConfigError, DataError
+from ppgen.inference.numpyro import (
+    ELBO,
+    SemiSupervisedELBO,
+    SemiSupervisedTrainer,
+    label_distribution,
+)
+from ppgen.models.numpyro import SSVAE
+
+X_DIM, C, LATENT = 12, 3, 2
+
+
+def _model(**kwargs):
+    return SSVAE(X_DIM, num_classes=C, latent=LATENT, hidden=(8,), seed=3, **kwargs)
+
+
+def _x(batch, seed=0):
+    """Binary rows in JAX's default float dtype (float64 under the fixture)."""
+    return jnp.asarray(np.random.default_rng(seed).random((batch, X_DIM)) < 0.4, float)
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_unlabelled_bound_is_the_sum_over_classes(float64, batch):
+    """U(x) = sum_c q(c|x) (L(x, c) - log q(c|x)), each L computed with y observed, same z."""
+    m, x = _model(), _x(batch)
+    z = np.random.default_rng(1).normal(size=(C, batch, LATENT))
+    key = jax.random.PRNGKey(0)
+    guide = handlers.condition(m.guide, data={"z": jnp.asarray(z.reshape(1, C * batch, LATENT))})
+    u = SemiSupervisedELBO().unlabelled_bound(key, m.model, guide, x)
+
+    log_q = jax.nn.log_softmax(m.classifier(x), axis=-1)  # (batch, C)
+    total = 0.0
+    for c in range(C):
+        guide_c = handlers.condition(m.guide, data={"z": jnp.asarray(z[c][None])})
+        y = jnp.full(batch, c)
+        elbo_c = -ELBO()(key, m.model, guide_c, x, y)  # sum over the batch of L(x_i, c)
+        # per example: recompute with batch 1 to weight each row by its own q
+        rows = [
+            -ELBO()(
+                key,
+                m.model,
+                handlers.condition(m.guide, data={"z": jnp.asarray(z[c][None, i : i + 1])}),
+                x[i : i + 1],
+                y[i : i + 1],
+            )
+            for i in range(batch)
+        ]
+        np.testing.assert_allclose(sum(rows), elbo_c, rtol=1e-10)
+        q = jnp.exp(log_q[:, c])
+        total += float(jnp.sum(q * (jnp.asarray(rows) - log_q[:, c])))
+    np.testing.assert_allclose(float(u), total, rtol=1e-10)
+    # Gibbs' inequality: the bound lies below log sum_c exp L(x, c) for each example.
+    assert float(u) <= total - float(jnp.sum(jnp.min(log_q, axis=1))) + 1e-9
+
+
+def test_parts_are_scaled_to_the_whole_sets(float64):
+    m = _model()
+    # 15 labelled rows and 5 unlabelled ones times 3 classes: one z array serves both
+    # passes, so the noise is the same whatever the plate subsampling draws.
+    x_l, y_l, x_u = _x(15, 1), jnp.arange(15) % C, _x(5, 2)
+    z = jnp.asarray(np.random.default_rng(0).normal(size=(1, 15, LATENT)))
+    guide = handlers.condition(m.guide, data={"z": z})
+    key = jax.random.PRNGKey(3)
+    obj = SemiSupervisedELBO()
+    base = obj.parts(key, m.model, guide, x_l, y_l, x_u)
+    scaled = obj.parts(key, m.model, guide, x_l, y_l, x_u, num_labelled=45, num_unlabelled=20)
+    np.testing.assert_allclose(scaled["labelled"], 3 * base["labelled"], rtol=1e-10)
+    np.testing.assert_allclose(scaled["unlabelled"], 4 * base["unlabelled"], rtol=1e-10)
+    log_q = jnp.sum(label_distribution(m.guide, x_l).log_prob(y_l))
+    # alpha per labelled example = 0.1 (N_l + N_u) / N_l; the batch sum is scaled by N_l/B_l.
+    np.testing.assert_allclose(base["classification"], 0.1 * 20 / 15 * log_q, rtol=1e-10)
+    np.testing.assert_allclose(scaled["classification"], 0.1 * 65 / 45 * 3 * log_q, rtol=1e-10)
+    assert obj.alpha_for(100, 49_900) == pytest.approx(50.0)
+    assert SemiSupervisedELBO(alpha=2.0).alpha_for(100, 49_900) == 2.0
+    with pytest.raises(ConfigError):
+        SemiSupervisedELBO(alpha=-1.0)
+
+
+def test_gradients_reach_every_network():
+    m = _model()
+    x_l, y_l, x_u = _x(3, 1), jnp.asarray([0, 1, 2]), _x(4, 2)
+
+    def loss(nets, alpha, unlabelled):
+        bound = copy.copy(m)
+        bound.classifier, bound.encoder, bound.decoder = nets
+        obj = SemiSupervisedELBO(alpha=alpha)
+        parts = obj.parts(
+            jax.random.PRNGKey(0), bound.model, bound.guide, x_l, y_l, x_u
+        )
+        return -(parts["labelled"] + parts["classification"] + unlabelled * parts["unlabelled"])
+
+    nets = (m.classifier, m.encoder, m.decoder)
+    grads = jax.grad(loss)(nets, None, 1.0)
+    for name, g in zip(("classifier", "encoder", "decoder"), grads, strict=True):
+        norm = sum(float(jnp.sum(leaf**2)) for leaf in jax.tree_util.tree_leaves(g))
+        assert norm > 0, name
+    # Labelled data alone reaches the classifier only through the classification term.
+    g = jax.grad(loss)(nets, 0.0, 0.0)[0]
+    assert all(float(jnp.abs(leaf).max()) == 0 for leaf in jax.tree_util.tree_leaves(g))
+
+
+def test_model_methods():
+    m = _model()
+    x = _x(5)
+    probs = m.classify(x)
+    assert probs.shape == (5, C)
+    np.testing.assert_allclose(np.asarray(probs.sum(-1)), 1.0, rtol=1e-6)
+    assert np.array_equal(m.predict(x), np.argmax(probs, -1))
+    key = jax.random.PRNGKey(0)
+    assert m.sample(key, 7).shape == (7, X_DIM)
+    assert m.sample(key, 4, y=2).shape == (4, X_DIM)
+    assert m.reconstruct(key, x).shape == (5, X_DIM)
+    out = m.analogies(x, [0, 1, 2, 1])
+    assert out.shape == (5, 4, X_DIM)
+    np.testing.assert_allclose(out[:, 1], out[:, 3])  # same style, same class: same image
+    with pytest.raises(DataError, match="0..2"):
+        m.sample(key, 2, y=3)
+    with pytest.raises(DataError, match="integer"):
+        m.model(x, jnp.asarray([0.0, 1, 2, 0, 1]))
+    with pytest.raises(DataError, match="one label per row"):
+        m.model(x, jnp.asarray([0, 1]))
+
+
+class _UserEncoder(eqx.Module):
+    """A user's own encoder: any Equinox module mapping [x, onehot(y)] to [loc, pre_scale]."""
+
+    net: eqx.nn.MLP
+
+    def __init__(self, n_in, n_out, key):
+        self.net = eqx.nn.MLP(n_in, n_out, 32, 1, activation=jax.nn.elu, key=key)
+
+    def __call__(self, h):
+        return jnp.vectorize(self.net, signature="(i)->(o)")(h)
+
+
+def test_user_network_with_wrong_shape_is_refused():
+    with pytest.raises(ConfigError, match="encoder must map"):
+        _model(encoder=_UserEncoder(X_DIM + C, 3, jax.random.PRNGKey(0)))
+
+
+def test_trains_on_user_labels_with_user_encoder(tmp_path):
+    """End to end: a partially labelled array made by hand (-1 where missing) and a user's
+    Equinox encoder; M2 learns the 8x8 digits from 5 labels per class."""
+    from ppgen.driver import fit
+
+    train, valid = load_dataset("digits", "train"), load_dataset("digits", "valid")
+    y = np.full(len(train), MISSING)
+    for c in range(10):
+        y[np.flatnonzero(train.y == c)[:5]] = c  # the user's own choice of labelled rows
+    d = train.x.shape[1]
+    encoder = _UserEncoder(d + 10, 2 * 8, jax.random.PRNGKey(1))
+    m = SSVAE(d, latent=8, hidden=(64,), encoder=encoder, seed=0)
+    trainer = SemiSupervisedTrainer(
+        m.model, m.guide, lr=3e-3, batch_size=50, dynamic_binarization=True
+    )
+    result = fit(
+        trainer, (train.x, y), (valid.x, valid.y), run_dir=tmp_path, epochs=25, progress=False
+    )
+    errors = [r["valid_error"] for r in result.history]
+    assert errors[-1] < 0.4 < 0.9 - 0.1 < errors[0] + 0.5  # chance is 0.9
+    assert min(errors) < 0.3
+    trained = m.bind(trainer.params(result.state))
+    assert np.mean(np.asarray(trained.predict(valid.x)) != valid.y) == pytest.approx(errors[-1])
+
+
+def test_resume_from_state_arrays_is_exact():
+    rng = np.random.default_rng(0)
+    x = (rng.random((120, X_DIM)) < 0.5).astype(np.float32)
+    y = np.full(120, MISSING)
+    y[:6] = [0, 1, 2, 0, 1, 2]
+    m = _model()
+    trainer = SemiSupervisedTrainer(
+        m.model, m.guide, num_classes=C, batch_size=20, labelled_batch_size=4
+    )
+    state = trainer.init(0, (x, y))
+    state, _ = trainer.train_epoch(state, (x, y), 0)
+    arrays, meta = trainer.state_arrays(state)
+    restored = trainer.load_state_arrays(trainer.init(0, (x, y)), arrays, meta)
+    a, _ = trainer.train_epoch(state, (x, y), 1)
+    b, _ = trainer.train_epoch(restored, (x, y), 1)
+    for u, v in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
+        assert np.array_equal(np.asarray(u), np.asarray(v))
+
+
+@pytest.mark.parametrize(
+    "labels, error, match",
+    [
+        (np.full(120, 0.0), DataError, "dtype float"),
+        (np.zeros(119, np.int64), DataError, "119 labels"),
+        (np.r_[np.full(119, MISSING), 7], DataError, "outside 0..2"),
+        (np.r_[np.full(118, MISSING), 0, 1], ConfigError, "fewer than the 3 classes"),
+        (np.array(["a"] * 120), DataError, "dtype"),
+    ],
+)
+def test_bad_labels_are_refused(labels, error, match):
+    x = (np.random.default_rng(0).random((120, X_DIM)) < 0.5).astype(np.float32)
+    m = _model()
+    trainer = SemiSupervisedTrainer(m.model, m.guide, num_classes=C, batch_size=20)
+    state = trainer.init(0, x)
+    with pytest.raises(error, match=match):
+        trainer.train_epoch(state, (x, labels), 0)
