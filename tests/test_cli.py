@@ -165,3 +165,47 @@ def test_pyro_sampling_is_seeded_and_leaves_the_global_rng_alone(tmp_path):
     np.testing.assert_array_equal(first, runs.sample(run, 5, seed=3))
     assert not np.array_equal(first, runs.sample(run, 5, seed=4))
     assert torch.equal(before, torch.get_rng_state())
+
+
+@pytest.mark.parametrize("backend", ["pyro", "numpyro"])
+def test_semi_supervised_m1_m2_m1m2(tmp_path, capsys, backend):
+    """M2, M1 and M1+M2 from the command line: training, test error as JSON, pictures."""
+    ssl = ["--labels", "50", "--epochs", "4", "--lr", "3e-3", "--backend", backend, *TINY]
+    code, stdout, err = run_cli(["train", "m2", *ssl, "--out", tmp_path / "m2"], capsys)
+    assert code == 0, err
+    assert "validation error" in stdout
+    for name in ("class_samples.png", "confusion.png", "curves.png"):
+        assert (tmp_path / "m2" / name).stat().st_size > 0
+    code, stdout, err = run_cli(["eval", tmp_path / "m2", "--json"], capsys)
+    assert code == 0, err
+    result = json.loads(stdout.strip().splitlines()[-1])
+    assert 0 <= result["test_error"] < 0.8 and result["labels"] == 50  # chance: 0.9
+    assert np.sum(result["confusion"]) == result["n"] == 250
+
+    code, _, err = run_cli(["train", "m1", *ssl, "--out", tmp_path / "m1"], capsys)
+    assert code == 0, err
+    code, stdout, err = run_cli(["eval", tmp_path / "m1", "--json"], capsys)
+    assert code == 0, err
+    m1 = json.loads(stdout.strip().splitlines()[-1])
+    assert m1["classifier"] in ("logreg", "svm") and 0 <= m1["test_error"] < 0.8
+
+    m1m2 = ["train", "m1m2", *ssl, "--m1", tmp_path / "m1", "--out", tmp_path / "m1m2"]
+    code, _, err = run_cli(m1m2, capsys)
+    assert code == 0, err
+    assert (tmp_path / "m1m2" / "class_samples.png").stat().st_size > 0
+    code, stdout, err = run_cli(["eval", tmp_path / "m1m2", "--json"], capsys)
+    assert code == 0, err
+    assert 0 <= json.loads(stdout.strip().splitlines()[-1])["test_error"] < 0.8
+
+
+def test_semi_supervised_bad_input_is_one_line(tmp_path, capsys):
+    code, _, err = run_cli(
+        ["train", "m2", "--labels", "15", *TINY, "--out", tmp_path / "a"], capsys
+    )
+    assert "multiple of 10" in one_line_error(code, err)
+    code, _, err = run_cli(["train", "m1m2", *TINY, "--out", tmp_path / "b"], capsys)
+    assert "--m1" in one_line_error(code, err)
+    code, _, err = run_cli(
+        ["train", "m1m2", *TINY, "--m1", tmp_path / "none", "--out", tmp_path / "c"], capsys
+    )
+    assert "not a ppgen run directory" in one_line_error(code, err)

@@ -97,9 +97,7 @@ def test_gradients_reach_every_network():
         bound = copy.copy(m)
         bound.classifier, bound.encoder, bound.decoder = nets
         obj = SemiSupervisedELBO(alpha=alpha)
-        parts = obj.parts(
-            jax.random.PRNGKey(0), bound.model, bound.guide, x_l, y_l, x_u
-        )
+        parts = obj.parts(jax.random.PRNGKey(0), bound.model, bound.guide, x_l, y_l, x_u)
         return -(parts["labelled"] + parts["classification"] + unlabelled * parts["unlabelled"])
 
     nets = (m.classifier, m.encoder, m.decoder)
@@ -126,6 +124,11 @@ def test_model_methods():
     out = m.analogies(x, [0, 1, 2, 1])
     assert out.shape == (5, 4, X_DIM)
     np.testing.assert_allclose(out[:, 1], out[:, 3])  # same style, same class: same image
+    grey = jnp.full((2, X_DIM), 0.5)  # grey levels: the Bernoulli cross-entropy scores them
+    trace = handlers.trace(handlers.seed(m.model, key)).get_trace(grey, jnp.asarray([0, 1]))
+    assert np.isfinite(float(trace["x"]["fn"].log_prob(grey).sum()))
+    with pytest.raises(DataError, match=r"\[0, 1\]"):
+        m.model(jnp.full((2, X_DIM), 1.5))
     with pytest.raises(DataError, match="0..2"):
         m.sample(key, 2, y=3)
     with pytest.raises(DataError, match="integer"):

@@ -10,6 +10,7 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from pyro import poutine
 from pyro.poutine.messenger import Messenger
 from torch import nn
 
@@ -228,10 +229,12 @@ def test_user_methods():
     out = m.analogies(x, [0, 2])
     assert out.shape == (5, 2, X_DIM)
     torch.testing.assert_close(out[:, 1], m.decode(m.encode(x, m.predict(x))[0], 2))
-    grey = torch.full((2, X_DIM), 0.5)  # the networks read grey levels; densities need 0/1
+    grey = torch.full((2, X_DIM), 0.5)  # grey levels: the Bernoulli cross-entropy scores them
     assert m.predict(grey).shape == (2,) and m.encode(grey, 0)[0].shape == (2, LATENT)
-    with pytest.raises(DataError, match="binary"):
-        m.model(grey)
+    trace = poutine.trace(m.model).get_trace(grey)
+    assert torch.isfinite(trace.log_prob_sum())
+    with pytest.raises(DataError, match=r"\[0, 1\]"):
+        m.model(torch.full((2, X_DIM), 1.5))
     with pytest.raises(DataError, match="NaN"):
         m.classify(torch.full((2, X_DIM), math.nan))
     with pytest.raises(DataError, match="shape"):

@@ -86,9 +86,22 @@ class SSVAE(_DeepLatentModel):
         self._init_likelihood(likelihood, "learned")
         s = _seeds(seed, 3)
         c, d, k = self.num_classes, self.x_dim, self.latent
-        self.classifier = classifier or MLP([d, *hidden, c], activation, seed=s[0])
-        self.encoder = encoder or MLP([d + c, *hidden, 2 * k], activation, seed=s[1])
-        self.decoder = decoder or MLP([k + c, *hidden, d], activation, seed=s[2])
+        default = {
+            "classifier": ([d, *hidden, c], s[0]),
+            "encoder": ([d + c, *hidden, 2 * k], s[1]),
+            "decoder": ([k + c, *hidden, d], s[2]),
+        }
+        given = {"classifier": classifier, "encoder": encoder, "decoder": decoder}
+        for name, (sizes, net_seed) in default.items():
+            net = given[name]
+            if net is None:
+                net = MLP(sizes, activation, seed=net_seed)
+            elif not isinstance(net, eqx.Module):
+                raise ConfigError(
+                    f"{name} must be an equinox.Module, got {type(net).__name__}; wrap a "
+                    "function in an eqx.Module so that its parameters can be trained"
+                )
+            setattr(self, name, net)
         self._check_nets()
 
     def _check_nets(self) -> None:
@@ -129,11 +142,25 @@ class SSVAE(_DeepLatentModel):
                     f"[{y_np.min()}, {y_np.max()}]; pass y=None for unlabelled data"
                 )
 
+    def _observation(self, out: jax.Array) -> dist.Distribution:
+        """``p(x | y, z)``. A Bernoulli also scores grey values in [0, 1] (the cross-entropy
+        ``x log p + (1 - x) log(1 - p)``, as Pyro's SS-VAE example trains on grey MNIST)."""
+        if self.likelihood == "bernoulli":
+            return dist.Bernoulli(logits=out, validate_args=False).to_event(1)
+        return super()._observation(out)
+
     # -- the probabilistic program ---------------------------------------------------
 
     def model(self, x: jax.Array, y: jax.Array | None = None, num_data: int | None = None) -> None:
         """``p(y) p(z) p(x | y, z)``; ``y`` is observed where given, latent where ``None``."""
         check_x(x, self.x_dim)
+        if self.likelihood == "bernoulli" and not_jax_tracer(x):
+            x_np = np.asarray(x)
+            if x_np.size and (x_np.min() < 0 or x_np.max() > 1):
+                raise DataError(
+                    "a Bernoulli likelihood needs x in [0, 1] (binary or grey values); "
+                    "rescale the data (e.g. x / 255) or use likelihood='gaussian'"
+                )
         if y is not None:
             self.check_y(y, x.shape[0])
         decoder = eqx_module("decoder", self.decoder)

@@ -152,6 +152,28 @@ class SSVAE(_LatentVariableModel):
         """
         self._check_labels(y, batch)
 
+    def _check_x(self, x: torch.Tensor) -> torch.Tensor:
+        """Shape and values of ``x``; a Bernoulli likelihood takes grey values in [0, 1]."""
+        if self.likelihood != "bernoulli" or not dist.is_validation_enabled():
+            return super()._check_x(x)
+        with pyro.validation_enabled(False):  # the shape checks only
+            x = super()._check_x(x)
+        if not torch.isfinite(x).all():
+            raise DataError("x contains NaN or Inf; drop or impute those examples first")
+        if len(x) and (x.min() < 0 or x.max() > 1):
+            raise DataError(
+                "a Bernoulli likelihood needs x in [0, 1] (binary or grey values); rescale "
+                "the data (e.g. x / 255) or use likelihood='gaussian'"
+            )
+        return x
+
+    def _observation(self, out: torch.Tensor) -> dist.Distribution:
+        """``p(x | y, z)``. A Bernoulli also scores grey values in [0, 1] (the cross-entropy
+        ``x log p + (1 - x) log(1 - p)``, as Pyro's SS-VAE example trains on grey MNIST)."""
+        if self.likelihood == "bernoulli":
+            return dist.Bernoulli(logits=out, validate_args=False).to_event(1)
+        return super()._observation(out)
+
     # -- the probabilistic program ---------------------------------------------------
 
     def model(
@@ -187,15 +209,6 @@ class SSVAE(_LatentVariableModel):
             pyro.sample("z", dist.Normal(loc, scale).to_event(1))
 
     # -- what users do with a trained model ------------------------------------------
-
-    def _check_input(self, x: torch.Tensor) -> torch.Tensor:
-        """Shape and finiteness of ``x``: the networks read grey levels too (e.g. data a
-        Bernoulli model was trained on with dynamic binarization), only densities need 0/1."""
-        with pyro.validation_enabled(False):
-            x = self._check_x(x)
-        if not torch.isfinite(x).all():
-            raise DataError("x contains NaN or Inf; drop or impute those examples first")
-        return x
 
     def _labels(self, y: int | Sequence[int] | torch.Tensor | None, n: int) -> torch.Tensor:
         if y is None:

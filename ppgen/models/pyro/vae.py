@@ -100,6 +100,15 @@ class _LatentVariableModel(nn.Module):
             raise DataError("x contains NaN or Inf; drop or impute those examples first")
         return x
 
+    def _check_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Shape and finiteness of ``x``: the networks read grey levels too (e.g. data a
+        Bernoulli model was trained on with dynamic binarization), only densities need 0/1."""
+        with pyro.validation_enabled(False):
+            x = self._check_x(x)
+        if not torch.isfinite(x).all():
+            raise DataError("x contains NaN or Inf; drop or impute those examples first")
+        return x
+
     @staticmethod
     def _plate(x: torch.Tensor, num_data: int | None) -> pyro.plate:
         """The ``"data"`` plate: per-dataset scale ``num_data / len(x)``.
@@ -200,7 +209,7 @@ class VAE(_LatentVariableModel):
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(loc, scale)`` of ``q(z | x)``, each ``(batch, latent)``."""
-        return split_gaussian(self.encoder(self._check_x(x)))
+        return split_gaussian(self.encoder(self._check_input(x)))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """``E[x | z]``: Bernoulli probabilities or the Gaussian mean, ``(..., x_dim)``."""
@@ -282,7 +291,7 @@ class HierarchicalVAE(_LatentVariableModel):
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(loc, scale)`` of ``q(z1 | x)``, the layer :meth:`decode` reads."""
-        return split_gaussian(self.encoder1(self._check_x(x)))
+        return split_gaussian(self.encoder1(self._check_input(x)))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """``E[x | z1]`` for a bottom-layer latent ``z1``, ``(..., x_dim)``."""
