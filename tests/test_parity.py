@@ -124,12 +124,12 @@ class _FixZ(Messenger):
             msg["done"] = True
 
 
-def test_same_semi_supervised_parts_for_same_weights_and_noise(float64):
+@pytest.mark.parametrize("beta", [1.0, 2.5])
+def test_same_semi_supervised_parts_for_same_weights_and_noise(float64, beta):
     """Labelled ELBO, enumerated unlabelled bound and classification term of M2 agree.
 
-    Pyro enumerates the label at dim -2, so its unlabelled ``z`` is ``(C, B, latent)``; the
-    NumPyro objective tiles the batch class-major (row ``c * B + b``) under a particle dim of
-    1, so it gets the same draws as ``(1, C * B, latent)``.
+    Both backends enumerate the label along a leading dim, ``(C, 1)``, so the unlabelled
+    ``z`` is ``(C, B, latent)`` on both sides.
     """
     c, b_l, b_u, latent = 3, 4, 5, 2
     t, j = _twins("SSVAE", 10, num_classes=c, latent=latent, hidden=(8,))
@@ -139,7 +139,7 @@ def test_same_semi_supervised_parts_for_same_weights_and_noise(float64):
     z_l, z_u = rng.normal(size=(b_l, latent)), rng.normal(size=(c, b_u, latent))
 
     tg = _FixZ(torch.from_numpy(z_l), torch.from_numpy(z_u))(t.guide)
-    z_j = {z.shape[-2]: jax.numpy.asarray(z) for z in (z_l[None], z_u.reshape(1, c * b_u, -1))}
+    z_j = {z.shape[-2]: jax.numpy.asarray(z) for z in (z_l[None], z_u)}
 
     def fix_z(site):
         if site["type"] == "sample" and site["name"] == "z":
@@ -148,10 +148,10 @@ def test_same_semi_supervised_parts_for_same_weights_and_noise(float64):
 
     jg = nh.substitute(j.guide, substitute_fn=fix_z)
     sizes = {"num_labelled": 12, "num_unlabelled": 50}  # exercise the per-set scales too
-    parts_t = inf_t.SemiSupervisedELBO().parts(
+    parts_t = inf_t.SemiSupervisedELBO(beta=beta).parts(
         t.model, tg, *map(torch.from_numpy, (x_l, y_l, x_u)), **sizes
     )
-    parts_j = inf_j.SemiSupervisedELBO().parts(
+    parts_j = inf_j.SemiSupervisedELBO(beta=beta).parts(
         jax.random.PRNGKey(0), j.model, jg, *map(jax.numpy.asarray, (x_l, y_l, x_u)), **sizes
     )
     assert parts_t.keys() == parts_j.keys() == {"labelled", "unlabelled", "classification"}

@@ -38,8 +38,13 @@ def test_unlabelled_bound_is_the_sum_over_classes(float64, batch):
     m, x = _model(), _x(batch)
     z = np.random.default_rng(1).normal(size=(C, batch, LATENT))
     key = jax.random.PRNGKey(0)
-    guide = handlers.condition(m.guide, data={"z": jnp.asarray(z.reshape(1, C * batch, LATENT))})
+    guide = handlers.condition(m.guide, data={"z": jnp.asarray(z)})
     u = SemiSupervisedELBO().unlabelled_bound(key, m.model, guide, x)
+    # The batch repeated once per class (the path for programs with more plates) agrees.
+    tiled_guide = handlers.condition(m.guide, data={"z": jnp.asarray(z.reshape(1, -1, LATENT))})
+    tiled = SemiSupervisedELBO()._class_elbos_tiled(key, m.model, tiled_guide, x, C)
+    fast = SemiSupervisedELBO()._class_elbos(key, m.model, guide, x, C)
+    np.testing.assert_allclose(np.asarray(fast), np.asarray(tiled), rtol=1e-10)
 
     log_q = jax.nn.log_softmax(m.classifier(x), axis=-1)  # (batch, C)
     total = 0.0
@@ -68,21 +73,29 @@ def test_unlabelled_bound_is_the_sum_over_classes(float64, batch):
 
 def test_parts_are_scaled_to_the_whole_sets(float64):
     m = _model()
-    # 15 labelled rows and 5 unlabelled ones times 3 classes: one z array serves both
-    # passes, so the noise is the same whatever the plate subsampling draws.
-    x_l, y_l, x_u = _x(15, 1), jnp.arange(15) % C, _x(5, 2)
-    z = jnp.asarray(np.random.default_rng(0).normal(size=(1, 15, LATENT)))
-    guide = handlers.condition(m.guide, data={"z": z})
+    # Fixed z draws for the labelled pass (1 particle, 6 rows) and the enumerated unlabelled
+    # pass (3 classes, 5 rows): the noise is the same whatever the plate subsampling draws.
+    x_l, y_l, x_u = _x(6, 1), jnp.arange(6) % C, _x(5, 2)
+    rng = np.random.default_rng(0)
+    z = {
+        6: jnp.asarray(rng.normal(size=(1, 6, LATENT))),
+        5: jnp.asarray(rng.normal(size=(C, 5, LATENT))),
+    }
+
+    def fix_z(site):
+        return z[site["fn"].batch_shape[-1]] if site["name"] == "z" else None
+
+    guide = handlers.substitute(m.guide, substitute_fn=fix_z)
     key = jax.random.PRNGKey(3)
     obj = SemiSupervisedELBO()
     base = obj.parts(key, m.model, guide, x_l, y_l, x_u)
-    scaled = obj.parts(key, m.model, guide, x_l, y_l, x_u, num_labelled=45, num_unlabelled=20)
+    scaled = obj.parts(key, m.model, guide, x_l, y_l, x_u, num_labelled=18, num_unlabelled=20)
     np.testing.assert_allclose(scaled["labelled"], 3 * base["labelled"], rtol=1e-10)
     np.testing.assert_allclose(scaled["unlabelled"], 4 * base["unlabelled"], rtol=1e-10)
     log_q = jnp.sum(label_distribution(m.guide, x_l).log_prob(y_l))
     # alpha per labelled example = 0.1 (N_l + N_u) / N_l; the batch sum is scaled by N_l/B_l.
-    np.testing.assert_allclose(base["classification"], 0.1 * 20 / 15 * log_q, rtol=1e-10)
-    np.testing.assert_allclose(scaled["classification"], 0.1 * 65 / 45 * 3 * log_q, rtol=1e-10)
+    np.testing.assert_allclose(base["classification"], 0.1 * 11 / 6 * log_q, rtol=1e-10)
+    np.testing.assert_allclose(scaled["classification"], 0.1 * 38 / 18 * 3 * log_q, rtol=1e-10)
     assert obj.alpha_for(100, 49_900) == pytest.approx(50.0)
     assert SemiSupervisedELBO(alpha=2.0).alpha_for(100, 49_900) == 2.0
     with pytest.raises(ConfigError):

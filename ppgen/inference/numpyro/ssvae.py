@@ -28,7 +28,7 @@ from numpyro.primitives import Messenger
 from ppgen.data.labels import MISSING, check_labels, semi_supervised_indices
 from ppgen.errors import ConfigError, DataError
 from ppgen.inference.numpyro.objectives import ELBO, _check_particles
-from ppgen.inference.numpyro.particles import particle_terms
+from ppgen.inference.numpyro.particles import particle_terms, structure
 from ppgen.inference.numpyro.train import Trainer, TrainState, _check_data, _device
 
 __all__ = ["SemiSupervisedELBO", "SemiSupervisedTrainer", "label_distribution"]
@@ -90,6 +90,9 @@ class SemiSupervisedELBO:
             ``0.1 * (num_labelled + num_unlabelled) / num_labelled``. ``0`` turns it off.
         num_particles: Draws of ``z`` per (example, class).
         site: Name of the label site.
+        beta: Weight of the other latents' terms (``z``'s KL) in ``L`` and ``U``, as the
+            ELBO's ``beta``. ``beta > 1`` makes ``z`` costlier, so the model carries more
+            of what ``x`` says about its class in ``y`` (the label's terms keep weight 1).
 
     Call ``loss(rng_key, model, guide, x_l, y_l, x_u, num_labelled=None,
     num_unlabelled=None)``; sizes default to the batch sizes.
@@ -98,11 +101,14 @@ class SemiSupervisedELBO:
     alpha: float | None = None
     num_particles: int = 1
     site: str = "y"
+    beta: float = 1.0
 
     def __post_init__(self) -> None:
         _check_particles(self.num_particles)
         if self.alpha is not None and not float(self.alpha) >= 0:
             raise ConfigError(f"alpha must be >= 0 (or None for 0.1 N), got {self.alpha!r}")
+        if not float(self.beta) >= 0:
+            raise ConfigError(f"beta must be >= 0, got {self.beta!r}")
 
     def alpha_for(self, num_labelled: int, num_unlabelled: int) -> float:
         """The classification weight per labelled example for these set sizes."""
@@ -124,7 +130,9 @@ class SemiSupervisedELBO:
         """The three terms of ``J`` (each a whole-set estimate, to maximise)."""
         n_l, n_u = num_labelled or x_l.shape[0], num_unlabelled or x_u.shape[0]
         key_l, key_u = jax.random.split(rng_key)
-        labelled = -ELBO(self.num_particles)(key_l, model, guide, x_l, y_l, num_data=n_l)
+        labelled = -ELBO(self.num_particles, beta=self.beta)(
+            key_l, model, guide, x_l, y_l, num_data=n_l
+        )
         unlabelled = self.unlabelled_bound(key_u, model, guide, x_u) * (n_u / x_u.shape[0])
         log_q = label_distribution(guide, x_l, self.site).log_prob(y_l)  # (batch_l,)
         classification = self.alpha_for(n_l, n_u) * (n_l / x_l.shape[0]) * jnp.sum(log_q)
@@ -135,8 +143,54 @@ class SemiSupervisedELBO:
     ) -> jax.Array:
         """``sum_i U(x_i)`` over the minibatch (not scaled to the set)."""
         log_q = _log_q_support(label_distribution(guide, x, self.site))  # (C, batch)
-        c, b = log_q.shape
-        x_rep = jnp.broadcast_to(x, (c, *x.shape)).reshape(c * b, -1)  # class-major rows
+        if structure(rng_key, model, guide, (x, None), {}).max_plate_nesting == 1:
+            elbo = self._class_elbos(rng_key, model, guide, x, log_q.shape[0])
+        else:  # more plates than "data": tile the batch once per class instead
+            elbo = self._class_elbos_tiled(rng_key, model, guide, x, log_q.shape[0])
+        q = jnp.exp(log_q)
+        return jnp.sum(q * (elbo - log_q))  # sum_c q (L - log q) = E_q[L] + H(q)
+
+    def _class_elbos(self, rng_key, model, guide, x, c) -> jax.Array:
+        """``L(x_i, c)`` for every class, shape ``(C, batch)``.
+
+        As in Pyro's parallel enumeration, the label site takes the values ``0..C-1`` along
+        a new leading dim, ``(C, 1)``, and everything downstream broadcasts to ``(C,
+        batch)``; ``x`` itself is never repeated (ppgen's networks then compute ``x``'s
+        share of their first layer once). Particles are ``vmap``-ped.
+        """
+        labels = jnp.arange(c).reshape(c, 1)
+
+        def one_particle(key: jax.Array) -> jax.Array:
+            guide_key, model_key = jax.random.split(key)
+            enumerated = handlers.substitute(guide, data={self.site: labels})
+            guide_tr = handlers.trace(handlers.seed(enumerated, guide_key)).get_trace(x, None)
+            # Every guide draw, also those a caller fixed with `condition` (as particle_terms).
+            latents = {
+                name: site["value"] for name, site in guide_tr.items() if site["type"] == "sample"
+            }
+            model_tr = handlers.trace(
+                handlers.seed(handlers.substitute(model, data=latents), model_key)
+            ).get_trace(x, None)
+            total = jnp.zeros((c, x.shape[0]))
+            for name, site in model_tr.items():
+                if site["type"] != "sample":
+                    continue
+                term = site["fn"].log_prob(site["value"])
+                if not site["is_observed"] and name != self.site:
+                    term = self.beta * (term - guide_tr[name]["fn"].log_prob(latents[name]))
+                total = total + term  # (C, batch); p(y) is (C, 1)
+            for name, site in guide_tr.items():  # guide-only latents: -log q
+                if site["type"] == "sample" and name not in model_tr and name != self.site:
+                    total = total - self.beta * site["fn"].log_prob(site["value"])
+            return total
+
+        keys = jax.random.split(rng_key, self.num_particles)
+        return jnp.mean(jax.vmap(one_particle)(keys), axis=0)
+
+    def _class_elbos_tiled(self, rng_key, model, guide, x, c) -> jax.Array:
+        """``L(x_i, c)`` by repeating the batch once per class (class-major rows)."""
+        b = x.shape[0]
+        x_rep = jnp.broadcast_to(x, (c, *x.shape)).reshape(c * b, -1)
         y_rep = jnp.repeat(jnp.arange(c), b)
         out = particle_terms(
             rng_key,
@@ -145,11 +199,10 @@ class SemiSupervisedELBO:
             (x_rep, y_rep),
             {},
             num_particles=self.num_particles,
+            beta=self.beta,
             require_rsample=True,
         )
-        elbo = jnp.mean(sum(out.terms.values()), axis=0).reshape(c, b)  # L(x_i, c)
-        q = jnp.exp(log_q)
-        return jnp.sum(q * (elbo - log_q))  # sum_c q (L - log q) = E_q[L] + H(q)
+        return jnp.mean(sum(out.terms.values()), axis=0).reshape(c, b)
 
     def __call__(
         self,

@@ -5,7 +5,7 @@ Nothing here knows about ppgen's models; everything works on any Pyro model/guid
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import pyro
@@ -46,14 +46,15 @@ class LatentScaleMessenger(Messenger):
         scale: The weight, ``>= 0``.
         guide: Every sample site of a guide is a factor of ``q(z | x)``, so with
             ``guide=True`` all are scaled, also those conditioned on given values.
+        exclude: Names of sites left unscaled (e.g. a label summed out by enumeration).
     """
 
-    def __init__(self, scale: float, guide: bool = False) -> None:
+    def __init__(self, scale: float, guide: bool = False, exclude: Collection[str] = ()) -> None:
         super().__init__()
-        self.scale, self.guide = scale, guide
+        self.scale, self.guide, self.exclude = scale, guide, frozenset(exclude)
 
     def _process_message(self, msg: Message) -> None:
-        if msg["type"] != "sample" or site_is_subsample(msg):
+        if msg["type"] != "sample" or site_is_subsample(msg) or msg["name"] in self.exclude:
             return
         if self.guide or not msg["is_observed"]:
             msg["scale"] = self.scale * msg["scale"]
@@ -104,9 +105,15 @@ def replay(model: Callable, trace: Trace) -> Callable:
     return GuideReplayMessenger(trace)(model)
 
 
-def scale_latents(model: Callable, guide: Callable, beta: float) -> tuple[Callable, Callable]:
-    """Weight every latent term of ``log p(x, z) - log q(z | x)`` by ``beta``."""
-    return LatentScaleMessenger(beta)(model), LatentScaleMessenger(beta, guide=True)(guide)
+def scale_latents(
+    model: Callable, guide: Callable, beta: float, exclude: Collection[str] = ()
+) -> tuple[Callable, Callable]:
+    """Weight every latent term of ``log p(x, z) - log q(z | x)`` by ``beta`` (sites named in
+    ``exclude`` keep weight 1)."""
+    return (
+        LatentScaleMessenger(beta, exclude=exclude)(model),
+        LatentScaleMessenger(beta, guide=True, exclude=exclude)(guide),
+    )
 
 
 def guess_max_plate_nesting(model: Callable, guide: Callable, args: tuple, kwargs: dict) -> int:

@@ -30,6 +30,7 @@ from pyro.poutine.runtime import Message
 
 from ppgen.data.labels import MISSING, check_labels, semi_supervised_indices
 from ppgen.errors import ConfigError, DataError
+from ppgen.inference.pyro.handlers import scale_latents
 from ppgen.inference.pyro.loglik import to_tensor
 from ppgen.inference.pyro.objectives import ELBO, _check_particles
 from ppgen.inference.pyro.train import Trainer, TrainState, _GlobalRNG
@@ -90,6 +91,9 @@ class SemiSupervisedELBO:
             ``0.1 * (num_labelled + num_unlabelled) / num_labelled``. ``0`` turns it off.
         num_particles: Draws of ``z`` per (example, class).
         site: Name of the label site.
+        beta: Weight of the other latents' terms (``z``'s KL) in ``L`` and ``U``, as the
+            ELBO's ``beta``. ``beta > 1`` makes ``z`` costlier, so the model carries more
+            of what ``x`` says about its class in ``y`` (the label's terms keep weight 1).
 
     Call ``loss(model, guide, x_l, y_l, x_u, num_labelled=None, num_unlabelled=None)``;
     sizes default to the batch sizes.
@@ -98,11 +102,14 @@ class SemiSupervisedELBO:
     alpha: float | None = None
     num_particles: int = 1
     site: str = "y"
+    beta: float = 1.0
 
     def __post_init__(self) -> None:
         _check_particles(self.num_particles)
         if self.alpha is not None and not float(self.alpha) >= 0:
             raise ConfigError(f"alpha must be >= 0 (or None for 0.1 N), got {self.alpha!r}")
+        if not float(self.beta) >= 0:
+            raise ConfigError(f"beta must be >= 0, got {self.beta!r}")
 
     def alpha_for(self, num_labelled: int, num_unlabelled: int) -> float:
         """The classification weight per labelled example for these set sizes."""
@@ -122,7 +129,7 @@ class SemiSupervisedELBO:
     ) -> dict[str, torch.Tensor]:
         """The three terms of ``J`` (each a whole-set estimate, to maximise)."""
         n_l, n_u = num_labelled or len(x_l), num_unlabelled or len(x_u)
-        labelled = -ELBO(self.num_particles)(model, guide, x_l, y_l, num_data=n_l)
+        labelled = -ELBO(self.num_particles, beta=self.beta)(model, guide, x_l, y_l, num_data=n_l)
         unlabelled = self.unlabelled_bound(model, guide, x_u) * (n_u / len(x_u))
         log_q = label_distribution(guide, x_l, self.site).log_prob(y_l)  # (batch_l,)
         classification = self.alpha_for(n_l, n_u) * (n_l / len(x_l)) * log_q.sum()
@@ -135,6 +142,8 @@ class SemiSupervisedELBO:
         left of the ``"data"`` plate): ``sum_c q(c | x) (L(x, c) - log q(c | x))``.
         """
         elbo = TraceEnum_ELBO(max_plate_nesting=1, num_particles=self.num_particles)
+        if self.beta != 1.0:  # weight the other latents' terms (z's KL), never the label's
+            model, guide = scale_latents(model, guide, self.beta, exclude=(self.site,))
         return -elbo.differentiable_loss(model, config_enumerate(guide), x)
 
     def __call__(

@@ -66,6 +66,22 @@ class MLP(eqx.Module):
                 x = act(x)
         return x
 
+    def call_concat(self, a: jax.Array, b: jax.Array) -> jax.Array:
+        """``self([a, b])`` for inputs concatenated on the last axis, without building the
+        concatenation: the first layer is ``a @ W_a.T + b @ W_b.T + bias``, with the
+        leading dims of ``a`` and ``b`` broadcast against each other afterwards.
+
+        When ``b`` varies along a dim ``a`` lacks (M2's ``[x, onehot(y)]`` for every class
+        ``y``), ``a @ W_a.T`` is computed once instead of once per value of ``b``.
+        """
+        first = self.layers[0]
+        n_a = a.shape[-1]
+        h = a @ first.weight[:, :n_a].T + b @ first.weight[:, n_a:].T + first.bias
+        act = ACTIVATIONS[self.activation]
+        for layer in self.layers[1:]:
+            h = act(h) @ layer.weight.T + layer.bias
+        return h
+
     def state_dict(self) -> dict[str, np.ndarray]:
         """Weights as numpy arrays under torch's names (``layers.0.weight``, ...)."""
         out = {}

@@ -41,6 +41,13 @@ def one_hot_cat(a: jax.Array, y: jax.Array, num_classes: int) -> jax.Array:
     return jnp.concatenate([a, jnp.broadcast_to(y_hot, (*shape, num_classes))], axis=-1)
 
 
+def apply_cat(net: eqx.Module, a: jax.Array, y: jax.Array, num_classes: int) -> jax.Array:
+    """``net([a, onehot(y)])``; ppgen's MLP skips building the concatenation."""
+    if isinstance(net, MLP):
+        return net.call_concat(a, jax.nn.one_hot(y, num_classes, dtype=a.dtype))
+    return net(one_hot_cat(a, y, num_classes))
+
+
 class SSVAE(_DeepLatentModel):
     """M2: ``p(y) p(z) p(x | y, z)``, guide ``q(y | x) q(z | x, y)`` (Kingma et al., 2014, 3.1.2).
 
@@ -168,7 +175,7 @@ class SSVAE(_DeepLatentModel):
         with numpyro.plate("data", num_data or x.shape[0], subsample_size=x.shape[0]):
             y = numpyro.sample("y", prior, obs=y)
             z = numpyro.sample("z", _standard_normal(self.latent))  # (..., batch, latent)
-            out = decoder(one_hot_cat(z, y, self.num_classes))
+            out = apply_cat(decoder, z, y, self.num_classes)
             numpyro.sample("x", self._observation(out), obs=x)
 
     def guide(self, x: jax.Array, y: jax.Array | None = None, num_data: int | None = None) -> None:
@@ -180,7 +187,7 @@ class SSVAE(_DeepLatentModel):
         with numpyro.plate("data", num_data or x.shape[0], subsample_size=x.shape[0]):
             if y is None:
                 y = numpyro.sample("y", dist.Categorical(logits=classifier(x)))
-            loc, scale = normal_params(encoder(one_hot_cat(x, y, self.num_classes)))
+            loc, scale = normal_params(apply_cat(encoder, x, y, self.num_classes))
             numpyro.sample("z", dist.Normal(loc, scale).to_event(1))
 
     # -- what users do with a trained model ------------------------------------------
@@ -197,11 +204,11 @@ class SSVAE(_DeepLatentModel):
     def encode(self, x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Mean and standard deviation of ``q(z | x, y)``, each ``(batch, latent)``."""
         check_x(x, self.x_dim)
-        return normal_params(self.encoder(one_hot_cat(x, jnp.asarray(y), self.num_classes)))
+        return normal_params(apply_cat(self.encoder, x, jnp.asarray(y), self.num_classes))
 
     def decode(self, z: jax.Array, y: jax.Array) -> jax.Array:
         """Mean of ``p(x | y, z)``, shape ``(..., x_dim)``."""
-        return self._mean(self.decoder(one_hot_cat(z, jnp.asarray(y), self.num_classes)))
+        return self._mean(apply_cat(self.decoder, z, jnp.asarray(y), self.num_classes))
 
     def _labels(self, y: int | Sequence[int] | jax.Array | None, n: int) -> jax.Array:
         if y is None:
