@@ -209,3 +209,16 @@ def test_linear_gaussian_weights_round_trip():
         np.testing.assert_array_equal(b.get_weights()[k], v)
     bound = LinearGaussian(5, 2, seed=1).bind(a.get_weights())
     np.testing.assert_array_equal(np.asarray(bound.guide_A), np.asarray(a.guide_A))
+
+
+@pytest.mark.parametrize("hidden", [(), (5,), (5, 4)])
+def test_mlp_call_concat_equals_the_concatenated_call(float64, hidden):
+    """``call_concat(a, b)`` is ``net(concat([a, b]))`` with a and b broadcast (M2's
+    ``[x, onehot(y)]`` for every class at once)."""
+    net = MLP([6 + 3, *hidden, 2], "softplus", seed=1)
+    rng = np.random.default_rng(0)
+    a, b = jnp.asarray(rng.normal(size=(4, 6))), jnp.asarray(rng.normal(size=(3, 1, 3)))
+    full = net(
+        jnp.concatenate([jnp.broadcast_to(a, (3, 4, 6)), jnp.broadcast_to(b, (3, 4, 3))], -1)
+    )
+    np.testing.assert_allclose(net.call_concat(a, b), full, rtol=1e-12, atol=1e-12)

@@ -46,3 +46,14 @@ def test_dtype_follows_default(float64):
 def test_bad_config(sizes, activation):
     with pytest.raises(ConfigError):
         MLP(sizes, activation)
+
+
+@pytest.mark.parametrize("hidden", [(), (5,), (5, 4)])
+def test_call_concat_equals_the_concatenated_call(float64, hidden):
+    """``call_concat(a, b)`` is ``net(cat([a, b]))`` with a and b broadcast (M2's
+    ``[x, onehot(y)]`` for every class at once)."""
+    net = MLP([6 + 3, *hidden, 2], "softplus", seed=1)
+    a = torch.randn(4, 6)  # (batch, 6)
+    b = torch.randn(3, 1, 3)  # (classes, 1, 3)
+    full = net(torch.cat([a.expand(3, 4, 6), b.expand(3, 4, 3)], dim=-1))
+    torch.testing.assert_close(net.call_concat(a, b), full, rtol=1e-12, atol=1e-12)

@@ -70,3 +70,17 @@ class MLP(nn.Module):
         for layer in hidden:
             x = self.activation(layer(x))
         return last(x)
+
+    def call_concat(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """``self(cat([a, b], -1))`` without building the concatenation: the first layer is
+        ``a @ W_a.T + b @ W_b.T + bias``, the leading dims of ``a`` and ``b`` broadcast.
+
+        When ``b`` varies along a dim ``a`` lacks (M2's ``[x, onehot(y)]`` for every class
+        under enumeration), ``a @ W_a.T`` is computed once instead of once per value of ``b``.
+        """
+        first, *rest = self.layers
+        n_a = a.shape[-1]
+        h = a @ first.weight[:, :n_a].T + b @ first.weight[:, n_a:].T + first.bias
+        for layer in rest:
+            h = layer(self.activation(h))
+        return h

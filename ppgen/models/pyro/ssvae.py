@@ -11,7 +11,7 @@ built by broadcasting, so one pass computes all classes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pyro
 import pyro.distributions as dist
@@ -32,6 +32,13 @@ def one_hot_cat(a: torch.Tensor, y: torch.Tensor, num_classes: int) -> torch.Ten
     y_hot = one_hot(y.long(), num_classes).to(a.dtype)  # (..., batch, C)
     shape = torch.broadcast_shapes(a.shape[:-1], y_hot.shape[:-1])
     return torch.cat([a.expand(*shape, -1), y_hot.expand(*shape, -1)], dim=-1)
+
+
+def apply_cat(net: Callable, a: torch.Tensor, y: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``net([a, onehot(y)])``; ppgen's MLP skips building the concatenation."""
+    if isinstance(net, MLP):
+        return net.call_concat(a, one_hot(y.long(), num_classes).to(a.dtype))
+    return net(one_hot_cat(a, y, num_classes))
 
 
 class SSVAE(_LatentVariableModel):
@@ -189,7 +196,7 @@ class SSVAE(_LatentVariableModel):
             y = pyro.sample("y", prior, obs=y)  # (batch,), or (C, 1) when enumerated
             zero = x.new_zeros(len(x), self.latent)
             z = pyro.sample("z", dist.Normal(zero, 1.0).to_event(1))  # (..., batch, latent)
-            out = decoder(one_hot_cat(z, y, self.num_classes))
+            out = apply_cat(decoder, z, y, self.num_classes)
             pyro.sample("x", self._observation(out), obs=x)
 
     def guide(
@@ -205,7 +212,7 @@ class SSVAE(_LatentVariableModel):
         with self._plate(x, num_data):
             if y is None:
                 y = pyro.sample("y", dist.Categorical(logits=classifier(x)))
-            loc, scale = split_gaussian(encoder(one_hot_cat(x, y, self.num_classes)))
+            loc, scale = split_gaussian(apply_cat(encoder, x, y, self.num_classes))
             pyro.sample("z", dist.Normal(loc, scale).to_event(1))
 
     # -- what users do with a trained model ------------------------------------------
@@ -233,13 +240,13 @@ class SSVAE(_LatentVariableModel):
         """Mean and standard deviation of ``q(z | x, y)``, each ``(batch, latent)``."""
         x = self._check_input(x)
         y = self._labels(y, len(x))
-        return split_gaussian(self.encoder(one_hot_cat(x, y, self.num_classes)))
+        return split_gaussian(apply_cat(self.encoder, x, y, self.num_classes))
 
     def decode(self, z: torch.Tensor, y: int | Sequence[int] | torch.Tensor) -> torch.Tensor:
         """Mean of ``p(x | y, z)``, shape ``(..., x_dim)``; ``y`` broadcasts against ``z``."""
         y = torch.as_tensor(y)
         self._check_labels(y)
-        return self._mean(self.decoder(one_hot_cat(z, y, self.num_classes)))
+        return self._mean(apply_cat(self.decoder, z, y, self.num_classes))
 
     def _dtype(self) -> torch.dtype:
         return next(self.decoder.parameters(), torch.empty(0)).dtype
