@@ -239,17 +239,7 @@ class SemiSupervisedTrainer(Trainer):
 
     def _ss_update(self, state: TrainState, batch: tuple, n_l: int, n_u: int) -> float:
         """One gradient step on ``(x_l, y_l, x_u)``; skipped (loss returned) if non-finite."""
-        state.optimizer.zero_grad(set_to_none=True)
-        loss = self.objective(self.model, self.guide, *batch, num_labelled=n_l, num_unlabelled=n_u)
-        value = loss.item()
-        if not math.isfinite(value):
-            return value  # report, never step: the parameters stay finite
-        loss.backward()
-        if self.clip_norm is not None:
-            torch.nn.utils.clip_grad_norm_(state.params.values(), self.clip_norm)
-        state.optimizer.step()
-        state.scheduler.step()
-        return value
+        return self._gradient_step(state, batch, {"num_labelled": n_l, "num_unlabelled": n_u})
 
     def train_epoch(
         self, state: TrainState, data: Any, epoch: int

@@ -195,11 +195,16 @@ class Trainer:
 
     def _update(self, state: TrainState, x: torch.Tensor, step: int) -> float:
         """One gradient step on ``x``; returns the loss and skips the step if non-finite."""
-        state.optimizer.zero_grad(set_to_none=True)
         kwargs = self._model_kwargs
         if self.beta_schedule is not None:
             kwargs = {**kwargs, "beta": float(self.beta_schedule(step))}
-        loss = self.objective(self.model, self.guide, x, **kwargs)
+        return self._gradient_step(state, (x,), kwargs)
+
+    def _gradient_step(self, state: TrainState, args: tuple, kwargs: dict[str, Any]) -> float:
+        """Minimise ``objective(model, guide, *args, **kwargs)`` by one step; a non-finite
+        loss is returned without stepping."""
+        state.optimizer.zero_grad(set_to_none=True)
+        loss = self.objective(self.model, self.guide, *args, **kwargs)
         value = loss.item()
         if not math.isfinite(value):
             return value  # report, never step: the parameters stay finite
