@@ -521,6 +521,18 @@ def class_samples(run: SimpleNamespace, per_class: int = 10, seed: int = 0) -> n
     return out
 
 
+def analogies(run: SimpleNamespace, x: np.ndarray) -> np.ndarray:
+    """An m2 run's analogies: each row of ``x`` in its own style as every class,
+    ``(len(x), 10, D)``."""
+    if run.backend == "numpyro":
+        return np.asarray(run.model.analogies(x, np.arange(10)))
+    import torch
+
+    with torch.no_grad():
+        xt = torch.as_tensor(x, dtype=torch.get_default_dtype())
+        return run.model.analogies(xt, torch.arange(10)).numpy()
+
+
 def _save_classifier_pictures(run: SimpleNamespace, out_dir: Path) -> list[Path]:
     from ppgen import plots
 
@@ -546,4 +558,9 @@ def _save_classifier_pictures(run: SimpleNamespace, out_dir: Path) -> list[Path]
     else:
         images = class_samples(run)
         paths.append(plots.save_image_grid(images, out_dir / "class_samples.png", shape, ncol=10))
+    if run.config.model == "m2":
+        # Each row: a test image, then its style written as every digit (Kingma et al. fig. 1).
+        x = run.data.test[0][:8]
+        grid = np.concatenate([x[:, None], analogies(run, x)], axis=1).reshape(-1, x.shape[1])
+        paths.append(plots.save_image_grid(grid, out_dir / "analogies.png", shape, ncol=11))
     return paths

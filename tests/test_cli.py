@@ -174,7 +174,7 @@ def test_semi_supervised_m1_m2_m1m2(tmp_path, capsys, backend):
     code, stdout, err = run_cli(["train", "m2", *ssl, "--out", tmp_path / "m2"], capsys)
     assert code == 0, err
     assert "validation error" in stdout
-    for name in ("class_samples.png", "confusion.png", "curves.png"):
+    for name in ("class_samples.png", "confusion.png", "curves.png", "analogies.png"):
         assert (tmp_path / "m2" / name).stat().st_size > 0
     code, stdout, err = run_cli(["eval", tmp_path / "m2", "--json"], capsys)
     assert code == 0, err
