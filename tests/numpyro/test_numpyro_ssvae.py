@@ -228,3 +228,18 @@ def test_bad_labels_are_refused(labels, error, match):
     state = trainer.init(0, x)
     with pytest.raises(error, match=match):
         trainer.train_epoch(state, (x, labels), 0)
+
+
+def test_step_on_one_batch_triple():
+    rng = np.random.default_rng(0)
+    x_l, x_u = ((rng.random((n, X_DIM)) < 0.5).astype(np.float32) for n in (6, 10))
+    m = _model()
+    trainer = SemiSupervisedTrainer(m.model, m.guide, num_classes=C, batch_size=10)
+    state = trainer.init(0, x_u)
+    before = jax.tree_util.tree_leaves(trainer.params(state))
+    state, metrics = trainer.step(state, (x_l, np.array([0, 1, 2, 0, 1, 2]), x_u))
+    assert np.isfinite(metrics["loss"]) and int(state.step) == 1
+    after = jax.tree_util.tree_leaves(trainer.params(state))
+    assert any(not np.array_equal(a, b) for a, b in zip(before, after, strict=True))
+    with pytest.raises(DataError, match="missing"):
+        trainer.step(state, (x_l, np.array([0, 1, 2, 0, 1, -1]), x_u))

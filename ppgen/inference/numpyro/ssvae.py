@@ -284,6 +284,7 @@ class SemiSupervisedTrainer(Trainer):
         self._labels_cache: tuple[Any, np.ndarray, jax.Array] | None = None
         self._ss_epoch = jax.jit(self._ss_epoch_impl, static_argnames=("n_l", "n_u"))
         self._predict = jax.jit(self._predict_impl)
+        self._ss_step = jax.jit(self._svi.update)
 
     def init(self, seed: int, data: Any) -> TrainState:
         """Initial state from one trace of guide and model on the rows of ``data``'s ``x``."""
@@ -368,7 +369,7 @@ class SemiSupervisedTrainer(Trainer):
         y_l = check_labels(y_l, n=len(x_l), num_classes=self.num_classes)
         if (y_l == MISSING).any():
             raise DataError("the labelled batch y_l has missing (-1) labels")
-        svi_state, loss = jax.jit(self._svi.update)(
+        svi_state, loss = self._ss_step(
             state.svi_state, _device(x_l), jnp.asarray(y_l, jnp.int32), _device(x_u)
         )
         state = state._replace(svi_state=svi_state, step=state.step + 1)
