@@ -14,7 +14,6 @@ twin writes the same sum by hand).
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -256,16 +255,8 @@ class SemiSupervisedTrainer(Trainer):
         x, y = _split(data)
         if y is None:
             raise DataError("semi-supervised training needs (x, y) with y = -1 where unlabelled")
-        xt = to_tensor(x, self._dtype(state))
+        xt = self._epoch_data(state, x)
         y_np = self._labels(xt, y)
-        lo, hi = torch.aminmax(xt)
-        if not (math.isfinite(lo) and math.isfinite(hi)):
-            raise DataError("x contains NaN or Inf; drop or impute those examples first")
-        if self.dynamic_binarization and (lo < 0 or hi > 1):
-            raise DataError(
-                f"dynamic_binarization needs x in [0, 1], got values in [{lo:g}, {hi:g}]; "
-                "rescale the data (e.g. x / 255)"
-            )
         lab, unl = semi_supervised_indices(
             y_np,
             batch_size=self.batch_size,
@@ -277,33 +268,16 @@ class SemiSupervisedTrainer(Trainer):
         yt = torch.from_numpy(np.maximum(y_np, 0))  # int64; -1 rows are never indexed
         n_l = int(np.sum(y_np != MISSING))
         n_u = len(y_np) - n_l
-        binarize_seq = np.random.SeedSequence([state.seed, int(epoch)]).spawn(2)[1]
-        binarize = torch.Generator().manual_seed(int(binarize_seq.generate_state(1)[0]))
-        total, steps = 0.0, 0
-        with _GlobalRNG(state.rng_state) as rng, contextlib.ExitStack() as unchecked:
-            for i in range(len(unl)):
-                if i == 1:
-                    # Pyro's validation has seen this epoch's first step; later ones skip it.
-                    unchecked.enter_context(pyro.validation_enabled(False))
-                x_l, y_l, x_u = xt[lab[i]], yt[lab[i]], xt[unl[i]]
-                if self.dynamic_binarization:
-                    x_l = torch.bernoulli(x_l, generator=binarize)
-                    x_u = torch.bernoulli(x_u, generator=binarize)
-                loss = self._ss_update(state, (x_l, y_l, x_u), n_l, n_u)
-                if not math.isfinite(loss):
-                    break  # not stepped on: report it, the driver decides
-                total, steps = total + loss, steps + 1
-        diverged = steps < len(unl)
-        state = state._replace(
-            step=state.step + steps,
-            epoch=int(epoch) + (not diverged),
-            rng_state=rng.state,
-        )
-        return state, {
-            "loss": (loss if diverged else total / steps) / len(y_np),
-            "finite": float(not diverged),
-            "lr": float(state.optimizer.param_groups[0]["lr"]),
-        }
+        _, binarize = self._epoch_randomness(state, epoch)
+
+        def step_loss(i: int, step: int) -> float:
+            x_l, y_l, x_u = xt[lab[i]], yt[lab[i]], xt[unl[i]]
+            if self.dynamic_binarization:
+                x_l = torch.bernoulli(x_l, generator=binarize)
+                x_u = torch.bernoulli(x_u, generator=binarize)
+            return self._ss_update(state, (x_l, y_l, x_u), n_l, n_u)
+
+        return self._run_epoch(state, epoch, len(unl), step_loss, 1.0 / len(y_np))
 
     def step(self, state: TrainState, batch: tuple) -> tuple[TrainState, dict[str, float]]:
         """One update on ``batch = (x_l, y_l, x_u)`` as given (batch sizes as set sizes).

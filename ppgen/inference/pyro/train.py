@@ -242,10 +242,25 @@ class Trainer:
             ``(state, {"loss": mean per-example loss, "finite": 1.0 or 0.0, "lr": learning
             rate at the epoch's end})``; on divergence the loss is the non-finite one.
         """
-        xt = to_tensor(x, self._dtype(state))
+        xt = self._epoch_data(state, x)
         num_batches = len(xt) // self.batch_size
         if num_batches == 0:
             raise DataError(f"x has {len(xt)} examples, fewer than batch_size={self.batch_size}")
+        shuffle_seq, binarize = self._epoch_randomness(state, epoch)
+        order = torch.from_numpy(np.random.default_rng(shuffle_seq).permutation(len(xt)))
+
+        def step_loss(i: int, step: int) -> float:
+            batch = xt[order[i * self.batch_size : (i + 1) * self.batch_size]]
+            if self.dynamic_binarization:
+                batch = torch.bernoulli(batch, generator=binarize)
+            return self._update(state, batch, step)
+
+        per_example = 1.0 / (self.num_data or self.batch_size)
+        return self._run_epoch(state, epoch, num_batches, step_loss, per_example)
+
+    def _epoch_data(self, state: TrainState, x: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """``x`` as a tensor in the parameters' dtype, finite, and in [0, 1] when binarized."""
+        xt = to_tensor(x, self._dtype(state))
         lo, hi = torch.aminmax(xt)
         if not (math.isfinite(lo) and math.isfinite(hi)):
             raise DataError("x contains NaN or Inf; drop or impute those examples first")
@@ -254,25 +269,39 @@ class Trainer:
                 f"dynamic_binarization needs x in [0, 1], got values in [{lo:g}, {hi:g}]; "
                 "rescale the data (e.g. x / 255)"
             )
+        return xt
+
+    @staticmethod
+    def _epoch_randomness(
+        state: TrainState, epoch: int
+    ) -> tuple[np.random.SeedSequence, torch.Generator]:
+        """The epoch's shuffle seed and binarization generator, both from ``(seed, epoch)``."""
         shuffle_seq, binarize_seq = np.random.SeedSequence([state.seed, int(epoch)]).spawn(2)
-        order = torch.from_numpy(np.random.default_rng(shuffle_seq).permutation(len(xt)))
         binarize = torch.Generator().manual_seed(int(binarize_seq.generate_state(1)[0]))
-        per_example = 1.0 / (self.num_data or self.batch_size)
+        return shuffle_seq, binarize
+
+    def _run_epoch(
+        self,
+        state: TrainState,
+        epoch: int,
+        num_steps: int,
+        step_loss: Callable[[int, int], float],
+        per_example: float,
+    ) -> tuple[TrainState, dict[str, float]]:
+        """Call ``step_loss(i, global_step)`` for ``i < num_steps`` with the run's generator
+        swapped in; stop at the first non-finite loss (not stepped on)."""
         total, steps = 0.0, 0
         with _GlobalRNG(state.rng_state) as rng, contextlib.ExitStack() as unchecked:
-            for i in range(num_batches):
+            for i in range(num_steps):
                 if i == 1:
                     # Pyro's validation (distribution arguments, supports, the model's own
                     # data checks) has seen this epoch's first step; later steps skip it.
                     unchecked.enter_context(pyro.validation_enabled(False))
-                batch = xt[order[i * self.batch_size : (i + 1) * self.batch_size]]
-                if self.dynamic_binarization:
-                    batch = torch.bernoulli(batch, generator=binarize)
-                loss = self._update(state, batch, state.step + steps)
+                loss = step_loss(i, state.step + steps)
                 if not math.isfinite(loss):
                     break  # not stepped on: report it, the driver decides
                 total, steps = total + loss, steps + 1
-        diverged = steps < num_batches
+        diverged = steps < num_steps
         state = state._replace(
             step=state.step + steps,
             epoch=int(epoch) + (not diverged),
