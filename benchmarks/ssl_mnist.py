@@ -30,7 +30,7 @@ from _common import Stopwatch, hardware, write_result  # noqa: E402
 from ppgen import data as ppdata  # noqa: E402
 from ppgen import runs  # noqa: E402
 from ppgen.checkpoint import has_checkpoint  # noqa: E402
-from ppgen.semisupervised import encode_means, fit_m1_classifier  # noqa: E402
+from ppgen.semisupervised import fit_m1_classifier  # noqa: E402
 
 # Kingma et al. 2014, Table 1 (test error %), and Pyro's SS-VAE tutorial (M2 accuracy).
 PAPER = {
@@ -106,18 +106,14 @@ def main() -> None:
         print("M1: the VAE (600-600 softplus, z=50), trained once", flush=True)
         m1_config = runs.RunConfig(model="m1", hidden=(600, 600), lr=1e-3, seed=0, **common)
         m1_info = _train(m1_config, m1_dir, args.minutes)
-        m1_run = runs.load_trained(m1_dir)
-        grey = {s: ppdata.load_dataset("mnist", s, binarize="none") for s in runs.SPLITS}
-        features = {s: encode_means(m1_run, d.x) for s, d in grey.items()}
+        f = runs.m1_features(runs.load_trained(m1_dir))
 
     for n in ns:
         for seed in range(args.draws if n == 100 else 1):
             if "m1" in models:
-                y = ppdata.partial_labels(grey["train"].y, n, seed=seed)
-                clf, info = fit_m1_classifier(
-                    features["train"], y, features["valid"], grey["valid"].y, seed=seed
-                )
-                error = float((clf.predict(features["test"]) != grey["test"].y).mean())
+                y = ppdata.partial_labels(f.train.y, n, seed=seed)
+                clf, info = fit_m1_classifier(f.train.x, y, f.valid.x, f.valid.y, seed=seed)
+                error = float((clf.predict(f.test.x) != f.test.y).mean())
                 rows.append(
                     {
                         "model": "m1",

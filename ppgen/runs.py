@@ -44,6 +44,7 @@ __all__ = [
     "evaluate",
     "evaluate_classifier",
     "fit_data",
+    "m1_features",
     "sample",
     "reconstruct",
     "save_pictures",
@@ -160,18 +161,24 @@ def load_splits(config: RunConfig) -> SimpleNamespace:
     return SimpleNamespace(train=train, valid=valid, test=test)
 
 
-def _m1_features(m1_dir: str | os.PathLike) -> SimpleNamespace:
-    """Posterior means of a trained M1 run on grey-valued train, validation and test images."""
+def m1_features(m1: SimpleNamespace) -> SimpleNamespace:
+    """Posterior means of a trained M1 (VAE) run on the grey-valued train, validation and
+    test images: ``.train``, ``.valid``, ``.test``, each with ``x`` (features) and ``y``."""
     from ppgen.semisupervised import encode_means
 
+    out = {}
+    for split in SPLITS:
+        d = ppdata.load_dataset(m1.config.dataset, split, binarize="none")
+        out[split] = SimpleNamespace(x=encode_means(m1, d.x), y=d.y)
+    return SimpleNamespace(**out)
+
+
+def _m1_features(m1_dir: str | os.PathLike) -> SimpleNamespace:
+    """:func:`m1_features` of the M1 run in ``m1_dir``, which it also carries (``.m1``)."""
     m1 = load_trained(m1_dir)
     if m1.config.model not in ("m1", "vae"):
         raise ConfigError(f"{m1_dir} holds a {m1.config.model} run; M1+M2 needs an m1 (VAE) run")
-    out = {}
-    for split in ("train", "valid", "test"):
-        d = ppdata.load_dataset(m1.config.dataset, split, binarize="none")
-        out[split] = SimpleNamespace(x=encode_means(m1, d.x), y=d.y)
-    return SimpleNamespace(**out, m1=m1)
+    return SimpleNamespace(**vars(m1_features(m1)), m1=m1)
 
 
 def fit_data(config: RunConfig, splits: SimpleNamespace) -> SimpleNamespace:
@@ -370,20 +377,17 @@ def load_trained(run_dir: str | os.PathLike, pointer: str = "BEST") -> SimpleNam
 def evaluate_classifier(run: SimpleNamespace) -> dict:
     """Test classification error of a semi-supervised run (m1, m2, m1m2), with its confusion
     matrix; M1 first fits its classifier on the labelled features (chosen on validation)."""
-    from ppgen.semisupervised import classification_report, encode_means, fit_m1_classifier
+    from ppgen.semisupervised import classification_report, fit_m1_classifier
 
     t0 = time.perf_counter()
     config, extra = run.config, {}
     x_test, y_test = run.data.test
     if config.model == "m1":
-        grey = {s: ppdata.load_dataset(config.dataset, s, binarize="none") for s in SPLITS}
-        features = {s: encode_means(run, d.x) for s, d in grey.items()}
-        y = ppdata.partial_labels(grey["train"].y, config.labels, seed=config.seed)
-        clf, extra = fit_m1_classifier(
-            features["train"], y, features["valid"], grey["valid"].y, seed=config.seed
-        )
+        f = m1_features(run)
+        y = ppdata.partial_labels(f.train.y, config.labels, seed=config.seed)
+        clf, extra = fit_m1_classifier(f.train.x, y, f.valid.x, f.valid.y, seed=config.seed)
         extra.pop("candidates")
-        y_pred = clf.predict(features["test"])
+        y_pred = clf.predict(f.test.x)
     else:
         y_pred = run.trainer.predict(run.state, x_test)
         extra["valid_error"] = float(run.trainer.evaluate(run.state, run.data.valid)["error"])
