@@ -10,9 +10,11 @@ trained once and shared by every M1 and M1+M2 row.
 
 Every run lives in ``--out/<model>-<N>-seed<k>`` (``runs/ssl_mnist`` by default); a run
 that already finished there is read back, not retrained, so the benchmark can be run in
-pieces (``--ns 100``, later ``--ns 600,1000,3000``) and the table is rebuilt each time.
+pieces, two processes at a time (``--models m2 --ns 100 --seeds 0``, ``--seeds 1``, ...),
+and the table is rebuilt each time. A directory holding a run with another configuration
+is refused. docs/RESULTS.md gives the commands behind its table:
 
-    python benchmarks/ssl_mnist.py --minutes 15 --ns 100,600,1000,3000 --draws 3
+    python benchmarks/ssl_mnist.py --alpha 5000 --batch-size 50 --minutes 15
 """
 
 from __future__ import annotations
@@ -49,6 +51,11 @@ PYRO_TUTORIAL_M2 = {
 def _train(config: runs.RunConfig, run_dir: Path, minutes: float) -> dict:
     """Train (unless already done) and return what the run took."""
     done = run_dir / "train.json"
+    stored = run_dir / "config.json"
+    if stored.exists() and runs.load_config(run_dir) != config:
+        raise SystemExit(
+            f"{run_dir} holds a run with another configuration; move it away or pass another --out"
+        )
     if done.exists():
         return json.loads(done.read_text())
     if has_checkpoint(run_dir):  # an interrupted run: start it again from scratch
@@ -78,12 +85,36 @@ def _train(config: runs.RunConfig, run_dir: Path, minutes: float) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=15.0, help="wall-time cap per run")
-    parser.add_argument("--epochs", type=int, default=1000, help="epoch cap per run")
+    parser.add_argument(
+        "--epochs", type=int, default=1000, help="M2 and M1+M2 epochs (the lr schedule's span)"
+    )
+    parser.add_argument(
+        "--m1m2-epochs", type=int, default=None, help="M1+M2 epochs (default: --epochs)"
+    )
+    parser.add_argument("--m1-epochs", type=int, default=1000, help="epochs of the M1 VAE")
     parser.add_argument("--ns", default="100,600,1000,3000", help="numbers of labels")
     parser.add_argument("--draws", type=int, default=3, help="label draws (seeds) at N=100")
+    parser.add_argument(
+        "--seeds",
+        default=None,
+        help="only these label draws at N=100, e.g. 1,2 (to run draws in separate processes)",
+    )
     parser.add_argument("--models", default="m1,m2,m1m2")
     parser.add_argument("--backend", choices=["numpyro", "pyro"], default="numpyro")
     parser.add_argument("--lr", type=float, default=1e-3, help="M2 and M1+M2 learning rate")
+    parser.add_argument(
+        "--m1m2-lr", type=float, default=None, help="M1+M2 learning rate (default: --lr)"
+    )
+    parser.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant")
+    parser.add_argument("--batch-size", type=int, default=100, help="M2 and M1+M2 batch size")
+    parser.add_argument("--m1-lr", type=float, default=1e-3, help="M1 VAE learning rate")
+    parser.add_argument("--m1-lr-schedule", choices=["constant", "cosine"], default="constant")
+    parser.add_argument(
+        "--m1-features",
+        choices=["sample", "mean"],
+        default="sample",
+        help="M1+M2 trains on z1 ~ q(z1 | x) drawn every step, or on M1's posterior means",
+    )
     parser.add_argument("--alpha", type=float, default=None, help="M2 classification weight")
     parser.add_argument("--out", type=Path, default=Path("runs/ssl_mnist"))
     args = parser.parse_args()
@@ -92,24 +123,28 @@ def main() -> None:
     models = args.models.split(",")
 
     common = dict(
-        backend=args.backend,
-        dataset="mnist",
-        binarize="dynamic",
-        epochs=args.epochs,
-        batch_size=100,
-        latent=50,
-        activation="softplus",
+        backend=args.backend, dataset="mnist", binarize="dynamic", latent=50, activation="softplus"
     )
     m1_dir = args.out / "m1-vae"
     rows = []
     if "m1" in models or "m1m2" in models:
         print("M1: the VAE (600-600 softplus, z=50), trained once", flush=True)
-        m1_config = runs.RunConfig(model="m1", hidden=(600, 600), lr=1e-3, seed=0, **common)
+        m1_config = runs.RunConfig(
+            model="m1",
+            hidden=(600, 600),
+            lr=args.m1_lr,
+            lr_schedule=args.m1_lr_schedule,
+            epochs=args.m1_epochs,
+            batch_size=100,
+            seed=0,
+            **common,
+        )
         m1_info = _train(m1_config, m1_dir, args.minutes)
         f = runs.m1_features(runs.load_trained(m1_dir))
 
     for n in ns:
-        for seed in range(args.draws if n == 100 else 1):
+        draws = range(args.draws) if args.seeds is None else map(int, args.seeds.split(","))
+        for seed in draws if n == 100 else [0]:
             if "m1" in models:
                 y = ppdata.partial_labels(f.train.y, n, seed=seed)
                 clf, info = fit_m1_classifier(f.train.x, y, f.valid.x, f.valid.y, seed=seed)
@@ -133,11 +168,17 @@ def main() -> None:
                 config = runs.RunConfig(
                     model=model,
                     hidden=(500,),
-                    lr=args.lr,
+                    lr=args.m1m2_lr if model == "m1m2" and args.m1m2_lr else args.lr,
+                    lr_schedule=args.lr_schedule,
+                    epochs=args.m1m2_epochs
+                    if model == "m1m2" and args.m1m2_epochs
+                    else args.epochs,
+                    batch_size=args.batch_size,
                     seed=seed,
                     labels=n,
                     alpha=args.alpha,
                     m1_run=str(m1_dir) if model == "m1m2" else None,
+                    m1_sample=args.m1_features == "sample",
                     **common,
                 )
                 run_dir = args.out / f"{model}-{n}-seed{seed}"
@@ -187,11 +228,15 @@ def main() -> None:
             "minutes_per_run": max(r["minutes"] for r in trained) if trained else None,
             "table": table,
             "runs": rows,
-            "setting": f"{args.backend}; M1 600-600 softplus z=50 + sklearn classifier chosen on "
-            f"validation; M2 and M1+M2 one hidden layer of 500 softplus, z=50, Adam("
-            f"{args.lr}), alpha={'0.1 N' if args.alpha is None else args.alpha}, batch "
-            "100 unlabelled + 100 labelled; best epoch by validation error; at most "
-            f"{args.minutes:g} min per run",
+            "setting": f"{args.backend}; M1 600-600 softplus z=50, Adam({args.m1_lr}, "
+            f"{args.m1_lr_schedule} over {args.m1_epochs} epochs), batch 100, + sklearn "
+            "classifier chosen on validation; M2 and M1+M2 one hidden layer of "
+            f"500 softplus, z=50, Adam({args.lr}, {args.lr_schedule} over {args.epochs} epochs; "
+            f"M1+M2: Adam({args.m1m2_lr or args.lr}) over {args.m1m2_epochs or args.epochs}), "
+            f"alpha={'0.1 N' if args.alpha is None else args.alpha}, batch {args.batch_size} "
+            f"unlabelled + {args.batch_size} labelled; M1+M2 on M1's "
+            f"{'samples z1 ~ q(z1|x)' if args.m1_features == 'sample' else 'posterior means'}; "
+            f"best epoch by validation error; at most {args.minutes:g} min per run",
             "wall_minutes": clock.minutes(),
             "hardware": hardware(),
         },

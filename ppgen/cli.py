@@ -123,6 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="m2/m1m2: labelled examples per step (default: --batch-size)",
     )
     p.add_argument("--m1", type=Path, default=None, help="m1m2: the trained m1 run directory")
+    p.add_argument(
+        "--m1-features",
+        choices=["sample", "mean"],
+        default="sample",
+        help="m1m2: train on z1 ~ q(z1 | x) drawn afresh every step (default, as the paper) "
+        "or on M1's posterior means",
+    )
     p.add_argument("--latent", type=_positive(int), default=50)
     p.add_argument(
         "--hidden",
@@ -217,6 +224,7 @@ def _train(args: argparse.Namespace) -> None:
             alpha=args.alpha,
             labelled_batch_size=args.labelled_batch_size,
             m1_run=None if args.m1 is None else str(args.m1),
+            m1_sample=args.m1_features == "sample",
             lr_schedule=args.lr_schedule,
             seed=args.seed,
             eval_every=args.eval_every,

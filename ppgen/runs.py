@@ -94,6 +94,9 @@ class RunConfig:
     alpha: float | None = None  # m2/m1m2: classification weight per labelled example
     labelled_batch_size: int | None = None  # m2/m1m2: default batch_size
     m1_run: str | None = None  # m1m2: the run directory of the M1 VAE whose features M2 models
+    # m1m2: train on z1 ~ q(z1 | x), drawn afresh every step (the paper's stacked model);
+    # False: on M1's posterior means
+    m1_sample: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -138,6 +141,8 @@ def load_config(run_dir: str | os.PathLike) -> RunConfig:
         raise CheckpointError(f"{path} is corrupt: {e}") from e
     if raw.pop("format", None) != CONFIG_FORMAT:
         raise CheckpointError(f"{path} is not a ppgen run config")
+    if raw.get("model") == "m1m2":
+        raw.setdefault("m1_sample", False)  # written before M1+M2 could sample z1: means
     known = {f.name for f in dataclasses.fields(RunConfig)}
     return RunConfig(**{k: v for k, v in raw.items() if k in known})
 
@@ -163,13 +168,15 @@ def load_splits(config: RunConfig) -> SimpleNamespace:
 
 def m1_features(m1: SimpleNamespace) -> SimpleNamespace:
     """Posterior means of a trained M1 (VAE) run on the grey-valued train, validation and
-    test images: ``.train``, ``.valid``, ``.test``, each with ``x`` (features) and ``y``."""
-    from ppgen.semisupervised import encode_means
+    test images: ``.train``, ``.valid``, ``.test``, each with ``x`` (features), ``scale``
+    (the posterior standard deviations) and ``y``."""
+    from ppgen.semisupervised import encode_posteriors
 
     out = {}
     for split in SPLITS:
         d = ppdata.load_dataset(m1.config.dataset, split, binarize="none")
-        out[split] = SimpleNamespace(x=encode_means(m1, d.x), y=d.y)
+        loc, scale = encode_posteriors(m1, d.x)
+        out[split] = SimpleNamespace(x=loc, scale=scale, y=d.y)
     return SimpleNamespace(**out)
 
 
@@ -203,6 +210,8 @@ def fit_data(config: RunConfig, splits: SimpleNamespace) -> SimpleNamespace:
         x_dim=source.train.x.shape[1],
         num_unlabelled=int(np.sum(y == ppdata.MISSING)),
         m1=getattr(source, "m1", None),
+        # m1m2: the trainer draws z1 ~ N(loc, scale^2) afresh every step
+        input_scale=source.train.scale if config.model == "m1m2" and config.m1_sample else None,
     )
 
 
@@ -220,7 +229,9 @@ def _linear_warmup(step: int, warmup_steps: int) -> float:
     return min(1.0, (step + 1) / warmup_steps)
 
 
-def _build_m2(config: RunConfig, x_dim: int, num_unlabelled: int) -> SimpleNamespace:
+def _build_m2(
+    config: RunConfig, x_dim: int, num_unlabelled: int, input_scale: np.ndarray | None = None
+) -> SimpleNamespace:
     models, inference = _modules(config.backend)
     model = models.SSVAE(
         x_dim,
@@ -243,6 +254,7 @@ def _build_m2(config: RunConfig, x_dim: int, num_unlabelled: int) -> SimpleNames
         batch_size=config.batch_size,
         labelled_batch_size=config.labelled_batch_size,
         dynamic_binarization=config.model == "m2" and config.binarize == "dynamic",
+        input_scale=input_scale,
     )
     return SimpleNamespace(
         model=model,
@@ -254,13 +266,17 @@ def _build_m2(config: RunConfig, x_dim: int, num_unlabelled: int) -> SimpleNames
     )
 
 
-def build(config: RunConfig, x_dim: int, num_data: int) -> SimpleNamespace:
+def build(
+    config: RunConfig, x_dim: int, num_data: int, input_scale: np.ndarray | None = None
+) -> SimpleNamespace:
     """The model, objective and trainer a config names, for data of shape (num_data, x_dim).
 
-    For ``m2``/``m1m2``, ``num_data`` is the number of unlabelled training examples.
+    For ``m2``/``m1m2``, ``num_data`` is the number of unlabelled training examples; for
+    ``m1m2``, ``input_scale`` holds the standard deviations of M1's posteriors on the
+    training images (see :func:`fit_data`).
     """
     if config.model in ("m2", "m1m2"):
-        return _build_m2(config, x_dim, num_data)
+        return _build_m2(config, x_dim, num_data, input_scale)
     models, inference = _modules(config.backend)
     if config.model in ("vae", "m1"):
         model = models.VAE(
@@ -330,7 +346,12 @@ def train(
     run_dir = Path(run_dir)
     splits = load_splits(config)
     data = fit_data(config, splits)
-    built = build(config, data.x_dim, getattr(data, "num_unlabelled", len(splits.train)))
+    built = build(
+        config,
+        data.x_dim,
+        getattr(data, "num_unlabelled", len(splits.train)),
+        getattr(data, "input_scale", None),
+    )
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resume and has_checkpoint(run_dir):
         raise CheckpointError(
@@ -363,7 +384,12 @@ def load_trained(run_dir: str | os.PathLike, pointer: str = "BEST") -> SimpleNam
     config = load_config(run_dir)
     splits = load_splits(config)
     data = fit_data(config, splits)
-    built = build(config, data.x_dim, getattr(data, "num_unlabelled", len(splits.train)))
+    built = build(
+        config,
+        data.x_dim,
+        getattr(data, "num_unlabelled", len(splits.train)),
+        getattr(data, "input_scale", None),
+    )
     x_train = data.train[0] if isinstance(data.train, tuple) else data.train
     state = built.trainer.init(config.seed, x_train[: config.batch_size])
     arrays, meta = load_checkpoint(run_dir, pointer)

@@ -23,7 +23,13 @@ from sklearn.svm import SVC
 from ppgen.data.labels import MISSING
 from ppgen.errors import ConfigError
 
-__all__ = ["CLASSIFIERS", "classification_report", "encode_means", "fit_m1_classifier"]
+__all__ = [
+    "CLASSIFIERS",
+    "classification_report",
+    "encode_means",
+    "encode_posteriors",
+    "fit_m1_classifier",
+]
 
 # name -> factory(C, seed); every candidate sees standardised features.
 CLASSIFIERS = {
@@ -33,22 +39,35 @@ CLASSIFIERS = {
 C_GRID = (0.1, 1.0, 10.0, 100.0)
 
 
-def encode_means(run: SimpleNamespace, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
-    """Posterior means ``E_q[z | x]`` of a trained VAE run (either backend), numpy (N, latent)."""
-    out = []
+def encode_posteriors(
+    run: SimpleNamespace, x: np.ndarray, batch_size: int = 1000
+) -> tuple[np.ndarray, np.ndarray]:
+    """Posterior means and standard deviations of ``q(z | x)`` of a trained VAE run (either
+    backend), two numpy arrays of shape (N, latent)."""
+    locs, scales = [], []
     for start in range(0, len(x), batch_size):
         xb = x[start : start + batch_size]
         if run.backend == "numpyro":
-            loc, _ = run.model.encode(np.asarray(xb, dtype=np.float32))
-            out.append(np.asarray(loc))
+            loc, scale = run.model.encode(np.asarray(xb, dtype=np.float32))
+            locs.append(np.asarray(loc))
+            scales.append(np.asarray(scale))
         else:
             import torch
 
             with torch.no_grad():
                 dtype = torch.get_default_dtype()
-                loc, _ = run.model.encode(torch.as_tensor(xb, dtype=dtype))
-            out.append(loc.numpy())
-    return np.concatenate(out).astype(np.float32)
+                loc, scale = run.model.encode(torch.as_tensor(xb, dtype=dtype))
+            locs.append(loc.numpy())
+            scales.append(scale.numpy())
+    return (
+        np.concatenate(locs).astype(np.float32),
+        np.concatenate(scales).astype(np.float32),
+    )
+
+
+def encode_means(run: SimpleNamespace, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+    """Posterior means ``E_q[z | x]`` of a trained VAE run (either backend), numpy (N, latent)."""
+    return encode_posteriors(run, x, batch_size)[0]
 
 
 def fit_m1_classifier(

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
+from ppgen import runs
 from ppgen.cli import main
+from ppgen.semisupervised import encode_posteriors
 
 TINY = ["--dataset", "digits", "--latent", "4", "--hidden", "32", "--batch-size", "50", "--quiet"]
 
@@ -153,8 +155,6 @@ def test_corrupt_and_foreign_checkpoints_are_one_line_errors(tmp_path, capsys):
 def test_pyro_sampling_is_seeded_and_leaves_the_global_rng_alone(tmp_path):
     import torch
 
-    from ppgen import runs
-
     config = runs.RunConfig(
         backend="pyro", dataset="digits", latent=4, hidden=(32,), epochs=1, batch_size=50
     )
@@ -189,6 +189,24 @@ def test_semi_supervised_m1_m2_m1m2(tmp_path, capsys, backend):
     m1 = json.loads(stdout.strip().splitlines()[-1])
     assert m1["classifier"] in ("logreg", "svm") and 0 <= m1["test_error"] < 0.8
 
+    # M1+M2's training features: M1's posterior means, with its posterior scales as the
+    # trainer's input noise by default (z1 ~ q(z1 | x) every step), none with means only.
+    m1_run = runs.load_trained(tmp_path / "m1")
+    for sample in (True, False):
+        config = runs.RunConfig(
+            model="m1m2", backend=backend, dataset="digits", labels=50,
+            m1_run=str(tmp_path / "m1"), m1_sample=sample,
+        )  # fmt: skip
+        data = runs.fit_data(config, runs.load_splits(config))
+        images = runs.load_splits(config).train.x
+        loc, scale = encode_posteriors(m1_run, images)
+        np.testing.assert_allclose(data.train[0], loc, rtol=1e-5, atol=1e-6)
+        if sample:
+            np.testing.assert_allclose(data.input_scale, scale, rtol=1e-5, atol=1e-6)
+            assert data.input_scale.shape == data.train[0].shape and data.input_scale.min() > 0
+        else:
+            assert data.input_scale is None
+
     m1m2 = ["train", "m1m2", *ssl, "--m1", tmp_path / "m1", "--out", tmp_path / "m1m2"]
     code, _, err = run_cli(m1m2, capsys)
     assert code == 0, err
@@ -196,6 +214,11 @@ def test_semi_supervised_m1_m2_m1m2(tmp_path, capsys, backend):
     code, stdout, err = run_cli(["eval", tmp_path / "m1m2", "--json"], capsys)
     assert code == 0, err
     assert 0 <= json.loads(stdout.strip().splitlines()[-1])["test_error"] < 0.8
+    assert runs.load_config(tmp_path / "m1m2").m1_sample
+    m1m2 = [*m1m2[:-1], tmp_path / "m1m2_mean", "--m1-features", "mean", "--epochs", "1"]
+    code, _, err = run_cli(m1m2, capsys)
+    assert code == 0, err
+    assert not runs.load_config(tmp_path / "m1m2_mean").m1_sample
 
 
 def test_semi_supervised_bad_input_is_one_line(tmp_path, capsys):
@@ -209,3 +232,13 @@ def test_semi_supervised_bad_input_is_one_line(tmp_path, capsys):
         ["train", "m1m2", *TINY, "--m1", tmp_path / "none", "--out", tmp_path / "c"], capsys
     )
     assert "not a ppgen run directory" in one_line_error(code, err)
+
+
+def test_m1m2_configs_from_before_sampling_read_as_means(tmp_path):
+    config = runs.RunConfig(model="m1m2", m1_run="runs/m1", labels=100)
+    (tmp_path / "config.json").write_text(config.to_json())
+    assert runs.load_config(tmp_path).m1_sample is True
+    raw = json.loads(config.to_json())
+    del raw["m1_sample"]  # a config written before the option existed trained on means
+    (tmp_path / "config.json").write_text(json.dumps(raw))
+    assert runs.load_config(tmp_path).m1_sample is False

@@ -84,6 +84,13 @@ def test_schedule_covers_unlabelled_once_and_cycles_labelled(y, batch, lbatch):
     assert not np.array_equal(unl, other[1])
 
 
+def test_labelled_batch_is_at_most_the_labelled_set(y):
+    p = partial_labels(y, 20, seed=0)
+    lab, _ = semi_supervised_indices(p, batch_size=100, labelled_batch_size=50, seed=0, epoch=0)
+    assert lab.shape[1] == 20
+    assert all(len(np.unique(row)) == 20 for row in lab)  # every label once per step
+
+
 def test_schedule_needs_labels_and_enough_unlabelled(y):
     with pytest.raises(ConfigError, match="no labelled"):
         semi_supervised_indices(

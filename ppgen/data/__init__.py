@@ -8,7 +8,7 @@ from ppgen.data.binarization import (
     binarize,
     check_binarize_mode,
 )
-from ppgen.data.checks import check_images
+from ppgen.data.checks import check_images, check_input_scale
 from ppgen.data.dataset import SPLITS, Dataset, check_split, data_dir
 from ppgen.data.digits import DIGITS_SPLIT_SIZES, load_digits
 from ppgen.data.labels import (
@@ -36,6 +36,7 @@ __all__ = [
     "binarize",
     "check_binarize_mode",
     "check_images",
+    "check_input_scale",
     "check_labels",
     "check_split",
     "data_dir",

@@ -9,9 +9,9 @@ import math
 
 import numpy as np
 
-from ppgen.errors import DataError
+from ppgen.errors import ConfigError, DataError
 
-__all__ = ["check_images"]
+__all__ = ["check_images", "check_input_scale"]
 
 # Bool, signed and unsigned integers and floats; complex, strings, objects etc. are refused.
 _NUMERIC_KINDS = "biuf"
@@ -81,3 +81,37 @@ def check_images(x: np.ndarray, *, dim: int | None = None, name: str = "x") -> n
             f"[0, 1]{hint}"
         )
     return x.astype(np.float32, copy=False)
+
+
+def check_input_scale(
+    scale: np.ndarray | None,
+    shape: tuple[int, ...] | None = None,
+    *,
+    dynamic_binarization: bool = False,
+) -> np.ndarray | None:
+    """Per-value standard deviations of Gaussian noise a trainer adds to its inputs.
+
+    Returns ``None`` for ``None``, else a float32 array; ``shape``, when given, is the
+    training data's, which the scales must match (one per value). Noise and dynamic
+    binarization exclude each other.
+    """
+    if scale is None:
+        return None
+    if dynamic_binarization:
+        raise ConfigError(
+            "input_scale (Gaussian input noise) and dynamic_binarization exclude each other"
+        )
+    arr = np.asarray(scale)
+    if arr.dtype.kind != "f" or arr.ndim != 2:
+        raise DataError(
+            f"input_scale must be a float array (N, D) of standard deviations, got {arr.dtype} "
+            f"of shape {arr.shape}"
+        )
+    if shape is not None and tuple(arr.shape) != tuple(shape):
+        raise DataError(
+            f"input_scale has shape {arr.shape} but the training x has {tuple(shape)}; give "
+            "one standard deviation per training value"
+        )
+    if not np.all(np.isfinite(arr)) or np.any(arr < 0):
+        raise DataError("input_scale must be finite and non-negative")
+    return arr.astype(np.float32)

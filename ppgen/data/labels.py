@@ -123,7 +123,8 @@ def semi_supervised_indices(
         y: Partial labels, ``MISSING`` where unlabelled.
         batch_size: Unlabelled examples per step; the epoch is one pass over them
             (the last partial batch dropped).
-        labelled_batch_size: Labelled examples per step, cycled through the labelled set.
+        labelled_batch_size: Labelled examples per step, cycled through the labelled set
+            (at most all of them: a larger size is lowered to the number of labels).
         seed: Seed of the run.
         epoch: Epoch number (the schedule depends on ``(seed, epoch)`` only).
 
@@ -145,6 +146,7 @@ def semi_supervised_indices(
             f"{len(unlabelled)} unlabelled examples, fewer than one batch "
             f"({batch_size}); lower the batch size"
         )
+    labelled_batch_size = min(labelled_batch_size, len(labelled))
     rng = seeded_rng(seed, epoch)
     steps = len(unlabelled) // batch_size
     u = rng.permutation(unlabelled)[: steps * batch_size].reshape(steps, batch_size)

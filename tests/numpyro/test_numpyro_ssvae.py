@@ -243,3 +243,38 @@ def test_step_on_one_batch_triple():
     assert any(not np.array_equal(a, b) for a, b in zip(before, after, strict=True))
     with pytest.raises(DataError, match="missing"):
         trainer.step(state, (x_l, np.array([0, 1, 2, 0, 1, -1]), x_u))
+
+
+def _noise_run(input_scale, **kwargs):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, X_DIM)).astype(np.float32)
+    y = np.full(60, MISSING)
+    y[:6] = [0, 1, 2, 0, 1, 2]
+    m = _model(likelihood="gaussian")
+    trainer = SemiSupervisedTrainer(
+        m.model, m.guide, num_classes=C, batch_size=20, input_scale=input_scale, **kwargs
+    )
+    state, _ = trainer.train_epoch(trainer.init(0, (x, y)), (x, y), 0)
+    return [np.asarray(a) for a in jax.tree_util.tree_leaves(trainer.params(state))]
+
+
+def test_input_noise_is_added_to_training_batches():
+    plain = _noise_run(None)
+    zero = _noise_run(np.zeros((60, X_DIM), np.float32))
+    noisy = _noise_run(np.full((60, X_DIM), 0.5, np.float32))
+    assert all(np.array_equal(a, b) for a, b in zip(plain, zero, strict=True))
+    assert any(not np.allclose(a, b) for a, b in zip(plain, noisy, strict=True))
+
+
+@pytest.mark.parametrize(
+    "scale, kwargs, error, match",
+    [
+        (np.ones((59, X_DIM), np.float32), {}, DataError, "one standard deviation per"),
+        (-np.ones((60, X_DIM), np.float32), {}, DataError, "non-negative"),
+        (np.ones((60, X_DIM), np.int64), {}, DataError, "float array"),
+        (np.ones((60, X_DIM), np.float32), {"dynamic_binarization": True}, ConfigError, "exclude"),
+    ],
+)
+def test_bad_input_scale_is_refused(scale, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        _noise_run(scale, **kwargs)

@@ -355,3 +355,36 @@ def test_trainer_step_and_input_errors():
         trainer.evaluate(state, (x, partial))
     with pytest.raises(ConfigError):
         setup_trainer(labelled_batch_size=-1)
+
+
+def _noise_weights(input_scale, **kwargs):
+    x, _, partial = two_classes()
+    m = SSVAE(8, num_classes=2, latent=2, hidden=(8,), likelihood="gaussian", seed=1)
+    trainer = SemiSupervisedTrainer(
+        m.model, m.guide, num_classes=2, batch_size=16, input_scale=input_scale, **kwargs
+    )
+    state = trainer.init(0, (x, partial))
+    trainer.train_epoch(state, (x, partial), 0)
+    return m.get_weights()
+
+
+def test_input_noise_is_added_to_training_batches():
+    plain = _noise_weights(None)
+    zero = _noise_weights(np.zeros((96, 8), np.float32))
+    noisy = _noise_weights(np.full((96, 8), 0.5, np.float32))
+    for k, v in plain.items():
+        np.testing.assert_array_equal(zero[k], v, err_msg=k)
+    assert any(not np.allclose(noisy[k], v) for k, v in plain.items())
+
+
+@pytest.mark.parametrize(
+    "scale, kwargs, error, match",
+    [
+        (np.ones((95, 8), np.float32), {}, DataError, "one standard deviation per"),
+        (np.full((96, 8), np.nan, np.float32), {}, DataError, "finite"),
+        (np.ones((96, 8), np.float32), {"dynamic_binarization": True}, ConfigError, "exclude"),
+    ],
+)
+def test_bad_input_scale_is_refused(scale, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        _noise_weights(scale, **kwargs)

@@ -25,6 +25,7 @@ import numpyro.distributions as dist
 from numpyro import handlers
 from numpyro.primitives import Messenger
 
+from ppgen.data.checks import check_input_scale
 from ppgen.data.labels import MISSING, check_labels, semi_supervised_indices
 from ppgen.errors import ConfigError, DataError
 from ppgen.inference.numpyro.objectives import ELBO, _check_particles
@@ -241,6 +242,9 @@ class SemiSupervisedTrainer(Trainer):
         objective: Default ``SemiSupervisedELBO()``.
         num_classes: Number of classes (labels are checked against it).
         labelled_batch_size: Default ``batch_size``.
+        input_scale: Optional (N, D) standard deviations, one per training value: every step
+            trains on ``x + input_scale * eps`` with fresh ``eps ~ N(0, 1)`` (M1+M2 draws
+            M1's latent ``z1 ~ q(z1 | x)`` this way); evaluation uses ``x`` as it is.
         Other arguments as :class:`~ppgen.inference.numpyro.Trainer`.
 
     :meth:`evaluate` on ``(x, y)`` with full labels reports the classification error of
@@ -260,6 +264,7 @@ class SemiSupervisedTrainer(Trainer):
         batch_size: int = 100,
         labelled_batch_size: int | None = None,
         dynamic_binarization: bool = False,
+        input_scale: np.ndarray | None = None,
         clip_norm: float | None = None,
     ):
         objective = objective or SemiSupervisedELBO()
@@ -282,6 +287,8 @@ class SemiSupervisedTrainer(Trainer):
         if self.labelled_batch_size < 1:
             raise ConfigError(f"labelled_batch_size must be positive, got {labelled_batch_size}")
         self._labels_cache: tuple[Any, np.ndarray, jax.Array] | None = None
+        self.input_scale = check_input_scale(input_scale, dynamic_binarization=dynamic_binarization)
+        self._scale_dev: jax.Array | None = None
         self._ss_epoch = jax.jit(self._ss_epoch_impl, static_argnames=("n_l", "n_u"))
         self._predict = jax.jit(self._predict_impl)
         self._ss_step = jax.jit(self._svi.update)
@@ -301,17 +308,20 @@ class SemiSupervisedTrainer(Trainer):
             )
         return y
 
-    def _ss_epoch_impl(self, state, x, y, lab, unl, epoch, n_l, n_u):
+    def _ss_epoch_impl(self, state, x, y, x_scale, lab, unl, epoch, n_l, n_u):
         key = jax.random.fold_in(jax.random.PRNGKey(state.seed), epoch)
-        bin_key, step_key = jax.random.split(key)
+        data_key, step_key = jax.random.split(key)
 
         def body(state, inputs):
             i, rows_l, rows_u = inputs
             x_l, y_l, x_u = x[rows_l], y[rows_l], x[rows_u]
+            k_l, k_u = jax.random.split(jax.random.fold_in(data_key, i))
             if self.dynamic_binarization:
-                k_l, k_u = jax.random.split(jax.random.fold_in(bin_key, i))
                 x_l = jax.random.bernoulli(k_l, x_l).astype(x.dtype)
                 x_u = jax.random.bernoulli(k_u, x_u).astype(x.dtype)
+            elif x_scale is not None:  # x ~ N(x, x_scale^2) afresh every step
+                x_l = x_l + x_scale[rows_l] * jax.random.normal(k_l, x_l.shape, x.dtype)
+                x_u = x_u + x_scale[rows_u] * jax.random.normal(k_u, x_u.shape, x.dtype)
             svi_state = state.svi_state._replace(rng_key=jax.random.fold_in(step_key, i))
             svi_state, loss = self._svi.update(
                 svi_state, x_l, y_l, x_u, num_labelled=n_l, num_unlabelled=n_u
@@ -345,10 +355,14 @@ class SemiSupervisedTrainer(Trainer):
         )
         n_l = int(np.sum(y_np != MISSING))
         n_u = len(y_np) - n_l
+        if self.input_scale is not None and self._scale_dev is None:
+            check_input_scale(self.input_scale, np.shape(x))
+            self._scale_dev = jnp.asarray(self.input_scale)
         state, losses = self._ss_epoch(
             state,
             x_dev,
             y_dev,
+            self._scale_dev,
             jnp.asarray(lab),
             jnp.asarray(unl),
             jnp.asarray(epoch, jnp.int32),

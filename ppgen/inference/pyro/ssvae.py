@@ -27,6 +27,7 @@ from pyro.infer import TraceEnum_ELBO, config_enumerate
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.runtime import Message
 
+from ppgen.data.checks import check_input_scale
 from ppgen.data.labels import MISSING, check_labels, semi_supervised_indices
 from ppgen.errors import ConfigError, DataError
 from ppgen.inference.pyro.handlers import scale_latents
@@ -181,6 +182,9 @@ class SemiSupervisedTrainer(Trainer):
         objective: Default ``SemiSupervisedELBO()``.
         num_classes: Number of classes (labels are checked against it).
         labelled_batch_size: Default ``batch_size``.
+        input_scale: Optional (N, D) standard deviations, one per training value: every step
+            trains on ``x + input_scale * eps`` with fresh ``eps ~ N(0, 1)`` (M1+M2 draws
+            M1's latent ``z1 ~ q(z1 | x)`` this way); evaluation uses ``x`` as it is.
         Other arguments as :class:`~ppgen.inference.pyro.Trainer`.
 
     :meth:`evaluate` on ``(x, y)`` with full labels reports the classification error of
@@ -200,6 +204,7 @@ class SemiSupervisedTrainer(Trainer):
         batch_size: int = 100,
         labelled_batch_size: int | None = None,
         dynamic_binarization: bool = False,
+        input_scale: np.ndarray | None = None,
         clip_norm: float | None = None,
     ) -> None:
         super().__init__(
@@ -219,6 +224,7 @@ class SemiSupervisedTrainer(Trainer):
         )
         if self.labelled_batch_size < 1:
             raise ConfigError(f"labelled_batch_size must be positive, got {labelled_batch_size}")
+        self.input_scale = check_input_scale(input_scale, dynamic_binarization=dynamic_binarization)
 
     def init(self, seed: int, data: Any) -> TrainState:
         """Initial state from one trace of guide (``y = None``, so the classifier's
@@ -268,13 +274,20 @@ class SemiSupervisedTrainer(Trainer):
         yt = torch.from_numpy(np.maximum(y_np, 0))  # int64; -1 rows are never indexed
         n_l = int(np.sum(y_np != MISSING))
         n_u = len(y_np) - n_l
-        _, binarize = self._epoch_randomness(state, epoch)
+        _, noise = self._epoch_randomness(state, epoch)
+        scale = None
+        if self.input_scale is not None:
+            check_input_scale(self.input_scale, tuple(xt.shape))
+            scale = torch.as_tensor(self.input_scale, dtype=xt.dtype)
 
         def step_loss(i: int, step: int) -> float:
             x_l, y_l, x_u = xt[lab[i]], yt[lab[i]], xt[unl[i]]
             if self.dynamic_binarization:
-                x_l = torch.bernoulli(x_l, generator=binarize)
-                x_u = torch.bernoulli(x_u, generator=binarize)
+                x_l = torch.bernoulli(x_l, generator=noise)
+                x_u = torch.bernoulli(x_u, generator=noise)
+            elif scale is not None:  # x ~ N(x, scale^2) afresh every step
+                x_l = x_l + scale[lab[i]] * torch.randn(x_l.shape, generator=noise, dtype=xt.dtype)
+                x_u = x_u + scale[unl[i]] * torch.randn(x_u.shape, generator=noise, dtype=xt.dtype)
             return self._ss_update(state, (x_l, y_l, x_u), n_l, n_u)
 
         return self._run_epoch(state, epoch, len(unl), step_loss, 1.0 / len(y_np))
