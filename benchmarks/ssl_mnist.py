@@ -88,9 +88,6 @@ def main() -> None:
     parser.add_argument(
         "--epochs", type=int, default=1000, help="M2 and M1+M2 epochs (the lr schedule's span)"
     )
-    parser.add_argument(
-        "--m1m2-epochs", type=int, default=None, help="M1+M2 epochs (default: --epochs)"
-    )
     parser.add_argument("--m1-epochs", type=int, default=1000, help="epochs of the M1 VAE")
     parser.add_argument("--ns", default="100,600,1000,3000", help="numbers of labels")
     parser.add_argument("--draws", type=int, default=3, help="label draws (seeds) at N=100")
@@ -102,9 +99,6 @@ def main() -> None:
     parser.add_argument("--models", default="m1,m2,m1m2")
     parser.add_argument("--backend", choices=["numpyro", "pyro"], default="numpyro")
     parser.add_argument("--lr", type=float, default=1e-3, help="M2 and M1+M2 learning rate")
-    parser.add_argument(
-        "--m1m2-lr", type=float, default=None, help="M1+M2 learning rate (default: --lr)"
-    )
     parser.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant")
     parser.add_argument("--batch-size", type=int, default=100, help="M2 and M1+M2 batch size")
     parser.add_argument("--m1-lr", type=float, default=1e-3, help="M1 VAE learning rate")
@@ -140,10 +134,11 @@ def main() -> None:
             **common,
         )
         m1_info = _train(m1_config, m1_dir, args.minutes)
+    if "m1" in models:  # M1+M2 runs compute their own features
         f = runs.m1_features(runs.load_trained(m1_dir))
 
+    draws = range(args.draws) if args.seeds is None else [int(k) for k in args.seeds.split(",")]
     for n in ns:
-        draws = range(args.draws) if args.seeds is None else map(int, args.seeds.split(","))
         for seed in draws if n == 100 else [0]:
             if "m1" in models:
                 y = ppdata.partial_labels(f.train.y, n, seed=seed)
@@ -168,11 +163,9 @@ def main() -> None:
                 config = runs.RunConfig(
                     model=model,
                     hidden=(500,),
-                    lr=args.m1m2_lr if model == "m1m2" and args.m1m2_lr else args.lr,
+                    lr=args.lr,
                     lr_schedule=args.lr_schedule,
-                    epochs=args.m1m2_epochs
-                    if model == "m1m2" and args.m1m2_epochs
-                    else args.epochs,
+                    epochs=args.epochs,
                     batch_size=args.batch_size,
                     seed=seed,
                     labels=n,
@@ -231,8 +224,7 @@ def main() -> None:
             "setting": f"{args.backend}; M1 600-600 softplus z=50, Adam({args.m1_lr}, "
             f"{args.m1_lr_schedule} over {args.m1_epochs} epochs), batch 100, + sklearn "
             "classifier chosen on validation; M2 and M1+M2 one hidden layer of "
-            f"500 softplus, z=50, Adam({args.lr}, {args.lr_schedule} over {args.epochs} epochs; "
-            f"M1+M2: Adam({args.m1m2_lr or args.lr}) over {args.m1m2_epochs or args.epochs}), "
+            f"500 softplus, z=50, Adam({args.lr}, {args.lr_schedule} over {args.epochs} epochs), "
             f"alpha={'0.1 N' if args.alpha is None else args.alpha}, batch {args.batch_size} "
             f"unlabelled + {args.batch_size} labelled; M1+M2 on M1's "
             f"{'samples z1 ~ q(z1|x)' if args.m1_features == 'sample' else 'posterior means'}; "

@@ -328,6 +328,12 @@ def build(
     )
 
 
+def _build_for(config: RunConfig, data: SimpleNamespace, splits: SimpleNamespace):
+    """:func:`build` for the :func:`fit_data` of a config."""
+    num_data = getattr(data, "num_unlabelled", len(splits.train))
+    return build(config, data.x_dim, num_data, getattr(data, "input_scale", None))
+
+
 def train(
     config: RunConfig,
     run_dir: str | os.PathLike,
@@ -346,12 +352,7 @@ def train(
     run_dir = Path(run_dir)
     splits = load_splits(config)
     data = fit_data(config, splits)
-    built = build(
-        config,
-        data.x_dim,
-        getattr(data, "num_unlabelled", len(splits.train)),
-        getattr(data, "input_scale", None),
-    )
+    built = _build_for(config, data, splits)
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resume and has_checkpoint(run_dir):
         raise CheckpointError(
@@ -384,12 +385,7 @@ def load_trained(run_dir: str | os.PathLike, pointer: str = "BEST") -> SimpleNam
     config = load_config(run_dir)
     splits = load_splits(config)
     data = fit_data(config, splits)
-    built = build(
-        config,
-        data.x_dim,
-        getattr(data, "num_unlabelled", len(splits.train)),
-        getattr(data, "input_scale", None),
-    )
+    built = _build_for(config, data, splits)
     x_train = data.train[0] if isinstance(data.train, tuple) else data.train
     state = built.trainer.init(config.seed, x_train[: config.batch_size])
     arrays, meta = load_checkpoint(run_dir, pointer)

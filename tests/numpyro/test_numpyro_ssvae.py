@@ -266,6 +266,21 @@ def test_input_noise_is_added_to_training_batches():
     assert any(not np.allclose(a, b) for a, b in zip(plain, noisy, strict=True))
 
 
+def test_input_scale_is_checked_against_every_epochs_data():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, X_DIM)).astype(np.float32)
+    y = np.full(60, MISSING)
+    y[:6] = [0, 1, 2, 0, 1, 2]
+    m = _model(likelihood="gaussian")
+    scale = np.full((60, X_DIM), 0.5, np.float32)
+    trainer = SemiSupervisedTrainer(
+        m.model, m.guide, num_classes=C, batch_size=20, input_scale=scale
+    )
+    state, _ = trainer.train_epoch(trainer.init(0, (x, y)), (x, y), 0)
+    with pytest.raises(DataError, match="one standard deviation per"):
+        trainer.train_epoch(state, (x[:40], y[:40]), 1)
+
+
 @pytest.mark.parametrize(
     "scale, kwargs, error, match",
     [

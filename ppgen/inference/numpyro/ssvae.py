@@ -355,9 +355,10 @@ class SemiSupervisedTrainer(Trainer):
         )
         n_l = int(np.sum(y_np != MISSING))
         n_u = len(y_np) - n_l
-        if self.input_scale is not None and self._scale_dev is None:
-            check_input_scale(self.input_scale, np.shape(x))
-            self._scale_dev = jnp.asarray(self.input_scale)
+        if self.input_scale is not None:
+            check_input_scale(self.input_scale, np.shape(x))  # every epoch: x may change
+            if self._scale_dev is None:
+                self._scale_dev = jnp.asarray(self.input_scale)
         state, losses = self._ss_epoch(
             state,
             x_dev,

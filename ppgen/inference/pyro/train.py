@@ -275,7 +275,8 @@ class Trainer:
     def _epoch_randomness(
         state: TrainState, epoch: int
     ) -> tuple[np.random.SeedSequence, torch.Generator]:
-        """The epoch's shuffle seed and binarization generator, both from ``(seed, epoch)``."""
+        """The epoch's shuffle seed and data-noise generator (binarization or input noise),
+        both from ``(seed, epoch)``."""
         shuffle_seq, binarize_seq = np.random.SeedSequence([state.seed, int(epoch)]).spawn(2)
         binarize = torch.Generator().manual_seed(int(binarize_seq.generate_state(1)[0]))
         return shuffle_seq, binarize
