@@ -1,7 +1,8 @@
 """Semi-supervised MNIST, Kingma et al. (2014) Table 1: test error of M1, M2 and M1+M2 with
 N = 100, 600, 1000 and 3000 labelled training examples.
 
-Data: the 50,000 MNIST training images (dynamically binarized for M1 and M2), N of them
+Data: the 50,000 MNIST training images (dynamically binarized for M1, and for M2 unless
+``--m2-binarize none`` trains it on the grey values), N of them
 labelled, class-balanced, drawn by the run's seed; the 10,000 validation images (with
 labels) select the best epoch and M1's classifier; the error is on the 10,000 test images.
 Each run trains for at most ``--minutes`` of wall time (or ``--epochs``), so the figures
@@ -110,6 +111,19 @@ def main() -> None:
         help="M1+M2 trains on z1 ~ q(z1 | x) drawn every step, or on M1's posterior means",
     )
     parser.add_argument("--alpha", type=float, default=None, help="M2 classification weight")
+    parser.add_argument(
+        "--m1-units",
+        choices=["active", "all"],
+        default="active",
+        help="M1+M2 models M1's active latent units only, or all of them (as the paper)",
+    )
+    parser.add_argument(
+        "--m2-binarize",
+        choices=["dynamic", "none"],
+        default="dynamic",
+        help="M2's training pixels: fresh Bernoulli draws every epoch, or the grey values "
+        "(as Pyro's tutorial); validation and test follow",
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/ssl_mnist"))
     args = parser.parse_args()
     clock = Stopwatch()
@@ -160,6 +174,14 @@ def main() -> None:
             for model in ("m2", "m1m2"):
                 if model not in models:
                     continue
+                if model == "m2":
+                    own = {"binarize": args.m2_binarize}
+                else:
+                    own = {
+                        "m1_run": str(m1_dir),
+                        "m1_sample": args.m1_features == "sample",
+                        "m1_units": args.m1_units,
+                    }
                 config = runs.RunConfig(
                     model=model,
                     hidden=(500,),
@@ -170,9 +192,7 @@ def main() -> None:
                     seed=seed,
                     labels=n,
                     alpha=args.alpha,
-                    m1_run=str(m1_dir) if model == "m1m2" else None,
-                    m1_sample=args.m1_features == "sample",
-                    **common,
+                    **{**common, **own},
                 )
                 run_dir = args.out / f"{model}-{n}-seed{seed}"
                 info = _train(config, run_dir, args.minutes)
@@ -226,8 +246,11 @@ def main() -> None:
             "classifier chosen on validation; M2 and M1+M2 one hidden layer of "
             f"500 softplus, z=50, Adam({args.lr}, {args.lr_schedule} over {args.epochs} epochs), "
             f"alpha={'0.1 N' if args.alpha is None else args.alpha}, batch {args.batch_size} "
-            f"unlabelled + {args.batch_size} labelled; M1+M2 on M1's "
-            f"{'samples z1 ~ q(z1|x)' if args.m1_features == 'sample' else 'posterior means'}; "
+            f"unlabelled + {args.batch_size} labelled; M2 on "
+            f"{'dynamically binarized' if args.m2_binarize == 'dynamic' else 'grey'} pixels; "
+            f"M1+M2 on M1's "
+            f"{'samples z1 ~ q(z1|x)' if args.m1_features == 'sample' else 'posterior means'} "
+            f"({'active units only' if args.m1_units == 'active' else 'all units'}); "
             f"best epoch by validation error; at most {args.minutes:g} min per run",
             "wall_minutes": clock.minutes(),
             "hardware": hardware(),

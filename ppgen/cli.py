@@ -130,6 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="m1m2: train on z1 ~ q(z1 | x) drawn afresh every step (default, as the paper) "
         "or on M1's posterior means",
     )
+    p.add_argument(
+        "--m1-units",
+        choices=["active", "all"],
+        default="active",
+        help="m1m2: model only M1's active latent units, whose posterior mean varies over the "
+        "training images (default; the others are the prior's noise), or all (as the paper)",
+    )
     p.add_argument("--latent", type=_positive(int), default=50)
     p.add_argument(
         "--hidden",
@@ -225,6 +232,7 @@ def _train(args: argparse.Namespace) -> None:
             labelled_batch_size=args.labelled_batch_size,
             m1_run=None if args.m1 is None else str(args.m1),
             m1_sample=args.m1_features == "sample",
+            m1_units=args.m1_units,
             lr_schedule=args.lr_schedule,
             seed=args.seed,
             eval_every=args.eval_every,

@@ -6,7 +6,23 @@ import math
 
 import numpy as np
 
-__all__ = ["bits_per_dim", "logmeanexp", "posterior_gap", "summarize_nll"]
+__all__ = ["active_units", "bits_per_dim", "logmeanexp", "posterior_gap", "summarize_nll"]
+
+
+def active_units(posterior_means: np.ndarray, threshold: float = 0.01) -> np.ndarray:
+    """Which latent units a VAE uses (Burda et al. 2015): unit ``u`` is active when
+    ``Cov_x(E_q[z_u | x]) > threshold``, its posterior mean varying across the data.
+
+    ``posterior_means`` is ``(N, latent)``, e.g. ``E_q[z | x]`` over a training set; the
+    result is a boolean mask of length ``latent``. An inactive unit's posterior is the prior
+    whatever ``x`` is, so it carries no information about ``x``.
+    """
+    means = np.asarray(posterior_means, dtype=np.float64)
+    if means.ndim != 2 or len(means) < 2:
+        raise ValueError(f"posterior_means must be (N >= 2, latent), got shape {means.shape}")
+    if not np.all(np.isfinite(means)):
+        raise ValueError("posterior_means contains NaN or Inf")
+    return means.var(axis=0) > threshold
 
 
 def bits_per_dim(nll_nats: float | np.ndarray, dim: int) -> float | np.ndarray:

@@ -27,7 +27,7 @@ from ppgen import data as ppdata
 from ppgen.checkpoint import has_checkpoint, load_checkpoint, write_atomic
 from ppgen.driver import FitResult, fit
 from ppgen.errors import CheckpointError, ConfigError
-from ppgen.metrics import summarize_nll
+from ppgen.metrics import active_units, summarize_nll
 
 __all__ = [
     "RunConfig",
@@ -52,7 +52,8 @@ __all__ = [
 
 BACKENDS = ("pyro", "numpyro")
 MODELS = ("vae", "hvae", "m1", "m2", "m1m2")
-SEMI_SUPERVISED = ("m1", "m2", "m1m2")  # evaluated by test classification error
+SEMI_SUPERVISED = ("m1", "m2", "m1m2")
+M1_UNITS = ("active", "all")  # evaluated by test classification error
 OBJECTIVES = ("elbo", "iwae")
 CONFIG_FORMAT = "ppgen-run-v1"
 SPLITS = ("train", "valid", "test")
@@ -97,6 +98,9 @@ class RunConfig:
     # m1m2: train on z1 ~ q(z1 | x), drawn afresh every step (the paper's stacked model);
     # False: on M1's posterior means
     m1_sample: bool = True
+    # m1m2: "active": only the M1 units whose posterior mean varies over the training images
+    # (Burda et al. 2015; the others are noise from the prior); "all": every unit (the paper)
+    m1_units: str = "active"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -107,9 +111,16 @@ class RunConfig:
             ("objective", self.objective, OBJECTIVES),
             ("binarize", self.binarize, ("dynamic", "static", "none")),
             ("train_split", self.train_split, ("train", "train_full")),
+            ("m1_units", self.m1_units, M1_UNITS),
         ]:
             if value not in choices:
                 raise ConfigError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
+        if self.binarize == "none" and self.model in ("vae", "hvae", "m1"):
+            raise ConfigError(
+                f"{self.model} scores pixels with a Bernoulli likelihood, which needs binary "
+                "pixels: use --binarize dynamic (fresh draws every epoch) or static "
+                "(grey values are for m2)"
+            )
         if self.kl_warmup < 0:
             raise ConfigError(f"kl_warmup must be >= 0 epochs, got {self.kl_warmup}")
         if self.kl_warmup and self.objective != "elbo":
@@ -143,6 +154,7 @@ def load_config(run_dir: str | os.PathLike) -> RunConfig:
         raise CheckpointError(f"{path} is not a ppgen run config")
     if raw.get("model") == "m1m2":
         raw.setdefault("m1_sample", False)  # written before M1+M2 could sample z1: means
+        raw.setdefault("m1_units", "all")  # written before M1+M2 could drop inactive units
     known = {f.name for f in dataclasses.fields(RunConfig)}
     return RunConfig(**{k: v for k, v in raw.items() if k in known})
 
@@ -180,12 +192,26 @@ def m1_features(m1: SimpleNamespace) -> SimpleNamespace:
     return SimpleNamespace(**out)
 
 
-def _m1_features(m1_dir: str | os.PathLike) -> SimpleNamespace:
-    """:func:`m1_features` of the M1 run in ``m1_dir``, which it also carries (``.m1``)."""
+def _m1_features(m1_dir: str | os.PathLike, units: str = "all") -> SimpleNamespace:
+    """:func:`m1_features` of the M1 run in ``m1_dir``, which it also carries (``.m1``), with
+    ``.units`` the indices of the latent units kept: every unit, or (``units="active"``)
+    those active on the training images (:func:`ppgen.metrics.active_units`)."""
     m1 = load_trained(m1_dir)
     if m1.config.model not in ("m1", "vae"):
         raise ConfigError(f"{m1_dir} holds a {m1.config.model} run; M1+M2 needs an m1 (VAE) run")
-    return SimpleNamespace(**vars(m1_features(m1)), m1=m1)
+    f = m1_features(m1)
+    keep = np.arange(f.train.x.shape[1])
+    if units == "active":
+        keep = np.flatnonzero(active_units(f.train.x))
+        if len(keep) == 0:
+            raise ConfigError(
+                f"the M1 run in {m1_dir} has no active latent unit (its posterior is the prior "
+                "for every image); train it longer, or pass --m1-units all"
+            )
+        for split in SPLITS:
+            d = getattr(f, split)
+            setattr(f, split, SimpleNamespace(x=d.x[:, keep], scale=d.scale[:, keep], y=d.y))
+    return SimpleNamespace(**vars(f), m1=m1, units=keep)
 
 
 def fit_data(config: RunConfig, splits: SimpleNamespace) -> SimpleNamespace:
@@ -199,7 +225,7 @@ def fit_data(config: RunConfig, splits: SimpleNamespace) -> SimpleNamespace:
     if config.model in ("vae", "hvae", "m1"):
         valid = None if splits.valid is None else splits.valid.x
         return SimpleNamespace(train=splits.train.x, valid=valid, test=test, x_dim=test[0].shape[1])
-    source = splits if config.model == "m2" else _m1_features(config.m1_run)
+    source = splits if config.model == "m2" else _m1_features(config.m1_run, config.m1_units)
     if splits.valid is None:
         raise ConfigError("semi-supervised runs select their model on the validation split")
     y = ppdata.partial_labels(source.train.y, config.labels, seed=config.seed)
@@ -210,6 +236,7 @@ def fit_data(config: RunConfig, splits: SimpleNamespace) -> SimpleNamespace:
         x_dim=source.train.x.shape[1],
         num_unlabelled=int(np.sum(y == ppdata.MISSING)),
         m1=getattr(source, "m1", None),
+        m1_units=getattr(source, "units", None),  # m1m2: M1's latent units M2 models
         # m1m2: the trainer draws z1 ~ N(loc, scale^2) afresh every step
         input_scale=source.train.scale if config.model == "m1m2" and config.m1_sample else None,
     )
@@ -537,6 +564,9 @@ def class_samples(run: SimpleNamespace, per_class: int = 10, seed: int = 0) -> n
             out = run.model.sample(len(y), y=torch.as_tensor(y)).numpy()
     if run.config.model == "m1m2":
         m1 = run.data.m1
+        full = np.zeros((len(out), m1.config.latent), out.dtype)  # dropped units: prior mean
+        full[:, run.data.m1_units] = out
+        out = full
         if m1.backend == "numpyro":
             out = np.asarray(m1.model.decode(out))
         else:

@@ -14,6 +14,8 @@ from safetensors.numpy import load_file
 
 from ppgen import runs
 from ppgen.cli import main
+from ppgen.errors import ConfigError
+from ppgen.metrics import active_units
 from ppgen.semisupervised import encode_posteriors
 
 TINY = ["--dataset", "digits", "--latent", "4", "--hidden", "32", "--batch-size", "50", "--quiet"]
@@ -103,6 +105,8 @@ def test_kill_9_then_resume_equals_uninterrupted(tmp_path, capsys, backend):
         (["train", "gan", "--out", "x"], "invalid choice"),
         (["eval"], "required"),
         (["train", "vae", "--out", "x", "--objective", "iwae", "--kl-warmup", "2"], "elbo"),
+        (["train", "m1", "--out", "x", "--binarize", "none"], "binary pixels"),
+        (["train", "hvae", "--out", "x", "--binarize", "none"], "--binarize dynamic"),
     ],
 )
 def test_bad_options_are_one_line_errors(capsys, args, expected):
@@ -190,35 +194,50 @@ def test_semi_supervised_m1_m2_m1m2(tmp_path, capsys, backend):
     assert m1["classifier"] in ("logreg", "svm") and 0 <= m1["test_error"] < 0.8
 
     # M1+M2's training features: M1's posterior means, with its posterior scales as the
-    # trainer's input noise by default (z1 ~ q(z1 | x) every step), none with means only.
+    # trainer's input noise by default (z1 ~ q(z1 | x) every step), none with means only;
+    # by default only the units active on the training images, else all of them.
     m1_run = runs.load_trained(tmp_path / "m1")
-    for sample in (True, False):
+    images = runs.load_splits(m1_run.config).train.x
+    loc, scale = encode_posteriors(m1_run, images)
+    for sample, units in ((True, "active"), (True, "all"), (False, "all")):
         config = runs.RunConfig(
             model="m1m2", backend=backend, dataset="digits", labels=50,
-            m1_run=str(tmp_path / "m1"), m1_sample=sample,
+            m1_run=str(tmp_path / "m1"), m1_sample=sample, m1_units=units,
         )  # fmt: skip
         data = runs.fit_data(config, runs.load_splits(config))
-        images = runs.load_splits(config).train.x
-        loc, scale = encode_posteriors(m1_run, images)
-        np.testing.assert_allclose(data.train[0], loc, rtol=1e-5, atol=1e-6)
+        keep = np.flatnonzero(active_units(loc)) if units == "active" else np.arange(4)
+        np.testing.assert_array_equal(data.m1_units, keep)
+        np.testing.assert_allclose(data.train[0], loc[:, keep], rtol=1e-5, atol=1e-6)
+        assert data.x_dim == len(keep) >= 1
         if sample:
-            np.testing.assert_allclose(data.input_scale, scale, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(data.input_scale, scale[:, keep], rtol=1e-5, atol=1e-6)
             assert data.input_scale.shape == data.train[0].shape and data.input_scale.min() > 0
         else:
             assert data.input_scale is None
 
     # On features of a 4-epoch M1 the posterior noise is large: M1+M2 learns from the
-    # means within 4 epochs, from samples (the default) more slowly.
-    for features, worst in (("mean", 0.8), ("sample", 0.88)):  # chance: 0.9
-        out = tmp_path / f"m1m2_{features}"
+    # means within 4 epochs, from samples (the default) more slowly. This M1's units hover
+    # around the activity threshold (the defaults keep some), so the error bounds are
+    # checked on all units; the defaults must run end to end.
+    for features, units, worst in (
+        ("mean", "all", 0.8),
+        ("sample", "all", 0.88),  # chance: 0.9
+        ("sample", "active", 1.0),
+    ):
+        out = tmp_path / f"m1m2_{features}_{units}"
         m1m2 = ["train", "m1m2", *ssl, "--m1", tmp_path / "m1", "--m1-features", features]
-        code, _, err = run_cli([*m1m2, "--out", out], capsys)
+        code, _, err = run_cli([*m1m2, "--m1-units", units, "--out", out], capsys)
         assert code == 0, err
         assert (out / "class_samples.png").stat().st_size > 0
-        assert runs.load_config(out).m1_sample == (features == "sample")
+        config = runs.load_config(out)
+        assert config.m1_sample == (features == "sample") and config.m1_units == units
+        # Class-conditional samples: M2's draws of the kept units, decoded by M1 (with the
+        # dropped units at their prior mean).
+        samples = runs.class_samples(runs.load_trained(out), per_class=2)
+        assert samples.shape == (20, 64) and np.all((samples >= 0) & (samples <= 1))
         code, stdout, err = run_cli(["eval", out, "--json"], capsys)
         assert code == 0, err
-        assert 0 <= json.loads(stdout.strip().splitlines()[-1])["test_error"] < worst
+        assert 0 <= json.loads(stdout.strip().splitlines()[-1])["test_error"] <= worst
 
 
 def test_semi_supervised_bad_input_is_one_line(tmp_path, capsys):
@@ -242,3 +261,14 @@ def test_m1m2_configs_from_before_sampling_read_as_means(tmp_path):
     del raw["m1_sample"]  # a config written before the option existed trained on means
     (tmp_path / "config.json").write_text(json.dumps(raw))
     assert runs.load_config(tmp_path).m1_sample is False
+
+
+def test_m1m2_configs_from_before_active_units_read_as_all_units(tmp_path):
+    config = runs.RunConfig(model="m1m2", m1_run="runs/m1", labels=100)
+    assert config.m1_units == "active"
+    raw = json.loads(config.to_json())
+    del raw["m1_units"]  # written before the option existed: M2 modelled every unit
+    (tmp_path / "config.json").write_text(json.dumps(raw))
+    assert runs.load_config(tmp_path).m1_units == "all"
+    with pytest.raises(ConfigError, match="m1_units"):
+        runs.RunConfig(model="m1m2", m1_run="runs/m1", m1_units="some")
