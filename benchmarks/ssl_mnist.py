@@ -114,8 +114,8 @@ def main() -> None:
     parser.add_argument(
         "--m1-units",
         choices=["active", "all"],
-        default="active",
-        help="M1+M2 models M1's active latent units only, or all of them (as the paper)",
+        default="all",
+        help="M1+M2 models all of M1's latent units (as the paper) or only the active ones",
     )
     parser.add_argument(
         "--m2-binarize",

@@ -86,7 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--binarize",
         choices=["dynamic", "static", "none"],
         default="dynamic",
-        help="dynamic: fresh Bernoulli pixels every epoch (default)",
+        help="dynamic: fresh Bernoulli pixels every epoch (default); static: drawn once; "
+        "none: grey values, scored by the Bernoulli cross-entropy (m2 only: as Pyro's "
+        "tutorial, and faster per CPU-minute, see docs/RESULTS.md)",
     )
     p.add_argument("--objective", choices=["elbo", "iwae"], default="elbo")
     p.add_argument(
@@ -133,9 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--m1-units",
         choices=["active", "all"],
-        default="active",
-        help="m1m2: model only M1's active latent units, whose posterior mean varies over the "
-        "training images (default; the others are the prior's noise), or all (as the paper)",
+        default="all",
+        help="m1m2: model all of M1's latent units (default, as the paper) or only the active "
+        "ones, whose posterior mean varies over the training images",
     )
     p.add_argument("--latent", type=_positive(int), default=50)
     p.add_argument(

@@ -52,8 +52,8 @@ __all__ = [
 
 BACKENDS = ("pyro", "numpyro")
 MODELS = ("vae", "hvae", "m1", "m2", "m1m2")
-SEMI_SUPERVISED = ("m1", "m2", "m1m2")
-M1_UNITS = ("active", "all")  # evaluated by test classification error
+SEMI_SUPERVISED = ("m1", "m2", "m1m2")  # evaluated by test classification error
+M1_UNITS = ("active", "all")  # m1m2: which of M1's latent units M2 models
 OBJECTIVES = ("elbo", "iwae")
 CONFIG_FORMAT = "ppgen-run-v1"
 SPLITS = ("train", "valid", "test")
@@ -98,9 +98,9 @@ class RunConfig:
     # m1m2: train on z1 ~ q(z1 | x), drawn afresh every step (the paper's stacked model);
     # False: on M1's posterior means
     m1_sample: bool = True
-    # m1m2: "active": only the M1 units whose posterior mean varies over the training images
-    # (Burda et al. 2015; the others are noise from the prior); "all": every unit (the paper)
-    m1_units: str = "active"
+    # m1m2: "all": every M1 unit (the paper); "active": only those whose posterior mean varies
+    # over the training images (Burda et al. 2015; the others carry only the prior's noise)
+    m1_units: str = "all"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
