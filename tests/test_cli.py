@@ -274,3 +274,21 @@ def test_m1m2_configs_from_before_active_units_read_as_all_units(tmp_path):
     assert runs.load_config(tmp_path).m1_units == "all"
     with pytest.raises(ConfigError, match="m1_units"):
         runs.RunConfig(model="m1m2", m1_run="runs/m1", m1_units="some")
+
+
+def test_m1m2_on_an_m1_without_active_units_is_refused(monkeypatch):
+    from types import SimpleNamespace
+
+    def split(n):
+        return SimpleNamespace(x=np.zeros((n, 4), np.float32), scale=np.ones((n, 4)), y=None)
+
+    # An M1 whose posterior is the prior for every image: every posterior mean is 0.
+    monkeypatch.setattr(runs, "load_trained", lambda d: SimpleNamespace(config=runs.RunConfig()))
+    monkeypatch.setattr(
+        runs,
+        "m1_features",
+        lambda m1: SimpleNamespace(train=split(20), valid=split(5), test=split(5)),
+    )
+    assert len(runs._m1_features("m1", "all").units) == 4
+    with pytest.raises(ConfigError, match="no active latent unit.*--m1-units all"):
+        runs._m1_features("m1", "active")
