@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpyro
 import pytest
 from numpyro import handlers
 
@@ -162,6 +163,16 @@ def test_bad_input_is_a_data_error(name):
     x[1, 2] = np.nan
     with pytest.raises(DataError, match="NaN"):
         handlers.seed(model.guide, KEY)(jnp.asarray(x))
+    grey = jnp.full((2, 12), 0.5)
+    model.encode(grey)  # networks read grey levels (M1's features of grey images)
+    handlers.seed(model.guide, KEY)(grey)
+    if model.likelihood == "bernoulli":  # only the density needs binary data
+        with pytest.raises(DataError, match="binary x .* dynamic_binarization"):
+            handlers.seed(model.model, KEY)(grey)
+        with numpyro.validation_enabled(False):  # NumPyro's switch, as Pyro's for the twin
+            handlers.seed(model.model, KEY)(grey)
+    else:
+        handlers.seed(model.model, KEY)(grey)
 
 
 def test_bad_options_are_config_errors():

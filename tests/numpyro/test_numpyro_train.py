@@ -135,6 +135,19 @@ def test_bad_data_is_a_data_error(data, shared):
         trainer.train_epoch(state, data[:30], 0)
 
 
+def test_grey_data_for_a_bernoulli_vae_is_refused_at_init_unless_binarized(data):
+    """Inside the compiled epoch a grey value scores -inf (NumPyro validates the support),
+    which would read as divergence; ``init`` sees concrete rows and names the fix."""
+    grey = np.where(data > 0, 0.9, 0.1).astype(np.float32)
+    with pytest.raises(DataError, match="binary x .* dynamic_binarization"):
+        _trainer(_vae()).init(0, grey[:40])
+    trainer = _trainer(_vae(), dynamic_binarization=True)
+    state, metrics = trainer.train_epoch(trainer.init(0, grey[:40]), grey, 0)
+    assert metrics["finite"] == 1.0
+    with pytest.raises(DataError, match=r"in \[0, 1\]"):
+        trainer.init(0, grey[:40] * 2)
+
+
 def test_step_and_params(data, shared):
     vae, trainer = shared
     state = trainer.init(0, data[:40])

@@ -152,10 +152,16 @@ class Trainer:
     # -- state ------------------------------------------------------------------------
 
     def init(self, seed: int, x_example: np.ndarray) -> TrainState:
-        """Initial state: parameters from one trace of guide and model on ``x_example``."""
+        """Initial state: parameters from one trace of guide and model on ``x_example``.
+
+        Under ``dynamic_binarization`` the trace sees a binarized copy, as every training
+        step does (so a Bernoulli model's data check passes on grey input).
+        """
         if not (isinstance(seed, (int, np.integer)) and 0 <= seed < 2**32):
             raise ConfigError(f"seed must be an integer in [0, 2**32), got {seed!r}")
         x_example = _check_data(x_example, 1)
+        if self.dynamic_binarization:
+            x_example = _binarized(x_example, int(seed))
         svi_state = self._svi.init(jax.random.PRNGKey(seed), _device(x_example))
         return TrainState(
             svi_state,
@@ -241,11 +247,8 @@ class Trainer:
         if self._cache is not None and self._cache[0]() is x:
             return self._cache[1]
         x_np = _check_data(x, self.batch_size)
-        if self.dynamic_binarization and (x_np.min() < 0 or x_np.max() > 1):
-            raise DataError(
-                f"dynamic_binarization needs x in [0, 1], got values in "
-                f"[{x_np.min():g}, {x_np.max():g}]; rescale the data (e.g. x / 255)"
-            )
+        if self.dynamic_binarization:
+            _check_unit_interval(x_np)
         x_dev = _device(x_np)
         try:
             self._cache = (weakref.ref(x), x_dev)
@@ -368,3 +371,17 @@ def _check_data(x: Any, min_rows: int) -> np.ndarray:
     if not np.all(np.isfinite(x)):
         raise DataError("data contains NaN or Inf; drop or impute those rows first")
     return x
+
+
+def _check_unit_interval(x: np.ndarray) -> None:
+    if x.min() < 0 or x.max() > 1:
+        raise DataError(
+            f"dynamic_binarization needs x in [0, 1], got values in "
+            f"[{x.min():g}, {x.max():g}]; rescale the data (e.g. x / 255)"
+        )
+
+
+def _binarized(x: np.ndarray, seed: int) -> np.ndarray:
+    """One draw ``Bernoulli(x)`` of values in [0, 1] (for the trace at ``init``)."""
+    _check_unit_interval(x)
+    return (np.random.default_rng(seed).random(x.shape) < x).astype(x.dtype)

@@ -30,10 +30,14 @@ LIKELIHOODS = ("bernoulli", "gaussian")
 MIN_SCALE = 1e-4  # floor on every predicted standard deviation, keeps log-densities finite
 
 
-def check_x(x: jax.Array, x_dim: int) -> None:
-    """Raise :class:`DataError` unless ``x`` is a finite ``(batch, x_dim)`` array.
+def check_x(x: jax.Array, x_dim: int, binary: bool = False) -> None:
+    """Raise :class:`DataError` unless ``x`` is a finite ``(batch, x_dim)`` array, of zeros
+    and ones if ``binary`` (a Bernoulli likelihood's data).
 
-    The NaN check runs only on concrete arrays (inside ``jit`` the shape check still runs).
+    The value checks run only on concrete arrays (inside ``jit`` the shape check still
+    runs, so a trainer's ``init`` on the first rows is where they catch bad data). The binary
+    check follows NumPyro's distribution validation (on by default), as the Pyro twin
+    follows Pyro's: with it off, NumPyro's Bernoulli scores grey values by the cross-entropy.
     """
     shape = jnp.shape(x)
     if len(shape) != 2 or shape[-1] != x_dim:
@@ -41,8 +45,16 @@ def check_x(x: jax.Array, x_dim: int) -> None:
             f"expected x of shape (batch, {x_dim}), got {shape}; "
             "flatten images with x.reshape(len(x), -1)"
         )
-    if not_jax_tracer(x) and not np.all(np.isfinite(np.asarray(x))):
+    if not not_jax_tracer(x):
+        return
+    x_np = np.asarray(x)
+    if not np.all(np.isfinite(x_np)):
         raise DataError("x contains NaN or Inf; drop or impute those rows first")
+    if binary and dist.Distribution._validate_args and np.any((x_np != 0) & (x_np != 1)):
+        raise DataError(
+            "a Bernoulli likelihood needs binary x (0 or 1); binarize the data "
+            "(e.g. dynamic_binarization=True) or use likelihood='gaussian'"
+        )
 
 
 def normal_params(out: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -182,7 +194,7 @@ class VAE(_DeepLatentModel):
 
     def model(self, x: jax.Array, num_data: int | None = None) -> None:
         """``p(z) p(x | z)`` over a minibatch ``x`` of ``(batch, x_dim)``."""
-        check_x(x, self.x_dim)
+        check_x(x, self.x_dim, binary=self.likelihood == "bernoulli")
         decoder = eqx_module("decoder", self.decoder)
         with numpyro.plate("data", num_data or x.shape[0], subsample_size=x.shape[0]):
             z = numpyro.sample("z", _standard_normal(self.latent))  # (..., batch, latent)
@@ -254,7 +266,7 @@ class HierarchicalVAE(_DeepLatentModel):
 
     def model(self, x: jax.Array, num_data: int | None = None) -> None:
         """``p(z2) p(z1 | z2) p(x | z1)``."""
-        check_x(x, self.x_dim)
+        check_x(x, self.x_dim, binary=self.likelihood == "bernoulli")
         decoder2 = eqx_module("decoder2", self.decoder2)
         decoder1 = eqx_module("decoder1", self.decoder1)
         with numpyro.plate("data", num_data or x.shape[0], subsample_size=x.shape[0]):
