@@ -13,9 +13,13 @@ Every run lives in ``--out/<model>-<N>-seed<k>`` (``runs/ssl_mnist`` by default)
 that already finished there is read back, not retrained, so the benchmark can be run in
 pieces, two processes at a time (``--models m2 --ns 100 --seeds 0``, ``--seeds 1``, ...),
 and the table is rebuilt each time. A directory holding a run with another configuration
-is refused. docs/RESULTS.md gives the commands behind its table:
+is refused. docs/RESULTS.md gives the commands behind its tables; the recipe is
 
-    python benchmarks/ssl_mnist.py --alpha 5000 --batch-size 50 --minutes 15
+    python benchmarks/ssl_mnist.py --alpha 5000 --batch-size 50 --minutes 15 \
+        --m2-binarize none --m1-units active
+
+Run alone, one run at a time, each run uses every core; ``--result NAME`` writes a partial
+table to ``benchmarks/results/NAME.json`` instead of ``ssl_mnist.json``.
 """
 
 from __future__ import annotations
@@ -125,6 +129,11 @@ def main() -> None:
         "(as Pyro's tutorial); validation and test follow",
     )
     parser.add_argument("--out", type=Path, default=Path("runs/ssl_mnist"))
+    parser.add_argument(
+        "--result",
+        default="ssl_mnist",
+        help="name of the JSON written to benchmarks/results/ (keep a partial table apart)",
+    )
     args = parser.parse_args()
     clock = Stopwatch()
     ns = [int(n) for n in args.ns.split(",")]
@@ -233,7 +242,7 @@ def main() -> None:
         return table[key]["error_percent_mean"] / 100 if key in table else None
 
     write_result(
-        "ssl_mnist",
+        args.result,
         {
             "m2_error_100": mean_error("m2_100"),
             "m1m2_error_100": mean_error("m1m2_100"),
