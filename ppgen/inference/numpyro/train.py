@@ -28,6 +28,7 @@ from numpyro import handlers
 from numpyro.infer import SVI
 from numpyro.infer.svi import SVIState
 
+from ppgen.data import bernoulli_binarize
 from ppgen.errors import CheckpointError, ConfigError, DataError
 from ppgen.inference.numpyro.objectives import ELBO
 
@@ -161,7 +162,8 @@ class Trainer:
             raise ConfigError(f"seed must be an integer in [0, 2**32), got {seed!r}")
         x_example = _check_data(x_example, 1)
         if self.dynamic_binarization:
-            x_example = _binarized(x_example, int(seed))
+            _check_unit_interval(x_example)
+            x_example = bernoulli_binarize(x_example, int(seed)).astype(x_example.dtype)
         svi_state = self._svi.init(jax.random.PRNGKey(seed), _device(x_example))
         return TrainState(
             svi_state,
@@ -379,9 +381,3 @@ def _check_unit_interval(x: np.ndarray) -> None:
             f"dynamic_binarization needs x in [0, 1], got values in "
             f"[{x.min():g}, {x.max():g}]; rescale the data (e.g. x / 255)"
         )
-
-
-def _binarized(x: np.ndarray, seed: int) -> np.ndarray:
-    """One draw ``Bernoulli(x)`` of values in [0, 1] (for the trace at ``init``)."""
-    _check_unit_interval(x)
-    return (np.random.default_rng(seed).random(x.shape) < x).astype(x.dtype)
