@@ -133,8 +133,16 @@ def main() -> None:
     kw = dict(latent=LATENT, hidden=(HIDDEN,), activation="softplus", seed=0)
     m_t, m_j = mod_t.SSVAE(x_dim, **kw), mod_j.SSVAE(x_dim, **kw)
     trainers = {
-        "pyro": inf_t.SemiSupervisedTrainer(m_t.model, m_t.guide, lr=LR, batch_size=BATCH),
-        "numpyro": inf_j.SemiSupervisedTrainer(m_j.model, m_j.guide, lr=LR, batch_size=BATCH),
+        name: inf.Trainer(
+            m.model,
+            m.guide,
+            inf.SemiSupervisedELBO(),
+            lr=LR,
+            batch_size=BATCH,
+            schedule=ppdata.LabelledBatches(CLASSES),
+            evaluator=inf.ClassifierEvaluator(),
+        )
+        for name, inf, m in (("pyro", inf_t, m_t), ("numpyro", inf_j, m_j))
     }
     states = {k: t.init(0, (x, y)) for k, t in trainers.items()}
     torch.manual_seed(0)

@@ -71,13 +71,6 @@ def _truncate_metrics(path: Path, last_epoch: int) -> list[dict]:
     return kept
 
 
-def _head(data: Any, n: int) -> Any:
-    """The first ``n`` rows of an array, or of each array of a tuple such as ``(x, y)``."""
-    if isinstance(data, tuple):
-        return tuple(a[:n] for a in data)
-    return data[:n]
-
-
 def fit(
     trainer: Trainer,
     x_train: np.ndarray,
@@ -130,7 +123,7 @@ def fit(
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = run_dir / "metrics.jsonl"
-    state = trainer.init(seed, _head(x_train, 256))
+    state = trainer.init(seed, x_train)
     book = {"epoch": -1, "best_loss": math.inf, "best_epoch": None, "bad_evals": 0}
 
     if resume:

@@ -270,18 +270,22 @@ def _build_m2(
         seed=config.seed,
     )
     objective = inference.SemiSupervisedELBO(alpha=config.alpha, num_particles=config.k)
-    trainer = inference.SemiSupervisedTrainer(
+    transform = None
+    if config.model == "m2" and config.binarize == "dynamic":
+        transform = inference.DynamicBinarization()
+    elif input_scale is not None:
+        transform = inference.InputNoise(input_scale)
+    trainer = inference.Trainer(
         model.model,
         model.guide,
         objective,
-        num_classes=10,
         lr=config.lr,
         lr_schedule=config.lr_schedule,
         total_steps=config.epochs * max(1, num_unlabelled // config.batch_size),
         batch_size=config.batch_size,
-        labelled_batch_size=config.labelled_batch_size,
-        dynamic_binarization=config.model == "m2" and config.binarize == "dynamic",
-        input_scale=input_scale,
+        schedule=ppdata.LabelledBatches(10, config.labelled_batch_size),
+        transform=transform,
+        evaluator=inference.ClassifierEvaluator(),
     )
     return SimpleNamespace(
         model=model,
@@ -342,7 +346,7 @@ def build(
         total_steps=config.epochs * steps_per_epoch,
         batch_size=config.batch_size,
         num_data=num_data,
-        dynamic_binarization=config.binarize == "dynamic",
+        transform=inference.DynamicBinarization() if config.binarize == "dynamic" else None,
         beta_schedule=beta_schedule,
     )
     return SimpleNamespace(
@@ -413,8 +417,7 @@ def load_trained(run_dir: str | os.PathLike, pointer: str = "BEST") -> SimpleNam
     splits = load_splits(config)
     data = fit_data(config, splits)
     built = _build_for(config, data, splits)
-    x_train = data.train[0] if isinstance(data.train, tuple) else data.train
-    state = built.trainer.init(config.seed, x_train[: config.batch_size])
+    state = built.trainer.init(config.seed, data.train)
     arrays, meta = load_checkpoint(run_dir, pointer)
     state = built.trainer.load_state_arrays(state, arrays, meta["trainer"])
     built.model = built.model.bind(built.trainer.params(state))
@@ -438,7 +441,7 @@ def evaluate_classifier(run: SimpleNamespace) -> dict:
         extra.pop("candidates")
         y_pred = clf.predict(f.test.x)
     else:
-        y_pred = run.trainer.predict(run.state, x_test)
+        y_pred = run.trainer.evaluator.predict(run.trainer, run.state, x_test)
         extra["valid_error"] = float(run.trainer.evaluate(run.state, run.data.valid)["error"])
     report = classification_report(y_test, y_pred, 10)
     return {

@@ -1,5 +1,5 @@
 """Backend-free data: MNIST, scikit-learn's digits, toy 2-D densities, binarization,
-minibatch indices, partial labels and input checks, all in numpy."""
+minibatch indices and batch schedules, partial labels and input checks, all in numpy."""
 
 from ppgen.data.batching import epoch_rng, iterate_minibatches, minibatch_indices, seeded_rng
 from ppgen.data.binarization import (
@@ -8,11 +8,17 @@ from ppgen.data.binarization import (
     binarize,
     check_binarize_mode,
 )
-from ppgen.data.checks import check_images, check_input_scale
+from ppgen.data.checks import (
+    check_images,
+    check_input_scale,
+    check_training_array,
+    check_unit_interval,
+)
 from ppgen.data.dataset import SPLITS, Dataset, check_split, data_dir
 from ppgen.data.digits import DIGITS_SPLIT_SIZES, load_digits
 from ppgen.data.labels import (
     MISSING,
+    check_labelled,
     check_labels,
     labelled_subset,
     partial_labels,
@@ -20,6 +26,7 @@ from ppgen.data.labels import (
 )
 from ppgen.data.mnist import MNIST_MD5, MNIST_URLS, load_mnist, mnist_dir, read_idx
 from ppgen.data.registry import DATASETS, load_dataset
+from ppgen.data.schedules import LabelledBatches, Minibatches, Schedule
 from ppgen.data.toy import TOY_DENSITIES, sample_toy
 
 __all__ = [
@@ -32,13 +39,19 @@ __all__ = [
     "SPLITS",
     "TOY_DENSITIES",
     "Dataset",
+    "LabelledBatches",
+    "Minibatches",
+    "Schedule",
     "bernoulli_binarize",
     "binarize",
     "check_binarize_mode",
     "check_images",
     "check_input_scale",
+    "check_labelled",
     "check_labels",
     "check_split",
+    "check_training_array",
+    "check_unit_interval",
     "data_dir",
     "epoch_rng",
     "iterate_minibatches",

@@ -1,17 +1,19 @@
-"""Validation of user-supplied image arrays, with one-line messages that say how to fix them.
+"""Validation of user-supplied arrays, with one-line messages that say how to fix them.
 
-Models and trainers call `check_images` at their boundary, so a wrong array fails there with
-a `DataError` naming the problem, instead of as a shape error deep inside a network or as
-a NaN loss many steps later.
+Trainers check their training data with `check_training_array` (through their batch
+schedule) and recipes check images with `check_images`, so a wrong array fails there with a
+`DataError` naming the problem, instead of as a shape error deep inside a network or as a
+NaN loss many steps later.
 """
 
 import math
+from typing import Any
 
 import numpy as np
 
-from ppgen.errors import ConfigError, DataError
+from ppgen.errors import DataError
 
-__all__ = ["check_images", "check_input_scale"]
+__all__ = ["check_images", "check_input_scale", "check_training_array", "check_unit_interval"]
 
 # Bool, signed and unsigned integers and floats; complex, strings, objects etc. are refused.
 _NUMERIC_KINDS = "biuf"
@@ -83,24 +85,64 @@ def check_images(x: np.ndarray, *, dim: int | None = None, name: str = "x") -> n
     return x.astype(np.float32, copy=False)
 
 
-def check_input_scale(
-    scale: np.ndarray | None,
-    shape: tuple[int, ...] | None = None,
-    *,
-    dynamic_binarization: bool = False,
-) -> np.ndarray | None:
-    """Per-value standard deviations of Gaussian noise a trainer adds to its inputs.
+def check_training_array(
+    x: Any, *, min_rows: int = 1, name: str = "x", labels: bool = False
+) -> np.ndarray:
+    """Check an array of training examples ``(N, ...)`` and return it as a numpy array.
 
-    Returns ``None`` for ``None``, else a float32 array; ``shape``, when given, is the
-    training data's, which the scales must match (one per value). Noise and dynamic
-    binarization exclude each other.
+    Args:
+        x: Array-like, one row per example: at least two dimensions (examples, features...),
+            or one for integer labels.
+        min_rows: The fewest rows allowed (a trainer's batch size).
+        name: What to call ``x`` in error messages.
+        labels: ``x`` holds integer labels (one dimension allowed, no float check).
+
+    Raises:
+        DataError: Not numeric, too few dimensions or rows, or NaN/Inf values.
     """
-    if scale is None:
-        return None
-    if dynamic_binarization:
-        raise ConfigError(
-            "input_scale (Gaussian input noise) and dynamic_binarization exclude each other"
+    try:
+        x = np.asarray(x)
+    except (ValueError, TypeError) as err:  # ragged nested lists
+        raise DataError(f"{name} is not an array ({err}); pass a numeric (N, D) array") from err
+    if x.dtype.kind not in _NUMERIC_KINDS:
+        raise DataError(f"{name} has dtype {x.dtype} (not real numbers); pass a numeric array")
+    if x.ndim < (1 if labels else 2):
+        raise DataError(
+            f"expected {name} of shape (N, features), got {x.shape}; for one example use "
+            f"{name}[None]"
         )
+    if len(x) < min_rows:
+        raise DataError(
+            f"{name} has {len(x)} examples, fewer than batch_size={min_rows}: need at least "
+            f"{min_rows} rows (the batch size)"
+        )
+    if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
+        raise DataError(f"{name} contains NaN or Inf; drop or impute those examples first")
+    return x
+
+
+def check_unit_interval(x: np.ndarray, why: str = "dynamic_binarization") -> None:
+    """Raise :class:`DataError` unless every value of ``x`` lies in [0, 1] (probabilities
+    for a Bernoulli draw); ``why`` names what needs it."""
+    x = np.asarray(x)
+    if x.size and not (x.min() >= 0 and x.max() <= 1):
+        raise DataError(
+            f"{why} needs x in [0, 1], got values in [{x.min():g}, {x.max():g}]; rescale the "
+            "data (e.g. x / 255)"
+        )
+
+
+def check_input_scale(scale: np.ndarray, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """Per-value standard deviations of Gaussian noise a trainer adds to its inputs
+    (``InputNoise``), as a float32 array.
+
+    Args:
+        scale: ``(N, D)`` float standard deviations.
+        shape: The training data's shape, which the scales must match (one per value).
+
+    Raises:
+        DataError: Not a finite, non-negative float array ``(N, D)``, or not of ``shape``.
+    """
     arr = np.asarray(scale)
     if arr.dtype.kind != "f" or arr.ndim != 2:
         raise DataError(

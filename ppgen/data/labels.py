@@ -22,6 +22,7 @@ from ppgen.errors import ConfigError, DataError
 
 __all__ = [
     "MISSING",
+    "check_labelled",
     "check_labels",
     "labelled_subset",
     "partial_labels",
@@ -67,6 +68,29 @@ def check_labels(
             f"{name}[{first}] = {y[first]}); use {MISSING} for a missing label"
         )
     return y.astype(np.int64)
+
+
+def check_labelled(
+    data: object, *, num_classes: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fully labelled data ``(x, y)`` (what a classifier is evaluated on): ``y`` as int64.
+
+    Args:
+        data: The pair ``(x, y)``.
+        num_classes: Labels must lie in ``0..num_classes - 1`` (``None``: only ``>= 0``).
+
+    Raises:
+        DataError: Not a pair, labels that :func:`check_labels` refuses, or a missing (-1)
+            label.
+    """
+    if not (isinstance(data, tuple | list) and len(data) == 2):
+        raise DataError("evaluating a classifier needs labelled data (x, y), every label given")
+    x, y = data
+    limit = num_classes if num_classes is not None else int(np.max(y, initial=0)) + 1
+    y = check_labels(y, n=len(x), num_classes=limit)
+    if (y == MISSING).any():
+        raise DataError("evaluation labels must all be present (no -1)")
+    return np.asarray(x), y
 
 
 def labelled_subset(

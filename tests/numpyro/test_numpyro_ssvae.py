@@ -10,17 +10,34 @@ import numpy as np
 import pytest
 from numpyro import handlers
 
-from ppgen.data import MISSING, load_dataset
+from ppgen.data import MISSING, LabelledBatches, load_dataset
 from ppgen.errors import ConfigError, DataError
 from ppgen.inference.numpyro import (
     ELBO,
+    ClassifierEvaluator,
+    DynamicBinarization,
+    InputNoise,
     SemiSupervisedELBO,
-    SemiSupervisedTrainer,
+    Trainer,
     label_distribution,
 )
 from ppgen.models.numpyro import SSVAE
 
 X_DIM, C, LATENT = 12, 3, 2
+
+
+def semi_supervised_trainer(m, objective=None, *, num_classes=10, lr=3e-4, **kwargs):
+    """The trainer configured for partially labelled data: the labelled/unlabelled
+    schedule and the classification error as its evaluation."""
+    return Trainer(
+        m.model,
+        m.guide,
+        objective or SemiSupervisedELBO(),
+        lr=lr,
+        schedule=LabelledBatches(num_classes),
+        evaluator=ClassifierEvaluator(),
+        **kwargs,
+    )
 
 
 def _model(**kwargs):
@@ -179,9 +196,7 @@ def test_trains_on_user_labels_with_user_encoder(tmp_path):
     d = train.x.shape[1]
     encoder = _UserEncoder(d + 10, 2 * 8, jax.random.PRNGKey(1))
     m = SSVAE(d, latent=8, hidden=(64,), encoder=encoder, seed=0)
-    trainer = SemiSupervisedTrainer(
-        m.model, m.guide, lr=3e-3, batch_size=50, dynamic_binarization=True
-    )
+    trainer = semi_supervised_trainer(m, lr=3e-3, batch_size=50, transform=DynamicBinarization())
     result = fit(
         trainer, (train.x, y), (valid.x, valid.y), run_dir=tmp_path, epochs=25, progress=False
     )
@@ -198,8 +213,14 @@ def test_resume_from_state_arrays_is_exact():
     y = np.full(120, MISSING)
     y[:6] = [0, 1, 2, 0, 1, 2]
     m = _model()
-    trainer = SemiSupervisedTrainer(
-        m.model, m.guide, num_classes=C, batch_size=20, labelled_batch_size=4
+    trainer = Trainer(
+        m.model,
+        m.guide,
+        SemiSupervisedELBO(),
+        lr=3e-4,
+        batch_size=20,
+        schedule=LabelledBatches(C, labelled_batch_size=4),
+        evaluator=ClassifierEvaluator(),
     )
     state = trainer.init(0, (x, y))
     state, _ = trainer.train_epoch(state, (x, y), 0)
@@ -224,7 +245,7 @@ def test_resume_from_state_arrays_is_exact():
 def test_bad_labels_are_refused(labels, error, match):
     x = (np.random.default_rng(0).random((120, X_DIM)) < 0.5).astype(np.float32)
     m = _model()
-    trainer = SemiSupervisedTrainer(m.model, m.guide, num_classes=C, batch_size=20)
+    trainer = semi_supervised_trainer(m, num_classes=C, batch_size=20)
     state = trainer.init(0, x)
     with pytest.raises(error, match=match):
         trainer.train_epoch(state, (x, labels), 0)
@@ -234,7 +255,7 @@ def test_step_on_one_batch_triple():
     rng = np.random.default_rng(0)
     x_l, x_u = ((rng.random((n, X_DIM)) < 0.5).astype(np.float32) for n in (6, 10))
     m = _model()
-    trainer = SemiSupervisedTrainer(m.model, m.guide, num_classes=C, batch_size=10)
+    trainer = semi_supervised_trainer(m, num_classes=C, batch_size=10)
     state = trainer.init(0, x_u)
     before = jax.tree_util.tree_leaves(trainer.params(state))
     state, metrics = trainer.step(state, (x_l, np.array([0, 1, 2, 0, 1, 2]), x_u))
@@ -251,8 +272,9 @@ def _noise_run(input_scale, **kwargs):
     y = np.full(60, MISSING)
     y[:6] = [0, 1, 2, 0, 1, 2]
     m = _model(likelihood="gaussian")
-    trainer = SemiSupervisedTrainer(
-        m.model, m.guide, num_classes=C, batch_size=20, input_scale=input_scale, **kwargs
+    transform = None if input_scale is None else InputNoise(input_scale)
+    trainer = semi_supervised_trainer(
+        m, num_classes=C, batch_size=20, transform=transform, **kwargs
     )
     state, _ = trainer.train_epoch(trainer.init(0, (x, y)), (x, y), 0)
     return [np.asarray(a) for a in jax.tree_util.tree_leaves(trainer.params(state))]
@@ -273,9 +295,7 @@ def test_input_scale_is_checked_against_every_epochs_data():
     y[:6] = [0, 1, 2, 0, 1, 2]
     m = _model(likelihood="gaussian")
     scale = np.full((60, X_DIM), 0.5, np.float32)
-    trainer = SemiSupervisedTrainer(
-        m.model, m.guide, num_classes=C, batch_size=20, input_scale=scale
-    )
+    trainer = semi_supervised_trainer(m, num_classes=C, batch_size=20, transform=InputNoise(scale))
     state, _ = trainer.train_epoch(trainer.init(0, (x, y)), (x, y), 0)
     with pytest.raises(DataError, match="one standard deviation per"):
         trainer.train_epoch(state, (x[:40], y[:40]), 1)
@@ -287,7 +307,6 @@ def test_input_scale_is_checked_against_every_epochs_data():
         (np.ones((59, X_DIM), np.float32), {}, DataError, "one standard deviation per"),
         (-np.ones((60, X_DIM), np.float32), {}, DataError, "non-negative"),
         (np.ones((60, X_DIM), np.int64), {}, DataError, "float array"),
-        (np.ones((60, X_DIM), np.float32), {"dynamic_binarization": True}, ConfigError, "exclude"),
     ],
 )
 def test_bad_input_scale_is_refused(scale, kwargs, error, match):

@@ -9,7 +9,13 @@ import pytest
 from numpyro.distributions import constraints
 
 from ppgen.errors import CheckpointError, ConfigError, DataError
-from ppgen.inference.numpyro import ELBO, IWAE, Trainer, log_marginal_likelihood
+from ppgen.inference.numpyro import (
+    ELBO,
+    IWAE,
+    DynamicBinarization,
+    Trainer,
+    log_marginal_likelihood,
+)
 from ppgen.models.numpyro import VAE
 
 X_DIM = 16
@@ -59,7 +65,7 @@ def test_training_decreases_the_loss_and_improves_the_bound(data, shared):
     [
         (
             {
-                "dynamic_binarization": True,
+                "transform": DynamicBinarization(),
                 "clip_norm": 5.0,
                 "lr_schedule": "cosine",
                 "total_steps": 12,
@@ -141,7 +147,7 @@ def test_grey_data_for_a_bernoulli_vae_is_refused_at_init_unless_binarized(data)
     grey = np.where(data > 0, 0.9, 0.1).astype(np.float32)
     with pytest.raises(DataError, match="binary x .* dynamic_binarization"):
         _trainer(_vae()).init(0, grey[:40])
-    trainer = _trainer(_vae(), dynamic_binarization=True)
+    trainer = _trainer(_vae(), transform=DynamicBinarization())
     state, metrics = trainer.train_epoch(trainer.init(0, grey[:40]), grey, 0)
     assert metrics["finite"] == 1.0
     with pytest.raises(DataError, match=r"in \[0, 1\]"):

@@ -14,10 +14,14 @@ from pyro import poutine
 from pyro.poutine.messenger import Messenger
 from torch import nn
 
+from ppgen.data import LabelledBatches
 from ppgen.errors import ConfigError, DataError
 from ppgen.inference.pyro import (
+    ClassifierEvaluator,
+    DynamicBinarization,
+    InputNoise,
     SemiSupervisedELBO,
-    SemiSupervisedTrainer,
+    Trainer,
     label_distribution,
     log_weights,
 )
@@ -292,10 +296,26 @@ def two_classes(n=96, n_labelled=8, seed=0):
     return x, y, partial
 
 
+def semi_supervised_trainer(
+    m, objective=None, *, num_classes, labelled_batch_size=None, lr=3e-4, **kwargs
+):
+    """The trainer configured for partially labelled data: the labelled/unlabelled
+    schedule and the classification error as its evaluation."""
+    return Trainer(
+        m.model,
+        m.guide,
+        objective or SemiSupervisedELBO(),
+        lr=lr,
+        schedule=LabelledBatches(num_classes, labelled_batch_size),
+        evaluator=ClassifierEvaluator(),
+        **kwargs,
+    )
+
+
 def setup_trainer(**kwargs):
     m = SSVAE(8, num_classes=2, latent=2, hidden=(8,), seed=1)
     kwargs = {"num_classes": 2, "lr": 3e-2, "batch_size": 16, "labelled_batch_size": 4, **kwargs}
-    return m, SemiSupervisedTrainer(m.model, m.guide, **kwargs)
+    return m, semi_supervised_trainer(m, **kwargs)
 
 
 def test_training_lowers_the_error_and_resumes_bit_exactly():
@@ -304,7 +324,7 @@ def test_training_lowers_the_error_and_resumes_bit_exactly():
     x, y, partial = two_classes()
     x = np.where(x > 0, 0.9, 0.1).astype(np.float32)  # grey levels: binarized every epoch
     # A strong classification weight learns this toy within three epochs for every seed.
-    kwargs = {"objective": SemiSupervisedELBO(alpha=10.0), "dynamic_binarization": True}
+    kwargs = {"objective": SemiSupervisedELBO(alpha=10.0), "transform": DynamicBinarization()}
     m, trainer = setup_trainer(**kwargs)
     state = trainer.init(7, (x, partial))
     assert {id(p) for p in state.params.values()} == {id(p) for p in m.parameters()}
@@ -315,7 +335,8 @@ def test_training_lowers_the_error_and_resumes_bit_exactly():
     assert state.step == 3 * (88 // 16) and state.epoch == 3
     error = trainer.evaluate(state, (x, y))
     assert error["error"] == error["loss"] < first and error["error"] <= 0.1
-    np.testing.assert_array_equal(trainer.predict(state, x), m.predict(torch.from_numpy(x)))
+    predicted = ClassifierEvaluator().predict(trainer, state, x)
+    np.testing.assert_array_equal(predicted, m.predict(torch.from_numpy(x)))
 
     arrays, meta = trainer.state_arrays(state)
     meta = json.loads(json.dumps(meta))  # what a checkpoint file holds
@@ -360,8 +381,9 @@ def test_trainer_step_and_input_errors():
 def _noise_weights(input_scale, **kwargs):
     x, _, partial = two_classes()
     m = SSVAE(8, num_classes=2, latent=2, hidden=(8,), likelihood="gaussian", seed=1)
-    trainer = SemiSupervisedTrainer(
-        m.model, m.guide, num_classes=2, batch_size=16, input_scale=input_scale, **kwargs
+    transform = None if input_scale is None else InputNoise(input_scale)
+    trainer = semi_supervised_trainer(
+        m, num_classes=2, batch_size=16, transform=transform, **kwargs
     )
     state = trainer.init(0, (x, partial))
     trainer.train_epoch(state, (x, partial), 0)
@@ -382,7 +404,6 @@ def test_input_noise_is_added_to_training_batches():
     [
         (np.ones((95, 8), np.float32), {}, DataError, "one standard deviation per"),
         (np.full((96, 8), np.nan, np.float32), {}, DataError, "finite"),
-        (np.ones((96, 8), np.float32), {"dynamic_binarization": True}, ConfigError, "exclude"),
     ],
 )
 def test_bad_input_scale_is_refused(scale, kwargs, error, match):

@@ -1,27 +1,33 @@
 """NumPyro inference: objectives, log-likelihood estimation, training, MCMC (mirrors Pyro's)."""
 
+from ppgen.inference.numpyro.interop import compute, draw
 from ppgen.inference.numpyro.loglik import (
     evaluate_log_likelihood,
     log_marginal_likelihood,
     log_weights,
 )
 from ppgen.inference.numpyro.mcmc import compare_with_guide, mcmc_latents
+from ppgen.inference.numpyro.noise import DynamicBinarization, InputNoise
 from ppgen.inference.numpyro.objectives import ELBO, IWAE
 from ppgen.inference.numpyro.ssvae import (
+    ClassifierEvaluator,
     SemiSupervisedELBO,
-    SemiSupervisedTrainer,
     label_distribution,
 )
 from ppgen.inference.numpyro.train import Trainer, TrainState
 
 __all__ = [
+    "ClassifierEvaluator",
+    "DynamicBinarization",
     "ELBO",
     "IWAE",
+    "InputNoise",
     "SemiSupervisedELBO",
-    "SemiSupervisedTrainer",
     "TrainState",
     "Trainer",
     "compare_with_guide",
+    "compute",
+    "draw",
     "evaluate_log_likelihood",
     "label_distribution",
     "log_marginal_likelihood",

@@ -25,14 +25,15 @@ import numpyro.distributions as dist
 from numpyro import handlers
 from numpyro.primitives import Messenger
 
-from ppgen.data.checks import check_input_scale
-from ppgen.data.labels import MISSING, check_labels, semi_supervised_indices
-from ppgen.errors import ConfigError, DataError
+from ppgen.data.checks import check_training_array
+from ppgen.data.labels import check_labelled, check_labels
+from ppgen.errors import ConfigError
+from ppgen.inference.numpyro.interop import to_device
 from ppgen.inference.numpyro.objectives import ELBO, _check_particles
 from ppgen.inference.numpyro.particles import particle_terms, structure
-from ppgen.inference.numpyro.train import Trainer, TrainState, _check_data, _device
+from ppgen.inference.numpyro.train import Trainer, TrainState
 
-__all__ = ["SemiSupervisedELBO", "SemiSupervisedTrainer", "label_distribution"]
+__all__ = ["ClassifierEvaluator", "SemiSupervisedELBO", "label_distribution"]
 
 
 class _Found(Exception):
@@ -220,205 +221,52 @@ class SemiSupervisedELBO:
         return -sum(parts.values())
 
 
-def _split(data: Any) -> tuple[np.ndarray, np.ndarray | None]:
-    if isinstance(data, tuple):
-        if len(data) != 2:
-            raise DataError("semi-supervised data is a pair (x, y) with y = -1 where unlabelled")
-        return data
-    return data, None
+class ClassifierEvaluator:
+    """A trainer's evaluation for semi-supervised models: the classification error of
+    ``argmax_y q(y | x)`` on fully labelled ``(x, y)``, read from the guide's label site.
 
-
-class SemiSupervisedTrainer(Trainer):
-    """Fit M2 (or any semi-supervised model/guide) on partially labelled data.
-
-    Data is a pair ``(x, y)`` with ``y = -1`` (``ppgen.data.MISSING``) where an example has no
-    label. Every step takes one unlabelled batch of ``batch_size`` and one labelled batch of
-    ``labelled_batch_size``; an epoch is one pass over the unlabelled examples, cycling the
-    labelled ones (:func:`ppgen.data.semi_supervised_indices`), as one jitted ``lax.scan``.
+    ``Trainer(..., evaluator=ClassifierEvaluator())`` reports ``{"error", "loss"}`` (the
+    same number) from ``evaluate``, so the driver keeps the best checkpoint and stops early
+    on the validation error. The prediction is compiled once per trainer.
 
     Args:
-        model: ``model(x, y=None, num_data=None)``.
-        guide: ``guide(x, y=None, num_data=None)`` drawing ``y ~ q(y | x)`` at ``site``.
-        objective: Default ``SemiSupervisedELBO()``.
-        num_classes: Number of classes (labels are checked against it).
-        labelled_batch_size: Default ``batch_size``.
-        input_scale: Optional (N, D) standard deviations, one per training value: every step
-            trains on ``x + input_scale * eps`` with fresh ``eps ~ N(0, 1)`` (M1+M2 draws
-            M1's latent ``z1 ~ q(z1 | x)`` this way); evaluation uses ``x`` as it is.
-        Other arguments as :class:`~ppgen.inference.numpyro.Trainer`.
-
-    :meth:`evaluate` on ``(x, y)`` with full labels reports the classification error of
-    ``argmax q(y | x)``; the driver early-stops and keeps the best checkpoint on it.
+        site: The guide's label site.
     """
 
-    def __init__(
-        self,
-        model: Callable,
-        guide: Callable,
-        objective: SemiSupervisedELBO | None = None,
-        *,
-        num_classes: int = 10,
-        lr: float = 3e-4,
-        lr_schedule: str = "constant",
-        total_steps: int | None = None,
-        batch_size: int = 100,
-        labelled_batch_size: int | None = None,
-        dynamic_binarization: bool = False,
-        input_scale: np.ndarray | None = None,
-        clip_norm: float | None = None,
-    ):
-        objective = objective or SemiSupervisedELBO()
-        super().__init__(
-            model,
-            guide,
-            objective,
-            lr=lr,
-            lr_schedule=lr_schedule,
-            total_steps=total_steps,
-            batch_size=batch_size,
-            dynamic_binarization=dynamic_binarization,
-            clip_norm=clip_norm,
-        )
-        self._svi.loss.can_infer_discrete = True  # the label is summed out by the objective
-        self.num_classes = int(num_classes)
-        self.labelled_batch_size = int(
-            batch_size if labelled_batch_size is None else labelled_batch_size
-        )
-        if self.labelled_batch_size < 1:
-            raise ConfigError(f"labelled_batch_size must be positive, got {labelled_batch_size}")
-        self._labels_cache: tuple[Any, np.ndarray, jax.Array] | None = None
-        self.input_scale = check_input_scale(input_scale, dynamic_binarization=dynamic_binarization)
-        self._scale_dev: jax.Array | None = None
-        self._ss_epoch = jax.jit(self._ss_epoch_impl, static_argnames=("n_l", "n_u"))
-        self._predict = jax.jit(self._predict_impl)
-        self._ss_step = jax.jit(self._svi.update)
+    def __init__(self, site: str = "y") -> None:
+        self.site = site
+        self._compiled: dict[int, Callable] = {}
 
-    def init(self, seed: int, data: Any) -> TrainState:
-        """Initial state from one trace of guide and model on the rows of ``data``'s ``x``."""
-        x, _ = _split(data)
-        return super().init(seed, np.asarray(x)[:256])
+    def _log_q_fn(self, trainer: Trainer) -> Callable:
+        if id(trainer) not in self._compiled:
 
-    def _labels(self, x: np.ndarray, y: Any) -> np.ndarray:
-        y = check_labels(y, n=len(x), num_classes=self.num_classes)
-        n_l = int(np.sum(y != MISSING))
-        if n_l < self.num_classes:
-            raise ConfigError(
-                f"{n_l} labelled examples, fewer than the {self.num_classes} classes; label "
-                "at least one example per class"
-            )
-        return y
+            def log_q(state: TrainState, x: jax.Array) -> jax.Array:
+                guide = handlers.substitute(trainer.guide, data=trainer.params(state))
+                return _log_q_support(label_distribution(guide, x, self.site))
 
-    def _ss_epoch_impl(self, state, x, y, x_scale, lab, unl, epoch, n_l, n_u):
-        key = jax.random.fold_in(jax.random.PRNGKey(state.seed), epoch)
-        data_key, step_key = jax.random.split(key)
+            self._compiled[id(trainer)] = jax.jit(log_q)
+        return self._compiled[id(trainer)]
 
-        def body(state, inputs):
-            i, rows_l, rows_u = inputs
-            x_l, y_l, x_u = x[rows_l], y[rows_l], x[rows_u]
-            k_l, k_u = jax.random.split(jax.random.fold_in(data_key, i))
-            if self.dynamic_binarization:
-                x_l = jax.random.bernoulli(k_l, x_l).astype(x.dtype)
-                x_u = jax.random.bernoulli(k_u, x_u).astype(x.dtype)
-            elif x_scale is not None:  # x ~ N(x, x_scale^2) afresh every step
-                x_l = x_l + x_scale[rows_l] * jax.random.normal(k_l, x_l.shape, x.dtype)
-                x_u = x_u + x_scale[rows_u] * jax.random.normal(k_u, x_u.shape, x.dtype)
-            svi_state = state.svi_state._replace(rng_key=jax.random.fold_in(step_key, i))
-            svi_state, loss = self._svi.update(
-                svi_state, x_l, y_l, x_u, num_labelled=n_l, num_unlabelled=n_u
-            )
-            return state._replace(svi_state=svi_state, step=state.step + 1), loss
+    def _log_q(self, trainer: Trainer, state: TrainState, x: Any) -> np.ndarray:
+        """``log q(c | x)`` for every class, ``(C, N)``, in compiled batches."""
+        x = check_training_array(x, name="x")
+        size = min(trainer.batch_size * 10, len(x))
+        fn = self._log_q_fn(trainer)
+        out = [np.asarray(fn(state, to_device(x[i : i + size]))) for i in range(0, len(x), size)]
+        return np.concatenate(out, axis=1)
 
-        steps = jnp.arange(lab.shape[0])
-        state, losses = jax.lax.scan(body, state, (steps, lab, unl))
-        return state._replace(epoch=jnp.asarray(epoch + 1, jnp.int32)), losses
+    def predict(self, trainer: Trainer, state: TrainState, x: Any) -> np.ndarray:
+        """``argmax_y q(y | x)`` for every row of ``x``."""
+        return self._log_q(trainer, state, x).argmax(axis=0)
 
-    def train_epoch(self, state: TrainState, data: Any, epoch: int) -> tuple[TrainState, dict]:
-        """One pass over the unlabelled examples of ``data = (x, y)`` in one compiled scan.
+    def __call__(self, trainer: Trainer, state: TrainState, data: Any) -> dict[str, float]:
+        """Classification error on ``data = (x, y)``: ``{"error": fraction, "loss": the same}``.
 
-        Returns:
-            The new state and ``{"loss": mean of -J per example, "finite", "lr"}``.
+        Raises:
+            DataError: Not fully labelled data, or labels outside the guide's classes.
         """
-        x, y = _split(data)
-        if y is None:
-            raise DataError("semi-supervised training needs (x, y) with y = -1 where unlabelled")
-        x_dev = self._on_device(x)
-        if self._labels_cache is None or self._labels_cache[0] is not y:
-            y_np = self._labels(np.asarray(x), y)
-            self._labels_cache = (y, y_np, jnp.asarray(np.maximum(y_np, 0), jnp.int32))
-        _, y_np, y_dev = self._labels_cache
-        lab, unl = semi_supervised_indices(
-            y_np,
-            batch_size=self.batch_size,
-            labelled_batch_size=self.labelled_batch_size,
-            seed=int(state.seed),
-            epoch=int(epoch),
-        )
-        n_l = int(np.sum(y_np != MISSING))
-        n_u = len(y_np) - n_l
-        if self.input_scale is not None:
-            check_input_scale(self.input_scale, np.shape(x))  # every epoch: x may change
-            if self._scale_dev is None:
-                self._scale_dev = jnp.asarray(self.input_scale)
-        state, losses = self._ss_epoch(
-            state,
-            x_dev,
-            y_dev,
-            self._scale_dev,
-            jnp.asarray(lab),
-            jnp.asarray(unl),
-            jnp.asarray(epoch, jnp.int32),
-            n_l=n_l,
-            n_u=n_u,
-        )
-        losses = np.asarray(losses) / len(y_np)
-        return state, {
-            "loss": float(np.mean(losses)),
-            "finite": float(np.all(np.isfinite(losses))),
-            "lr": float(self.lr_schedule(int(state.step))),
-        }
-
-    def step(self, state: TrainState, batch: tuple) -> tuple[TrainState, dict]:
-        """One update on ``batch = (x_l, y_l, x_u)`` as given (batch sizes as set sizes)."""
-        x_l, y_l, x_u = batch
-        x_l, x_u = _check_data(x_l, 1), _check_data(x_u, 1)
-        y_l = check_labels(y_l, n=len(x_l), num_classes=self.num_classes)
-        if (y_l == MISSING).any():
-            raise DataError("the labelled batch y_l has missing (-1) labels")
-        svi_state, loss = self._ss_step(
-            state.svi_state, _device(x_l), jnp.asarray(y_l, jnp.int32), _device(x_u)
-        )
-        state = state._replace(svi_state=svi_state, step=state.step + 1)
-        return state, {"loss": float(loss) / (len(x_l) + len(x_u))}
-
-    # -- evaluation -------------------------------------------------------------------
-
-    def _predict_impl(self, state: TrainState, x: jax.Array) -> jax.Array:
-        params = self._svi.get_params(state.svi_state)
-        guide = handlers.substitute(self.guide, data=params)
-        q = label_distribution(guide, x, self.objective.site)
-        return jnp.argmax(_log_q_support(q), axis=0)
-
-    def predict(self, state: TrainState, x: np.ndarray) -> np.ndarray:
-        """``argmax_y q(y | x)`` for every row of ``x``, in compiled batches."""
-        x = _check_data(x, 1)
-        size = min(self.batch_size * 10, len(x))
-        out = [
-            np.asarray(self._predict(state, _device(x[i : i + size])))
-            for i in range(0, len(x), size)
-        ]
-        return np.concatenate(out)
-
-    def evaluate(self, state: TrainState, data: Any, *, objective=None) -> dict:
-        """Classification error of ``argmax q(y | x)`` on fully labelled ``data = (x, y)``.
-
-        Returns:
-            ``{"error": fraction misclassified, "loss": the same}``.
-        """
-        x, y = _split(data)
-        if y is None:
-            raise DataError("evaluation needs labelled data (x, y)")
-        y = check_labels(y, n=len(x), num_classes=self.num_classes)
-        if (y == MISSING).any():
-            raise DataError("evaluation labels must all be present (no -1)")
-        error = float(np.mean(self.predict(state, x) != y))
+        x, y = check_labelled(data)
+        log_q = self._log_q(trainer, state, x)
+        check_labels(y, num_classes=log_q.shape[0])
+        error = float(np.mean(log_q.argmax(axis=0) != y))
         return {"error": error, "loss": error}

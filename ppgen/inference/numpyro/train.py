@@ -1,23 +1,36 @@
-"""Stochastic variational inference for any NumPyro model/guide: ``init``, ``step``, epochs.
+"""Stochastic optimisation of any NumPyro program: ``init``, ``step``, compiled epochs.
 
-The update is ``numpyro.infer.SVI`` with an ``optax`` optimiser: parameters are optimised
-unconstrained (``biject_to`` of each ``numpyro.param`` constraint), the loss is any ppgen
-objective (``loss(rng_key, model, guide, *args, **kwargs)``). A whole epoch is one jitted
-``lax.scan`` over the update with the dataset on the device, so the Python tracing of
-model and guide happens once per compile, never per step.
+The mirror of ``ppgen.inference.pyro.train``: one trainer for every family, what varies is
+an argument (the objective, its parameter groups, the batch schedule, the per-batch
+transform, the evaluator, the devices).
 
-Randomness is explicit: epoch ``e`` draws its shuffle, its binarisation noise and every
-step's particles from ``fold_in(PRNGKey(seed), e)``, so an epoch re-run from a checkpoint
-is bit-for-bit the epoch that was lost.
+- The **parameters** are the ``numpyro.param`` sites (``eqx_module`` networks included) the
+  objective announces when it runs model and guide, found by running it once at
+  :meth:`Trainer.init` (as ``numpyro.infer.SVI.init`` traces guide and model, here around the
+  objective, so an objective's own networks, e.g. a critic, are found too). They are
+  optimised unconstrained (``biject_to`` of each site's constraint) with ``optax``.
+- **Parameter groups** (:class:`~ppgen.inference.optim.Group`): each player of the objective
+  updates its own parameters on its own loss with its own ``optax`` transformation; the
+  learning rates of every step are computed on the host from the groups' schedules and fed
+  to the compiled epoch, so a schedule never recompiles.
+- A whole **epoch is one jitted** ``lax.scan`` over the steps of the batch schedule, the
+  dataset on the device; the per-batch transform (``ppgen.inference.numpyro.noise``) runs
+  inside it.
+- **Data parallelism** over ``devices`` (a JAX mesh, the batch axis sharded): see
+  :mod:`ppgen.inference.numpyro.parallel`.
+
+Randomness is explicit: epoch ``e`` draws its data noise and every step's particles from
+``fold_in(PRNGKey(seed), e)`` and its rows from the schedule's ``(seed, e)``, so an epoch
+re-run from a checkpoint is bit-for-bit the epoch that was lost.
 """
 
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
+import re
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -25,94 +38,121 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from numpyro import handlers
-from numpyro.infer import SVI
-from numpyro.infer.svi import SVIState
+from numpyro.distributions import constraints
+from numpyro.distributions.transforms import biject_to
+from numpyro.primitives import Messenger
+from numpyro.util import not_jax_tracer
 
-from ppgen.data import bernoulli_binarize
+from ppgen.data.schedules import Minibatches, Schedule
 from ppgen.errors import CheckpointError, ConfigError, DataError
+from ppgen.inference.numpyro.interop import to_device
 from ppgen.inference.numpyro.objectives import ELBO
+from ppgen.inference.numpyro.parallel import DataParallel
+from ppgen.inference.optim import (
+    DEFAULT_GROUP,
+    Group,
+    assign_params,
+    check_trainer_options,
+    epoch_metrics,
+    group_losses,
+    metric_name,
+)
 
 __all__ = ["TrainState", "Trainer"]
 
-LR_SCHEDULES = ("constant", "cosine", "exponential")
 _EVAL_STREAM = 0x7FFFFFFF  # fold_in tag separating evaluation noise from training epochs
+Evaluator = Callable[..., dict]
 
 
 class TrainState(NamedTuple):
     """Everything training needs to continue exactly: all leaves are arrays.
 
     Attributes:
-        svi_state: NumPyro ``SVIState``: optimiser state (its step count, the unconstrained
-            params, optax moments) and the PRNG key that :meth:`Trainer.step` splits.
+        params: Unconstrained parameter values by param site name (an ``eqx_module``'s
+            site holds its network's array leaves).
+        opt_state: The ``optax`` state of every parameter group, by group name.
+        rng_key: The PRNG key :meth:`Trainer.step` splits.
         seed: The run's seed (uint32); epochs derive their randomness from it.
-        step: Updates taken so far (int32).
+        step: Training steps taken so far (int32).
         epoch: Epochs completed so far (int32).
     """
 
-    svi_state: SVIState
+    params: dict[str, Any]
+    opt_state: dict[str, Any]
+    rng_key: jax.Array
     seed: jax.Array
     step: jax.Array
     epoch: jax.Array
 
 
-class _ObjectiveLoss:
-    """Adapter from a ppgen objective to the ``loss`` protocol ``numpyro.infer.SVI`` calls."""
+class _ParamSites(Messenger):
+    """Record each param site's constraint and first concrete value (no other effect).
 
-    can_infer_discrete = False
+    A value computed inside a traced run (e.g. ``numpyro.param("mu", jnp.zeros(()))`` under
+    ``jax.eval_shape``) is a tracer: the site is recorded as ``None`` until a concrete run.
+    """
 
-    def __init__(self, objective: Callable):
-        self.objective = objective
+    def __init__(self) -> None:
+        super().__init__()
+        self.sites: dict[str, tuple[Any, Any]] = {}
 
-    def loss(self, rng_key, param_map, model, guide, *args, **kwargs):
-        model = handlers.substitute(model, data=param_map)
-        guide = handlers.substitute(guide, data=param_map)
-        return self.objective(rng_key, model, guide, *args, **kwargs)
+    def postprocess_message(self, msg: dict) -> None:
+        if msg["type"] != "param" or self.sites.get(msg["name"], (None,))[0] is not None:
+            return
+        concrete = all(not_jax_tracer(leaf) for leaf in jax.tree_util.tree_leaves(msg["value"]))
+        constraint = msg["kwargs"].get("constraint", constraints.real)
+        self.sites[msg["name"]] = (msg["value"] if concrete else None, constraint)
 
 
-def _optimizer(lr, lr_schedule, total_steps, clip_norm):
-    if lr_schedule not in LR_SCHEDULES:
-        raise ConfigError(f"unknown lr_schedule {lr_schedule!r}; use one of {LR_SCHEDULES}")
-    if not lr > 0:
-        raise ConfigError(f"lr must be positive, got {lr!r}")
-    if lr_schedule != "constant" and not (isinstance(total_steps, int) and total_steps >= 1):
-        raise ConfigError(
-            f"lr_schedule={lr_schedule!r} needs total_steps (epochs * (len(x) // batch_size))"
-        )
-    if lr_schedule == "constant":
-        schedule = optax.constant_schedule(lr)
-    elif lr_schedule == "cosine":
-        schedule = optax.cosine_decay_schedule(lr, decay_steps=total_steps)
-    else:  # 10x smaller after total_steps
-        schedule = optax.exponential_decay(lr, transition_steps=total_steps, decay_rate=0.1)
-    chain = [] if clip_norm is None else [optax.clip_by_global_norm(clip_norm)]
-    return optax.chain(*chain, optax.adam(schedule)), schedule
+def _direction(group: Group) -> optax.GradientTransformation:
+    """The group's update direction (the trainer scales it by the step's learning rate)."""
+    parts = [] if group.clip_norm is None else [optax.clip_by_global_norm(group.clip_norm)]
+    if group.optimizer == "adam":
+        parts.append(optax.scale_by_adam(*group.betas))
+    return optax.chain(*parts)
+
+
+def _check_seed(seed: Any) -> int:
+    if isinstance(seed, bool) or not (isinstance(seed, int | np.integer) and 0 <= seed < 2**32):
+        raise ConfigError(f"seed must be an integer in [0, 2**32), got {seed!r}")
+    return int(seed)
 
 
 class Trainer:
-    """Fit a model/guide pair by minimising an objective with Adam on minibatches.
+    """Minibatch stochastic optimisation of an objective on any NumPyro model/guide pair.
 
     Args:
-        model: ``model(x, num_data=None)`` (any NumPyro program with a ``"data"`` plate).
-        guide: ``guide(x, num_data=None)``.
-        objective: ``loss(rng_key, model, guide, x, **kwargs)``, e.g. ``ELBO()``, ``IWAE(5)``.
-        lr: Peak learning rate.
+        model: NumPyro model taking the schedule's arguments (a batch ``x`` first).
+        guide: NumPyro guide with the same signature.
+        objective: ``loss(rng_key, model, guide, *args, **kwargs)``, e.g. ``ELBO()``,
+            ``IWAE(5)``, ``SemiSupervisedELBO()``; a dict of losses for several players.
+        lr: Learning rate of the default (single) parameter group.
         lr_schedule: ``"constant"``, ``"cosine"`` (to 0 at ``total_steps``) or
-            ``"exponential"`` (x0.1 per ``total_steps``).
+            ``"exponential"`` (x0.1 at ``total_steps``).
         total_steps: Length of the schedule (required unless constant).
-        batch_size: Minibatch size; an epoch drops its last partial batch.
+        clip_norm: Clip the gradient's global norm to this value.
+        groups: Parameter groups (:class:`~ppgen.inference.optim.Group`), one per player of
+            the objective, updated in this order at every step; replaces ``lr``,
+            ``lr_schedule``, ``total_steps`` and ``clip_norm``.
+        batch_size: Minibatch size of the schedule and of :meth:`evaluate`.
         num_data: Dataset size passed as ``num_data=`` to model and guide, so the loss is a
             per-dataset estimate; metrics divide by ``num_data or batch_size`` (per example).
-        dynamic_binarization: Draw ``x ~ Bernoulli(x)`` afresh for every minibatch
-            (Salakhutdinov & Murray, 2008), on the device inside the epoch's scan.
-        clip_norm: Clip the gradient's global norm to this value.
+        schedule: Batch schedule (default ``Minibatches()``; ``LabelledBatches(C)`` for
+            partially labelled ``(x, y)``).
+        transform: Per-batch transform of the data inputs (``DynamicBinarization()``,
+            ``InputNoise(scale)``), run on the device inside the epoch's scan.
         beta_schedule: ``step -> beta`` (a Python function of the global step), passed to
             the objective as its ``beta=`` keyword: KL annealing (Bowman et al., 2016). The
             values are computed on the host per epoch and fed to the scan (no recompile).
-        eval_objective: Default objective of :meth:`evaluate` (else ``ELBO()``).
+        eval_objective: Objective of the default evaluation (else ``ELBO()``).
+        evaluator: ``evaluator(trainer, state, data) -> dict`` reported by :meth:`evaluate`
+            instead of the bound (e.g. ``ClassifierEvaluator()``).
+        devices: Devices to split every batch over (a JAX mesh); ``None`` or 1: one.
 
     Raises:
-        ConfigError: Unknown schedule, non-positive sizes, or a ``beta_schedule`` for an
-            objective without a ``beta`` keyword.
+        ConfigError: Unknown schedule, non-positive sizes, options of the default group
+            next to ``groups``, or a ``beta_schedule`` for an objective without a ``beta``
+            keyword.
     """
 
     def __init__(
@@ -124,158 +164,329 @@ class Trainer:
         lr: float = 1e-3,
         lr_schedule: str = "constant",
         total_steps: int | None = None,
+        clip_norm: float | None = None,
+        groups: Sequence[Group] | None = None,
         batch_size: int = 100,
         num_data: int | None = None,
-        dynamic_binarization: bool = False,
-        clip_norm: float | None = None,
+        schedule: Schedule | None = None,
+        transform: Callable | None = None,
         beta_schedule: Callable[[int], float] | None = None,
         eval_objective: Callable | None = None,
-    ):
-        if not (isinstance(batch_size, int) and batch_size >= 1):
-            raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if num_data is not None and not (isinstance(num_data, int) and num_data >= batch_size):
-            raise ConfigError(f"num_data must be an integer >= batch_size, got {num_data!r}")
-        if beta_schedule is not None and "beta" not in inspect.signature(objective).parameters:
-            raise ConfigError("beta_schedule needs an objective with a beta= keyword (ELBO)")
+        evaluator: Evaluator | None = None,
+        devices: int | None = None,
+    ) -> None:
+        self.groups = check_trainer_options(
+            objective,
+            groups=groups,
+            lr=lr,
+            lr_schedule=lr_schedule,
+            total_steps=total_steps,
+            clip_norm=clip_norm,
+            batch_size=batch_size,
+            num_data=num_data,
+            beta_schedule=beta_schedule,
+            eval_objective=eval_objective,
+            evaluator=evaluator,
+            devices=devices,
+        )
         self.model, self.guide, self.objective = model, guide, objective
-        self.eval_objective = eval_objective
         self.batch_size, self.num_data = batch_size, num_data
-        self.dynamic_binarization = dynamic_binarization
+        self.schedule = schedule if schedule is not None else Minibatches()
+        self.transform = transform
         self.beta_schedule = beta_schedule
-        optimizer, self.lr_schedule = _optimizer(lr, lr_schedule, total_steps, clip_norm)
-        static = {} if num_data is None else {"num_data": num_data}
-        self._svi = SVI(model, guide, optimizer, _ObjectiveLoss(objective), **static)
-        self._cache: tuple[weakref.ref, jax.Array] | None = None  # dataset on the device
-        self._step = jax.jit(self._step_impl)
-        self._epoch = jax.jit(self._epoch_impl)
+        self.eval_objective, self.evaluator = eval_objective, evaluator
+        self.parallel = DataParallel(devices) if devices and devices > 1 else None
+        self._directions = {g.name: _direction(g) for g in self.groups}
+        self._owned: dict[str, tuple[str, ...]] = {}
+        self._constraints: dict[str, Any] = {}
+        self._cache: tuple[tuple, tuple[jax.Array, ...]] | None = None  # data on the device
+        self._step = jax.jit(self._step_impl, static_argnames="static")
+        self._epoch = jax.jit(self._epoch_impl, static_argnames="static")
         self._eval = jax.jit(self._eval_impl, static_argnames="objective")
 
     # -- state ------------------------------------------------------------------------
 
-    def init(self, seed: int, x_example: np.ndarray) -> TrainState:
-        """Initial state: parameters from one trace of guide and model on ``x_example``.
+    @property
+    def is_main_process(self) -> bool:
+        """Whether this process writes checkpoints and metrics."""
+        return self.parallel is None or self.parallel.is_main
 
-        Under ``dynamic_binarization`` the trace sees a binarized copy, as every training
-        step does (so a Bernoulli model's data check passes on grey input).
+    def any_process(self, flag: bool) -> bool:
+        """``flag`` from any process (one process drives every device: ``flag``)."""
+        return bool(flag)
+
+    def init(self, seed: int, data: Any) -> TrainState:
+        """Initial state: the parameters the objective announces when run once on the first
+        rows of ``data`` (the schedule's example step; under a transform, transformed as in
+        training, so e.g. a Bernoulli model's data check passes on grey input), unconstrained,
+        and each group's optimiser state.
+
+        Raises:
+            ConfigError: A bad seed, no parameters, or parameters the groups do not cover.
         """
-        if not (isinstance(seed, (int, np.integer)) and 0 <= seed < 2**32):
-            raise ConfigError(f"seed must be an integer in [0, 2**32), got {seed!r}")
-        x_example = _check_data(x_example, 1)
-        if self.dynamic_binarization:
-            _check_unit_interval(x_example)
-            x_example = bernoulli_binarize(x_example, int(seed)).astype(x_example.dtype)
-        svi_state = self._svi.init(jax.random.PRNGKey(seed), _device(x_example))
-        return TrainState(
-            svi_state,
+        seed = _check_seed(seed)
+        example = self.schedule.example(data, self.batch_size)
+        _, kwargs, _ = self.schedule.batch(example, self.num_data)
+        if self.transform is not None:
+            for j in self.schedule.inputs:
+                self.transform.check(example[j], np.arange(len(example[j])))
+        args = self._device_args(example)
+        init_key, noise_key, run_key, loss_key = jax.random.split(jax.random.PRNGKey(seed), 4)
+        args = self._transformed(args, noise_key, tuple(jnp.arange(len(a)) for a in args))
+        if self.beta_schedule is not None:
+            kwargs["beta"] = float(self.beta_schedule(0))
+        sites = _ParamSites()
+
+        def run() -> None:
+            with handlers.seed(rng_seed=init_key), sites:
+                self.objective(loss_key, self.model, self.guide, *args, **kwargs)
+
+        # Tracing the objective once (no compilation) finds every site, and the values of
+        # those given as arrays (networks, model attributes); the example is a constant of
+        # the trace, so the models' checks of concrete data still run. Only sites whose
+        # initial value is computed in the program need one (slower) eager run.
+        jax.eval_shape(run)
+        if any(value is None for value, _ in sites.sites.values()):
+            run()
+        if not sites.sites:
+            raise ConfigError("model and guide declare no parameters: there is nothing to train")
+        self._constraints = {name: c for name, (_, c) in sites.sites.items()}
+        params = {
+            name: jax.tree_util.tree_map(
+                lambda v: jnp.asarray(v, jnp.result_type(v)), biject_to(c).inv(value)
+            )
+            for name, (value, c) in sites.sites.items()
+        }
+        self._owned = assign_params(params, self.groups)
+        opt_state = {
+            g.name: self._directions[g.name].init({n: params[n] for n in self._owned[g.name]})
+            for g in self.groups
+        }
+        state = TrainState(
+            params,
+            opt_state,
+            run_key,
             jnp.asarray(seed, jnp.uint32),
             jnp.asarray(0, jnp.int32),
             jnp.asarray(0, jnp.int32),
         )
+        return state if self.parallel is None else self.parallel.replicate(state)
 
-    def params(self, state: TrainState) -> dict:
-        """Constrained parameter values (as ``SVI.get_params``), for ``model.bind``."""
-        return self._svi.get_params(state.svi_state)
+    def _constrain(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {n: biject_to(self._constraints[n])(v) for n, v in params.items()}
+
+    def params(self, state: TrainState) -> dict[str, Any]:
+        """Constrained parameter values by site name, for ``model.bind``."""
+        return self._constrain(state.params)
+
+    def _device_args(self, args: Sequence[Any]) -> tuple[jax.Array, ...]:
+        labels = {
+            j
+            for j, (a, _) in enumerate(self.schedule.gather(tuple(args)))
+            if a in self.schedule.labels
+        }
+        return tuple(
+            jnp.asarray(a, jnp.int32) if j in labels else jnp.asarray(a, jnp.result_type(float))
+            for j, a in enumerate(args)
+        )
+
+    def _transformed(
+        self, args: tuple, key: jax.Array, rows: tuple, transform: Any = None
+    ) -> tuple:
+        """The data inputs among ``args`` through the per-batch transform (one key each)."""
+        transform = self.transform if transform is None else transform
+        if transform is None:
+            return args
+        keys = jax.random.split(key, len(self.schedule.inputs))
+        out = list(args)
+        for k, j in zip(keys, self.schedule.inputs, strict=True):
+            out[j] = transform(k, args[j], rows[j])
+        return tuple(out)
 
     # -- training ---------------------------------------------------------------------
 
-    def _update(self, state: TrainState, x: jax.Array, key: jax.Array | None, beta):
-        svi_state = state.svi_state if key is None else state.svi_state._replace(rng_key=key)
-        kwargs = {} if beta is None else {"beta": beta}
-        svi_state, loss = self._svi.update(svi_state, x, **kwargs)
-        return state._replace(svi_state=svi_state, step=state.step + 1), loss
+    def _losses(self, params, key, args, kwargs) -> dict[str, jax.Array]:
+        """Each group's loss at ``params`` (unconstrained): the objective with every param
+        site (model, guide and the objective's own) substituted."""
+        with handlers.substitute(data=self._constrain(params)):
+            out = self.objective(key, self.model, self.guide, *args, **kwargs)
+        return group_losses(out, self.groups)
 
-    def _step_impl(self, state, x, beta):
-        return self._update(state, x, None, beta)
+    def _update(self, state: TrainState, key, args, kwargs, lrs) -> tuple[TrainState, dict]:
+        """One step: every group's updates in order, each on its own loss and parameters."""
+        if self.parallel is not None:
+            args = tuple(self.parallel.shard(a) for a in args)
+        params, opt_state, losses = dict(state.params), dict(state.opt_state), {}
+        for g_index, group in enumerate(self.groups):
+            names = self._owned[group.name]
+            total = jnp.zeros(())
+            for u in range(group.updates):
+                k = jax.random.fold_in(jax.random.fold_in(key, g_index), u)
 
-    def step(self, state: TrainState, batch: np.ndarray) -> tuple[TrainState, dict]:
-        """One update on ``batch`` as given (no binarisation); particles from ``state``'s key.
+                def loss_of(own, k=k, group=group):
+                    return self._losses({**params, **own}, k, args, kwargs)[group.name]
+
+                own = {n: params[n] for n in names}
+                value, grads = jax.value_and_grad(loss_of)(own)
+                direction, opt_state[group.name] = self._directions[group.name].update(
+                    grads, opt_state[group.name], own
+                )
+                lr = lrs[group.name][u]
+                params.update(
+                    jax.tree_util.tree_map(lambda p, d, lr=lr: p - lr * d, own, direction)
+                )
+                total = total + value
+            losses[group.name] = total / group.updates
+        state = state._replace(params=params, opt_state=opt_state, step=state.step + 1)
+        return state, losses
+
+    def _static(self, kwargs: dict[str, Any]) -> tuple:
+        return tuple(sorted(kwargs.items()))
+
+    def _step_impl(self, state, args, lrs, beta, static):
+        kwargs = dict(static) if beta is None else {**dict(static), "beta": beta}
+        key, step_key = jax.random.split(state.rng_key)
+        state, losses = self._update(state._replace(rng_key=key), step_key, args, kwargs, lrs)
+        return state, losses
+
+    def _lrs(self, first_step: int, steps: int) -> dict[str, jax.Array]:
+        """Every group's learning rate for ``steps`` steps from ``first_step``: (steps, updates)."""
+        return {
+            g.name: jnp.asarray(
+                [
+                    [g.lr_at((first_step + s) * g.updates + u) for u in range(g.updates)]
+                    for s in range(steps)
+                ],
+                jnp.result_type(float),
+            )
+            for g in self.groups
+        }
+
+    def _betas(self, first_step: int, steps: int) -> jax.Array | None:
+        if self.beta_schedule is None:
+            return None
+        return jnp.asarray([self.beta_schedule(first_step + i) for i in range(steps)], jnp.float32)
+
+    def step(self, state: TrainState, batch: Any) -> tuple[TrainState, dict]:
+        """One update on ``batch`` as given (no transform): an array ``x`` for plain
+        minibatches, ``(x_l, y_l, x_u)`` for the labelled schedule; particles from the
+        state's key.
 
         Returns:
-            The new state and ``{"loss": per-example loss}``.
+            The new state and ``{"loss": per-example loss}`` (``loss_<group>`` per group).
         """
-        batch = _check_data(batch, 1)
-        beta = self._betas(state, 1)
-        state, loss = self._step(state, _device(batch), None if beta is None else beta[0])
-        return state, {"loss": float(loss) / (self.num_data or len(batch))}
+        args, kwargs, divisor = self.schedule.batch(batch, self.num_data)
+        first = int(state.step)
+        lrs = {g: v[0] for g, v in self._lrs(first, 1).items()}
+        betas = self._betas(first, 1)
+        state, losses = self._step(
+            state,
+            self._device_args(args),
+            lrs,
+            None if betas is None else betas[0],
+            static=self._static(kwargs),
+        )
+        return state, {metric_name(g): float(v) / divisor for g, v in losses.items()}
 
-    def _epoch_impl(self, state, x, epoch, betas):
+    def _epoch_impl(self, state, arrays, indices, transform, epoch, betas, lrs, static):
+        gather = self.schedule.gather(arrays)
         key = jax.random.fold_in(jax.random.PRNGKey(state.seed), epoch)
-        perm_key, bin_key, step_key = jax.random.split(key, 3)
-        num_batches = x.shape[0] // self.batch_size
-        idx = jax.random.permutation(perm_key, x.shape[0])[: num_batches * self.batch_size]
-        idx = idx.reshape(num_batches, self.batch_size)
+        noise_key, step_key = jax.random.split(key)
 
         def body(state, inputs):
-            i, rows, beta = inputs
-            xb = x[rows]  # (batch, features)
-            if self.dynamic_binarization:
-                xb = jax.random.bernoulli(jax.random.fold_in(bin_key, i), xb).astype(xb.dtype)
-            return self._update(state, xb, jax.random.fold_in(step_key, i), beta)
+            s, rows, beta, lr = inputs
+            args = tuple(arrays[a][rows[i]] for a, i in gather)
+            arg_rows = tuple(rows[i] for _, i in gather)
+            args = self._transformed(args, jax.random.fold_in(noise_key, s), arg_rows, transform)
+            kwargs = dict(static) if beta is None else {**dict(static), "beta": beta}
+            return self._update(state, jax.random.fold_in(step_key, s), args, kwargs, lr)
 
-        state, losses = jax.lax.scan(body, state, (jnp.arange(num_batches), idx, betas))
+        steps = jnp.arange(indices[0].shape[0])
+        state, losses = jax.lax.scan(body, state, (steps, indices, betas, lrs))
         return state._replace(epoch=jnp.asarray(epoch + 1, jnp.int32)), losses
 
-    def train_epoch(self, state: TrainState, x: np.ndarray, epoch: int) -> tuple[TrainState, dict]:
-        """One pass over ``x`` in a single compiled ``lax.scan``.
+    def train_epoch(self, state: TrainState, data: Any, epoch: int) -> tuple[TrainState, dict]:
+        """One pass of the schedule over ``data`` in a single compiled ``lax.scan``.
 
-        The shuffle (the last partial batch is dropped), binarisation noise and particles
-        all derive from ``(seed, epoch)``. A NaN/Inf loss is reported, never raised.
+        The rows (the last partial batch dropped), the per-batch noise and the particles all
+        derive from ``(seed, epoch)``. A NaN/Inf loss is reported, never raised.
 
         Returns:
             The new state and ``{"loss": mean per-example loss, "finite": 1.0 or 0.0,
-            "lr": learning rate at the epoch's end}``.
+            "lr": learning rate at the epoch's end}`` (``loss_<group>``, ``lr_<group>`` for
+            several groups).
         """
-        x_dev = self._on_device(x)
-        num_batches = x_dev.shape[0] // self.batch_size
-        state, losses = self._epoch(
-            state, x_dev, jnp.asarray(epoch, jnp.int32), self._betas(state, num_batches)
+        arrays = self._on_device(data)
+        host = self._cache[0][1]
+        indices = self.schedule.indices(
+            host, self.batch_size, seed=int(state.seed), epoch=int(epoch)
         )
-        losses = np.asarray(losses) / (self.num_data or self.batch_size)
-        metrics = {
-            "loss": float(np.mean(losses)),
-            "finite": float(np.all(np.isfinite(losses))),
-            "lr": float(self.lr_schedule(int(state.step))),
-        }
-        return state, metrics
-
-    def _betas(self, state: TrainState, n: int) -> jax.Array | None:
-        if self.beta_schedule is None:
-            return None
+        num_steps = len(indices[0])
         first = int(state.step)
-        return jnp.asarray([self.beta_schedule(first + i) for i in range(n)], jnp.float32)
+        state, losses = self._epoch(
+            state,
+            arrays,
+            tuple(jnp.asarray(i) for i in indices),
+            self.transform,
+            jnp.asarray(epoch, jnp.int32),
+            self._betas(first, num_steps),
+            self._lrs(first, num_steps),
+            static=self._static(self.schedule.kwargs(host, self.num_data)),
+        )
+        divisor = self.schedule.divisor(host, self.batch_size, self.num_data)
+        end = int(state.step)
+        lrs = {g.name: g.lr_at(end * g.updates) for g in self.groups}
+        return state, epoch_metrics({g: np.asarray(v) for g, v in losses.items()}, divisor, lrs)
 
-    def _on_device(self, x: np.ndarray) -> jax.Array:
-        """Put the dataset on the device once; later epochs reuse it (same array object)."""
-        if self._cache is not None and self._cache[0]() is x:
-            return self._cache[1]
-        x_np = _check_data(x, self.batch_size)
-        if self.dynamic_binarization:
-            _check_unit_interval(x_np)
-        x_dev = _device(x_np)
+    def _on_device(self, data: Any) -> tuple[jax.Array, ...]:
+        """The schedule's arrays of ``data`` on the device (replicated over a mesh), checked
+        once per data object: later epochs on the same arrays reuse them."""
+        parts = data if isinstance(data, tuple | list) else (data,)
+        if self._cache is not None and len(parts) == len(self._cache[0][0]):
+            if all(ref() is p for ref, p in zip(self._cache[0][0], parts, strict=True)):
+                return self._cache[1]
+        host = self.schedule.arrays(data, self.batch_size)
+        gather = self.schedule.gather(host)
+        if self.transform is not None:
+            for a in sorted({gather[j][0] for j in self.schedule.inputs}):
+                self.transform.check(host[a])
+        device = tuple(
+            jnp.asarray(a, jnp.int32) if i in self.schedule.labels else to_device(a)
+            for i, a in enumerate(host)
+        )
+        if self.parallel is not None:
+            device = self.parallel.replicate(device)
         try:
-            self._cache = (weakref.ref(x), x_dev)
+            refs = tuple(weakref.ref(p) for p in parts)
         except TypeError:  # not weak-referenceable (e.g. a list): no caching
-            self._cache = None
-        return x_dev
+            refs = tuple(lambda: None for _ in parts)
+        self._cache = ((refs, host), device)
+        return device
 
     # -- evaluation -------------------------------------------------------------------
 
+    def evaluate(self, state: TrainState, data: Any, **options: Any) -> dict:
+        """What the evaluator reports on ``data`` (default: :meth:`evaluate_bound`)."""
+        if self.evaluator is not None:
+            return self.evaluator(self, state, data, **options)
+        return self.evaluate_bound(state, data, **options)
+
     def _eval_impl(self, state, batches, objective):
-        params = self._svi.get_params(state.svi_state)
-        model = handlers.substitute(self.model, data=params)
-        guide = handlers.substitute(self.guide, data=params)
         # Its own stream, derived from (seed, step): evaluating never shifts training noise.
         key = jax.random.fold_in(jax.random.PRNGKey(state.seed), _EVAL_STREAM)
         key = jax.random.fold_in(key, state.step)
+        params = self.params(state)
 
         def body(total, inputs):
             i, xb = inputs
-            return total + objective(jax.random.fold_in(key, i), model, guide, xb), None
+            with handlers.substitute(data=params):
+                value = objective(jax.random.fold_in(key, i), self.model, self.guide, xb)
+            return total + value, None
 
         total, _ = jax.lax.scan(body, jnp.zeros(()), (jnp.arange(len(batches)), batches))
         return total
 
-    def evaluate(self, state: TrainState, x: np.ndarray, *, objective=None) -> dict:
+    def evaluate_bound(self, state: TrainState, x: np.ndarray, *, objective=None) -> dict:
         """The bound per example over all of ``x``, in compiled batches of ``batch_size``.
 
         No partial batch is dropped (the remainder is one more call, compiled for its shape).
@@ -287,13 +498,17 @@ class Trainer:
         Returns:
             ``{"elbo": mean over x of the bound}`` in nats.
         """
-        x = _check_data(x, 1)
+        x = np.asarray(x)
+        if x.ndim != 2 or len(x) == 0:
+            raise DataError(f"expected x of shape (N, features) with N > 0, got {x.shape}")
+        if not np.all(np.isfinite(x)):
+            raise DataError("x contains NaN or Inf; drop or impute those examples first")
         objective = objective or self.eval_objective or ELBO()
         size = min(self.batch_size, len(x))
         full = len(x) // size * size
-        total = self._eval(state, _device(x[:full]).reshape(-1, size, x.shape[1]), objective)
+        total = self._eval(state, to_device(x[:full]).reshape(-1, size, x.shape[1]), objective)
         if full < len(x):
-            total = total + self._eval(state, _device(x[None, full:]), objective)
+            total = total + self._eval(state, to_device(x[None, full:]), objective)
         return {"elbo": -float(total) / len(x)}
 
     # -- checkpoints ------------------------------------------------------------------
@@ -318,10 +533,23 @@ class Trainer:
     ) -> TrainState:
         """``state`` (a template from :meth:`init`) with every leaf replaced from ``arrays``.
 
+        Checkpoints written before parameter groups (``svi_state`` keys, one optimiser)
+        load into the default group.
+
         Raises:
             CheckpointError: Keys, shapes or dtypes differ from the template (a checkpoint
                 of another model or trainer).
         """
+        if meta.get("backend", "numpyro") != "numpyro":
+            raise CheckpointError(
+                f"checkpoint was written by the {meta['backend']} backend; load it with that "
+                "backend's Trainer"
+            )
+        if any(k.startswith("svi_state.") for k in arrays):
+            arrays, meta = (
+                _from_svi_state(arrays),
+                {k: v for k, v in meta.items() if k != "fingerprint"},
+            )
         template, _ = self.state_arrays(state)
         missing = sorted(set(template) - set(arrays))
         unexpected = sorted(set(arrays) - set(template))
@@ -342,11 +570,12 @@ class Trainer:
             raise CheckpointError("checkpoint is from another model (structure fingerprint)")
         paths, treedef = jax.tree_util.tree_flatten_with_path(state)
         leaves = [jnp.asarray(np.asarray(arrays[_key(path)])) for path, _ in paths]
-        return jax.tree_util.tree_unflatten(treedef, leaves)
+        loaded = jax.tree_util.tree_unflatten(treedef, leaves)
+        return loaded if self.parallel is None else self.parallel.replicate(loaded)
 
 
 def _key(path: tuple) -> str:
-    """Stable name of a state leaf, e.g. ``svi_state.optim_state[1][0]['W']``."""
+    """Stable name of a state leaf, e.g. ``params['encoder$params'].layers[0].weight``."""
     return jax.tree_util.keystr(path).lstrip(".")
 
 
@@ -355,29 +584,21 @@ def _fingerprint(arrays: dict[str, np.ndarray]) -> str:
     return hashlib.sha256(json.dumps(spec).encode()).hexdigest()[:16]
 
 
-def _device(x: np.ndarray) -> jax.Array:
-    """On the device in JAX's default float dtype (uint8 or float64 data included)."""
-    return jnp.asarray(x, dtype=jnp.result_type(float))
+_SVI_PARAMS = re.compile(r"^svi_state\.optim_state\[1\]\[0\](.*)$")
+_SVI_ADAM = re.compile(r"^svi_state\.optim_state\[1\]\[1\]\[(\d+)\]\[0\]\.(count|mu|nu)(.*)$")
 
 
-def _check_data(x: Any, min_rows: int) -> np.ndarray:
-    """``x`` as a 2-D float numpy array with at least ``min_rows`` finite rows."""
-    x = np.asarray(x)
-    if x.ndim != 2:
-        raise DataError(
-            f"expected data of shape (N, features), got {x.shape}; "
-            "flatten images with x.reshape(len(x), -1)"
-        )
-    if len(x) < min_rows:
-        raise DataError(f"need at least {min_rows} rows (the batch size), got {len(x)}")
-    if not np.all(np.isfinite(x)):
-        raise DataError("data contains NaN or Inf; drop or impute those rows first")
-    return x
-
-
-def _check_unit_interval(x: np.ndarray) -> None:
-    if x.min() < 0 or x.max() > 1:
-        raise DataError(
-            f"dynamic_binarization needs x in [0, 1], got values in "
-            f"[{x.min():g}, {x.max():g}]; rescale the data (e.g. x / 255)"
-        )
+def _from_svi_state(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Keys of a checkpoint written by the trainer before parameter groups (a
+    ``numpyro.infer.SVI`` state with ``optax.adam``) as this trainer's default group."""
+    out = {}
+    for key, value in arrays.items():
+        if m := _SVI_PARAMS.match(key):
+            out[f"params{m.group(1)}"] = value
+        elif m := _SVI_ADAM.match(key):
+            out[f"opt_state['{DEFAULT_GROUP}'][{m.group(1)}].{m.group(2)}{m.group(3)}"] = value
+        elif key == "svi_state.rng_key":
+            out["rng_key"] = value
+        elif not key.startswith("svi_state."):
+            out[key] = value  # seed, step, epoch; the optimiser's own counters are dropped
+    return out

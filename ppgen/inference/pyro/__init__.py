@@ -1,27 +1,33 @@
 """Pyro inference for any model/guide pair: objectives, log-likelihoods, training, MCMC."""
 
+from ppgen.inference.pyro.interop import compute, draw
 from ppgen.inference.pyro.loglik import (
     evaluate_log_likelihood,
     log_marginal_likelihood,
     log_weights,
 )
 from ppgen.inference.pyro.mcmc import compare_with_guide, mcmc_latents
+from ppgen.inference.pyro.noise import DynamicBinarization, InputNoise
 from ppgen.inference.pyro.objectives import ELBO, IWAE
 from ppgen.inference.pyro.ssvae import (
+    ClassifierEvaluator,
     SemiSupervisedELBO,
-    SemiSupervisedTrainer,
     label_distribution,
 )
 from ppgen.inference.pyro.train import Trainer, TrainState
 
 __all__ = [
+    "ClassifierEvaluator",
+    "DynamicBinarization",
     "ELBO",
     "IWAE",
+    "InputNoise",
     "SemiSupervisedELBO",
-    "SemiSupervisedTrainer",
     "TrainState",
     "Trainer",
     "compare_with_guide",
+    "compute",
+    "draw",
     "evaluate_log_likelihood",
     "label_distribution",
     "log_marginal_likelihood",

@@ -1,4 +1,4 @@
-"""Semi-supervised objective and training for partially labelled data (Kingma et al., 2014).
+"""Semi-supervised objective and evaluation for partially labelled data (Kingma et al., 2014).
 
 Works on any model/guide pair ``model(x, y=None, num_data=None)`` /
 ``guide(x, y=None, num_data=None)`` whose guide, when ``y`` is ``None``, draws the label from
@@ -14,7 +14,6 @@ twin writes the same sum by hand).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,15 +26,14 @@ from pyro.infer import TraceEnum_ELBO, config_enumerate
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.runtime import Message
 
-from ppgen.data.checks import check_input_scale
-from ppgen.data.labels import MISSING, check_labels, semi_supervised_indices
+from ppgen.data.labels import check_labelled, check_labels
 from ppgen.errors import ConfigError, DataError
 from ppgen.inference.pyro.handlers import scale_latents
 from ppgen.inference.pyro.loglik import to_tensor
 from ppgen.inference.pyro.objectives import ELBO, _check_particles
-from ppgen.inference.pyro.train import Trainer, TrainState, _GlobalRNG
+from ppgen.inference.pyro.train import Trainer, TrainState
 
-__all__ = ["SemiSupervisedELBO", "SemiSupervisedTrainer", "label_distribution"]
+__all__ = ["ClassifierEvaluator", "SemiSupervisedELBO", "label_distribution"]
 
 
 class _Found(Exception):
@@ -160,187 +158,50 @@ class SemiSupervisedELBO:
         return -sum(parts.values())
 
 
-def _split(data: Any) -> tuple[Any, Any]:
-    if isinstance(data, tuple):
-        if len(data) != 2:
-            raise DataError("semi-supervised data is a pair (x, y) with y = -1 where unlabelled")
-        return data
-    return data, None
+class ClassifierEvaluator:
+    """A trainer's evaluation for semi-supervised models: the classification error of
+    ``argmax_y q(y | x)`` on fully labelled ``(x, y)``, read from the guide's label site.
 
-
-class SemiSupervisedTrainer(Trainer):
-    """Fit M2 (or any semi-supervised model/guide) on partially labelled data.
-
-    Data is a pair ``(x, y)`` with ``y = -1`` (``ppgen.data.MISSING``) where an example has no
-    label. Every step takes one unlabelled batch of ``batch_size`` and one labelled batch of
-    ``labelled_batch_size``; an epoch is one pass over the unlabelled examples, cycling the
-    labelled ones (:func:`ppgen.data.semi_supervised_indices`).
+    ``Trainer(..., evaluator=ClassifierEvaluator())`` reports ``{"error", "loss"}`` (the
+    same number) from ``evaluate``, so the driver keeps the best checkpoint and stops early
+    on the validation error.
 
     Args:
-        model: ``model(x, y=None, num_data=None)``.
-        guide: ``guide(x, y=None, num_data=None)`` drawing ``y ~ q(y | x)`` at ``site``.
-        objective: Default ``SemiSupervisedELBO()``.
-        num_classes: Number of classes (labels are checked against it).
-        labelled_batch_size: Default ``batch_size``.
-        input_scale: Optional (N, D) standard deviations, one per training value: every step
-            trains on ``x + input_scale * eps`` with fresh ``eps ~ N(0, 1)`` (M1+M2 draws
-            M1's latent ``z1 ~ q(z1 | x)`` this way); evaluation uses ``x`` as it is.
-        Other arguments as :class:`~ppgen.inference.pyro.Trainer`.
-
-    :meth:`evaluate` on ``(x, y)`` with full labels reports the classification error of
-    ``argmax q(y | x)``; the driver early-stops and keeps the best checkpoint on it.
+        site: The guide's label site.
     """
 
-    def __init__(
-        self,
-        model: Callable,
-        guide: Callable,
-        objective: SemiSupervisedELBO | None = None,
-        *,
-        num_classes: int = 10,
-        lr: float = 3e-4,
-        lr_schedule: str = "constant",
-        total_steps: int | None = None,
-        batch_size: int = 100,
-        labelled_batch_size: int | None = None,
-        dynamic_binarization: bool = False,
-        input_scale: np.ndarray | None = None,
-        clip_norm: float | None = None,
-    ) -> None:
-        super().__init__(
-            model,
-            guide,
-            objective or SemiSupervisedELBO(),
-            lr=lr,
-            lr_schedule=lr_schedule,
-            total_steps=total_steps,
-            batch_size=batch_size,
-            dynamic_binarization=dynamic_binarization,
-            clip_norm=clip_norm,
-        )
-        self.num_classes = int(num_classes)
-        self.labelled_batch_size = int(
-            batch_size if labelled_batch_size is None else labelled_batch_size
-        )
-        if self.labelled_batch_size < 1:
-            raise ConfigError(f"labelled_batch_size must be positive, got {labelled_batch_size}")
-        self.input_scale = check_input_scale(input_scale, dynamic_binarization=dynamic_binarization)
+    def __init__(self, site: str = "y") -> None:
+        self.site = site
 
-    def init(self, seed: int, data: Any) -> TrainState:
-        """Initial state from one trace of guide (``y = None``, so the classifier's
-        parameters are found) and model on the first rows of ``data``'s ``x``."""
-        x, _ = _split(data)
-        return super().init(seed, x[:256])
-
-    def _labels(self, x: torch.Tensor, y: Any) -> np.ndarray:
-        y = check_labels(y, n=len(x), num_classes=self.num_classes)
-        n_l = int(np.sum(y != MISSING))
-        if n_l < self.num_classes:
-            raise ConfigError(
-                f"{n_l} labelled examples, fewer than the {self.num_classes} classes; label "
-                "at least one example per class"
-            )
-        return y
-
-    def _ss_update(self, state: TrainState, batch: tuple, n_l: int, n_u: int) -> float:
-        """One gradient step on ``(x_l, y_l, x_u)``; skipped (loss returned) if non-finite."""
-        return self._gradient_step(state, batch, {"num_labelled": n_l, "num_unlabelled": n_u})
-
-    def train_epoch(
-        self, state: TrainState, data: Any, epoch: int
-    ) -> tuple[TrainState, dict[str, float]]:
-        """One pass over the unlabelled examples of ``data = (x, y)``.
-
-        The schedule (:func:`~ppgen.data.semi_supervised_indices`) and the binarization
-        noise derive from ``(seed, epoch)``. A non-finite loss ends the epoch early, before
-        the optimizer steps on it.
-
-        Returns:
-            The new state and ``{"loss": mean of -J per example, "finite", "lr"}``.
-        """
-        x, y = _split(data)
-        if y is None:
-            raise DataError("semi-supervised training needs (x, y) with y = -1 where unlabelled")
-        xt = self._epoch_data(state, x)
-        y_np = self._labels(xt, y)
-        lab, unl = semi_supervised_indices(
-            y_np,
-            batch_size=self.batch_size,
-            labelled_batch_size=self.labelled_batch_size,
-            seed=state.seed,
-            epoch=int(epoch),
-        )
-        lab, unl = torch.from_numpy(lab).long(), torch.from_numpy(unl).long()
-        yt = torch.from_numpy(np.maximum(y_np, 0))  # int64; -1 rows are never indexed
-        n_l = int(np.sum(y_np != MISSING))
-        n_u = len(y_np) - n_l
-        _, noise = self._epoch_randomness(state, epoch)
-        scale = None
-        if self.input_scale is not None:
-            check_input_scale(self.input_scale, tuple(xt.shape))
-            scale = torch.as_tensor(self.input_scale, dtype=xt.dtype)
-
-        def step_loss(i: int, step: int) -> float:
-            x_l, y_l, x_u = xt[lab[i]], yt[lab[i]], xt[unl[i]]
-            if self.dynamic_binarization:
-                x_l = torch.bernoulli(x_l, generator=noise)
-                x_u = torch.bernoulli(x_u, generator=noise)
-            elif scale is not None:  # x ~ N(x, scale^2) afresh every step
-                x_l = x_l + scale[lab[i]] * torch.randn(x_l.shape, generator=noise, dtype=xt.dtype)
-                x_u = x_u + scale[unl[i]] * torch.randn(x_u.shape, generator=noise, dtype=xt.dtype)
-            return self._ss_update(state, (x_l, y_l, x_u), n_l, n_u)
-
-        return self._run_epoch(state, epoch, len(unl), step_loss, 1.0 / len(y_np))
-
-    def step(self, state: TrainState, batch: tuple) -> tuple[TrainState, dict[str, float]]:
-        """One update on ``batch = (x_l, y_l, x_u)`` as given (batch sizes as set sizes).
-
-        A non-finite loss is reported, not stepped on.
-        """
-        x_l, y_l, x_u = batch
-        dtype = self._dtype(state)
-        x_l, x_u = to_tensor(x_l, dtype), to_tensor(x_u, dtype)
-        y_l = check_labels(y_l, n=len(x_l), num_classes=self.num_classes)
-        if (y_l == MISSING).any():
-            raise DataError("the labelled batch y_l has missing (-1) labels")
-        y_l = torch.from_numpy(y_l)
-        with _GlobalRNG(state.rng_state) as rng:
-            loss = self._ss_update(state, (x_l, y_l, x_u), len(x_l), len(x_u))
-        done = int(math.isfinite(loss))
-        state = state._replace(step=state.step + done, rng_state=rng.state)
-        return state, {"loss": loss / (len(x_l) + len(x_u))}
-
-    # -- evaluation -------------------------------------------------------------------
-
-    def predict(self, state: TrainState, x: np.ndarray | torch.Tensor) -> np.ndarray:
+    def predict(self, trainer: Trainer, state: TrainState, x: Any) -> np.ndarray:
         """``argmax_y q(y | x)`` for every row of ``x``, in batches (no gradients).
 
         Grey-level ``x`` is classified as it is (as the NumPyro twin does), also for a
         Bernoulli model trained with dynamic binarization: only finiteness is checked.
         """
-        xt = to_tensor(x, self._dtype(state))
+        return self._log_q(trainer, state, x).argmax(axis=0)
+
+    def _log_q(self, trainer: Trainer, state: TrainState, x: Any) -> np.ndarray:
+        """``log q(c | x)`` for every class, ``(C, N)``."""
+        xt = to_tensor(x, next(iter(state.params.values())).dtype)
         if not torch.isfinite(xt).all():
             raise DataError("x contains NaN or Inf; drop or impute those examples first")
-        size = max(1, min(self.batch_size * 10, len(xt)))
+        size = max(1, min(trainer.batch_size * 10, len(xt)))
         out = []
         with torch.no_grad(), pyro.validation_enabled(False):
             for start in range(0, len(xt), size):
-                q = label_distribution(self.guide, xt[start : start + size], self.objective.site)
-                log_q = q.log_prob(q.enumerate_support(expand=False))  # (C, batch)
-                out.append(torch.argmax(log_q, dim=0).numpy())
-        return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+                q = label_distribution(trainer.guide, xt[start : start + size], self.site)
+                out.append(q.log_prob(q.enumerate_support(expand=False)).numpy())
+        return np.concatenate(out, axis=1)
 
-    def evaluate(self, state: TrainState, data: Any, *, objective: Any = None) -> dict[str, float]:
-        """Classification error of ``argmax q(y | x)`` on fully labelled ``data = (x, y)``.
+    def __call__(self, trainer: Trainer, state: TrainState, data: Any) -> dict[str, float]:
+        """Classification error on ``data = (x, y)``: ``{"error": fraction, "loss": the same}``.
 
-        Returns:
-            ``{"error": fraction misclassified, "loss": the same}``.
+        Raises:
+            DataError: Not fully labelled data, or labels outside the guide's classes.
         """
-        x, y = _split(data)
-        if y is None:
-            raise DataError("evaluation needs labelled data (x, y)")
-        y = check_labels(y, n=len(x), num_classes=self.num_classes)
-        if (y == MISSING).any():
-            raise DataError("evaluation labels must all be present (no -1)")
-        error = float(np.mean(self.predict(state, x) != y))
+        x, y = check_labelled(data)
+        log_q = self._log_q(trainer, state, x)
+        check_labels(y, num_classes=log_q.shape[0])
+        error = float(np.mean(log_q.argmax(axis=0) != y))
         return {"error": error, "loss": error}

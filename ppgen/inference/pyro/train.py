@@ -1,23 +1,35 @@
-"""Stochastic variational inference as ``init(seed) -> state`` and ``step(state, batch)``.
+"""Stochastic optimisation of any Pyro program as ``init(seed) -> state``, ``step(state, batch)``.
 
-The parameters are whatever ``param`` sites model and guide announce (found as
-``pyro.infer.SVI`` finds them, by tracing once with ``poutine.trace(param_only=True)``), so
-the trainer fits a user's own Pyro program as well as ppgen's models. They are optimised with
-plain ``torch.optim.Adam`` on their unconstrained tensors, in place.
+One trainer for every family: what varies is an argument.
 
-Randomness is explicit: every draw of model and guide comes from torch's global generator,
-so the trainer swaps a generator state of its own (seeded from ``seed`` at :meth:`init`, kept
-in the state, saved in checkpoints) in around its work and restores the caller's after. The
-epoch's shuffle and binarization noise derive from ``np.random.SeedSequence([seed, epoch])``,
-so a resumed run repeats the uninterrupted one bit for bit.
+- The **objective** is any ppgen loss ``objective(model, guide, *args, **kwargs)``: a scalar,
+  or a dict with one loss per player (a GAN's generator and critic).
+- The **parameters** are whatever ``param`` sites the objective announces when it runs model
+  and guide (found as ``pyro.infer.SVI`` finds them, by tracing once with
+  ``poutine.trace(param_only=True)``, here around the objective, so an objective's own
+  networks, e.g. a critic, are found too). **Parameter groups**
+  (:class:`~ppgen.inference.optim.Group`) split them among the players, each with its own
+  ``torch.optim`` optimiser, learning rate, schedule and updates per step.
+- The **batch schedule** (``ppgen.data.schedules``: plain minibatches, or the
+  labelled/unlabelled schedule of semi-supervised learning) says which rows every step sees
+  and how they become the objective's arguments; the **per-batch transform**
+  (``ppgen.inference.pyro.noise``: dynamic binarization, input noise) perturbs the data
+  inputs of each training step; the **evaluator** says what ``evaluate`` reports (the bound,
+  or a classification error).
+- **Data parallelism** over ``devices`` processes (``torch.distributed``, started by
+  ``torchrun``): see :mod:`ppgen.inference.pyro.parallel`.
+
+Randomness is explicit: the model's draws come from a generator state of the run's own
+(seeded at :meth:`Trainer.init`, kept in the state, saved in checkpoints), swapped into
+torch's global generator around the trainer's work; the epoch's rows and data noise derive
+from ``(seed, epoch)``, so a resumed run repeats the uninterrupted one bit for bit.
 """
 
 from __future__ import annotations
 
 import contextlib
-import inspect
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -27,93 +39,99 @@ from pyro import poutine
 from torch.distributions import constraints, transform_to
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
+from ppgen.data.schedules import Minibatches, Schedule
 from ppgen.errors import CheckpointError, ConfigError, DataError
-from ppgen.inference.pyro.handlers import replay
+from ppgen.inference.optim import (
+    DEFAULT_GROUP,
+    Group,
+    assign_params,
+    check_trainer_options,
+    epoch_metrics,
+    group_losses,
+    lr_factor,
+    metric_name,
+)
+from ppgen.inference.pyro.interop import GlobalRNG
 from ppgen.inference.pyro.loglik import to_tensor
 from ppgen.inference.pyro.objectives import ELBO
+from ppgen.inference.pyro.parallel import DataParallel
 
 __all__ = ["TrainState", "Trainer"]
 
-LR_SCHEDULES = ("constant", "cosine", "exponential")
-EXPONENTIAL_DECAY = 0.1  # lr factor reached at total_steps by the exponential schedule
+Evaluator = Callable[..., dict]
 
 
 class TrainState(NamedTuple):
     """Everything a training run carries from step to step.
 
     ``params`` are the unconstrained leaf tensors by param-site name (updated in place by the
-    optimizer); ``rng_state`` is the torch generator state the run samples from.
+    optimisers); ``optimizers`` and ``schedulers`` hold one ``torch.optim`` optimiser and
+    learning-rate schedule per parameter group; ``rng_state`` is the torch generator state
+    the run samples from.
     """
 
     params: dict[str, torch.Tensor]
     constraints: dict[str, constraints.Constraint]
-    optimizer: torch.optim.Optimizer
-    scheduler: LRScheduler
+    optimizers: dict[str, torch.optim.Optimizer]
+    schedulers: dict[str, LRScheduler]
     step: int
     epoch: int
     seed: int
     rng_state: torch.Tensor
 
 
-def _lr_factor(schedule: str, total_steps: int | None) -> Callable[[int], float]:
-    """The learning-rate multiplier at step ``s`` (closed forms, so they never wrap around)."""
-    if schedule == "constant":
-        return lambda s: 1.0
-    if schedule == "cosine":
-        return lambda s: 0.5 * (1.0 + math.cos(math.pi * min(s, total_steps) / total_steps))
-    return lambda s: EXPONENTIAL_DECAY ** (s / total_steps)
-
-
-def _adam(params: list[torch.Tensor], lr: float) -> torch.optim.Adam:
-    """``torch.optim.Adam``, fused where torch has a fused kernel for these tensors.
-
-    The fused kernel does the whole update in one pass (about ten times faster than the
-    default per-tensor loop on CPU for a VAE); same algorithm, deterministic.
-    """
+def _optimizer(group: Group, params: list[torch.Tensor]) -> torch.optim.Optimizer:
+    """The group's ``torch.optim`` optimiser; Adam fused where torch has a kernel for it
+    (the whole update in one pass, about ten times faster than the per-tensor loop on CPU
+    for a VAE; same algorithm, deterministic)."""
+    if group.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=group.lr)
     try:
-        return torch.optim.Adam(params, lr=lr, fused=True)
+        return torch.optim.Adam(params, lr=group.lr, betas=group.betas, fused=True)
     except (RuntimeError, ValueError):  # e.g. a device or dtype without a fused kernel
-        return torch.optim.Adam(params, lr=lr)
+        return torch.optim.Adam(params, lr=group.lr, betas=group.betas)
 
 
-class _GlobalRNG:
-    """Swap a run's generator state into torch's global generator; restore on exit."""
-
-    def __init__(self, state: torch.Tensor) -> None:
-        self.state = state
-
-    def __enter__(self) -> _GlobalRNG:
-        self._outer = torch.get_rng_state()
-        torch.set_rng_state(self.state)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.state = torch.get_rng_state()
-        torch.set_rng_state(self._outer)
+def _check_seed(seed: Any) -> int:
+    if isinstance(seed, bool) or not (isinstance(seed, int | np.integer) and 0 <= seed < 2**32):
+        raise ConfigError(f"seed must be an integer in [0, 2**32), got {seed!r}")
+    return int(seed)
 
 
 class Trainer:
-    """Minibatch SVI with Adam for any Pyro ``model(x, ...)``/``guide(x, ...)`` pair.
+    """Minibatch stochastic optimisation of an objective on any Pyro model/guide pair.
 
     Args:
-        model: Pyro model taking a batch ``x`` first.
+        model: Pyro model taking the schedule's arguments (a batch ``x`` first).
         guide: Pyro guide with the same signature.
-        objective: Loss ``objective(model, guide, x, **kwargs)``, e.g. ``ELBO()``, ``IWAE(5)``.
-        lr: Adam learning rate.
+        objective: Loss ``objective(model, guide, *args, **kwargs)``, e.g. ``ELBO()``,
+            ``IWAE(5)``, ``SemiSupervisedELBO()``; a dict of losses for several players.
+        lr: Learning rate of the default (single) parameter group.
         lr_schedule: ``"constant"``, ``"cosine"`` (to 0 at ``total_steps``) or
-            ``"exponential"`` (to ``0.1 * lr`` at ``total_steps``), stepped every step.
+            ``"exponential"`` (to ``0.1 * lr`` at ``total_steps``), stepped every update.
         total_steps: Length of the schedule; required unless it is constant.
-        batch_size: Minibatch size of :meth:`train_epoch` and :meth:`evaluate`.
+        clip_norm: Clip the gradient's global norm to this value.
+        groups: Parameter groups (:class:`~ppgen.inference.optim.Group`), one per player of
+            the objective, updated in this order at every step; replaces ``lr``,
+            ``lr_schedule``, ``total_steps`` and ``clip_norm``.
+        batch_size: Minibatch size of the schedule and of :meth:`evaluate`.
         num_data: If given, passed as ``num_data=`` to model and guide (per-dataset scale).
-        dynamic_binarization: Resample ``x ~ Bernoulli(x)`` every epoch (grey-scale data).
-        clip_norm: Clip the global gradient norm to this value.
+        schedule: Batch schedule (default ``Minibatches()``; ``LabelledBatches(C)`` for
+            partially labelled ``(x, y)``).
+        transform: Per-batch transform of the data inputs (``DynamicBinarization()``,
+            ``InputNoise(scale)``), drawn from the epoch's noise generator.
         beta_schedule: ``step -> beta``, passed to the objective as its ``beta=`` keyword at
             every step: KL annealing (Bowman et al. 2016) with :class:`ELBO`.
-        eval_objective: Objective of :meth:`evaluate` (default: ``ELBO()``).
+        eval_objective: Objective of the default evaluation (default: ``ELBO()``).
+        evaluator: ``evaluator(trainer, state, data) -> dict`` reported by :meth:`evaluate`
+            instead of the bound (e.g. ``ClassifierEvaluator()``).
+        devices: Data-parallel processes (``torch.distributed``, one per device, started
+            by ``torchrun``); ``None`` or 1 trains in this process only.
 
     Raises:
-        ConfigError: An unknown schedule, an out-of-range option, or a ``beta_schedule`` for
-            an objective without a ``beta`` keyword.
+        ConfigError: An unknown schedule, an out-of-range option, options of the default
+            group next to ``groups``, or a ``beta_schedule`` for an objective without a
+            ``beta`` keyword.
     """
 
     def __init__(
@@ -125,58 +143,82 @@ class Trainer:
         lr: float = 1e-3,
         lr_schedule: str = "constant",
         total_steps: int | None = None,
+        clip_norm: float | None = None,
+        groups: Sequence[Group] | None = None,
         batch_size: int = 100,
         num_data: int | None = None,
-        dynamic_binarization: bool = False,
-        clip_norm: float | None = None,
+        schedule: Schedule | None = None,
+        transform: Callable | None = None,
         beta_schedule: Callable[[int], float] | None = None,
         eval_objective: Callable | None = None,
+        evaluator: Evaluator | None = None,
+        devices: int | None = None,
     ) -> None:
-        if lr_schedule not in LR_SCHEDULES:
-            raise ConfigError(f"unknown lr_schedule {lr_schedule!r}; choose one of {LR_SCHEDULES}")
-        if lr_schedule != "constant" and not (total_steps and total_steps >= 1):
-            raise ConfigError(f"lr_schedule={lr_schedule!r} needs total_steps >= 1")
-        if not lr > 0:
-            raise ConfigError(f"lr must be positive, got {lr!r}")
-        if int(batch_size) < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {batch_size!r}")
-        if num_data is not None and int(num_data) < int(batch_size):
-            raise ConfigError(f"num_data must be an integer >= batch_size, got {num_data!r}")
-        if clip_norm is not None and not clip_norm > 0:
-            raise ConfigError(f"clip_norm must be positive, got {clip_norm!r}")
-        if beta_schedule is not None and "beta" not in inspect.signature(objective).parameters:
-            raise ConfigError("beta_schedule needs an objective with a beta= keyword (ELBO)")
+        self.groups = check_trainer_options(
+            objective,
+            groups=groups,
+            lr=lr,
+            lr_schedule=lr_schedule,
+            total_steps=total_steps,
+            clip_norm=clip_norm,
+            batch_size=batch_size,
+            num_data=num_data,
+            beta_schedule=beta_schedule,
+            eval_objective=eval_objective,
+            evaluator=evaluator,
+            devices=devices,
+        )
         self.model, self.guide, self.objective = model, guide, objective
-        self.lr, self.lr_schedule, self.total_steps = float(lr), lr_schedule, total_steps
-        self.batch_size = int(batch_size)
-        self.num_data = None if num_data is None else int(num_data)
-        self.dynamic_binarization = bool(dynamic_binarization)
-        self.clip_norm = clip_norm
+        self.batch_size, self.num_data = batch_size, num_data
+        self.schedule = schedule if schedule is not None else Minibatches()
+        self.transform = transform
         self.beta_schedule = beta_schedule
-        self.eval_objective = eval_objective
-        self._model_kwargs = {} if num_data is None else {"num_data": self.num_data}
+        self.eval_objective, self.evaluator = eval_objective, evaluator
+        self.parallel = DataParallel(devices) if devices and devices > 1 else None
 
     # -- setup ---------------------------------------------------------------------------
 
-    def init(self, seed: int, x_example: np.ndarray | torch.Tensor) -> TrainState:
-        """Find the parameters by tracing model and guide on ``x_example``; start Adam.
+    @property
+    def is_main_process(self) -> bool:
+        """Whether this process writes checkpoints and metrics (always, on one device)."""
+        return self.parallel is None or self.parallel.is_main
+
+    def any_process(self, flag: bool) -> bool:
+        """``flag`` from any process of a data-parallel run (so all stop together)."""
+        return bool(flag) if self.parallel is None else self.parallel.any(flag)
+
+    def init(self, seed: int, data: Any) -> TrainState:
+        """Find the parameters by running the objective once on the first rows of ``data``
+        (the schedule's example step; under a transform, transformed as in training) and
+        start one optimiser per group.
 
         Parameters start from their current values (a network's weights as built, a
         ``pyro.param``'s initial value or what the param store already holds); lazy
         initialisers draw from the run's generator, seeded from ``seed``.
+
+        Raises:
+            ConfigError: A bad seed, no parameters, or parameters the groups do not cover.
         """
-        if not (isinstance(seed, (int, np.integer)) and 0 <= seed < 2**32):
-            raise ConfigError(f"seed must be an integer in [0, 2**32), got {seed!r}")
-        seed = int(seed)
-        x = to_tensor(x_example, torch.get_default_dtype())
-        if self.dynamic_binarization:  # the model sees binary data, as in training
-            x = torch.bernoulli(x.clamp(0, 1), generator=torch.Generator().manual_seed(seed))
-        with _GlobalRNG(torch.Generator().manual_seed(seed).get_state()) as rng:
-            with poutine.trace(param_only=True) as param_capture:
-                guide_trace = poutine.trace(self.guide).get_trace(x, **self._model_kwargs)
-                replay(self.model, guide_trace)(x, **self._model_kwargs)
+        seed = _check_seed(seed)
+        example = self.schedule.example(data, self.batch_size)
+        _, kwargs, _ = self.schedule.batch(example, self.num_data)
+        if self.transform is not None:
+            for j in self.schedule.inputs:
+                self.transform.check(example[j], np.arange(len(example[j])))
+        args = self._tensors(example, torch.get_default_dtype())
+        generator = torch.Generator().manual_seed(seed)
+        args = tuple(
+            self.transform(a, torch.arange(len(a)), generator)
+            if self.transform is not None and j in self.schedule.inputs
+            else a
+            for j, a in enumerate(args)
+        )
+        if self.beta_schedule is not None:
+            kwargs["beta"] = float(self.beta_schedule(0))
+        with GlobalRNG.from_seed(seed) as rng, poutine.trace(param_only=True) as capture:
+            self.objective(self.model, self.guide, *args, **kwargs)
         params, constraint = {}, {}
-        for name, site in param_capture.trace.nodes.items():
+        for name, site in capture.trace.nodes.items():
             value = site["value"]
             # pyro.param values carry a weakref to their unconstrained tensor; module-local
             # parameters (ppgen.models.pyro.params) are their own unconstrained tensor.
@@ -187,136 +229,164 @@ class Trainer:
             constraint[name] = site["kwargs"].get("constraint", constraints.real)
         if not params:
             raise ConfigError("model and guide declare no parameters: there is nothing to train")
-        optimizer = _adam(list(params.values()), self.lr)
-        scheduler = LambdaLR(optimizer, _lr_factor(self.lr_schedule, self.total_steps))
-        return TrainState(params, constraint, optimizer, scheduler, 0, 0, seed, rng.state)
+        owned = assign_params(params, self.groups)
+        optimizers, schedulers = {}, {}
+        for group in self.groups:
+            optimizers[group.name] = _optimizer(group, [params[n] for n in owned[group.name]])
+            factor = lr_factor(group.lr_schedule, group.total_steps)
+            schedulers[group.name] = LambdaLR(optimizers[group.name], factor)
+        return TrainState(params, constraint, optimizers, schedulers, 0, 0, seed, rng.state)
+
+    def _tensors(self, args: Sequence[Any], dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+        """A step's arguments as tensors: labels as ``long``, the rest in ``dtype``."""
+        labels = {
+            j
+            for j, (a, _) in enumerate(self.schedule.gather(tuple(args)))
+            if a in self.schedule.labels
+        }
+        return tuple(
+            torch.as_tensor(np.asarray(a), dtype=torch.long)
+            if j in labels
+            else _as_tensor(a, dtype)
+            for j, a in enumerate(args)
+        )
 
     # -- training ------------------------------------------------------------------------
 
-    def _update(self, state: TrainState, x: torch.Tensor, step: int) -> float:
-        """One gradient step on ``x``; returns the loss and skips the step if non-finite."""
-        kwargs = self._model_kwargs
+    def _update(self, state: TrainState, args: tuple, kwargs: dict[str, Any]) -> dict[str, float]:
+        """One training step: every group's updates in order. Returns each group's mean loss;
+        at the first non-finite loss it returns at once, without stepping on it."""
         if self.beta_schedule is not None:
-            kwargs = {**kwargs, "beta": float(self.beta_schedule(step))}
-        return self._gradient_step(state, (x,), kwargs)
+            kwargs = {**kwargs, "beta": float(self.beta_schedule(state.step))}
+        if self.parallel is not None:
+            args = tuple(self.parallel.shard(a) for a in args)
+        draws = self.parallel.draws if self.parallel is not None else contextlib.nullcontext()
+        losses = {}
+        for group in self.groups:
+            params = state.optimizers[group.name].param_groups[0]["params"]
+            total = 0.0
+            for _ in range(group.updates):
+                with draws:
+                    out = group_losses(
+                        self.objective(self.model, self.guide, *args, **kwargs), self.groups
+                    )
+                loss = out[group.name]
+                value = loss.item() if self.parallel is None else self.parallel.mean(loss.item())
+                if not math.isfinite(value):
+                    losses[group.name] = value
+                    return losses  # report, never step: the parameters stay finite
+                grads = torch.autograd.grad(loss, params, allow_unused=True)
+                grads = [
+                    torch.zeros_like(p) if g is None else g
+                    for p, g in zip(params, grads, strict=True)
+                ]
+                if self.parallel is not None:
+                    self.parallel.average_gradients(grads)
+                for p, g in zip(params, grads, strict=True):
+                    p.grad = g
+                if group.clip_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(params, group.clip_norm)
+                state.optimizers[group.name].step()
+                state.schedulers[group.name].step()
+                total += value
+            losses[group.name] = total / group.updates
+        return losses
 
-    def _gradient_step(self, state: TrainState, args: tuple, kwargs: dict[str, Any]) -> float:
-        """Minimise ``objective(model, guide, *args, **kwargs)`` by one step; a non-finite
-        loss is returned without stepping."""
-        state.optimizer.zero_grad(set_to_none=True)
-        loss = self.objective(self.model, self.guide, *args, **kwargs)
-        value = loss.item()
-        if not math.isfinite(value):
-            return value  # report, never step: the parameters stay finite
-        loss.backward()
-        if self.clip_norm is not None:
-            torch.nn.utils.clip_grad_norm_(state.params.values(), self.clip_norm)
-        state.optimizer.step()
-        state.scheduler.step()
-        return value
-
-    def step(
-        self, state: TrainState, batch: np.ndarray | torch.Tensor
-    ) -> tuple[TrainState, dict[str, float]]:
-        """One optimizer step on ``batch``; a non-finite loss is reported, not stepped on.
+    def step(self, state: TrainState, batch: Any) -> tuple[TrainState, dict[str, float]]:
+        """One optimisation step on ``batch`` as given (no transform): an array ``x`` for
+        plain minibatches, ``(x_l, y_l, x_u)`` for the labelled schedule. A non-finite loss
+        is reported, not stepped on.
 
         Returns:
-            ``(state, {"loss": loss per example})``.
+            ``(state, {"loss": loss per example, ...})`` (``loss_<group>`` per group).
         """
-        x = to_tensor(batch, self._dtype(state))
-        with _GlobalRNG(state.rng_state) as rng:
-            loss = self._update(state, x, state.step)
-        done = int(math.isfinite(loss))
+        args, kwargs, divisor = self.schedule.batch(batch, self.num_data)
+        args = self._tensors(args, self._dtype(state))
+        with GlobalRNG(state.rng_state) as rng:
+            losses = self._update(state, args, kwargs)
+        done = int(
+            all(math.isfinite(v) for v in losses.values()) and len(losses) == len(self.groups)
+        )
         state = state._replace(step=state.step + done, rng_state=rng.state)
-        return state, {"loss": loss / (self.num_data or len(x))}
+        return state, {metric_name(g): v / divisor for g, v in losses.items()}
 
     def train_epoch(
-        self, state: TrainState, x: np.ndarray, epoch: int
+        self, state: TrainState, data: Any, epoch: int
     ) -> tuple[TrainState, dict[str, float]]:
-        """One pass over ``x`` in shuffled minibatches (the last partial batch is dropped).
+        """One pass of the schedule over ``data`` (an array, or ``(x, y)`` for the labelled
+        schedule); the last partial batch is dropped.
 
-        The permutation and the binarization noise derive from ``(seed, epoch)``. A
-        non-finite loss ends the epoch early, before the optimizer steps on it.
+        The rows and the per-batch noise derive from ``(seed, epoch)``. A non-finite loss
+        ends the epoch early, before any optimiser steps on it.
 
         Returns:
             ``(state, {"loss": mean per-example loss, "finite": 1.0 or 0.0, "lr": learning
-            rate at the epoch's end})``; on divergence the loss is the non-finite one.
+            rate at the epoch's end})``, with ``loss_<group>`` and ``lr_<group>`` for
+            several groups; on divergence the loss is the non-finite one.
         """
-        xt = self._epoch_data(state, x)
-        num_batches = len(xt) // self.batch_size
-        if num_batches == 0:
-            raise DataError(f"x has {len(xt)} examples, fewer than batch_size={self.batch_size}")
-        shuffle_seq, binarize = self._epoch_randomness(state, epoch)
-        order = torch.from_numpy(np.random.default_rng(shuffle_seq).permutation(len(xt)))
-
-        def step_loss(i: int, step: int) -> float:
-            batch = xt[order[i * self.batch_size : (i + 1) * self.batch_size]]
-            if self.dynamic_binarization:
-                batch = torch.bernoulli(batch, generator=binarize)
-            return self._update(state, batch, step)
-
-        per_example = 1.0 / (self.num_data or self.batch_size)
-        return self._run_epoch(state, epoch, num_batches, step_loss, per_example)
-
-    def _epoch_data(self, state: TrainState, x: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """``x`` as a tensor in the parameters' dtype, finite, and in [0, 1] when binarized."""
-        xt = to_tensor(x, self._dtype(state))
-        lo, hi = torch.aminmax(xt)
-        if not (math.isfinite(lo) and math.isfinite(hi)):
-            raise DataError("x contains NaN or Inf; drop or impute those examples first")
-        if self.dynamic_binarization and (lo < 0 or hi > 1):
-            raise DataError(
-                f"dynamic_binarization needs x in [0, 1], got values in [{lo:g}, {hi:g}]; "
-                "rescale the data (e.g. x / 255)"
-            )
-        return xt
-
-    @staticmethod
-    def _epoch_randomness(
-        state: TrainState, epoch: int
-    ) -> tuple[np.random.SeedSequence, torch.Generator]:
-        """The epoch's shuffle seed and data-noise generator (binarization or input noise),
-        both from ``(seed, epoch)``."""
-        shuffle_seq, binarize_seq = np.random.SeedSequence([state.seed, int(epoch)]).spawn(2)
-        binarize = torch.Generator().manual_seed(int(binarize_seq.generate_state(1)[0]))
-        return shuffle_seq, binarize
-
-    def _run_epoch(
-        self,
-        state: TrainState,
-        epoch: int,
-        num_steps: int,
-        step_loss: Callable[[int, int], float],
-        per_example: float,
-    ) -> tuple[TrainState, dict[str, float]]:
-        """Call ``step_loss(i, global_step)`` for ``i < num_steps`` with the run's generator
-        swapped in; stop at the first non-finite loss (not stepped on)."""
-        total, steps = 0.0, 0
-        with _GlobalRNG(state.rng_state) as rng, contextlib.ExitStack() as unchecked:
-            for i in range(num_steps):
-                if i == 1:
+        arrays = self.schedule.arrays(data, self.batch_size)
+        gather = self.schedule.gather(arrays)
+        if self.transform is not None:
+            for a in sorted({gather[j][0] for j in self.schedule.inputs}):
+                self.transform.check(arrays[a])
+        indices = self.schedule.indices(arrays, self.batch_size, seed=state.seed, epoch=int(epoch))
+        kwargs = self.schedule.kwargs(arrays, self.num_data)
+        divisor = self.schedule.divisor(arrays, self.batch_size, self.num_data)
+        dtype = self._dtype(state)
+        tensors = tuple(
+            torch.as_tensor(a, dtype=torch.long)
+            if i in self.schedule.labels
+            else _as_tensor(a, dtype)
+            for i, a in enumerate(arrays)
+        )
+        rows = [torch.from_numpy(np.asarray(idx, dtype=np.int64)) for idx in indices]
+        noise = self._noise_generator(state.seed, epoch)
+        per_step = {g.name: [] for g in self.groups}
+        steps = 0
+        with GlobalRNG(state.rng_state) as rng, contextlib.ExitStack() as unchecked:
+            for s in range(len(rows[0])):
+                if s == 1:
                     # Pyro's validation (distribution arguments, supports, the model's own
                     # data checks) has seen this epoch's first step; later steps skip it.
                     unchecked.enter_context(pyro.validation_enabled(False))
-                loss = step_loss(i, state.step + steps)
-                if not math.isfinite(loss):
+                args = []
+                for j, (a, i) in enumerate(gather):
+                    value = tensors[a][rows[i][s]]
+                    if self.transform is not None and j in self.schedule.inputs:
+                        value = self.transform(value, rows[i][s], noise)
+                    args.append(value)
+                losses = self._update(state._replace(step=state.step + steps), tuple(args), kwargs)
+                for g, v in losses.items():
+                    per_step[g].append(v)
+                if not self._finite(losses):
                     break  # not stepped on: report it, the driver decides
-                total, steps = total + loss, steps + 1
-        diverged = steps < num_steps
+                steps += 1
+        diverged = steps < len(rows[0])
         state = state._replace(
-            step=state.step + steps,
-            epoch=int(epoch) + (not diverged),
-            rng_state=rng.state,
+            step=state.step + steps, epoch=int(epoch) + (not diverged), rng_state=rng.state
         )
-        return state, {
-            "loss": loss * per_example if diverged else total * per_example / steps,
-            "finite": float(not diverged),
-            "lr": float(state.optimizer.param_groups[0]["lr"]),
-        }
+        lrs = {name: opt.param_groups[0]["lr"] for name, opt in state.optimizers.items()}
+        return state, epoch_metrics(per_step, divisor, lrs)
+
+    def _finite(self, losses: dict[str, float]) -> bool:
+        """Every group stepped on a finite loss (a group after a non-finite one never ran)."""
+        return len(losses) == len(self.groups) and all(map(math.isfinite, losses.values()))
+
+    @staticmethod
+    def _noise_generator(seed: int, epoch: int) -> torch.Generator:
+        """The epoch's data-noise generator (binarization, input noise), from ``(seed, epoch)``."""
+        _, noise_seq = np.random.SeedSequence([int(seed), int(epoch)]).spawn(2)
+        return torch.Generator().manual_seed(int(noise_seq.generate_state(1)[0]))
 
     # -- evaluation and parameters -------------------------------------------------------
 
-    def evaluate(
+    def evaluate(self, state: TrainState, data: Any, **options: Any) -> dict[str, float]:
+        """What the evaluator reports on ``data`` (default: :meth:`evaluate_bound`)."""
+        if self.evaluator is not None:
+            return self.evaluator(self, state, data, **options)
+        return self.evaluate_bound(state, data, **options)
+
+    def evaluate_bound(
         self, state: TrainState, x: np.ndarray | torch.Tensor, *, objective: Callable | None = None
     ) -> dict[str, float]:
         """The bound per example over all of ``x`` (no gradients, no partial batch dropped).
@@ -332,10 +402,12 @@ class Trainer:
         xt = to_tensor(x, self._dtype(state))
         if len(xt) == 0:
             raise DataError("x holds no examples to evaluate")
+        if not torch.isfinite(xt).all():
+            raise DataError("x contains NaN or Inf; drop or impute those examples first")
         # Its own generator, derived from (seed, step): evaluating never shifts training noise.
         eval_seed = int(np.random.SeedSequence([state.seed, state.step, 1]).generate_state(1)[0])
         total = 0.0
-        with torch.no_grad(), _GlobalRNG(torch.Generator().manual_seed(eval_seed).get_state()):
+        with torch.no_grad(), GlobalRNG.from_seed(eval_seed):
             for start in range(0, len(xt), self.batch_size):
                 batch = xt[start : start + self.batch_size]
                 kwargs = {} if self.num_data is None else {"num_data": len(batch)}
@@ -359,30 +431,38 @@ class Trainer:
     def state_arrays(self, state: TrainState) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """The state as numpy arrays plus JSON-able metadata (see :meth:`load_state_arrays`).
 
-        Arrays: ``params/<name>`` (unconstrained), ``optimizer/<name>/<key>`` (Adam's
-        ``exp_avg``, ``exp_avg_sq``, ``step``) and ``rng_state`` (uint8). Meta: step, epoch,
-        seed, the parameter names and shapes (the model's fingerprint), Adam's
-        hyper-parameters and the scheduler's state.
+        Arrays: ``params/<name>`` (unconstrained), ``optimizer/<name>/<key>`` (the optimiser
+        state of each parameter, e.g. Adam's ``exp_avg``, ``exp_avg_sq``, ``step``) and
+        ``rng_state`` (uint8). Meta: step, epoch, seed, the parameter names and shapes (the
+        model's fingerprint), and per group its optimiser's hyper-parameters and the
+        schedule's state.
         """
-        names = list(state.params)
         arrays = {f"params/{n}": p.detach().cpu().numpy().copy() for n, p in state.params.items()}
-        optim = state.optimizer.state_dict()
-        for index, per_param in optim["state"].items():
-            for key, value in per_param.items():
-                arrays[f"optimizer/{names[index]}/{key}"] = (
-                    torch.as_tensor(value).cpu().numpy().copy()
-                )
+        index = {id(p): n for n, p in state.params.items()}
+        groups = {}
+        for name, optimizer in state.optimizers.items():
+            optim = optimizer.state_dict()
+            own = [index[id(p)] for p in optimizer.param_groups[0]["params"]]
+            for i, per_param in optim["state"].items():
+                for key, value in per_param.items():
+                    arrays[f"optimizer/{own[i]}/{key}"] = (
+                        torch.as_tensor(value).cpu().numpy().copy()
+                    )
+            scheduler = state.schedulers[name].state_dict()
+            groups[name] = {
+                "optimizer": [
+                    {k: v for k, v in g.items() if k != "params"} for g in optim["param_groups"]
+                ],
+                "scheduler": {k: v for k, v in scheduler.items() if k != "lr_lambdas"},
+            }
         arrays["rng_state"] = state.rng_state.numpy().copy()
-        groups = [{k: v for k, v in g.items() if k != "params"} for g in optim["param_groups"]]
-        scheduler = {k: v for k, v in state.scheduler.state_dict().items() if k != "lr_lambdas"}
         meta = {
             "backend": "pyro",
             "step": state.step,
             "epoch": state.epoch,
             "seed": state.seed,
             "params": {n: list(p.shape) for n, p in state.params.items()},
-            "optimizer": groups,
-            "scheduler": scheduler,
+            "groups": groups,
         }
         return arrays, meta
 
@@ -392,10 +472,12 @@ class Trainer:
         """Restore a state saved by :meth:`state_arrays` into ``state`` (from :meth:`init`).
 
         Parameters are copied in place, so the model's own tensors hold the restored values.
+        Checkpoints written before parameter groups (one optimiser) load into the default
+        group.
 
         Raises:
-            CheckpointError: The checkpoint belongs to another model or configuration, or is
-                incomplete.
+            CheckpointError: The checkpoint belongs to another model, configuration or
+                backend, or is incomplete.
         """
         if meta.get("backend", "pyro") != "pyro":
             raise CheckpointError(
@@ -413,21 +495,39 @@ class Trainer:
                 "checkpoint was written by another model or configuration: "
                 f"missing params {missing}, unexpected {extra}, different shapes {shapes}"
             )
-        index = {name: i for i, name in enumerate(state.params)}
+        groups = meta.get("groups")
+        if groups is None and "optimizer" in meta:  # one optimiser, before parameter groups
+            groups = {
+                DEFAULT_GROUP: {"optimizer": meta["optimizer"], "scheduler": meta["scheduler"]}
+            }
+        if set(groups or {}) != set(state.optimizers):
+            raise CheckpointError(
+                f"checkpoint has the parameter groups {sorted(groups or {})}, this trainer "
+                f"{sorted(state.optimizers)}"
+            )
+        index = {id(p): n for n, p in state.params.items()}
         try:
             # np.array copies: arrays read from a checkpoint may be read-only.
-            values = {n: torch.from_numpy(np.array(arrays[f"params/{n}"])) for n in index}
-            optim_state: dict[int, dict[str, torch.Tensor]] = {}
-            for key, value in arrays.items():
-                if key.startswith("optimizer/"):
-                    name, entry = key[len("optimizer/") :].rsplit("/", 1)
-                    optim_state.setdefault(index[name], {})[entry] = torch.from_numpy(
-                        np.array(value)
-                    )
+            values = {n: torch.from_numpy(np.array(arrays[f"params/{n}"])) for n in state.params}
             rng_state = torch.from_numpy(np.array(arrays["rng_state"], dtype=np.uint8))
-            groups = [dict(g, params=list(range(len(index)))) for g in meta["optimizer"]]
-            scheduler = meta["scheduler"]
             step, epoch, seed = int(meta["step"]), int(meta["epoch"]), int(meta["seed"])
+            optim_states = {}
+            for name, optimizer in state.optimizers.items():
+                own = [index[id(p)] for p in optimizer.param_groups[0]["params"]]
+                per_param = {}
+                for i, pname in enumerate(own):
+                    prefix = f"optimizer/{pname}/"
+                    entries = {
+                        k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)
+                    }
+                    if entries:
+                        per_param[i] = {
+                            k: torch.from_numpy(np.array(v)) for k, v in entries.items()
+                        }
+                param_groups = [
+                    dict(g, params=list(range(len(own)))) for g in groups[name]["optimizer"]
+                ]
+                optim_states[name] = {"state": per_param, "param_groups": param_groups}
         except (KeyError, ValueError) as missing:
             raise CheckpointError(f"checkpoint is incomplete: no entry {missing}") from None
         for name, p in state.params.items():
@@ -437,11 +537,25 @@ class Trainer:
                     f"this model needs {tuple(p.shape)}"
                 )
         try:
-            state.optimizer.load_state_dict({"state": optim_state, "param_groups": groups})
-            state.scheduler.load_state_dict(dict(scheduler, lr_lambdas=[None]))
+            for name, optimizer in state.optimizers.items():
+                optimizer.load_state_dict(optim_states[name])
+                scheduler = dict(groups[name]["scheduler"], lr_lambdas=[None])
+                state.schedulers[name].load_state_dict(scheduler)
         except (KeyError, ValueError) as error:
             raise CheckpointError(f"checkpoint's optimizer state does not fit: {error}") from None
         with torch.no_grad():
             for name, p in state.params.items():
                 p.copy_(values[name])
         return state._replace(step=step, epoch=epoch, seed=seed, rng_state=rng_state)
+
+
+def _as_tensor(x: Any, dtype: torch.dtype) -> torch.Tensor:
+    """``x`` (examples, ...) as a ``dtype`` tensor, never written to: a writable numpy array
+    of that dtype is shared (an epoch of MNIST is 190 MB), others are copied."""
+    if torch.is_tensor(x):
+        return x.to(dtype)
+    x = np.asarray(x)
+    want = torch.empty((), dtype=dtype).numpy().dtype
+    if x.dtype != want or not x.flags.writeable:
+        x = np.array(x, dtype=want)
+    return torch.from_numpy(x)

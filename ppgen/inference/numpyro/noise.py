@@ -1,0 +1,63 @@
+"""Per-batch noise a trainer applies to its data inputs: dynamic binarization and input noise.
+
+A trainer's ``transform`` is called once per data input of every training step, inside the
+compiled epoch, with a PRNG key derived from ``(seed, epoch, step)``, the minibatch and the
+rows it came from; evaluation sees the data as it is. Each transform is an Equinox module
+(a pytree), so the compiled epoch takes its arrays as arguments, not as constants. Mirrors
+``ppgen.inference.pyro.noise`` (same classes, the backend's randomness).
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ppgen.data.checks import check_input_scale, check_unit_interval
+
+__all__ = ["DynamicBinarization", "InputNoise"]
+
+
+class DynamicBinarization(eqx.Module):
+    """Draw ``x ~ Bernoulli(x)`` afresh for every minibatch (Salakhutdinov & Murray 2008;
+    the dynamically binarized MNIST of Burda et al. 2015). Data must lie in [0, 1]."""
+
+    def check(self, x: np.ndarray, rows: np.ndarray | None = None) -> None:
+        """Raise :class:`~ppgen.errors.DataError` unless ``x`` lies in [0, 1]."""
+        check_unit_interval(x)
+
+    def __call__(self, rng_key: jax.Array, x: jax.Array, rows: jax.Array) -> jax.Array:
+        """One Bernoulli draw per value of ``x`` (batch, ...), same shape and dtype."""
+        return jax.random.bernoulli(rng_key, x).astype(x.dtype)
+
+
+class InputNoise(eqx.Module):
+    """``x + scale[rows] * eps`` with fresh ``eps ~ N(0, 1)`` at every step.
+
+    M1+M2 (Kingma et al. 2014) trains M2 on ``z1 ~ q(z1 | x)`` drawn afresh: ``x`` holds
+    M1's posterior means and ``scale`` its posterior standard deviations.
+
+    Args:
+        scale: ``(N, D)`` float standard deviations, one per value of the training data.
+
+    Raises:
+        DataError: ``scale`` is not a finite, non-negative float array ``(N, D)``, or (at
+            :meth:`check`) its shape differs from the training data's.
+    """
+
+    scale: jax.Array
+
+    def __init__(self, scale: np.ndarray) -> None:
+        self.scale = jnp.asarray(check_input_scale(scale))
+
+    def check(self, x: np.ndarray, rows: np.ndarray | None = None) -> None:
+        """Raise :class:`~ppgen.errors.DataError` unless ``scale`` has ``x``'s shape (or,
+        for rows ``rows`` of the training data, its rows' shape)."""
+        scale = np.asarray(self.scale)
+        check_input_scale(scale if rows is None else scale[np.asarray(rows)], np.shape(x))
+
+    def __call__(self, rng_key: jax.Array, x: jax.Array, rows: jax.Array) -> jax.Array:
+        """``x`` (batch, D) plus Gaussian noise of the rows' standard deviations."""
+        eps = jax.random.normal(rng_key, x.shape, x.dtype)
+        return x + self.scale[rows].astype(x.dtype) * eps

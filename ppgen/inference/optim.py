@@ -1,0 +1,291 @@
+"""Parameter groups and learning-rate schedules, shared by both backends' trainers.
+
+An objective with one player returns one loss; the trainer minimises it over every parameter
+with one optimiser (the group ``"loss"``). An objective with several players (a GAN's
+generator and critic, Goodfellow et al. 2014) returns a dict of losses, one per player; each
+player is a :class:`Group`: the parameter sites it owns (glob patterns over site names), its
+own optimiser, learning rate, schedule and number of updates per step. One training step
+updates the groups in the order given (alternating), each on its own loss, so a critic's loss
+never moves the generator's parameters.
+
+Everything here is plain Python: the Pyro trainer reads the schedules through
+``torch.optim.lr_scheduler.LambdaLR``; the NumPyro trainer evaluates them on the host and
+feeds the values to its compiled epoch, so a schedule never recompiles.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import inspect
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ppgen.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_GROUP",
+    "LR_SCHEDULES",
+    "OPTIMIZERS",
+    "Group",
+    "assign_params",
+    "check_trainer_options",
+    "epoch_metrics",
+    "group_losses",
+    "lr_factor",
+    "metric_name",
+]
+
+DEFAULT_GROUP = "loss"
+LR_SCHEDULES = ("constant", "cosine", "exponential")
+OPTIMIZERS = ("adam", "sgd")
+EXPONENTIAL_DECAY = 0.1  # lr factor reached at total_steps by the exponential schedule
+
+
+def lr_factor(schedule: str, total_steps: int | None = None) -> Callable[[int], float]:
+    """The learning-rate multiplier after ``s`` updates, as a closed form of ``s``.
+
+    ``"constant"``: 1; ``"cosine"``: ``(1 + cos(pi min(s, T) / T)) / 2``, reaching 0 at
+    ``T = total_steps`` (Loshchilov & Hutter 2017, without restarts); ``"exponential"``:
+    ``0.1 ** (s / T)``, a tenth of the rate at ``T``.
+
+    Raises:
+        ConfigError: An unknown schedule, or no positive integer ``total_steps`` for a
+            schedule that needs one.
+    """
+    if schedule not in LR_SCHEDULES:
+        raise ConfigError(
+            f"unknown lr_schedule {schedule!r}; choose one of {', '.join(LR_SCHEDULES)}"
+        )
+    if schedule == "constant":
+        return lambda s: 1.0
+    if isinstance(total_steps, bool) or not (isinstance(total_steps, int) and total_steps >= 1):
+        raise ConfigError(
+            f"lr_schedule={schedule!r} needs total_steps >= 1 (epochs * steps per epoch), "
+            f"got {total_steps!r}"
+        )
+    if schedule == "cosine":
+        return lambda s: 0.5 * (1.0 + math.cos(math.pi * min(s, total_steps) / total_steps))
+    return lambda s: EXPONENTIAL_DECAY ** (s / total_steps)
+
+
+def _positive_number(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ConfigError(f"{name} must be a positive number, got {value!r}")
+    if not math.isfinite(value):
+        raise ConfigError(f"{name} must be finite, got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class Group:
+    """One player's parameters and how they are optimised.
+
+    Args:
+        name: The player: the key of the objective's loss dict this group minimises
+            (``"loss"`` for an objective that returns one scalar).
+        params: Glob pattern(s) over param site names (``fnmatch``), e.g. ``"critic*"``
+            matches Pyro's ``critic$$$layers.0.weight`` and NumPyro's ``critic$params``.
+        optimizer: ``"adam"`` (Kingma & Ba 2015; ``torch.optim.Adam`` / ``optax.scale_by_adam``,
+            eps 1e-8) or ``"sgd"`` (plain gradient descent).
+        lr: Learning rate (peak rate under a schedule).
+        betas: Adam's moment decays ``(beta1, beta2)``; GANs often use ``(0.5, 0.9)``.
+        lr_schedule: ``"constant"``, ``"cosine"`` or ``"exponential"`` (:func:`lr_factor`),
+            counted in this group's updates.
+        total_steps: Length of the schedule in this group's updates.
+        clip_norm: Clip the global norm of this group's gradient to this value.
+        updates: Optimiser updates of this group per training step (e.g. ``n_critic`` = 5
+            critic updates per generator update, Arjovsky et al. 2017), each with fresh
+            randomness on the step's batch.
+
+    Raises:
+        ConfigError: An unknown optimiser or schedule, or an out-of-range value.
+    """
+
+    name: str = DEFAULT_GROUP
+    params: str | tuple[str, ...] = "*"
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.999)
+    lr_schedule: str = "constant"
+    total_steps: int | None = None
+    clip_norm: float | None = None
+    updates: int = 1
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.name, str) and self.name.isidentifier()):
+            raise ConfigError(
+                f"a group name must be an identifier like 'critic', got {self.name!r}"
+            )
+        patterns = (self.params,) if isinstance(self.params, str) else tuple(self.params)
+        if not patterns or not all(isinstance(p, str) and p for p in patterns):
+            raise ConfigError(
+                f"group {self.name!r}: params must be glob patterns, got {self.params!r}"
+            )
+        object.__setattr__(self, "params", patterns)
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(
+                f"group {self.name!r}: unknown optimizer {self.optimizer!r}; choose one of "
+                f"{', '.join(OPTIMIZERS)}"
+            )
+        object.__setattr__(self, "lr", _positive_number(f"group {self.name!r}: lr", self.lr))
+        betas = tuple(self.betas)
+        if len(betas) != 2 or not all(isinstance(b, int | float) and 0 <= b < 1 for b in betas):
+            raise ConfigError(
+                f"group {self.name!r}: betas must be two numbers in [0, 1), got {self.betas!r}"
+            )
+        object.__setattr__(self, "betas", (float(betas[0]), float(betas[1])))
+        lr_factor(self.lr_schedule, self.total_steps)  # validates both
+        if self.clip_norm is not None:
+            _positive_number(f"group {self.name!r}: clip_norm", self.clip_norm)
+        if isinstance(self.updates, bool) or not (
+            isinstance(self.updates, int) and self.updates >= 1
+        ):
+            raise ConfigError(
+                f"group {self.name!r}: updates must be an integer >= 1, got {self.updates!r}"
+            )
+
+    def matches(self, site: str) -> bool:
+        """Whether the param site ``site`` belongs to this group."""
+        return any(fnmatch.fnmatchcase(site, pattern) for pattern in self.params)
+
+    def lr_at(self, update: int) -> float:
+        """The learning rate of this group's update number ``update`` (0-based)."""
+        return self.lr * lr_factor(self.lr_schedule, self.total_steps)(update)
+
+
+def _count(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not (isinstance(value, int | np.integer) and value >= minimum):
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def check_trainer_options(
+    objective: Callable,
+    *,
+    groups: Sequence[Group] | None,
+    lr: float,
+    lr_schedule: str,
+    total_steps: int | None,
+    clip_norm: float | None,
+    batch_size: int,
+    num_data: int | None,
+    beta_schedule: Callable[[int], float] | None,
+    eval_objective: Callable | None,
+    evaluator: Callable | None,
+    devices: int | None,
+) -> tuple[Group, ...]:
+    """Validate the options both backends' ``Trainer`` take; return its parameter groups
+    (``groups``, or one default group from ``lr``, ``lr_schedule``, ``total_steps`` and
+    ``clip_norm``).
+
+    Raises:
+        ConfigError: An out-of-range option, default-group options next to ``groups``,
+            repeated group names, a ``beta_schedule`` for an objective without a ``beta``
+            keyword, or both ``eval_objective`` and ``evaluator``.
+    """
+    if groups is None:
+        groups = [
+            Group(lr=lr, lr_schedule=lr_schedule, total_steps=total_steps, clip_norm=clip_norm)
+        ]
+    elif (lr, lr_schedule, total_steps, clip_norm) != (1e-3, "constant", None, None):
+        raise ConfigError(
+            "with groups=, give lr, lr_schedule, total_steps and clip_norm to each Group"
+        )
+    groups = tuple(groups)
+    if not groups or not all(isinstance(g, Group) for g in groups):
+        raise ConfigError("groups must be a non-empty sequence of ppgen.inference.optim.Group")
+    names = [g.name for g in groups]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"group names must be distinct, got {names}")
+    _count("batch_size", batch_size, 1)
+    if num_data is not None:
+        _count("num_data", num_data, batch_size)
+    if devices is not None:
+        _count("devices", devices, 1)
+    if beta_schedule is not None and "beta" not in inspect.signature(objective).parameters:
+        raise ConfigError("beta_schedule needs an objective with a beta= keyword (ELBO)")
+    if evaluator is not None and eval_objective is not None:
+        raise ConfigError("give eval_objective (for the bound) or evaluator, not both")
+    return groups
+
+
+def assign_params(sites: Iterable[str], groups: Sequence[Group]) -> dict[str, tuple[str, ...]]:
+    """Which param sites each group owns (in the order the sites were found).
+
+    Raises:
+        ConfigError: A site that no group or several groups match, or a group that matches
+            no site (its patterns are probably misspelt).
+    """
+    sites = list(sites)
+    owned: dict[str, list[str]] = {g.name: [] for g in groups}
+    for site in sites:
+        owners = [g.name for g in groups if g.matches(site)]
+        if len(owners) != 1:
+            what = "no group" if not owners else f"the groups {owners}"
+            raise ConfigError(
+                f"param site {site!r} matches {what}; give each parameter exactly one group "
+                "(Group(params=...) takes glob patterns over site names)"
+            )
+        owned[owners[0]].append(site)
+    for name, names in owned.items():
+        if not names:
+            shown = ", ".join(sites[:6]) + (", ..." if len(sites) > 6 else "")
+            raise ConfigError(f"group {name!r} matches no param site; the sites are: {shown}")
+    return {name: tuple(names) for name, names in owned.items()}
+
+
+def group_losses(out: Any, groups: Sequence[Group]) -> dict[str, Any]:
+    """The loss each group minimises, from what an objective returned.
+
+    One scalar serves a single group; several groups need a dict (a mapping) with one loss
+    per group name (other entries are ignored).
+
+    Raises:
+        ConfigError: A scalar for several groups, or a dict without some group's loss.
+    """
+    if isinstance(out, Mapping):
+        missing = [g.name for g in groups if g.name not in out]
+        if missing:
+            raise ConfigError(
+                f"the objective returned losses for {sorted(out)}, none for the group(s) "
+                f"{missing}; name each Group after one of the objective's players"
+            )
+        return {g.name: out[g.name] for g in groups}
+    if len(groups) != 1:
+        raise ConfigError(
+            f"the objective returned one loss, but {len(groups)} parameter groups need one "
+            "loss each: return a dict {player: loss}"
+        )
+    return {groups[0].name: out}
+
+
+def metric_name(group: str) -> str:
+    """The metric key of a group's loss: ``"loss"`` for the default group, else
+    ``"loss_<group>"`` (e.g. ``loss_critic``)."""
+    return "loss" if group == DEFAULT_GROUP else f"loss_{group}"
+
+
+def epoch_metrics(
+    losses: Mapping[str, Sequence[float]], divisor: float, lrs: Mapping[str, float]
+) -> dict[str, float]:
+    """One epoch's metrics from each group's per-step losses (a step's whole-set estimate).
+
+    Returns ``{"loss": mean per-example loss, "finite": 1.0 or 0.0, "lr": rate of the next
+    update}`` for one group; with several, ``loss_<group>`` and ``lr_<group>`` per group and
+    ``loss`` their sum. A non-finite step makes the loss non-finite and ``finite`` 0.
+    """
+    metrics, finite = {}, True
+    for group, values in losses.items():
+        values = np.asarray(values, dtype=np.float64) / divisor
+        finite = finite and bool(np.all(np.isfinite(values)))
+        bad = values[~np.isfinite(values)]
+        metrics[metric_name(group)] = float(bad[0] if len(bad) else np.mean(values))
+    if "loss" not in metrics:
+        metrics["loss"] = float(sum(metrics.values()))
+    metrics["finite"] = float(finite)
+    for group, lr in lrs.items():
+        metrics["lr" if group == DEFAULT_GROUP else f"lr_{group}"] = float(lr)
+    return metrics

@@ -1,0 +1,65 @@
+"""Per-batch noise a trainer applies to its data inputs: dynamic binarization and input noise.
+
+A trainer's ``transform`` is called once per data input of every training step with the
+minibatch, the rows it came from and the epoch's noise generator (derived from ``(seed,
+epoch)``, so a resumed epoch draws the same noise); evaluation sees the data as it is.
+Mirrors ``ppgen.inference.numpyro.noise`` (same classes, the backend's randomness).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ppgen.data.checks import check_input_scale, check_unit_interval
+
+__all__ = ["DynamicBinarization", "InputNoise"]
+
+
+class DynamicBinarization:
+    """Draw ``x ~ Bernoulli(x)`` afresh for every minibatch (Salakhutdinov & Murray 2008;
+    the dynamically binarized MNIST of Burda et al. 2015). Data must lie in [0, 1]."""
+
+    def check(self, x: np.ndarray, rows: np.ndarray | None = None) -> None:
+        """Raise :class:`~ppgen.errors.DataError` unless ``x`` lies in [0, 1]."""
+        check_unit_interval(x)
+
+    def __call__(
+        self, x: torch.Tensor, rows: torch.Tensor, generator: torch.Generator
+    ) -> torch.Tensor:
+        """One Bernoulli draw per value of ``x`` (batch, ...), same shape and dtype."""
+        return torch.bernoulli(x, generator=generator)
+
+
+class InputNoise:
+    """``x + scale[rows] * eps`` with fresh ``eps ~ N(0, 1)`` at every step.
+
+    M1+M2 (Kingma et al. 2014) trains M2 on ``z1 ~ q(z1 | x)`` drawn afresh: ``x`` holds
+    M1's posterior means and ``scale`` its posterior standard deviations.
+
+    Args:
+        scale: ``(N, D)`` float standard deviations, one per value of the training data.
+
+    Raises:
+        DataError: ``scale`` is not a finite, non-negative float array ``(N, D)``, or (at
+            :meth:`check`) its shape differs from the training data's.
+    """
+
+    def __init__(self, scale: np.ndarray) -> None:
+        self.scale = check_input_scale(scale)
+        self._cache: tuple[torch.dtype, torch.Tensor] | None = None
+
+    def check(self, x: np.ndarray, rows: np.ndarray | None = None) -> None:
+        """Raise :class:`~ppgen.errors.DataError` unless ``scale`` has ``x``'s shape (or,
+        for rows ``rows`` of the training data, its rows' shape)."""
+        scale = self.scale if rows is None else self.scale[np.asarray(rows)]
+        check_input_scale(scale, np.shape(x))
+
+    def __call__(
+        self, x: torch.Tensor, rows: torch.Tensor, generator: torch.Generator
+    ) -> torch.Tensor:
+        """``x`` (batch, D) plus Gaussian noise of the rows' standard deviations."""
+        if self._cache is None or self._cache[0] != x.dtype:
+            self._cache = (x.dtype, torch.as_tensor(self.scale, dtype=x.dtype))
+        eps = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+        return x + self._cache[1][rows] * eps
