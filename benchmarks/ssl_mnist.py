@@ -37,6 +37,7 @@ from _common import Stopwatch, hardware, write_result  # noqa: E402
 from ppgen import data as ppdata  # noqa: E402
 from ppgen import runs  # noqa: E402
 from ppgen.checkpoint import has_checkpoint  # noqa: E402
+from ppgen.recipes.vae import m1_features  # noqa: E402
 from ppgen.semisupervised import fit_m1_classifier  # noqa: E402
 
 # Kingma et al. 2014, Table 1 (test error %), and Pyro's SS-VAE tutorial (M2 accuracy).
@@ -77,7 +78,7 @@ def _train(config: runs.RunConfig, run_dir: Path, minutes: float) -> dict:
             flush=True,
         )
 
-    result, _ = runs.train(config, run_dir, progress=False, on_epoch=show, time_limit=minutes * 60)
+    result = runs.train(config, run_dir, progress=False, on_epoch=show, time_limit=minutes * 60)
     info = {
         "epochs": len(result.history),
         "minutes": (time.perf_counter() - t0) / 60,
@@ -139,15 +140,14 @@ def main() -> None:
     ns = [int(n) for n in args.ns.split(",")]
     models = args.models.split(",")
 
-    common = dict(
-        backend=args.backend, dataset="mnist", binarize="dynamic", latent=50, activation="softplus"
-    )
+    common = dict(backend=args.backend, dataset="mnist", latent=50, activation="softplus")
     m1_dir = args.out / "m1-vae"
     rows = []
     if "m1" in models or "m1m2" in models:
         print("M1: the VAE (600-600 softplus, z=50), trained once", flush=True)
-        m1_config = runs.RunConfig(
-            model="m1",
+        m1_config = runs.make_config(
+            "m1",
+            binarize="dynamic",
             hidden=(600, 600),
             lr=args.m1_lr,
             lr_schedule=args.m1_lr_schedule,
@@ -158,15 +158,16 @@ def main() -> None:
         )
         m1_info = _train(m1_config, m1_dir, args.minutes)
     if "m1" in models:  # M1+M2 runs compute their own features
-        f = runs.m1_features(runs.load_trained(m1_dir))
+        f = m1_features(runs.load_trained(m1_dir))
 
     draws = range(args.draws) if args.seeds is None else [int(k) for k in args.seeds.split(",")]
     for n in ns:
         for seed in draws if n == 100 else [0]:
             if "m1" in models:
-                y = ppdata.partial_labels(f.train.y, n, seed=seed)
-                clf, info = fit_m1_classifier(f.train.x, y, f.valid.x, f.valid.y, seed=seed)
-                error = float((clf.predict(f.test.x) != f.test.y).mean())
+                y = ppdata.partial_labels(f["train"].y, n, seed=seed)
+                train, valid, test = f["train"], f["valid"], f["test"]
+                clf, info = fit_m1_classifier(train.x, y, valid.x, valid.y, seed=seed)
+                error = float((clf.predict(test.x) != test.y).mean())
                 rows.append(
                     {
                         "model": "m1",
@@ -188,11 +189,11 @@ def main() -> None:
                 else:
                     own = {
                         "m1_run": str(m1_dir),
-                        "m1_sample": args.m1_features == "sample",
+                        "m1_features": args.m1_features,
                         "m1_units": args.m1_units,
                     }
-                config = runs.RunConfig(
-                    model=model,
+                config = runs.make_config(
+                    model,
                     hidden=(500,),
                     lr=args.lr,
                     lr_schedule=args.lr_schedule,
@@ -205,7 +206,7 @@ def main() -> None:
                 )
                 run_dir = args.out / f"{model}-{n}-seed{seed}"
                 info = _train(config, run_dir, args.minutes)
-                result = runs.evaluate_classifier(runs.load_trained(run_dir))
+                result = runs.evaluate(runs.load_trained(run_dir))
                 rows.append(
                     {
                         "model": model,

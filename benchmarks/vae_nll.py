@@ -25,13 +25,14 @@ from _common import Stopwatch, hardware, write_result  # noqa: E402
 
 from ppgen import runs  # noqa: E402
 from ppgen.driver import read_metrics  # noqa: E402
+from ppgen.recipes.base import BACKENDS  # noqa: E402
 
 PAPER = {"vae": 86.76, "iwae5": 85.54, "iwae50": 84.78}
 
 
 def config(objective: str, k: int, epochs: int, args: argparse.Namespace) -> runs.RunConfig:
-    return runs.RunConfig(
-        model="vae",
+    return runs.make_config(
+        "vae",
         backend=args.backend,
         dataset="mnist",
         binarize="dynamic",
@@ -61,7 +62,7 @@ def train_and_eval(name: str, cfg: runs.RunConfig, args: argparse.Namespace) -> 
     if out.exists():
         shutil.rmtree(out)
     clock = Stopwatch()
-    result, _ = runs.train(cfg, out, progress=True)
+    result = runs.train(cfg, out, progress=True)
     minutes = clock.minutes()
     run = runs.load_trained(out)
     ev = runs.evaluate(run, k=args.k, limit=args.eval_limit, progress=True)
@@ -80,7 +81,7 @@ def train_and_eval(name: str, cfg: runs.RunConfig, args: argparse.Namespace) -> 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--backend", choices=runs.BACKENDS, default="numpyro")
+    p.add_argument("--backend", choices=BACKENDS, default="numpyro")
     p.add_argument("--vae-minutes", type=float, default=30.0)
     p.add_argument("--iwae5-minutes", type=float, default=20.0)
     p.add_argument("--iwae50-minutes", type=float, default=10.0, help="0 skips IWAE(k=50)")

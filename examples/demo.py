@@ -42,8 +42,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"MNIST is not available ({e}); using scikit-learn's 8x8 digits instead.")
             dataset = "digits"
     mnist = dataset == "mnist"
-    config = runs.RunConfig(
-        model="m2",
+    config = runs.make_config(
+        "m2",
         backend="numpyro",
         dataset=dataset,
         binarize="none",  # grey pixels, as Pyro's tutorial: faster per CPU-minute (RESULTS.md)
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
         monitor_test=True,
     )
     run = runs.load_trained(args.out)
-    result = runs.evaluate_classifier(run)
+    result = runs.evaluate(run)
     paper = "; Kingma et al. 2014 report 11.97% for M2" if mnist and args.labels == 100 else ""
     print(
         f"test error {100 * result['test_error']:.2f}% with {args.labels} labels "

@@ -33,7 +33,8 @@ def main(argv: list[str] | None = None) -> dict:
     run_dir = args.run
     if run_dir is None:
         run_dir = args.out / "vae"
-        config = runs.RunConfig(
+        config = runs.make_config(
+            "vae",
             dataset="digits",
             latent=4,
             hidden=(64,),
@@ -44,9 +45,9 @@ def main(argv: list[str] | None = None) -> dict:
         if not (run_dir / "checkpoints" / "LATEST").exists():
             runs.train(config, run_dir, progress=False)
     run = runs.load_trained(run_dir)
-    if run.backend != "numpyro":
+    if run.config.backend != "numpyro":
         raise SystemExit("this example uses the NumPyro backend; train with --backend numpyro")
-    x = run.splits.test.x[: args.images]
+    x = run.data.test_x[: args.images]
     vae = run.model  # holds the trained weights: NUTS sees them as constants
 
     key_mcmc, key_guide = jax.random.split(jax.random.PRNGKey(0))

@@ -9,6 +9,7 @@ good checkpoint. It sees a backend only through the ``Trainer`` protocol below, 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -86,6 +87,7 @@ def fit(
     on_epoch: Callable[[dict], None] | None = None,
     time_limit: float | None = None,
     monitor: dict[str, Any] | None = None,
+    tensorboard: bool = False,
 ) -> FitResult:
     """Train for ``epochs`` epochs with evaluation, checkpoints and early stopping.
 
@@ -107,6 +109,13 @@ def fit(
             have passed; the run can be continued later with ``resume``.
         monitor: More data sets evaluated with the validation set, e.g. ``{"test": ...}``,
             recorded as ``test_<metric>``; they never influence early stopping or BEST.
+        tensorboard: Also write every epoch's record as TensorBoard scalars under
+            ``<run_dir>/tensorboard`` (:class:`ppgen.tracking.TensorBoardWriter`; a resumed
+            run drops the events of the epochs it re-runs).
+
+    In a data-parallel run (several processes; the trainer's ``is_main_process`` and
+    ``any_process``), every process trains and evaluates, process 0 alone writes metrics,
+    checkpoints and events, and all stop together.
 
     Returns:
         A ``FitResult``. The best checkpoint (lowest validation loss, or the last one when
@@ -121,7 +130,10 @@ def fit(
     if epochs < 1 or eval_every < 1 or (patience is not None and patience < 1):
         raise ConfigError("epochs, eval_every and patience must be positive integers")
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    main = getattr(trainer, "is_main_process", True)
+    agree = getattr(trainer, "any_process", bool)
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = run_dir / "metrics.jsonl"
     state = trainer.init(seed, x_train)
     book = {"epoch": -1, "best_loss": math.inf, "best_epoch": None, "bad_evals": 0}
@@ -134,74 +146,90 @@ def fit(
             )
         state = trainer.load_state_arrays(state, arrays, meta["trainer"])
         book = meta["driver"]
-        history = _truncate_metrics(metrics_path, book["epoch"])
+        history = _truncate_metrics(metrics_path, book["epoch"]) if main else []
     else:
         if has_checkpoint(run_dir):
             raise CheckpointError(
                 f"{run_dir} already holds a run: pass --resume to continue it, or choose "
                 "another output directory"
             )
-        metrics_path.write_text("")
+        if main:
+            metrics_path.write_text("")
         history = []
 
-    stopped_early = False
-    started = time.perf_counter()
     first = book["epoch"] + 1
-    bar = tqdm(
-        range(first, epochs),
-        initial=first,
-        total=epochs,
-        desc="epochs",
-        disable=not progress,
-        unit="epoch",
-        dynamic_ncols=True,
-    )
-    for epoch in bar:
-        t0 = time.perf_counter()
-        state, metrics = trainer.train_epoch(state, x_train, epoch)
-        loss = float(metrics["loss"])
-        if not math.isfinite(loss):
-            raise DivergenceError(
-                f"training diverged: loss is {loss} in epoch {epoch + 1}. The last good "
-                f"checkpoint (epoch {book['epoch'] + 1}) in {run_dir} is kept; lower the "
-                "learning rate (--lr) or clip gradients, then start again or --resume."
+    with contextlib.ExitStack() as cleanup:
+        events = None
+        if tensorboard and main:
+            from ppgen.tracking import TensorBoardWriter
+
+            # Epochs are logged 1-based; on resume the events of re-run epochs are dropped.
+            sets = ("valid", *(monitor or {}))
+            events = cleanup.enter_context(
+                TensorBoardWriter(run_dir / "tensorboard", purge_step=first + 1, eval_sets=sets)
             )
-        record: dict[str, Any] = {"epoch": epoch, **{k: float(v) for k, v in metrics.items()}}
-        record["train_seconds"] = time.perf_counter() - t0
-        pointers = ["LATEST"]
-        last = epoch == epochs - 1
-        if x_valid is not None and ((epoch + 1) % eval_every == 0 or last):
-            valid = trainer.evaluate(state, x_valid)
-            # A trainer reports its validation "loss" (e.g. a classification error) or a bound.
-            record["valid_loss"] = float(valid["loss"]) if "loss" in valid else -valid["elbo"]
-            record.update({f"valid_{k}": float(v) for k, v in valid.items() if k != "loss"})
-            for name, data in (monitor or {}).items():
-                seen = trainer.evaluate(state, data)
-                record.update({f"{name}_{k}": float(v) for k, v in seen.items() if k != "loss"})
-            if record["valid_loss"] < book["best_loss"]:
-                book.update(best_loss=record["valid_loss"], best_epoch=epoch, bad_evals=0)
-                pointers.append("BEST")
-            else:
-                book["bad_evals"] += 1
-        elif x_valid is None:
-            book["best_epoch"] = epoch
-            pointers.append("BEST")
-        book["epoch"] = epoch
-        stopped_early = patience is not None and book["bad_evals"] >= patience
-        _append_jsonl(metrics_path, record)
-        arrays, trainer_meta = trainer.state_arrays(state)
-        save_checkpoint(
-            run_dir,
-            arrays,
-            {"seed": seed, "epoch": epoch, "trainer": trainer_meta, "driver": dict(book)},
-            tag=f"epoch-{epoch + 1:06d}",
-            pointers=tuple(pointers),
+        bar = cleanup.enter_context(
+            tqdm(
+                range(first, epochs),
+                initial=first,
+                total=epochs,
+                desc="epochs",
+                disable=not (progress and main),
+                unit="epoch",
+                dynamic_ncols=True,
+            )
         )
-        history.append(record)
-        bar.set_postfix({k: f"{record[k]:.2f}" for k in ("loss", "valid_loss") if k in record})
-        if on_epoch is not None:
-            on_epoch(record)
-        if stopped_early or (time_limit is not None and time.perf_counter() - started > time_limit):
-            break
-    bar.close()
+        stopped_early = False
+        started = time.perf_counter()
+        for epoch in bar:
+            t0 = time.perf_counter()
+            state, metrics = trainer.train_epoch(state, x_train, epoch)
+            loss = float(metrics["loss"])
+            if not math.isfinite(loss):
+                raise DivergenceError(
+                    f"training diverged: loss is {loss} in epoch {epoch + 1}. The last good "
+                    f"checkpoint (epoch {book['epoch'] + 1}) in {run_dir} is kept; lower the "
+                    "learning rate (--lr) or clip gradients, then start again or --resume."
+                )
+            record: dict[str, Any] = {"epoch": epoch, **{k: float(v) for k, v in metrics.items()}}
+            record["train_seconds"] = time.perf_counter() - t0
+            pointers = ["LATEST"]
+            last = epoch == epochs - 1
+            if x_valid is not None and ((epoch + 1) % eval_every == 0 or last):
+                valid = trainer.evaluate(state, x_valid)
+                # A trainer reports its validation "loss" (e.g. a classification error) or a bound.
+                record["valid_loss"] = float(valid["loss"]) if "loss" in valid else -valid["elbo"]
+                record.update({f"valid_{k}": float(v) for k, v in valid.items() if k != "loss"})
+                for name, data in (monitor or {}).items():
+                    seen = trainer.evaluate(state, data)
+                    record.update({f"{name}_{k}": float(v) for k, v in seen.items() if k != "loss"})
+                if record["valid_loss"] < book["best_loss"]:
+                    book.update(best_loss=record["valid_loss"], best_epoch=epoch, bad_evals=0)
+                    pointers.append("BEST")
+                else:
+                    book["bad_evals"] += 1
+            elif x_valid is None:
+                book["best_epoch"] = epoch
+                pointers.append("BEST")
+            book["epoch"] = epoch
+            stopped_early = patience is not None and book["bad_evals"] >= patience
+            if main:
+                _append_jsonl(metrics_path, record)
+                if events is not None:
+                    events.scalars(record, step=epoch + 1)
+                arrays, trainer_meta = trainer.state_arrays(state)
+                save_checkpoint(
+                    run_dir,
+                    arrays,
+                    {"seed": seed, "epoch": epoch, "trainer": trainer_meta, "driver": dict(book)},
+                    tag=f"epoch-{epoch + 1:06d}",
+                    pointers=tuple(pointers),
+                )
+            history.append(record)
+            bar.set_postfix({k: f"{record[k]:.2f}" for k in ("loss", "valid_loss") if k in record})
+            if on_epoch is not None:
+                on_epoch(record)
+            out_of_time = time_limit is not None and time.perf_counter() - started > time_limit
+            if stopped_early or agree(out_of_time):
+                break
     return FitResult(state, history, book["best_epoch"], stopped_early)

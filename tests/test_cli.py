@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import urllib.error
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,9 +15,11 @@ from safetensors.numpy import load_file
 
 from ppgen import runs
 from ppgen.cli import main
+from ppgen.data import load_dataset
 from ppgen.errors import ConfigError
 from ppgen.metrics import active_units
-from ppgen.semisupervised import encode_posteriors
+from ppgen.recipes.ssvae import stacked_units
+from ppgen.recipes.vae import encode_posteriors
 
 TINY = ["--dataset", "digits", "--latent", "4", "--hidden", "32", "--batch-size", "50", "--quiet"]
 
@@ -139,12 +142,12 @@ def test_corrupt_and_foreign_checkpoints_are_one_line_errors(tmp_path, capsys):
     assert code == 0, err
     # Foreign: the config now describes another network than the checkpoint holds.
     config = json.loads((run / "config.json").read_text())
-    config["hidden"] = [16]
+    config["options"]["hidden"] = [16]
     (run / "config.json").write_text(json.dumps(config))
     line = one_line_error(*run_cli(["eval", run, "--k", "5"], capsys)[::2])
     assert "checkpoint" in line.lower()
     # Corrupt: the arrays file is cut in half.
-    config["hidden"] = [32]
+    config["options"]["hidden"] = [32]
     (run / "config.json").write_text(json.dumps(config))
     ckpt = run / "checkpoints"
     blob = ckpt / (ckpt / "BEST").read_text().strip() / "state.safetensors"
@@ -159,8 +162,8 @@ def test_corrupt_and_foreign_checkpoints_are_one_line_errors(tmp_path, capsys):
 def test_pyro_sampling_is_seeded_and_leaves_the_global_rng_alone(tmp_path):
     import torch
 
-    config = runs.RunConfig(
-        backend="pyro", dataset="digits", latent=4, hidden=(32,), epochs=1, batch_size=50
+    config = runs.make_config(
+        "vae", backend="pyro", dataset="digits", latent=4, hidden=(32,), epochs=1, batch_size=50
     )
     runs.train(config, tmp_path, progress=False)
     run = runs.load_trained(tmp_path)
@@ -197,16 +200,16 @@ def test_semi_supervised_m1_m2_m1m2(tmp_path, capsys, backend):
     # trainer's input noise by default (z1 ~ q(z1 | x) every step), none with means only;
     # by default only the units active on the training images, else all of them.
     m1_run = runs.load_trained(tmp_path / "m1")
-    images = runs.load_splits(m1_run.config).train.x
+    images = load_dataset("digits", "train").x  # grey values, as M1's features are read
     loc, scale = encode_posteriors(m1_run, images)
     for sample, units in ((True, "active"), (True, "all"), (False, "all")):
-        config = runs.RunConfig(
-            model="m1m2", backend=backend, dataset="digits", labels=50,
-            m1_run=str(tmp_path / "m1"), m1_sample=sample, m1_units=units,
+        config = runs.make_config(
+            "m1m2", backend=backend, dataset="digits", labels=50, m1_run=str(tmp_path / "m1"),
+            m1_features="sample" if sample else "mean", m1_units=units,
         )  # fmt: skip
-        data = runs.fit_data(config, runs.load_splits(config))
+        data = config.recipe.prepare(config)
         keep = np.flatnonzero(active_units(loc)) if units == "active" else np.arange(4)
-        np.testing.assert_array_equal(data.m1_units, keep)
+        np.testing.assert_array_equal(data.units, keep)
         np.testing.assert_allclose(data.train[0], loc[:, keep], rtol=1e-5, atol=1e-6)
         assert data.x_dim == len(keep) >= 1
         if sample:
@@ -230,10 +233,11 @@ def test_semi_supervised_m1_m2_m1m2(tmp_path, capsys, backend):
         assert code == 0, err
         assert (out / "class_samples.png").stat().st_size > 0
         config = runs.load_config(out)
-        assert config.m1_sample == (features == "sample") and config.m1_units == units
+        assert config.options.m1_features == features and config.options.m1_units == units
         # Class-conditional samples: M2's draws of the kept units, decoded by M1 (with the
         # dropped units at their prior mean).
-        samples = runs.class_samples(runs.load_trained(out), per_class=2)
+        run = runs.load_trained(out)
+        samples = run.recipe.class_samples(run, per_class=2)
         assert samples.shape == (20, 64) and np.all((samples >= 0) & (samples <= 1))
         code, stdout, err = run_cli(["eval", out, "--json"], capsys)
         assert code == 0, err
@@ -253,42 +257,34 @@ def test_semi_supervised_bad_input_is_one_line(tmp_path, capsys):
     assert "not a ppgen run directory" in one_line_error(code, err)
 
 
+V1_M1M2 = Path(__file__).parent / "data" / "runs_v1" / "m1m2-numpyro" / "config.json"
+
+
 def test_m1m2_configs_from_before_sampling_read_as_means(tmp_path):
-    config = runs.RunConfig(model="m1m2", m1_run="runs/m1", labels=100)
-    (tmp_path / "config.json").write_text(config.to_json())
-    assert runs.load_config(tmp_path).m1_sample is True
-    raw = json.loads(config.to_json())
+    raw = json.loads(V1_M1M2.read_text())  # written by ppgen before recipes (format v1)
+    assert raw["format"] == "ppgen-run-v1" and raw["m1_sample"] is True
+    (tmp_path / "config.json").write_text(json.dumps(raw))
+    assert runs.load_config(tmp_path).options.m1_features == "sample"
     del raw["m1_sample"]  # a config written before the option existed trained on means
     (tmp_path / "config.json").write_text(json.dumps(raw))
-    assert runs.load_config(tmp_path).m1_sample is False
+    assert runs.load_config(tmp_path).options.m1_features == "mean"
 
 
 def test_m1m2_configs_from_before_active_units_read_as_all_units(tmp_path):
-    config = runs.RunConfig(model="m1m2", m1_run="runs/m1", labels=100)
-    raw = json.loads(config.to_json())
+    raw = json.loads(V1_M1M2.read_text())
     raw["m1_units"] = "active"
     (tmp_path / "config.json").write_text(json.dumps(raw))
-    assert runs.load_config(tmp_path).m1_units == "active"
+    assert runs.load_config(tmp_path).options.m1_units == "active"
     del raw["m1_units"]  # written before the option existed: M2 modelled every unit
     (tmp_path / "config.json").write_text(json.dumps(raw))
-    assert runs.load_config(tmp_path).m1_units == "all"
+    assert runs.load_config(tmp_path).options.m1_units == "all"
     with pytest.raises(ConfigError, match="m1_units"):
-        runs.RunConfig(model="m1m2", m1_run="runs/m1", m1_units="some")
+        runs.make_config("m1m2", m1_run="runs/m1", m1_units="some")
 
 
-def test_m1m2_on_an_m1_without_active_units_is_refused(monkeypatch):
-    from types import SimpleNamespace
-
-    def split(n):
-        return SimpleNamespace(x=np.zeros((n, 4), np.float32), scale=np.ones((n, 4)), y=None)
-
+def test_m1m2_on_an_m1_without_active_units_is_refused():
     # An M1 whose posterior is the prior for every image: every posterior mean is 0.
-    monkeypatch.setattr(runs, "load_trained", lambda d: SimpleNamespace(config=runs.RunConfig()))
-    monkeypatch.setattr(
-        runs,
-        "m1_features",
-        lambda m1: SimpleNamespace(train=split(20), valid=split(5), test=split(5)),
-    )
-    assert len(runs._m1_features("m1", "all").units) == 4
+    means = np.zeros((20, 4), np.float32)
+    assert len(stacked_units(means, "all", "m1")) == 4
     with pytest.raises(ConfigError, match="no active latent unit.*--m1-units all"):
-        runs._m1_features("m1", "active")
+        stacked_units(means, "active", "m1")

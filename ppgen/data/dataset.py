@@ -32,6 +32,8 @@ class Dataset:
         y: ``(N,)`` int64 class labels, or None for unlabelled data.
         image_shape: ``(height, width)`` of one image, for reshaping rows into pictures.
         name: a short description such as ``"mnist-train"``.
+        num_classes: the number of classes the labels come from (``None`` when unlabelled),
+            a property of the dataset rather than of the labels a split happens to hold.
 
     Raises:
         DataError: if the arrays do not have the dtypes and shapes above. (Value ranges are
@@ -42,6 +44,7 @@ class Dataset:
     y: np.ndarray | None
     image_shape: tuple[int, int]
     name: str
+    num_classes: int | None = None
 
     def __post_init__(self) -> None:
         x, y, (h, w) = self.x, self.y, self.image_shape

@@ -68,4 +68,5 @@ def load_digits(split: str = "train", *, binarize: str = "none", seed: int = 0) 
         y=labels[order].astype(np.int64),
         image_shape=(8, 8),
         name=f"digits-{split}",
+        num_classes=10,
     )

@@ -308,4 +308,4 @@ def load_mnist(
         u = rng.random((count, 28 * 28), dtype=np.float32)[rows]
         x = (u < x).astype(np.float32)
     y = labels[1][rows].astype(np.int64)
-    return Dataset(x=x, y=y, image_shape=(28, 28), name=f"mnist-{split}")
+    return Dataset(x=x, y=y, image_shape=(28, 28), name=f"mnist-{split}", num_classes=10)

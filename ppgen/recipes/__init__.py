@@ -1,0 +1,26 @@
+"""Model families as recipes: one module per family, registered by name.
+
+Adding a family is one recipe module (a :class:`Recipe` registered with :func:`register`)
+and one import line below; nothing else in ppgen changes (docs/ARCHITECTURE.md).
+"""
+
+# One line per family: importing its module registers its recipes.
+from ppgen.recipes import (
+    ssvae,  # noqa: E402, F401  (m2, m1m2)
+    vae,  # noqa: E402, F401, I001  (vae, hvae, m1)
+)
+from ppgen.recipes.base import Backend, Built, FitData, Options, Recipe, backend, option
+from ppgen.recipes.registry import RECIPES, get_recipe, register
+
+__all__ = [
+    "RECIPES",
+    "Backend",
+    "Built",
+    "FitData",
+    "Options",
+    "Recipe",
+    "backend",
+    "get_recipe",
+    "option",
+    "register",
+]

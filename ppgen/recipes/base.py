@@ -1,0 +1,361 @@
+"""What a model family declares to ``ppgen.runs`` and the command line: a :class:`Recipe`.
+
+A recipe names its model(s), declares its options (a frozen dataclass whose fields become
+the flags of ``ppgen train NAME``), prepares its data, builds a backend's model, objective
+and trainer, evaluates a trained run (importance-sampled NLL, exact NLL, classification
+error: whatever the family needs), samples it and draws its pictures. ``ppgen.runs`` does
+everything families share (config, training with the driver, checkpoints, the run record)
+and asks the recipe for the rest, by name, through :data:`ppgen.recipes.RECIPES`.
+
+Backends are reached as modules (:func:`backend`): ``backend("pyro").models.VAE``,
+``backend("numpyro").inference.Trainer``, so a recipe never branches on the backend's name;
+what differs in calling the two (seeded draws, numpy in and out) is behind each backend's
+``ppgen.inference.<backend>.interop``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+
+from ppgen import data as ppdata
+from ppgen.errors import ConfigError
+
+if TYPE_CHECKING:
+    from ppgen.config import RunConfig
+    from ppgen.runs import Run
+
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "Built",
+    "FitData",
+    "Options",
+    "Recipe",
+    "Splits",
+    "backend",
+    "image_splits",
+    "layer_sizes",
+    "non_negative_int",
+    "option",
+    "positive",
+    "positive_int",
+    "trainer_settings",
+]
+
+BACKENDS = ("pyro", "numpyro")
+
+
+# -- option values from the command line ---------------------------------------------------
+
+
+def positive(kind: type) -> Callable[[str], Any]:
+    """An argparse type: a positive ``kind`` (int or float)."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"expected a positive value, got {text!r}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+positive_int = positive(int)
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a value >= 0, got {text!r}")
+    return value
+
+
+def layer_sizes(text: str) -> tuple[int, ...]:
+    """An argparse type: comma-separated positive layer widths, e.g. ``200,200``."""
+    try:
+        sizes = tuple(int(s) for s in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated layer sizes like 200,200, got {text!r}"
+        ) from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"layer sizes must be positive, got {text!r}")
+    return sizes
+
+
+def _is_int(value: Any, minimum: int) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | np.integer) and value >= minimum
+
+
+def option(
+    default: Any,
+    help: str,
+    *,
+    flag: str | None = None,
+    choices: tuple[str, ...] | None = None,
+    parse: Callable[[str], Any] | None = None,
+    metavar: str | None = None,
+) -> Any:
+    """A field of a recipe's :class:`Options`, with what its command-line flag needs.
+
+    Args:
+        default: The default value (also the flag's).
+        help: One line for ``ppgen train NAME --help``.
+        flag: The flag (default ``--`` + the field name with dashes).
+        choices: The allowed values of a string option.
+        parse: An argparse type for the flag's text (default: the default's type; a bool
+            becomes a ``store_true`` switch).
+        metavar: The flag's value name in the help.
+    """
+    meta = {"help": help, "flag": flag, "choices": choices, "parse": parse, "metavar": metavar}
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class Options:
+    """Base of a recipe's options: a frozen dataclass of :func:`option` fields.
+
+    ``__post_init__`` checks every field that has ``choices``, turns lists into tuples, and
+    refuses a non-positive value of a field parsed by :func:`positive_int` or
+    :func:`layer_sizes`; subclasses add their own checks (raising ``ConfigError``) after
+    calling it.
+    """
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, list):
+                value = tuple(value)
+                object.__setattr__(self, f.name, value)
+            if value is None and f.default is None:
+                continue  # an optional setting left out
+            choices, parse = f.metadata.get("choices"), f.metadata.get("parse")
+            if choices is not None and value not in choices:
+                raise ConfigError(
+                    f"unknown {f.name} {value!r}; choose one of {', '.join(map(str, choices))}"
+                )
+            if parse is positive_int and not _is_int(value, 1):
+                raise ConfigError(f"{f.name} must be a positive integer, got {value!r}")
+            if parse is non_negative_int and not _is_int(value, 0):
+                raise ConfigError(f"{f.name} must be an integer >= 0, got {value!r}")
+            if parse is layer_sizes:
+                if not (isinstance(value, tuple) and value and all(_is_int(v, 1) for v in value)):
+                    raise ConfigError(f"{f.name} must be positive layer sizes, got {value!r}")
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """One flag per field (see :func:`option`), under the group "model options"."""
+        group = parser.add_argument_group(f"{cls.__name__} (model options)")
+        for f in dataclasses.fields(cls):
+            meta = f.metadata
+            flag = meta.get("flag") or "--" + f.name.replace("_", "-")
+            kwargs: dict[str, Any] = {"dest": f.name, "default": f.default, "help": meta["help"]}
+            if isinstance(f.default, bool) and meta.get("parse") is None:
+                kwargs["action"] = "store_true"
+            else:
+                parse = meta.get("parse") or (type(f.default) if f.default is not None else str)
+                kwargs.update(type=parse, choices=meta.get("choices"), metavar=meta.get("metavar"))
+            group.add_argument(flag, **kwargs)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Options:
+        """The options a parsed command line holds."""
+        return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
+
+    def to_json(self) -> dict[str, Any]:
+        """The options as JSON-able values (tuples as lists)."""
+        return {
+            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+        }
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> Options:
+        """Options from :meth:`to_json`'s output (lists back to tuples).
+
+        Raises:
+            ConfigError: An unknown option (naming the known ones) or a bad value.
+        """
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(raw) - set(names))
+        if unknown:
+            raise ConfigError(
+                f"unknown option(s) {', '.join(unknown)} for {cls.__name__}; it takes "
+                f"{', '.join(names)}"
+            )
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
+
+
+# -- what a recipe hands back ----------------------------------------------------------------
+
+
+class Splits(NamedTuple):
+    """The train, validation (``None`` when training on all of it) and test sets."""
+
+    train: ppdata.Dataset
+    valid: ppdata.Dataset | None
+    test: ppdata.Dataset
+
+
+@dataclass(frozen=True)
+class FitData:
+    """What a family's trainer fits and is validated on.
+
+    Attributes:
+        train: What ``Trainer.train_epoch`` takes: ``x``, or ``(x, y)`` with ``y = -1``
+            where unlabelled.
+        valid: What ``Trainer.evaluate`` validates on (``None``: no validation).
+        test: The test set in the same form (``x``, or ``(x, y)``).
+        num_data: Examples per epoch of the schedule (the trainer's ``num_data``).
+        image_shape: ``(height, width)`` of the images the model draws, for pictures.
+        num_classes: Classes of the dataset's labels (``None`` without labels).
+    """
+
+    train: Any
+    valid: Any
+    test: Any
+    num_data: int
+    image_shape: tuple[int, int]
+    num_classes: int | None
+
+    @property
+    def x_dim(self) -> int:
+        """Features per training example."""
+        return int(np.shape(self.test_x)[1])
+
+    @property
+    def test_x(self) -> np.ndarray:
+        """The test inputs (``test``, or its ``x``)."""
+        return self.test[0] if isinstance(self.test, tuple) else self.test
+
+
+class Built(NamedTuple):
+    """A backend's model, objective and trainer, as a recipe builds them."""
+
+    model: Any
+    objective: Any
+    trainer: Any
+
+
+class Backend(NamedTuple):
+    """A backend as two modules: ``ppgen.models.<name>`` and ``ppgen.inference.<name>``."""
+
+    name: str
+    models: ModuleType
+    inference: ModuleType
+
+
+def backend(name: str) -> Backend:
+    """The backend called ``name`` (``"pyro"`` or ``"numpyro"``), imported on first use.
+
+    Raises:
+        ConfigError: An unknown backend.
+    """
+    if name not in BACKENDS:
+        raise ConfigError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    return Backend(
+        name,
+        importlib.import_module(f"ppgen.models.{name}"),
+        importlib.import_module(f"ppgen.inference.{name}"),
+    )
+
+
+def image_splits(dataset: str, train_split: str, binarize: str, seed: int) -> Splits:
+    """Train, validation and test images of ``dataset``.
+
+    ``binarize="dynamic"`` keeps grey training values (the trainer draws fresh binary pixels
+    every step); ``"static"`` draws them once with ``seed``; ``"none"`` keeps grey values.
+    Validation and test sets are binarized once with seed 0 unless ``"none"``, so every run
+    is evaluated on the same binary images. ``train_split="train_full"`` has no validation
+    set.
+    """
+    train_mode = {"dynamic": "none", "static": "static", "none": "none"}[binarize]
+    eval_mode = "none" if binarize == "none" else "static"
+    train = ppdata.load_dataset(dataset, train_split, binarize=train_mode, seed=seed)
+    valid = None
+    if train_split == "train":
+        valid = ppdata.load_dataset(dataset, "valid", binarize=eval_mode, seed=0)
+    test = ppdata.load_dataset(dataset, "test", binarize=eval_mode, seed=0)
+    return Splits(train, valid, test)
+
+
+def trainer_settings(config: RunConfig, steps_per_epoch: int) -> dict[str, Any]:
+    """The trainer arguments every family takes from the shared settings of a run: learning
+    rate and its schedule over the run's steps, batch size, devices."""
+    return {
+        "lr": config.lr,
+        "lr_schedule": config.lr_schedule,
+        "total_steps": config.epochs * max(1, steps_per_epoch),
+        "batch_size": config.batch_size,
+        "devices": config.devices,
+    }
+
+
+class Recipe:
+    """A model family, as ``ppgen.runs`` and the command line see it.
+
+    Subclass it (or configure an instance) and :func:`ppgen.recipes.register` it. Attributes:
+
+    - ``name``: the model's name (``ppgen train NAME``, ``config.json``'s ``model``);
+    - ``help``: one line for ``ppgen train --help``; ``description``: its own help page;
+    - ``options``: the :class:`Options` subclass of its settings;
+    - ``defaults``: its defaults of the shared settings (e.g. ``{"lr": 3e-4}``);
+    - ``datasets``: the datasets it takes (default: every registered one).
+
+    Methods return plain values; the backend is passed in, never imported by name.
+    """
+
+    name: str
+    help: str = ""
+    description: str = ""
+    options: type[Options] = Options
+    defaults: Mapping[str, Any] = {}
+    datasets: tuple[str, ...] | None = None
+
+    def from_v1(self, raw: Mapping[str, Any]) -> dict[str, Any]:
+        """This family's options from a flat config written before recipes (format v1):
+        the fields of :attr:`options` found there (override to fill in old defaults)."""
+        names = {f.name for f in dataclasses.fields(self.options)}
+        return {k: v for k, v in raw.items() if k in names}
+
+    def prepare(self, config: RunConfig) -> FitData:
+        """The data the run fits, validates on and is tested on."""
+        raise NotImplementedError
+
+    def build(self, config: RunConfig, data: FitData, backend: Backend) -> Built:
+        """The backend's model, objective and trainer for ``config`` and ``data``."""
+        raise NotImplementedError
+
+    def evaluate(self, run: Run, **settings: Any) -> dict[str, Any]:
+        """The test figures of a trained run (JSON-able); ``settings`` are the ``ppgen
+        eval`` flags (``k``, ``limit``, ``batch_size``, ``progress``), each family using
+        those it needs."""
+        raise NotImplementedError
+
+    def summary(self, result: Mapping[str, Any]) -> str:
+        """One line of :meth:`evaluate`'s result for ``ppgen eval``."""
+        return ", ".join(f"{k} {v}" for k, v in result.items() if isinstance(v, int | float))
+
+    def sample(self, run: Run, n: int, seed: int = 0) -> np.ndarray:
+        """``n`` images from a trained run, numpy ``(n, D)``."""
+        raise NotImplementedError
+
+    def pictures(self, run: Run, out_dir: Path) -> list[Path]:
+        """Write the family's pictures of a trained run; return their paths."""
+        return []

@@ -1,0 +1,356 @@
+"""The VAE family: ``vae`` (Kingma & Welling 2014), ``hvae`` (two stochastic layers, Burda
+et al. 2015) and ``m1`` (Kingma et al. 2014: a VAE whose posterior means feed a classifier).
+
+All three fit binarized images with a Bernoulli likelihood by the ELBO or the IWAE bound.
+``vae`` and ``hvae`` are evaluated by the importance-sampled test NLL (Burda et al. 2015,
+k = 5000); ``m1`` by the test error of a scikit-learn classifier on its latent features,
+fitted on the labelled examples and chosen on validation at evaluation time.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ppgen import data as ppdata
+from ppgen import plots
+from ppgen.errors import ConfigError
+from ppgen.metrics import summarize_nll
+from ppgen.recipes.base import (
+    Backend,
+    Built,
+    FitData,
+    Options,
+    Recipe,
+    image_splits,
+    layer_sizes,
+    non_negative_int,
+    option,
+    positive_int,
+    trainer_settings,
+)
+from ppgen.recipes.registry import register
+
+if TYPE_CHECKING:
+    from ppgen.config import RunConfig
+    from ppgen.runs import Run
+
+__all__ = ["ACTIVATIONS", "M1Options", "VAEOptions", "encode_posteriors", "m1_features"]
+
+# The hidden activations both backends' MLPs implement (their ACTIVATIONS tables).
+ACTIVATIONS = ("tanh", "relu", "softplus", "elu")
+EVAL_SPLITS = ("train", "valid", "test")
+
+
+@dataclass(frozen=True)
+class VAEOptions(Options):
+    """Settings of ``vae`` and ``hvae`` (the defaults: Burda et al. 2015's MNIST networks)."""
+
+    binarize: str = option(
+        "dynamic",
+        "dynamic: fresh Bernoulli pixels every step (default); static: drawn once",
+        choices=("dynamic", "static", "none"),
+    )
+    objective: str = option("elbo", "the training bound", choices=("elbo", "iwae"))
+    k: int = option(1, "particles: samples per example for the ELBO or the IWAE bound",
+                    parse=positive_int)  # fmt: skip
+    analytic_kl: bool = option(False, "closed-form KL in the ELBO")
+    kl_warmup: int = option(
+        0,
+        "anneal the ELBO's KL weight linearly from 0 to 1 over EPOCHS",
+        parse=non_negative_int,
+        metavar="EPOCHS",
+    )
+    latent: int = option(50, "dimension of z (hvae: of z2; z1 has twice as many)",
+                         parse=positive_int)  # fmt: skip
+    hidden: tuple[int, ...] = option(
+        (200, 200), "hidden layer widths, e.g. 200,200", parse=layer_sizes
+    )
+    activation: str = option("tanh", "hidden activation", choices=ACTIVATIONS)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.binarize == "none":
+            raise ConfigError(
+                "this model scores pixels with a Bernoulli likelihood, which needs binary "
+                "pixels: use --binarize dynamic (fresh draws every epoch) or static "
+                "(grey values are for m2)"
+            )
+        if self.kl_warmup and self.objective != "elbo":
+            raise ConfigError("kl_warmup anneals the ELBO's KL term; it needs --objective elbo")
+
+
+@dataclass(frozen=True)
+class M1Options(VAEOptions):
+    """Settings of ``m1``: Kingma et al. 2014's M1 (600-600 softplus, z = 50)."""
+
+    hidden: tuple[int, ...] = option(
+        (600, 600), "hidden layer widths, e.g. 600,600", parse=layer_sizes
+    )
+    activation: str = option("softplus", "hidden activation", choices=ACTIVATIONS)
+    labels: int = option(
+        100, "labelled training examples (class-balanced, drawn by --seed)", parse=positive_int
+    )
+
+
+def _linear_warmup(step: int, warmup_steps: int) -> float:
+    return min(1.0, (step + 1) / warmup_steps)
+
+
+def build_vae(
+    config: RunConfig, data: FitData, backend: Backend, *, hierarchical: bool = False
+) -> Built:
+    """A Bernoulli VAE (or two-layer HierarchicalVAE), its bound and its trainer."""
+    o = config.options
+    if hierarchical:
+        half = tuple(max(1, h // 2) for h in o.hidden)
+        model = backend.models.HierarchicalVAE(
+            data.x_dim,
+            latents=(2 * o.latent, o.latent),
+            hidden=(o.hidden, half),
+            activation=o.activation,
+            seed=config.seed,
+        )
+    else:
+        model = backend.models.VAE(
+            data.x_dim,
+            latent=o.latent,
+            hidden=o.hidden,
+            activation=o.activation,
+            likelihood="bernoulli",
+            seed=config.seed,
+        )
+    inference = backend.inference
+    if o.objective == "elbo":
+        objective = inference.ELBO(num_particles=o.k, analytic_kl=o.analytic_kl)
+    else:
+        objective = inference.IWAE(num_particles=o.k)
+    steps_per_epoch = max(1, data.num_data // config.batch_size)
+    beta_schedule = None
+    if o.kl_warmup:
+        # KL annealing (Bowman et al. 2016): beta rises linearly from 0 to 1.
+        beta_schedule = functools.partial(
+            _linear_warmup, warmup_steps=o.kl_warmup * steps_per_epoch
+        )
+    trainer = inference.Trainer(
+        model.model,
+        model.guide,
+        objective,
+        num_data=data.num_data,
+        transform=inference.DynamicBinarization() if o.binarize == "dynamic" else None,
+        beta_schedule=beta_schedule,
+        **trainer_settings(config, steps_per_epoch),
+    )
+    return Built(model, objective, trainer)
+
+
+def _images(config: RunConfig) -> FitData:
+    splits = image_splits(config.dataset, config.train_split, config.options.binarize, config.seed)
+    return FitData(
+        train=splits.train.x,
+        valid=None if splits.valid is None else splits.valid.x,
+        test=splits.test.x,
+        num_data=len(splits.train),
+        image_shape=splits.test.image_shape,
+        num_classes=splits.test.num_classes,
+    )
+
+
+def _samples_and_reconstructions(run: Run, out_dir: Path, n: int = 64) -> list[Path]:
+    x = run.data.test[:n]
+    recon = run.backend.inference.draw(run.model.reconstruct, x, seed=0)
+    return [
+        plots.save_image_grid(
+            run.recipe.sample(run, n), out_dir / "samples.png", run.data.image_shape
+        ),
+        plots.save_reconstructions(x, recon, out_dir / "reconstructions.png", run.data.image_shape),
+    ]
+
+
+class VAERecipe(Recipe):
+    """``vae`` and ``hvae``: evaluated by the importance-sampled test NLL."""
+
+    options = VAEOptions
+    defaults = {"lr": 1e-3}
+
+    def __init__(self, name: str, help: str, *, hierarchical: bool) -> None:
+        self.name, self.help, self.description = name, help, __doc__.split("\n\n")[0]
+        self.hierarchical = hierarchical
+
+    def prepare(self, config: RunConfig) -> FitData:
+        return _images(config)
+
+    def build(self, config: RunConfig, data: FitData, backend: Backend) -> Built:
+        return build_vae(config, data, backend, hierarchical=self.hierarchical)
+
+    def evaluate(
+        self,
+        run: Run,
+        *,
+        k: int = 5000,
+        limit: int | None = None,
+        batch_size: int = 100,
+        progress: bool = True,
+        **_: Any,
+    ) -> dict[str, Any]:
+        """Test ELBO and the importance-sampled test NLL with ``k`` samples (nats, bits/dim)."""
+        x = run.data.test[:limit]
+        t0 = time.perf_counter()
+        elbo = float(run.trainer.evaluate(run.state, x)["elbo"])
+        log_px = run.backend.inference.draw(
+            run.backend.inference.evaluate_log_likelihood,
+            run.model.model,
+            run.model.guide,
+            x,
+            seed=run.config.seed,
+            num_samples=k,
+            batch_size=batch_size,
+            chunk_size=min(500, k),
+            progress=progress,
+        )
+        summary = summarize_nll(np.asarray(log_px), x.shape[1])
+        return {
+            "test_nll": summary["nll"],
+            "test_nll_stderr": summary["nll_stderr"],
+            "test_bits_per_dim": summary["bits_per_dim"],
+            "test_elbo": elbo,
+            "k": k,
+            "n": summary["n"],
+            "epoch": run.epoch + 1,
+            "seconds": time.perf_counter() - t0,
+        }
+
+    def summary(self, out: dict[str, Any]) -> str:
+        return (
+            f"test NLL {out['test_nll']:.2f} ± {out['test_nll_stderr']:.2f} nats "
+            f"({out['test_bits_per_dim']:.4f} bits/dim), test ELBO {out['test_elbo']:.2f} "
+            f"nats; k={out['k']}, {out['n']} examples, epoch {out['epoch']}, "
+            f"{out['seconds']:.0f} s"
+        )
+
+    def sample(self, run: Run, n: int, seed: int = 0) -> np.ndarray:
+        return np.asarray(run.backend.inference.draw(run.model.sample, n, seed=seed))
+
+    def pictures(self, run: Run, out_dir: Path) -> list[Path]:
+        return [
+            *_samples_and_reconstructions(run, out_dir),
+            plots.save_training_curves(out_dir / "metrics.jsonl", out_dir / "curves.png"),
+        ]
+
+
+def encode_posteriors(
+    run: Run, x: np.ndarray, batch_size: int = 1000
+) -> tuple[np.ndarray, np.ndarray]:
+    """Means and standard deviations of ``q(z | x)`` of a trained VAE run (either backend),
+    two float32 arrays ``(N, latent)``."""
+    locs, scales = [], []
+    for start in range(0, len(x), batch_size):
+        xb = np.asarray(x[start : start + batch_size], dtype=np.float32)
+        loc, scale = run.backend.inference.compute(run.model.encode, xb)
+        locs.append(np.asarray(loc))
+        scales.append(np.asarray(scale))
+    return np.concatenate(locs).astype(np.float32), np.concatenate(scales).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Features:
+    """M1's latent features of one split: posterior means ``x``, standard deviations
+    ``scale`` (both ``(N, latent)``) and the labels ``y``."""
+
+    x: np.ndarray
+    scale: np.ndarray
+    y: np.ndarray
+
+
+def m1_features(m1: Run) -> dict[str, Features]:
+    """The posterior means and standard deviations of a trained M1 (VAE) run on the
+    grey-valued train, validation and test images, by split name."""
+    out = {}
+    for split in EVAL_SPLITS:
+        d = ppdata.load_dataset(m1.config.dataset, split, binarize="none")
+        loc, scale = encode_posteriors(m1, d.x)
+        out[split] = Features(loc, scale, d.y)
+    return out
+
+
+class M1Recipe(Recipe):
+    """``m1``: a VAE on every image; evaluated by a classifier on its features."""
+
+    name = "m1"
+    help = "semi-supervised M1 (Kingma et al. 2014): a VAE whose features feed a classifier"
+    description = help
+    options = M1Options
+    defaults = {"lr": 1e-3}
+
+    def prepare(self, config: RunConfig) -> FitData:
+        return _images(config)
+
+    def build(self, config: RunConfig, data: FitData, backend: Backend) -> Built:
+        return build_vae(config, data, backend)
+
+    def evaluate(self, run: Run, **_: Any) -> dict[str, Any]:
+        """Test error of the classifier (logistic regression or an RBF SVM, chosen on
+        validation) trained on the features of the labelled examples."""
+        from ppgen.semisupervised import classification_report, fit_m1_classifier
+
+        t0 = time.perf_counter()
+        config = run.config
+        f = m1_features(run)
+        num_classes = run.data.num_classes
+        y = ppdata.partial_labels(
+            f["train"].y, config.options.labels, num_classes=num_classes, seed=config.seed
+        )
+        clf, extra = fit_m1_classifier(
+            f["train"].x, y, f["valid"].x, f["valid"].y, seed=config.seed
+        )
+        extra.pop("candidates")
+        report = classification_report(f["test"].y, clf.predict(f["test"].x), num_classes)
+        return {
+            "test_error": report["error"],
+            **extra,
+            "labels": config.options.labels,
+            "n": len(f["test"].y),
+            "epoch": run.epoch + 1,
+            "confusion": report["confusion"],
+            "seconds": time.perf_counter() - t0,
+        }
+
+    def summary(self, out: dict[str, Any]) -> str:
+        return (
+            f"test error {100 * out['test_error']:.2f}% (m1, {out['labels']} labels, "
+            f"{out['n']} test examples, epoch {out['epoch']})"
+        )
+
+    def sample(self, run: Run, n: int, seed: int = 0) -> np.ndarray:
+        return np.asarray(run.backend.inference.draw(run.model.sample, n, seed=seed))
+
+    def pictures(self, run: Run, out_dir: Path) -> list[Path]:
+        result = self.evaluate(run)
+        return [
+            plots.save_confusion_matrix(
+                np.asarray(result["confusion"]),
+                out_dir / "confusion.png",
+                f"M1, {run.config.options.labels} labels: test error "
+                f"{100 * result['test_error']:.2f}%",
+            ),
+            plots.save_training_curves(
+                out_dir / "metrics.jsonl", out_dir / "curves.png", keys=("loss",)
+            ),
+            plots.save_image_grid(
+                self.sample(run, 64), out_dir / "samples.png", run.data.image_shape
+            ),
+        ]
+
+
+VAE = register(
+    VAERecipe("vae", "VAE, one stochastic layer (Kingma & Welling 2014)", hierarchical=False)
+)
+HVAE = register(
+    VAERecipe("hvae", "VAE, two stochastic layers (Burda et al. 2015)", hierarchical=True)
+)
+M1 = register(M1Recipe())
