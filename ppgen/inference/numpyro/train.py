@@ -109,7 +109,7 @@ def _direction(group: Group) -> optax.GradientTransformation:
     parts = [] if group.clip_norm is None else [optax.clip_by_global_norm(group.clip_norm)]
     if group.optimizer == "adam":
         parts.append(optax.scale_by_adam(*group.betas))
-    return optax.chain(*parts)
+    return optax.chain(*parts) if parts else optax.identity()
 
 
 def _check_seed(seed: Any) -> int:
@@ -239,7 +239,8 @@ class Trainer:
 
         def run() -> None:
             with handlers.seed(rng_seed=init_key), sites:
-                self.objective(loss_key, self.model, self.guide, *args, **kwargs)
+                out = self.objective(loss_key, self.model, self.guide, *args, **kwargs)
+            group_losses(out, self.groups)  # one loss per group, or a clear error
 
         # Tracing the objective once (no compilation) finds every site, and the values of
         # those given as arrays (networks, model attributes); the example is a constant of

@@ -216,7 +216,7 @@ class Trainer:
         if self.beta_schedule is not None:
             kwargs["beta"] = float(self.beta_schedule(0))
         with GlobalRNG.from_seed(seed) as rng, poutine.trace(param_only=True) as capture:
-            self.objective(self.model, self.guide, *args, **kwargs)
+            group_losses(self.objective(self.model, self.guide, *args, **kwargs), self.groups)
         params, constraint = {}, {}
         for name, site in capture.trace.nodes.items():
             value = site["value"]
