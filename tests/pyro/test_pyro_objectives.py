@@ -10,8 +10,13 @@ from pyro import poutine
 
 from ppgen.errors import ConfigError
 from ppgen.inference.pyro import ELBO, IWAE, log_weights
-from ppgen.inference.pyro.handlers import traces
-from ppgen.inference.pyro.objectives import _analytic_kl_sites
+from ppgen.inference.pyro.handlers import replay
+from ppgen.inference.pyro.particles import analytic_kl_sites as _analytic_kl_sites
+
+
+def traces(model, guide, args, kwargs):
+    guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+    return poutine.trace(replay(model, guide_trace)).get_trace(*args, **kwargs), guide_trace, None
 from ppgen.models.pyro import VAE, HierarchicalVAE
 
 X_DIM = 10

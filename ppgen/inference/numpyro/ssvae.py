@@ -28,7 +28,8 @@ from numpyro.primitives import Messenger
 from ppgen.data.checks import check_input_scale
 from ppgen.data.labels import MISSING, check_labels, semi_supervised_indices
 from ppgen.errors import ConfigError, DataError
-from ppgen.inference.numpyro.objectives import ELBO, _check_particles
+from ppgen.inference.checks import check_non_negative, check_num_particles
+from ppgen.inference.numpyro.objectives import ELBO
 from ppgen.inference.numpyro.particles import particle_terms, structure
 from ppgen.inference.numpyro.train import Trainer, TrainState, _check_data, _device
 
@@ -105,11 +106,10 @@ class SemiSupervisedELBO:
     beta: float = 1.0
 
     def __post_init__(self) -> None:
-        _check_particles(self.num_particles)
-        if self.alpha is not None and not float(self.alpha) >= 0:
-            raise ConfigError(f"alpha must be >= 0 (or None for 0.1 N), got {self.alpha!r}")
-        if not float(self.beta) >= 0:
-            raise ConfigError(f"beta must be >= 0, got {self.beta!r}")
+        check_num_particles(self.num_particles)
+        if self.alpha is not None:
+            check_non_negative("alpha", self.alpha, " (or None for 0.1 N)")
+        check_non_negative("beta", self.beta)
 
     def alpha_for(self, num_labelled: int, num_unlabelled: int) -> float:
         """The classification weight per labelled example for these set sizes."""
