@@ -1,15 +1,16 @@
 """Backend-free conventions every ppgen model follows on both backends, written once in numpy.
 
-Both backends build the same networks from the same seeds (:func:`spawn_seeds`), offer the
-same observation models with the same Gaussian scale floor (:func:`check_likelihood`,
-``MIN_SCALE``), and read and write their weights as the same dictionaries of numpy arrays
-(:func:`check_weights`), so weights copy one to one between a Pyro model and its NumPyro twin.
+Both backends build the same networks (:func:`check_mlp`) from the same seeds
+(:func:`spawn_seeds`), offer the same observation models with the same Gaussian scale floor
+(:func:`check_likelihood`, ``MIN_SCALE``), and read and write their weights as the same
+dictionaries of numpy arrays (:func:`check_weights`), so weights copy one to one between a
+Pyro model and its NumPyro twin.
 """
 
 from __future__ import annotations
 
 import numbers
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -17,14 +18,17 @@ import numpy as np
 from ppgen.errors import CheckpointError, ConfigError
 
 __all__ = [
+    "ACTIVATION_NAMES",
     "LIKELIHOODS",
     "MIN_SCALE",
     "UNIT_SCALE_RAW",
     "check_likelihood",
+    "check_mlp",
     "check_weights",
     "spawn_seeds",
 ]
 
+ACTIVATION_NAMES = ("elu", "relu", "softplus", "tanh")  # each backend's MLP has these
 LIKELIHOODS = ("bernoulli", "gaussian")
 # Floor on every predicted standard deviation, ``softplus(pre) + MIN_SCALE``: keeps the
 # log-densities finite however negative the network's pre-activation gets.
@@ -47,6 +51,26 @@ def spawn_seeds(seed: int, n: int) -> list[int]:
         ``n`` integers in ``[0, 2**32)``.
     """
     return [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(n)]
+
+
+def check_mlp(sizes: Sequence[int], activation: str) -> list[int]:
+    """Check an MLP's layer widths and activation; return the widths as ints.
+
+    Args:
+        sizes: Layer widths ``(in, hidden..., out)``.
+        activation: One of :data:`ACTIVATION_NAMES`.
+
+    Raises:
+        ConfigError: Fewer than two widths, a width below 1, or an unknown activation.
+    """
+    sizes = [int(s) for s in sizes]
+    if len(sizes) < 2 or min(sizes) < 1:
+        raise ConfigError(
+            f"MLP sizes must be at least (in, out) with positive widths, got {tuple(sizes)}"
+        )
+    if activation not in ACTIVATION_NAMES:
+        raise ConfigError(f"unknown activation {activation!r}; choose one of {ACTIVATION_NAMES}")
+    return sizes
 
 
 def check_likelihood(x_dim: int, likelihood: str, scale: float | str) -> float | None:

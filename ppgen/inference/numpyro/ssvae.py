@@ -206,18 +206,10 @@ class SemiSupervisedELBO:
         return jnp.mean(sum(out.terms.values()), axis=0).reshape(c, b)
 
     def __call__(
-        self,
-        rng_key: jax.Array,
-        model: Callable,
-        guide: Callable,
-        x_l: jax.Array,
-        y_l: jax.Array,
-        x_u: jax.Array,
-        num_labelled: int | None = None,
-        num_unlabelled: int | None = None,
+        self, rng_key: jax.Array, model: Callable, guide: Callable, *args: Any, **kwargs: Any
     ) -> jax.Array:
-        parts = self.parts(rng_key, model, guide, x_l, y_l, x_u, num_labelled, num_unlabelled)
-        return -sum(parts.values())
+        """``-J``, minus the sum of :meth:`parts` (which takes the same arguments)."""
+        return -sum(self.parts(rng_key, model, guide, *args, **kwargs).values())
 
 
 def _split(data: Any) -> tuple[np.ndarray, np.ndarray | None]:

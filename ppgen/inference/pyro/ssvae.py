@@ -146,18 +146,9 @@ class SemiSupervisedELBO:
             model, guide = scale_latents(model, guide, self.beta, exclude=(self.site,))
         return -elbo.differentiable_loss(model, config_enumerate(guide), x)
 
-    def __call__(
-        self,
-        model: Callable,
-        guide: Callable,
-        x_l: torch.Tensor,
-        y_l: torch.Tensor,
-        x_u: torch.Tensor,
-        num_labelled: int | None = None,
-        num_unlabelled: int | None = None,
-    ) -> torch.Tensor:
-        parts = self.parts(model, guide, x_l, y_l, x_u, num_labelled, num_unlabelled)
-        return -sum(parts.values())
+    def __call__(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """``-J``, minus the sum of :meth:`parts` (which takes the same arguments)."""
+        return -sum(self.parts(model, guide, *args, **kwargs).values())
 
 
 def _split(data: Any) -> tuple[Any, Any]:

@@ -15,8 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ppgen.errors import ConfigError
-from ppgen.models.conventions import check_weights
+from ppgen.models.conventions import check_mlp, check_weights
 
 __all__ = ["ACTIVATIONS", "MLP"]
 
@@ -47,15 +46,7 @@ class MLP(eqx.Module):
     activation: str = eqx.field(static=True)
 
     def __init__(self, sizes: Sequence[int], activation: str = "tanh", *, seed: int = 0):
-        sizes = [int(s) for s in sizes]
-        if len(sizes) < 2 or min(sizes) < 1:
-            raise ConfigError(
-                f"MLP sizes must be at least (in, out) with positive widths, got {tuple(sizes)}"
-            )
-        if activation not in ACTIVATIONS:
-            raise ConfigError(
-                f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}"
-            )
+        sizes = check_mlp(sizes, activation)
         rng = np.random.default_rng(seed)
         pairs = zip(sizes[:-1], sizes[1:], strict=True)
         self.layers = [_linear(n_in, n_out, rng) for n_in, n_out in pairs]
