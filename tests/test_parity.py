@@ -21,18 +21,9 @@ import ppgen.models.pyro as mod_t
 from ppgen.inference.numpyro import handlers as handlers_j
 from ppgen.inference.pyro import handlers as handlers_t
 
-# Same weights, same z, float64 everywhere: only summation order differs between backends.
+# Same weights, same z, float64 everywhere (the float64 fixture of conftest.py): only
+# summation order differs between backends.
 ATOL = 1e-5
-
-
-@pytest.fixture
-def float64():
-    old_dtype, old_x64 = torch.get_default_dtype(), jax.config.jax_enable_x64
-    torch.set_default_dtype(torch.float64)
-    jax.config.update("jax_enable_x64", True)
-    yield
-    torch.set_default_dtype(old_dtype)
-    jax.config.update("jax_enable_x64", old_x64)
 
 
 # -- the same names and signatures ---------------------------------------------------------
