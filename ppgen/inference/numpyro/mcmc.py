@@ -82,7 +82,18 @@ def compare_with_guide(
     """Per-dimension posterior means and standard deviations: MCMC vs the guide.
 
     Every latent site present in both ``idata.posterior`` and the guide is compared over all
-    its dimensions, from ``num_samples`` guide draws (``numpyro.infer.Predictive``).
+    its dimensions, from ``num_samples`` guide draws (``numpyro.infer.Predictive``, in
+    parallel).
+
+    Args:
+        rng_key: PRNG key of the guide's draws.
+        idata: What :func:`mcmc_latents` returned.
+        guide: A NumPyro guide over the same latent sites.
+        *args: Passed to the guide (the data the posterior was sampled for).
+        params: Param-site values of the guide (``Trainer.params(state)``); default: the
+            guide's own ``numpyro.param`` values.
+        num_samples: Guide draws.
+        **kwargs: Passed to the guide.
 
     Returns:
         ``max_abs_mean_diff`` and ``mean_abs_mean_diff`` (|E_mcmc z - E_q z|),

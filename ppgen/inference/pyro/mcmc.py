@@ -52,11 +52,21 @@ def mcmc_latents(
 ) -> az.InferenceData:
     """Sample ``p(z | x)`` of every latent site of ``model(*args, **kwargs)`` with NUTS.
 
-    Parameters are constants (never sampled): ``params`` by site name if given, else their
-    current values. Draws come from torch's global generator. The chains run one after
-    another in this process (``pyro.infer.MCMC`` would fork a process per chain when cores
-    allow, which needs a picklable model and is slower than these small posteriors), each
-    converted with ``arviz.from_pyro`` and joined along ``chain``.
+    The chains run one after another in this process (``pyro.infer.MCMC`` would fork a
+    process per chain when cores allow, which needs a picklable model and is slower than
+    these small posteriors), each converted with ``arviz.from_pyro`` and joined along
+    ``chain``. Draws come from torch's global generator.
+
+    Args:
+        model: A Pyro model with its observed data among ``args``/``kwargs``.
+        *args: Passed to the model.
+        params: Constants for param sites, by full site name (``Trainer.params(state)``,
+            e.g. ``"decoder$$$layers.0.weight"``); the other param sites keep their current
+            values. Parameters are never sampled.
+        num_warmup: Adaptation steps per chain.
+        num_samples: Draws kept per chain.
+        num_chains: Chains, run one after another.
+        **kwargs: Passed to the model. Leave ``num_data`` out: NUTS cannot subsample.
 
     Returns:
         ``arviz.InferenceData`` with ``posterior`` (one variable per latent site, dims
@@ -94,7 +104,17 @@ def compare_with_guide(
     """Per-dimension posterior means and standard deviations: MCMC vs the guide.
 
     Every latent site present in both ``idata.posterior`` and the guide is compared over all
-    its dimensions; ``num_samples`` guide draws are taken in one vectorised pass.
+    its dimensions; the guide's draws are taken in one vectorised pass (an outer
+    ``pyro.plate``) from torch's global generator.
+
+    Args:
+        idata: What :func:`mcmc_latents` returned.
+        guide: A Pyro guide over the same latent sites.
+        *args: Passed to the guide (the data the posterior was sampled for).
+        params: Constants for the guide's param sites, by full site name, as for
+            :func:`mcmc_latents`.
+        num_samples: Guide draws.
+        **kwargs: Passed to the guide.
 
     Returns:
         ``max_abs_mean_diff`` and ``mean_abs_mean_diff`` (|E_mcmc z - E_q z|),
