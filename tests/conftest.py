@@ -69,6 +69,9 @@ class PyroBackend:
     def loss(self, objective, model, guide, *args, seed=0, **kwargs):
         return self.call(objective, model, guide, *args, seed=seed, **kwargs).item()
 
+    def jit(self, fn):
+        return fn  # Pyro runs eagerly
+
     def trace(self, fn, *args, seed=0, **kwargs):
         """The sample sites of one run (plates' subsample draws left out), by name."""
         pyro.set_rng_seed(seed)
@@ -140,6 +143,9 @@ class NumPyroBackend:
 
     def loss(self, objective, model, guide, *args, seed=0, **kwargs):
         return float(self.call(objective, model, guide, *args, seed=seed, **kwargs))
+
+    def jit(self, fn):
+        return jax.jit(fn)
 
     def trace(self, fn, *args, seed=0, **kwargs):
         """The sample sites of one run, by name."""

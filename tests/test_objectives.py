@@ -89,19 +89,22 @@ def test_beta_weights_exactly_the_latent_terms(backend, float64, kind, k):
 
 def _draws(backend, m, x, n, analytic_kl, seed=0):
     """``n`` independent one-particle ELBO losses: the per-particle sums of the terms that
-    ``ELBO(num_particles=n)`` averages, drawn in one vectorised pass."""
-    out = backend.call(
-        backend.particles.particle_terms,
-        m.model,
-        m.guide,
-        (x,),
-        {},
-        num_particles=n,
-        analytic_kl=analytic_kl,
-        require_rsample=True,
-        seed=seed,
-    )
-    return -out.data_scale * backend.numpy(sum(out.terms.values())).sum(-1)  # (n,)
+    ``ELBO(num_particles=n)`` averages, drawn in one vectorised (on NumPyro compiled) pass."""
+
+    def losses(*key):  # NumPyro's rng_key, or nothing on Pyro
+        out = backend.particles.particle_terms(
+            *key,
+            m.model,
+            m.guide,
+            (x,),
+            {},
+            num_particles=n,
+            analytic_kl=analytic_kl,
+            require_rsample=True,
+        )
+        return -out.data_scale * sum(out.terms.values()).sum(-1)  # (n,)
+
+    return backend.numpy(backend.call(backend.jit(losses), seed=seed))
 
 
 @pytest.mark.parametrize("kind", ["vae", "hvae"])
