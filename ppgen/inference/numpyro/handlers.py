@@ -94,7 +94,8 @@ def replay(model: Callable, trace: dict) -> Callable:
 def scale_latents(
     model: Callable, guide: Callable, scale: float | jax.Array, exclude: Collection[str] = ()
 ) -> tuple[Callable, Callable]:
-    """Weight every latent term of ``log p(x, z) - log q(z | x)`` by ``scale``.
+    """Weight every latent term of ``log p(x, z) - log q(z | x)`` by ``scale``, which may be
+    traced (an annealing schedule inside ``jit`` never recompiles).
 
     The model's unobserved sites and every sample site of the guide are scaled, the
     likelihood ``log p(x | z)`` is not: the beta-VAE / KL-annealing objective

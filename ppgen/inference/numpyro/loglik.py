@@ -51,7 +51,7 @@ def log_weights(
             ``"data"`` plate (or with no plate at all: one datapoint).
         guide: ``guide(*args, **kwargs)`` sampling every latent site of the model.
         *args: Passed to model and guide (e.g. the minibatch ``x``).
-        num_particles: ``K``.
+        num_particles: ``K``, always in the particle plate (finding its dim is shape-only).
         **kwargs: Passed to model and guide (e.g. ``num_data``).
 
     Returns:
@@ -87,7 +87,7 @@ def log_marginal_likelihood(
         guide: Guide, the proposal.
         *args: Passed to model and guide.
         num_samples: ``K``; need not be a multiple of ``chunk_size``.
-        chunk_size: Particles per chunk.
+        chunk_size: Particles per chunk, each chunk one step of the scan.
         **kwargs: Passed to model and guide.
 
     Raises:

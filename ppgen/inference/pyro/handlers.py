@@ -113,7 +113,8 @@ def replay(model: Callable, trace: Trace) -> Callable:
 def scale_latents(
     model: Callable, guide: Callable, scale: float, exclude: Collection[str] = ()
 ) -> tuple[Callable, Callable]:
-    """Weight every latent term of ``log p(x, z) - log q(z | x)`` by ``scale``.
+    """Weight every latent term of ``log p(x, z) - log q(z | x)`` by ``scale``, a number
+    (``poutine.scale`` would refuse 0).
 
     The model's unobserved sites and every sample site of the guide are scaled, the
     likelihood ``log p(x | z)`` is not: the beta-VAE / KL-annealing objective

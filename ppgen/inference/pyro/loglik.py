@@ -71,7 +71,7 @@ def log_weights(
             ``"data"`` plate (or with no plate at all: one datapoint).
         guide: ``guide(*args, **kwargs)`` sampling every latent site of the model.
         *args: Passed to model and guide (e.g. the minibatch ``x``).
-        num_particles: ``K``.
+        num_particles: ``K``; with 1 the pair runs as written, without the particle plate.
         **kwargs: Passed to model and guide (e.g. ``num_data``).
 
     Returns:
@@ -105,7 +105,7 @@ def log_marginal_likelihood(
         guide: Guide, the proposal.
         *args: Passed to model and guide.
         num_samples: ``K``; need not be a multiple of ``chunk_size``.
-        chunk_size: Particles per chunk.
+        chunk_size: Particles per chunk, each chunk one vectorised pass.
         **kwargs: Passed to model and guide.
 
     Raises:

@@ -30,14 +30,8 @@ __all__ = ["LatentVariableModel", "check_x", "normal_params"]
 
 
 def normal_params(out: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Split a network output ``[loc, pre]`` into ``(loc, softplus(pre) + MIN_SCALE)``.
-
-    Args:
-        out: ``(..., 2 * d)``.
-
-    Returns:
-        ``(loc, scale)``, each ``(..., d)``.
-    """
+    """A network output ``[loc, pre]``, ``(..., 2 d)``, as the Gaussian parameters
+    ``(loc, softplus(pre) + MIN_SCALE)``, each ``(..., d)``."""
     loc, pre = jnp.split(out, 2, axis=-1)
     return loc, jax.nn.softplus(pre) + MIN_SCALE
 
@@ -51,7 +45,7 @@ def check_x(x: jax.Array, x_dim: int, support: str = "real") -> jax.Array:
     follows Pyro's: with it off, NumPyro's Bernoulli scores grey values by the cross-entropy.
 
     Args:
-        x: The data.
+        x: The data, a JAX or numpy array, concrete or traced.
         x_dim: Features per example.
         support: ``"real"`` (finite), ``"binary"`` (0 or 1: a Bernoulli likelihood's data) or
             ``"unit_interval"`` (in [0, 1]: grey values a Bernoulli cross-entropy scores).

@@ -27,14 +27,8 @@ __all__ = ["LatentVariableModel", "check_x", "normal_params"]
 
 
 def normal_params(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Split a network output ``[loc, pre]`` into ``(loc, softplus(pre) + MIN_SCALE)``.
-
-    Args:
-        out: ``(..., 2 * d)``.
-
-    Returns:
-        ``(loc, scale)``, each ``(..., d)``.
-    """
+    """A network output ``[loc, pre]``, ``(..., 2 d)``, as the Gaussian parameters
+    ``(loc, softplus(pre) + MIN_SCALE)``, each ``(..., d)``."""
     loc, pre = out.chunk(2, dim=-1)
     return loc, softplus(pre) + MIN_SCALE
 
@@ -47,7 +41,8 @@ def check_x(x: torch.Tensor, x_dim: int, support: str = "real") -> torch.Tensor:
     checks); the type and shape always.
 
     Args:
-        x: The data.
+        x: The data, a torch tensor (numpy arrays are refused: convert them once, not per
+            call, e.g. with ``torch.as_tensor``).
         x_dim: Features per example.
         support: ``"real"`` (finite), ``"binary"`` (0 or 1: a Bernoulli likelihood's data) or
             ``"unit_interval"`` (in [0, 1]: grey values a Bernoulli cross-entropy scores).
