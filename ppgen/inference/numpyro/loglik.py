@@ -3,7 +3,8 @@
 ``log p(x_i) = log E_{q(z | x_i)}[p(x_i, z) / q(z | x_i)]``, estimated by
 ``log (1/K) sum_k w_{k,i}`` with ``z_k ~ q(z | x_i)`` (Burda et al., 2015, eq. 8 with
 ``K = 5000`` is the standard MNIST test NLL). The estimate is a lower bound in expectation
-that tightens as ``K`` grows, and is exact for every ``K`` when ``q`` is the posterior.
+that tightens as ``K`` grows, and is exact for every ``K`` when ``q`` is the posterior
+(mirrors :mod:`ppgen.inference.pyro.loglik`).
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import numpy as np
 from jax.scipy.special import logsumexp
 from tqdm.auto import tqdm
 
-from ppgen.errors import ConfigError, DataError
-from ppgen.inference.numpyro.particles import particle_terms
+from ppgen.errors import DataError
+from ppgen.inference.checks import check_count, check_num_particles
+from ppgen.inference.numpyro.particles import particle_terms, structure
 
 __all__ = ["evaluate_log_likelihood", "log_marginal_likelihood", "log_weights"]
 
@@ -49,16 +51,17 @@ def log_weights(
             ``"data"`` plate (or with no plate at all: one datapoint).
         guide: ``guide(*args, **kwargs)`` sampling every latent site of the model.
         *args: Passed to model and guide (e.g. the minibatch ``x``).
-        num_particles: ``K``.
+        num_particles: ``K``, always in the particle plate (finding its dim is shape-only).
         **kwargs: Passed to model and guide (e.g. ``num_data``).
 
     Returns:
         Array of shape ``(num_particles, batch)``.
 
     Raises:
-        ConfigError: A site outside the ``"data"`` plate, or a model latent the guide lacks.
+        ConfigError: ``num_particles`` is not a positive integer, a site lies outside the
+            ``"data"`` plate, or a model latent the guide lacks.
     """
-    _check_positive(num_particles=num_particles)
+    num_particles = check_num_particles(num_particles)
     out = particle_terms(rng_key, model, guide, args, kwargs, num_particles=num_particles)
     return sum(out.terms.values())
 
@@ -84,16 +87,21 @@ def log_marginal_likelihood(
         guide: Guide, the proposal.
         *args: Passed to model and guide.
         num_samples: ``K``; need not be a multiple of ``chunk_size``.
-        chunk_size: Particles per chunk.
+        chunk_size: Particles per chunk, each chunk one step of the scan.
         **kwargs: Passed to model and guide.
+
+    Raises:
+        ConfigError: ``num_samples`` or ``chunk_size`` is not a positive integer.
     """
-    _check_positive(num_samples=num_samples, chunk_size=chunk_size)
-    chunk = min(chunk_size, num_samples)
+    num_samples = check_count("num_samples", num_samples)
+    chunk = min(check_count("chunk_size", chunk_size), num_samples)
     num_chunks = math.ceil(num_samples / chunk)
+    info = structure(rng_key, model, guide, args, kwargs)  # once, not once per chunk
 
     def body(total: jax.Array, inputs: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, None]:
         i, key = inputs
-        lw = log_weights(key, model, guide, *args, num_particles=chunk, **kwargs)
+        out = particle_terms(key, model, guide, args, kwargs, num_particles=chunk, info=info)
+        lw = sum(out.terms.values())  # (chunk, batch)
         valid = i * chunk + jnp.arange(chunk) < num_samples  # the last chunk may overhang
         lw = jnp.where(valid[:, None], lw, -jnp.inf)
         return jnp.logaddexp(total, logsumexp(lw, axis=0)), None
@@ -138,13 +146,14 @@ def evaluate_log_likelihood(
 
     Raises:
         DataError: ``x`` is not a non-empty 2-D array of finite values.
+        ConfigError: A count is not a positive integer.
     """
+    batch_size = check_count("batch_size", batch_size)
     x = np.asarray(x)
     if x.ndim != 2 or len(x) == 0:
         raise DataError(f"expected x of shape (N, features) with N > 0, got {x.shape}")
     if not np.all(np.isfinite(x)):
-        raise DataError("x contains NaN or Inf; drop or impute those rows first")
-    _check_positive(batch_size=batch_size)
+        raise DataError("x contains NaN or Inf; drop or impute those examples first")
     size = min(batch_size, len(x))
     estimate = jax.jit(
         lambda key, xb: log_marginal_likelihood(
@@ -160,9 +169,3 @@ def evaluate_log_likelihood(
             xb = np.concatenate([xb, np.repeat(xb[-1:], size - n, axis=0)])
         out.append(np.asarray(estimate(jax.random.fold_in(rng_key, b), xb))[:n])
     return np.concatenate(out)
-
-
-def _check_positive(**values: int) -> None:
-    for name, value in values.items():
-        if not (isinstance(value, (int, np.integer)) and value >= 1):
-            raise ConfigError(f"{name} must be a positive integer, got {value!r}")

@@ -17,7 +17,7 @@ import numpy as np
 from numpyro import handlers
 from numpyro.infer import MCMC, NUTS, Predictive
 
-from ppgen.errors import ConfigError
+from ppgen.inference.checks import check_count
 from ppgen.metrics import posterior_gap
 
 __all__ = ["compare_with_guide", "mcmc_latents"]
@@ -48,9 +48,14 @@ def mcmc_latents(
 
     Returns:
         ``arviz.InferenceData`` whose ``posterior`` holds each latent site.
+
+    Raises:
+        ConfigError: A negative ``num_warmup``, or ``num_samples`` or ``num_chains`` not a
+            positive integer.
     """
-    if num_warmup < 0 or num_samples < 1 or num_chains < 1:
-        raise ConfigError("need num_warmup >= 0, num_samples >= 1 and num_chains >= 1")
+    num_warmup = check_count("num_warmup", num_warmup, minimum=0)
+    num_samples = check_count("num_samples", num_samples)
+    num_chains = check_count("num_chains", num_chains)
     fixed = model if params is None else handlers.substitute(model, data=params)
     chain_method = "parallel" if jax.local_device_count() >= num_chains else "vectorized"
     mcmc = MCMC(
@@ -77,7 +82,18 @@ def compare_with_guide(
     """Per-dimension posterior means and standard deviations: MCMC vs the guide.
 
     Every latent site present in both ``idata.posterior`` and the guide is compared over all
-    its dimensions, from ``num_samples`` guide draws (``numpyro.infer.Predictive``).
+    its dimensions, from ``num_samples`` guide draws (``numpyro.infer.Predictive``, in
+    parallel).
+
+    Args:
+        rng_key: PRNG key of the guide's draws.
+        idata: What :func:`mcmc_latents` returned.
+        guide: A NumPyro guide over the same latent sites.
+        *args: Passed to the guide (the data the posterior was sampled for).
+        params: Param-site values of the guide (``Trainer.params(state)``); default: the
+            guide's own ``numpyro.param`` values.
+        num_samples: Guide draws.
+        **kwargs: Passed to the guide.
 
     Returns:
         ``max_abs_mean_diff`` and ``mean_abs_mean_diff`` (|E_mcmc z - E_q z|),
@@ -85,8 +101,10 @@ def compare_with_guide(
         ``max_r_hat``, ``min_ess_bulk``, ``min_ess_tail`` from ``arviz.summary``.
 
     Raises:
-        ConfigError: The guide and the posterior share no latent site.
+        ConfigError: The guide and the posterior share no latent site, or ``num_samples``
+            is not a positive integer.
     """
+    num_samples = check_count("num_samples", num_samples)
     predictive = Predictive(guide, params=params, num_samples=num_samples, parallel=True)
     draws = predictive(rng_key, *args, **kwargs)
     return posterior_gap(idata, {name: np.asarray(v) for name, v in draws.items()})

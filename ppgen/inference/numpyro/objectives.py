@@ -2,7 +2,9 @@
 
 Both are negative lower bounds on ``log p(x)`` summed over the minibatch and multiplied by
 the ``"data"`` plate's subsample scale ``num_data / batch``, i.e. estimates for the whole
-dataset, built on the vectorised particles of :func:`~ppgen.inference.numpyro.log_weights`.
+dataset, built on the vectorised particles of
+:func:`~ppgen.inference.numpyro.particles.particle_terms` (mirrors
+:mod:`ppgen.inference.pyro.objectives`).
 Model and guide must already carry their parameters (``handlers.substitute``), as inside
 ``numpyro.infer.SVI`` or :class:`~ppgen.inference.numpyro.Trainer`.
 """
@@ -18,15 +20,10 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
-from ppgen.errors import ConfigError
+from ppgen.inference.checks import check_non_negative, check_num_particles
 from ppgen.inference.numpyro.particles import particle_terms
 
 __all__ = ["ELBO", "IWAE"]
-
-
-def _check_particles(num_particles: int) -> None:
-    if not (isinstance(num_particles, int) and num_particles >= 1):
-        raise ConfigError(f"num_particles must be a positive integer, got {num_particles!r}")
 
 
 @dataclass(frozen=True)
@@ -36,10 +33,11 @@ class ELBO:
     ``ELBO_beta(x) = E_q[log p(x | z)] + beta * E_q[log p(z) - log q(z | x)]``, estimated with
     ``num_particles`` reparameterised draws ``z ~ q(z | x)`` and averaged over them;
     ``beta = 1`` is the ELBO. ``beta`` scales the latent sites of model and guide
-    (:class:`~ppgen.inference.numpyro.handlers.scale_latents`).
+    (:func:`~ppgen.inference.numpyro.handlers.scale_latents`); KL annealing is a schedule
+    over it (Bowman et al., 2016).
 
     Args:
-        num_particles: Draws per datapoint.
+        num_particles: Draws per datapoint, vectorised in one pass.
         analytic_kl: Use the closed-form ``KL(q(z | x) || p(z | ...))`` where NumPyro has
             one registered (Normal/Normal, Independent, ...) and the swap is unbiased (the
             model's parents of ``z`` are drawn before ``z`` in the guide); Monte Carlo
@@ -50,6 +48,10 @@ class ELBO:
     overrides the attribute and may be a traced scalar, so a KL-annealing schedule inside
     ``jit`` never recompiles (:class:`~ppgen.inference.numpyro.Trainer` passes it). It is the
     one keyword the objective keeps for itself; every other argument goes to model and guide.
+
+    Raises:
+        ConfigError: ``num_particles`` is not a positive integer or ``beta`` is negative;
+            when called, a guide latent without a reparameterised sampler.
     """
 
     num_particles: int = 1
@@ -57,9 +59,8 @@ class ELBO:
     beta: float = 1.0
 
     def __post_init__(self) -> None:
-        _check_particles(self.num_particles)
-        if not float(self.beta) >= 0:
-            raise ConfigError(f"beta must be >= 0, got {self.beta!r}")
+        check_num_particles(self.num_particles)
+        check_non_negative("beta", self.beta)
 
     def __call__(
         self,
@@ -93,26 +94,25 @@ class IWAE:
     ``L_1`` is the ELBO and ``L_K`` increases to ``log p(x)`` as ``K`` grows.
 
     Args:
-        num_particles: ``K``.
+        num_particles: ``K``, drawn in one vectorised pass.
+
+    Raises:
+        ConfigError: ``num_particles`` is not a positive integer; when called, a guide
+            latent without a reparameterised sampler.
     """
 
     num_particles: int = 5
 
     def __post_init__(self) -> None:
-        _check_particles(self.num_particles)
+        check_num_particles(self.num_particles)
 
     def __call__(
         self, rng_key: jax.Array, model: Callable, guide: Callable, *args: Any, **kwargs: Any
     ) -> jax.Array:
+        k = self.num_particles
         out = particle_terms(
-            rng_key,
-            model,
-            guide,
-            args,
-            kwargs,
-            num_particles=self.num_particles,
-            require_rsample=True,
+            rng_key, model, guide, args, kwargs, num_particles=k, require_rsample=True
         )
         log_w = sum(out.terms.values())  # (K, batch)
-        bound = logsumexp(log_w, axis=0) - math.log(self.num_particles)
+        bound = logsumexp(log_w, axis=0) - math.log(k)  # (batch,)
         return -out.data_scale * jnp.sum(bound)

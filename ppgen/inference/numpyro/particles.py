@@ -1,9 +1,10 @@
 """Vectorised importance particles: per-datapoint log-density terms of any model/guide pair.
 
-Shared by ``log_weights``, ``ELBO``, ``IWAE`` and the log-likelihood estimator. For
-``z_k ~ q(z | x)``, ``k = 1..K``, drawn at once in an outer ``"particles"`` plate (as Pyro's
-``vectorize_particles`` does), each sample site contributes a ``(K, batch)`` array of
-unscaled per-datapoint terms; their sum is ``log w_{k,i} = log p(x_i, z_k) - log q(z_k | x_i)``.
+Shared by ``log_weights``, ``ELBO``, ``IWAE`` and the log-likelihood estimator (mirrors
+:mod:`ppgen.inference.pyro.particles`). For ``z_k ~ q(z | x)``, ``k = 1..K``, drawn at once in
+an outer ``"particles"`` plate (as Pyro's ``vectorize_particles`` does), each sample site
+contributes a ``(K, batch)`` array of unscaled per-datapoint terms; their sum is
+``log w_{k,i} = log p(x_i, z_k) - log q(z_k | x_i)``.
 
 Everything here happens at trace time; under ``jit`` only the density arithmetic is left.
 """
@@ -22,9 +23,16 @@ from numpyro.distributions import kl_divergence
 from numpyro.distributions.util import is_identically_one
 
 from ppgen.errors import ConfigError
-from ppgen.inference.numpyro.handlers import scale_latents
+from ppgen.inference.numpyro.handlers import replay, scale_latents
 
-__all__ = ["ParticleTerms", "Structure", "particle_terms", "structure"]
+__all__ = [
+    "ParticleTerms",
+    "Structure",
+    "analytic_kl_sites",
+    "is_latent",
+    "particle_terms",
+    "structure",
+]
 
 DATA = "data"  # the plate over datapoints, by ppgen convention
 
@@ -43,36 +51,29 @@ class ParticleTerms(NamedTuple):
     data_scale: float  # num_data / batch: turns a minibatch sum into a dataset estimate
 
 
-def _run(rng_key, model, guide, args, kwargs, particles=None, beta=None, latents=None):
-    """Trace ``guide`` then ``model`` on the guide's latent values (and plate indices).
+def is_latent(site: dict) -> bool:
+    """An unobserved sample site."""
+    return site["type"] == "sample" and not site["is_observed"]
 
-    Values are passed by ``substitute`` rather than ``replay`` so that a guide whose latent
-    sites were ``condition``-ed (observed) still drives the model. ``latents`` (when known)
-    restricts what is passed to the model's latent sites.
-    """
+
+def _vectorised(fn: Callable, num_particles: int, dim: int) -> Callable:
+    def vectorised(*args: Any, **kwargs: Any) -> Any:
+        with numpyro.plate("particles", num_particles, dim=dim):
+            return fn(*args, **kwargs)
+
+    return vectorised
+
+
+def _run(rng_key, model, guide, args, kwargs, particles=None, beta=None) -> tuple[dict, dict]:
+    """Trace ``guide``, then ``model`` with its latents replayed from the guide (:func:`replay`,
+    which also replays ``condition``-ed guide sites), optionally in a particle plate."""
     if particles is not None:
-        num, dim = particles
-
-        def vectorise(fn: Callable) -> Callable:
-            def vectorised(*a: Any, **kw: Any) -> Any:
-                with numpyro.plate("particles", num, dim=dim):
-                    return fn(*a, **kw)
-
-            return vectorised
-
-        model, guide = vectorise(model), vectorise(guide)
+        model, guide = (_vectorised(fn, *particles) for fn in (model, guide))
     if beta is not None:
-        model = scale_latents(model, beta, latents or ())
-        guide = scale_latents(guide, beta, latents or ())
+        model, guide = scale_latents(model, guide, beta)
     guide_key, model_key = jax.random.split(rng_key)
     guide_tr = handlers.trace(handlers.seed(guide, guide_key)).get_trace(*args, **kwargs)
-    values = {
-        name: site["value"]
-        for name, site in guide_tr.items()
-        if site["type"] == "plate"
-        or (site["type"] == "sample" and (latents is None or name in latents))
-    }
-    model = handlers.substitute(model, data=values)
+    model = replay(model, guide_tr)
     model_tr = handlers.trace(handlers.seed(model, model_key)).get_trace(*args, **kwargs)
     return model_tr, guide_tr
 
@@ -90,15 +91,40 @@ def structure(rng_key: jax.Array, model: Callable, guide: Callable, args, kwargs
             if site["type"] == "sample"
             for frame in site["cond_indep_stack"]
         ]
-        latents = tuple(
-            name
-            for name, site in model_tr.items()
-            if site["type"] == "sample" and not site["is_observed"]
-        )
+        latents = tuple(name for name, site in model_tr.items() if is_latent(site))
         found.append(Structure(-min(dims, default=0), latents))
 
     eqx.filter_eval_shape(probe, rng_key, args, kwargs)
     return found[0]
+
+
+def analytic_kl_sites(model_trace: dict, guide_trace: dict) -> list[str]:
+    """Latent sites whose ``E_q[log q - log p]`` may be replaced by ``KL(q || p)``.
+
+    Valid when the model's ``p(z | parents)`` cannot depend on a latent the guide samples
+    *after* ``z`` (else its parents are functions of ``z`` under ``q``). Sufficient check:
+    every latent the model samples before ``z`` the guide also samples before ``z``. This
+    admits every site of a one-layer VAE and ``z2`` but not ``z1`` of the two-layer one, whose
+    guide ``q(z1|x) q(z2|z1)`` runs opposite to ``p(z2) p(z1|z2)``. The guide site must be
+    sampled (not conditioned on given values) for its expectation to be the KL.
+
+    Returns:
+        The names, in model order.
+    """
+    guide_order = [name for name, site in guide_trace.items() if site["type"] == "sample"]
+    sites, before = [], set()
+    for name, site in model_trace.items():
+        if not is_latent(site):
+            continue
+        guide_site = guide_trace.get(name)
+        if (
+            guide_site is not None
+            and is_latent(guide_site)
+            and before <= set(guide_order[: guide_order.index(name)])
+        ):
+            sites.append(name)
+        before.add(name)
+    return sites
 
 
 def _data_dim(site: dict, has_data_plate: bool) -> int | None:
@@ -158,36 +184,37 @@ def particle_terms(
     beta: float | jax.Array | None = None,
     analytic_kl: bool = False,
     require_rsample: bool = False,
+    info: Structure | None = None,
 ) -> ParticleTerms:
     """Per-site ``(K, batch)`` log-weight terms for ``K`` particles from the guide.
 
     Args:
         rng_key: PRNG key.
         model: Model callable (parameters already substituted).
-        guide: Guide callable, run first; its latent values are substituted into the model.
+        guide: Guide callable, run first; the model's latents take its values (:func:`replay`).
         args: Positional arguments of model and guide.
         kwargs: Keyword arguments of model and guide.
         num_particles: ``K``.
         beta: Optional weight of the latent sites' terms (see ``scale_latents``).
         analytic_kl: Replace ``log p(z) - log q(z)`` by ``-KL(q || p)`` where the pair has a
-            registered ``kl_divergence`` and the swap is unbiased: every latent the model's
-            ``p(z | ...)`` may depend on (those before ``z`` in the model) is drawn before
-            ``z`` in the guide, too. Those terms are the same for every particle.
+            registered ``kl_divergence`` and the swap is unbiased (:func:`analytic_kl_sites`).
         require_rsample: Raise ConfigError for a guide latent without a reparameterised
             sampler (the gradient of these objectives would be biased).
+        info: The pair's :func:`structure`, when already known (saves its trace).
+
+    Returns:
+        The terms by site name, and ``num_data / batch``.
 
     Raises:
-        ConfigError: A latent outside the ``"data"`` plate, or a model latent the guide
+        ConfigError: A site outside the ``"data"`` plate, or a model latent the guide
             does not sample.
     """
-    info = structure(rng_key, model, guide, args, kwargs)
+    info = structure(rng_key, model, guide, args, kwargs) if info is None else info
     nesting = info.max_plate_nesting
     particles = (num_particles, -(nesting + 1))
-    if beta is not None and isinstance(beta, (int, float)) and beta == 1:
+    if isinstance(beta, (int, float)) and beta == 1:
         beta = None
-    model_tr, guide_tr = _run(
-        rng_key, model, guide, args, kwargs, particles, beta=beta, latents=info.latents
-    )
+    model_tr, guide_tr = _run(rng_key, model, guide, args, kwargs, particles, beta)
 
     data = model_tr.get(DATA)
     data = data if data is not None and data["type"] == "plate" else None
@@ -204,7 +231,7 @@ def particle_terms(
         scale = data_scale if dim is not None else 1.0
         return _per_datapoint(value, site["scale"], scale, nesting, dim, shape)
 
-    guide_order = [n for n, s in guide_tr.items() if s["type"] == "sample"]
+    analytic = analytic_kl_sites(model_tr, guide_tr) if analytic_kl else []
     terms = {}
     for name, site in model_tr.items():
         if site["type"] != "sample":
@@ -212,28 +239,24 @@ def particle_terms(
         if site["is_observed"]:
             terms[name] = reduce(_log_prob(site), site)
             continue
-        if name not in guide_tr or guide_tr[name]["type"] != "sample":
+        guide_site = guide_tr.get(name)
+        if guide_site is None or guide_site["type"] != "sample":
             raise ConfigError(
                 f"the guide does not sample the model's latent site {name!r}; "
                 "every latent of the model needs a site of the same name in the guide"
             )
-        guide_site = guide_tr[name]
         if require_rsample and not guide_site["is_observed"] and not guide_site["fn"].has_rsample:
             raise ConfigError(
                 f"guide site {name!r} ({type(guide_site['fn']).__name__}) has no "
                 "reparameterised sampler; ELBO and IWAE need reparameterisable latents"
             )
-        kl = None
-        if analytic_kl:
-            parents = info.latents[: info.latents.index(name)]
-            position = guide_order.index(name)
-            if all(p in guide_order[:position] for p in parents):
-                kl = _kl_or_none(guide_site, site)
+        kl = _kl_or_none(guide_site, site) if name in analytic else None
         if kl is not None:
             terms[name] = -reduce(kl, guide_site)
         else:
             terms[name] = reduce(_log_prob(site), site) - reduce(_log_prob(guide_site), guide_site)
-    for name, site in guide_tr.items():  # auxiliary guide latents: only -log q
-        if site["type"] == "sample" and name not in model_tr and not site["is_observed"]:
-            terms[name] = -reduce(_log_prob(site), site)
+    for name, site in guide_tr.items():
+        if name in model_tr or site["type"] != "sample":
+            continue
+        terms[name] = -reduce(_log_prob(site), site)  # an auxiliary guide latent: only -log q
     return ParticleTerms(terms, float(data_scale))

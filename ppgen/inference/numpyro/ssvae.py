@@ -28,8 +28,9 @@ from numpyro.primitives import Messenger
 from ppgen.data.checks import check_training_array
 from ppgen.data.labels import check_labelled, check_labels
 from ppgen.errors import ConfigError
+from ppgen.inference.checks import check_non_negative, check_num_particles
 from ppgen.inference.numpyro.interop import to_device
-from ppgen.inference.numpyro.objectives import ELBO, _check_particles
+from ppgen.inference.numpyro.objectives import ELBO
 from ppgen.inference.numpyro.particles import particle_terms, structure
 from ppgen.inference.numpyro.train import Trainer, TrainState
 
@@ -106,11 +107,10 @@ class SemiSupervisedELBO:
     beta: float = 1.0
 
     def __post_init__(self) -> None:
-        _check_particles(self.num_particles)
-        if self.alpha is not None and not float(self.alpha) >= 0:
-            raise ConfigError(f"alpha must be >= 0 (or None for 0.1 N), got {self.alpha!r}")
-        if not float(self.beta) >= 0:
-            raise ConfigError(f"beta must be >= 0, got {self.beta!r}")
+        check_num_particles(self.num_particles)
+        if self.alpha is not None:
+            check_non_negative("alpha", self.alpha, " (or None for 0.1 N)")
+        check_non_negative("beta", self.beta)
 
     def alpha_for(self, num_labelled: int, num_unlabelled: int) -> float:
         """The classification weight per labelled example for these set sizes."""
@@ -207,18 +207,10 @@ class SemiSupervisedELBO:
         return jnp.mean(sum(out.terms.values()), axis=0).reshape(c, b)
 
     def __call__(
-        self,
-        rng_key: jax.Array,
-        model: Callable,
-        guide: Callable,
-        x_l: jax.Array,
-        y_l: jax.Array,
-        x_u: jax.Array,
-        num_labelled: int | None = None,
-        num_unlabelled: int | None = None,
+        self, rng_key: jax.Array, model: Callable, guide: Callable, *args: Any, **kwargs: Any
     ) -> jax.Array:
-        parts = self.parts(rng_key, model, guide, x_l, y_l, x_u, num_labelled, num_unlabelled)
-        return -sum(parts.values())
+        """``-J``, minus the sum of :meth:`parts` (which takes the same arguments)."""
+        return -sum(self.parts(rng_key, model, guide, *args, **kwargs).values())
 
 
 class ClassifierEvaluator:

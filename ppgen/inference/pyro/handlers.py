@@ -1,16 +1,16 @@
-"""Effect handlers the objectives are built from: latent scaling and vectorised particles.
+"""Small effect handlers the objectives are built from: latent scaling and guide replay
+(mirrors :mod:`ppgen.inference.numpyro.handlers`).
 
 Nothing here knows about ppgen's models; everything works on any Pyro model/guide pair.
+Each handler is a ``Messenger`` class named in Pyro's idiom (``...Messenger``) with a function
+that applies it (``poutine.scale`` and ``ScaleMessenger`` are the pattern).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
-from typing import Any
 
-import pyro
 import torch
-from pyro import poutine
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.runtime import Message
 from pyro.poutine.trace_struct import Trace
@@ -20,19 +20,9 @@ __all__ = [
     "GuideReplayMessenger",
     "LatentScaleMessenger",
     "ParamSubstituteMessenger",
-    "guess_max_plate_nesting",
-    "is_latent",
     "replay",
     "scale_latents",
-    "traces",
 ]
-
-PARTICLES = "particles"
-
-
-def is_latent(site: Message) -> bool:
-    """An unobserved sample site that is not a plate's subsample draw."""
-    return site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)
 
 
 class LatentScaleMessenger(Messenger):
@@ -40,7 +30,7 @@ class LatentScaleMessenger(Messenger):
 
     ``poutine.scale`` restricted to latent sites (and allowing ``scale = 0``, where
     ``poutine.scale`` insists on ``> 0``): around a model it weights the prior terms
-    ``log p(z)`` and leaves the likelihood ``log p(x | z)`` alone (beta-VAE, KL annealing).
+    ``log p(z)`` and leaves the likelihood ``log p(x | z)`` alone.
 
     Args:
         scale: The weight, ``>= 0``.
@@ -60,30 +50,15 @@ class LatentScaleMessenger(Messenger):
             msg["scale"] = self.scale * msg["scale"]
 
 
-class ParamSubstituteMessenger(Messenger):
-    """Give the param sites named in ``data`` (full site names) those values.
-
-    ``poutine.substitute`` matches a ``pyro.module`` parameter by its short name
-    (``"layers.0.weight"``, the same for every network); this matches
-    ``"encoder$$$layers.0.weight"`` exactly.
-    """
-
-    def __init__(self, data: Mapping[str, torch.Tensor]) -> None:
-        super().__init__()
-        self.data = data
-
-    def _pyro_param(self, msg: Message) -> None:
-        if msg["name"] in self.data:
-            msg["value"] = self.data[msg["name"]]
-            msg["done"] = True
-
-
 class GuideReplayMessenger(Messenger):
     """Give the model's unobserved sample sites the values the guide trace holds.
 
     ``poutine.replay`` for sample sites, except that a guide site conditioned on a value
     (``poutine.condition(guide, data=...)``) is replayed too, where ``poutine.replay``
     raises: a conditioned guide is how a caller fixes the latent draws.
+
+    Args:
+        trace: The guide's trace.
     """
 
     def __init__(self, trace: Trace) -> None:
@@ -100,74 +75,62 @@ class GuideReplayMessenger(Messenger):
             msg["done"] = True
 
 
+class ParamSubstituteMessenger(Messenger):
+    """Give the param sites named in ``data`` (full site names) those values.
+
+    ``poutine.substitute`` matches a ``pyro.module`` parameter by its short name
+    (``"layers.0.weight"``, the same for every network); this matches
+    ``"encoder$$$layers.0.weight"`` exactly. (Pyro only: NumPyro's ``handlers.substitute``
+    already matches full names.)
+
+    Args:
+        data: Values by full param site name.
+    """
+
+    def __init__(self, data: Mapping[str, torch.Tensor]) -> None:
+        super().__init__()
+        self.data = data
+
+    def _pyro_param(self, msg: Message) -> None:
+        if msg["name"] in self.data:
+            msg["value"] = self.data[msg["name"]]
+            msg["done"] = True
+
+
 def replay(model: Callable, trace: Trace) -> Callable:
-    """``model`` with its latent sites replayed from ``trace`` (:class:`GuideReplayMessenger`)."""
+    """``model`` with its latent sites taking the values of the guide's ``trace``.
+
+    Args:
+        model: A Pyro model.
+        trace: A trace of its guide (conditioned guide sites included).
+
+    Returns:
+        The wrapped model (:class:`GuideReplayMessenger`).
+    """
     return GuideReplayMessenger(trace)(model)
 
 
 def scale_latents(
-    model: Callable, guide: Callable, beta: float, exclude: Collection[str] = ()
+    model: Callable, guide: Callable, scale: float, exclude: Collection[str] = ()
 ) -> tuple[Callable, Callable]:
-    """Weight every latent term of ``log p(x, z) - log q(z | x)`` by ``beta`` (sites named in
-    ``exclude`` keep weight 1)."""
-    return (
-        LatentScaleMessenger(beta, exclude=exclude)(model),
-        LatentScaleMessenger(beta, guide=True, exclude=exclude)(guide),
-    )
+    """Weight every latent term of ``log p(x, z) - log q(z | x)`` by ``scale``, a number
+    (``poutine.scale`` would refuse 0).
 
+    The model's unobserved sites and every sample site of the guide are scaled, the
+    likelihood ``log p(x | z)`` is not: the beta-VAE / KL-annealing objective
+    ``log p(x | z) + beta (log p(z) - log q(z | x))`` (Higgins et al., 2017; Bowman et al.,
+    2016) when wrapped around an ELBO's pair.
 
-def guess_max_plate_nesting(model: Callable, guide: Callable, args: tuple, kwargs: dict) -> int:
-    """Number of batch dims the pair's plates use, found by running it once (no grad).
-
-    As ``pyro.infer.ELBO._guess_max_plate_nesting``: assumes a static plate structure.
-    """
-    with torch.no_grad(), poutine.block():
-        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-        model_trace = poutine.trace(replay(model, guide_trace)).get_trace(*args, **kwargs)
-    dims = [
-        frame.dim
-        for trace in (model_trace, guide_trace)
-        for site in trace.nodes.values()
-        if site["type"] == "sample"
-        for frame in site["cond_indep_stack"]
-        if frame.vectorized
-    ]
-    return -min(dims, default=0)
-
-
-def _in_particle_plate(fn: Callable, num_particles: int, dim: int) -> Callable:
-    def vectorized(*args: Any, **kwargs: Any) -> Any:
-        with pyro.plate(PARTICLES, num_particles, dim=dim):
-            return fn(*args, **kwargs)
-
-    return vectorized
-
-
-def traces(
-    model: Callable,
-    guide: Callable,
-    args: tuple,
-    kwargs: dict,
-    num_particles: int = 1,
-    max_plate_nesting: int | None = None,
-) -> tuple[Trace, Trace, int | None]:
-    """``z ~ q(z | x)`` traced, and the model traced at those ``z`` (``replay``).
-
-    With ``num_particles > 1`` (or a given ``max_plate_nesting``) both run inside an outer
-    ``pyro.plate("particles", num_particles)`` at ``dim = -(max_plate_nesting + 1)``, so every
-    particle is drawn in one vectorised pass (as ``Trace_ELBO(vectorize_particles=True)``).
+    Args:
+        model: A Pyro model.
+        guide: Its guide.
+        scale: The weight ``beta >= 0`` (0 is allowed, unlike ``poutine.scale``).
+        exclude: Names of sites left unscaled (e.g. a label summed out by enumeration).
 
     Returns:
-        ``(model_trace, guide_trace, particle_dim)``; ``particle_dim`` is ``None`` without
-        the particle plate.
+        ``(model, guide)``, each wrapped in a :class:`LatentScaleMessenger`.
     """
-    dim = None
-    if num_particles > 1 or max_plate_nesting is not None:
-        if max_plate_nesting is None:
-            max_plate_nesting = guess_max_plate_nesting(model, guide, args, kwargs)
-        dim = -(max_plate_nesting + 1)
-        model = _in_particle_plate(model, num_particles, dim)
-        guide = _in_particle_plate(guide, num_particles, dim)
-    guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-    model_trace = poutine.trace(replay(model, guide_trace)).get_trace(*args, **kwargs)
-    return model_trace, guide_trace, dim
+    return (
+        LatentScaleMessenger(scale, exclude=exclude)(model),
+        LatentScaleMessenger(scale, guide=True, exclude=exclude)(guide),
+    )

@@ -18,19 +18,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from pyro.distributions.util import scale_and_mask
-from pyro.poutine.indep_messenger import CondIndepStackFrame
-from pyro.poutine.runtime import Message
-from pyro.poutine.trace_struct import Trace
-from pyro.poutine.util import site_is_subsample
 from tqdm.auto import tqdm
 
-from ppgen.errors import ConfigError, DataError
-from ppgen.inference.pyro.handlers import guess_max_plate_nesting, traces
+from ppgen.errors import DataError
+from ppgen.inference.checks import check_count, check_num_particles
+from ppgen.inference.pyro.particles import particle_terms, structure
 
 __all__ = ["evaluate_log_likelihood", "log_marginal_likelihood", "log_weights", "to_tensor"]
-
-DATA = "data"
 
 
 def to_tensor(x: np.ndarray | torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -59,108 +53,37 @@ def to_tensor(x: np.ndarray | torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return x.to(dtype)
 
 
-def _data_frame(site: Message) -> CondIndepStackFrame | None:
-    for frame in site["cond_indep_stack"]:
-        if frame.name == DATA:
-            return frame
-    return None
-
-
-def _per_datapoint(site: Message, particle_dim: int | None) -> torch.Tensor:
-    """Unscaled ``log p`` of one site reduced to ``(particles or 1, batch or 1)``.
-
-    Sums over every dim but the particle and ``"data"`` dims, and divides the data plate's
-    subsample scale ``num_data / batch`` out of the site's scale (other scales are kept).
-    """
-    log_p = site["fn"].log_prob(site["value"], *site["args"], **site["kwargs"])
-    frame = _data_frame(site)
-    scale = site["scale"]
-    if frame is not None and frame.full_size is not None and frame.full_size != frame.size:
-        scale = scale * frame.size / frame.full_size
-    log_p = scale_and_mask(log_p, scale, site["mask"])
-    if not torch.is_tensor(log_p) or log_p.dim() == 0:
-        return torch.as_tensor(log_p).reshape(1, 1)
-    n = log_p.dim()
-    keep = [d for d in (particle_dim, frame.dim if frame else None) if d is not None and -d <= n]
-    keep_axes = [n + d for d in keep]
-    summed = [a for a in range(n) if a not in keep_axes]
-    if summed:
-        log_p = log_p.sum(summed)  # (particles?, batch?) in that order
-    if particle_dim is None or particle_dim not in keep:
-        log_p = log_p.unsqueeze(0)
-    if frame is None or frame.dim not in keep:
-        log_p = log_p.unsqueeze(-1)
-    return log_p
-
-
-def _log_weights(
-    model: Callable,
-    guide: Callable,
-    args: tuple,
-    kwargs: dict,
-    num_particles: int,
-    max_plate_nesting: int | None = None,
-) -> tuple[torch.Tensor, float]:
-    """``(log_w (num_particles, batch), num_data / batch)``; see :func:`log_weights`."""
-    model_trace, guide_trace, particle_dim = traces(
-        model, guide, args, kwargs, num_particles, max_plate_nesting
-    )
-    frames = _check_sites(model_trace, guide_trace)
-    log_w = 0.0
-    for sign, trace in ((1.0, model_trace), (-1.0, guide_trace)):
-        for site in trace.nodes.values():
-            if site["type"] == "sample" and not site_is_subsample(site):
-                log_w = log_w + sign * _per_datapoint(site, particle_dim)
-    batch = frames[0].size if frames else 1
-    log_w = torch.as_tensor(log_w).expand(num_particles, batch)
-    scale = frames[0].full_size / frames[0].size if frames else 1.0
-    return log_w, scale
-
-
-def _check_sites(model_trace: Trace, guide_trace: Trace) -> list[CondIndepStackFrame]:
-    """The ``"data"`` frames of all sample sites; ConfigError if some site lies outside."""
-    frames, outside = [], []
-    for trace in (model_trace, guide_trace):
-        for name, site in trace.nodes.items():
-            if site["type"] != "sample" or site_is_subsample(site):
-                continue
-            frame = _data_frame(site)
-            if frame is None:
-                outside.append(name)
-            else:
-                frames.append(frame)
-    if frames and outside:
-        raise ConfigError(
-            f"sample sites {sorted(set(outside))} lie outside the 'data' plate; per-datapoint "
-            "weights need every site of model and guide inside pyro.plate('data', ...)"
-        )
-    return frames
-
-
 def log_weights(
     model: Callable, guide: Callable, *args: Any, num_particles: int = 1, **kwargs: Any
 ) -> torch.Tensor:
-    """Per-datapoint log importance weights ``log p(x_i, z) - log q(z | x_i)``, ``z ~ q``.
+    """Per-datapoint log importance weights ``log p(x_i, z_k) - log q(z_k | x_i)``.
 
-    The particles are drawn in one vectorised pass (an outer ``pyro.plate("particles")``).
-    The values are per datapoint: the ``"data"`` plate's subsample scale is divided out.
-    Conditioning the guide on latent values (``poutine.condition``, each shaped
-    ``(num_particles, batch, ...)``) makes the weights deterministic.
+    The ``K`` particles ``z_k ~ q(z | x_i)`` are drawn at once in an outer
+    ``pyro.plate("particles")`` at dim ``-(max_plate_nesting + 1)``; each site's log-density
+    is summed over every plate but ``"particles"`` and ``"data"``, with the data plate's
+    subsample scale divided out, so the weights are per datapoint whatever ``num_data`` is.
+    Works for any Pyro model/guide pair. A guide conditioned on given latents
+    (``poutine.condition(guide, data={"z": z})`` with ``z`` of shape ``(K, batch, ...)``)
+    gives deterministic weights.
 
     Args:
-        model: A Pyro model; ``*args, **kwargs`` are passed to it and to ``guide``.
-        guide: A Pyro guide over the model's latent sites.
-        num_particles: K, the number of draws ``z ~ q``.
+        model: ``model(*args, **kwargs)`` with its latent and observed sites in the
+            ``"data"`` plate (or with no plate at all: one datapoint).
+        guide: ``guide(*args, **kwargs)`` sampling every latent site of the model.
+        *args: Passed to model and guide (e.g. the minibatch ``x``).
+        num_particles: ``K``; with 1 the pair runs as written, without the particle plate.
+        **kwargs: Passed to model and guide (e.g. ``num_data``).
 
     Returns:
-        ``(num_particles, batch)``; ``batch`` is 1 for a model without a ``"data"`` plate.
+        Tensor of shape ``(num_particles, batch)``.
 
     Raises:
-        ConfigError: A sample site lies outside the ``"data"`` plate while others are inside.
+        ConfigError: ``num_particles`` is not a positive integer, a site lies outside the
+            ``"data"`` plate, or a model latent the guide lacks.
     """
-    if num_particles < 1:
-        raise ConfigError(f"num_particles must be >= 1, got {num_particles}")
-    return _log_weights(model, guide, args, kwargs, int(num_particles))[0]
+    num_particles = check_num_particles(num_particles)
+    out = particle_terms(model, guide, args, kwargs, num_particles=num_particles)
+    return sum(out.terms.values())
 
 
 def log_marginal_likelihood(
@@ -171,22 +94,32 @@ def log_marginal_likelihood(
     chunk_size: int = 500,
     **kwargs: Any,
 ) -> torch.Tensor:
-    """Importance-sampled ``log p(x_i) ~= logmeanexp_k log w_k``, ``(batch,)``.
+    """Importance-sampled ``log p(x_i) ~= logmeanexp_k log w_{k,i}``, shape ``(batch,)``.
 
-    The ``num_samples`` weights are drawn ``chunk_size`` at a time and folded into a running
-    ``logsumexp`` under ``torch.no_grad()``, so memory is bounded by one chunk.
+    The ``num_samples`` weights are drawn ``chunk_size`` at a time under ``torch.no_grad()``
+    and folded into a running ``logsumexp``, so memory grows with ``chunk_size``, not
+    ``num_samples``. Draws come from torch's global generator.
+
+    Args:
+        model: Model (see :func:`log_weights`).
+        guide: Guide, the proposal.
+        *args: Passed to model and guide.
+        num_samples: ``K``; need not be a multiple of ``chunk_size``.
+        chunk_size: Particles per chunk, each chunk one vectorised pass.
+        **kwargs: Passed to model and guide.
+
+    Raises:
+        ConfigError: ``num_samples`` or ``chunk_size`` is not a positive integer.
     """
-    if num_samples < 1 or chunk_size < 1:
-        raise ConfigError(
-            f"num_samples and chunk_size must be >= 1, got {num_samples}, {chunk_size}"
-        )
+    num_samples = check_count("num_samples", num_samples)
+    chunk_size = check_count("chunk_size", chunk_size)
     with torch.no_grad():
-        nesting = guess_max_plate_nesting(model, guide, args, kwargs)
-        total, remaining = None, int(num_samples)
+        info = structure(model, guide, args, kwargs)  # once, not once per chunk
+        total, remaining = None, num_samples
         while remaining > 0:
-            k = min(int(chunk_size), remaining)
-            log_w, _ = _log_weights(model, guide, args, kwargs, k, nesting)
-            lse = torch.logsumexp(log_w, dim=0)  # (batch,)
+            k = min(chunk_size, remaining)
+            out = particle_terms(model, guide, args, kwargs, num_particles=k, info=info)
+            lse = torch.logsumexp(sum(out.terms.values()), dim=0)  # (batch,)
             total = lse if total is None else torch.logaddexp(total, lse)
             remaining -= k
     return total - math.log(num_samples)
@@ -202,14 +135,30 @@ def evaluate_log_likelihood(
     chunk_size: int = 500,
     progress: bool = False,
 ) -> np.ndarray:
-    """:func:`log_marginal_likelihood` of every row of ``x``, ``batch_size`` rows at a time.
+    """:func:`log_marginal_likelihood` of every row of a dataset, ``batch_size`` rows at a time.
+
+    Args:
+        model: ``model(x)`` (e.g. a trained ppgen model's ``model``).
+        guide: ``guide(x)``.
+        x: Data of shape ``(N, features)``, numpy or torch (converted to the default dtype).
+        num_samples: Importance samples per datapoint.
+        batch_size: Datapoints per call.
+        chunk_size: Particles per chunk inside a call.
+        progress: Show a tqdm bar over batches.
 
     Returns:
         ``log p(x_i)`` estimates in nats, float64 ``(N,)``.
+
+    Raises:
+        DataError: ``x`` is not a non-empty 2-D array of finite values.
+        ConfigError: A count is not a positive integer.
     """
+    batch_size = check_count("batch_size", batch_size)
     x = to_tensor(x, torch.get_default_dtype())
     if len(x) == 0:
         raise DataError(f"x must hold at least one example, got shape {tuple(x.shape)}")
+    if not torch.isfinite(x).all():
+        raise DataError("x contains NaN or Inf; drop or impute those examples first")
     out = []
     for start in tqdm(range(0, len(x), batch_size), disable=not progress, desc="log p(x)"):
         batch = x[start : start + batch_size]

@@ -18,8 +18,9 @@ import torch
 from pyro import poutine
 from pyro.infer import MCMC, NUTS
 
-from ppgen.errors import ConfigError
-from ppgen.inference.pyro.handlers import ParamSubstituteMessenger, is_latent
+from ppgen.inference.checks import check_count
+from ppgen.inference.pyro.handlers import ParamSubstituteMessenger
+from ppgen.inference.pyro.particles import is_latent
 from ppgen.metrics import posterior_gap
 
 __all__ = ["compare_with_guide", "mcmc_latents"]
@@ -51,25 +52,40 @@ def mcmc_latents(
 ) -> az.InferenceData:
     """Sample ``p(z | x)`` of every latent site of ``model(*args, **kwargs)`` with NUTS.
 
-    Parameters are constants (never sampled): ``params`` by site name if given, else their
-    current values. Draws come from torch's global generator. The chains run one after
-    another in this process (``pyro.infer.MCMC`` would fork a process per chain when cores
-    allow, which needs a picklable model and is slower than these small posteriors), each
-    converted with ``arviz.from_pyro`` and joined along ``chain``.
+    The chains run one after another in this process (``pyro.infer.MCMC`` would fork a
+    process per chain when cores allow, which needs a picklable model and is slower than
+    these small posteriors), each converted with ``arviz.from_pyro`` and joined along
+    ``chain``. Draws come from torch's global generator.
+
+    Args:
+        model: A Pyro model with its observed data among ``args``/``kwargs``.
+        *args: Passed to the model.
+        params: Constants for param sites, by full site name (``Trainer.params(state)``,
+            e.g. ``"decoder$$$layers.0.weight"``); the other param sites keep their current
+            values. Parameters are never sampled.
+        num_warmup: Adaptation steps per chain.
+        num_samples: Draws kept per chain.
+        num_chains: Chains, run one after another.
+        **kwargs: Passed to the model. Leave ``num_data`` out: NUTS cannot subsample.
 
     Returns:
         ``arviz.InferenceData`` with ``posterior`` (one variable per latent site, dims
         ``(chain, draw, *site shape)``) and ``sample_stats``.
+
+    Raises:
+        ConfigError: A negative ``num_warmup``, or ``num_samples`` or ``num_chains`` not a
+            positive integer.
     """
-    if num_warmup < 0 or num_samples < 1 or num_chains < 1:
-        raise ConfigError("need num_warmup >= 0, num_samples >= 1 and num_chains >= 1")
+    num_warmup = check_count("num_warmup", num_warmup, minimum=0)
+    num_samples = check_count("num_samples", num_samples)
+    num_chains = check_count("num_chains", num_chains)
     fixed = _fixed(model, params, args, kwargs)
     chains = []
-    for _ in range(int(num_chains)):
+    for _ in range(num_chains):
         sampler = MCMC(
             NUTS(fixed),
-            num_samples=int(num_samples),
-            warmup_steps=int(num_warmup),
+            num_samples=num_samples,
+            warmup_steps=num_warmup,
             disable_progbar=True,
         )
         sampler.run(*args, **kwargs)
@@ -88,22 +104,37 @@ def compare_with_guide(
     """Per-dimension posterior means and standard deviations: MCMC vs the guide.
 
     Every latent site present in both ``idata.posterior`` and the guide is compared over all
-    its dimensions; ``num_samples`` guide draws are taken in one vectorised pass.
+    its dimensions; the guide's draws are taken in one vectorised pass (an outer
+    ``pyro.plate``) from torch's global generator.
+
+    Args:
+        idata: What :func:`mcmc_latents` returned.
+        guide: A Pyro guide over the same latent sites.
+        *args: Passed to the guide (the data the posterior was sampled for).
+        params: Constants for the guide's param sites, by full site name, as for
+            :func:`mcmc_latents`.
+        num_samples: Guide draws.
+        **kwargs: Passed to the guide.
 
     Returns:
         ``max_abs_mean_diff`` and ``mean_abs_mean_diff`` (|E_mcmc z - E_q z|),
         ``mean_std_ratio`` (mean of std_q / std_mcmc), and the MCMC diagnostics
         ``max_r_hat``, ``min_ess_bulk``, ``min_ess_tail`` from ``arviz.summary``.
+
+    Raises:
+        ConfigError: The guide and the posterior share no latent site, or ``num_samples``
+            is not a positive integer.
     """
+    num_samples = check_count("num_samples", num_samples)
     guide = _fixed(guide, params, args, kwargs)
     with torch.no_grad(), poutine.block():
         plain = poutine.trace(guide).get_trace(*args, **kwargs)
         dims = [f.dim for s in plain.nodes.values() if is_latent(s) for f in s["cond_indep_stack"]]
         dim = min((d for d in dims if d is not None), default=0) - 1
-        with pyro.plate("particles", int(num_samples), dim=dim):
+        with pyro.plate("particles", num_samples, dim=dim):
             draws = poutine.trace(guide).get_trace(*args, **kwargs)
     approx = {
-        name: draws.nodes[name]["value"].expand(int(num_samples), *site["value"].shape).numpy()
+        name: draws.nodes[name]["value"].expand(num_samples, *site["value"].shape).numpy()
         for name, site in plain.nodes.items()
         if is_latent(site)
     }

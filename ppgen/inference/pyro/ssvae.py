@@ -28,9 +28,10 @@ from pyro.poutine.runtime import Message
 
 from ppgen.data.labels import check_labelled, check_labels
 from ppgen.errors import ConfigError, DataError
+from ppgen.inference.checks import check_non_negative, check_num_particles
 from ppgen.inference.pyro.handlers import scale_latents
 from ppgen.inference.pyro.loglik import to_tensor
-from ppgen.inference.pyro.objectives import ELBO, _check_particles
+from ppgen.inference.pyro.objectives import ELBO
 from ppgen.inference.pyro.train import Trainer, TrainState
 
 __all__ = ["ClassifierEvaluator", "SemiSupervisedELBO", "label_distribution"]
@@ -103,11 +104,10 @@ class SemiSupervisedELBO:
     beta: float = 1.0
 
     def __post_init__(self) -> None:
-        _check_particles(self.num_particles)
-        if self.alpha is not None and not float(self.alpha) >= 0:
-            raise ConfigError(f"alpha must be >= 0 (or None for 0.1 N), got {self.alpha!r}")
-        if not float(self.beta) >= 0:
-            raise ConfigError(f"beta must be >= 0, got {self.beta!r}")
+        check_num_particles(self.num_particles)
+        if self.alpha is not None:
+            check_non_negative("alpha", self.alpha, " (or None for 0.1 N)")
+        check_non_negative("beta", self.beta)
 
     def alpha_for(self, num_labelled: int, num_unlabelled: int) -> float:
         """The classification weight per labelled example for these set sizes."""
@@ -144,18 +144,9 @@ class SemiSupervisedELBO:
             model, guide = scale_latents(model, guide, self.beta, exclude=(self.site,))
         return -elbo.differentiable_loss(model, config_enumerate(guide), x)
 
-    def __call__(
-        self,
-        model: Callable,
-        guide: Callable,
-        x_l: torch.Tensor,
-        y_l: torch.Tensor,
-        x_u: torch.Tensor,
-        num_labelled: int | None = None,
-        num_unlabelled: int | None = None,
-    ) -> torch.Tensor:
-        parts = self.parts(model, guide, x_l, y_l, x_u, num_labelled, num_unlabelled)
-        return -sum(parts.values())
+    def __call__(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """``-J``, minus the sum of :meth:`parts` (which takes the same arguments)."""
+        return -sum(self.parts(model, guide, *args, **kwargs).values())
 
 
 class ClassifierEvaluator:

@@ -10,8 +10,6 @@ estimator in ``ppgen.inference`` is checked against these formulas.
 
 from __future__ import annotations
 
-import copy
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,15 +17,12 @@ import numpyro
 import numpyro.distributions as dist
 
 from ppgen.errors import ConfigError
-from ppgen.models.numpyro.nets import check_weights
-from ppgen.models.numpyro.vae import check_x
+from ppgen.models.numpyro.base import LatentVariableModel
 
 __all__ = ["LinearGaussian"]
 
-PARAMS = ("W", "b", "log_sigma", "guide_A", "guide_c", "guide_log_s")
 
-
-class LinearGaussian:
+class LinearGaussian(LatentVariableModel):
     """Probabilistic PCA with an amortised Gaussian guide.
 
     Model ``z ~ N(0, I_latent)``, ``x | z ~ N(W z + b, sigma^2 I_x_dim)`` with
@@ -47,6 +42,9 @@ class LinearGaussian:
         noise: Initial observation noise ``sigma``.
     """
 
+    likelihood = "gaussian"
+    arrays = ("W", "b", "log_sigma", "guide_A", "guide_c", "guide_log_s")
+
     def __init__(self, x_dim: int, latent: int, seed: int = 0, noise: float = 0.5):
         if not 1 <= latent <= x_dim:
             raise ConfigError(f"need 1 <= latent <= x_dim, got latent={latent}, x_dim={x_dim}")
@@ -64,32 +62,32 @@ class LinearGaussian:
 
     def model(self, x: jax.Array, num_data: int | None = None) -> None:
         """``p(z) p(x | z)`` over a minibatch ``x`` of ``(batch, x_dim)``."""
-        check_x(x, self.x_dim)
+        x = self._check_x(x)
         W = numpyro.param("W", self.W)
         b = numpyro.param("b", self.b)
         sigma = jnp.exp(numpyro.param("log_sigma", self.log_sigma))
-        with numpyro.plate("data", num_data or x.shape[0], subsample_size=x.shape[0]):
+        with self._plate(x, num_data):
             z = numpyro.sample("z", dist.Normal(jnp.zeros(self.latent), 1.0).to_event(1))
             numpyro.sample("x", dist.Normal(z @ W.T + b, sigma).to_event(1), obs=x)
 
     def guide(self, x: jax.Array, num_data: int | None = None) -> None:
         """``q(z | x) = N(A x + c, diag(s^2))``."""
-        check_x(x, self.x_dim)
+        x = self._check_x(x)
         A = numpyro.param("guide_A", self.guide_A)
         c = numpyro.param("guide_c", self.guide_c)
         s = jnp.exp(numpyro.param("guide_log_s", self.guide_log_s))
-        with numpyro.plate("data", num_data or x.shape[0], subsample_size=x.shape[0]):
+        with self._plate(x, num_data):
             numpyro.sample("z", dist.Normal(x @ A.T + c, s).to_event(1))
 
     def exact_log_px(self, x: jax.Array) -> jax.Array:
         """``log N(x; b, W W^T + sigma^2 I)`` per row, shape ``(batch,)``."""
-        check_x(x, self.x_dim)
+        x = self._check_x(x)
         cov = self.W @ self.W.T + jnp.exp(2 * self.log_sigma) * jnp.eye(self.x_dim)
         return dist.MultivariateNormal(self.b, cov).log_prob(x)
 
     def exact_posterior(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Mean ``(batch, latent)`` and covariance ``(latent, latent)`` of ``p(z | x)``."""
-        check_x(x, self.x_dim)
+        x = self._check_x(x)
         var = jnp.exp(2 * self.log_sigma)
         m = self.W.T @ self.W + var * jnp.eye(self.latent)  # M = W^T W + sigma^2 I
         mean = jnp.linalg.solve(m, self.W.T @ (x - self.b).T).T
@@ -109,31 +107,3 @@ class LinearGaussian:
         self.guide_c = -self.guide_A @ self.b
         self.guide_log_s = 0.5 * (jnp.log(var) - jnp.log(jnp.diag(m)))
         return self
-
-    def get_weights(self) -> dict[str, np.ndarray]:
-        """Parameters as numpy arrays keyed by their NumPyro param names."""
-        return {name: np.asarray(getattr(self, name)) for name in PARAMS}
-
-    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
-        """Load parameters in place (the keys and shapes of :meth:`get_weights`).
-
-        Raises:
-            CheckpointError: Missing or unexpected keys, or a shape mismatch.
-        """
-        check_weights(self.get_weights(), weights)
-        for name in PARAMS:
-            setattr(self, name, jnp.asarray(weights[name], dtype=getattr(self, name).dtype))
-
-    def bind(self, params: dict) -> LinearGaussian:
-        """A copy holding trained NumPyro params (e.g. ``Trainer.params(state)``).
-
-        Raises:
-            ConfigError: ``params`` lacks one of the six parameter sites.
-        """
-        missing = [name for name in PARAMS if name not in params]
-        if missing:
-            raise ConfigError(f"params lack {missing}; pass the params of this model's guide")
-        bound = copy.copy(self)
-        for name in PARAMS:
-            setattr(bound, name, jnp.asarray(params[name]))
-        return bound

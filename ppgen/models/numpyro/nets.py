@@ -15,9 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ppgen.errors import CheckpointError, ConfigError
+from ppgen.models.conventions import check_mlp, check_weights
 
-__all__ = ["ACTIVATIONS", "MLP", "check_weights", "load_state_dict", "state_dict"]
+__all__ = ["ACTIVATIONS", "MLP"]
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "tanh": jnp.tanh,
@@ -46,13 +46,7 @@ class MLP(eqx.Module):
     activation: str = eqx.field(static=True)
 
     def __init__(self, sizes: Sequence[int], activation: str = "tanh", *, seed: int = 0):
-        sizes = [int(s) for s in sizes]
-        if activation not in ACTIVATIONS:
-            raise ConfigError(
-                f"unknown activation {activation!r}; use one of {sorted(ACTIVATIONS)}"
-            )
-        if len(sizes) < 2 or min(sizes) < 1:
-            raise ConfigError(f"MLP sizes must be >= 2 positive widths, got {sizes}")
+        sizes = check_mlp(sizes, activation)
         rng = np.random.default_rng(seed)
         pairs = zip(sizes[:-1], sizes[1:], strict=True)
         self.layers = [_linear(n_in, n_out, rng) for n_in, n_out in pairs]
@@ -120,47 +114,3 @@ def _linear(n_in: int, n_out: int, rng: np.random.Generator) -> eqx.nn.Linear:
     weight = jnp.asarray(rng.uniform(-bound, bound, (n_out, n_in)), dtype=dtype)
     bias = jnp.asarray(rng.uniform(-bound, bound, n_out), dtype=dtype)
     return eqx.tree_at(lambda lin: (lin.weight, lin.bias), skeleton, (weight, bias))
-
-
-def check_weights(expected: dict[str, np.ndarray], given: dict[str, np.ndarray]) -> None:
-    """Raise :class:`CheckpointError` unless ``given`` has ``expected``'s keys and shapes."""
-    missing = sorted(set(expected) - set(given))
-    unexpected = sorted(set(given) - set(expected))
-    if missing or unexpected:
-        raise CheckpointError(
-            f"weights do not fit this model: missing {missing}, unexpected {unexpected}; "
-            "load weights saved from a model built with the same arguments"
-        )
-    for key, value in expected.items():
-        if np.shape(given[key]) != value.shape:
-            raise CheckpointError(
-                f"weight {key!r} has shape {np.shape(given[key])}, this model needs "
-                f"{value.shape}; load weights saved from a model built with the same arguments"
-            )
-
-
-def state_dict(net: eqx.Module) -> dict[str, np.ndarray]:
-    """Weights of any Equinox network as numpy: :meth:`MLP.state_dict` for ours, and for a
-    user's module every array leaf under its tree path (``layers[0].weight``)."""
-    if isinstance(net, MLP):
-        return net.state_dict()
-    leaves = jax.tree_util.tree_flatten_with_path(eqx.filter(net, eqx.is_array))[0]
-    return {jax.tree_util.keystr(path).lstrip("."): np.asarray(v) for path, v in leaves}
-
-
-def load_state_dict(net: eqx.Module, weights: dict[str, np.ndarray]) -> eqx.Module:
-    """A copy of ``net`` holding ``weights`` (keys and shapes of :func:`state_dict`).
-
-    Raises:
-        CheckpointError: Missing or unexpected keys, or a shape mismatch.
-    """
-    if isinstance(net, MLP):
-        return net.load_state_dict(weights)
-    check_weights(state_dict(net), weights)
-    params, static = eqx.partition(net, eqx.is_array)
-    paths, treedef = jax.tree_util.tree_flatten_with_path(params)
-    leaves = [
-        jnp.asarray(weights[jax.tree_util.keystr(path).lstrip(".")], dtype=leaf.dtype)
-        for path, leaf in paths
-    ]
-    return eqx.combine(jax.tree_util.tree_unflatten(treedef, leaves), static)

@@ -21,14 +21,9 @@ from numpyro.contrib.module import eqx_module
 from numpyro.util import not_jax_tracer
 
 from ppgen.errors import ConfigError, DataError
+from ppgen.models.conventions import spawn_seeds
+from ppgen.models.numpyro.base import LatentVariableModel, normal_params
 from ppgen.models.numpyro.nets import MLP
-from ppgen.models.numpyro.vae import (
-    _DeepLatentModel,
-    _seeds,
-    _standard_normal,
-    check_x,
-    normal_params,
-)
 
 __all__ = ["SSVAE"]
 
@@ -48,7 +43,7 @@ def apply_cat(net: eqx.Module, a: jax.Array, y: jax.Array, num_classes: int) -> 
     return net(one_hot_cat(a, y, num_classes))
 
 
-class SSVAE(_DeepLatentModel):
+class SSVAE(LatentVariableModel):
     """M2: ``p(y) p(z) p(x | y, z)``, guide ``q(y | x) q(z | x, y)`` (Kingma et al., 2014, 3.1.2).
 
     ``y ~ Cat(1/C)``, ``z ~ N(0, I)``, ``x | y, z`` Bernoulli with logits
@@ -73,6 +68,8 @@ class SSVAE(_DeepLatentModel):
     """
 
     nets = ("classifier", "encoder", "decoder")
+    # A Bernoulli M2 also scores grey values (see _observation), so x may lie in [0, 1].
+    bernoulli_support = "unit_interval"
 
     def __init__(
         self,
@@ -89,9 +86,9 @@ class SSVAE(_DeepLatentModel):
     ):
         if int(num_classes) < 2:
             raise ConfigError(f"num_classes must be at least 2, got {num_classes!r}")
-        self.x_dim, self.num_classes, self.latent = int(x_dim), int(num_classes), int(latent)
-        self._init_likelihood(likelihood, "learned")
-        s = _seeds(seed, 3)
+        self._init_likelihood(x_dim, likelihood, "learned")
+        self.num_classes, self.latent = int(num_classes), int(latent)
+        s = spawn_seeds(seed, 3)
         c, d, k = self.num_classes, self.x_dim, self.latent
         default = {
             "classifier": ([d, *hidden, c], s[0]),
@@ -160,31 +157,26 @@ class SSVAE(_DeepLatentModel):
 
     def model(self, x: jax.Array, y: jax.Array | None = None, num_data: int | None = None) -> None:
         """``p(y) p(z) p(x | y, z)``; ``y`` is observed where given, latent where ``None``."""
-        check_x(x, self.x_dim)
-        if self.likelihood == "bernoulli" and not_jax_tracer(x):
-            x_np = np.asarray(x)
-            if x_np.size and (x_np.min() < 0 or x_np.max() > 1):
-                raise DataError(
-                    "a Bernoulli likelihood needs x in [0, 1] (binary or grey values); "
-                    "rescale the data (e.g. x / 255) or use likelihood='gaussian'"
-                )
+        x = self._check_x(x)
         if y is not None:
             self.check_y(y, x.shape[0])
         decoder = eqx_module("decoder", self.decoder)
         prior = dist.Categorical(logits=jnp.zeros(self.num_classes))
-        with numpyro.plate("data", num_data or x.shape[0], subsample_size=x.shape[0]):
-            y = numpyro.sample("y", prior, obs=y)
-            z = numpyro.sample("z", _standard_normal(self.latent))  # (..., batch, latent)
+        with self._plate(x, num_data):
+            y = numpyro.sample("y", prior, obs=y)  # (batch,), or (C, 1) when enumerated
+            z = numpyro.sample("z", dist.Normal(jnp.zeros(self.latent), 1.0).to_event(1))
             out = apply_cat(decoder, z, y, self.num_classes)
             numpyro.sample("x", self._observation(out), obs=x)
 
     def guide(self, x: jax.Array, y: jax.Array | None = None, num_data: int | None = None) -> None:
         """``q(y | x)`` (only where ``y`` is not given), then ``q(z | x, y)``."""
-        check_x(x, self.x_dim)
+        x = self._check_input(x)  # grey x too: only the model's density needs [0, 1]
+        if y is not None:
+            self.check_y(y, x.shape[0])
         encoder = eqx_module("encoder", self.encoder)
         if y is None:
             classifier = eqx_module("classifier", self.classifier)
-        with numpyro.plate("data", num_data or x.shape[0], subsample_size=x.shape[0]):
+        with self._plate(x, num_data):
             if y is None:
                 y = numpyro.sample("y", dist.Categorical(logits=classifier(x)))
             loc, scale = normal_params(apply_cat(encoder, x, y, self.num_classes))
@@ -194,16 +186,15 @@ class SSVAE(_DeepLatentModel):
 
     def classify(self, x: jax.Array) -> jax.Array:
         """Class probabilities ``q(y | x)``, shape ``(batch, C)``."""
-        check_x(x, self.x_dim)
-        return jax.nn.softmax(self.classifier(x), axis=-1)
+        return jax.nn.softmax(self.classifier(self._check_input(x)), axis=-1)
 
     def predict(self, x: jax.Array) -> jax.Array:
         """The most probable class under ``q(y | x)``, shape ``(batch,)``."""
-        return jnp.argmax(self.classifier(x), axis=-1)
+        return jnp.argmax(self.classifier(self._check_input(x)), axis=-1)
 
     def encode(self, x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Mean and standard deviation of ``q(z | x, y)``, each ``(batch, latent)``."""
-        check_x(x, self.x_dim)
+        x = self._check_input(x)
         return normal_params(apply_cat(self.encoder, x, jnp.asarray(y), self.num_classes))
 
     def decode(self, z: jax.Array, y: jax.Array) -> jax.Array:

@@ -9,21 +9,20 @@ The estimators in :mod:`ppgen.inference.pyro` are tested against these exact val
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 
-import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
 from torch import nn
 
-from ppgen.errors import ConfigError, DataError
-from ppgen.models.pyro.params import get_weights, local_param, set_weights
+from ppgen.errors import ConfigError
+from ppgen.models.pyro.base import LatentVariableModel
+from ppgen.models.pyro.params import local_param
 
 __all__ = ["LinearGaussian"]
 
 
-class LinearGaussian(nn.Module):
+class LinearGaussian(LatentVariableModel):
     """Probabilistic PCA with an amortized Gaussian guide ``q(z|x) = N(A x + c, diag(s^2))``.
 
     Parameters (param sites and weight keys): ``W (x_dim, latent)``, ``b (x_dim,)``,
@@ -38,6 +37,8 @@ class LinearGaussian(nn.Module):
         seed: Seed of the initial parameters.
         noise: Initial observation noise ``sigma``.
     """
+
+    likelihood = "gaussian"
 
     def __init__(self, x_dim: int, latent: int, seed: int = 0, noise: float = 0.5) -> None:
         super().__init__()
@@ -58,23 +59,12 @@ class LinearGaussian(nn.Module):
         self.guide_c = nn.Parameter(torch.zeros(self.latent, dtype=dtype))
         self.guide_log_s = nn.Parameter(torch.full((self.latent,), -0.5, dtype=dtype))
 
-    def _check_x(self, x: torch.Tensor) -> torch.Tensor:
-        if not torch.is_tensor(x) or x.dim() != 2 or x.shape[-1] != self.x_dim:
-            shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
-            raise DataError(
-                f"x is {shape} but LinearGaussian needs a tensor of shape (batch, {self.x_dim})"
-            )
-        if dist.is_validation_enabled() and not torch.isfinite(x).all():
-            raise DataError("x contains NaN or Inf; drop or impute those examples first")
-        return x
-
     def model(self, x: torch.Tensor, num_data: int | None = None) -> None:
         """``z ~ N(0, I)``, ``x ~ N(W z + b, sigma^2 I)`` in the ``"data"`` plate."""
         x = self._check_x(x)
         W, b = local_param("W", self.W), local_param("b", self.b)
         sigma = local_param("log_sigma", self.log_sigma).exp()
-        size = len(x) if num_data is None else int(num_data)
-        with pyro.plate("data", size, subsample=torch.arange(len(x))):
+        with self._plate(x, num_data):
             z = pyro.sample("z", dist.Normal(x.new_zeros(len(x), self.latent), 1.0).to_event(1))
             loc = z @ W.T + b  # (..., batch, x_dim)
             pyro.sample("x", dist.Normal(loc, sigma.expand_as(loc)).to_event(1), obs=x)
@@ -84,8 +74,7 @@ class LinearGaussian(nn.Module):
         x = self._check_x(x)
         A, c = local_param("guide_A", self.guide_A), local_param("guide_c", self.guide_c)
         s = local_param("guide_log_s", self.guide_log_s).exp()
-        size = len(x) if num_data is None else int(num_data)
-        with pyro.plate("data", size, subsample=torch.arange(len(x))):
+        with self._plate(x, num_data):
             loc = x @ A.T + c  # (batch, latent)
             pyro.sample("z", dist.Normal(loc, s.expand_as(loc)).to_event(1))
 
@@ -109,8 +98,9 @@ class LinearGaussian(nn.Module):
         return mean, torch.exp(2 * self.log_sigma) * m_inv
 
     @torch.no_grad()
-    def optimal_guide(self) -> None:
-        """Set the guide to the exact posterior: ``A = M^{-1} W^T``, ``c = -A b``.
+    def optimal_guide(self) -> LinearGaussian:
+        """Set the guide, in place, to the exact posterior and return ``self``:
+        ``A = M^{-1} W^T``, ``c = -A b``.
 
         The variances are ``s_i^2 = sigma^2 / M_ii``, the inverse diagonal of the posterior
         precision: the exact posterior when ``W^T W`` is diagonal (as at initialisation), and
@@ -121,20 +111,4 @@ class LinearGaussian(nn.Module):
         self.guide_A.copy_(a)
         self.guide_c.copy_(-a @ self.b)
         self.guide_log_s.copy_(self.log_sigma - 0.5 * torch.log(torch.diagonal(m)))
-
-    def get_weights(self) -> dict[str, np.ndarray]:
-        """Every parameter as numpy, keyed by name."""
-        return get_weights(self)
-
-    def set_weights(self, weights: Mapping[str, np.ndarray]) -> None:
-        """Copy ``weights`` (keys and shapes as :meth:`get_weights`) into this model.
-
-        Raises:
-            CheckpointError: Missing or unexpected keys, or a shape mismatch.
-        """
-        set_weights(self, weights)
-
-    def bind(self, params: Mapping[str, torch.Tensor | np.ndarray]) -> LinearGaussian:
-        """Copy ``params`` (``Trainer.params(state)`` or :meth:`get_weights`) in; return self."""
-        set_weights(self, params)
         return self

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ppgen.errors import ConfigError
+from ppgen.models.conventions import check_mlp
 
 __all__ = ["ACTIVATIONS", "MLP"]
 
@@ -42,15 +42,7 @@ class MLP(nn.Module):
 
     def __init__(self, sizes: Sequence[int], activation: str = "tanh", *, seed: int = 0) -> None:
         super().__init__()
-        sizes = [int(s) for s in sizes]
-        if len(sizes) < 2 or min(sizes) < 1:
-            raise ConfigError(
-                f"MLP sizes must be at least (in, out) with positive widths, got {tuple(sizes)}"
-            )
-        if activation not in ACTIVATIONS:
-            raise ConfigError(
-                f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}"
-            )
+        sizes = check_mlp(sizes, activation)
         self.activation = ACTIVATIONS[activation]()
         generator = torch.Generator().manual_seed(int(seed))
         layers = []

@@ -30,7 +30,7 @@ from pyro.poutine.runtime import am_i_wrapped, effectful
 from torch import nn
 from torch.distributions import constraints
 
-from ppgen.errors import CheckpointError
+from ppgen.models.conventions import check_weights
 
 __all__ = ["get_weights", "local_module", "local_param", "set_weights", "site_to_key"]
 
@@ -93,21 +93,10 @@ def set_weights(module: nn.Module, weights: Mapping[str, np.ndarray | torch.Tens
     """
     weights = {site_to_key(k): v for k, v in weights.items()}
     own = dict(module.named_parameters())
-    if set(weights) != set(own):
-        missing, extra = sorted(set(own) - set(weights)), sorted(set(weights) - set(own))
-        raise CheckpointError(
-            f"weights do not fit this {type(module).__name__}: missing {missing}, "
-            f"unexpected {extra}; were they saved from a model with another configuration?"
-        )
+    check_weights(own, weights)
     for key, p in own.items():
         value = weights[key]
         # np.array copies: arrays read from a checkpoint may be read-only.
         value = value.detach() if torch.is_tensor(value) else torch.from_numpy(np.array(value))
-        if tuple(value.shape) != tuple(p.shape):
-            raise CheckpointError(
-                f"weight {key!r} has shape {tuple(value.shape)} but this "
-                f"{type(module).__name__} expects {tuple(p.shape)}; rebuild the model with "
-                "the configuration the weights were saved from"
-            )
         with torch.no_grad():
             p.copy_(value)

@@ -20,9 +20,10 @@ from torch import nn
 from torch.nn.functional import one_hot
 
 from ppgen.errors import ConfigError, DataError
+from ppgen.models.conventions import spawn_seeds
+from ppgen.models.pyro.base import LatentVariableModel, normal_params
 from ppgen.models.pyro.nets import MLP
 from ppgen.models.pyro.params import local_module
-from ppgen.models.pyro.vae import _LatentVariableModel, _seeds, split_gaussian
 
 __all__ = ["SSVAE"]
 
@@ -41,7 +42,7 @@ def apply_cat(net: Callable, a: torch.Tensor, y: torch.Tensor, num_classes: int)
     return net(one_hot_cat(a, y, num_classes))
 
 
-class SSVAE(_LatentVariableModel):
+class SSVAE(LatentVariableModel):
     """M2: ``p(y) p(z) p(x | y, z)``, guide ``q(y | x) q(z | x, y)`` (Kingma et al., 2014, 3.1.2).
 
     ``y ~ Cat(1/C)``, ``z ~ N(0, I)``, ``x | y, z`` Bernoulli with logits
@@ -67,6 +68,8 @@ class SSVAE(_LatentVariableModel):
     """
 
     nets = ("classifier", "encoder", "decoder")
+    # A Bernoulli M2 also scores grey values (see _observation), so x may lie in [0, 1].
+    bernoulli_support = "unit_interval"
 
     def __init__(
         self,
@@ -86,7 +89,7 @@ class SSVAE(_LatentVariableModel):
             raise ConfigError(f"num_classes must be at least 2, got {num_classes!r}")
         self._init_likelihood(x_dim, likelihood, "learned")
         self.num_classes, self.latent = int(num_classes), int(latent)
-        s = _seeds(seed, 3)
+        s = spawn_seeds(seed, 3)
         c, d, k = self.num_classes, self.x_dim, self.latent
         # `is None`, not `or`: a user's nn.Sequential with no layers is falsy.
         nets = {
@@ -159,21 +162,6 @@ class SSVAE(_LatentVariableModel):
         """
         self._check_labels(y, batch)
 
-    def _check_x(self, x: torch.Tensor) -> torch.Tensor:
-        """Shape and values of ``x``; a Bernoulli likelihood takes grey values in [0, 1]."""
-        if self.likelihood != "bernoulli" or not dist.is_validation_enabled():
-            return super()._check_x(x)
-        with pyro.validation_enabled(False):  # the shape checks only
-            x = super()._check_x(x)
-        if not torch.isfinite(x).all():
-            raise DataError("x contains NaN or Inf; drop or impute those examples first")
-        if len(x) and (x.min() < 0 or x.max() > 1):
-            raise DataError(
-                "a Bernoulli likelihood needs x in [0, 1] (binary or grey values); rescale "
-                "the data (e.g. x / 255) or use likelihood='gaussian'"
-            )
-        return x
-
     def _observation(self, out: torch.Tensor) -> dist.Distribution:
         """``p(x | y, z)``. A Bernoulli also scores grey values in [0, 1] (the cross-entropy
         ``x log p + (1 - x) log(1 - p)``, as Pyro's SS-VAE example trains on grey MNIST)."""
@@ -212,7 +200,7 @@ class SSVAE(_LatentVariableModel):
         with self._plate(x, num_data):
             if y is None:
                 y = pyro.sample("y", dist.Categorical(logits=classifier(x)))
-            loc, scale = split_gaussian(apply_cat(encoder, x, y, self.num_classes))
+            loc, scale = normal_params(apply_cat(encoder, x, y, self.num_classes))
             pyro.sample("z", dist.Normal(loc, scale).to_event(1))
 
     # -- what users do with a trained model ------------------------------------------
@@ -240,7 +228,7 @@ class SSVAE(_LatentVariableModel):
         """Mean and standard deviation of ``q(z | x, y)``, each ``(batch, latent)``."""
         x = self._check_input(x)
         y = self._labels(y, len(x))
-        return split_gaussian(apply_cat(self.encoder, x, y, self.num_classes))
+        return normal_params(apply_cat(self.encoder, x, y, self.num_classes))
 
     def decode(self, z: torch.Tensor, y: int | Sequence[int] | torch.Tensor) -> torch.Tensor:
         """Mean of ``p(x | y, z)``, shape ``(..., x_dim)``; ``y`` broadcasts against ``z``."""

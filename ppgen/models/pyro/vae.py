@@ -7,154 +7,27 @@ attributes and announce them with module-local param statements
 (:mod:`ppgen.models.pyro.params`), so two instances never share or clobber parameters.
 
 Every Gaussian layer reads a network output as ``[loc, pre_scale]`` on the last axis with
-``scale = softplus(pre_scale) + 1e-4`` (the floor keeps log-densities finite).
+``scale = softplus(pre_scale) + 1e-4`` (:func:`~ppgen.models.pyro.base.normal_params`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
-import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
-from torch import nn
-from torch.nn.functional import softplus
 
-from ppgen.errors import ConfigError, DataError
+from ppgen.errors import ConfigError
+from ppgen.models.conventions import spawn_seeds
+from ppgen.models.pyro.base import LatentVariableModel, normal_params
 from ppgen.models.pyro.nets import MLP
-from ppgen.models.pyro.params import get_weights, local_module, local_param, set_weights
+from ppgen.models.pyro.params import local_module
 
 __all__ = ["HierarchicalVAE", "VAE"]
 
-SCALE_FLOOR = 1e-4
-LIKELIHOODS = ("bernoulli", "gaussian")
 
-
-def split_gaussian(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``[loc, pre_scale]`` on the last axis -> ``(loc, softplus(pre_scale) + 1e-4)``."""
-    loc, pre_scale = out.chunk(2, dim=-1)
-    return loc, softplus(pre_scale) + SCALE_FLOOR
-
-
-def _seeds(seed: int, n: int) -> list[int]:
-    """``n`` independent network seeds derived from one model seed."""
-    return [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(n)]
-
-
-class _LatentVariableModel(nn.Module):
-    """Plumbing shared by the VAEs: input checks, the likelihood, weights in numpy.
-
-    Subclasses set ``x_dim``, ``likelihood`` and, for a Gaussian likelihood, either a fixed
-    ``fixed_scale`` or a learned per-pixel ``decoder_scale_raw``.
-    """
-
-    x_dim: int
-    likelihood: str
-    fixed_scale: float | None
-
-    def _init_likelihood(self, x_dim: int, likelihood: str, scale: float | str) -> None:
-        if likelihood not in LIKELIHOODS:
-            raise ConfigError(f"unknown likelihood {likelihood!r}; choose one of {LIKELIHOODS}")
-        if int(x_dim) < 1:
-            raise ConfigError(f"x_dim must be a positive integer, got {x_dim!r}")
-        self.x_dim, self.likelihood, self.fixed_scale = int(x_dim), likelihood, None
-        if likelihood == "gaussian":
-            if scale == "learned":
-                # softplus(0.5413) + 1e-4 = 1.0: start from unit observation noise.
-                self.decoder_scale_raw = nn.Parameter(torch.full((self.x_dim,), 0.5413))
-            elif isinstance(scale, (int, float)) and not isinstance(scale, bool) and scale > 0:
-                self.fixed_scale = float(scale)
-            else:
-                raise ConfigError(f"scale must be 'learned' or a positive float, got {scale!r}")
-
-    def _check_x(self, x: torch.Tensor) -> torch.Tensor:
-        """Raise :class:`DataError` unless ``x`` is ``(batch, x_dim)`` with valid values.
-
-        The values (a pass over ``x``) are checked while Pyro's distribution validation is
-        on (the default; ``pyro.enable_validation(False)`` skips them, as it skips Pyro's own).
-        """
-        if not torch.is_tensor(x):
-            raise DataError(
-                f"x must be a torch.Tensor, got {type(x).__name__}; "
-                "convert with torch.as_tensor(x, dtype=torch.get_default_dtype())"
-            )
-        if x.dim() != 2 or x.shape[-1] != self.x_dim:
-            raise DataError(
-                f"x has shape {tuple(x.shape)} but this model needs (batch, {self.x_dim}); "
-                f"flatten each example to {self.x_dim} features or build the model with "
-                f"x_dim={x.shape[-1] if x.dim() else '...'}"
-            )
-        if not dist.is_validation_enabled():
-            return x
-        if self.likelihood == "bernoulli":
-            # One reduction in the common case; NaN fails both comparisons, so it lands here too.
-            if ((x != 0) & (x != 1)).any():
-                if torch.isnan(x).any():
-                    raise DataError("x contains NaN; drop or impute those examples first")
-                raise DataError(
-                    "a Bernoulli likelihood needs binary x (0 or 1); binarize the data "
-                    "(e.g. dynamic_binarization=True) or use likelihood='gaussian'"
-                )
-        elif not torch.isfinite(x).all():
-            raise DataError("x contains NaN or Inf; drop or impute those examples first")
-        return x
-
-    def _check_input(self, x: torch.Tensor) -> torch.Tensor:
-        """Shape and finiteness of ``x``: the networks read grey levels too (e.g. data a
-        Bernoulli model was trained on with dynamic binarization), only densities need 0/1."""
-        with pyro.validation_enabled(False):
-            x = self._check_x(x)
-        if not torch.isfinite(x).all():
-            raise DataError("x contains NaN or Inf; drop or impute those examples first")
-        return x
-
-    @staticmethod
-    def _plate(x: torch.Tensor, num_data: int | None) -> pyro.plate:
-        """The ``"data"`` plate: per-dataset scale ``num_data / len(x)``.
-
-        The minibatch is already a random subsample chosen by the trainer, so we hand the
-        plate trivial indices instead of letting it draw ``randperm(num_data)`` every step.
-        """
-        size = len(x) if num_data is None else int(num_data)
-        if size < len(x):
-            raise ConfigError(f"num_data={num_data} is smaller than the batch ({len(x)})")
-        return pyro.plate("data", size, subsample=torch.arange(len(x)))
-
-    def _observation(self, out: torch.Tensor) -> dist.Distribution:
-        """p(x | decoder output): Bernoulli(logits) or Normal(mean, scale), one event."""
-        if self.likelihood == "bernoulli":
-            return dist.Bernoulli(logits=out).to_event(1)
-        if self.fixed_scale is not None:
-            scale = torch.full_like(out, self.fixed_scale)
-        else:
-            raw = local_param("decoder_scale_raw", self.decoder_scale_raw)
-            scale = (softplus(raw) + SCALE_FLOOR).expand_as(out)
-        return dist.Normal(out, scale).to_event(1)
-
-    def _mean(self, out: torch.Tensor) -> torch.Tensor:
-        """E[x | decoder output]: Bernoulli probabilities or the Gaussian mean."""
-        return torch.sigmoid(out) if self.likelihood == "bernoulli" else out
-
-    def get_weights(self) -> dict[str, np.ndarray]:
-        """Every parameter as numpy, torch layout (``Linear`` weight is ``(out, in)``)."""
-        return get_weights(self)
-
-    def set_weights(self, weights: Mapping[str, np.ndarray]) -> None:
-        """Copy ``weights`` (keys and shapes as :meth:`get_weights`) into this model.
-
-        Raises:
-            CheckpointError: Missing or unexpected keys, or a shape mismatch.
-        """
-        set_weights(self, weights)
-
-    def bind(self, params: Mapping[str, torch.Tensor | np.ndarray]) -> _LatentVariableModel:
-        """Copy ``params`` (``Trainer.params(state)`` or :meth:`get_weights`) in; return self."""
-        set_weights(self, params)
-        return self
-
-
-class VAE(_LatentVariableModel):
+class VAE(LatentVariableModel):
     """Variational autoencoder (Kingma & Welling 2014).
 
     Model ``p(z) = N(0, I)``, ``p(x | z) = Bernoulli(sigmoid(f(z)))`` or ``N(f(z), sigma^2)``;
@@ -186,7 +59,7 @@ class VAE(_LatentVariableModel):
         super().__init__()
         self._init_likelihood(x_dim, likelihood, scale)
         self.latent = int(latent)
-        enc_seed, dec_seed = _seeds(seed, 2)
+        enc_seed, dec_seed = spawn_seeds(seed, 2)
         self.encoder = MLP([self.x_dim, *hidden, 2 * self.latent], activation, seed=enc_seed)
         self.decoder = MLP([self.latent, *hidden, self.x_dim], activation, seed=dec_seed)
 
@@ -204,12 +77,12 @@ class VAE(_LatentVariableModel):
         x = self._check_x(x)
         encoder = local_module("encoder", self.encoder)
         with self._plate(x, num_data):
-            loc, scale = split_gaussian(encoder(x))
+            loc, scale = normal_params(encoder(x))
             pyro.sample("z", dist.Normal(loc, scale).to_event(1))
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(loc, scale)`` of ``q(z | x)``, each ``(batch, latent)``."""
-        return split_gaussian(self.encoder(self._check_input(x)))
+        return normal_params(self.encoder(self._check_input(x)))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """``E[x | z]``: Bernoulli probabilities or the Gaussian mean, ``(..., x_dim)``."""
@@ -228,7 +101,7 @@ class VAE(_LatentVariableModel):
         return self.decode(loc + scale * torch.randn_like(loc))
 
 
-class HierarchicalVAE(_LatentVariableModel):
+class HierarchicalVAE(LatentVariableModel):
     """Two stochastic layers (Burda et al. 2015, section 5).
 
     Model ``p(z2) p(z1 | z2) p(x | z1)``, guide ``q(z1 | x) q(z2 | z1)``, all Gaussian but
@@ -263,7 +136,7 @@ class HierarchicalVAE(_LatentVariableModel):
             )
         self.latents = (int(latents[0]), int(latents[1]))
         (d1, d2), (h1, h2) = self.latents, hidden
-        s = _seeds(seed, 4)
+        s = spawn_seeds(seed, 4)
         self.encoder1 = MLP([self.x_dim, *h1, 2 * d1], activation, seed=s[0])
         self.encoder2 = MLP([d1, *h2, 2 * d2], activation, seed=s[1])
         self.decoder2 = MLP([d2, *h2, 2 * d1], activation, seed=s[2])
@@ -277,7 +150,7 @@ class HierarchicalVAE(_LatentVariableModel):
         with self._plate(x, num_data):
             zero = x.new_zeros(len(x), self.latents[1])
             z2 = pyro.sample("z2", dist.Normal(zero, 1.0).to_event(1))
-            z1 = pyro.sample("z1", dist.Normal(*split_gaussian(decoder2(z2))).to_event(1))
+            z1 = pyro.sample("z1", dist.Normal(*normal_params(decoder2(z2))).to_event(1))
             pyro.sample("x", self._observation(decoder1(z1)), obs=x)
 
     def guide(self, x: torch.Tensor, num_data: int | None = None) -> None:
@@ -286,12 +159,12 @@ class HierarchicalVAE(_LatentVariableModel):
         encoder1 = local_module("encoder1", self.encoder1)
         encoder2 = local_module("encoder2", self.encoder2)
         with self._plate(x, num_data):
-            z1 = pyro.sample("z1", dist.Normal(*split_gaussian(encoder1(x))).to_event(1))
-            pyro.sample("z2", dist.Normal(*split_gaussian(encoder2(z1))).to_event(1))
+            z1 = pyro.sample("z1", dist.Normal(*normal_params(encoder1(x))).to_event(1))
+            pyro.sample("z2", dist.Normal(*normal_params(encoder2(z1))).to_event(1))
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(loc, scale)`` of ``q(z1 | x)``, the layer :meth:`decode` reads."""
-        return split_gaussian(self.encoder1(self._check_input(x)))
+        return normal_params(self.encoder1(self._check_input(x)))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """``E[x | z1]`` for a bottom-layer latent ``z1``, ``(..., x_dim)``."""
@@ -302,7 +175,7 @@ class HierarchicalVAE(_LatentVariableModel):
         """Mean images for ``z2 ~ p(z2)``, ``z1 ~ p(z1 | z2)`` (global RNG), ``(n, x_dim)``."""
         dtype = self.decoder1.layers[0].weight.dtype
         z2 = torch.randn(n, self.latents[1], dtype=dtype)
-        loc, scale = split_gaussian(self.decoder2(z2))
+        loc, scale = normal_params(self.decoder2(z2))
         return self.decode(loc + scale * torch.randn_like(loc))
 
     @torch.no_grad()

@@ -1,0 +1,62 @@
+"""Argument checks of the objectives and estimators, written once for both backends.
+
+Each raises a one-line :class:`~ppgen.errors.ConfigError` that says what to pass instead,
+so the same wrong argument is refused with the same words on Pyro and on NumPyro.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ppgen.errors import ConfigError
+
+__all__ = ["check_count", "check_non_negative", "check_num_particles"]
+
+
+def check_count(name: str, value: object, minimum: int = 1) -> int:
+    """Return ``value`` as an ``int`` if it is an integer ``>= minimum``.
+
+    Floats (``2.0``) and booleans are refused: a count given as either is a mistake
+    somewhere upstream, better reported than rounded.
+
+    Args:
+        name: The argument's name, for the message.
+        value: The value to check (``int`` or a numpy integer).
+        minimum: The smallest allowed value (1: "positive", 0: "non-negative").
+
+    Raises:
+        ConfigError: ``value`` is not an integer, or is smaller than ``minimum``.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        kind = "positive" if minimum == 1 else "non-negative" if minimum == 0 else f">= {minimum}"
+        raise ConfigError(f"{name} must be a {kind} integer, got {value!r}")
+    return int(value)
+
+
+def check_num_particles(num_particles: object) -> int:
+    """``num_particles`` as an ``int``; :func:`check_count` with ``minimum = 1``.
+
+    Raises:
+        ConfigError: Not a positive integer (``0``, ``-1``, ``2.0`` and ``True`` are refused).
+    """
+    return check_count("num_particles", num_particles)
+
+
+def check_non_negative(name: str, value: object, hint: str = "") -> float:
+    """Return ``value`` as a ``float`` if it is a number ``>= 0`` (a weight such as ``beta``).
+
+    Args:
+        name: The argument's name, for the message.
+        value: A Python or numpy number, or a 0-d array.
+        hint: Said after ``>= 0`` in the message, e.g. ``" (or None for 0.1 N)"``.
+
+    Raises:
+        ConfigError: ``value`` is negative, NaN or not a number.
+    """
+    try:
+        ok = float(value) >= 0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ConfigError(f"{name} must be >= 0{hint}, got {value!r}")
+    return float(value)
