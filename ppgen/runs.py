@@ -10,6 +10,7 @@ model's recipe. Backends are imported lazily (by the recipes, through
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -138,7 +139,8 @@ def load_trained(run_dir: str | os.PathLike, pointer: str = "BEST") -> Run:
         CheckpointError: Not a run directory, no such checkpoint, or one of another model.
     """
     config = load_config(run_dir)
-    data, built = _build(config)
+    # Evaluating and sampling run in this one process, whatever the run trained on.
+    data, built = _build(dataclasses.replace(config, devices=1))
     state = built.trainer.init(config.seed, data.train)
     arrays, meta = load_checkpoint(run_dir, pointer)
     state = built.trainer.load_state_arrays(state, arrays, meta["trainer"])

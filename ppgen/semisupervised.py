@@ -1,5 +1,6 @@
 """Backend-free parts of semi-supervised learning (Kingma et al., 2014): M1's classifier on
-latent features, M1's features for M1+M2, and the classification report.
+latent features and the classification report (M1's features come from the recipe,
+``ppgen.recipes.vae.m1_features``).
 
 M1 is a VAE trained on all the data; its posterior means ``E[z | x]`` are features for a
 scikit-learn classifier trained on the labelled examples only. The classifier (logistic
@@ -10,7 +11,6 @@ scikit-learn does not have).
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -23,13 +23,7 @@ from sklearn.svm import SVC
 from ppgen.data.labels import MISSING
 from ppgen.errors import ConfigError
 
-__all__ = [
-    "CLASSIFIERS",
-    "classification_report",
-    "encode_means",
-    "encode_posteriors",
-    "fit_m1_classifier",
-]
+__all__ = ["CLASSIFIERS", "classification_report", "fit_m1_classifier"]
 
 # name -> factory(C, seed); every candidate sees standardised features.
 CLASSIFIERS = {
@@ -37,37 +31,6 @@ CLASSIFIERS = {
     "svm": lambda c, seed: SVC(C=c, kernel="rbf", gamma="scale", random_state=seed),
 }
 C_GRID = (0.1, 1.0, 10.0, 100.0)
-
-
-def encode_posteriors(
-    run: SimpleNamespace, x: np.ndarray, batch_size: int = 1000
-) -> tuple[np.ndarray, np.ndarray]:
-    """Posterior means and standard deviations of ``q(z | x)`` of a trained VAE run (either
-    backend), two numpy arrays of shape (N, latent)."""
-    locs, scales = [], []
-    for start in range(0, len(x), batch_size):
-        xb = x[start : start + batch_size]
-        if run.backend == "numpyro":
-            loc, scale = run.model.encode(np.asarray(xb, dtype=np.float32))
-            locs.append(np.asarray(loc))
-            scales.append(np.asarray(scale))
-        else:
-            import torch
-
-            with torch.no_grad():
-                dtype = torch.get_default_dtype()
-                loc, scale = run.model.encode(torch.as_tensor(xb, dtype=dtype))
-            locs.append(loc.numpy())
-            scales.append(scale.numpy())
-    return (
-        np.concatenate(locs).astype(np.float32),
-        np.concatenate(scales).astype(np.float32),
-    )
-
-
-def encode_means(run: SimpleNamespace, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
-    """Posterior means ``E_q[z | x]`` of a trained VAE run (either backend), numpy (N, latent)."""
-    return encode_posteriors(run, x, batch_size)[0]
 
 
 def fit_m1_classifier(

@@ -288,3 +288,55 @@ def test_m1m2_on_an_m1_without_active_units_is_refused():
     assert len(stacked_units(means, "all", "m1")) == 4
     with pytest.raises(ConfigError, match="no active latent unit.*--m1-units all"):
         stacked_units(means, "active", "m1")
+
+
+@pytest.mark.parametrize("model", ["vae", "m2"])
+def test_tensorboard_events_of_a_run_read_back(tmp_path, capsys, model):
+    """``--tensorboard``: the shared driver writes every epoch's metrics and the recipe's
+    pictures as TensorBoard events, read back with TensorBoard's own loader; a resumed run
+    logs the epochs it re-runs once."""
+    from tensorboard.backend.event_processing import event_accumulator
+
+    out = tmp_path / model
+    args = ["train", model, "--backend", "numpyro", *TINY, "--tensorboard", "--out", out]
+    extra = ["--labels", "50"] if model == "m2" else []
+    assert run_cli([*args, *extra, "--epochs", "2"], capsys)[0] == 0
+    assert run_cli([*args, *extra, "--epochs", "3", "--resume"], capsys)[0] == 0
+
+    acc = event_accumulator.EventAccumulator(str(out / "tensorboard"), size_guidance={"images": 0})
+    acc.Reload()
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    loss = [(e.step, e.value) for e in acc.Scalars("train/loss")]
+    assert loss == [(r["epoch"] + 1, pytest.approx(r["loss"], rel=1e-6)) for r in records]
+    valid = "valid/error" if model == "m2" else "valid/elbo"
+    assert [e.step for e in acc.Scalars(valid)] == [1, 2, 3]
+    pictures = {"m2": "class_samples", "vae": "samples"}[model]
+    assert pictures in acc.Tags()["images"] and "curves" in acc.Tags()["images"]
+    assert {e.step for e in acc.Images(pictures)} == {2, 3}  # after each training command
+
+
+@pytest.mark.parametrize("backend", ["pyro", "numpyro"])
+def test_devices_from_the_command_line(tmp_path, backend):
+    """``--devices 2``: Pyro starts itself under torchrun, NumPyro asks XLA for two host
+    devices; the run trains, records its devices, and evaluates."""
+    out = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "WORLD_SIZE")}
+    train = [sys.executable, "-m", "ppgen", "train", "vae", "--backend", backend, *TINY]
+    proc = subprocess.run(
+        [*map(str, train), "--epochs", "2", "--devices", "2", "--out", str(out)],
+        capture_output=True,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    assert proc.stdout.decode().count("trained vae") == 1  # process 0 alone reports
+    assert runs.load_config(out).devices == 2
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+    proc = subprocess.run(
+        [sys.executable, "-m", "ppgen", "eval", str(out), "--k", "5", "--json"],
+        capture_output=True,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    assert json.loads(proc.stdout.decode().splitlines()[-1])["epoch"] == 2

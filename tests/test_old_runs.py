@@ -38,9 +38,11 @@ def test_an_old_run_evaluates_as_before_and_resumes(old_runs, capsys, name):
         for key in ("test_error", "valid_error", "labels", "n", "epoch"):
             assert got[key] == pytest.approx(expected[key], abs=1e-12), key
     else:
-        # Same weights, same seeded draws: the same estimates up to float32 summation order.
-        for key in ("test_nll", "test_elbo"):
-            assert got[key] == pytest.approx(expected[key], abs=1e-3), key
+        # The same weights: the test ELBO (its draws seeded by the run) as recorded, and the
+        # importance-sampled NLL within its standard error (Pyro's probe of the plate
+        # structure no longer takes draws from the run's stream, so the k=20 draws differ).
+        assert got["test_elbo"] == pytest.approx(expected["test_elbo"], abs=1e-3)
+        assert abs(got["test_nll"] - expected["test_nll"]) < 2 * expected["test_nll_stderr"]
         assert (got["k"], got["n"], got["epoch"]) == (expected["k"], expected["n"], 2)
 
     model = name.split("-")[0]

@@ -121,7 +121,7 @@ def check_training_array(
     return x
 
 
-def check_unit_interval(x: np.ndarray, why: str = "dynamic_binarization") -> None:
+def check_unit_interval(x: np.ndarray, why: str = "dynamic binarization") -> None:
     """Raise :class:`DataError` unless every value of ``x`` lies in [0, 1] (probabilities
     for a Bernoulli draw); ``why`` names what needs it."""
     x = np.asarray(x)

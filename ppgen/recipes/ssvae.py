@@ -21,6 +21,7 @@ from ppgen import data as ppdata
 from ppgen import plots
 from ppgen.errors import ConfigError
 from ppgen.metrics import active_units
+from ppgen.models.conventions import ACTIVATION_NAMES
 from ppgen.recipes.base import (
     Backend,
     Built,
@@ -34,7 +35,7 @@ from ppgen.recipes.base import (
     trainer_settings,
 )
 from ppgen.recipes.registry import register
-from ppgen.recipes.vae import ACTIVATIONS, EVAL_SPLITS, Features, m1_features
+from ppgen.recipes.vae import EVAL_SPLITS, Features, m1_features
 
 if TYPE_CHECKING:
     from ppgen.config import RunConfig
@@ -67,7 +68,7 @@ class _SemiSupervisedOptions(Options):
     k: int = option(1, "particles: draws of z per (example, class)", parse=positive_int)
     latent: int = option(50, "dimension of z", parse=positive_int)
     hidden: tuple[int, ...] = option((500,), "hidden layer widths, e.g. 500", parse=layer_sizes)
-    activation: str = option("softplus", "hidden activation", choices=ACTIVATIONS)
+    activation: str = option("softplus", "hidden activation", choices=ACTIVATION_NAMES)
 
     def __post_init__(self) -> None:
         super().__post_init__()

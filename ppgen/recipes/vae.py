@@ -21,6 +21,7 @@ from ppgen import data as ppdata
 from ppgen import plots
 from ppgen.errors import ConfigError
 from ppgen.metrics import summarize_nll
+from ppgen.models.conventions import ACTIVATION_NAMES
 from ppgen.recipes.base import (
     Backend,
     Built,
@@ -40,10 +41,8 @@ if TYPE_CHECKING:
     from ppgen.config import RunConfig
     from ppgen.runs import Run
 
-__all__ = ["ACTIVATIONS", "M1Options", "VAEOptions", "encode_posteriors", "m1_features"]
+__all__ = ["M1Options", "VAEOptions", "encode_posteriors", "m1_features"]
 
-# The hidden activations both backends' MLPs implement (their ACTIVATIONS tables).
-ACTIVATIONS = ("tanh", "relu", "softplus", "elu")
 EVAL_SPLITS = ("train", "valid", "test")
 
 
@@ -71,7 +70,7 @@ class VAEOptions(Options):
     hidden: tuple[int, ...] = option(
         (200, 200), "hidden layer widths, e.g. 200,200", parse=layer_sizes
     )
-    activation: str = option("tanh", "hidden activation", choices=ACTIVATIONS)
+    activation: str = option("tanh", "hidden activation", choices=ACTIVATION_NAMES)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -92,7 +91,7 @@ class M1Options(VAEOptions):
     hidden: tuple[int, ...] = option(
         (600, 600), "hidden layer widths, e.g. 600,600", parse=layer_sizes
     )
-    activation: str = option("softplus", "hidden activation", choices=ACTIVATIONS)
+    activation: str = option("softplus", "hidden activation", choices=ACTIVATION_NAMES)
     labels: int = option(
         100, "labelled training examples (class-balanced, drawn by --seed)", parse=positive_int
     )

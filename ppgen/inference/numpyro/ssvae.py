@@ -128,31 +128,40 @@ class SemiSupervisedELBO:
         x_u: jax.Array,
         num_labelled: int | None = None,
         num_unlabelled: int | None = None,
+        beta: float | jax.Array | None = None,
     ) -> dict[str, jax.Array]:
-        """The three terms of ``J`` (each a whole-set estimate, to maximise)."""
+        """The three terms of ``J`` (each a whole-set estimate, to maximise); ``beta``, when
+        given (e.g. a traced KL-annealing value), overrides the attribute."""
+        beta = self.beta if beta is None else beta
         n_l, n_u = num_labelled or x_l.shape[0], num_unlabelled or x_u.shape[0]
         key_l, key_u = jax.random.split(rng_key)
-        labelled = -ELBO(self.num_particles, beta=self.beta)(
-            key_l, model, guide, x_l, y_l, num_data=n_l
+        labelled = -ELBO(self.num_particles)(key_l, model, guide, x_l, y_l, num_data=n_l, beta=beta)
+        unlabelled = self.unlabelled_bound(key_u, model, guide, x_u, beta=beta) * (
+            n_u / x_u.shape[0]
         )
-        unlabelled = self.unlabelled_bound(key_u, model, guide, x_u) * (n_u / x_u.shape[0])
         log_q = label_distribution(guide, x_l, self.site).log_prob(y_l)  # (batch_l,)
         classification = self.alpha_for(n_l, n_u) * (n_l / x_l.shape[0]) * jnp.sum(log_q)
         return {"labelled": labelled, "unlabelled": unlabelled, "classification": classification}
 
     def unlabelled_bound(
-        self, rng_key: jax.Array, model: Callable, guide: Callable, x: jax.Array
+        self,
+        rng_key: jax.Array,
+        model: Callable,
+        guide: Callable,
+        x: jax.Array,
+        beta: float | jax.Array | None = None,
     ) -> jax.Array:
         """``sum_i U(x_i)`` over the minibatch (not scaled to the set)."""
+        beta = self.beta if beta is None else beta
         log_q = _log_q_support(label_distribution(guide, x, self.site))  # (C, batch)
         if structure(rng_key, model, guide, (x, None), {}).max_plate_nesting == 1:
-            elbo = self._class_elbos(rng_key, model, guide, x, log_q.shape[0])
+            elbo = self._class_elbos(rng_key, model, guide, x, log_q.shape[0], beta)
         else:  # more plates than "data": tile the batch once per class instead
-            elbo = self._class_elbos_tiled(rng_key, model, guide, x, log_q.shape[0])
+            elbo = self._class_elbos_tiled(rng_key, model, guide, x, log_q.shape[0], beta)
         q = jnp.exp(log_q)
         return jnp.sum(q * (elbo - log_q))  # sum_c q (L - log q) = E_q[L] + H(q)
 
-    def _class_elbos(self, rng_key, model, guide, x, c) -> jax.Array:
+    def _class_elbos(self, rng_key, model, guide, x, c, beta=None) -> jax.Array:
         """``L(x_i, c)`` for every class, shape ``(C, batch)``.
 
         As in Pyro's parallel enumeration, the label site takes the values ``0..C-1`` along
@@ -160,6 +169,7 @@ class SemiSupervisedELBO:
         batch)``; ``x`` itself is never repeated (ppgen's networks then compute ``x``'s
         share of their first layer once). Particles are ``vmap``-ped.
         """
+        beta = self.beta if beta is None else beta
         labels = jnp.arange(c).reshape(c, 1)
 
         def one_particle(key: jax.Array) -> jax.Array:
@@ -179,17 +189,17 @@ class SemiSupervisedELBO:
                     continue
                 term = site["fn"].log_prob(site["value"])
                 if not site["is_observed"] and name != self.site:
-                    term = self.beta * (term - guide_tr[name]["fn"].log_prob(latents[name]))
+                    term = beta * (term - guide_tr[name]["fn"].log_prob(latents[name]))
                 total = total + term  # (C, batch); p(y) is (C, 1)
             for name, site in guide_tr.items():  # guide-only latents: -log q
                 if site["type"] == "sample" and name not in model_tr and name != self.site:
-                    total = total - self.beta * site["fn"].log_prob(site["value"])
+                    total = total - beta * site["fn"].log_prob(site["value"])
             return total
 
         keys = jax.random.split(rng_key, self.num_particles)
         return jnp.mean(jax.vmap(one_particle)(keys), axis=0)
 
-    def _class_elbos_tiled(self, rng_key, model, guide, x, c) -> jax.Array:
+    def _class_elbos_tiled(self, rng_key, model, guide, x, c, beta=None) -> jax.Array:
         """``L(x_i, c)`` by repeating the batch once per class (class-major rows)."""
         b = x.shape[0]
         x_rep = jnp.broadcast_to(x, (c, *x.shape)).reshape(c * b, -1)
@@ -201,16 +211,23 @@ class SemiSupervisedELBO:
             (x_rep, y_rep),
             {},
             num_particles=self.num_particles,
-            beta=self.beta,
+            beta=self.beta if beta is None else beta,
             require_rsample=True,
         )
         return jnp.mean(sum(out.terms.values()), axis=0).reshape(c, b)
 
     def __call__(
-        self, rng_key: jax.Array, model: Callable, guide: Callable, *args: Any, **kwargs: Any
+        self,
+        rng_key: jax.Array,
+        model: Callable,
+        guide: Callable,
+        *args: Any,
+        beta: float | jax.Array | None = None,
+        **kwargs: Any,
     ) -> jax.Array:
-        """``-J``, minus the sum of :meth:`parts` (which takes the same arguments)."""
-        return -sum(self.parts(rng_key, model, guide, *args, **kwargs).values())
+        """``-J``, minus the sum of :meth:`parts` (which takes the same arguments); a
+        ``beta`` keyword (a trainer's ``beta_schedule``) overrides the attribute."""
+        return -sum(self.parts(rng_key, model, guide, *args, beta=beta, **kwargs).values())
 
 
 class ClassifierEvaluator:

@@ -1,12 +1,15 @@
 """Per-batch noise a trainer applies to its data inputs: dynamic binarization and input noise.
 
 A trainer's ``transform`` is called once per data input of every training step with the
-minibatch, the rows it came from and the epoch's noise generator (derived from ``(seed,
-epoch)``, so a resumed epoch draws the same noise); evaluation sees the data as it is.
-Mirrors ``ppgen.inference.numpyro.noise`` (same classes, the backend's randomness).
+epoch's noise generator (derived from ``(seed, epoch)``, so a resumed epoch draws the same
+noise), the minibatch and the rows it came from; evaluation sees the data as it is.
+Mirrors ``ppgen.inference.numpyro.noise`` (same classes; the randomness comes first, a
+``torch.Generator`` here where NumPyro's take a PRNG key).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -16,6 +19,7 @@ from ppgen.data.checks import check_input_scale, check_unit_interval
 __all__ = ["DynamicBinarization", "InputNoise"]
 
 
+@dataclass(frozen=True)
 class DynamicBinarization:
     """Draw ``x ~ Bernoulli(x)`` afresh for every minibatch (Salakhutdinov & Murray 2008;
     the dynamically binarized MNIST of Burda et al. 2015). Data must lie in [0, 1]."""
@@ -25,7 +29,7 @@ class DynamicBinarization:
         check_unit_interval(x)
 
     def __call__(
-        self, x: torch.Tensor, rows: torch.Tensor, generator: torch.Generator
+        self, generator: torch.Generator, x: torch.Tensor, rows: torch.Tensor
     ) -> torch.Tensor:
         """One Bernoulli draw per value of ``x`` (batch, ...), same shape and dtype."""
         return torch.bernoulli(x, generator=generator)
@@ -56,7 +60,7 @@ class InputNoise:
         check_input_scale(scale, np.shape(x))
 
     def __call__(
-        self, x: torch.Tensor, rows: torch.Tensor, generator: torch.Generator
+        self, generator: torch.Generator, x: torch.Tensor, rows: torch.Tensor
     ) -> torch.Tensor:
         """``x`` (batch, D) plus Gaussian noise of the rows' standard deviations."""
         if self._cache is None or self._cache[0] != x.dtype:

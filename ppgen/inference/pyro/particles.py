@@ -82,9 +82,12 @@ def structure(model: Callable, guide: Callable, args: tuple, kwargs: dict) -> St
 
     As ``pyro.infer.ELBO._guess_max_plate_nesting``, this assumes a static plate structure.
     Unlike the NumPyro twin's shape-only run it computes everything once (Pyro has no
-    shape-only mode), so :func:`particle_terms` skips it where it can.
+    shape-only mode), so :func:`particle_terms` skips it where it can. Its draws come from
+    a fork of torch's generator: probing the structure never shifts the caller's random
+    stream (a data-parallel process, whose batch is a share of the global one, then draws
+    exactly what one process would).
     """
-    with torch.no_grad(), poutine.block():
+    with torch.no_grad(), poutine.block(), torch.random.fork_rng(devices=[]):
         model_trace, guide_trace = _run(model, guide, args, kwargs)
     dims = [
         frame.dim

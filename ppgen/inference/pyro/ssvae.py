@@ -124,29 +124,38 @@ class SemiSupervisedELBO:
         x_u: torch.Tensor,
         num_labelled: int | None = None,
         num_unlabelled: int | None = None,
+        beta: float | None = None,
     ) -> dict[str, torch.Tensor]:
-        """The three terms of ``J`` (each a whole-set estimate, to maximise)."""
+        """The three terms of ``J`` (each a whole-set estimate, to maximise); ``beta``, when
+        given (e.g. a KL-annealing value), overrides the attribute."""
+        beta = self.beta if beta is None else float(beta)
         n_l, n_u = num_labelled or len(x_l), num_unlabelled or len(x_u)
-        labelled = -ELBO(self.num_particles, beta=self.beta)(model, guide, x_l, y_l, num_data=n_l)
-        unlabelled = self.unlabelled_bound(model, guide, x_u) * (n_u / len(x_u))
+        labelled = -ELBO(self.num_particles)(model, guide, x_l, y_l, num_data=n_l, beta=beta)
+        unlabelled = self.unlabelled_bound(model, guide, x_u, beta=beta) * (n_u / len(x_u))
         log_q = label_distribution(guide, x_l, self.site).log_prob(y_l)  # (batch_l,)
         classification = self.alpha_for(n_l, n_u) * (n_l / len(x_l)) * log_q.sum()
         return {"labelled": labelled, "unlabelled": unlabelled, "classification": classification}
 
-    def unlabelled_bound(self, model: Callable, guide: Callable, x: torch.Tensor) -> torch.Tensor:
+    def unlabelled_bound(
+        self, model: Callable, guide: Callable, x: torch.Tensor, beta: float | None = None
+    ) -> torch.Tensor:
         """``sum_i U(x_i)`` over the minibatch (not scaled to the set).
 
         ``TraceEnum_ELBO`` with the guide's discrete sites enumerated in parallel (at dim -2,
         left of the ``"data"`` plate): ``sum_c q(c | x) (L(x, c) - log q(c | x))``.
         """
+        beta = self.beta if beta is None else float(beta)
         elbo = TraceEnum_ELBO(max_plate_nesting=1, num_particles=self.num_particles)
-        if self.beta != 1.0:  # weight the other latents' terms (z's KL), never the label's
-            model, guide = scale_latents(model, guide, self.beta, exclude=(self.site,))
+        if beta != 1.0:  # weight the other latents' terms (z's KL), never the label's
+            model, guide = scale_latents(model, guide, beta, exclude=(self.site,))
         return -elbo.differentiable_loss(model, config_enumerate(guide), x)
 
-    def __call__(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> torch.Tensor:
-        """``-J``, minus the sum of :meth:`parts` (which takes the same arguments)."""
-        return -sum(self.parts(model, guide, *args, **kwargs).values())
+    def __call__(
+        self, model: Callable, guide: Callable, *args: Any, beta: float | None = None, **kwargs: Any
+    ) -> torch.Tensor:
+        """``-J``, minus the sum of :meth:`parts` (which takes the same arguments); a
+        ``beta`` keyword (a trainer's ``beta_schedule``) overrides the attribute."""
+        return -sum(self.parts(model, guide, *args, beta=beta, **kwargs).values())
 
 
 class ClassifierEvaluator:

@@ -208,7 +208,7 @@ class Trainer:
         args = self._tensors(example, torch.get_default_dtype())
         generator = torch.Generator().manual_seed(seed)
         args = tuple(
-            self.transform(a, torch.arange(len(a)), generator)
+            self.transform(generator, a, torch.arange(len(a)))
             if self.transform is not None and j in self.schedule.inputs
             else a
             for j, a in enumerate(args)
@@ -353,7 +353,7 @@ class Trainer:
                 for j, (a, i) in enumerate(gather):
                     value = tensors[a][rows[i][s]]
                     if self.transform is not None and j in self.schedule.inputs:
-                        value = self.transform(value, rows[i][s], noise)
+                        value = self.transform(noise, value, rows[i][s])
                     args.append(value)
                 losses = self._update(state._replace(step=state.step + steps), tuple(args), kwargs)
                 for g, v in losses.items():
