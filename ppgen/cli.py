@@ -138,6 +138,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Run settings whose flag holds the config's value as it is.
+_AS_GIVEN = (
+    *("backend", "dataset", "batch_size", "lr", "lr_schedule", "seed"),
+    *("eval_every", "patience", "devices", "tensorboard"),
+)
+
+
 def _config(args: argparse.Namespace):
     from ppgen import runs
 
@@ -156,19 +163,10 @@ def _config(args: argparse.Namespace):
         )
     return runs.RunConfig(
         model=args.model,
-        backend=args.backend,
-        dataset=args.dataset,
         epochs=args.epochs or 10,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        lr_schedule=args.lr_schedule,
-        seed=args.seed,
-        eval_every=args.eval_every,
-        patience=args.patience,
         train_split="train_full" if args.full_train else "train",
-        devices=args.devices,
-        tensorboard=args.tensorboard,
         options=recipe.options.from_args(args),
+        **{name: getattr(args, name) for name in _AS_GIVEN},
     )
 
 

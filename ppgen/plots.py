@@ -106,11 +106,7 @@ def save_training_curves(
         more = right.get_legend_handles_labels()
         handles, labels = handles + more[0], labels + more[1]
     ax.legend(handles, labels)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=120)
 
 
 def save_posterior_comparison(
@@ -137,12 +133,7 @@ def save_posterior_comparison(
         ax.set_xlabel(f"z[{dims[0]}]")
         ax.set_ylabel(f"z[{dims[1]}]")
     axes[0][0].legend(markerscale=4)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def save_confusion_matrix(confusion: np.ndarray, path: str | os.PathLike, title: str = "") -> Path:
@@ -152,9 +143,14 @@ def save_confusion_matrix(confusion: np.ndarray, path: str | os.PathLike, title:
     fig, ax = plt.subplots(figsize=(5.5, 5))
     ConfusionMatrixDisplay(np.asarray(confusion)).plot(ax=ax, colorbar=False, cmap="Blues")
     ax.set_title(title)
+    return _save(fig, path)
+
+
+def _save(fig: plt.Figure, path: str | os.PathLike, dpi: int = 110) -> Path:
+    """Lay out ``fig``, write it to ``path`` (creating its folder) and close it."""
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path

@@ -10,7 +10,13 @@ import numpy as np
 
 from ppgen.errors import ConfigError
 
-__all__ = ["check_count", "check_non_negative", "check_num_particles"]
+__all__ = [
+    "check_count",
+    "check_mcmc_counts",
+    "check_non_negative",
+    "check_num_particles",
+    "check_seed",
+]
 
 
 def check_count(name: str, value: object, minimum: int = 1) -> int:
@@ -60,3 +66,29 @@ def check_non_negative(name: str, value: object, hint: str = "") -> float:
     if not ok:
         raise ConfigError(f"{name} must be >= 0{hint}, got {value!r}")
     return float(value)
+
+
+def check_seed(seed: object) -> int:
+    """``seed`` as an ``int`` if it is an integer in ``[0, 2**32)`` (what both backends'
+    generators take).
+
+    Raises:
+        ConfigError: Not an integer (booleans and floats included) or out of range.
+    """
+    if isinstance(seed, bool) or not (isinstance(seed, int | np.integer) and 0 <= seed < 2**32):
+        raise ConfigError(f"seed must be an integer in [0, 2**32), got {seed!r}")
+    return int(seed)
+
+
+def check_mcmc_counts(num_warmup: object, num_samples: object, num_chains: object) -> tuple:
+    r"""``(num_warmup, num_samples, num_chains)`` of a NUTS run as ``int``\ s.
+
+    Raises:
+        ConfigError: A negative ``num_warmup``, or ``num_samples`` or ``num_chains`` not a
+            positive integer.
+    """
+    return (
+        check_count("num_warmup", num_warmup, minimum=0),
+        check_count("num_samples", num_samples),
+        check_count("num_chains", num_chains),
+    )

@@ -16,7 +16,6 @@ feeds the values to its compiled epoch, so a schedule never recompiles.
 from __future__ import annotations
 
 import fnmatch
-import inspect
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,7 +31,6 @@ __all__ = [
     "OPTIMIZERS",
     "Group",
     "assign_params",
-    "check_trainer_options",
     "epoch_metrics",
     "group_losses",
     "lr_factor",
@@ -155,61 +153,6 @@ class Group:
     def lr_at(self, update: int) -> float:
         """The learning rate of this group's update number ``update`` (0-based)."""
         return self.lr * lr_factor(self.lr_schedule, self.total_steps)(update)
-
-
-def _count(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not (isinstance(value, int | np.integer) and value >= minimum):
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
-def check_trainer_options(
-    objective: Callable,
-    *,
-    groups: Sequence[Group] | None,
-    lr: float,
-    lr_schedule: str,
-    total_steps: int | None,
-    clip_norm: float | None,
-    batch_size: int,
-    num_data: int | None,
-    beta_schedule: Callable[[int], float] | None,
-    eval_objective: Callable | None,
-    evaluator: Callable | None,
-    devices: int | None,
-) -> tuple[Group, ...]:
-    """Validate the options both backends' ``Trainer`` take; return its parameter groups
-    (``groups``, or one default group from ``lr``, ``lr_schedule``, ``total_steps`` and
-    ``clip_norm``).
-
-    Raises:
-        ConfigError: An out-of-range option, default-group options next to ``groups``,
-            repeated group names, a ``beta_schedule`` for an objective without a ``beta``
-            keyword, or both ``eval_objective`` and ``evaluator``.
-    """
-    if groups is None:
-        groups = [
-            Group(lr=lr, lr_schedule=lr_schedule, total_steps=total_steps, clip_norm=clip_norm)
-        ]
-    elif (lr, lr_schedule, total_steps, clip_norm) != (1e-3, "constant", None, None):
-        raise ConfigError(
-            "with groups=, give lr, lr_schedule, total_steps and clip_norm to each Group"
-        )
-    groups = tuple(groups)
-    if not groups or not all(isinstance(g, Group) for g in groups):
-        raise ConfigError("groups must be a non-empty sequence of ppgen.inference.optim.Group")
-    names = [g.name for g in groups]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"group names must be distinct, got {names}")
-    _count("batch_size", batch_size, 1)
-    if num_data is not None:
-        _count("num_data", num_data, batch_size)
-    if devices is not None:
-        _count("devices", devices, 1)
-    if beta_schedule is not None and "beta" not in inspect.signature(objective).parameters:
-        raise ConfigError("beta_schedule needs an objective with a beta= keyword (ELBO)")
-    if evaluator is not None and eval_objective is not None:
-        raise ConfigError("give eval_objective (for the bound) or evaluator, not both")
-    return groups
 
 
 def assign_params(sites: Iterable[str], groups: Sequence[Group]) -> dict[str, tuple[str, ...]]:

@@ -22,20 +22,11 @@ from ppgen import plots
 from ppgen.errors import ConfigError
 from ppgen.metrics import active_units
 from ppgen.models.conventions import ACTIVATION_NAMES
-from ppgen.recipes.base import (
-    Backend,
-    Built,
-    FitData,
-    Options,
-    Recipe,
-    image_splits,
-    layer_sizes,
-    option,
-    positive_int,
-    trainer_settings,
-)
+from ppgen.recipes import base
+from ppgen.recipes.base import Backend, Built, FitData, Options, Recipe, option
 from ppgen.recipes.registry import register
 from ppgen.recipes.vae import EVAL_SPLITS, Features, m1_features
+from ppgen.semisupervised import save_confusion, test_error_result, test_error_summary
 
 if TYPE_CHECKING:
     from ppgen.config import RunConfig
@@ -54,7 +45,7 @@ def _alpha(text: str) -> float:
 @dataclass(frozen=True)
 class _SemiSupervisedOptions(Options):
     labels: int = option(
-        100, "labelled training examples (class-balanced, drawn by --seed)", parse=positive_int
+        100, "labelled training examples (class-balanced, drawn by --seed)", parse=base.positive_int
     )
     alpha: float | None = option(
         None,
@@ -63,11 +54,13 @@ class _SemiSupervisedOptions(Options):
         parse=_alpha,
     )
     labelled_batch_size: int | None = option(
-        None, "labelled examples per step (default: --batch-size)", parse=positive_int
+        None, "labelled examples per step (default: --batch-size)", parse=base.positive_int
     )
-    k: int = option(1, "particles: draws of z per (example, class)", parse=positive_int)
-    latent: int = option(50, "dimension of z", parse=positive_int)
-    hidden: tuple[int, ...] = option((500,), "hidden layer widths, e.g. 500", parse=layer_sizes)
+    k: int = option(1, "particles: draws of z per (example, class)", parse=base.positive_int)
+    latent: int = option(50, "dimension of z", parse=base.positive_int)
+    hidden: tuple[int, ...] = option(
+        (500,), "hidden layer widths, e.g. 500", parse=base.layer_sizes
+    )
     activation: str = option("softplus", "hidden activation", choices=ACTIVATION_NAMES)
 
     def __post_init__(self) -> None:
@@ -158,7 +151,7 @@ class SemiSupervisedRecipe(Recipe):
             raise ConfigError("semi-supervised runs select their model on the validation split")
         if self.stacked:
             return self._stacked(config)
-        splits = image_splits(config.dataset, "train", config.options.binarize, config.seed)
+        splits = base.image_splits(config.dataset, "train", config.options.binarize, config.seed)
         num_classes = splits.train.num_classes
         y = _labelled(splits.train, config, num_classes)
         return FitData(
@@ -220,35 +213,27 @@ class SemiSupervisedRecipe(Recipe):
             schedule=ppdata.LabelledBatches(data.num_classes, o.labelled_batch_size),
             transform=transform,
             evaluator=inference.ClassifierEvaluator(),
-            **trainer_settings(config, data.num_data // config.batch_size),
+            **base.trainer_settings(config, data.num_data // config.batch_size),
         )
         return Built(model, objective, trainer)
 
     def evaluate(self, run: Run, **_: Any) -> dict[str, Any]:
         """Test classification error of ``argmax q(y | x)`` with its confusion matrix."""
-        from ppgen.semisupervised import classification_report
-
-        t0 = time.perf_counter()
+        started = time.perf_counter()
         x_test, y_test = run.data.test
         evaluator = run.trainer.evaluator
-        y_pred = evaluator.predict(run.trainer, run.state, x_test)
-        valid_error = float(evaluator(run.trainer, run.state, run.data.valid)["error"])
-        report = classification_report(y_test, y_pred, run.data.num_classes)
-        return {
-            "test_error": report["error"],
-            "valid_error": valid_error,
-            "labels": run.config.options.labels,
-            "n": len(y_test),
-            "epoch": run.epoch + 1,
-            "confusion": report["confusion"],
-            "seconds": time.perf_counter() - t0,
-        }
+        return test_error_result(
+            y_test,
+            evaluator.predict(run.trainer, run.state, x_test),
+            num_classes=run.data.num_classes,
+            labels=run.config.options.labels,
+            epoch=run.epoch + 1,
+            started=started,
+            valid_error=float(evaluator(run.trainer, run.state, run.data.valid)["error"]),
+        )
 
     def summary(self, out: dict[str, Any]) -> str:
-        return (
-            f"test error {100 * out['test_error']:.2f}% ({self.name}, {out['labels']} labels, "
-            f"{out['n']} test examples, epoch {out['epoch']})"
-        )
+        return test_error_summary(self.name, out)
 
     def class_samples(self, run: Run, per_class: int = 10, seed: int = 0) -> np.ndarray:
         """Images drawn class by class: ``(C * per_class, D)``, one class per row of a grid.
@@ -271,15 +256,9 @@ class SemiSupervisedRecipe(Recipe):
         return self.class_samples(run, per_class=per_class, seed=seed)[:n]
 
     def pictures(self, run: Run, out_dir: Path) -> list[Path]:
-        result = self.evaluate(run)
         shape, c = run.data.image_shape, run.data.num_classes
         paths = [
-            plots.save_confusion_matrix(
-                np.asarray(result["confusion"]),
-                out_dir / "confusion.png",
-                f"{self.name.upper()}, {result['labels']} labels: test error "
-                f"{100 * result['test_error']:.2f}%",
-            ),
+            save_confusion(self.name, self.evaluate(run), out_dir / "confusion.png"),
             plots.save_training_curves(
                 out_dir / "metrics.jsonl",
                 out_dir / "curves.png",

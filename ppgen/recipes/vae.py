@@ -36,6 +36,12 @@ from ppgen.recipes.base import (
     trainer_settings,
 )
 from ppgen.recipes.registry import register
+from ppgen.semisupervised import (
+    fit_m1_classifier,
+    save_confusion,
+    test_error_result,
+    test_error_summary,
+)
 
 if TYPE_CHECKING:
     from ppgen.config import RunConfig
@@ -295,12 +301,9 @@ class M1Recipe(Recipe):
     def evaluate(self, run: Run, **_: Any) -> dict[str, Any]:
         """Test error of the classifier (logistic regression or an RBF SVM, chosen on
         validation) trained on the features of the labelled examples."""
-        from ppgen.semisupervised import classification_report, fit_m1_classifier
-
-        t0 = time.perf_counter()
-        config = run.config
+        started = time.perf_counter()
+        config, num_classes = run.config, run.data.num_classes
         f = m1_features(run)
-        num_classes = run.data.num_classes
         y = ppdata.partial_labels(
             f["train"].y, config.options.labels, num_classes=num_classes, seed=config.seed
         )
@@ -308,35 +311,25 @@ class M1Recipe(Recipe):
             f["train"].x, y, f["valid"].x, f["valid"].y, seed=config.seed
         )
         extra.pop("candidates")
-        report = classification_report(f["test"].y, clf.predict(f["test"].x), num_classes)
-        return {
-            "test_error": report["error"],
+        return test_error_result(
+            f["test"].y,
+            clf.predict(f["test"].x),
+            num_classes=num_classes,
+            labels=config.options.labels,
+            epoch=run.epoch + 1,
+            started=started,
             **extra,
-            "labels": config.options.labels,
-            "n": len(f["test"].y),
-            "epoch": run.epoch + 1,
-            "confusion": report["confusion"],
-            "seconds": time.perf_counter() - t0,
-        }
+        )
 
     def summary(self, out: dict[str, Any]) -> str:
-        return (
-            f"test error {100 * out['test_error']:.2f}% (m1, {out['labels']} labels, "
-            f"{out['n']} test examples, epoch {out['epoch']})"
-        )
+        return test_error_summary(self.name, out)
 
     def sample(self, run: Run, n: int, seed: int = 0) -> np.ndarray:
         return np.asarray(run.backend.inference.draw(run.model.sample, n, seed=seed))
 
     def pictures(self, run: Run, out_dir: Path) -> list[Path]:
-        result = self.evaluate(run)
         return [
-            plots.save_confusion_matrix(
-                np.asarray(result["confusion"]),
-                out_dir / "confusion.png",
-                f"M1, {run.config.options.labels} labels: test error "
-                f"{100 * result['test_error']:.2f}%",
-            ),
+            save_confusion(self.name, self.evaluate(run), out_dir / "confusion.png"),
             plots.save_training_curves(
                 out_dir / "metrics.jsonl", out_dir / "curves.png", keys=("loss",)
             ),

@@ -17,7 +17,7 @@ import numpy as np
 from numpyro import handlers
 from numpyro.infer import MCMC, NUTS, Predictive
 
-from ppgen.inference.checks import check_count
+from ppgen.inference.checks import check_count, check_mcmc_counts
 from ppgen.metrics import posterior_gap
 
 __all__ = ["compare_with_guide", "mcmc_latents"]
@@ -50,12 +50,9 @@ def mcmc_latents(
         ``arviz.InferenceData`` whose ``posterior`` holds each latent site.
 
     Raises:
-        ConfigError: A negative ``num_warmup``, or ``num_samples`` or ``num_chains`` not a
-            positive integer.
+        ConfigError: Counts that :func:`~ppgen.inference.checks.check_mcmc_counts` refuses.
     """
-    num_warmup = check_count("num_warmup", num_warmup, minimum=0)
-    num_samples = check_count("num_samples", num_samples)
-    num_chains = check_count("num_chains", num_chains)
+    num_warmup, num_samples, num_chains = check_mcmc_counts(num_warmup, num_samples, num_chains)
     fixed = model if params is None else handlers.substitute(model, data=params)
     chain_method = "parallel" if jax.local_device_count() >= num_chains else "vectorized"
     mcmc = MCMC(
@@ -96,13 +93,12 @@ def compare_with_guide(
         **kwargs: Passed to the guide.
 
     Returns:
-        ``max_abs_mean_diff`` and ``mean_abs_mean_diff`` (|E_mcmc z - E_q z|),
-        ``mean_std_ratio`` (mean of std_q / std_mcmc), and the MCMC diagnostics
-        ``max_r_hat``, ``min_ess_bulk``, ``min_ess_tail`` from ``arviz.summary``.
+        :func:`ppgen.metrics.posterior_gap` of the guide's draws against the posterior
+        (mean differences, the ratio of standard deviations, the chains' r-hat and ESS).
 
     Raises:
-        ConfigError: The guide and the posterior share no latent site, or ``num_samples``
-            is not a positive integer.
+        ConfigError: No latent site in common with the posterior, or ``num_samples`` not a
+            positive integer.
     """
     num_samples = check_count("num_samples", num_samples)
     predictive = Predictive(guide, params=params, num_samples=num_samples, parallel=True)

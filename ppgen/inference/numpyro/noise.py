@@ -33,13 +33,14 @@ class DynamicBinarization(eqx.Module):
 
 
 class InputNoise(eqx.Module):
-    """``x + scale[rows] * eps`` with fresh ``eps ~ N(0, 1)`` at every step.
-
-    M1+M2 (Kingma et al. 2014) trains M2 on ``z1 ~ q(z1 | x)`` drawn afresh: ``x`` holds
-    M1's posterior means and ``scale`` its posterior standard deviations.
+    """``x + scale[rows] * eps`` with fresh ``eps ~ N(0, 1)`` from the step's PRNG key,
+    inside the compiled epoch. M1+M2 (Kingma et al. 2014) trains M2 on features drawn as
+    ``z1 ~ q(z1 | x)``: ``x`` is M1's posterior mean, ``scale`` its standard deviation.
 
     Args:
-        scale: ``(N, D)`` float standard deviations, one per value of the training data.
+        scale: ``(N, D)`` float standard deviations, one per training value: a leaf of this
+            Equinox module, so the compiled epoch takes it as an argument (never a constant
+            compiled into it).
 
     Raises:
         DataError: ``scale`` is not a finite, non-negative float array ``(N, D)``, or (at

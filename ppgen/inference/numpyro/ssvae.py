@@ -217,17 +217,13 @@ class SemiSupervisedELBO:
         return jnp.mean(sum(out.terms.values()), axis=0).reshape(c, b)
 
     def __call__(
-        self,
-        rng_key: jax.Array,
-        model: Callable,
-        guide: Callable,
-        *args: Any,
-        beta: float | jax.Array | None = None,
-        **kwargs: Any,
+        self, rng_key: jax.Array, *args: Any, beta: float | jax.Array | None = None, **kwargs: Any
     ) -> jax.Array:
-        """``-J``, minus the sum of :meth:`parts` (which takes the same arguments); a
-        ``beta`` keyword (a trainer's ``beta_schedule``) overrides the attribute."""
-        return -sum(self.parts(rng_key, model, guide, *args, beta=beta, **kwargs).values())
+        """``-J`` for ``(rng_key, model, guide, x_l, y_l, x_u, num_labelled=None,
+        num_unlabelled=None)``: minus the sum of :meth:`parts`, which takes the same
+        arguments; a ``beta`` keyword (a trainer's ``beta_schedule``) overrides the
+        attribute."""
+        return -sum(self.parts(rng_key, *args, beta=beta, **kwargs).values())
 
 
 class ClassifierEvaluator:

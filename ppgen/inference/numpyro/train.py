@@ -43,7 +43,6 @@ from numpyro.distributions.transforms import biject_to
 from numpyro.primitives import Messenger
 from numpyro.util import not_jax_tracer
 
-from ppgen.data.schedules import Minibatches, Schedule
 from ppgen.errors import CheckpointError, ConfigError, DataError
 from ppgen.inference.numpyro.interop import to_device
 from ppgen.inference.numpyro.objectives import ELBO
@@ -52,11 +51,11 @@ from ppgen.inference.optim import (
     DEFAULT_GROUP,
     Group,
     assign_params,
-    check_trainer_options,
     epoch_metrics,
     group_losses,
     metric_name,
 )
+from ppgen.inference.trainer import TrainerBase
 
 __all__ = ["TrainState", "Trainer"]
 
@@ -112,90 +111,22 @@ def _direction(group: Group) -> optax.GradientTransformation:
     return optax.chain(*parts) if parts else optax.identity()
 
 
-def _check_seed(seed: Any) -> int:
-    if isinstance(seed, bool) or not (isinstance(seed, int | np.integer) and 0 <= seed < 2**32):
-        raise ConfigError(f"seed must be an integer in [0, 2**32), got {seed!r}")
-    return int(seed)
-
-
-class Trainer:
+class Trainer(TrainerBase):
     """Minibatch stochastic optimisation of an objective on any NumPyro model/guide pair.
 
-    Args:
-        model: NumPyro model taking the schedule's arguments (a batch ``x`` first).
-        guide: NumPyro guide with the same signature.
-        objective: ``loss(rng_key, model, guide, *args, **kwargs)``, e.g. ``ELBO()``,
-            ``IWAE(5)``, ``SemiSupervisedELBO()``; a dict of losses for several players.
-        lr: Learning rate of the default (single) parameter group.
-        lr_schedule: ``"constant"``, ``"cosine"`` (to 0 at ``total_steps``) or
-            ``"exponential"`` (x0.1 at ``total_steps``).
-        total_steps: Length of the schedule (required unless constant).
-        clip_norm: Clip the gradient's global norm to this value.
-        groups: Parameter groups (:class:`~ppgen.inference.optim.Group`), one per player of
-            the objective, updated in this order at every step; replaces ``lr``,
-            ``lr_schedule``, ``total_steps`` and ``clip_norm``.
-        batch_size: Minibatch size of the schedule and of :meth:`evaluate`.
-        num_data: Dataset size passed as ``num_data=`` to model and guide, so the loss is a
-            per-dataset estimate; metrics divide by ``num_data or batch_size`` (per example).
-        schedule: Batch schedule (default ``Minibatches()``; ``LabelledBatches(C)`` for
-            partially labelled ``(x, y)``).
-        transform: Per-batch transform of the data inputs (``DynamicBinarization()``,
-            ``InputNoise(scale)``), run on the device inside the epoch's scan.
-        beta_schedule: ``step -> beta`` (a Python function of the global step), passed to
-            the objective as its ``beta=`` keyword: KL annealing (Bowman et al., 2016). The
-            values are computed on the host per epoch and fed to the scan (no recompile).
-        eval_objective: Objective of the default evaluation (else ``ELBO()``).
-        evaluator: ``evaluator(trainer, state, data) -> dict`` reported by :meth:`evaluate`
-            instead of the bound (e.g. ``ClassifierEvaluator()``).
-        devices: Devices to split every batch over (a JAX mesh); ``None`` or 1: one.
-
-    Raises:
-        ConfigError: Unknown schedule, non-positive sizes, options of the default group
-            next to ``groups``, or a ``beta_schedule`` for an objective without a ``beta``
-            keyword.
+    Takes the options of :class:`~ppgen.inference.trainer.TrainerBase` (the Pyro trainer's
+    too). On NumPyro: the objective is ``loss(rng_key, model, guide, *args, **kwargs)`` (or
+    a dict of losses) with every param site substituted; every group is an ``optax``
+    transformation of its unconstrained parameters, its learning rates computed on the
+    host and fed to the compiled epoch (a schedule, like ``beta_schedule``, never
+    recompiles); the ``transform`` runs on the device inside the epoch's ``lax.scan``;
+    ``devices > 1`` splits every batch over a JAX device mesh
+    (:mod:`ppgen.inference.numpyro.parallel`).
     """
 
-    def __init__(
-        self,
-        model: Callable,
-        guide: Callable,
-        objective: Callable,
-        *,
-        lr: float = 1e-3,
-        lr_schedule: str = "constant",
-        total_steps: int | None = None,
-        clip_norm: float | None = None,
-        groups: Sequence[Group] | None = None,
-        batch_size: int = 100,
-        num_data: int | None = None,
-        schedule: Schedule | None = None,
-        transform: Callable | None = None,
-        beta_schedule: Callable[[int], float] | None = None,
-        eval_objective: Callable | None = None,
-        evaluator: Evaluator | None = None,
-        devices: int | None = None,
-    ) -> None:
-        self.groups = check_trainer_options(
-            objective,
-            groups=groups,
-            lr=lr,
-            lr_schedule=lr_schedule,
-            total_steps=total_steps,
-            clip_norm=clip_norm,
-            batch_size=batch_size,
-            num_data=num_data,
-            beta_schedule=beta_schedule,
-            eval_objective=eval_objective,
-            evaluator=evaluator,
-            devices=devices,
-        )
-        self.model, self.guide, self.objective = model, guide, objective
-        self.batch_size, self.num_data = batch_size, num_data
-        self.schedule = schedule if schedule is not None else Minibatches()
-        self.transform = transform
-        self.beta_schedule = beta_schedule
-        self.eval_objective, self.evaluator = eval_objective, evaluator
-        self.parallel = DataParallel(devices) if devices and devices > 1 else None
+    _parallel = DataParallel
+
+    def _setup(self) -> None:
         self._directions = {g.name: _direction(g) for g in self.groups}
         self._owned: dict[str, tuple[str, ...]] = {}
         self._constraints: dict[str, Any] = {}
@@ -206,15 +137,6 @@ class Trainer:
 
     # -- state ------------------------------------------------------------------------
 
-    @property
-    def is_main_process(self) -> bool:
-        """Whether this process writes checkpoints and metrics."""
-        return self.parallel is None or self.parallel.is_main
-
-    def any_process(self, flag: bool) -> bool:
-        """``flag`` from any process (one process drives every device: ``flag``)."""
-        return bool(flag)
-
     def init(self, seed: int, data: Any) -> TrainState:
         """Initial state: the parameters the objective announces when run once on the first
         rows of ``data`` (the schedule's example step; under a transform, transformed as in
@@ -224,17 +146,10 @@ class Trainer:
         Raises:
             ConfigError: A bad seed, no parameters, or parameters the groups do not cover.
         """
-        seed = _check_seed(seed)
-        example = self.schedule.example(data, self.batch_size)
-        _, kwargs, _ = self.schedule.batch(example, self.num_data)
-        if self.transform is not None:
-            for j in self.schedule.inputs:
-                self.transform.check(example[j], np.arange(len(example[j])))
-        args = self._device_args(example)
+        seed, example, kwargs = self._example(seed, data)
         init_key, noise_key, run_key, loss_key = jax.random.split(jax.random.PRNGKey(seed), 4)
+        args = self._device_args(example)
         args = self._transformed(args, noise_key, tuple(jnp.arange(len(a)) for a in args))
-        if self.beta_schedule is not None:
-            kwargs["beta"] = float(self.beta_schedule(0))
         sites = _ParamSites()
 
         def run() -> None:
@@ -465,12 +380,6 @@ class Trainer:
         return device
 
     # -- evaluation -------------------------------------------------------------------
-
-    def evaluate(self, state: TrainState, data: Any, **options: Any) -> dict:
-        """What the evaluator reports on ``data`` (default: :meth:`evaluate_bound`)."""
-        if self.evaluator is not None:
-            return self.evaluator(self, state, data, **options)
-        return self.evaluate_bound(state, data, **options)
 
     def _eval_impl(self, state, batches, objective):
         # Its own stream, derived from (seed, step): evaluating never shifts training noise.

@@ -18,7 +18,7 @@ import torch
 from pyro import poutine
 from pyro.infer import MCMC, NUTS
 
-from ppgen.inference.checks import check_count
+from ppgen.inference.checks import check_count, check_mcmc_counts
 from ppgen.inference.pyro.handlers import ParamSubstituteMessenger
 from ppgen.inference.pyro.particles import is_latent
 from ppgen.metrics import posterior_gap
@@ -73,12 +73,9 @@ def mcmc_latents(
         ``(chain, draw, *site shape)``) and ``sample_stats``.
 
     Raises:
-        ConfigError: A negative ``num_warmup``, or ``num_samples`` or ``num_chains`` not a
-            positive integer.
+        ConfigError: Counts that :func:`~ppgen.inference.checks.check_mcmc_counts` refuses.
     """
-    num_warmup = check_count("num_warmup", num_warmup, minimum=0)
-    num_samples = check_count("num_samples", num_samples)
-    num_chains = check_count("num_chains", num_chains)
+    num_warmup, num_samples, num_chains = check_mcmc_counts(num_warmup, num_samples, num_chains)
     fixed = _fixed(model, params, args, kwargs)
     chains = []
     for _ in range(num_chains):
@@ -117,13 +114,12 @@ def compare_with_guide(
         **kwargs: Passed to the guide.
 
     Returns:
-        ``max_abs_mean_diff`` and ``mean_abs_mean_diff`` (|E_mcmc z - E_q z|),
-        ``mean_std_ratio`` (mean of std_q / std_mcmc), and the MCMC diagnostics
-        ``max_r_hat``, ``min_ess_bulk``, ``min_ess_tail`` from ``arviz.summary``.
+        The gap as :func:`ppgen.metrics.posterior_gap` computes it from the guide's draws
+        (``max_abs_mean_diff``, ``mean_std_ratio``, the chains' ``max_r_hat``, ...).
 
     Raises:
-        ConfigError: The guide and the posterior share no latent site, or ``num_samples``
-            is not a positive integer.
+        ConfigError: The guide draws no site of the posterior, or ``num_samples`` is not a
+            positive integer.
     """
     num_samples = check_count("num_samples", num_samples)
     guide = _fixed(guide, params, args, kwargs)

@@ -36,17 +36,18 @@ class DynamicBinarization:
 
 
 class InputNoise:
-    """``x + scale[rows] * eps`` with fresh ``eps ~ N(0, 1)`` at every step.
-
-    M1+M2 (Kingma et al. 2014) trains M2 on ``z1 ~ q(z1 | x)`` drawn afresh: ``x`` holds
-    M1's posterior means and ``scale`` its posterior standard deviations.
+    """Gaussian input noise: ``x + scale[rows] * eps``, ``eps ~ N(0, 1)`` drawn from the
+    epoch's ``torch.Generator`` at every training step (M1+M2 of Kingma et al. 2014 trains
+    M2 on ``z1 ~ q(z1 | x)`` this way: ``x`` holds M1's posterior means, ``scale`` its
+    posterior standard deviations).
 
     Args:
-        scale: ``(N, D)`` float standard deviations, one per value of the training data.
+        scale: ``(N, D)`` float standard deviations, one per value of the training data,
+            kept as numpy and copied to a tensor of the data's dtype at the first step.
 
     Raises:
-        DataError: ``scale`` is not a finite, non-negative float array ``(N, D)``, or (at
-            :meth:`check`) its shape differs from the training data's.
+        DataError: Not a finite, non-negative float array ``(N, D)`` (:meth:`check`: not of
+            the training data's shape).
     """
 
     def __init__(self, scale: np.ndarray) -> None:

@@ -150,12 +150,12 @@ class SemiSupervisedELBO:
             model, guide = scale_latents(model, guide, beta, exclude=(self.site,))
         return -elbo.differentiable_loss(model, config_enumerate(guide), x)
 
-    def __call__(
-        self, model: Callable, guide: Callable, *args: Any, beta: float | None = None, **kwargs: Any
-    ) -> torch.Tensor:
-        """``-J``, minus the sum of :meth:`parts` (which takes the same arguments); a
-        ``beta`` keyword (a trainer's ``beta_schedule``) overrides the attribute."""
-        return -sum(self.parts(model, guide, *args, beta=beta, **kwargs).values())
+    def __call__(self, *args: Any, beta: float | None = None, **kwargs: Any) -> torch.Tensor:
+        """``-J`` for ``(model, guide, x_l, y_l, x_u, num_labelled=None,
+        num_unlabelled=None)``: minus the sum of :meth:`parts`, which takes the same
+        arguments; a ``beta`` keyword (a trainer's ``beta_schedule``) overrides the
+        attribute."""
+        return -sum(self.parts(*args, beta=beta, **kwargs).values())
 
 
 class ClassifierEvaluator:

@@ -39,13 +39,11 @@ from pyro import poutine
 from torch.distributions import constraints, transform_to
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
-from ppgen.data.schedules import Minibatches, Schedule
 from ppgen.errors import CheckpointError, ConfigError, DataError
 from ppgen.inference.optim import (
     DEFAULT_GROUP,
     Group,
     assign_params,
-    check_trainer_options,
     epoch_metrics,
     group_losses,
     lr_factor,
@@ -55,6 +53,7 @@ from ppgen.inference.pyro.interop import GlobalRNG
 from ppgen.inference.pyro.loglik import to_tensor
 from ppgen.inference.pyro.objectives import ELBO
 from ppgen.inference.pyro.parallel import DataParallel
+from ppgen.inference.trainer import TrainerBase
 
 __all__ = ["TrainState", "Trainer"]
 
@@ -92,100 +91,19 @@ def _optimizer(group: Group, params: list[torch.Tensor]) -> torch.optim.Optimize
         return torch.optim.Adam(params, lr=group.lr, betas=group.betas)
 
 
-def _check_seed(seed: Any) -> int:
-    if isinstance(seed, bool) or not (isinstance(seed, int | np.integer) and 0 <= seed < 2**32):
-        raise ConfigError(f"seed must be an integer in [0, 2**32), got {seed!r}")
-    return int(seed)
-
-
-class Trainer:
+class Trainer(TrainerBase):
     """Minibatch stochastic optimisation of an objective on any Pyro model/guide pair.
 
-    Args:
-        model: Pyro model taking the schedule's arguments (a batch ``x`` first).
-        guide: Pyro guide with the same signature.
-        objective: Loss ``objective(model, guide, *args, **kwargs)``, e.g. ``ELBO()``,
-            ``IWAE(5)``, ``SemiSupervisedELBO()``; a dict of losses for several players.
-        lr: Learning rate of the default (single) parameter group.
-        lr_schedule: ``"constant"``, ``"cosine"`` (to 0 at ``total_steps``) or
-            ``"exponential"`` (to ``0.1 * lr`` at ``total_steps``), stepped every update.
-        total_steps: Length of the schedule; required unless it is constant.
-        clip_norm: Clip the gradient's global norm to this value.
-        groups: Parameter groups (:class:`~ppgen.inference.optim.Group`), one per player of
-            the objective, updated in this order at every step; replaces ``lr``,
-            ``lr_schedule``, ``total_steps`` and ``clip_norm``.
-        batch_size: Minibatch size of the schedule and of :meth:`evaluate`.
-        num_data: If given, passed as ``num_data=`` to model and guide (per-dataset scale).
-        schedule: Batch schedule (default ``Minibatches()``; ``LabelledBatches(C)`` for
-            partially labelled ``(x, y)``).
-        transform: Per-batch transform of the data inputs (``DynamicBinarization()``,
-            ``InputNoise(scale)``), drawn from the epoch's noise generator.
-        beta_schedule: ``step -> beta``, passed to the objective as its ``beta=`` keyword at
-            every step: KL annealing (Bowman et al. 2016) with :class:`ELBO`.
-        eval_objective: Objective of the default evaluation (default: ``ELBO()``).
-        evaluator: ``evaluator(trainer, state, data) -> dict`` reported by :meth:`evaluate`
-            instead of the bound (e.g. ``ClassifierEvaluator()``).
-        devices: Data-parallel processes (``torch.distributed``, one per device, started
-            by ``torchrun``); ``None`` or 1 trains in this process only.
-
-    Raises:
-        ConfigError: An unknown schedule, an out-of-range option, options of the default
-            group next to ``groups``, or a ``beta_schedule`` for an objective without a
-            ``beta`` keyword.
+    Takes the options of :class:`~ppgen.inference.trainer.TrainerBase` (the NumPyro
+    trainer's too). On Pyro: the objective is ``objective(model, guide, *args, **kwargs)``
+    returning a differentiable tensor (or a dict of them); every group is a ``torch.optim``
+    optimiser (Adam fused where torch has a kernel) with a ``LambdaLR`` schedule over the
+    unconstrained leaf tensors of its param sites, updated in place; the ``transform`` draws
+    from the epoch's ``torch.Generator``; ``devices > 1`` runs one process per device under
+    ``torchrun`` (:mod:`ppgen.inference.pyro.parallel`).
     """
 
-    def __init__(
-        self,
-        model: Callable,
-        guide: Callable,
-        objective: Callable,
-        *,
-        lr: float = 1e-3,
-        lr_schedule: str = "constant",
-        total_steps: int | None = None,
-        clip_norm: float | None = None,
-        groups: Sequence[Group] | None = None,
-        batch_size: int = 100,
-        num_data: int | None = None,
-        schedule: Schedule | None = None,
-        transform: Callable | None = None,
-        beta_schedule: Callable[[int], float] | None = None,
-        eval_objective: Callable | None = None,
-        evaluator: Evaluator | None = None,
-        devices: int | None = None,
-    ) -> None:
-        self.groups = check_trainer_options(
-            objective,
-            groups=groups,
-            lr=lr,
-            lr_schedule=lr_schedule,
-            total_steps=total_steps,
-            clip_norm=clip_norm,
-            batch_size=batch_size,
-            num_data=num_data,
-            beta_schedule=beta_schedule,
-            eval_objective=eval_objective,
-            evaluator=evaluator,
-            devices=devices,
-        )
-        self.model, self.guide, self.objective = model, guide, objective
-        self.batch_size, self.num_data = batch_size, num_data
-        self.schedule = schedule if schedule is not None else Minibatches()
-        self.transform = transform
-        self.beta_schedule = beta_schedule
-        self.eval_objective, self.evaluator = eval_objective, evaluator
-        self.parallel = DataParallel(devices) if devices and devices > 1 else None
-
-    # -- setup ---------------------------------------------------------------------------
-
-    @property
-    def is_main_process(self) -> bool:
-        """Whether this process writes checkpoints and metrics (always, on one device)."""
-        return self.parallel is None or self.parallel.is_main
-
-    def any_process(self, flag: bool) -> bool:
-        """``flag`` from any process of a data-parallel run (so all stop together)."""
-        return bool(flag) if self.parallel is None else self.parallel.any(flag)
+    _parallel = DataParallel
 
     def init(self, seed: int, data: Any) -> TrainState:
         """Find the parameters by running the objective once on the first rows of ``data``
@@ -199,12 +117,7 @@ class Trainer:
         Raises:
             ConfigError: A bad seed, no parameters, or parameters the groups do not cover.
         """
-        seed = _check_seed(seed)
-        example = self.schedule.example(data, self.batch_size)
-        _, kwargs, _ = self.schedule.batch(example, self.num_data)
-        if self.transform is not None:
-            for j in self.schedule.inputs:
-                self.transform.check(example[j], np.arange(len(example[j])))
+        seed, example, kwargs = self._example(seed, data)
         args = self._tensors(example, torch.get_default_dtype())
         generator = torch.Generator().manual_seed(seed)
         args = tuple(
@@ -213,8 +126,6 @@ class Trainer:
             else a
             for j, a in enumerate(args)
         )
-        if self.beta_schedule is not None:
-            kwargs["beta"] = float(self.beta_schedule(0))
         with GlobalRNG.from_seed(seed) as rng, poutine.trace(param_only=True) as capture:
             group_losses(self.objective(self.model, self.guide, *args, **kwargs), self.groups)
         params, constraint = {}, {}
@@ -379,12 +290,6 @@ class Trainer:
         return torch.Generator().manual_seed(int(noise_seq.generate_state(1)[0]))
 
     # -- evaluation and parameters -------------------------------------------------------
-
-    def evaluate(self, state: TrainState, data: Any, **options: Any) -> dict[str, float]:
-        """What the evaluator reports on ``data`` (default: :meth:`evaluate_bound`)."""
-        if self.evaluator is not None:
-            return self.evaluator(self, state, data, **options)
-        return self.evaluate_bound(state, data, **options)
 
     def evaluate_bound(
         self, state: TrainState, x: np.ndarray | torch.Tensor, *, objective: Callable | None = None

@@ -63,8 +63,7 @@ class LinearGaussian(LatentVariableModel):
     def model(self, x: jax.Array, num_data: int | None = None) -> None:
         """``p(z) p(x | z)`` over a minibatch ``x`` of ``(batch, x_dim)``."""
         x = self._check_x(x)
-        W = numpyro.param("W", self.W)
-        b = numpyro.param("b", self.b)
+        W, b = numpyro.param("W", self.W), numpyro.param("b", self.b)
         sigma = jnp.exp(numpyro.param("log_sigma", self.log_sigma))
         with self._plate(x, num_data):
             z = numpyro.sample("z", dist.Normal(jnp.zeros(self.latent), 1.0).to_event(1))
@@ -73,8 +72,7 @@ class LinearGaussian(LatentVariableModel):
     def guide(self, x: jax.Array, num_data: int | None = None) -> None:
         """``q(z | x) = N(A x + c, diag(s^2))``."""
         x = self._check_x(x)
-        A = numpyro.param("guide_A", self.guide_A)
-        c = numpyro.param("guide_c", self.guide_c)
+        A, c = numpyro.param("guide_A", self.guide_A), numpyro.param("guide_c", self.guide_c)
         s = jnp.exp(numpyro.param("guide_log_s", self.guide_log_s))
         with self._plate(x, num_data):
             numpyro.sample("z", dist.Normal(x @ A.T + c, s).to_event(1))

@@ -171,11 +171,11 @@ class SSVAE(LatentVariableModel):
     def guide(self, x: jax.Array, y: jax.Array | None = None, num_data: int | None = None) -> None:
         """``q(y | x)`` (only where ``y`` is not given), then ``q(z | x, y)``."""
         x = self._check_input(x)  # grey x too: only the model's density needs [0, 1]
-        if y is not None:
+        if y is None:  # the classifier q(y | x) runs only where the label is missing
+            classifier = eqx_module("classifier", self.classifier)
+        else:
             self.check_y(y, x.shape[0])
         encoder = eqx_module("encoder", self.encoder)
-        if y is None:
-            classifier = eqx_module("classifier", self.classifier)
         with self._plate(x, num_data):
             if y is None:
                 y = numpyro.sample("y", dist.Categorical(logits=classifier(x)))

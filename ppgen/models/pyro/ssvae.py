@@ -192,11 +192,11 @@ class SSVAE(LatentVariableModel):
     ) -> None:
         """``q(y | x)`` (only where ``y`` is not given), then ``q(z | x, y)``."""
         x = self._check_x(x)
-        if y is not None:
+        if y is None:  # the classifier q(y | x) runs only where the label is missing
+            classifier = local_module("classifier", self.classifier)
+        else:
             self.check_y(y, len(x))
         encoder = local_module("encoder", self.encoder)
-        if y is None:
-            classifier = local_module("classifier", self.classifier)
         with self._plate(x, num_data):
             if y is None:
                 y = pyro.sample("y", dist.Categorical(logits=classifier(x)))

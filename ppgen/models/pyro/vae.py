@@ -163,7 +163,8 @@ class HierarchicalVAE(LatentVariableModel):
             pyro.sample("z2", dist.Normal(*normal_params(encoder2(z1))).to_event(1))
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(loc, scale)`` of ``q(z1 | x)``, the layer :meth:`decode` reads."""
+        """``(loc, scale)`` of ``q(z1 | x)``, each ``(batch, latents[0])``: the bottom layer,
+        which :meth:`decode` reads (``q(z2 | z1)`` is not needed to reconstruct ``x``)."""
         return normal_params(self.encoder1(self._check_input(x)))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,155 @@
+"""What every trainer shares whatever its backend: its options, checked once, and the calls
+of the driver that never touch the backend (which evaluation runs, which process writes).
+
+``ppgen.inference.pyro.Trainer`` and ``ppgen.inference.numpyro.Trainer`` subclass
+:class:`TrainerBase` and add the backend's work: finding the parameters, the optimisation
+step, the epoch, the bound, checkpoints. The options are written once here because they
+mean the same on both backends; see docs/ARCHITECTURE.md ("Training").
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from ppgen.data.schedules import Minibatches, Schedule
+from ppgen.errors import ConfigError
+from ppgen.inference.checks import check_count, check_seed
+from ppgen.inference.optim import Group
+
+__all__ = ["TrainerBase"]
+
+Evaluator = Callable[..., dict]
+
+
+class TrainerBase:
+    """Minibatch stochastic optimisation of an objective on a model/guide pair: the options.
+
+    Args:
+        model: The model, taking the schedule's arguments (a batch ``x`` first).
+        guide: The guide, with the same signature.
+        objective: A ppgen loss (``ELBO()``, ``IWAE(5)``, ``SemiSupervisedELBO()``, or a
+            user's own with the same call), or one returning a dict of losses, one per
+            player (then train with ``groups``).
+        lr: Learning rate of the default (single) parameter group.
+        lr_schedule: ``"constant"``, ``"cosine"`` (to 0 at ``total_steps``) or
+            ``"exponential"`` (to ``0.1 * lr`` at ``total_steps``), stepped every update.
+        total_steps: Length of the schedule; required unless it is constant.
+        clip_norm: Clip the gradient's global norm to this value.
+        groups: Parameter groups (:class:`~ppgen.inference.optim.Group`), one per player of
+            the objective, updated in this order at every step; replaces ``lr``,
+            ``lr_schedule``, ``total_steps`` and ``clip_norm``.
+        batch_size: Minibatch size of the schedule and of the bound's evaluation.
+        num_data: If given, passed as ``num_data=`` to model and guide, so the loss is a
+            per-dataset estimate; metrics divide by ``num_data or batch_size``.
+        schedule: Batch schedule (``ppgen.data.schedules``; default ``Minibatches()``,
+            ``LabelledBatches(C)`` for partially labelled ``(x, y)``).
+        transform: Per-batch transform of the data inputs of every training step (the
+            backend's ``noise.DynamicBinarization()``, ``noise.InputNoise(scale)``).
+        beta_schedule: ``step -> beta``, passed to the objective as its ``beta=`` keyword
+            at every step: KL annealing (Bowman et al. 2016).
+        eval_objective: Objective of the default evaluation, the bound (default ``ELBO()``).
+        evaluator: ``evaluator(trainer, state, data) -> dict`` reported by ``evaluate``
+            instead of the bound (e.g. ``ClassifierEvaluator()``).
+        devices: Data-parallel devices (the backend's ``parallel.DataParallel``); ``None``
+            or 1 trains on one.
+
+    Raises:
+        ConfigError: An out-of-range option, options of the default group next to
+            ``groups``, repeated group names, a ``beta_schedule`` for an objective without a
+            ``beta`` keyword, or both ``eval_objective`` and ``evaluator``.
+    """
+
+    _parallel: type | None = None  # the backend's DataParallel
+
+    def __init__(
+        self,
+        model: Callable,
+        guide: Callable,
+        objective: Callable,
+        *,
+        lr: float = 1e-3,
+        lr_schedule: str = "constant",
+        total_steps: int | None = None,
+        clip_norm: float | None = None,
+        groups: Sequence[Group] | None = None,
+        batch_size: int = 100,
+        num_data: int | None = None,
+        schedule: Schedule | None = None,
+        transform: Callable | None = None,
+        beta_schedule: Callable[[int], float] | None = None,
+        eval_objective: Callable | None = None,
+        evaluator: Evaluator | None = None,
+        devices: int | None = None,
+    ) -> None:
+        default = (lr, lr_schedule, total_steps, clip_norm)
+        if groups is None:
+            groups = [
+                Group(lr=lr, lr_schedule=lr_schedule, total_steps=total_steps, clip_norm=clip_norm)
+            ]
+        elif default != (1e-3, "constant", None, None):
+            raise ConfigError(
+                "with groups=, give lr, lr_schedule, total_steps and clip_norm to each Group"
+            )
+        self.groups = tuple(groups)
+        if not self.groups or not all(isinstance(g, Group) for g in self.groups):
+            raise ConfigError("groups must be a non-empty sequence of ppgen.inference.optim.Group")
+        names = [g.name for g in self.groups]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"group names must be distinct, got {names}")
+        self.batch_size = check_count("batch_size", batch_size)
+        if num_data is not None and not (
+            isinstance(num_data, int) and not isinstance(num_data, bool) and num_data >= batch_size
+        ):
+            raise ConfigError(f"num_data must be an integer >= batch_size, got {num_data!r}")
+        self.num_data = num_data
+        if beta_schedule is not None and "beta" not in inspect.signature(objective).parameters:
+            raise ConfigError("beta_schedule needs an objective with a beta= keyword (ELBO)")
+        if evaluator is not None and eval_objective is not None:
+            raise ConfigError("give eval_objective (for the bound) or evaluator, not both")
+        devices = 1 if devices is None else check_count("devices", devices)
+        self.model, self.guide, self.objective = model, guide, objective
+        self.schedule = schedule if schedule is not None else Minibatches()
+        self.transform, self.beta_schedule = transform, beta_schedule
+        self.eval_objective, self.evaluator = eval_objective, evaluator
+        self.parallel = self._parallel(devices) if devices > 1 else None
+        self._setup()
+
+    def _setup(self) -> None:
+        """The backend's own set-up after the options (compiled functions, caches)."""
+
+    @property
+    def is_main_process(self) -> bool:
+        """Whether this process writes checkpoints and metrics (always, on one device)."""
+        return self.parallel is None or self.parallel.is_main
+
+    def any_process(self, flag: bool) -> bool:
+        """``flag`` from any process of a data-parallel run (so all stop together)."""
+        return bool(flag) if self.parallel is None else self.parallel.any(flag)
+
+    def evaluate(self, state: Any, data: Any, **options: Any) -> dict[str, float]:
+        """What the evaluator reports on ``data`` (default: the backend's ``evaluate_bound``:
+        the bound per example, ``{"elbo": ...}`` in nats)."""
+        if self.evaluator is not None:
+            return self.evaluator(self, state, data, **options)
+        return self.evaluate_bound(state, data, **options)
+
+    def _example(self, seed: Any, data: Any) -> tuple[int, tuple, dict[str, Any]]:
+        """The checked seed, and the objective's arguments and keywords for one step on the
+        first rows of ``data`` (what ``init`` traces), checked against the transform."""
+        seed = check_seed(seed)
+        example = self.schedule.example(data, self.batch_size)
+        _, kwargs, _ = self.schedule.batch(example, self.num_data)
+        if self.transform is not None:
+            for j in self.schedule.inputs:
+                self.transform.check(example[j], np.arange(len(example[j])))
+        if self.beta_schedule is not None:
+            kwargs["beta"] = float(self.beta_schedule(0))
+        return seed, example, kwargs
+
+    def evaluate_bound(self, state: Any, x: Any, *, objective: Callable | None = None) -> dict:
+        """The bound per example over all of ``x`` (written by each backend)."""
+        raise NotImplementedError
