@@ -215,3 +215,13 @@ def float64():
     yield
     torch.set_default_dtype(old_dtype)
     jax.config.update("jax_enable_x64", old_x64)
+
+
+@pytest.fixture(autouse=True)
+def _same_global_random_state():
+    """Every test starts from torch's global generator seeded with 0, whatever ran before it
+    in its process (pytest-xdist spreads the tests over processes in no fixed order), and
+    leaves the generator as it found it."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        yield

@@ -18,7 +18,9 @@ def clean_param_store():
 
 def test_user_model_with_constrained_param_and_pyro_module(clean_param_store):
     """Plain Pyro code, not ppgen's classes: a global pyro.param and a pyro.module."""
-    decoder = torch.nn.Linear(1, 2)
+    with torch.random.fork_rng():  # the same initial weights whatever ran before
+        torch.manual_seed(0)
+        decoder = torch.nn.Linear(1, 2)
 
     def model(x, num_data=None):
         pyro.module("decoder", decoder)

@@ -186,18 +186,21 @@ class Trainer(TrainerBase):
                 if not math.isfinite(value):
                     losses[group.name] = value
                     return losses  # report, never step: the parameters stay finite
-                grads = torch.autograd.grad(loss, params, allow_unused=True)
-                grads = [
-                    torch.zeros_like(p) if g is None else g
-                    for p, g in zip(params, grads, strict=True)
-                ]
+                optimizer = state.optimizers[group.name]
+                optimizer.zero_grad(set_to_none=True)
+                if len(self.groups) == 1:
+                    loss.backward()  # every parameter is the group's
+                else:  # this group's gradient only: the other players' are not touched
+                    grads = torch.autograd.grad(loss, params, allow_unused=True)
+                    for p, g in zip(params, grads, strict=True):
+                        p.grad = g
                 if self.parallel is not None:
-                    self.parallel.average_gradients(grads)
-                for p, g in zip(params, grads, strict=True):
-                    p.grad = g
+                    for p in params:  # every process all-reduces the same list
+                        p.grad = torch.zeros_like(p) if p.grad is None else p.grad
+                    self.parallel.average_gradients([p.grad for p in params])
                 if group.clip_norm is not None:
                     torch.nn.utils.clip_grad_norm_(params, group.clip_norm)
-                state.optimizers[group.name].step()
+                optimizer.step()
                 state.schedulers[group.name].step()
                 total += value
             losses[group.name] = total / group.updates
