@@ -10,6 +10,7 @@ mean the same on both backends; see docs/ARCHITECTURE.md ("Training").
 from __future__ import annotations
 
 import inspect
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -136,6 +137,25 @@ class TrainerBase:
         if self.evaluator is not None:
             return self.evaluator(self, state, data, **options)
         return self.evaluate_bound(state, data, **options)
+
+    def _epoch_arrays(self, data: Any) -> tuple[np.ndarray, ...]:
+        """The schedule's arrays of ``data``, checked (and against the transform) once per
+        data object: later epochs on the same arrays skip the passes over them."""
+        parts = data if isinstance(data, tuple | list) else (data,)
+        cached = getattr(self, "_checked", None)
+        if cached is not None and len(parts) == len(cached[0]):
+            if all(ref() is p for ref, p in zip(cached[0], parts, strict=True)):
+                return cached[1]
+        arrays = self.schedule.arrays(data, self.batch_size)
+        gather = self.schedule.gather(arrays)
+        if self.transform is not None:
+            for a in sorted({gather[j][0] for j in self.schedule.inputs}):
+                self.transform.check(arrays[a])
+        try:
+            self._checked = (tuple(weakref.ref(p) for p in parts), arrays)
+        except TypeError:  # not weak-referenceable (e.g. a list): checked every epoch
+            self._checked = None
+        return arrays
 
     def _example(self, seed: Any, data: Any) -> tuple[int, tuple, dict[str, Any]]:
         """The checked seed, and the objective's arguments and keywords for one step on the

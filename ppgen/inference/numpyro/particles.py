@@ -185,6 +185,7 @@ def particle_terms(
     analytic_kl: bool = False,
     require_rsample: bool = False,
     info: Structure | None = None,
+    per_datapoint: bool = True,
 ) -> ParticleTerms:
     """Per-site ``(K, batch)`` log-weight terms for ``K`` particles from the guide.
 
@@ -201,6 +202,10 @@ def particle_terms(
         require_rsample: Raise ConfigError for a guide latent without a reparameterised
             sampler (the gradient of these objectives would be biased).
         info: The pair's :func:`structure`, when already known (saves its trace).
+        per_datapoint: ``False``: each term is instead the site's scaled log-density summed
+            over everything (particles included), the data plate's scale kept, with
+            ``num_data / batch`` reported as 1 (what an ELBO needs; under ``jit`` the two
+            compile to the same arithmetic).
 
     Returns:
         The terms by site name, and ``num_data / batch``.
@@ -228,6 +233,9 @@ def particle_terms(
 
     def reduce(value: jax.Array, site: dict) -> jax.Array:
         dim = _data_dim(site, data is not None)
+        if not per_datapoint:
+            scale = site["scale"]
+            return jnp.sum(value if scale is None else value * scale)
         scale = data_scale if dim is not None else 1.0
         return _per_datapoint(value, site["scale"], scale, nesting, dim, shape)
 
@@ -259,4 +267,4 @@ def particle_terms(
         if name in model_tr or site["type"] != "sample":
             continue
         terms[name] = -reduce(_log_prob(site), site)  # an auxiliary guide latent: only -log q
-    return ParticleTerms(terms, float(data_scale))
+    return ParticleTerms(terms, float(data_scale) if per_datapoint else 1.0)

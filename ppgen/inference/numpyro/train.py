@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -130,7 +129,7 @@ class Trainer(TrainerBase):
         self._directions = {g.name: _direction(g) for g in self.groups}
         self._owned: dict[str, tuple[str, ...]] = {}
         self._constraints: dict[str, Any] = {}
-        self._cache: tuple[tuple, tuple[jax.Array, ...]] | None = None  # data on the device
+        self._cache: tuple[tuple, tuple[jax.Array, ...]] | None = None  # (host, device) data
         self._step = jax.jit(self._step_impl, static_argnames="static")
         self._epoch = jax.jit(self._epoch_impl, static_argnames="static")
         self._eval = jax.jit(self._eval_impl, static_argnames="objective")
@@ -332,8 +331,7 @@ class Trainer(TrainerBase):
             "lr": learning rate at the epoch's end}`` (``loss_<group>``, ``lr_<group>`` for
             several groups).
         """
-        arrays = self._on_device(data)
-        host = self._cache[0][1]
+        host, arrays = self._on_device(data)
         indices = self.schedule.indices(
             host, self.batch_size, seed=int(state.seed), epoch=int(epoch)
         )
@@ -354,30 +352,19 @@ class Trainer(TrainerBase):
         lrs = {g.name: g.lr_at(end * g.updates) for g in self.groups}
         return state, epoch_metrics({g: np.asarray(v) for g, v in losses.items()}, divisor, lrs)
 
-    def _on_device(self, data: Any) -> tuple[jax.Array, ...]:
-        """The schedule's arrays of ``data`` on the device (replicated over a mesh), checked
-        once per data object: later epochs on the same arrays reuse them."""
-        parts = data if isinstance(data, tuple | list) else (data,)
-        if self._cache is not None and len(parts) == len(self._cache[0][0]):
-            if all(ref() is p for ref, p in zip(self._cache[0][0], parts, strict=True)):
-                return self._cache[1]
-        host = self.schedule.arrays(data, self.batch_size)
-        gather = self.schedule.gather(host)
-        if self.transform is not None:
-            for a in sorted({gather[j][0] for j in self.schedule.inputs}):
-                self.transform.check(host[a])
-        device = tuple(
-            jnp.asarray(a, jnp.int32) if i in self.schedule.labels else to_device(a)
-            for i, a in enumerate(host)
-        )
-        if self.parallel is not None:
-            device = self.parallel.replicate(device)
-        try:
-            refs = tuple(weakref.ref(p) for p in parts)
-        except TypeError:  # not weak-referenceable (e.g. a list): no caching
-            refs = tuple(lambda: None for _ in parts)
-        self._cache = ((refs, host), device)
-        return device
+    def _on_device(self, data: Any) -> tuple[tuple[np.ndarray, ...], tuple[jax.Array, ...]]:
+        """The schedule's checked arrays of ``data`` and their copies on the device
+        (replicated over a mesh); later epochs on the same arrays reuse both."""
+        host = self._epoch_arrays(data)
+        if self._cache is None or self._cache[0] is not host:
+            device = tuple(
+                jnp.asarray(a, jnp.int32) if i in self.schedule.labels else to_device(a)
+                for i, a in enumerate(host)
+            )
+            if self.parallel is not None:
+                device = self.parallel.replicate(device)
+            self._cache = (host, device)
+        return self._cache
 
     # -- evaluation -------------------------------------------------------------------
 

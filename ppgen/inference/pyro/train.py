@@ -238,11 +238,8 @@ class Trainer(TrainerBase):
             rate at the epoch's end})``, with ``loss_<group>`` and ``lr_<group>`` for
             several groups; on divergence the loss is the non-finite one.
         """
-        arrays = self.schedule.arrays(data, self.batch_size)
+        arrays = self._epoch_arrays(data)
         gather = self.schedule.gather(arrays)
-        if self.transform is not None:
-            for a in sorted({gather[j][0] for j in self.schedule.inputs}):
-                self.transform.check(arrays[a])
         indices = self.schedule.indices(arrays, self.batch_size, seed=state.seed, epoch=int(epoch))
         kwargs = self.schedule.kwargs(arrays, self.num_data)
         divisor = self.schedule.divisor(arrays, self.batch_size, self.num_data)
