@@ -105,8 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     models = p.add_subparsers(
         dest="model", required=True, parser_class=_Parser, metavar="MODEL", title="models"
     )
+    parser.leaves = {}  # the parser of each command (and model): where its errors point
     for recipe in RECIPES.values():
-        m = models.add_parser(
+        m = parser.leaves["train", recipe.name] = models.add_parser(
             recipe.name,
             help=recipe.help,
             description=recipe.description,
@@ -115,7 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
         _shared_arguments(m, recipe)
         recipe.options.add_arguments(m)
 
-    p = sub.add_parser("eval", help="test figures of a run (NLL and ELBO, or classification error)")
+    p = parser.leaves["eval"] = sub.add_parser(
+        "eval", help="test figures of a run (NLL and ELBO, or classification error)"
+    )
     p.add_argument("run", type=Path, help="run directory")
     p.add_argument(
         "--k", type=positive(int), default=5000, help="importance samples (latent-variable models)"
@@ -130,7 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", choices=["best", "latest"], default="best")
     p.add_argument("--json", action="store_true", help="end with one JSON line")
 
-    p = sub.add_parser("sample", help="write a PNG grid of samples from a run")
+    p = parser.leaves["sample"] = sub.add_parser(
+        "sample", help="write a PNG grid of samples from a run"
+    )
     p.add_argument("run", type=Path, help="run directory")
     p.add_argument("-n", type=positive(int), default=64, help="number of samples")
     p.add_argument("--seed", type=int, default=0)
@@ -220,7 +225,11 @@ def _sample(args: argparse.Namespace, argv: Sequence[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ppgen`` console script; returns the exit status."""
     argv = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # named by the command that refuses them, with that command's help
+        leaf = ("train", args.model) if args.command == "train" else args.command
+        parser.leaves[leaf].error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return {"train": _train, "eval": _eval, "sample": _sample}[args.command](args, argv)
     except PPGenError as e:

@@ -163,7 +163,7 @@ class LabelledBatches(Schedule):
         ConfigError: Fewer than two classes or a non-positive batch size.
     """
 
-    num_classes: int = 10
+    num_classes: int
     labelled_batch_size: int | None = None
 
     inputs = (0, 2)  # x_l and x_u

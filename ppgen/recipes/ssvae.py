@@ -266,8 +266,8 @@ class SemiSupervisedRecipe(Recipe):
                 right_keys=("valid_error",),
                 right_label="validation error",
             ),
-            plots.save_image_grid(
-                self.class_samples(run), out_dir / "class_samples.png", shape, ncol=10
+            plots.save_image_grid(  # a row of ten samples per class
+                self.class_samples(run, per_class=10), out_dir / "class_samples.png", shape, ncol=10
             ),
         ]
         if not self.stacked:
