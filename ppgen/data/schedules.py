@@ -42,6 +42,7 @@ class Schedule:
 
     inputs: tuple[int, ...] = (0,)
     labels: tuple[int, ...] = ()
+    takes_num_data: bool = True  # whether a trainer's num_data means something here
 
     def arrays(self, data: Any, batch_size: int) -> tuple[np.ndarray, ...]:
         """Check one epoch's training data and return its arrays."""
@@ -159,6 +160,8 @@ class LabelledBatches(Schedule):
             at least one labelled example).
         labelled_batch_size: Labelled examples per step (default: the trainer's batch size).
 
+    The set sizes come from the labels, so a trainer's ``num_data`` is refused.
+
     Raises:
         ConfigError: Fewer than two classes or a non-positive batch size.
     """
@@ -168,6 +171,7 @@ class LabelledBatches(Schedule):
 
     inputs = (0, 2)  # x_l and x_u
     labels = (1,)
+    takes_num_data = False
 
     def __post_init__(self) -> None:
         if isinstance(self.num_classes, bool) or not (

@@ -114,6 +114,11 @@ class TrainerBase:
         devices = 1 if devices is None else check_count("devices", devices)
         self.model, self.guide, self.objective = model, guide, objective
         self.schedule = schedule if schedule is not None else Minibatches()
+        if num_data is not None and not self.schedule.takes_num_data:
+            raise ConfigError(
+                f"{type(self.schedule).__name__} takes the set sizes from the data; leave "
+                "num_data out"
+            )
         self.transform, self.beta_schedule = transform, beta_schedule
         self.eval_objective, self.evaluator = eval_objective, evaluator
         self.parallel = self._parallel(devices) if devices > 1 else None

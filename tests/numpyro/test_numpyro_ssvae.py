@@ -251,6 +251,12 @@ def test_bad_labels_are_refused(labels, error, match):
         trainer.train_epoch(state, (x, labels), 0)
 
 
+def test_the_labelled_schedule_refuses_num_data():
+    """The set sizes come from the labels: a num_data would be silently ignored."""
+    with pytest.raises(ConfigError, match="leave num_data out"):
+        semi_supervised_trainer(_model(), num_classes=C, batch_size=10, num_data=500)
+
+
 def test_step_on_one_batch_triple():
     rng = np.random.default_rng(0)
     x_l, x_u = ((rng.random((n, X_DIM)) < 0.5).astype(np.float32) for n in (6, 10))

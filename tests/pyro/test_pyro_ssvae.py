@@ -376,6 +376,8 @@ def test_trainer_step_and_input_errors():
         trainer.evaluate(state, (x, partial))
     with pytest.raises(ConfigError):
         setup_trainer(labelled_batch_size=-1)
+    with pytest.raises(ConfigError, match="leave num_data out"):  # sizes come from the labels
+        setup_trainer(num_data=500)
 
 
 def _noise_weights(input_scale, **kwargs):
