@@ -83,7 +83,8 @@ class Schedule:
 
 
 def _as_tuple(data: Any) -> tuple[Any, ...]:
-    return tuple(data) if isinstance(data, tuple | list) else (data,)
+    """Several arrays are a tuple; anything else (an array, a nested list) is one array."""
+    return data if isinstance(data, tuple) else (data,)
 
 
 @dataclass(frozen=True)

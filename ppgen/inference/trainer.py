@@ -146,7 +146,7 @@ class TrainerBase:
     def _epoch_arrays(self, data: Any) -> tuple[np.ndarray, ...]:
         """The schedule's arrays of ``data``, checked (and against the transform) once per
         data object: later epochs on the same arrays skip the passes over them."""
-        parts = data if isinstance(data, tuple | list) else (data,)
+        parts = data if isinstance(data, tuple) else (data,)
         cached = getattr(self, "_checked", None)
         if cached is not None and len(parts) == len(cached[0]):
             if all(ref() is p for ref, p in zip(cached[0], parts, strict=True)):
