@@ -86,7 +86,7 @@ def check_images(x: np.ndarray, *, dim: int | None = None, name: str = "x") -> n
 
 
 def check_training_array(
-    x: Any, *, min_rows: int = 1, name: str = "x", labels: bool = False
+    x: Any, *, min_rows: int = 1, name: str = "x", labels: bool = False, min_ndim: int = 2
 ) -> np.ndarray:
     """Check an array of training examples ``(N, ...)`` and return it as a numpy array.
 
@@ -95,7 +95,9 @@ def check_training_array(
             or one for integer labels.
         min_rows: The fewest rows allowed (a trainer's batch size).
         name: What to call ``x`` in error messages.
-        labels: ``x`` holds integer labels (one dimension allowed, no float check).
+        labels: ``x`` holds integer labels (one dimension allowed).
+        min_ndim: The fewest dimensions (2: examples and features; 1 for one value per
+            example, e.g. among several arrays).
 
     Raises:
         DataError: Not numeric, too few dimensions or rows, or NaN/Inf values.
@@ -106,7 +108,7 @@ def check_training_array(
         raise DataError(f"{name} is not an array ({err}); pass a numeric (N, D) array") from err
     if x.dtype.kind not in _NUMERIC_KINDS:
         raise DataError(f"{name} has dtype {x.dtype} (not real numbers); pass a numeric array")
-    if x.ndim < (1 if labels else 2):
+    if x.ndim < (1 if labels else min_ndim):
         raise DataError(
             f"expected {name} of shape (N, features), got {x.shape}; for one example use "
             f"{name}[None]"

@@ -26,7 +26,7 @@ from ppgen.data.checks import check_training_array
 from ppgen.data.labels import MISSING, check_labels, semi_supervised_indices
 from ppgen.errors import ConfigError, DataError
 
-__all__ = ["LabelledBatches", "Minibatches", "Schedule"]
+__all__ = ["LabelledBatches", "Minibatches", "Schedule", "argument_names"]
 
 
 class Schedule:
@@ -83,16 +83,39 @@ class Schedule:
 
 
 def _as_tuple(data: Any) -> tuple[Any, ...]:
-    """Several arrays are a tuple; anything else (an array, a nested list) is one array."""
+    """Several arrays are a tuple or a dict (its values, in order); anything else (an
+    array, a nested list) is one array."""
+    if isinstance(data, dict):
+        return tuple(data.values())
     return data if isinstance(data, tuple) else (data,)
+
+
+def argument_names(data: Any) -> tuple[str, ...] | None:
+    """The keyword names of data given as a dict of arrays (``None`` for positional data).
+
+    Raises:
+        DataError: An empty dict or a key that is not a valid identifier.
+    """
+    if not isinstance(data, dict):
+        return None
+    if not data:
+        raise DataError("the training data is an empty dict; pass {'x': x, ...}")
+    bad = [k for k in data if not (isinstance(k, str) and k.isidentifier())]
+    if bad:
+        raise DataError(
+            f"data dict keys must be the model's argument names (identifiers), got {bad!r}"
+        )
+    return tuple(data)
 
 
 @dataclass(frozen=True)
 class Minibatches(Schedule):
     """Shuffled minibatches, one pass over the data per epoch (the last partial batch dropped).
 
-    Data is an array ``(N, ...)`` or a tuple of arrays with the same ``N`` (several observed
-    arrays per example, batched alike), passed to the objective in that order; a trainer's
+    Data is an array ``(N, D, ...)``, or several arrays with the same ``N`` (several
+    observed arrays per example, batched alike; then ``(N,)`` is allowed, one value per
+    example): a tuple, passed to model and guide positionally in that order, or a dict,
+    passed by keyword (``{"x": x, "s": s}`` calls ``model(x=..., s=...)``). A trainer's
     per-batch transform applies to the first. With the trainer's ``num_data`` the objective
     also gets ``num_data=N``, so its loss is an estimate for the whole set and is reported
     divided by ``N``; otherwise it is per batch, divided by the batch size.
@@ -106,11 +129,10 @@ class Minibatches(Schedule):
 
     def arrays(self, data, batch_size):
         parts = _as_tuple(data)
+        argument_names(data)
         if not parts:
             raise DataError("the training data is an empty tuple; pass x, or (x, c, ...)")
-        arrays = tuple(
-            self._check(a, i, len(parts), min_rows=batch_size) for i, a in enumerate(parts)
-        )
+        arrays = tuple(self._check(a, i, data, min_rows=batch_size) for i, a in enumerate(parts))
         if len({len(a) for a in arrays}) > 1:
             raise DataError(
                 f"the arrays of the data have different numbers of rows "
@@ -132,17 +154,27 @@ class Minibatches(Schedule):
 
     def example(self, data, batch_size):
         parts = _as_tuple(data)
-        return tuple(self._check(a, i, len(parts))[:batch_size] for i, a in enumerate(parts))
+        return tuple(self._check(a, i, data)[:batch_size] for i, a in enumerate(parts))
 
     def batch(self, batch, num_data):
         parts = _as_tuple(batch)
-        args = tuple(self._check(a, i, len(parts)) for i, a in enumerate(parts))
+        args = tuple(self._check(a, i, batch) for i, a in enumerate(parts))
+        if len({len(a) for a in args}) > 1:
+            raise DataError(
+                f"the arrays of the batch have different numbers of rows {[len(a) for a in args]}"
+            )
         return args, self.kwargs(args, num_data), float(num_data or len(args[0]))
 
-    def _check(self, a: Any, i: int, n: int, min_rows: int = 1) -> np.ndarray:
-        label = i in self.labels
-        name = "x" if n == 1 else f"data[{i}]"
-        return check_training_array(a, min_rows=min_rows, name=name, labels=label)
+    def _check(self, a: Any, i: int, data: Any, min_rows: int = 1) -> np.ndarray:
+        """Array ``i`` of ``data``: ``(N, features...)`` alone, ``(N, ...)`` among several."""
+        several = isinstance(data, tuple | dict) and len(data) > 1
+        if isinstance(data, dict):
+            name = f"data[{list(data)[i]!r}]"
+        else:
+            name = f"data[{i}]" if isinstance(data, tuple) and len(data) > 1 else "x"
+        return check_training_array(
+            a, min_rows=min_rows, name=name, labels=i in self.labels, min_ndim=1 if several else 2
+        )
 
 
 @dataclass(frozen=True)

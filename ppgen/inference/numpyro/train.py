@@ -39,10 +39,12 @@ import optax
 from numpyro import handlers
 from numpyro.distributions import constraints
 from numpyro.distributions.transforms import biject_to
+from numpyro.infer.autoguide import AutoGuide
 from numpyro.primitives import Messenger
 from numpyro.util import not_jax_tracer
 
-from ppgen.errors import CheckpointError, ConfigError, DataError
+from ppgen.data.schedules import argument_names
+from ppgen.errors import CheckpointError, ConfigError
 from ppgen.inference.numpyro.interop import to_device
 from ppgen.inference.numpyro.objectives import ELBO
 from ppgen.inference.numpyro.parallel import DataParallel
@@ -58,6 +60,7 @@ from ppgen.inference.trainer import TrainerBase
 
 __all__ = ["TrainState", "Trainer"]
 
+DATA = "data"  # the plate over datapoints, by ppgen convention
 _EVAL_STREAM = 0x7FFFFFFF  # fold_in tag separating evaluation noise from training epochs
 Evaluator = Callable[..., dict]
 
@@ -93,9 +96,17 @@ class _ParamSites(Messenger):
     def __init__(self) -> None:
         super().__init__()
         self.sites: dict[str, tuple[Any, Any]] = {}
+        self.plate_sizes: set[int] = set()  # of the "data" plate, at per-datapoint params
 
     def postprocess_message(self, msg: dict) -> None:
-        if msg["type"] != "param" or self.sites.get(msg["name"], (None,))[0] is not None:
+        if msg["type"] != "param":
+            return
+        frame = next((f for f in msg["cond_indep_stack"] if f.name == DATA), None)
+        event_dim = msg["kwargs"].get("event_dim")
+        if frame is not None and event_dim is not None:  # subsampled along the data plate
+            shape = jnp.shape(msg["value"])
+            self.plate_sizes.add(int(shape[len(shape) - event_dim + frame.dim]))
+        if self.sites.get(msg["name"], (None,))[0] is not None:
             return
         concrete = all(not_jax_tracer(leaf) for leaf in jax.tree_util.tree_leaves(msg["value"]))
         constraint = msg["kwargs"].get("constraint", constraints.real)
@@ -130,9 +141,9 @@ class Trainer(TrainerBase):
         self._owned: dict[str, tuple[str, ...]] = {}
         self._constraints: dict[str, Any] = {}
         self._cache: tuple[tuple, tuple[jax.Array, ...]] | None = None  # (host, device) data
-        self._step = jax.jit(self._step_impl, static_argnames="static")
-        self._epoch = jax.jit(self._epoch_impl, static_argnames="static")
-        self._eval = jax.jit(self._eval_impl, static_argnames="objective")
+        self._step = jax.jit(self._step_impl, static_argnames=("static", "names"))
+        self._epoch = jax.jit(self._epoch_impl, static_argnames=("static", "names", "datapoint"))
+        self._eval = jax.jit(self._eval_impl, static_argnames=("objective", "names"))
 
     # -- state ------------------------------------------------------------------------
 
@@ -149,13 +160,20 @@ class Trainer(TrainerBase):
         init_key, noise_key, run_key, loss_key = jax.random.split(jax.random.PRNGKey(seed), 4)
         args = self._device_args(example)
         args = self._transformed(args, noise_key, tuple(jnp.arange(len(a)) for a in args))
+        pos, by_name = self._arguments(args, argument_names(data))
         sites = _ParamSites()
 
         def run() -> None:
             with handlers.seed(rng_seed=init_key), sites:
-                out = self.objective(loss_key, self.model, self.guide, *args, **kwargs)
+                out = self.objective(loss_key, self.model, self.guide, *pos, **by_name, **kwargs)
             group_losses(out, self.groups)  # one loss per group, or a clear error
 
+        if isinstance(self.guide, AutoGuide) and self.guide.prototype_trace is None:
+            # An autoguide builds itself on its first call; eagerly, not under the trace
+            # below (which would leave tracers in it), as numpyro's SVI.init does.
+            guide_kwargs = {k: v for k, v in kwargs.items() if k != "beta"}
+            with handlers.block():
+                handlers.seed(self.guide, init_key)(*pos, **by_name, **guide_kwargs)
         # Tracing the objective once (no compilation) finds every site, and the values of
         # those given as arrays (networks, model attributes); the example is a constant of
         # the trace, so the models' checks of concrete data still run. Only sites whose
@@ -165,6 +183,7 @@ class Trainer(TrainerBase):
             run()
         if not sites.sites:
             raise ConfigError("model and guide declare no parameters: there is nothing to train")
+        self._set_datapoint_params(sites.plate_sizes)
         self._constraints = {name: c for name, (_, c) in sites.sites.items()}
         params = {
             name: jax.tree_util.tree_map(
@@ -186,6 +205,15 @@ class Trainer(TrainerBase):
             jnp.asarray(0, jnp.int32),
         )
         return state if self.parallel is None else self.parallel.replicate(state)
+
+    def _pair(self, rows: jax.Array | None) -> tuple[Any, Any]:
+        """Model and guide, with the ``"data"`` plate's subsample set to ``rows`` when given
+        (NumPyro's ``plate(..., subsample=...)``, by substituting the plate's indices): a
+        per-datapoint parameter then serves the example it belongs to. The rows of a
+        batch are passed in increasing order, as the Pyro twin needs."""
+        if rows is None:
+            return self.model, self.guide
+        return tuple(handlers.substitute(fn, data={DATA: rows}) for fn in (self.model, self.guide))
 
     def _constrain(self, params: dict[str, Any]) -> dict[str, Any]:
         return {n: biject_to(self._constraints[n])(v) for n, v in params.items()}
@@ -220,14 +248,20 @@ class Trainer(TrainerBase):
 
     # -- training ---------------------------------------------------------------------
 
-    def _losses(self, params, key, args, kwargs) -> dict[str, jax.Array]:
+    def _losses(self, params, key, args, kwargs, names=None, rows=None) -> dict[str, jax.Array]:
         """Each group's loss at ``params`` (unconstrained): the objective with every param
-        site (model, guide and the objective's own) substituted."""
+        site (model, guide and the objective's own) substituted; ``names``: the data's
+        keyword names, when it was a dict; ``rows``: the batch's row indices (see
+        :meth:`_pair`)."""
+        args, by_name = self._arguments(args, names)
+        model, guide = self._pair(rows)
         with handlers.substitute(data=self._constrain(params)):
-            out = self.objective(key, self.model, self.guide, *args, **kwargs)
+            out = self.objective(key, model, guide, *args, **by_name, **kwargs)
         return group_losses(out, self.groups)
 
-    def _update(self, state: TrainState, key, args, kwargs, lrs) -> tuple[TrainState, dict]:
+    def _update(
+        self, state: TrainState, key, args, kwargs, lrs, data_names=None, rows=None
+    ) -> tuple[TrainState, dict]:
         """One step: every group's updates in order, each on its own loss and parameters."""
         if self.parallel is not None:
             args = tuple(self.parallel.shard(a) for a in args)
@@ -239,7 +273,8 @@ class Trainer(TrainerBase):
                 k = jax.random.fold_in(jax.random.fold_in(key, g_index), u)
 
                 def loss_of(own, k=k, group=group):
-                    return self._losses({**params, **own}, k, args, kwargs)[group.name]
+                    losses = self._losses({**params, **own}, k, args, kwargs, data_names, rows)
+                    return losses[group.name]
 
                 own = {n: params[n] for n in names}
                 value, grads = jax.value_and_grad(loss_of)(own)
@@ -258,10 +293,12 @@ class Trainer(TrainerBase):
     def _static(self, kwargs: dict[str, Any]) -> tuple:
         return tuple(sorted(kwargs.items()))
 
-    def _step_impl(self, state, args, lrs, beta, static):
+    def _step_impl(self, state, args, lrs, beta, rows, static, names):
         kwargs = dict(static) if beta is None else {**dict(static), "beta": beta}
         key, step_key = jax.random.split(state.rng_key)
-        state, losses = self._update(state._replace(rng_key=key), step_key, args, kwargs, lrs)
+        state, losses = self._update(
+            state._replace(rng_key=key), step_key, args, kwargs, lrs, names, rows
+        )
         return state, losses
 
     def _lrs(self, first_step: int, steps: int) -> dict[str, jax.Array]:
@@ -299,11 +336,15 @@ class Trainer(TrainerBase):
             self._device_args(args),
             lrs,
             None if betas is None else betas[0],
+            jnp.arange(len(args[0])) if self._datapoint_rows(len(args[0]), "the batch") else None,
             static=self._static(kwargs),
+            names=argument_names(batch),
         )
         return state, {metric_name(g): float(v) / divisor for g, v in losses.items()}
 
-    def _epoch_impl(self, state, arrays, indices, transform, epoch, betas, lrs, static):
+    def _epoch_impl(
+        self, state, arrays, indices, transform, epoch, betas, lrs, static, names, datapoint
+    ):
         gather = self.schedule.gather(arrays)
         key = jax.random.fold_in(jax.random.PRNGKey(state.seed), epoch)
         noise_key, step_key = jax.random.split(key)
@@ -314,7 +355,9 @@ class Trainer(TrainerBase):
             arg_rows = tuple(rows[i] for _, i in gather)
             args = self._transformed(args, jax.random.fold_in(noise_key, s), arg_rows, transform)
             kwargs = dict(static) if beta is None else {**dict(static), "beta": beta}
-            return self._update(state, jax.random.fold_in(step_key, s), args, kwargs, lr)
+            plate_rows = rows[0] if datapoint else None
+            step = jax.random.fold_in(step_key, s)
+            return self._update(state, step, args, kwargs, lr, names, plate_rows)
 
         steps = jnp.arange(indices[0].shape[0])
         state, losses = jax.lax.scan(body, state, (steps, indices, betas, lrs))
@@ -335,6 +378,9 @@ class Trainer(TrainerBase):
         indices = self.schedule.indices(
             host, self.batch_size, seed=int(state.seed), epoch=int(epoch)
         )
+        datapoint = self._datapoint_rows(len(host[0]), "the training data")
+        if datapoint:  # per-datapoint parameters: each batch's rows in order (see _pair)
+            indices = tuple(np.sort(idx, axis=1) for idx in indices)
         num_steps = len(indices[0])
         first = int(state.step)
         state, losses = self._epoch(
@@ -346,6 +392,8 @@ class Trainer(TrainerBase):
             self._betas(first, num_steps),
             self._lrs(first, num_steps),
             static=self._static(self.schedule.kwargs(host, self.num_data)),
+            names=argument_names(data),
+            datapoint=datapoint,
         )
         divisor = self.schedule.divisor(host, self.batch_size, self.num_data)
         end = int(state.step)
@@ -368,25 +416,33 @@ class Trainer(TrainerBase):
 
     # -- evaluation -------------------------------------------------------------------
 
-    def _eval_impl(self, state, batches, objective):
+    def _eval_impl(self, state, batches, objective, names, first_row=None):
         # Its own stream, derived from (seed, step): evaluating never shifts training noise.
         key = jax.random.fold_in(jax.random.PRNGKey(state.seed), _EVAL_STREAM)
         key = jax.random.fold_in(key, state.step)
         params = self.params(state)
 
         def body(total, inputs):
-            i, xb = inputs
+            i, batch = inputs
+            args, by_name = self._arguments(batch, names)
+            size = len(batch[0])
+            model, guide = self._pair(
+                None if first_row is None else first_row + i * size + jnp.arange(size)
+            )
             with handlers.substitute(data=params):
-                value = objective(jax.random.fold_in(key, i), self.model, self.guide, xb)
+                value = objective(jax.random.fold_in(key, i), model, guide, *args, **by_name)
             return total + value, None
 
-        total, _ = jax.lax.scan(body, jnp.zeros(()), (jnp.arange(len(batches)), batches))
+        steps = jnp.arange(len(batches[0]))
+        total, _ = jax.lax.scan(body, jnp.zeros(()), (steps, batches))
         return total
 
-    def evaluate_bound(self, state: TrainState, x: np.ndarray, *, objective=None) -> dict:
+    def evaluate_bound(self, state: TrainState, x: Any, *, objective=None) -> dict:
         """The bound per example over all of ``x``, in compiled batches of ``batch_size``.
 
-        No partial batch is dropped (the remainder is one more call, compiled for its shape).
+        ``x`` is an array, or several arrays as in training (a tuple or dict); it is checked
+        (``DataError``: not numeric, no examples, NaN/Inf). No partial batch is dropped (the
+        remainder is one more call, compiled for its shape).
 
         Args:
             objective: Defaults to ``eval_objective`` or ``ELBO()``; with ``IWAE(k)`` the
@@ -395,18 +451,18 @@ class Trainer(TrainerBase):
         Returns:
             ``{"elbo": mean over x of the bound}`` in nats.
         """
-        x = np.asarray(x)
-        if x.ndim != 2 or len(x) == 0:
-            raise DataError(f"expected x of shape (N, features) with N > 0, got {x.shape}")
-        if not np.all(np.isfinite(x)):
-            raise DataError("x contains NaN or Inf; drop or impute those examples first")
+        arrays, names = self._eval_batches(x)
         objective = objective or self.eval_objective or ELBO()
-        size = min(self.batch_size, len(x))
-        full = len(x) // size * size
-        total = self._eval(state, to_device(x[:full]).reshape(-1, size, x.shape[1]), objective)
-        if full < len(x):
-            total = total + self._eval(state, to_device(x[None, full:]), objective)
-        return {"elbo": -float(total) / len(x)}
+        n = len(arrays[0])
+        size = min(self.batch_size, n)
+        full = n // size * size
+        batches = tuple(to_device(a[:full]).reshape(-1, size, *a.shape[1:]) for a in arrays)
+        datapoint = self._datapoint_rows(n, "the evaluation data")
+        total = self._eval(state, batches, objective, names, 0 if datapoint else None)
+        if full < n:
+            rest = tuple(to_device(a[None, full:]) for a in arrays)
+            total = total + self._eval(state, rest, objective, names, full if datapoint else None)
+        return {"elbo": -float(total) / n}
 
     # -- checkpoints ------------------------------------------------------------------
 

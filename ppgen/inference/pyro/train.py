@@ -39,7 +39,8 @@ from pyro import poutine
 from torch.distributions import constraints, transform_to
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
-from ppgen.errors import CheckpointError, ConfigError, DataError
+from ppgen.data.schedules import argument_names
+from ppgen.errors import CheckpointError, ConfigError
 from ppgen.inference.optim import (
     DEFAULT_GROUP,
     Group,
@@ -50,12 +51,13 @@ from ppgen.inference.optim import (
     metric_name,
 )
 from ppgen.inference.pyro.interop import GlobalRNG
-from ppgen.inference.pyro.loglik import to_tensor
 from ppgen.inference.pyro.objectives import ELBO
 from ppgen.inference.pyro.parallel import DataParallel
 from ppgen.inference.trainer import TrainerBase
 
 __all__ = ["TrainState", "Trainer"]
+
+DATA = "data"  # the plate over datapoints, by ppgen convention
 
 Evaluator = Callable[..., dict]
 
@@ -118,16 +120,17 @@ class Trainer(TrainerBase):
             ConfigError: A bad seed, no parameters, or parameters the groups do not cover.
         """
         seed, example, kwargs = self._example(seed, data)
-        args = self._tensors(example, torch.get_default_dtype())
-        generator = torch.Generator().manual_seed(seed)
-        args = tuple(
-            self.transform(generator, a, torch.arange(len(a)))
-            if self.transform is not None and j in self.schedule.inputs
-            else a
-            for j, a in enumerate(args)
-        )
-        with GlobalRNG.from_seed(seed) as rng, poutine.trace(param_only=True) as capture:
-            group_losses(self.objective(self.model, self.guide, *args, **kwargs), self.groups)
+        names = argument_names(data)
+        dtype = torch.get_default_dtype()
+        try:
+            capture, rng = self._find_params(seed, example, kwargs, names, dtype)
+        except Exception:
+            # Data follow the parameters' dtype: a .double() model fails on float32 data
+            # at its first parameter; run again with data of that parameter's dtype.
+            found = self._first_param_dtype
+            if found is None or found == dtype:
+                raise
+            capture, rng = self._find_params(seed, example, kwargs, names, found)
         params, constraint = {}, {}
         for name, site in capture.trace.nodes.items():
             value = site["value"]
@@ -140,6 +143,13 @@ class Trainer(TrainerBase):
             constraint[name] = site["kwargs"].get("constraint", constraints.real)
         if not params:
             raise ConfigError("model and guide declare no parameters: there is nothing to train")
+        self._set_datapoint_params(
+            {
+                _plate_size(site)
+                for site in capture.trace.nodes.values()
+                if site["kwargs"].get("event_dim") is not None and _data_frame(site) is not None
+            }
+        )
         owned = assign_params(params, self.groups)
         optimizers, schedulers = {}, {}
         for group in self.groups:
@@ -147,6 +157,38 @@ class Trainer(TrainerBase):
             factor = lr_factor(group.lr_schedule, group.total_steps)
             schedulers[group.name] = LambdaLR(optimizers[group.name], factor)
         return TrainState(params, constraint, optimizers, schedulers, 0, 0, seed, rng.state)
+
+    _first_param_dtype: torch.dtype | None = None
+
+    def _find_params(self, seed, example, kwargs, names, dtype) -> tuple[Any, GlobalRNG]:
+        """Run the objective once on the example step with data of ``dtype`` under a
+        param-only trace (``SVI``'s way of finding parameters); records the first float
+        parameter's dtype, even when the run fails."""
+        args = self._tensors(example, dtype)
+        generator = torch.Generator().manual_seed(seed)
+        args = tuple(
+            self.transform(generator, a, torch.arange(len(a)))
+            if self.transform is not None and j in self.schedule.inputs
+            else a
+            for j, a in enumerate(args)
+        )
+        pos, by_name = self._arguments(args, names)
+        self._first_param_dtype = None
+        capture = poutine.trace(param_only=True)
+        try:
+            with GlobalRNG.from_seed(seed) as rng, capture:
+                out = self.objective(self.model, self.guide, *pos, **by_name, **kwargs)
+                group_losses(out, self.groups)
+        finally:
+            self._first_param_dtype = next(
+                (
+                    site["value"].dtype
+                    for site in capture.trace.nodes.values()
+                    if torch.is_tensor(site["value"]) and site["value"].is_floating_point()
+                ),
+                None,
+            )
+        return capture, rng
 
     def _tensors(self, args: Sequence[Any], dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
         """A step's arguments as tensors: labels as ``long``, the rest in ``dtype``."""
@@ -164,13 +206,25 @@ class Trainer(TrainerBase):
 
     # -- training ------------------------------------------------------------------------
 
-    def _update(self, state: TrainState, args: tuple, kwargs: dict[str, Any]) -> dict[str, float]:
+    def _update(
+        self,
+        state: TrainState,
+        args: tuple,
+        kwargs: dict[str, Any],
+        names: tuple[str, ...] | None = None,
+        rows: torch.Tensor | None = None,
+    ) -> dict[str, float]:
         """One training step: every group's updates in order. Returns each group's mean loss;
-        at the first non-finite loss it returns at once, without stepping on it."""
+        at the first non-finite loss it returns at once, without stepping on it. ``names``:
+        the data's keyword names, when it was a dict; ``rows``: the batch's row indices,
+        given to the ``"data"`` plate (per-datapoint parameters)."""
         if self.beta_schedule is not None:
             kwargs = {**kwargs, "beta": float(self.beta_schedule(state.step))}
         if self.parallel is not None:
             args = tuple(self.parallel.shard(a) for a in args)
+        args, by_name = self._arguments(args, names)
+        kwargs = {**by_name, **kwargs}
+        model, guide = self._pair(rows)
         draws = self.parallel.draws if self.parallel is not None else contextlib.nullcontext()
         losses = {}
         for group in self.groups:
@@ -178,9 +232,7 @@ class Trainer(TrainerBase):
             total = 0.0
             for _ in range(group.updates):
                 with draws:
-                    out = group_losses(
-                        self.objective(self.model, self.guide, *args, **kwargs), self.groups
-                    )
+                    out = group_losses(self.objective(model, guide, *args, **kwargs), self.groups)
                 loss = out[group.name]
                 value = loss.item() if self.parallel is None else self.parallel.mean(loss.item())
                 if not math.isfinite(value):
@@ -216,8 +268,11 @@ class Trainer(TrainerBase):
         """
         args, kwargs, divisor = self.schedule.batch(batch, self.num_data)
         args = self._tensors(args, self._dtype(state))
+        rows = (
+            torch.arange(len(args[0])) if self._datapoint_rows(len(args[0]), "the batch") else None
+        )
         with GlobalRNG(state.rng_state) as rng:
-            losses = self._update(state, args, kwargs)
+            losses = self._update(state, args, kwargs, argument_names(batch), rows)
         done = int(
             all(math.isfinite(v) for v in losses.values()) and len(losses) == len(self.groups)
         )
@@ -239,6 +294,8 @@ class Trainer(TrainerBase):
             several groups; on divergence the loss is the non-finite one.
         """
         arrays = self._epoch_arrays(data)
+        names = argument_names(data)
+        datapoint = self._datapoint_rows(len(arrays[0]), "the training data")
         gather = self.schedule.gather(arrays)
         indices = self.schedule.indices(arrays, self.batch_size, seed=state.seed, epoch=int(epoch))
         kwargs = self.schedule.kwargs(arrays, self.num_data)
@@ -250,6 +307,8 @@ class Trainer(TrainerBase):
             else _as_tensor(a, dtype)
             for i, a in enumerate(arrays)
         )
+        if datapoint:  # per-datapoint parameters: each batch's rows in order (see _pair)
+            indices = tuple(np.sort(idx, axis=1) for idx in indices)
         rows = [torch.from_numpy(np.asarray(idx, dtype=np.int64)) for idx in indices]
         noise = self._noise_generator(state.seed, epoch)
         per_step = {g.name: [] for g in self.groups}
@@ -266,7 +325,13 @@ class Trainer(TrainerBase):
                     if self.transform is not None and j in self.schedule.inputs:
                         value = self.transform(noise, value, rows[i][s])
                     args.append(value)
-                losses = self._update(state._replace(step=state.step + steps), tuple(args), kwargs)
+                losses = self._update(
+                    state._replace(step=state.step + steps),
+                    tuple(args),
+                    kwargs,
+                    names,
+                    rows[0][s] if datapoint else None,
+                )
                 for g, v in losses.items():
                     per_step[g].append(v)
                 if not self._finite(losses):
@@ -278,6 +343,19 @@ class Trainer(TrainerBase):
         )
         lrs = {name: opt.param_groups[0]["lr"] for name, opt in state.optimizers.items()}
         return state, epoch_metrics(per_step, divisor, lrs)
+
+    def _pair(self, rows: torch.Tensor | None) -> tuple[Callable, Callable]:
+        """Model and guide, with the ``"data"`` plate's subsample set to ``rows`` when given
+        (Pyro's ``plate(..., subsample=rows)``, by conditioning its subsample site): a
+        per-datapoint parameter then serves the example it belongs to.
+
+        The rows of a batch are passed in increasing order: a plate whose subsample is as
+        large as the plate does not index its parameters, so it holds the rows in order.
+        """
+        if rows is None:
+            return self.model, self.guide
+        plate_rows = {DATA: rows}
+        return (poutine.condition(fn, data=plate_rows) for fn in (self.model, self.guide))
 
     def _finite(self, losses: dict[str, float]) -> bool:
         """Every group stepped on a finite loss (a group after a non-finite one never ran)."""
@@ -292,9 +370,12 @@ class Trainer(TrainerBase):
     # -- evaluation and parameters -------------------------------------------------------
 
     def evaluate_bound(
-        self, state: TrainState, x: np.ndarray | torch.Tensor, *, objective: Callable | None = None
+        self, state: TrainState, x: Any, *, objective: Callable | None = None
     ) -> dict[str, float]:
         """The bound per example over all of ``x`` (no gradients, no partial batch dropped).
+
+        ``x`` is an array, or several arrays as in training (a tuple or dict); it is checked
+        (``DataError``: not numeric, no examples, NaN/Inf) and follows the parameters' dtype.
 
         Args:
             objective: Defaults to ``eval_objective`` or ``ELBO()``; with ``IWAE(k)`` the
@@ -304,20 +385,23 @@ class Trainer(TrainerBase):
             ``{"elbo": mean over x of the bound}`` in nats.
         """
         objective = objective or self.eval_objective or ELBO()
-        xt = to_tensor(x, self._dtype(state))
-        if len(xt) == 0:
-            raise DataError("x holds no examples to evaluate")
-        if not torch.isfinite(xt).all():
-            raise DataError("x contains NaN or Inf; drop or impute those examples first")
+        arrays, names = self._eval_batches(x)
+        dtype = self._dtype(state)
+        tensors = [_as_tensor(a, dtype) for a in arrays]
+        n = len(tensors[0])
+        datapoint = self._datapoint_rows(n, "the evaluation data")
         # Its own generator, derived from (seed, step): evaluating never shifts training noise.
         eval_seed = int(np.random.SeedSequence([state.seed, state.step, 1]).generate_state(1)[0])
         total = 0.0
         with torch.no_grad(), GlobalRNG.from_seed(eval_seed):
-            for start in range(0, len(xt), self.batch_size):
-                batch = xt[start : start + self.batch_size]
-                kwargs = {} if self.num_data is None else {"num_data": len(batch)}
-                total += objective(self.model, self.guide, batch, **kwargs).item()
-        return {"elbo": -total / len(xt)}
+            for start in range(0, n, self.batch_size):
+                batch = tuple(t[start : start + self.batch_size] for t in tensors)
+                kwargs = {} if self.num_data is None else {"num_data": len(batch[0])}
+                pos, by_name = self._arguments(batch, names)
+                rows = torch.arange(start, start + len(batch[0])) if datapoint else None
+                model, guide = self._pair(rows)
+                total += objective(model, guide, *pos, **by_name, **kwargs).item()
+        return {"elbo": -total / n}
 
     def params(self, state: TrainState) -> dict[str, torch.Tensor]:
         """Constrained parameter values by site name (detached copies)."""
@@ -452,6 +536,18 @@ class Trainer(TrainerBase):
             for name, p in state.params.items():
                 p.copy_(values[name])
         return state._replace(step=step, epoch=epoch, seed=seed, rng_state=rng_state)
+
+
+def _data_frame(site: dict) -> Any:
+    return next((f for f in site["cond_indep_stack"] if f.name == DATA), None)
+
+
+def _plate_size(site: dict) -> int:
+    """The full size of the ``"data"`` plate along which a param site is subsampled."""
+    frame = _data_frame(site)
+    value = site["value"]
+    shape = tuple(value.shape)
+    return int(shape[len(shape) - site["kwargs"]["event_dim"] + frame.dim])
 
 
 def _as_tensor(x: Any, dtype: torch.dtype) -> torch.Tensor:
