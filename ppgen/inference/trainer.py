@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ppgen.data.schedules import Minibatches, Schedule, argument_names
-from ppgen.errors import ConfigError
+from ppgen.errors import ConfigError, DataError
 from ppgen.inference.checks import check_count, check_seed
 from ppgen.inference.optim import Group
 
@@ -252,6 +252,52 @@ class TrainerBase:
         its arrays and their keyword names."""
         args, _, _ = Minibatches().batch(data, None)
         return args, argument_names(data)
+
+    def _check_support(self, check: Callable, model: Callable, args: tuple, names, kwargs) -> None:
+        """Run the backend's ``check_observed_support`` on one step's data where the model
+        takes the objective's data arguments (plain minibatches): a ``DataError`` names a
+        value outside its likelihood's support; any other failure is left to the real run."""
+        if not isinstance(self.schedule, Minibatches):
+            return
+        pos, by_name = self._arguments(tuple(args), names)
+        model_kwargs = {k: v for k, v in kwargs.items() if k != "beta"}
+        try:
+            check(model, pos, {**by_name, **model_kwargs})
+        except DataError:
+            raise
+        except Exception:  # noqa: BLE001 - e.g. a model with another signature
+            return
+
+    def _check_leading_dims(self, probe: Callable, args: tuple, names, kwargs) -> None:
+        """Refuse, in one line, a pair that runs on one batch but not with particles stacked
+        in a leading dimension (what ELBO/IWAE with several particles and every estimator
+        do): ``probe(args, kwargs)`` runs the backend's ``particle_terms`` with two.
+
+        Only for ppgen's particle objectives (an objective with ``num_particles``) on plain
+        minibatches; the objectives' own refusals (ConfigError, DataError) are theirs."""
+        if not (
+            isinstance(self.schedule, Minibatches) and hasattr(self.objective, "num_particles")
+        ):
+            return
+        pos, by_name = self._arguments(tuple(args), names)
+        model_kwargs = {k: v for k, v in kwargs.items() if k != "beta"}
+        try:
+            probe(pos, {**by_name, **model_kwargs})
+        except (ConfigError, DataError):
+            return
+        except Exception as error:  # noqa: BLE001 - reported as the hint, with its first line
+            raise self._leading_dims_error(error) from None
+
+    @staticmethod
+    def _leading_dims_error(error: Exception) -> ConfigError:
+        """The one-line hint for a pair that fails only with particles in a leading dim."""
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
+        return ConfigError(
+            "model and guide run on a batch but fail with particles stacked in a leading "
+            f"dimension ({first}); write them to broadcast over leading dimensions (e.g. "
+            "layers applied to (..., features) rather than x.view(-1, D) or a vmap over "
+            "the batch): several particles, IWAE and the log-likelihood estimator need it"
+        )
 
     def evaluate_bound(self, state: Any, x: Any, *, objective: Callable | None = None) -> dict:
         """The bound per example over all of ``x`` (written by each backend)."""

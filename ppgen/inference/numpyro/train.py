@@ -44,10 +44,12 @@ from numpyro.primitives import Messenger
 from numpyro.util import not_jax_tracer
 
 from ppgen.data.schedules import argument_names
-from ppgen.errors import CheckpointError, ConfigError
+from ppgen.errors import CheckpointError, ConfigError, DataError
 from ppgen.inference.numpyro.interop import to_device
 from ppgen.inference.numpyro.objectives import ELBO
 from ppgen.inference.numpyro.parallel import DataParallel
+from ppgen.inference.numpyro.particles import particle_terms
+from ppgen.inference.numpyro.support import check_observed_support
 from ppgen.inference.optim import (
     DEFAULT_GROUP,
     Group,
@@ -160,7 +162,8 @@ class Trainer(TrainerBase):
         init_key, noise_key, run_key, loss_key = jax.random.split(jax.random.PRNGKey(seed), 4)
         args = self._device_args(example)
         args = self._transformed(args, noise_key, tuple(jnp.arange(len(a)) for a in args))
-        pos, by_name = self._arguments(args, argument_names(data))
+        names = argument_names(data)
+        pos, by_name = self._arguments(args, names)
         sites = _ParamSites()
 
         def run() -> None:
@@ -168,6 +171,7 @@ class Trainer(TrainerBase):
                 out = self.objective(loss_key, self.model, self.guide, *pos, **by_name, **kwargs)
             group_losses(out, self.groups)  # one loss per group, or a clear error
 
+        self._check_support(check_observed_support, self.model, args, names, kwargs)
         if isinstance(self.guide, AutoGuide) and self.guide.prototype_trace is None:
             # An autoguide builds itself on its first call; eagerly, not under the trace
             # below (which would leave tracers in it), as numpyro's SVI.init does.
@@ -178,11 +182,23 @@ class Trainer(TrainerBase):
         # those given as arrays (networks, model attributes); the example is a constant of
         # the trace, so the models' checks of concrete data still run. Only sites whose
         # initial value is computed in the program need one (slower) eager run.
-        jax.eval_shape(run)
+        try:
+            jax.eval_shape(run)
+        except (ConfigError, DataError):
+            raise
+        except Exception as error:
+            if self._runs_alone(init_key, pos, {**by_name, **kwargs}):
+                raise self._leading_dims_error(error) from None
+            raise
         if any(value is None for value, _ in sites.sites.values()):
             run()
         if not sites.sites:
             raise ConfigError("model and guide declare no parameters: there is nothing to train")
+
+        def probe(a: tuple, k: dict[str, Any]) -> None:  # shapes only; sizes stay ints
+            jax.eval_shape(lambda: self._particles_probe(init_key, a, k))
+
+        self._check_leading_dims(probe, args, names, kwargs)
         self._set_datapoint_params(sites.plate_sizes)
         self._constraints = {name: c for name, (_, c) in sites.sites.items()}
         params = {
@@ -205,6 +221,27 @@ class Trainer(TrainerBase):
             jnp.asarray(0, jnp.int32),
         )
         return state if self.parallel is None else self.parallel.replicate(state)
+
+    def _runs_alone(self, key: jax.Array, args: tuple, kwargs: dict[str, Any]) -> bool:
+        """Whether guide and model run as written, outside any particle plate (shapes only):
+        then a failure inside the objective's particle plate is the model's broadcasting."""
+        kwargs = {k: v for k, v in kwargs.items() if k != "beta"}
+
+        def run() -> None:
+            with handlers.block(), handlers.seed(rng_seed=key):
+                self.guide(*args, **kwargs)
+                self.model(*args, **kwargs)
+
+        try:
+            jax.eval_shape(run)
+        except Exception:  # noqa: BLE001 - only asking whether it runs
+            return False
+        return True
+
+    def _particles_probe(self, key: jax.Array, args: tuple, kwargs: dict[str, Any]) -> None:
+        """Two particles of the pair (run under ``eval_shape``: shapes only)."""
+        with handlers.block(), handlers.seed(rng_seed=key):
+            particle_terms(key, self.model, self.guide, args, kwargs, num_particles=2)
 
     def _pair(self, rows: jax.Array | None) -> tuple[Any, Any]:
         """Model and guide, with the ``"data"`` plate's subsample set to ``rows`` when given
@@ -462,6 +499,11 @@ class Trainer(TrainerBase):
         if full < n:
             rest = tuple(to_device(a[None, full:]) for a in arrays)
             total = total + self._eval(state, rest, objective, names, full if datapoint else None)
+        if not np.isfinite(float(total)):  # say why when it is the data
+            model = handlers.substitute(self.model, data=self.params(state))
+            for start in range(0, n, size):
+                batch = tuple(to_device(a[start : start + size]) for a in arrays)
+                self._check_support(check_observed_support, model, batch, names, {})
         return {"elbo": -float(total) / n}
 
     # -- checkpoints ------------------------------------------------------------------

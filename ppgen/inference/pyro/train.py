@@ -53,6 +53,8 @@ from ppgen.inference.optim import (
 from ppgen.inference.pyro.interop import GlobalRNG
 from ppgen.inference.pyro.objectives import ELBO
 from ppgen.inference.pyro.parallel import DataParallel
+from ppgen.inference.pyro.particles import particle_terms
+from ppgen.inference.pyro.support import check_observed_support
 from ppgen.inference.trainer import TrainerBase
 
 __all__ = ["TrainState", "Trainer"]
@@ -125,12 +127,17 @@ class Trainer(TrainerBase):
         try:
             capture, rng = self._find_params(seed, example, kwargs, names, dtype)
         except Exception:
+            args = self._tensors(example, self._first_param_dtype or dtype)
+            self._check_support(check_observed_support, self.model, args, names, kwargs)
             # Data follow the parameters' dtype: a .double() model fails on float32 data
             # at its first parameter; run again with data of that parameter's dtype.
             found = self._first_param_dtype
             if found is None or found == dtype:
                 raise
             capture, rng = self._find_params(seed, example, kwargs, names, found)
+            dtype = found
+        args = self._tensors(example, dtype)
+        self._check_leading_dims(self._particles_probe, args, names, kwargs)
         params, constraint = {}, {}
         for name, site in capture.trace.nodes.items():
             value = site["value"]
@@ -159,6 +166,11 @@ class Trainer(TrainerBase):
         return TrainState(params, constraint, optimizers, schedulers, 0, 0, seed, rng.state)
 
     _first_param_dtype: torch.dtype | None = None
+
+    def _particles_probe(self, args: tuple, kwargs: dict[str, Any]) -> None:
+        """Two particles of the pair, without gradients, on a fork of torch's generator."""
+        with torch.no_grad(), torch.random.fork_rng(devices=[]), poutine.block():
+            particle_terms(self.model, self.guide, args, kwargs, num_particles=2)
 
     def _find_params(self, seed, example, kwargs, names, dtype) -> tuple[Any, GlobalRNG]:
         """Run the objective once on the example step with data of ``dtype`` under a
@@ -400,7 +412,14 @@ class Trainer(TrainerBase):
                 pos, by_name = self._arguments(batch, names)
                 rows = torch.arange(start, start + len(batch[0])) if datapoint else None
                 model, guide = self._pair(rows)
-                total += objective(model, guide, *pos, **by_name, **kwargs).item()
+                try:
+                    value = objective(model, guide, *pos, **by_name, **kwargs).item()
+                except ValueError:  # e.g. torch's support validation: say which value
+                    self._check_support(check_observed_support, model, batch, names, kwargs)
+                    raise
+                if not math.isfinite(value):
+                    self._check_support(check_observed_support, model, batch, names, kwargs)
+                total += value
         return {"elbo": -total / n}
 
     def params(self, state: TrainState) -> dict[str, torch.Tensor]:
