@@ -349,8 +349,8 @@ def claim_run_dir(run_dir: str | os.PathLike, *, resume: bool = False) -> Iterat
     created = not run_dir.exists()
     if resume and not is_run_dir(run_dir):
         raise CheckpointError(
-            f"{run_dir} is not a ppgen run directory, so there is nothing to resume; "
-            "drop --resume to start a new run there"
+            f"no checkpoint in {run_dir} to resume: it is not a ppgen run directory; drop "
+            "--resume to start a new run there"
         )
     if not created and not is_run_dir(run_dir):
         held = sorted(p.name for p in run_dir.iterdir())

@@ -209,10 +209,11 @@ _NOT_COMPARED = {"command", "model", "out", "resume", "quiet", "epochs", "tensor
 
 def _given(argv: Sequence[str], leaf: Any, dests: Sequence[str]) -> dict[str, Any]:
     """The flags the command line gives explicitly (not by default), by destination."""
+    unset = object()  # not a string: argparse converts string defaults with the flag's type
     parser = build_parser()
-    parser.leaves[leaf].set_defaults(**{d: argparse.SUPPRESS for d in dests})
+    parser.leaves[leaf].set_defaults(**{d: unset for d in dests})
     args, _ = parser.parse_known_args(argv)
-    return {k: v for k, v in vars(args).items() if v is not argparse.SUPPRESS}
+    return {k: v for k, v in vars(args).items() if v is not unset}
 
 
 def _flag(recipe: Recipe, dest: str) -> str:
@@ -273,7 +274,9 @@ def _config(args: argparse.Namespace, argv: Sequence[str]):
     return runs.RunConfig(
         model=args.model,
         epochs=args.epochs or RUN_DEFAULTS["epochs"],
-        train_split=fixed.get("train_split", "train_full" if args.full_train else "train"),
+        train_split=fixed.get(
+            "train_split", "train_full" if getattr(args, "full_train", False) else "train"
+        ),
         options=recipe.options.from_args(args),
         **{name: getattr(args, name) for name in _AS_GIVEN},
     )

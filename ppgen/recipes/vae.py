@@ -177,7 +177,7 @@ def _samples_and_reconstructions(run: Run, out_dir: Path, n: int = 64) -> list[P
     recon = run.backend.inference.draw(run.model.reconstruct, x, seed=0)
     return [
         plots.save_image_grid(
-            run.recipe.sample(run, n), out_dir / "samples.png", run.data.image_shape
+            run.recipe.sample(run, n), out_dir / "prior_samples.png", run.data.image_shape
         ),
         plots.save_reconstructions(x, recon, out_dir / "reconstructions.png", run.data.image_shape),
     ]
@@ -341,7 +341,7 @@ class M1Recipe(Recipe):
                 out_dir / "metrics.jsonl", out_dir / "curves.png", keys=("loss",)
             ),
             plots.save_image_grid(
-                self.sample(run, 64), out_dir / "samples.png", run.data.image_shape
+                self.sample(run, 64), out_dir / "prior_samples.png", run.data.image_shape
             ),
         ]
 
