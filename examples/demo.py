@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ppgen import data, runs
 from ppgen.cli import os_error_line
-from ppgen.errors import DataError, PPGenError
+from ppgen.errors import ConfigError, DataError, PPGenError
 
 MARK = ".ppgen-demo"  # in a directory this demo made (and may delete on its next run)
 
@@ -54,6 +54,13 @@ def demo(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/demo"))
     parser.add_argument("--dataset", choices=["mnist", "digits"], default="mnist")
     args = parser.parse_args(argv)
+
+    if args.out.exists() and not (args.out / MARK).is_file():
+        if not args.out.is_dir() or any(args.out.iterdir()):
+            raise ConfigError(
+                f"--out {args.out} exists and was not made by the demo, which writes only into "
+                "a new or empty directory (and replaces only its own): choose another --out"
+            )
 
     dataset = args.dataset
     if dataset == "mnist":
