@@ -361,12 +361,18 @@ def claim_run_dir(run_dir: str | os.PathLike, *, resume: bool = False) -> Iterat
                 "ppgen writes a run only into a new or empty directory: choose another --out"
             )
     empty = created or not any(run_dir.iterdir())
+    made = [p for p in (run_dir, *run_dir.parents) if not p.exists()]  # what mkdir creates
+
+    def remove_made() -> None:  # only empty folders: another process may have written there
+        for p in made:
+            with contextlib.suppress(OSError):
+                p.rmdir()
+
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
         lock = _lock(run_dir)
     except BaseException:
-        if created:
-            shutil.rmtree(run_dir, ignore_errors=True)
+        remove_made()
         raise
     _HELD[key] = [lock, 1]
     try:
@@ -388,8 +394,9 @@ def claim_run_dir(run_dir: str | os.PathLike, *, resume: bool = False) -> Iterat
         if empty and not has_checkpoint(run_dir):  # nothing to resume: leave it as it was
             lock.close()
             del _HELD[key]
-            if created:
+            if created:  # made by this claim, and written only under its lock
                 shutil.rmtree(run_dir, ignore_errors=True)
+                remove_made()
             else:
                 for p in run_dir.iterdir():
                     if p.is_dir():

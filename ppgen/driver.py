@@ -78,6 +78,23 @@ def _truncate_metrics(path: Path, last_epoch: int) -> list[dict]:
     return kept
 
 
+_BOOK = {"epoch": int, "best_loss": float, "bad_evals": int}
+
+
+def _check_book(book: Any, meta: dict, run_dir: Path) -> dict:
+    """The driver's bookkeeping of a checkpoint, checked (it is read from state.json)."""
+    ok = isinstance(book, dict) and all(
+        isinstance(book.get(k), t) and not isinstance(book.get(k), bool) for k, t in _BOOK.items()
+    )
+    ok = ok and book["epoch"] == meta["epoch"] and isinstance(book.get("best_epoch"), int | None)
+    if not ok:
+        raise CheckpointError(
+            f"the latest checkpoint in {run_dir} is damaged (its state.json's 'driver' entry "
+            f"is {book!r}); it cannot be resumed"
+        )
+    return dict(book)
+
+
 def fit(
     trainer: Trainer,
     x_train: np.ndarray,
@@ -140,81 +157,29 @@ def fit(
         raise ConfigError("epochs, eval_every and patience must be positive integers")
     run_dir = Path(run_dir)
     main = getattr(trainer, "is_main_process", True)
-    with claim_run_dir(run_dir, resume=resume) if main else contextlib.nullcontext():
-        return _fit(
-            trainer,
-            x_train,
-            x_valid,
-            run_dir=run_dir,
-            epochs=epochs,
-            seed=seed,
-            eval_every=eval_every,
-            patience=patience,
-            resume=resume,
-            progress=progress,
-            on_epoch=on_epoch,
-            time_limit=time_limit,
-            monitor=monitor,
-            tensorboard=tensorboard,
-        )
-
-
-_BOOK = {"epoch": int, "best_loss": float, "bad_evals": int}
-
-
-def _check_book(book: Any, meta: dict, run_dir: Path) -> dict:
-    """The driver's bookkeeping of a checkpoint, checked (it is read from state.json)."""
-    ok = isinstance(book, dict) and all(
-        isinstance(book.get(k), t) and not isinstance(book.get(k), bool) for k, t in _BOOK.items()
-    )
-    ok = ok and book["epoch"] == meta["epoch"] and isinstance(book.get("best_epoch"), int | None)
-    if not ok:
-        raise CheckpointError(
-            f"the latest checkpoint in {run_dir} is damaged (its state.json's 'driver' entry "
-            f"is {book!r}); it cannot be resumed"
-        )
-    return dict(book)
-
-
-def _fit(
-    trainer: Trainer,
-    x_train: np.ndarray,
-    x_valid: np.ndarray | None = None,
-    *,
-    run_dir: Path,
-    epochs: int,
-    seed: int = 0,
-    eval_every: int = 1,
-    patience: int | None = None,
-    resume: bool = False,
-    progress: bool = True,
-    on_epoch: Callable[[dict], None] | None = None,
-    time_limit: float | None = None,
-    monitor: dict[str, Any] | None = None,
-    tensorboard: bool = False,
-) -> FitResult:
-    main = getattr(trainer, "is_main_process", True)
     agree = getattr(trainer, "any_process", bool)
-    metrics_path = run_dir / "metrics.jsonl"
-    state = trainer.init(seed, x_train)
-    book = {"epoch": -1, "best_loss": math.inf, "best_epoch": None, "bad_evals": 0}
-
-    if resume:
-        arrays, meta = load_checkpoint(run_dir, require=RUN_META)
-        if meta["seed"] != seed:
-            raise CheckpointError(
-                f"checkpoint in {run_dir} was made with seed {meta['seed']}, not {seed}"
-            )
-        book = _check_book(meta["driver"], meta, run_dir)
-        state = trainer.load_state_arrays(state, arrays, meta["trainer"])
-        history = _truncate_metrics(metrics_path, book["epoch"]) if main else []
-    else:
-        if main:
-            metrics_path.write_text("")
-        history = []
-
-    first = book["epoch"] + 1
     with contextlib.ExitStack() as cleanup:
+        if main:  # process 0 writes: it holds the run directory until the run ends
+            cleanup.enter_context(claim_run_dir(run_dir, resume=resume))
+        metrics_path = run_dir / "metrics.jsonl"
+        state = trainer.init(seed, x_train)
+        book = {"epoch": -1, "best_loss": math.inf, "best_epoch": None, "bad_evals": 0}
+
+        if resume:
+            arrays, meta = load_checkpoint(run_dir, require=RUN_META)
+            if meta["seed"] != seed:
+                raise CheckpointError(
+                    f"checkpoint in {run_dir} was made with seed {meta['seed']}, not {seed}"
+                )
+            book = _check_book(meta["driver"], meta, run_dir)
+            state = trainer.load_state_arrays(state, arrays, meta["trainer"])
+            history = _truncate_metrics(metrics_path, book["epoch"]) if main else []
+        else:
+            if main:
+                metrics_path.write_text("")
+            history = []
+
+        first = book["epoch"] + 1
         events = None
         if tensorboard and main:
             from ppgen.tracking import TensorBoardWriter

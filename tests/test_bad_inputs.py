@@ -178,9 +178,12 @@ def run(tmp_path, vae_numpyro):
     return tmp_path / "run"
 
 
-def edit_json(path: Path, edit):
-    raw = json.loads(path.read_text())
-    path.write_text(json.dumps(edit(raw)))
+def damage(path: Path, how):
+    """Overwrite a JSON file with ``how`` (bytes), or with ``how(its content)``."""
+    if isinstance(how, bytes):
+        path.write_bytes(how)
+    else:
+        path.write_text(json.dumps(how(json.loads(path.read_text()))))
 
 
 def checkpoint(run_dir: Path, pointer="BEST") -> Path:
@@ -295,20 +298,16 @@ def test_a_full_disk_during_a_checkpoint_then_resume_is_exact(tmp_path, monkeypa
 
 
 @pytest.mark.parametrize(
-    "damage, expected",
+    "how, expected",
     [
         (lambda m: {k: v for k, v in m.items() if k != "trainer"}, "'trainer' entry is None"),
         (lambda m: {**m, "epoch": "two"}, "'epoch' entry is 'two'"),
         (b"\xff\xfe\x00binary", "unreadable or corrupt"),
     ],
 )
-def test_a_damaged_state_json(run, damage, expected):
+def test_a_damaged_state_json(run, how, expected):
     for pointer in ("BEST", "LATEST"):
-        path = checkpoint(run, pointer) / "state.json"
-        if isinstance(damage, bytes):
-            path.write_bytes(damage)
-        else:
-            edit_json(path, damage)
+        damage(checkpoint(run, pointer) / "state.json", how)
     with unchanged(run.parent):
         assert expected in one_line(cli("eval", run, "--k", "5"))
         assert expected in one_line(cli("train", "vae", "--out", run, "--resume", "--epochs", "3"))
@@ -316,7 +315,7 @@ def test_a_damaged_state_json(run, damage, expected):
 
 
 @pytest.mark.parametrize(
-    "damage, expected",
+    "how, expected",
     [
         (b"\x89PNG\x00\xff", "config.json is corrupt"),
         (lambda c: {**c, "options": {**c["options"], "hidden": "abc"}}, "hidden must be"),
@@ -328,12 +327,8 @@ def test_a_damaged_state_json(run, damage, expected):
         (lambda c: {**c, "options": {**c["options"], "analytic_kl": 1}}, "true or false"),
     ],
 )
-def test_a_damaged_config_json(run, damage, expected):
-    path = run / "config.json"
-    if isinstance(damage, bytes):
-        path.write_bytes(damage)
-    else:
-        edit_json(path, damage)
+def test_a_damaged_config_json(run, how, expected):
+    damage(run / "config.json", how)
     with unchanged(run.parent):
         assert expected in one_line(cli("eval", run, "--k", "5"))
         assert expected in one_line(cli("train", "vae", "--out", run, "--resume", "--epochs", "3"))
@@ -529,8 +524,9 @@ def test_divergence_in_the_first_epoch_promises_no_checkpoint(tmp_path, monkeypa
 
     monkeypatch.setattr(Trainer, "train_epoch", diverge)
     (tmp_path / "notes.txt").write_text("mine\n")
+    out = tmp_path / "new" / "r"  # the folders it made for the run go with it
     with unchanged(tmp_path):
-        line = one_line(cli("train", "vae", *TINY, "--epochs", "2", "--out", tmp_path / "r"))
+        line = one_line(cli("train", "vae", *TINY, "--epochs", "2", "--out", out))
     assert "no checkpoint was written" in line and "--lr" in line
     assert "clip" not in line and "epoch 0" not in line
 
@@ -609,3 +605,35 @@ def test_sample_leaves_the_pictures_of_training_alone(run):
     assert code == 0, err
     assert out.strip() == str(run / "samples.png")
     assert {p.name: p.read_bytes() for p in run.glob("*.png") if p.name in pictures} == pictures
+
+
+# -- README and help -----------------------------------------------------------------------
+
+
+def test_every_command_and_flag_is_described_with_its_default():
+    import argparse
+
+    from ppgen.cli import build_parser
+
+    parser = build_parser()
+    for key, leaf in parser.leaves.items():
+        assert leaf.description, key
+        for action in leaf._actions:  # argparse keeps no public list of a parser's flags
+            if isinstance(action, argparse._HelpAction):
+                continue
+            name = action.option_strings[0] if action.option_strings else action.dest
+            assert action.help, (key, name)
+            unset = action.default in (None, False) or action.required or not action.option_strings
+            assert unset or "default" in action.help, (key, name)
+            if action.default is None and action.option_strings and not action.required:
+                assert "default" in action.help or "required" in action.help, (key, name)
+    train = parser.leaves
+    assert "multiple of the number of classes" in _flag_help(train["train", "m2"], "--labels")
+    assert "--objective elbo" in _flag_help(train["train", "vae"], "--kl-warmup")
+    for model in ("m2", "m1m2"):  # they select on validation: no --full-train to ignore
+        assert "--full-train" not in train["train", model].format_help()
+    assert "--full-train" in train["train", "vae"].format_help()
+
+
+def _flag_help(parser, flag):
+    return next(a.help for a in parser._actions if flag in a.option_strings)

@@ -102,7 +102,9 @@ class M2Options(_SemiSupervisedOptions):
 class M1M2Options(_SemiSupervisedOptions):
     """Settings of ``m1m2``: M2 with a Gaussian likelihood on an ``m1`` run's features."""
 
-    m1_run: str | None = option(None, "the trained m1 run directory", flag="--m1", parse=str)
+    m1_run: str | None = option(
+        None, "the trained m1 run directory (required)", flag="--m1", parse=str
+    )
     m1_features: str = option(
         "sample",
         "train on z1 ~ q(z1 | x) drawn afresh every step (default, as the paper) or on M1's "
