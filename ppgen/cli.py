@@ -119,9 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
     """
     parser = _Parser(
         prog="ppgen",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Data: MNIST is read from $PPGEN_DATA (default ~/.cache/ppgen).",
+        description="Train, evaluate and sample deep generative models (Pyro or NumPyro). "
+        "`ppgen train --help` lists the models.",
+        epilog="Data: MNIST is read from $PPGEN_DATA (default ~/.cache/ppgen). A mistake in "
+        "the input or the environment is one line on stderr with exit status 2; Ctrl-C "
+        "exits with 130.",
     )
     parser.add_argument("--version", action="version", version=f"ppgen {__version__}")
     sub = parser.add_subparsers(
