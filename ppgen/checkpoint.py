@@ -360,6 +360,22 @@ def claim_run_dir(run_dir: str | os.PathLike, *, resume: bool = False) -> Iterat
                 f"{run_dir} exists and is not a ppgen run directory (it holds {shown}); "
                 "ppgen writes a run only into a new or empty directory: choose another --out"
             )
+    root = checkpoint_dir(run_dir)
+    if not resume and has_checkpoint(run_dir):
+        raise CheckpointError(
+            f"{run_dir} already holds a run: pass --resume to continue it, or choose "
+            "another output directory (--out)"
+        )
+    if (
+        not resume
+        and root.is_dir()
+        and any(p.is_dir() and not p.name.startswith(".") for p in root.iterdir())
+    ):
+        raise CheckpointError(
+            f"{run_dir} holds checkpoints but no {root / 'LATEST'} (edited or damaged); "
+            "ppgen will not replace them: write the newest checkpoint's folder name into "
+            "it and --resume, or choose another output directory (--out)"
+        )
     empty = created or not any(run_dir.iterdir())
     made = [p for p in (run_dir, *run_dir.parents) if not p.exists()]  # what mkdir creates
 
@@ -377,18 +393,6 @@ def claim_run_dir(run_dir: str | os.PathLike, *, resume: bool = False) -> Iterat
     _HELD[key] = [lock, 1]
     try:
         clean_leftovers(run_dir)
-        root = checkpoint_dir(run_dir)
-        if not resume and has_checkpoint(run_dir):
-            raise CheckpointError(
-                f"{run_dir} already holds a run: pass --resume to continue it, or choose "
-                "another output directory (--out)"
-            )
-        if not resume and root.is_dir() and any(p.is_dir() for p in root.iterdir()):
-            raise CheckpointError(
-                f"{run_dir} holds checkpoints but no {root / 'LATEST'} (edited or damaged); "
-                "ppgen will not replace them: write the newest checkpoint's folder name into "
-                "it and --resume, or choose another output directory (--out)"
-            )
         yield run_dir
     except BaseException:
         if empty and not has_checkpoint(run_dir):  # nothing to resume: leave it as it was

@@ -492,6 +492,14 @@ def test_a_fresh_run_into_a_run_without_latest_is_refused(run):
         assert "--resume" in one_line(cli("train", "vae", *TINY, "--epochs", "1", "--out", run))
 
 
+def test_a_refused_new_run_leaves_an_old_run_without_a_trace(tmp_path):
+    old = tmp_path / "old"  # written by ppgen before run directories were locked
+    shutil.copytree(Path(__file__).parent / "data" / "runs_v1" / "m2-numpyro", old)
+    with unchanged(tmp_path):
+        line = one_line(cli("train", "m2", *TINY, "--labels", "50", "--out", old))
+    assert "already holds a run" in line and not (old / LOCK_FILE).exists()
+
+
 def test_the_demo_never_deletes_a_directory_it_did_not_make(tmp_path, run):
     import importlib.util
 
