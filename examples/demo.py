@@ -7,19 +7,40 @@ matrix and the training curves, and prints where they are. Without the MNIST fil
 offline, it says so and uses scikit-learn's bundled 8x8 digits instead.
 
     python examples/demo.py [--minutes 4] [--labels 100] [--out runs/demo]
+
+Each run replaces the previous demo's directory, and only that: a directory the demo did not
+make (it marks its own with ``.ppgen-demo``) is refused, never deleted.
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 from pathlib import Path
 
 from ppgen import data, runs
-from ppgen.errors import DataError
+from ppgen.cli import os_error_line
+from ppgen.errors import ConfigError, DataError, PPGenError
+
+MARK = ".ppgen-demo"  # in a directory this demo made (and may delete on its next run)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
+    """Run the demo; returns the exit status (2 with one line on stderr for bad input)."""
+    try:
+        demo(argv)
+    except PPGenError as e:
+        print(f"demo: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"demo: error: {os_error_line(e)}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def demo(argv: list[str] | None = None) -> None:
+    """Train, evaluate and draw the pictures (see the module's docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=4.0, help="training time budget")
     parser.add_argument("--labels", type=int, default=100, help="labelled training examples")
@@ -33,6 +54,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/demo"))
     parser.add_argument("--dataset", choices=["mnist", "digits"], default="mnist")
     args = parser.parse_args(argv)
+
+    if args.out.exists() and not (args.out / MARK).is_file():
+        if not args.out.is_dir() or any(args.out.iterdir()):
+            raise ConfigError(
+                f"--out {args.out} exists and was not made by the demo, which writes only into "
+                "a new or empty directory (and replaces only its own): choose another --out"
+            )
 
     dataset = args.dataset
     if dataset == "mnist":
@@ -57,14 +85,15 @@ def main(argv: list[str] | None = None) -> None:
         lr=1e-3,
         seed=0,
     )
-    if args.out.exists():
-        shutil.rmtree(args.out)
+    if (args.out / MARK).is_file():
+        shutil.rmtree(args.out)  # the previous demo's run
     print(
         f"training M2 on {dataset} with {args.labels} labels (NumPyro backend, alpha="
         f"{args.alpha:g}) for {args.minutes:g} minutes into {args.out} ..."
     )
 
     def report(record: dict) -> None:
+        (args.out / MARK).touch()
         print(
             f"epoch {record['epoch'] + 1:3d}: loss {record['loss']:7.2f} nats, validation "
             f"error {100 * record['valid_error']:5.2f}%, test error "
@@ -92,4 +121,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -8,27 +8,35 @@
     ppgen sample runs/vae -n 64
 
 Every model is a registered recipe (``ppgen.recipes``); ``ppgen train MODEL`` takes the
-settings every run shares and the model's own options. Errors caused by input (unknown
-options, bad values, missing data, corrupt checkpoints) are printed as one line on stderr
-with exit status 2; nothing prints a traceback for them.
+settings every run shares and the model's own options. A mistake of the user's or of the
+environment (an unknown option, a bad value, missing or unreadable data, a damaged run
+directory, a full disk) is printed as one line on stderr with exit status 2, and Ctrl-C
+exits with 130; neither prints a traceback. Any other exception is a bug in ppgen and keeps
+its traceback, so that it gets reported.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import json
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+from ppgen import __version__
+from ppgen.checkpoint import RUN_META, has_checkpoint, load_checkpoint
+from ppgen.config import RUN_DEFAULTS
 from ppgen.data import DATASETS
 from ppgen.errors import ConfigError, PPGenError
 from ppgen.inference.optim import LR_SCHEDULES
 from ppgen.recipes import RECIPES, Recipe
-from ppgen.recipes.base import BACKENDS, positive
+from ppgen.recipes.base import BACKENDS, help_with_default, positive, seed_int
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "main", "os_error_line"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -39,59 +47,85 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _shared_arguments(p: argparse.ArgumentParser, recipe: Recipe) -> None:
-    """The settings of every run, with the recipe's defaults."""
-    defaults = recipe.defaults
+    """The settings of every run, with the recipe's defaults; the flags of settings the
+    recipe fixes (``Recipe.fixed_settings``) are not offered."""
+    d = {**dict(RUN_DEFAULTS), **dict(recipe.defaults)}
+    datasets = recipe.datasets or tuple(DATASETS)
     g = p.add_argument_group("run settings")
-    g.add_argument("--backend", choices=BACKENDS, default="numpyro")
-    g.add_argument("--dataset", choices=recipe.datasets or tuple(DATASETS), default="mnist")
-    g.add_argument(
+
+    def add(flag: str, text: str, **kw: Any) -> None:
+        g.add_argument(flag, help=help_with_default(text, kw.get("default")), **kw)
+
+    add("--backend", "pyro (PyTorch) or numpyro (JAX)", choices=BACKENDS, default=d["backend"])
+    add(
+        "--dataset",
+        "training data: mnist (28x28, read from $PPGEN_DATA) or digits (scikit-learn's "
+        "8x8, no files needed)",
+        choices=datasets,
+        default=d["dataset"],
+    )
+    add(
         "--epochs",
+        f"total epochs (default {d['epochs']}; with --resume, the new total)",
         type=positive(int),
-        default=None,
-        help="total epochs (default 10; with --resume, raises the total)",
+        metavar="N",
     )
-    g.add_argument("--batch-size", type=positive(int), default=defaults.get("batch_size", 100))
-    g.add_argument("--lr", type=positive(float), default=defaults.get("lr", 1e-3))
-    g.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="constant")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--eval-every", type=positive(int), default=1)
-    g.add_argument(
-        "--patience",
-        type=positive(int),
-        default=None,
-        help="stop after this many evaluations without improvement",
-    )
-    g.add_argument(
-        "--full-train",
-        action="store_true",
-        help="train on all training examples (no validation split)",
-    )
-    g.add_argument(
+    add("--batch-size", "examples per training step", type=positive(int),
+        default=d["batch_size"], metavar="N")  # fmt: skip
+    add("--lr", "learning rate (the peak rate under a schedule)", type=positive(float),
+        default=d["lr"])  # fmt: skip
+    add("--lr-schedule", "constant, or decaying over the run", choices=LR_SCHEDULES,
+        default=d["lr_schedule"])  # fmt: skip
+    add("--seed", "seed of the whole run: weights, labelled examples, every epoch's "
+        "randomness", type=seed_int, default=d["seed"])  # fmt: skip
+    add("--eval-every", "evaluate on the validation set every N epochs (and after the last)",
+        type=positive(int), default=d["eval_every"], metavar="N")  # fmt: skip
+    add("--patience", "stop after N evaluations without improvement (default: never)",
+        type=positive(int), metavar="N")  # fmt: skip
+    if "train_split" not in recipe.fixed_settings:
+        add(
+            "--full-train",
+            "train on every training example, the validation split included (no "
+            "validation: the last epoch counts as the best)",
+            action="store_true",
+        )
+    add(
         "--devices",
+        "data-parallel devices: processes under torchrun (Pyro) or a JAX mesh (NumPyro)",
         type=positive(int),
-        default=1,
-        help="data-parallel devices: processes under torchrun (Pyro) or a JAX mesh (NumPyro)",
+        default=d["devices"],
+        metavar="N",
     )
-    g.add_argument(
+    add(
         "--tensorboard",
+        "also write TensorBoard events to OUT/tensorboard (pip install 'ppgen[tensorboard]')",
         action="store_true",
-        help="also write TensorBoard events to OUT/tensorboard (pip install 'ppgen[tensorboard]')",
     )
-    g.add_argument("--out", type=Path, required=True, help="run directory")
-    g.add_argument(
-        "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
+    add("--out", "run directory: a new or empty directory, or the run to --resume",
+        type=Path, required=True)  # fmt: skip
+    add(
+        "--resume",
+        "continue the run in --out from its last checkpoint (only --epochs may change)",
+        action="store_true",
     )
-    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    add("--quiet", "no progress bar", action="store_true")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``ppgen`` argument parser: one ``train`` sub-command per registered model."""
+    """The ``ppgen`` argument parser: one ``train`` sub-command per registered model.
+
+    ``parser.leaves`` maps each command (``"eval"``, ``"sample"``) and each ``("train",
+    MODEL)`` to its own parser, the one whose help an error points at.
+    """
     parser = _Parser(
         prog="ppgen",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Data: MNIST is read from $PPGEN_DATA (default ~/.cache/ppgen).",
+        description="Train, evaluate and sample deep generative models (Pyro or NumPyro). "
+        "`ppgen train --help` lists the models.",
+        epilog="Data: MNIST is read from $PPGEN_DATA (default ~/.cache/ppgen). A mistake in "
+        "the input or the environment is one line on stderr with exit status 2; Ctrl-C "
+        "exits with 130.",
     )
+    parser.add_argument("--version", action="version", version=f"ppgen {__version__}")
     sub = parser.add_subparsers(
         dest="command", required=True, parser_class=_Parser, metavar="{train,eval,sample}"
     )
@@ -108,38 +142,61 @@ def build_parser() -> argparse.ArgumentParser:
     parser.leaves = {}  # the parser of each command (and model): where its errors point
     for recipe in RECIPES.values():
         m = parser.leaves["train", recipe.name] = models.add_parser(
-            recipe.name,
-            help=recipe.help,
-            description=recipe.description,
-            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+            recipe.name, help=recipe.help, description=recipe.description
         )
         _shared_arguments(m, recipe)
         recipe.options.add_arguments(m)
 
+    nll = ", ".join(r.name for r in RECIPES.values() if "k" in r.eval_flags)
     p = parser.leaves["eval"] = sub.add_parser(
-        "eval", help="test figures of a run (NLL and ELBO, or classification error)"
+        "eval",
+        help="test figures of a run (NLL and ELBO, or classification error)",
+        description="Evaluate a trained run on its test set, as its model's recipe does: the "
+        f"importance-sampled NLL and the ELBO in nats ({nll}), or the classification error "
+        "(semi-supervised models). --k, --limit and --batch-size apply to the NLL only.",
     )
     p.add_argument("run", type=Path, help="run directory")
     p.add_argument(
-        "--k", type=positive(int), default=5000, help="importance samples (latent-variable models)"
+        "--k",
+        type=positive(int),
+        default=5000,
+        metavar="K",
+        help=help_with_default("importance samples per test example for the NLL", 5000),
     )
     p.add_argument(
         "--limit",
         type=positive(int),
-        default=None,
-        help="evaluate on the first N test examples only",
+        metavar="N",
+        help="evaluate on the first N test examples only (default: all)",
     )
-    p.add_argument("--batch-size", type=positive(int), default=100)
-    p.add_argument("--checkpoint", choices=["best", "latest"], default="best")
-    p.add_argument("--json", action="store_true", help="end with one JSON line")
+    p.add_argument("--batch-size", type=positive(int), default=100, metavar="N",
+                   help=help_with_default("test examples per batch of the NLL", 100))  # fmt: skip
+    p.add_argument(
+        "--checkpoint",
+        choices=["best", "latest"],
+        default="best",
+        help=help_with_default("best: the best validation figure; latest: the last epoch", "best"),
+    )
+    p.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
 
     p = parser.leaves["sample"] = sub.add_parser(
-        "sample", help="write a PNG grid of samples from a run"
+        "sample",
+        help="write a PNG grid of samples from a run",
+        description="Draw samples from a trained run (its best checkpoint) and write them as "
+        "one PNG grid; the path is printed.",
     )
     p.add_argument("run", type=Path, help="run directory")
-    p.add_argument("-n", type=positive(int), default=64, help="number of samples")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=None, help="PNG path (default RUN/samples.png)")
+    p.add_argument(
+        "-n", type=positive(int), default=64, help=help_with_default("number of samples", 64)
+    )
+    p.add_argument(
+        "--seed", type=seed_int, default=0, help=help_with_default("seed of the draws", 0)
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="PNG file to write, not an existing one (default: RUN/samples.png)",
+    )
     return parser
 
 
@@ -148,9 +205,49 @@ _AS_GIVEN = (
     *("backend", "dataset", "batch_size", "lr", "lr_schedule", "seed"),
     *("eval_every", "patience", "devices", "tensorboard"),
 )
+# Flags that are not settings of the run, or that a resumed run may change.
+_NOT_COMPARED = {"command", "model", "out", "resume", "quiet", "epochs", "tensorboard"}
 
 
-def _config(args: argparse.Namespace):
+def _given(argv: Sequence[str], leaf: Any, dests: Sequence[str]) -> dict[str, Any]:
+    """The flags the command line gives explicitly (not by default), by destination."""
+    unset = object()  # not a string: argparse converts string defaults with the flag's type
+    parser = build_parser()
+    parser.leaves[leaf].set_defaults(**{d: unset for d in dests})
+    args, _ = parser.parse_known_args(argv)
+    return {k: v for k, v in vars(args).items() if v is not unset}
+
+
+def _flag(recipe: Recipe, dest: str) -> str:
+    for f in dataclasses.fields(recipe.options):
+        if f.name == dest and f.metadata.get("flag"):
+            return f.metadata["flag"]
+    return "--" + dest.replace("_", "-")
+
+
+def _check_resume(args: argparse.Namespace, argv: Sequence[str], config: Any) -> None:
+    """Refuse a resumed run whose command line differs from its config.json in anything
+    but --epochs (and an added --tensorboard), naming the first such flag."""
+    recipe = RECIPES[args.model]
+    given = _given(argv, ("train", args.model), list(vars(args)))
+    option_names = {f.name for f in dataclasses.fields(recipe.options)}
+    for dest in sorted(set(given) - _NOT_COMPARED):
+        if dest == "full_train":
+            value, stored = "train_full" if given[dest] else "train", config.train_split
+        elif dest in option_names:
+            value, stored = given[dest], getattr(config.options, dest)
+        else:
+            value, stored = given[dest], getattr(config, dest)
+        if value != stored:
+            shown = ",".join(map(str, stored)) if isinstance(stored, tuple) else stored
+            raise ConfigError(
+                f"{_flag(recipe, dest)} differs from the run in {args.out} (it has {shown}); a "
+                "resumed run keeps its settings and only --epochs may change: drop "
+                f"{_flag(recipe, dest)}, or train a new run into another --out"
+            )
+
+
+def _config(args: argparse.Namespace, argv: Sequence[str]):
     from ppgen import runs
 
     recipe = RECIPES[args.model]
@@ -161,15 +258,27 @@ def _config(args: argparse.Namespace):
                 f"{args.out} holds a {config.model} run; resume it with `ppgen train "
                 f"{config.model} --out {args.out} --resume`"
             )
-        return dataclasses.replace(
+        _check_resume(args, argv, config)
+        config = dataclasses.replace(
             config,
             epochs=max(config.epochs, args.epochs or 0),
             tensorboard=config.tensorboard or args.tensorboard,
         )
+        _, meta = load_checkpoint(args.out, require=RUN_META)
+        done = meta["epoch"] + 1
+        if done >= config.epochs:
+            raise ConfigError(
+                f"the run in {args.out} has trained {done} of its {config.epochs} epochs; "
+                f"pass --epochs N with N > {done} to train it further"
+            )
+        return config
+    fixed = dict(recipe.fixed_settings)
     return runs.RunConfig(
         model=args.model,
-        epochs=args.epochs or 10,
-        train_split="train_full" if args.full_train else "train",
+        epochs=args.epochs or RUN_DEFAULTS["epochs"],
+        train_split=fixed.get(
+            "train_split", "train_full" if getattr(args, "full_train", False) else "train"
+        ),
         options=recipe.options.from_args(args),
         **{name: getattr(args, name) for name in _AS_GIVEN},
     )
@@ -179,7 +288,7 @@ def _train(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from ppgen import runs
     from ppgen.launch import is_main_process, prepare_devices
 
-    config = _config(args)
+    config = _config(args, argv)
     status = prepare_devices(config.backend, config.devices, argv)
     if status is not None:
         return status
@@ -202,6 +311,18 @@ def _train(args: argparse.Namespace, argv: Sequence[str]) -> int:
 def _eval(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from ppgen import runs
 
+    recipe = runs.load_config(args.run).recipe
+    given = _given(argv, "eval", list(vars(args)))
+    ignored = [f for f in ("k", "limit", "batch_size") if f in given and f not in recipe.eval_flags]
+    if ignored:  # said, not refused: scripts evaluate runs of every family alike
+        flags = ", ".join("--" + f.replace("_", "-") for f in ignored)
+        print(
+            f"ppgen: note: {flags} not used: a {recipe.name} run is evaluated by its test "
+            "classification error on the whole test set"
+            if not recipe.eval_flags
+            else f"ppgen: note: {flags} not used by a {recipe.name} run",
+            file=sys.stderr,
+        )
     run = runs.load_trained(args.run, "BEST" if args.checkpoint == "best" else "LATEST")
     out = runs.evaluate(
         run, k=args.k, limit=args.limit, batch_size=args.batch_size, progress=not args.json
@@ -215,16 +336,77 @@ def _eval(args: argparse.Namespace, argv: Sequence[str]) -> int:
 def _sample(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from ppgen import plots, runs
 
+    path = args.out
+    if path is not None:  # the user's own path: never a directory, never overwritten
+        if path.is_dir():
+            raise ConfigError(f"--out {path} is a directory; name a PNG file, e.g. {path}/x.png")
+        if path.suffix.lower() != ".png":
+            raise ConfigError(f"--out {path} must name a .png file (ppgen writes PNG)")
+        if path.exists():
+            raise ConfigError(
+                f"{path} exists and ppgen does not overwrite it: choose another --out"
+            )
     run = runs.load_trained(args.run)
-    path = args.out or args.run / "samples.png"
+    path = path or args.run / "samples.png"
     plots.save_image_grid(runs.sample(run, args.n, args.seed), path, run.data.image_shape)
     print(path)
     return 0
 
 
+_NUMBER = re.compile(r"-(\d+\.?\d*|\.\d+)(e[-+]?\d+)?|-inf|-nan", re.IGNORECASE)
+
+
+def _join_negative_values(argv: Sequence[str]) -> list[str]:
+    """``--lr -1e-3`` as ``--lr=-1e-3``: argparse reads a value that starts with ``-`` and
+    is not a plain decimal (``-1e-3``, ``-inf``) as an option, and then reports a missing
+    argument instead of the bad value."""
+    out: list[str] = []
+    for a in argv:
+        prev = out[-1] if out else ""
+        if _NUMBER.fullmatch(a) and prev.startswith("-") and "=" not in prev:
+            if not _NUMBER.fullmatch(prev) and prev != "--":
+                out[-1] = f"{prev}={a}"
+                continue
+        out.append(a)
+    return out
+
+
+_HINTS = {
+    errno.ENOSPC: "free some disk space and run the command again (a training run "
+    "continues from its last checkpoint with --resume)",
+    errno.EACCES: "check the permissions of that path, or choose another one",
+    errno.EPERM: "check the permissions of that path, or choose another one",
+    errno.EROFS: "the file system is read-only: choose another path",
+    errno.ENOENT: "check the path",
+    errno.ENOTDIR: "a part of the path is a file, not a directory: check the path",
+    errno.EISDIR: "the path is a directory: check the path",
+}
+
+
+def os_error_line(e: OSError) -> str:
+    """One line for an error of the environment (permissions, a full disk, a bad path):
+    what failed, where, and what to do."""
+    where = f": {e.filename}" if e.filename else ""
+    what = e.strerror or str(e)
+    hint = _HINTS.get(e.errno, "check the path and the disk, then run the command again")
+    return f"{what}{where}; {hint}"
+
+
+def _interrupted(args: argparse.Namespace) -> str:
+    if args.command == "train" and has_checkpoint(args.out):
+        return (
+            f"interrupted; `ppgen train {args.model} --out {args.out} --resume` continues "
+            "from the last checkpoint"
+        )
+    if args.command == "train":
+        return "interrupted before the run's first checkpoint; nothing was saved to resume"
+    return "interrupted"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``ppgen`` console script; returns the exit status."""
-    argv = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
+    """Entry point of the ``ppgen`` console script; returns the exit status (0; 2 for a
+    mistake in the input or the environment, printed as one line; 130 on Ctrl-C)."""
+    argv = _join_negative_values([str(a) for a in (sys.argv[1:] if argv is None else argv)])
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # named by the command that refuses them, with that command's help
@@ -233,11 +415,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return {"train": _train, "eval": _eval, "sample": _sample}[args.command](args, argv)
     except PPGenError as e:
-        print("ppgen: error: " + " ".join(str(e).split()), file=sys.stderr)
-        return 2
+        message = " ".join(str(e).split())
+    except OSError as e:  # the environment's: unreadable paths, a full disk
+        message = " ".join(os_error_line(e).split())
     except KeyboardInterrupt:
-        print("ppgen: interrupted; --resume continues from the last checkpoint", file=sys.stderr)
+        print(f"ppgen: {_interrupted(args)}", file=sys.stderr)
         return 130
+    print(f"ppgen: error: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -22,11 +22,18 @@ from pathlib import Path
 from typing import Any
 
 from ppgen.data import DATASETS
-from ppgen.errors import CheckpointError, ConfigError
+from ppgen.errors import CheckpointError, ConfigError, PPGenError
 from ppgen.inference.optim import LR_SCHEDULES
 from ppgen.recipes.base import BACKENDS, Options
 
-__all__ = ["CONFIG_FORMAT", "RunConfig", "load_config", "make_config", "migrate_v1"]
+__all__ = [
+    "CONFIG_FORMAT",
+    "RUN_DEFAULTS",
+    "RunConfig",
+    "load_config",
+    "make_config",
+    "migrate_v1",
+]
 
 CONFIG_FORMAT = "ppgen-run-v2"
 _V1 = "ppgen-run-v1"
@@ -80,6 +87,8 @@ class RunConfig:
     options: Options | None = None
 
     def __post_init__(self) -> None:
+        if not isinstance(self.model, str):
+            raise ConfigError(f"model must be a model's name, got {self.model!r}")
         recipe = _recipe(self.model)
         datasets = recipe.datasets or tuple(DATASETS)
         for name, value, choices in [
@@ -102,8 +111,12 @@ class RunConfig:
             isinstance(self.seed, int) and 0 <= self.seed < 2**32
         ):
             raise ConfigError(f"seed must be an integer in [0, 2**32), got {self.seed!r}")
-        if not (isinstance(self.lr, int | float) and self.lr > 0 and math.isfinite(self.lr)):
+        if isinstance(self.lr, bool) or not (
+            isinstance(self.lr, int | float) and self.lr > 0 and math.isfinite(self.lr)
+        ):
             raise ConfigError(f"lr must be a positive number, got {self.lr!r}")
+        if not isinstance(self.tensorboard, bool):
+            raise ConfigError(f"tensorboard must be true or false, got {self.tensorboard!r}")
         options = self.options if self.options is not None else recipe.options()
         if type(options) is not recipe.options:
             raise ConfigError(
@@ -144,6 +157,12 @@ class RunConfig:
         return cls(**raw, options=options)
 
 
+RUN_DEFAULTS = {
+    f.name: f.default for f in dataclasses.fields(RunConfig) if f.name not in ("model", "options")
+}
+"""The defaults of the shared settings (a recipe's ``defaults`` take precedence)."""
+
+
 def migrate_v1(raw: dict[str, Any]) -> dict[str, Any]:
     """A flat v1 config (every family's settings side by side) as v2 settings: the shared
     ones kept, the model's own moved into ``options`` by its recipe (``Recipe.from_v1``),
@@ -182,16 +201,20 @@ def load_config(run_dir: str | os.PathLike) -> RunConfig:
     Raises:
         CheckpointError: No such file, or not a readable ppgen run config.
     """
-    path = Path(run_dir) / "config.json"
+    run_dir = Path(run_dir)
+    path = run_dir / "config.json"
+    if not run_dir.is_dir():
+        what = "a file" if run_dir.exists() else "no such directory"
+        raise CheckpointError(f"{run_dir} is not a ppgen run directory ({what})")
     try:
-        raw = json.loads(path.read_text())
+        raw = json.loads(path.read_bytes())
     except FileNotFoundError as e:
         raise CheckpointError(f"{run_dir} is not a ppgen run directory (no config.json)") from e
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path} is corrupt: {e}") from e
+    except ValueError as e:  # not JSON, or not UTF-8 text
+        raise CheckpointError(f"{path} is corrupt ({e}); it cannot be loaded") from e
     if not isinstance(raw, dict) or raw.get("format") not in (CONFIG_FORMAT, _V1):
         raise CheckpointError(f"{path} is not a ppgen run config")
     try:
         return RunConfig.from_json(raw)
-    except (ConfigError, TypeError) as e:
+    except (PPGenError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path} does not describe a run this ppgen can load: {e}") from e

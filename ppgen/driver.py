@@ -21,7 +21,13 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 from tqdm.auto import tqdm
 
-from ppgen.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint, write_atomic
+from ppgen.checkpoint import (
+    RUN_META,
+    claim_run_dir,
+    load_checkpoint,
+    save_checkpoint,
+    write_atomic,
+)
 from ppgen.errors import CheckpointError, ConfigError, DivergenceError
 
 __all__ = ["Trainer", "FitResult", "fit", "read_metrics"]
@@ -70,6 +76,23 @@ def _truncate_metrics(path: Path, last_epoch: int) -> list[dict]:
     kept = [r for r in read_metrics(path.parent) if r["epoch"] <= last_epoch]
     write_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
     return kept
+
+
+_BOOK = {"epoch": int, "best_loss": float, "bad_evals": int}
+
+
+def _check_book(book: Any, meta: dict, run_dir: Path) -> dict:
+    """The driver's bookkeeping of a checkpoint, checked (it is read from state.json)."""
+    ok = isinstance(book, dict) and all(
+        isinstance(book.get(k), t) and not isinstance(book.get(k), bool) for k, t in _BOOK.items()
+    )
+    ok = ok and book["epoch"] == meta["epoch"] and isinstance(book.get("best_epoch"), int | None)
+    if not ok:
+        raise CheckpointError(
+            f"the latest checkpoint in {run_dir} is damaged (its state.json's 'driver' entry "
+            f"is {book!r}); it cannot be resumed"
+        )
+    return dict(book)
 
 
 def fit(
@@ -124,41 +147,39 @@ def fit(
     Raises:
         DivergenceError: The training loss became NaN or infinite; the last good
             checkpoint stays as it was.
-        CheckpointError: ``resume`` without a checkpoint, a foreign checkpoint, or a fresh
-            run into a directory that already holds one.
+        CheckpointError: ``resume`` without a checkpoint, a foreign or damaged checkpoint,
+            a fresh run into a directory that already holds one, or another process
+            writing to ``run_dir`` (see :func:`ppgen.checkpoint.claim_run_dir`).
+        ConfigError: ``run_dir`` is a file, or a directory that is not a ppgen run and not
+            empty (ppgen never writes into the user's own folders).
     """
     if epochs < 1 or eval_every < 1 or (patience is not None and patience < 1):
         raise ConfigError("epochs, eval_every and patience must be positive integers")
     run_dir = Path(run_dir)
     main = getattr(trainer, "is_main_process", True)
     agree = getattr(trainer, "any_process", bool)
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    metrics_path = run_dir / "metrics.jsonl"
-    state = trainer.init(seed, x_train)
-    book = {"epoch": -1, "best_loss": math.inf, "best_epoch": None, "bad_evals": 0}
-
-    if resume:
-        arrays, meta = load_checkpoint(run_dir)
-        if meta.get("seed") != seed:
-            raise CheckpointError(
-                f"checkpoint in {run_dir} was made with seed {meta.get('seed')}, not {seed}"
-            )
-        state = trainer.load_state_arrays(state, arrays, meta["trainer"])
-        book = meta["driver"]
-        history = _truncate_metrics(metrics_path, book["epoch"]) if main else []
-    else:
-        if has_checkpoint(run_dir):
-            raise CheckpointError(
-                f"{run_dir} already holds a run: pass --resume to continue it, or choose "
-                "another output directory"
-            )
-        if main:
-            metrics_path.write_text("")
-        history = []
-
-    first = book["epoch"] + 1
     with contextlib.ExitStack() as cleanup:
+        if main:  # process 0 writes: it holds the run directory until the run ends
+            cleanup.enter_context(claim_run_dir(run_dir, resume=resume))
+        metrics_path = run_dir / "metrics.jsonl"
+        state = trainer.init(seed, x_train)
+        book = {"epoch": -1, "best_loss": math.inf, "best_epoch": None, "bad_evals": 0}
+
+        if resume:
+            arrays, meta = load_checkpoint(run_dir, require=RUN_META)
+            if meta["seed"] != seed:
+                raise CheckpointError(
+                    f"checkpoint in {run_dir} was made with seed {meta['seed']}, not {seed}"
+                )
+            book = _check_book(meta["driver"], meta, run_dir)
+            state = trainer.load_state_arrays(state, arrays, meta["trainer"])
+            history = _truncate_metrics(metrics_path, book["epoch"]) if main else []
+        else:
+            if main:
+                metrics_path.write_text("")
+            history = []
+
+        first = book["epoch"] + 1
         events = None
         if tensorboard and main:
             from ppgen.tracking import TensorBoardWriter
@@ -186,10 +207,14 @@ def fit(
             state, metrics = trainer.train_epoch(state, x_train, epoch)
             loss = float(metrics["loss"])
             if not math.isfinite(loss):
+                kept = (
+                    f"the last good checkpoint (epoch {book['epoch'] + 1}) in {run_dir} is kept"
+                    if book["epoch"] >= 0
+                    else "no checkpoint was written"
+                )
                 raise DivergenceError(
-                    f"training diverged: loss is {loss} in epoch {epoch + 1}. The last good "
-                    f"checkpoint (epoch {book['epoch'] + 1}) in {run_dir} is kept; lower the "
-                    "learning rate (--lr) or clip gradients, then start again or --resume."
+                    f"training diverged: the loss is {loss} in epoch {epoch + 1}; {kept}. "
+                    "Lower the learning rate (--lr) and train a new run."
                 )
             record: dict[str, Any] = {"epoch": epoch, **{k: float(v) for k, v in metrics.items()}}
             record["train_seconds"] = time.perf_counter() - t0

@@ -1,6 +1,7 @@
 """Errors ppgen raises on bad input: each message says what is wrong and how to fix it.
 
-The command line prints these as one line (no traceback); every other exception is a bug.
+The command line prints these (and the environment's OSError: permissions, a full disk) as
+one line with exit status 2, no traceback; every other exception is a bug.
 """
 
 __all__ = ["PPGenError", "DataError", "CheckpointError", "ConfigError", "DivergenceError"]
@@ -23,4 +24,4 @@ class ConfigError(PPGenError, ValueError):
 
 
 class DivergenceError(PPGenError, FloatingPointError):
-    """Training produced a NaN or infinite loss; the last good checkpoint is kept."""
+    """Training produced a NaN or infinite loss; the checkpoints written before it are kept."""

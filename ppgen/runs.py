@@ -10,7 +10,9 @@ model's recipe. Backends are imported lazily (by the recipes, through
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from ppgen.checkpoint import has_checkpoint, load_checkpoint, write_atomic
+from ppgen.checkpoint import RUN_META, claim_run_dir, load_checkpoint, write_atomic
 from ppgen.config import RunConfig, load_config, make_config
 from ppgen.driver import FitResult, fit
-from ppgen.errors import CheckpointError
+from ppgen.errors import CheckpointError, ConfigError
 from ppgen.recipes import Backend, FitData, Recipe, backend
 
 __all__ = [
@@ -75,6 +77,12 @@ class Run:
 
 def _build(config: RunConfig) -> tuple[FitData, Any]:
     data = config.recipe.prepare(config)
+    if config.batch_size > data.num_data:
+        raise ConfigError(
+            f"--batch-size {config.batch_size} is more than the {data.num_data} training "
+            f"examples of this {config.model} run on {config.dataset} (per epoch); choose "
+            f"at most {data.num_data}"
+        )
     return data, config.recipe.build(config, data, backend(config.backend))
 
 
@@ -101,34 +109,37 @@ def train(
             ``test_*``; model selection still uses the validation set only).
 
     Raises:
-        CheckpointError: A fresh run into a directory that already holds one.
+        CheckpointError: A fresh run into a directory that already holds one, ``resume``
+            without a checkpoint, or another process writing to ``run_dir``.
+        ConfigError: ``run_dir`` is a file, or a directory that is neither empty nor a ppgen
+            run (:func:`ppgen.checkpoint.claim_run_dir`), or a bad setting.
+        OSError: ``run_dir`` cannot be written (permissions, a full disk); the run stays as
+            its last checkpoint left it.
     """
     run_dir = Path(run_dir)
-    data, built = _build(config)
-    if not resume and has_checkpoint(run_dir):
-        raise CheckpointError(
-            f"{run_dir} already holds a run: pass --resume to continue it, or choose another "
-            "output directory"
+    data, built = _build(config)  # a bad setting or missing data fails before any write
+    main = built.trainer.is_main_process
+    with claim_run_dir(run_dir, resume=resume) if main else contextlib.nullcontext():
+        if main:
+            if resume:  # a damaged checkpoint is refused before config.json changes
+                load_checkpoint(run_dir, require=RUN_META)
+            write_atomic(run_dir / "config.json", config.to_json())  # on resume: a raised total
+        return fit(
+            built.trainer,
+            data.train,
+            data.valid,
+            run_dir=run_dir,
+            epochs=config.epochs,
+            seed=config.seed,
+            eval_every=config.eval_every,
+            patience=config.patience,
+            resume=resume,
+            progress=progress,
+            on_epoch=on_epoch,
+            time_limit=time_limit,
+            monitor={"test": data.test} if monitor_test else None,
+            tensorboard=config.tensorboard,
         )
-    if built.trainer.is_main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(run_dir / "config.json", config.to_json())  # on resume: a raised total
-    return fit(
-        built.trainer,
-        data.train,
-        data.valid,
-        run_dir=run_dir,
-        epochs=config.epochs,
-        seed=config.seed,
-        eval_every=config.eval_every,
-        patience=config.patience,
-        resume=resume,
-        progress=progress,
-        on_epoch=on_epoch,
-        time_limit=time_limit,
-        monitor={"test": data.test} if monitor_test else None,
-        tensorboard=config.tensorboard,
-    )
 
 
 def load_trained(run_dir: str | os.PathLike, pointer: str = "BEST") -> Run:
@@ -139,10 +150,10 @@ def load_trained(run_dir: str | os.PathLike, pointer: str = "BEST") -> Run:
         CheckpointError: Not a run directory, no such checkpoint, or one of another model.
     """
     config = load_config(run_dir)
+    arrays, meta = load_checkpoint(run_dir, pointer, require={"epoch": int, "trainer": dict})
     # Evaluating and sampling run in this one process, whatever the run trained on.
     data, built = _build(dataclasses.replace(config, devices=1))
     state = built.trainer.init(config.seed, data.train)
-    arrays, meta = load_checkpoint(run_dir, pointer)
     state = built.trainer.load_state_arrays(state, arrays, meta["trainer"])
     model = built.model.bind(built.trainer.params(state))
     return Run(
@@ -152,14 +163,42 @@ def load_trained(run_dir: str | os.PathLike, pointer: str = "BEST") -> Run:
 
 def evaluate(run: Run, **settings: Any) -> dict[str, Any]:
     """The test figures of a trained run, as its recipe computes them (``settings``: the
-    ``ppgen eval`` flags ``k``, ``limit``, ``batch_size``, ``progress``)."""
-    return run.recipe.evaluate(run, **settings)
+    ``ppgen eval`` flags ``k``, ``limit``, ``batch_size``, ``progress``).
+
+    Raises:
+        CheckpointError: A figure is NaN or infinite (the weights are finite, but the model
+            they make gives no usable figure): never reported as a result.
+    """
+    out = run.recipe.evaluate(run, **settings)
+    bad = [
+        k
+        for k, v in out.items()
+        if isinstance(v, float | int) and not isinstance(v, bool) and not math.isfinite(v)
+    ]
+    if bad:
+        raise CheckpointError(
+            f"the checkpoint of {run.directory} (epoch {run.epoch + 1}) gives "
+            + ", ".join(f"{k} = {out[k]}" for k in bad)
+            + ": its weights are unusable; train the run again, with a lower learning rate"
+        )
+    return out
 
 
 def sample(run: Run, n: int, seed: int = 0) -> np.ndarray:
     """``n`` images from a trained run, numpy ``(n, D)``; the caller's random streams are
-    left as they were."""
-    return run.recipe.sample(run, n, seed)
+    left as they were.
+
+    Raises:
+        CheckpointError: The samples hold NaN or infinite values (unusable weights).
+    """
+    x = run.recipe.sample(run, n, seed)
+    if not np.isfinite(x).all():
+        raise CheckpointError(
+            f"the checkpoint of {run.directory} (epoch {run.epoch + 1}) draws NaN or "
+            "infinite samples: its weights are unusable; train the run again, with a lower "
+            "learning rate"
+        )
+    return x
 
 
 def save_pictures(run: Run, out_dir: str | os.PathLike | None = None) -> list[Path]:

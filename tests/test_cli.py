@@ -46,7 +46,7 @@ def test_train_eval_sample(tmp_path, capsys, backend):
         capsys,
     )
     assert code == 0, err
-    for name in ("samples.png", "reconstructions.png", "curves.png", "config.json"):
+    for name in ("prior_samples.png", "reconstructions.png", "curves.png", "config.json"):
         assert (out / name).is_file()
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 3
 
@@ -310,7 +310,7 @@ def test_tensorboard_events_of_a_run_read_back(tmp_path, capsys, model):
     assert loss == [(r["epoch"] + 1, pytest.approx(r["loss"], rel=1e-6)) for r in records]
     valid = "valid/error" if model == "m2" else "valid/elbo"
     assert [e.step for e in acc.Scalars(valid)] == [1, 2, 3]
-    pictures = {"m2": "class_samples", "vae": "samples"}[model]
+    pictures = {"m2": "class_samples", "vae": "prior_samples"}[model]
     assert pictures in acc.Tags()["images"] and "curves" in acc.Tags()["images"]
     assert {e.step for e in acc.Images(pictures)} == {2, 3}  # after each training command
 

@@ -149,8 +149,17 @@ def mnist_dir(path: StrPath | None = None) -> pathlib.Path:
 
     If that sub-directory does not exist but the data directory itself holds any of the
     MNIST files, the data directory is used instead.
+
+    Raises:
+        DataError: The data directory (``PPGEN_DATA``) is a file.
     """
     root = data_dir(path)
+    if root.exists() and not root.is_dir():
+        source = "data_dir" if path is not None else "PPGEN_DATA"
+        raise DataError(
+            f"{source} names {root}, which is a file, not a directory: set {source} to the "
+            "directory that holds (or will hold) the mnist/ folder"
+        )
     sub = root / "mnist"
     if not sub.is_dir() and any((root / name).is_file() for name in MNIST_MD5):
         return root
@@ -287,16 +296,23 @@ def load_mnist(
     Raises:
         ConfigError: for an unknown ``split`` or ``binarize`` mode.
         DataError: if files are missing and cannot be downloaded (the message names the
-            directory and the files), or are corrupt or malformed.
+            directory and the files), unreadable (permissions), or corrupt or malformed;
+            or if the data directory is a file.
     """
     check_split(split)
     check_binarize_mode(binarize)
     source, rows = _SPLIT_ROWS[split]
     image_file, label_file, count = _SOURCES[source]
-    directory = mnist_dir(data_dir)
-    _ensure_files(directory, (image_file, label_file), download)
-    images = _read_mnist_file(directory / image_file)
-    labels = _read_mnist_file(directory / label_file)
+    try:
+        directory = mnist_dir(data_dir)
+        _ensure_files(directory, (image_file, label_file), download)
+        images = _read_mnist_file(directory / image_file)
+        labels = _read_mnist_file(directory / label_file)
+    except PermissionError as err:
+        raise DataError(
+            f"cannot read the MNIST data ({err.strerror}: {err.filename}); make it readable, "
+            "or set PPGEN_DATA (or pass data_dir=) to a directory you can read"
+        ) from err
     _check_pair(directory, (image_file, label_file), images, labels, count)
 
     pixels = images[1].reshape(count, 28 * 28)  # (N, 784) uint8

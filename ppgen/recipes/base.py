@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,11 +44,13 @@ __all__ = [
     "Splits",
     "backend",
     "image_splits",
+    "help_with_default",
     "layer_sizes",
     "non_negative_int",
     "option",
     "positive",
     "positive_int",
+    "seed_int",
     "trainer_settings",
 ]
 
@@ -57,15 +60,20 @@ BACKENDS = ("pyro", "numpyro")
 # -- option values from the command line ---------------------------------------------------
 
 
+_KIND_NAMES = {int: "an integer", float: "a number"}
+
+
 def positive(kind: type) -> Callable[[str], Any]:
-    """An argparse type: a positive ``kind`` (int or float)."""
+    """An argparse type: a positive ``kind`` (int, or a finite float)."""
 
     def parse(text: str) -> Any:
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
-        if not value > 0:
+            raise argparse.ArgumentTypeError(
+                f"expected {_KIND_NAMES.get(kind, kind.__name__)}, got {text!r}"
+            ) from None
+        if not (value > 0 and math.isfinite(value)):
             raise argparse.ArgumentTypeError(f"expected a positive value, got {text!r}")
         return value
 
@@ -81,9 +89,18 @@ def non_negative_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an int, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a value >= 0, got {text!r}")
+    return value
+
+
+def seed_int(text: str) -> int:
+    """An argparse type: a seed, an integer in ``[0, 2**32)`` (what numpy's and JAX's
+    seeding take)."""
+    value = non_negative_int(text)
+    if value >= 2**32:
+        raise argparse.ArgumentTypeError(f"expected a seed below 2**32, got {text!r}")
     return value
 
 
@@ -98,6 +115,16 @@ def layer_sizes(text: str) -> tuple[int, ...]:
     if not sizes or min(sizes) < 1:
         raise argparse.ArgumentTypeError(f"layer sizes must be positive, got {text!r}")
     return sizes
+
+
+def help_with_default(text: str, default: Any) -> str:
+    """A flag's help line ending with its default, unless the line already names it or the
+    default is ``None`` or ``False`` (an unset option, a switch)."""
+    if default is None or default is False or "default" in text:
+        return text
+    if isinstance(default, tuple):
+        default = ",".join(map(str, default))
+    return f"{text} (default: {str(default).replace('%', '%%')})"
 
 
 def _is_int(value: Any, minimum: int) -> bool:
@@ -158,6 +185,18 @@ class Options:
             if parse is layer_sizes:
                 if not (isinstance(value, tuple) and value and all(_is_int(v, 1) for v in value)):
                     raise ConfigError(f"{f.name} must be positive layer sizes, got {value!r}")
+            # Values read back from an edited config.json have the type of the default.
+            kind = type(f.default)
+            if kind is bool and not isinstance(value, bool):
+                raise ConfigError(f"{f.name} must be true or false, got {value!r}")
+            if kind is str and not isinstance(value, str):
+                raise ConfigError(f"{f.name} must be a string, got {value!r}")
+            if kind is float and (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+            ):
+                raise ConfigError(f"{f.name} must be a finite number, got {value!r}")
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -166,7 +205,11 @@ class Options:
         for f in dataclasses.fields(cls):
             meta = f.metadata
             flag = meta.get("flag") or "--" + f.name.replace("_", "-")
-            kwargs: dict[str, Any] = {"dest": f.name, "default": f.default, "help": meta["help"]}
+            kwargs: dict[str, Any] = {
+                "dest": f.name,
+                "default": f.default,
+                "help": help_with_default(meta["help"], f.default),
+            }
             if isinstance(f.default, bool) and meta.get("parse") is None:
                 kwargs["action"] = "store_true"
             else:
@@ -316,7 +359,11 @@ class Recipe:
     - ``help``: one line for ``ppgen train --help``; ``description``: its own help page;
     - ``options``: the :class:`Options` subclass of its settings;
     - ``defaults``: its defaults of the shared settings (e.g. ``{"lr": 3e-4}``);
-    - ``datasets``: the datasets it takes (default: every registered one).
+    - ``datasets``: the datasets it takes (default: every registered one);
+    - ``fixed_settings``: shared settings the family fixes, whose flags ``ppgen train NAME``
+      does not offer (e.g. ``{"train_split": "train"}``: it selects on validation);
+    - ``eval_flags``: the ``ppgen eval`` flags its :meth:`evaluate` uses (of ``k``,
+      ``limit``, ``batch_size``); the others are refused for its runs.
 
     Methods return plain values; the backend is passed in, never imported by name.
     """
@@ -327,6 +374,8 @@ class Recipe:
     options: type[Options] = Options
     defaults: Mapping[str, Any] = {}
     datasets: tuple[str, ...] | None = None
+    fixed_settings: Mapping[str, Any] = {}
+    eval_flags: tuple[str, ...] = ()
 
     def from_v1(self, raw: Mapping[str, Any]) -> dict[str, Any]:
         """This family's options from a flat config written before recipes (format v1):

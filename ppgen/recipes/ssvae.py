@@ -10,6 +10,9 @@ run is evaluated by its test classification error.
 
 from __future__ import annotations
 
+import argparse
+import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,16 +39,23 @@ __all__ = ["M1M2Options", "M2Options", "StackedData"]
 
 
 def _alpha(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise ValueError(text)
+    """An argparse type: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
     return value
 
 
 @dataclass(frozen=True)
 class _SemiSupervisedOptions(Options):
     labels: int = option(
-        100, "labelled training examples (class-balanced, drawn by --seed)", parse=base.positive_int
+        100,
+        "labelled training examples (class-balanced, drawn by --seed; a multiple of the "
+        "number of classes, 10)",
+        parse=base.positive_int,
     )
     alpha: float | None = option(
         None,
@@ -65,8 +75,14 @@ class _SemiSupervisedOptions(Options):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.alpha is not None and not (isinstance(self.alpha, int | float) and self.alpha >= 0):
-            raise ConfigError(f"alpha must be >= 0 (or None for 0.1 N), got {self.alpha!r}")
+        alpha = self.alpha
+        if alpha is not None and (
+            isinstance(alpha, bool)
+            or not (isinstance(alpha, int | float) and alpha >= 0 and math.isfinite(alpha))
+        ):
+            raise ConfigError(
+                f"alpha must be a finite number >= 0 (or None for 0.1 N), got {alpha!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -86,7 +102,9 @@ class M2Options(_SemiSupervisedOptions):
 class M1M2Options(_SemiSupervisedOptions):
     """Settings of ``m1m2``: M2 with a Gaussian likelihood on an ``m1`` run's features."""
 
-    m1_run: str | None = option(None, "the trained m1 run directory", flag="--m1", parse=str)
+    m1_run: str | None = option(
+        None, "the trained m1 run directory (required)", flag="--m1", parse=str
+    )
     m1_features: str = option(
         "sample",
         "train on z1 ~ q(z1 | x) drawn afresh every step (default, as the paper) or on M1's "
@@ -104,6 +122,8 @@ class M1M2Options(_SemiSupervisedOptions):
         super().__post_init__()
         if not self.m1_run:
             raise ConfigError("m1m2 models the features of a trained M1 run: pass --m1 RUN_DIR")
+        if not isinstance(self.m1_run, str | os.PathLike):
+            raise ConfigError(f"m1_run must be a run directory, got {self.m1_run!r}")
         object.__setattr__(self, "m1_run", str(self.m1_run))
 
 
@@ -134,6 +154,7 @@ class SemiSupervisedRecipe(Recipe):
     """``m2`` and (``stacked``) ``m1m2``."""
 
     defaults = {"lr": 3e-4}
+    fixed_settings = {"train_split": "train"}  # the best epoch is chosen on validation
 
     def __init__(self, name: str, help: str, options: type[Options], *, stacked: bool) -> None:
         self.name, self.help, self.description = name, help, help
@@ -171,6 +192,11 @@ class SemiSupervisedRecipe(Recipe):
         if m1.config.model not in ("m1", "vae"):
             raise ConfigError(
                 f"{o.m1_run} holds a {m1.config.model} run; M1+M2 needs an m1 (VAE) run"
+            )
+        if m1.config.dataset != config.dataset:
+            raise ConfigError(
+                f"the M1 run {o.m1_run} was trained on {m1.config.dataset}, but this run's "
+                f"--dataset is {config.dataset}: pass --dataset {m1.config.dataset}"
             )
         f = m1_features(m1)
         keep = stacked_units(f["train"].x, o.m1_units, o.m1_run)

@@ -64,10 +64,11 @@ class VAEOptions(Options):
     objective: str = option("elbo", "the training bound", choices=("elbo", "iwae"))
     k: int = option(1, "particles: samples per example for the ELBO or the IWAE bound",
                     parse=positive_int)  # fmt: skip
-    analytic_kl: bool = option(False, "closed-form KL in the ELBO")
+    analytic_kl: bool = option(False, "closed-form KL in the ELBO (needs --objective elbo)")
     kl_warmup: int = option(
         0,
-        "anneal the ELBO's KL weight linearly from 0 to 1 over EPOCHS",
+        "anneal the ELBO's KL weight linearly from 0 to 1 over EPOCHS (needs --objective "
+        "elbo; 0: no annealing)",
         parse=non_negative_int,
         metavar="EPOCHS",
     )
@@ -87,7 +88,9 @@ class VAEOptions(Options):
                 "(grey values are for m2)"
             )
         if self.kl_warmup and self.objective != "elbo":
-            raise ConfigError("kl_warmup anneals the ELBO's KL term; it needs --objective elbo")
+            raise ConfigError("--kl-warmup anneals the ELBO's KL term; it needs --objective elbo")
+        if self.analytic_kl and self.objective != "elbo":
+            raise ConfigError("--analytic-kl is a form of the ELBO; it needs --objective elbo")
 
 
 @dataclass(frozen=True)
@@ -99,7 +102,10 @@ class M1Options(VAEOptions):
     )
     activation: str = option("softplus", "hidden activation", choices=ACTIVATION_NAMES)
     labels: int = option(
-        100, "labelled training examples (class-balanced, drawn by --seed)", parse=positive_int
+        100,
+        "labelled training examples for the classifier (class-balanced, drawn by --seed; a "
+        "multiple of the number of classes, 10)",
+        parse=positive_int,
     )
 
 
@@ -171,7 +177,7 @@ def _samples_and_reconstructions(run: Run, out_dir: Path, n: int = 64) -> list[P
     recon = run.backend.inference.draw(run.model.reconstruct, x, seed=0)
     return [
         plots.save_image_grid(
-            run.recipe.sample(run, n), out_dir / "samples.png", run.data.image_shape
+            run.recipe.sample(run, n), out_dir / "prior_samples.png", run.data.image_shape
         ),
         plots.save_reconstructions(x, recon, out_dir / "reconstructions.png", run.data.image_shape),
     ]
@@ -182,6 +188,7 @@ class VAERecipe(Recipe):
 
     options = VAEOptions
     defaults = {"lr": 1e-3}
+    eval_flags = ("k", "limit", "batch_size")
 
     def __init__(self, name: str, help: str, *, hierarchical: bool) -> None:
         self.name, self.help, self.description = name, help, __doc__.split("\n\n")[0]
@@ -334,7 +341,7 @@ class M1Recipe(Recipe):
                 out_dir / "metrics.jsonl", out_dir / "curves.png", keys=("loss",)
             ),
             plots.save_image_grid(
-                self.sample(run, 64), out_dir / "samples.png", run.data.image_shape
+                self.sample(run, 64), out_dir / "prior_samples.png", run.data.image_shape
             ),
         ]
 
