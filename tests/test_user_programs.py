@@ -249,3 +249,36 @@ def test_model_that_does_not_broadcast_gets_a_hint_at_init(backend):
     trainer = b.inference.Trainer(model, guide, b.inference.ELBO(), batch_size=50)
     with pytest.raises(ConfigError, match="broadcast over leading dimensions"):
         trainer.init(0, x)
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["nan_with_binarization", "empty", "strings", "lr_inf"],
+)
+def test_bad_training_inputs_get_one_line(backend, case):
+    """The API rows of the bad-input trial (NaN under dynamic binarization, an empty
+    ``(0, D)`` array, a string array, ``lr=inf``): a ppgen error at once, not a backend
+    error or a ZeroDivisionError later. (Data edited in place: see above.)"""
+    b = backend
+    noise = __import__(f"ppgen.inference.{b.name}.noise", fromlist=["DynamicBinarization"])
+    vae = b.models.VAE(8, latent=2, hidden=(4,))
+    x = (np.random.default_rng(0).random((64, 8)) < 0.5).astype(np.float32)
+    if case == "lr_inf":
+        with pytest.raises(ConfigError, match="lr must be finite"):
+            b.inference.Trainer(vae.model, vae.guide, b.inference.ELBO(), lr=float("inf"))
+        return
+    transform = noise.DynamicBinarization() if case == "nan_with_binarization" else None
+    trainer = b.inference.Trainer(
+        vae.model, vae.guide, b.inference.ELBO(), batch_size=16, transform=transform
+    )
+    if case == "nan_with_binarization":
+        data, match = x.copy(), "NaN"
+        data[3, 2] = np.nan
+    elif case == "empty":
+        data, match = np.zeros((0, 8), np.float32), "0 examples"
+    else:
+        data, match = x.astype(str), "not real numbers"
+    with pytest.raises(DataError, match=match):
+        trainer.init(0, data)
+    with pytest.raises(DataError, match=match):
+        trainer.train_epoch(trainer.init(0, x), data, 0)
