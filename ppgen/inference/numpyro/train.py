@@ -73,6 +73,9 @@ class TrainState(NamedTuple):
         seed: The run's seed (uint32); epochs derive their randomness from it.
         step: Training steps taken so far (int32).
         epoch: Epochs completed so far (int32).
+        mutable: Values of the objective's ``numpyro.mutable`` sites (e.g. a score-function
+            estimator's moving averages), threaded through every loss evaluation as
+            ``numpyro.infer.SVI`` threads ``mutable_state``; empty for most objectives.
     """
 
     params: dict[str, Any]
@@ -81,10 +84,12 @@ class TrainState(NamedTuple):
     seed: jax.Array
     step: jax.Array
     epoch: jax.Array
+    mutable: dict[str, Any] = {}
 
 
 class _ParamSites(Messenger):
-    """Record each param site's constraint and first concrete value (no other effect).
+    """Record each param site's constraint and first concrete value, and each mutable
+    site's initial value (no other effect).
 
     A value computed inside a traced run (e.g. ``numpyro.param("mu", jnp.zeros(()))`` under
     ``jax.eval_shape``) is a tracer: the site is recorded as ``None`` until a concrete run.
@@ -93,13 +98,30 @@ class _ParamSites(Messenger):
     def __init__(self) -> None:
         super().__init__()
         self.sites: dict[str, tuple[Any, Any]] = {}
+        self.mutable: dict[str, Any] = {}
 
     def postprocess_message(self, msg: dict) -> None:
+        if msg["type"] == "mutable" and self.mutable.get(msg["name"]) is None:
+            value = jax.tree_util.tree_map(lambda v: v, msg["value"])  # before any update
+            concrete = all(not_jax_tracer(v) for v in jax.tree_util.tree_leaves(value))
+            self.mutable[msg["name"]] = value if concrete else None
         if msg["type"] != "param" or self.sites.get(msg["name"], (None,))[0] is not None:
             return
         concrete = all(not_jax_tracer(leaf) for leaf in jax.tree_util.tree_leaves(msg["value"]))
         constraint = msg["kwargs"].get("constraint", constraints.real)
         self.sites[msg["name"]] = (msg["value"] if concrete else None, constraint)
+
+
+class _MutableSites(Messenger):
+    """Keep each mutable site's value object, which the program may update in place."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.values: dict[str, Any] = {}
+
+    def postprocess_message(self, msg: dict) -> None:
+        if msg["type"] == "mutable":
+            self.values[msg["name"]] = msg["value"]
 
 
 def _direction(group: Group) -> optax.GradientTransformation:
@@ -161,7 +183,9 @@ class Trainer(TrainerBase):
         # the trace, so the models' checks of concrete data still run. Only sites whose
         # initial value is computed in the program need one (slower) eager run.
         jax.eval_shape(run)
-        if any(value is None for value, _ in sites.sites.values()):
+        if any(value is None for value, _ in sites.sites.values()) or any(
+            value is None for value in sites.mutable.values()
+        ):
             run()
         if not sites.sites:
             raise ConfigError("model and guide declare no parameters: there is nothing to train")
@@ -184,6 +208,7 @@ class Trainer(TrainerBase):
             jnp.asarray(seed, jnp.uint32),
             jnp.asarray(0, jnp.int32),
             jnp.asarray(0, jnp.int32),
+            jax.tree_util.tree_map(jnp.asarray, sites.mutable),
         )
         return state if self.parallel is None else self.parallel.replicate(state)
 
@@ -220,29 +245,42 @@ class Trainer(TrainerBase):
 
     # -- training ---------------------------------------------------------------------
 
-    def _losses(self, params, key, args, kwargs) -> dict[str, jax.Array]:
+    def _losses(self, params, mutable, key, args, kwargs) -> tuple[dict[str, jax.Array], dict]:
         """Each group's loss at ``params`` (unconstrained): the objective with every param
-        site (model, guide and the objective's own) substituted."""
-        with handlers.substitute(data=self._constrain(params)):
+        site (model, guide and the objective's own) and every mutable site substituted; and
+        the mutable sites' values after the run (their dtypes kept, no gradient)."""
+        data = {**self._constrain(params), **mutable}
+        sites = _MutableSites()
+        with sites, handlers.substitute(data=data):
             out = self.objective(key, self.model, self.guide, *args, **kwargs)
-        return group_losses(out, self.groups)
+        updated = {
+            name: jax.tree_util.tree_map(
+                lambda new, old: jax.lax.stop_gradient(jnp.asarray(new).astype(old.dtype)),
+                sites.values.get(name, old_value),
+                old_value,
+            )
+            for name, old_value in mutable.items()
+        }
+        return group_losses(out, self.groups), updated
 
     def _update(self, state: TrainState, key, args, kwargs, lrs) -> tuple[TrainState, dict]:
         """One step: every group's updates in order, each on its own loss and parameters."""
         if self.parallel is not None:
             args = tuple(self.parallel.shard(a) for a in args)
         params, opt_state, losses = dict(state.params), dict(state.opt_state), {}
+        mutable = state.mutable
         for g_index, group in enumerate(self.groups):
             names = self._owned[group.name]
             total = jnp.zeros(())
             for u in range(group.updates):
                 k = jax.random.fold_in(jax.random.fold_in(key, g_index), u)
 
-                def loss_of(own, k=k, group=group):
-                    return self._losses({**params, **own}, k, args, kwargs)[group.name]
+                def loss_of(own, k=k, group=group, mutable=mutable):
+                    losses, updated = self._losses({**params, **own}, mutable, k, args, kwargs)
+                    return losses[group.name], updated
 
                 own = {n: params[n] for n in names}
-                value, grads = jax.value_and_grad(loss_of)(own)
+                (value, mutable), grads = jax.value_and_grad(loss_of, has_aux=True)(own)
                 direction, opt_state[group.name] = self._directions[group.name].update(
                     grads, opt_state[group.name], own
                 )
@@ -252,7 +290,9 @@ class Trainer(TrainerBase):
                 )
                 total = total + value
             losses[group.name] = total / group.updates
-        state = state._replace(params=params, opt_state=opt_state, step=state.step + 1)
+        state = state._replace(
+            params=params, opt_state=opt_state, step=state.step + 1, mutable=mutable
+        )
         return state, losses
 
     def _static(self, kwargs: dict[str, Any]) -> tuple:
