@@ -260,7 +260,8 @@ def particle_terms(
         if require_rsample and not guide_site["is_observed"] and not guide_site["fn"].has_rsample:
             raise ConfigError(
                 f"guide site {name!r} ({type(guide_site['fn']).__name__}) has no "
-                "reparameterised sampler; ELBO and IWAE need reparameterisable latents"
+                "reparameterised sampler; ELBO and IWAE need reparameterisable latents (for "
+                "discrete ones use the score-function objectives NVIL or VIMCO)"
             )
         kl = _kl_or_none(guide_site, site) if name in analytic else None
         log_q = None if kl is not None else reduce(_log_prob(guide_site), guide_site)
