@@ -28,7 +28,11 @@ Baseline state: the moving averages are module-local param sites ``<name>$$$mean
 moves them: their gradient is ``None``) and that the objective updates in place after each
 differentiable evaluation, as Pyro's ``TraceGraph_ELBO`` keeps its decaying-average baseline
 in the param store. The trainer carries them with the parameters, so checkpoints hold them
-and a resumed run is exact. They are not updated under ``torch.no_grad()`` (evaluation).
+and a resumed run is exact. They are not updated under ``torch.no_grad()`` (evaluation);
+``Trainer.init``'s one run of the objective counts as an update. One :class:`NVIL` instance
+holds one state: give each run its own. Under ``devices > 1`` each process averages its own
+rows. ``Trainer.params(state)`` then includes these sites and the baseline network's: pass
+a model's own to ``model.bind`` (they are its parameters already, updated in place).
 """
 
 from __future__ import annotations
