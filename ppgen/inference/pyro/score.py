@@ -97,7 +97,8 @@ class NVIL:
     the gradient is unbiased; variance normalisation divides it by a positive factor that
     does not depend on the draws of the step (an adaptive step size, as in the paper). With
     neither baseline the estimator is plain REINFORCE. The value is the negative ELBO,
-    ``-(num_data / batch) * sum_i mean_k l_{k,i}``.
+    ``-(num_data / batch) * sum_i mean_k l_{k,i}``, so it also serves as a trainer's
+    ``eval_objective`` (``ELBO`` refuses discrete guide sites).
 
     Args:
         baseline_net: Optional ``nn.Module`` mapping the first argument of model and guide,
