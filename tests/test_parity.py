@@ -5,12 +5,14 @@ analytic KL and beta), IWAE bound, scaled log-densities and model outputs (float
 import importlib
 import inspect
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
 from numpyro import handlers as nh
+from numpyro.primitives import Messenger as NumPyroMessenger
 from pyro import poutine
 from pyro.poutine.messenger import Messenger
 
@@ -528,3 +530,102 @@ def test_same_trainer_step(float64, case, optimizer):
     for key in before:
         np.testing.assert_allclose(after_t[key], after_j[key], rtol=0, atol=ATOL, err_msg=key)
     assert max(np.abs(after_t[k] - before[k]).max() for k in before) > 1e-3  # it did move
+
+
+# -- score-function objectives and the discrete-latent models ------------------------------
+
+
+@pytest.mark.parametrize("name", ["models.sbn", "models.mixture", "inference.score"])
+def test_score_modules_mirror(name):
+    test_same_public_names_and_signatures(name)
+
+
+DISCRETE = {
+    "SigmoidBeliefNet": (dict(latent=3), "h", lambda rng, k, n: rng.random((k, n, 3)) < 0.5),
+    "GaussianMixture": (
+        dict(components=3, hidden=(4,)),
+        "z",
+        lambda rng, k, n: rng.integers(0, 3, (k, n)),
+    ),
+}
+
+
+class _Given(Messenger):
+    """Pyro: give the guide site ``name`` the value ``value``, keeping it latent."""
+
+    def __init__(self, name, value):
+        super().__init__()
+        self.name, self.value = name, value
+
+    def _pyro_sample(self, msg):
+        if msg["name"] == self.name and not msg["is_observed"]:
+            msg["value"] = self.value
+            msg["done"] = True
+
+
+class _Mutable(NumPyroMessenger):
+    """NumPyro: keep each mutable site's value (the objective updates it in place)."""
+
+    def __init__(self):
+        super().__init__()
+        self.values = {}
+
+    def postprocess_message(self, msg):
+        if msg["type"] == "mutable":
+            self.values[msg["name"]] = msg["value"]
+
+
+@pytest.mark.parametrize("name", sorted(DISCRETE))
+def test_same_score_objectives_for_same_weights_and_draws(float64, name):
+    """NVIL (with a moving-average state and a baseline network) and VIMCO: the same
+    values, guide gradients (score terms included) and NVIL state updates on both backends
+    for the same weights and the same discrete draws (fixed, still latent)."""
+    kwargs, site, draw = DISCRETE[name]
+    x_dim, k, batch = 6, 3, 4
+    t, j = _twins(name, x_dim, **kwargs)
+    rng = np.random.default_rng(0)
+    x = (
+        rng.random((batch, x_dim)) < 0.5
+        if name == "SigmoidBeliefNet"
+        else rng.normal(size=(batch, x_dim))
+    )
+    x = x.astype(np.float64)
+    value = draw(rng, k, batch)
+    value = value.astype(np.float64) if value.dtype == bool else value
+    tg = _Given(site, torch.as_tensor(value))(t.guide)
+    jg = nh.substitute(j.guide, data={site: jnp.asarray(value)})  # still latent
+    net_t = mod_t.MLP([x_dim, 3, 1], "tanh", seed=0)
+    net_j = mod_j.MLP([x_dim, 3, 1], "tanh").load_state_dict(
+        {k_: v.detach().numpy() for k_, v in net_t.state_dict().items()}
+    )
+    state = {"mean": -2.0, "var": 9.0, "count": 3.0}
+    enc_t = list(t.encoder.parameters())
+    enc_j = eqx.partition(j.encoder, eqx.is_inexact_array)[0]
+    xt, xj = torch.from_numpy(x), jnp.asarray(x)
+    for obj_t, obj_j in [
+        (inf_t.NVIL(net_t, num_particles=k), inf_j.NVIL(net_j, num_particles=k)),
+        (inf_t.VIMCO(num_particles=k), inf_j.VIMCO(num_particles=k)),
+    ]:
+        fixed = {f"nvil$$${key}": torch.tensor(v) for key, v in state.items()}
+        with handlers_t.ParamSubstituteMessenger(fixed):
+            loss_t = obj_t(t.model, tg, xt, num_data=10)
+        grads_t = torch.autograd.grad(loss_t, enc_t)
+
+        def loss_j(enc, obj_j=obj_j):
+            mutable = {k_: jnp.asarray(v) for k_, v in state.items()}
+            data = {"encoder$params": enc, "nvil$state": mutable}
+            seen = _Mutable()
+            with seen, nh.seed(rng_seed=0), nh.substitute(data=data):
+                out = obj_j(jax.random.PRNGKey(0), j.model, jg, xj, num_data=10)
+            return out, seen.values.get("nvil$state")
+
+        (value_j, state_j), grads_j = jax.value_and_grad(loss_j, has_aux=True)(enc_j)
+        np.testing.assert_allclose(loss_t.item(), float(value_j), rtol=0, atol=ATOL)
+        flat_j = [g for layer in grads_j.layers for g in (layer.weight, layer.bias)]
+        for a, b in zip(grads_t, flat_j, strict=True):
+            np.testing.assert_allclose(a.numpy(), np.asarray(b), rtol=0, atol=ATOL)
+        if state_j is not None:  # NVIL: the same moving averages after the step
+            for key in state:
+                np.testing.assert_allclose(
+                    fixed[f"nvil$$${key}"].item(), float(state_j[key]), rtol=1e-10
+                )

@@ -9,6 +9,7 @@ from ppgen.inference.numpyro.loglik import (
 from ppgen.inference.numpyro.mcmc import compare_with_guide, mcmc_latents
 from ppgen.inference.numpyro.noise import DynamicBinarization, InputNoise
 from ppgen.inference.numpyro.objectives import ELBO, IWAE
+from ppgen.inference.numpyro.score import NVIL, VIMCO
 from ppgen.inference.numpyro.ssvae import (
     ClassifierEvaluator,
     SemiSupervisedELBO,
@@ -22,8 +23,10 @@ __all__ = [
     "ELBO",
     "IWAE",
     "InputNoise",
+    "NVIL",
     "SemiSupervisedELBO",
     "TrainState",
+    "VIMCO",
     "Trainer",
     "compare_with_guide",
     "compute",

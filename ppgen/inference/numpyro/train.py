@@ -78,6 +78,9 @@ class TrainState(NamedTuple):
         seed: The run's seed (uint32); epochs derive their randomness from it.
         step: Training steps taken so far (int32).
         epoch: Epochs completed so far (int32).
+        mutable: Values of the objective's ``numpyro.mutable`` sites (e.g. a score-function
+            estimator's moving averages), threaded through every loss evaluation as
+            ``numpyro.infer.SVI`` threads ``mutable_state``; empty for most objectives.
     """
 
     params: dict[str, Any]
@@ -86,10 +89,12 @@ class TrainState(NamedTuple):
     seed: jax.Array
     step: jax.Array
     epoch: jax.Array
+    mutable: dict[str, Any] = {}
 
 
 class _ParamSites(Messenger):
-    """Record each param site's constraint and first concrete value (no other effect).
+    """Record each param site's constraint and first concrete value, and each mutable
+    site's initial value (no other effect).
 
     A value computed inside a traced run (e.g. ``numpyro.param("mu", jnp.zeros(()))`` under
     ``jax.eval_shape``) is a tracer: the site is recorded as ``None`` until a concrete run.
@@ -99,8 +104,13 @@ class _ParamSites(Messenger):
         super().__init__()
         self.sites: dict[str, tuple[Any, Any]] = {}
         self.plate_sizes: set[int] = set()  # of the "data" plate, at per-datapoint params
+        self.mutable: dict[str, Any] = {}
 
     def postprocess_message(self, msg: dict) -> None:
+        if msg["type"] == "mutable" and self.mutable.get(msg["name"]) is None:
+            value = jax.tree_util.tree_map(lambda v: v, msg["value"])  # before any update
+            concrete = all(not_jax_tracer(v) for v in jax.tree_util.tree_leaves(value))
+            self.mutable[msg["name"]] = value if concrete else None
         if msg["type"] != "param":
             return
         frame = next((f for f in msg["cond_indep_stack"] if f.name == DATA), None)
@@ -113,6 +123,18 @@ class _ParamSites(Messenger):
         concrete = all(not_jax_tracer(leaf) for leaf in jax.tree_util.tree_leaves(msg["value"]))
         constraint = msg["kwargs"].get("constraint", constraints.real)
         self.sites[msg["name"]] = (msg["value"] if concrete else None, constraint)
+
+
+class _MutableSites(Messenger):
+    """Keep each mutable site's value object, which the program may update in place."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.values: dict[str, Any] = {}
+
+    def postprocess_message(self, msg: dict) -> None:
+        if msg["type"] == "mutable":
+            self.values[msg["name"]] = msg["value"]
 
 
 def _direction(group: Group) -> optax.GradientTransformation:
@@ -190,7 +212,9 @@ class Trainer(TrainerBase):
             if self._runs_alone(init_key, pos, {**by_name, **kwargs}):
                 raise self._leading_dims_error(error) from None
             raise
-        if any(value is None for value, _ in sites.sites.values()):
+        if any(value is None for value, _ in sites.sites.values()) or any(
+            value is None for value in sites.mutable.values()
+        ):
             run()
         if not sites.sites:
             raise ConfigError("model and guide declare no parameters: there is nothing to train")
@@ -219,6 +243,7 @@ class Trainer(TrainerBase):
             jnp.asarray(seed, jnp.uint32),
             jnp.asarray(0, jnp.int32),
             jnp.asarray(0, jnp.int32),
+            jax.tree_util.tree_map(jnp.asarray, sites.mutable),
         )
         return state if self.parallel is None else self.parallel.replicate(state)
 
@@ -285,16 +310,29 @@ class Trainer(TrainerBase):
 
     # -- training ---------------------------------------------------------------------
 
-    def _losses(self, params, key, args, kwargs, names=None, rows=None) -> dict[str, jax.Array]:
+    def _losses(
+        self, params, mutable, key, args, kwargs, names=None, rows=None
+    ) -> tuple[dict[str, jax.Array], dict]:
         """Each group's loss at ``params`` (unconstrained): the objective with every param
-        site (model, guide and the objective's own) substituted; ``names``: the data's
-        keyword names, when it was a dict; ``rows``: the batch's row indices (see
-        :meth:`_pair`)."""
+        site (model, guide and the objective's own) and every mutable site substituted; and
+        the mutable sites' values after the run (their dtypes kept, no gradient).
+        ``names``: the data's keyword names, when it was a dict; ``rows``: the batch's row
+        indices (see :meth:`_pair`)."""
         args, by_name = self._arguments(args, names)
         model, guide = self._pair(rows)
-        with handlers.substitute(data=self._constrain(params)):
+        data = {**self._constrain(params), **mutable}
+        sites = _MutableSites()
+        with sites, handlers.substitute(data=data):
             out = self.objective(key, model, guide, *args, **by_name, **kwargs)
-        return group_losses(out, self.groups)
+        updated = {
+            name: jax.tree_util.tree_map(
+                lambda new, old: jax.lax.stop_gradient(jnp.asarray(new).astype(old.dtype)),
+                sites.values.get(name, old_value),
+                old_value,
+            )
+            for name, old_value in mutable.items()
+        }
+        return group_losses(out, self.groups), updated
 
     def _update(
         self, state: TrainState, key, args, kwargs, lrs, data_names=None, rows=None
@@ -303,18 +341,21 @@ class Trainer(TrainerBase):
         if self.parallel is not None:
             args = tuple(self.parallel.shard(a) for a in args)
         params, opt_state, losses = dict(state.params), dict(state.opt_state), {}
+        mutable = state.mutable
         for g_index, group in enumerate(self.groups):
             names = self._owned[group.name]
             total = jnp.zeros(())
             for u in range(group.updates):
                 k = jax.random.fold_in(jax.random.fold_in(key, g_index), u)
 
-                def loss_of(own, k=k, group=group):
-                    losses = self._losses({**params, **own}, k, args, kwargs, data_names, rows)
-                    return losses[group.name]
+                def loss_of(own, k=k, group=group, mutable=mutable):
+                    losses, updated = self._losses(
+                        {**params, **own}, mutable, k, args, kwargs, data_names, rows
+                    )
+                    return losses[group.name], updated
 
                 own = {n: params[n] for n in names}
-                value, grads = jax.value_and_grad(loss_of)(own)
+                (value, mutable), grads = jax.value_and_grad(loss_of, has_aux=True)(own)
                 direction, opt_state[group.name] = self._directions[group.name].update(
                     grads, opt_state[group.name], own
                 )
@@ -324,7 +365,9 @@ class Trainer(TrainerBase):
                 )
                 total = total + value
             losses[group.name] = total / group.updates
-        state = state._replace(params=params, opt_state=opt_state, step=state.step + 1)
+        state = state._replace(
+            params=params, opt_state=opt_state, step=state.step + 1, mutable=mutable
+        )
         return state, losses
 
     def _static(self, kwargs: dict[str, Any]) -> tuple:

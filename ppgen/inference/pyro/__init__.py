@@ -9,6 +9,7 @@ from ppgen.inference.pyro.loglik import (
 from ppgen.inference.pyro.mcmc import compare_with_guide, mcmc_latents
 from ppgen.inference.pyro.noise import DynamicBinarization, InputNoise
 from ppgen.inference.pyro.objectives import ELBO, IWAE
+from ppgen.inference.pyro.score import NVIL, VIMCO
 from ppgen.inference.pyro.ssvae import (
     ClassifierEvaluator,
     SemiSupervisedELBO,
@@ -22,8 +23,10 @@ __all__ = [
     "ELBO",
     "IWAE",
     "InputNoise",
+    "NVIL",
     "SemiSupervisedELBO",
     "TrainState",
+    "VIMCO",
     "Trainer",
     "compare_with_guide",
     "compute",

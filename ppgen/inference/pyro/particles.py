@@ -50,6 +50,9 @@ class ParticleTerms(NamedTuple):
 
     terms: dict[str, torch.Tensor]
     data_scale: float  # num_data / batch: turns a minibatch sum into a dataset estimate
+    # log q of each guide site drawn without a reparameterised sampler, reduced as ``terms``:
+    # what a score-function estimator (ppgen.inference.pyro.score) differentiates.
+    nonreparam_log_q: dict[str, torch.Tensor] = {}
 
 
 def is_latent(site: Message) -> bool:
@@ -221,7 +224,8 @@ def particle_terms(
             ``num_data / batch`` reported as 1: all an ELBO needs, in fewer operations.
 
     Returns:
-        The terms by site name, and ``num_data / batch``.
+        The terms by site name, ``num_data / batch``, and by site name the log q of the
+        guide's sites without a reparameterised sampler (reduced as the terms).
 
     Raises:
         ConfigError: A site outside the ``"data"`` plate, or a model latent the guide
@@ -253,7 +257,7 @@ def particle_terms(
         return scale_and_mask(value, site["scale"], site["mask"]).sum()
 
     analytic = analytic_kl_sites(model_trace, guide_trace) if analytic_kl else []
-    terms = {}
+    terms, nonreparam = {}, {}
     for name, site in model_trace.nodes.items():
         if site["type"] != "sample" or site_is_subsample(site):
             continue
@@ -269,15 +273,21 @@ def particle_terms(
         if require_rsample and not guide_site["is_observed"] and not guide_site["fn"].has_rsample:
             raise ConfigError(
                 f"guide site {name!r} ({type(guide_site['fn']).__name__}) has no "
-                "reparameterised sampler; ELBO and IWAE need reparameterisable latents"
+                "reparameterised sampler; ELBO and IWAE need reparameterisable latents (for "
+                "discrete ones use the score-function objectives NVIL or VIMCO)"
             )
         kl = _kl_or_none(guide_site, site) if name in analytic else None
+        log_q = None if kl is not None else reduce(_log_prob(guide_site), guide_site)
         if kl is not None:
             terms[name] = -reduce(kl, guide_site)
         else:
-            terms[name] = reduce(_log_prob(site), site) - reduce(_log_prob(guide_site), guide_site)
+            terms[name] = reduce(_log_prob(site), site) - log_q
+        if not guide_site["is_observed"] and not guide_site["fn"].has_rsample:
+            nonreparam[name] = reduce(_log_prob(guide_site), guide_site) if log_q is None else log_q
     for name, site in guide_trace.nodes.items():
         if name in model_trace.nodes or site["type"] != "sample" or site_is_subsample(site):
             continue
         terms[name] = -reduce(_log_prob(site), site)  # an auxiliary guide latent: only -log q
-    return ParticleTerms(terms, float(data_scale) if per_datapoint else 1.0)
+        if not site["is_observed"] and not site["fn"].has_rsample:
+            nonreparam[name] = -terms[name]
+    return ParticleTerms(terms, float(data_scale) if per_datapoint else 1.0, nonreparam)

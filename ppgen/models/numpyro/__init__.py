@@ -1,8 +1,18 @@
 """NumPyro models: model/guide pairs with Equinox networks (mirrors ``ppgen.models.pyro``)."""
 
 from ppgen.models.numpyro.linear_gaussian import LinearGaussian
+from ppgen.models.numpyro.mixture import GaussianMixture
 from ppgen.models.numpyro.nets import MLP
+from ppgen.models.numpyro.sbn import SigmoidBeliefNet
 from ppgen.models.numpyro.ssvae import SSVAE
 from ppgen.models.numpyro.vae import VAE, HierarchicalVAE
 
-__all__ = ["MLP", "SSVAE", "VAE", "HierarchicalVAE", "LinearGaussian"]
+__all__ = [
+    "MLP",
+    "SSVAE",
+    "VAE",
+    "HierarchicalVAE",
+    "LinearGaussian",
+    "GaussianMixture",
+    "SigmoidBeliefNet",
+]

@@ -1,8 +1,18 @@
 """Pyro models: each a ``model(x, num_data=None)`` / ``guide(x, num_data=None)`` pair."""
 
 from ppgen.models.pyro.linear_gaussian import LinearGaussian
+from ppgen.models.pyro.mixture import GaussianMixture
 from ppgen.models.pyro.nets import MLP
+from ppgen.models.pyro.sbn import SigmoidBeliefNet
 from ppgen.models.pyro.ssvae import SSVAE
 from ppgen.models.pyro.vae import VAE, HierarchicalVAE
 
-__all__ = ["MLP", "SSVAE", "VAE", "HierarchicalVAE", "LinearGaussian"]
+__all__ = [
+    "MLP",
+    "SSVAE",
+    "VAE",
+    "HierarchicalVAE",
+    "LinearGaussian",
+    "GaussianMixture",
+    "SigmoidBeliefNet",
+]
