@@ -277,7 +277,8 @@ def particle_terms(
         info: The pair's :func:`structure`, when already known (saves its run).
         per_datapoint: ``False``: each term is instead the site's scaled log-density summed
             over everything (particles included), the data plate's scale kept, with
-            ``num_data / batch`` reported as 1: all an ELBO needs, in fewer operations.
+            ``num_data / batch`` reported as 1: all an ELBO needs, in fewer operations (where
+            the guide enumerates, only ``elbo_terms``).
 
     Returns:
         The terms by site name, and ``num_data / batch``.
@@ -369,7 +370,7 @@ def particle_terms(
             continue
         terms[name] = -reduce(log_prob(site), site)  # an auxiliary guide latent: only -log q
     if enum_dim is not None:
-        out = summed_out_terms(model_trace, guide_trace, data_scale, shape)
+        out = summed_out_terms(model_trace, guide_trace, data_scale, shape, per_datapoint)
         if per_datapoint:
             return out
         total = {name: term.sum() * data_scale for name, term in out.terms.items()}
@@ -407,7 +408,11 @@ def _to_batch(operands: list, target: str, shape: tuple[int, int]) -> torch.Tens
 
 
 def summed_out_terms(
-    model_trace: Trace, guide_trace: Trace, data_scale: float, shape: tuple[int, int]
+    model_trace: Trace,
+    guide_trace: Trace,
+    data_scale: float,
+    shape: tuple[int, int],
+    weights: bool = True,
 ) -> ParticleTerms:
     """Per-datapoint terms of an enumerated run, its enumerated values summed out.
 
@@ -426,6 +431,8 @@ def summed_out_terms(
         guide_trace: The guide's.
         data_scale: ``num_data / batch`` of the data plate.
         shape: ``(K, batch)``.
+        weights: ``False``: where the guide enumerates, only ``elbo_terms`` (``terms`` is
+            then empty: an ELBO needs no weight).
 
     Raises:
         ConfigError: The factors that depend on an enumerated value have different scales.
@@ -452,7 +459,14 @@ def summed_out_terms(
     guide_enum, model_enum = enumerated(guide_trace, None), enumerated(model_trace, guide_trace)
     sum_dims = set(guide_enum) | set(model_enum)
     key = "+".join([*guide_enum.values(), *model_enum.values()])
-    sizes = {target[0]: shape[0], **({target[1]: shape[1]} if len(target) > 1 else {})}
+    sizes = {  # every plate's size, for the contractions' broadcasts
+        symbols[f.name]: f.size
+        for trace in (model_trace, guide_trace)
+        for site in trace.nodes.values()
+        if site["type"] == "sample"
+        for f in site["cond_indep_stack"]
+        if f.vectorized
+    }
 
     def contract(tree: OrderedDict, keep: set) -> torch.Tensor:
         for terms in tree.values():
@@ -507,7 +521,9 @@ def summed_out_terms(
             else:
                 cost = masked if sign > 0 else packed.neg(masked)
                 costs.append((name, packed.scale_and_mask(cost, scale=scale)))
-    if tree:
+    if not weights and guide_enum:
+        log_w = {}
+    elif tree:
         log_w[key] = common_scale(scales) * _to_batch([contract(tree, set())], target, shape)
     if not guide_enum:
         return ParticleTerms(log_w, float(data_scale))
