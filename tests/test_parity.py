@@ -249,9 +249,11 @@ def _data(case, batch, k):
 
 class _FixLatents(Messenger):
     """Pyro: give each guide site named in ``values`` the one of its candidate values whose
-    row count fits the site (``(batch,)`` labelled, ``(C, batch)`` enumerated). The site
-    stays latent (drawn from q, as far as inference can tell: analytic KL applies, and
-    ``TraceEnum_ELBO`` replays it), where ``poutine.condition`` would make it observed."""
+    row count and size fit the site (``(batch,)`` labelled, ``(C, 1, batch)`` enumerated
+    left of a one-particle plate), reshaped to it; a run none fits (a probe of the plate
+    structure) draws as usual. The site stays latent (drawn from q, as far as inference can
+    tell: analytic KL applies, and it is replayed into the model), where
+    ``poutine.condition`` would make it observed."""
 
     def __init__(self, values):
         super().__init__()
@@ -259,9 +261,15 @@ class _FixLatents(Messenger):
 
     def _pyro_sample(self, msg):
         if msg["name"] in self.values and not msg["is_observed"]:
-            rows = msg["fn"].batch_shape[-1]
-            (msg["value"],) = [v for v in self.values[msg["name"]] if v.shape[-2] == rows]
-            msg["done"] = True
+            shape = msg["fn"].batch_shape
+            fits = [
+                v
+                for v in self.values[msg["name"]]
+                if v.shape[-2] == shape[-1] and v.numel() == shape.numel() * v.shape[-1]
+            ]
+            if fits:
+                msg["value"] = fits[0].reshape(*shape, fits[0].shape[-1])
+                msg["done"] = True
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
@@ -473,8 +481,8 @@ def test_same_ssvae_methods(float64):
 def test_same_semi_supervised_parts_for_same_weights_and_noise(float64, beta):
     """Labelled ELBO, enumerated unlabelled bound and classification term of M2 agree.
 
-    Both backends enumerate the label along a leading dim, ``(C, 1)``, so the unlabelled
-    ``z`` is ``(C, B, latent)`` on both sides.
+    Both backends enumerate the label left of a one-particle plate, ``(C, 1, 1)``, so the
+    unlabelled ``z`` is ``(C, 1, B, latent)`` on both sides.
     """
     c, b_l, b_u, latent = 3, 4, 5, 2
     t, j = _twins("SSVAE", 10, num_classes=c, latent=latent, hidden=(8,))
@@ -488,7 +496,9 @@ def test_same_semi_supervised_parts_for_same_weights_and_noise(float64, beta):
 
     def fix_z(site):
         if site["type"] == "sample" and site["name"] == "z":
-            return z_j[site["fn"].batch_shape[-1]]
+            shape = (*site["fn"].batch_shape, latent)
+            value = z_j[shape[-2]]
+            return value.reshape(shape) if value.size == np.prod(shape) else None
         return None
 
     jg = nh.substitute(j.guide, substitute_fn=fix_z)

@@ -261,7 +261,8 @@ def particle_terms(
     expectation of ``TraceEnum_ELBO``, per datapoint). The factors depending on an
     enumerated value share one scale (after the data plate's), applied outside the sum, as
     Pyro requires; ``analytic_kl`` is not used in such a program (Monte Carlo throughout).
-    A one-particle call without ``info`` that meets such a site reruns with :func:`structure`.
+    A one-particle call without ``info`` that meets such a site reruns with :func:`structure`,
+    from the random state it started with.
 
     Args:
         model: A Pyro model.
@@ -293,9 +294,12 @@ def particle_terms(
         particles = (num_particles, -(info.max_plate_nesting + 1))
     enum_dim = particles[1] - 1 if info is not None and info.enumerated else None
     scaled = None if isinstance(beta, (int, float)) and beta == 1 else beta
+    rng_state = torch.random.get_rng_state() if info is None else None
     model_trace, guide_trace = _run(model, guide, args, kwargs, particles, scaled, enum_dim)
     if info is None and enumerated_sites(model_trace, guide_trace):
-        # the plain one-particle run met a site to sum out: find where its values may go
+        # the plain one-particle run met a site to sum out: find where its values may go and
+        # run again from the same random state (as if the plain run had not happened)
+        torch.random.set_rng_state(rng_state)
         info = structure(model, guide, args, kwargs)
         return particle_terms(
             model,
