@@ -83,7 +83,9 @@ def labelled_pair(backend, scale=1.0, with_z=True):
             y = ppl.sample(
                 "y", dist.Categorical(backend.array(np.ones(C) / C)), obs=None if y is None else y
             )
-            shift = ppl.sample("z", dist.Normal(backend.array(np.zeros((n, 1))), 1.0)) if with_z else 0
+            shift = (
+                ppl.sample("z", dist.Normal(backend.array(np.zeros((n, 1))), 1.0)) if with_z else 0
+            )
             with ppl.plate("feat", D, dim=-1), handlers.scale(scale=scale):
                 ppl.sample("x", dist.Normal(shift + locs[y][..., 0, :], 0.7), obs=x)
 
@@ -143,16 +145,15 @@ def test_a_scale_handler_is_respected_inside_the_label_sum(backend, float64):
         backend.loss(inf.IWAE(2), model, guide, x)
 
 
-def test_pyro_label_sum_agrees_with_trace_enum_elbo(float64):
+@pytest.mark.parametrize("backend", ["pyro"], indirect=True)
+def test_pyro_label_sum_agrees_with_trace_enum_elbo(backend, float64):
     """Pyro's own TraceEnum_ELBO on the same draws (same seed): the guide-enumerated ELBO
     and the semi-supervised bound are its value, with num_data scaling."""
-    import pyro
     from pyro.infer import TraceEnum_ELBO
 
-    from conftest import BACKENDS
     from ppgen.inference.pyro import ELBO, SemiSupervisedELBO
 
-    backend = BACKENDS["pyro"]
+    pyro = backend.ppl
     model, guide = labelled_pair(backend)
     x = backend.array(X)
     for k in (1, 3):
@@ -170,14 +171,13 @@ def test_pyro_label_sum_agrees_with_trace_enum_elbo(float64):
     )
 
 
-def test_pyro_semi_supervised_objective_under_no_grad(float64):
-    import pyro
+@pytest.mark.parametrize("backend", ["pyro"], indirect=True)
+def test_pyro_semi_supervised_objective_under_no_grad(backend, float64):
     import torch
 
-    from conftest import BACKENDS
     from ppgen.inference.pyro import SemiSupervisedELBO
 
-    backend = BACKENDS["pyro"]
+    pyro = backend.ppl
     model, guide = labelled_pair(backend)
     x, y = backend.array(X), backend.array(np.arange(B) % C)[:, None]
     pyro.set_rng_seed(0)
@@ -196,7 +196,9 @@ def test_enumeration_refusals(backend, float64):
     def model(x, num_data=None):
         with ppl.plate("data", x.shape[0]):
             z = ppl.sample(
-                "z", dist.Categorical(backend.array(np.ones(C) / C)), infer={"enumerate": "sequential"}
+                "z",
+                dist.Categorical(backend.array(np.ones(C) / C)),
+                infer={"enumerate": "sequential"},
             )
             ppl.sample("x", dist.Normal(backend.array(LOCS)[z], 0.7).to_event(1), obs=x)
 

@@ -584,7 +584,9 @@ def test_same_enumerated_elbo_and_iwae(float64, k):
         def model(x):
             with ppl.plate("data", x.shape[0]):
                 label = ppl.sample(
-                    "label", dist.Categorical(array(np.ones(c) / c)), infer={"enumerate": "parallel"}
+                    "label",
+                    dist.Categorical(array(np.ones(c) / c)),
+                    infer={"enumerate": "parallel"},
                 )
                 ppl.sample("x", dist.Normal(array(locs)[label], 0.7).to_event(1), obs=x)
 

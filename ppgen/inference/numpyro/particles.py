@@ -15,10 +15,10 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import equinox as eqx
+import funsor
 import jax
 import jax.numpy as jnp
 import numpyro
-import funsor
 from numpyro import handlers
 from numpyro.contrib.funsor import enum, plate_to_enum_plate, to_funsor
 from numpyro.contrib.funsor import trace as funsor_trace
@@ -347,9 +347,7 @@ def particle_terms(
         if per_datapoint:
             return out
         total = {name: jnp.sum(term) * data_scale for name, term in out.terms.items()}
-        elbo = out.elbo_terms and {
-            n: jnp.sum(t) * data_scale for n, t in out.elbo_terms.items()
-        }
+        elbo = out.elbo_terms and {n: jnp.sum(t) * data_scale for n, t in out.elbo_terms.items()}
         return ParticleTerms(total, 1.0, elbo)
     return ParticleTerms(terms, float(data_scale) if per_datapoint else 1.0)
 
@@ -485,7 +483,9 @@ def summed_out_terms(
         marginal = contract(model_factors, frozenset(model_enum))
         costs.append((key, marginal * common_scale(model_scales)))
     q_factors = [
-        to_funsor(_log_prob(guide_trace[name]), funsor.Real, guide_trace[name]["infer"]["dim_to_name"])
+        to_funsor(
+            _log_prob(guide_trace[name]), funsor.Real, guide_trace[name]["infer"]["dim_to_name"]
+        )
         for name in guide_enum
     ]
     elbo = {}

@@ -32,9 +32,9 @@ from ppgen.data.checks import check_training_array
 from ppgen.data.labels import check_labelled, check_labels
 from ppgen.errors import ConfigError
 from ppgen.inference.checks import check_non_negative, check_num_particles
+from ppgen.inference.numpyro.handlers import scale_latents
 from ppgen.inference.numpyro.interop import to_device
 from ppgen.inference.numpyro.objectives import ELBO
-from ppgen.inference.numpyro.handlers import scale_latents
 from ppgen.inference.numpyro.particles import particle_terms
 from ppgen.inference.numpyro.train import Trainer, TrainState
 

@@ -65,7 +65,7 @@ def _loaded(modules: list[tuple[torch.nn.Parameter, torch.Tensor]]) -> Iterator[
         yield
     finally:
         with torch.no_grad():
-            for (param, _), old in zip(modules, saved):
+            for (param, _), old in zip(modules, saved, strict=True):
                 param.copy_(old)
 
 
@@ -95,10 +95,10 @@ def mcmc_latents(
 
     Discrete latent sites are summed out by Pyro's parallel enumeration, as ``NUTS`` does
     (``pyro.infer.mcmc.util.initialize_model`` enumerates them, guessing the plate nesting),
-    so the posterior holds the continuous sites. The chains run one after another in this process (``pyro.infer.MCMC`` would fork a
-    process per chain when cores allow, which needs a picklable model and is slower than
-    these small posteriors), each converted with ``arviz.from_pyro`` and joined along
-    ``chain``. Draws come from torch's global generator.
+    so the posterior holds the continuous sites. The chains run one after another in this
+    process (``pyro.infer.MCMC`` would fork a process per chain when cores allow, which
+    needs a picklable model and is slower than these small posteriors), each converted with
+    ``arviz.from_pyro`` and joined along ``chain``. Draws come from torch's global generator.
 
     Args:
         model: A Pyro model with its observed data among ``args``/``kwargs``.

@@ -476,7 +476,7 @@ def summed_out_terms(
         for terms in tree.values():
             for t in terms:
                 if torch.is_tensor(t):
-                    sizes.update(zip(t._pyro_dims, t.shape))
+                    sizes.update(zip(t._pyro_dims, t.shape, strict=True))
         ring = LogRing(dim_to_size=sizes)
         return contract_to_tensor(
             tree, sum_dims, target_ordinal=frozenset(target), target_dims=keep, ring=ring
