@@ -249,11 +249,10 @@ def _data(case, batch, k):
 
 class _FixLatents(Messenger):
     """Pyro: give each guide site named in ``values`` the one of its candidate values whose
-    row count and size fit the site (``(batch,)`` labelled, ``(C, 1, batch)`` enumerated
-    left of a one-particle plate), reshaped to it; a run none fits (a probe of the plate
-    structure) draws as usual. The site stays latent (drawn from q, as far as inference can
-    tell: analytic KL applies, and it is replayed into the model), where
-    ``poutine.condition`` would make it observed."""
+    row count fits the site (``(batch,)`` labelled, ``(C, 1, batch)`` enumerated left of a
+    one-particle plate). The site stays latent (drawn from q, as far as inference can tell:
+    analytic KL applies, and it is replayed into the model), where ``poutine.condition``
+    would make it observed."""
 
     def __init__(self, values):
         super().__init__()
@@ -261,15 +260,9 @@ class _FixLatents(Messenger):
 
     def _pyro_sample(self, msg):
         if msg["name"] in self.values and not msg["is_observed"]:
-            shape = msg["fn"].batch_shape
-            fits = [
-                v
-                for v in self.values[msg["name"]]
-                if v.shape[-2] == shape[-1] and v.numel() == shape.numel() * v.shape[-1]
-            ]
-            if fits:
-                msg["value"] = fits[0].reshape(*shape, fits[0].shape[-1])
-                msg["done"] = True
+            rows = msg["fn"].batch_shape[-1]
+            (msg["value"],) = [v for v in self.values[msg["name"]] if v.shape[-2] == rows]
+            msg["done"] = True
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
@@ -489,16 +482,14 @@ def test_same_semi_supervised_parts_for_same_weights_and_noise(float64, beta):
     rng = np.random.default_rng(0)
     x_l, x_u = ((rng.random((n, 10)) < 0.4).astype(np.float64) for n in (b_l, b_u))
     y_l = np.array([0, 2, 1, 2])
-    z_l, z_u = rng.normal(size=(b_l, latent)), rng.normal(size=(c, b_u, latent))
+    z_l, z_u = rng.normal(size=(b_l, latent)), rng.normal(size=(c, 1, b_u, latent))
 
     tg = _FixLatents({"z": [torch.from_numpy(z_l), torch.from_numpy(z_u)]})(t.guide)
     z_j = {z.shape[-2]: jnp.asarray(z) for z in (z_l[None], z_u)}
 
     def fix_z(site):
         if site["type"] == "sample" and site["name"] == "z":
-            shape = (*site["fn"].batch_shape, latent)
-            value = z_j[shape[-2]]
-            return value.reshape(shape) if value.size == np.prod(shape) else None
+            return z_j[site["fn"].batch_shape[-1]]
         return None
 
     jg = nh.substitute(j.guide, substitute_fn=fix_z)

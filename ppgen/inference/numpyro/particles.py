@@ -431,15 +431,16 @@ def summed_out_terms(
             )
         return scales[0] if scales else 1.0
 
-    def contract(factors: list, eliminate: frozenset) -> funsor.Funsor:
+    def contract(factors: list, eliminate: frozenset, keep: frozenset = kept) -> funsor.Funsor:
+        """``log sum prod`` of the factors over ``eliminate`` and the plates not in ``keep``."""
         inputs = frozenset().union(*(f.inputs for f in factors))
         with funsor.interpretations.normalize:
             out = funsor.sum_product.sum_product(
                 funsor.ops.logaddexp,
                 funsor.ops.add,
                 factors,
-                plates=inputs & plates,
-                eliminate=(inputs & eliminate) | ((inputs & plates) - kept),
+                plates=(inputs | keep) & plates,
+                eliminate=(inputs & eliminate) | ((inputs & plates) - keep),
             )
         return funsor.optimizer.apply_optimizer(out)
 
@@ -492,15 +493,7 @@ def summed_out_terms(
     for name, cost in costs:
         cost_vars = frozenset(cost.inputs)
         if not cost_vars.isdisjoint(guide_enum):  # weigh by q of the values it depends on
-            q_vars = frozenset().union(*(f.inputs for f in q_factors))
-            with funsor.interpretations.normalize:
-                log_q = funsor.sum_product.sum_product(
-                    funsor.ops.logaddexp,
-                    funsor.ops.add,
-                    q_factors,
-                    plates=(q_vars | cost_vars) & plates,
-                    eliminate=q_vars - cost_vars,
-                )
-            cost = cost * funsor.ops.exp(funsor.optimizer.apply_optimizer(log_q))
+            log_q = contract(q_factors, frozenset(guide_enum) - cost_vars, cost_vars & plates)
+            cost = cost * funsor.ops.exp(log_q)
         elbo[name] = elbo.get(name, 0.0) + _to_batch(cost, shape)
     return ParticleTerms(log_w, float(data_scale), elbo)
