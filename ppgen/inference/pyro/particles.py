@@ -393,13 +393,16 @@ def _summed_out(model_trace: Trace, guide_trace: Trace) -> set[str]:
     }
 
 
-def _to_batch(operands: list, target: str, shape: tuple[int, int]) -> torch.Tensor:
+def _to_batch(
+    operands: list, target: str, shape: tuple[int, int], like: torch.Tensor
+) -> torch.Tensor:
     """The product of packed tensors, summed over every dim but ``target``'s (the particle and
-    data symbols, in that order), as a ``(K, batch)`` tensor."""
+    data symbols, in that order), as a ``(K, batch)`` tensor (numbers alone: on ``like``'s
+    device, in its dtype)."""
     tensors = [t for t in operands if torch.is_tensor(t) and t.dim()]
     factor = math.prod(float(t) for t in operands if not (torch.is_tensor(t) and t.dim()))
     if not tensors:
-        return torch.as_tensor(factor).reshape(1, 1).expand(shape)
+        return torch.full(shape, factor, dtype=like.dtype, device=like.device)
     dims = set("".join(t._pyro_dims for t in tensors))
     kept = "".join(d for d in target if d in dims)
     spec = ",".join(t._pyro_dims for t in tensors)
@@ -463,6 +466,15 @@ def summed_out_terms(
     guide_enum, model_enum = enumerated(guide_trace, None), enumerated(model_trace, guide_trace)
     sum_dims = set(guide_enum) | set(model_enum)
     key = "+".join([*guide_enum.values(), *model_enum.values()])
+    like = next(  # a log-density: the device and dtype of the terms
+        (
+            site["packed"]["unscaled_log_prob"]
+            for trace in (model_trace, guide_trace)
+            for site in trace.nodes.values()
+            if site["type"] == "sample" and torch.is_tensor(site["packed"]["unscaled_log_prob"])
+        ),
+        torch.zeros(()),
+    )
     sizes = {  # every plate's size, for the contractions' broadcasts
         symbols[f.name]: f.size
         for trace in (model_trace, guide_trace)
@@ -516,7 +528,9 @@ def summed_out_terms(
                 tree.setdefault(ordinal, []).append(factor)
                 scales.add(scale)
             else:
-                log_w[name] = log_w.get(name, 0.0) + scale * _to_batch([factor], target, shape)
+                log_w[name] = log_w.get(name, 0.0) + scale * _to_batch(
+                    [factor], target, shape, like
+                )
             if not guide_enum:
                 continue
             if trace is model_trace and (is_own or dims & set(model_enum)):
@@ -528,7 +542,7 @@ def summed_out_terms(
     if not weights and guide_enum:
         log_w = {}
     elif tree:
-        log_w[key] = common_scale(scales) * _to_batch([contract(tree, set())], target, shape)
+        log_w[key] = common_scale(scales) * _to_batch([contract(tree, set())], target, shape, like)
     if not guide_enum:
         return ParticleTerms(log_w, float(data_scale))
 
@@ -556,8 +570,8 @@ def summed_out_terms(
             )
             prob = log_q.exp()
             prob._pyro_dims = log_q._pyro_dims
-            value = _to_batch([prob, cost], target, shape)
+            value = _to_batch([prob, cost], target, shape, like)
         else:
-            value = _to_batch([cost], target, shape)
+            value = _to_batch([cost], target, shape, like)
         elbo[name] = elbo.get(name, 0.0) + value
     return ParticleTerms(log_w, float(data_scale), elbo)
