@@ -98,5 +98,13 @@ def test_schedule_needs_labels_and_enough_unlabelled(y):
         )
     with pytest.raises(ConfigError, match="fewer than one batch"):
         semi_supervised_indices(
-            np.arange(20) % 10, batch_size=10, labelled_batch_size=5, seed=0, epoch=0
+            np.r_[np.arange(20) % 10, [MISSING] * 5],
+            batch_size=10,
+            labelled_batch_size=5,
+            seed=0,
+            epoch=0,
+        )
+    with pytest.raises(ConfigError, match="every example is labelled"):
+        semi_supervised_indices(
+            np.arange(20) % 10, batch_size=1, labelled_batch_size=5, seed=0, epoch=0
         )

@@ -251,9 +251,10 @@ def _data(case, batch, k):
 
 class _FixLatents(Messenger):
     """Pyro: give each guide site named in ``values`` the one of its candidate values whose
-    row count fits the site (``(batch,)`` labelled, ``(C, batch)`` enumerated). The site
-    stays latent (drawn from q, as far as inference can tell: analytic KL applies, and
-    ``TraceEnum_ELBO`` replays it), where ``poutine.condition`` would make it observed."""
+    row count fits the site (``(batch,)`` labelled, ``(C, 1, batch)`` enumerated left of a
+    one-particle plate). The site stays latent (drawn from q, as far as inference can tell:
+    analytic KL applies, and it is replayed into the model), where ``poutine.condition``
+    would make it observed."""
 
     def __init__(self, values):
         super().__init__()
@@ -475,15 +476,15 @@ def test_same_ssvae_methods(float64):
 def test_same_semi_supervised_parts_for_same_weights_and_noise(float64, beta):
     """Labelled ELBO, enumerated unlabelled bound and classification term of M2 agree.
 
-    Both backends enumerate the label along a leading dim, ``(C, 1)``, so the unlabelled
-    ``z`` is ``(C, B, latent)`` on both sides.
+    Both backends enumerate the label left of a one-particle plate, ``(C, 1, 1)``, so the
+    unlabelled ``z`` is ``(C, 1, B, latent)`` on both sides.
     """
     c, b_l, b_u, latent = 3, 4, 5, 2
     t, j = _twins("SSVAE", 10, num_classes=c, latent=latent, hidden=(8,))
     rng = np.random.default_rng(0)
     x_l, x_u = ((rng.random((n, 10)) < 0.4).astype(np.float64) for n in (b_l, b_u))
     y_l = np.array([0, 2, 1, 2])
-    z_l, z_u = rng.normal(size=(b_l, latent)), rng.normal(size=(c, b_u, latent))
+    z_l, z_u = rng.normal(size=(b_l, latent)), rng.normal(size=(c, 1, b_u, latent))
 
     tg = _FixLatents({"z": [torch.from_numpy(z_l), torch.from_numpy(z_u)]})(t.guide)
     z_j = {z.shape[-2]: jnp.asarray(z) for z in (z_l[None], z_u)}
@@ -629,3 +630,66 @@ def test_same_score_objectives_for_same_weights_and_draws(float64, name):
                 np.testing.assert_allclose(
                     fixed[f"nvil$$${key}"].item(), float(state_j[key]), rtol=1e-10
                 )
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_same_enumerated_elbo_and_iwae(float64, k):
+    """A discrete latent summed out exactly gives the same ELBO and IWAE bound on both
+    backends: M2's label enumerated in its guide (same weights, the same z per class and
+    particle) and a Gaussian mixture whose label its model enumerates (no guide)."""
+    c, b, latent = 3, 5, 2
+    t, j = _twins("SSVAE", 10, num_classes=c, latent=latent, hidden=(8,))
+    rng = np.random.default_rng(4)
+    x = (rng.random((b, 10)) < 0.4).astype(np.float64)
+    z = rng.normal(size=(c, k, b, latent))  # the label at dim -3, left of the particles
+
+    def enumerate_y(msg):
+        return {"enumerate": "parallel"} if msg["name"] == "y" else {}
+
+    def fixed_z(fn):  # z of the enumerated run (its q has batch (C, 1, B)), else as drawn
+        shape = tuple(fn.batch_shape)
+        return len(shape) == 3 and shape[0] == c
+
+    class FixZ(Messenger):
+        def _pyro_sample(self, msg):
+            if msg["name"] == "z" and fixed_z(msg["fn"]):
+                msg["value"], msg["done"] = torch.from_numpy(z), True
+
+    def fix_z(site):
+        ok = site["type"] == "sample" and site["name"] == "z" and fixed_z(site["fn"])
+        return jnp.asarray(z) if ok else None
+
+    tg = poutine.infer_config(FixZ()(t.guide), enumerate_y)
+    jg = nh.infer_config(nh.substitute(j.guide, substitute_fn=fix_z), config_fn=enumerate_y)
+    xt, xj, key = torch.from_numpy(x), jnp.asarray(x), jax.random.PRNGKey(0)
+    for objective in ("ELBO", "IWAE"):
+        loss_t = getattr(inf_t, objective)(k)(t.model, tg, xt, num_data=20).item()
+        loss_j = float(getattr(inf_j, objective)(k)(key, j.model, jg, xj, num_data=20))
+        np.testing.assert_allclose(loss_t, loss_j, rtol=0, atol=ATOL)
+    # the bounds differ (ELBO <= IWAE with K = 1 already: the label is stratified)
+    assert inf_t.IWAE(k)(t.model, tg, xt).item() < inf_t.ELBO(k)(t.model, tg, xt).item()
+
+    locs = rng.normal(size=(c, 4))
+    y = rng.normal(size=(b, 4))
+
+    def mixture(ppl, dist, array):
+        def model(x):
+            with ppl.plate("data", x.shape[0]):
+                label = ppl.sample(
+                    "label",
+                    dist.Categorical(array(np.ones(c) / c)),
+                    infer={"enumerate": "parallel"},
+                )
+                ppl.sample("x", dist.Normal(array(locs)[label], 0.7).to_event(1), obs=x)
+
+        return model, lambda x: None
+
+    import numpyro
+    import pyro
+
+    mt, gt = mixture(pyro, pyro.distributions, torch.from_numpy)
+    mj, gj = mixture(numpyro, numpyro.distributions, jnp.asarray)
+    for objective in ("ELBO", "IWAE"):
+        loss_t = getattr(inf_t, objective)(k)(mt, gt, torch.from_numpy(y)).item()
+        loss_j = float(getattr(inf_j, objective)(k)(key, mj, gj, jnp.asarray(y)))
+        np.testing.assert_allclose(loss_t, loss_j, rtol=0, atol=ATOL)

@@ -157,7 +157,8 @@ def semi_supervised_indices(
         (steps, batch_size), int32, ready for a ``lax.scan`` or a Python loop.
 
     Raises:
-        ConfigError: Non-positive sizes, no labelled or too few unlabelled examples.
+        ConfigError: Non-positive sizes, no labelled, no unlabelled or too few unlabelled
+            examples.
     """
     y = np.asarray(y)
     labelled, unlabelled = np.flatnonzero(y != MISSING), np.flatnonzero(y == MISSING)
@@ -165,6 +166,11 @@ def semi_supervised_indices(
         raise ConfigError("batch sizes must be positive")
     if len(labelled) == 0:
         raise ConfigError("no labelled examples: give at least one label per class")
+    if len(unlabelled) == 0:
+        raise ConfigError(
+            "every example is labelled (no -1 in y): semi-supervised training needs unlabelled "
+            "examples; to train on the labels alone use Minibatches(labels=(1,)) and ELBO"
+        )
     if len(unlabelled) < batch_size:
         raise ConfigError(
             f"{len(unlabelled)} unlabelled examples, fewer than one batch "

@@ -32,9 +32,10 @@ X_DIM, C, LATENT = 6, 3, 2
 
 class FixLatent(Messenger):
     """Give the guide's sample site ``name`` whichever of ``values`` fits its batch shape
-    (``(batch,)`` labelled, ``(C, batch)`` enumerated). The site stays latent, so
-    ``TraceEnum_ELBO`` replays it into the model and counts ``log q`` at it
-    (``poutine.condition`` would make it observed, which ``poutine.replay`` refuses)."""
+    (``(batch,)`` labelled, ``(C, batch)`` enumerated, also with size-1 dims between, as a
+    particle plate of one adds), reshaped to it; a run whose shape none fits (a probe of
+    the plate structure) draws as usual. The site stays latent, so it is replayed into the
+    model and ``log q`` is counted at it (``poutine.condition`` would make it observed)."""
 
     def __init__(self, name, *values):
         super().__init__()
@@ -43,8 +44,11 @@ class FixLatent(Messenger):
     def _pyro_sample(self, msg):
         if msg["name"] == self.name and not msg["is_observed"]:
             shape = msg["fn"].batch_shape
-            (msg["value"],) = [v for v in self.values if v.shape[:-1] == shape]
-            msg["done"] = True
+            squeezed = [n for n in shape if n != 1]
+            fits = [v for v in self.values if [n for n in v.shape[:-1] if n != 1] == squeezed]
+            if fits:
+                msg["value"] = fits[0].reshape(*shape, fits[0].shape[-1])
+                msg["done"] = True
 
 
 def make(**kwargs):

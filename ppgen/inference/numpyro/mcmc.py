@@ -15,9 +15,12 @@ import arviz as az
 import jax
 import numpy as np
 from numpyro import handlers
+from numpyro.contrib.funsor import config_enumerate
 from numpyro.infer import MCMC, NUTS, Predictive
 
+from ppgen.errors import ConfigError
 from ppgen.inference.checks import check_count, check_mcmc_counts
+from ppgen.inference.numpyro.particles import is_latent
 from ppgen.metrics import posterior_gap
 
 __all__ = ["compare_with_guide", "mcmc_latents"]
@@ -35,6 +38,10 @@ def mcmc_latents(
 ) -> az.InferenceData:
     """Sample every latent site of ``model(*args, **kwargs)`` with NUTS, weights fixed.
 
+    Discrete latent sites are summed out by enumeration (``numpyro.contrib.funsor``'s
+    ``config_enumerate`` marks them, and NumPyro's ``NUTS`` enumerates marked sites, finding
+    the plate nesting itself), so the posterior holds the continuous sites.
+
     Args:
         rng_key: PRNG key.
         model: Model with observed data among ``args``/``kwargs`` (e.g. ``vae.model``).
@@ -50,10 +57,28 @@ def mcmc_latents(
         ``arviz.InferenceData`` whose ``posterior`` holds each latent site.
 
     Raises:
-        ConfigError: Counts that :func:`~ppgen.inference.checks.check_mcmc_counts` refuses.
+        ConfigError: Counts that :func:`~ppgen.inference.checks.check_mcmc_counts` refuses,
+            or a model with no continuous latent site (nothing to sample).
     """
     num_warmup, num_samples, num_chains = check_mcmc_counts(num_warmup, num_samples, num_chains)
     fixed = model if params is None else handlers.substitute(model, data=params)
+    fixed = config_enumerate(fixed)  # every discrete latent summed out
+    discrete: dict[str, bool] = {}  # latent site -> discrete, from a shape-only run
+
+    def probe(key: jax.Array) -> None:
+        trace = handlers.trace(handlers.seed(fixed, key)).get_trace(*args, **kwargs)
+        discrete.update(
+            (name, site["fn"].support.is_discrete)
+            for name, site in trace.items()
+            if is_latent(site)
+        )
+
+    jax.eval_shape(probe, rng_key)
+    if all(discrete.values()):
+        raise ConfigError(
+            "the model has no continuous latent site for NUTS to sample (latent sites: "
+            f"{list(discrete) or 'none'}; discrete ones are summed out); nothing to sample"
+        )
     chain_method = "parallel" if jax.local_device_count() >= num_chains else "vectorized"
     mcmc = MCMC(
         NUTS(fixed),

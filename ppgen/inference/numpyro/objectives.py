@@ -83,7 +83,8 @@ class ELBO:
             require_rsample=True,
             per_datapoint=False,  # only the total is needed
         )
-        return -sum(out.terms.values()) / self.num_particles
+        terms = out.terms if out.elbo_terms is None else out.elbo_terms
+        return -sum(terms.values()) / self.num_particles
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,13 @@ Works on any model/guide pair ``model(x, y=None, num_data=None)`` /
 whose model takes ``y`` as an observed site of the same name (the M2 of
 :class:`ppgen.models.numpyro.SSVAE`, or a user's own).
 
-The label of an unlabelled example is summed out exactly: NumPyro's ``TraceEnum_ELBO`` does
-not enumerate guide sites, so the sum over classes is written here, as one vectorised pass
-over the minibatch repeated once per class (the same arithmetic as Pyro's parallel
-enumeration, which is what the Pyro twin uses).
+The label of an unlabelled example is summed out exactly by enumeration: the guide's label
+site is marked ``infer={"enumerate": "parallel"}``, ``numpyro.contrib.funsor`` gives it
+every class left of the plates, one vectorised pass computes all of them, and
+:func:`~ppgen.inference.numpyro.particles.particle_terms` weighs each class's terms by
+``q(c | x)`` as NumPyro's ``TraceEnum_ELBO`` does (the Pyro twin does the same with Pyro's
+enumeration), whatever plates lie inside ``"data"`` and whatever ``scale`` or ``mask``
+handlers act on its sites.
 """
 
 from __future__ import annotations
@@ -29,9 +32,10 @@ from ppgen.data.checks import check_training_array
 from ppgen.data.labels import check_labelled, check_labels
 from ppgen.errors import ConfigError
 from ppgen.inference.checks import check_non_negative, check_num_particles
+from ppgen.inference.numpyro.handlers import scale_latents
 from ppgen.inference.numpyro.interop import to_device
 from ppgen.inference.numpyro.objectives import ELBO
-from ppgen.inference.numpyro.particles import particle_terms, structure
+from ppgen.inference.numpyro.particles import particle_terms
 from ppgen.inference.numpyro.train import Trainer, TrainState
 
 __all__ = ["ClassifierEvaluator", "SemiSupervisedELBO", "label_distribution"]
@@ -151,70 +155,40 @@ class SemiSupervisedELBO:
         x: jax.Array,
         beta: float | jax.Array | None = None,
     ) -> jax.Array:
-        """``sum_i U(x_i)`` over the minibatch (not scaled to the set)."""
-        beta = self.beta if beta is None else beta
-        log_q = _log_q_support(label_distribution(guide, x, self.site))  # (C, batch)
-        if structure(rng_key, model, guide, (x, None), {}).max_plate_nesting == 1:
-            elbo = self._class_elbos(rng_key, model, guide, x, log_q.shape[0], beta)
-        else:  # more plates than "data": tile the batch once per class instead
-            elbo = self._class_elbos_tiled(rng_key, model, guide, x, log_q.shape[0], beta)
-        q = jnp.exp(log_q)
-        return jnp.sum(q * (elbo - log_q))  # sum_c q (L - log q) = E_q[L] + H(q)
+        """``sum_i U(x_i)`` over the minibatch (not scaled to the set).
 
-    def _class_elbos(self, rng_key, model, guide, x, c, beta=None) -> jax.Array:
-        """``L(x_i, c)`` for every class, shape ``(C, batch)``.
+        The guide's label site is enumerated in parallel (left of every plate) and
+        :func:`~ppgen.inference.numpyro.particles.particle_terms` returns
+        ``sum_c q(c | x) (L(x, c) - log q(c | x))``, the value of NumPyro's
+        ``TraceEnum_ELBO`` for any plate layout, with ``scale``/``mask`` handlers on any
+        site respected.
 
-        As in Pyro's parallel enumeration, the label site takes the values ``0..C-1`` along
-        a new leading dim, ``(C, 1)``, and everything downstream broadcasts to ``(C,
-        batch)``; ``x`` itself is never repeated (ppgen's networks then compute ``x``'s
-        share of their first layer once). Particles are ``vmap``-ped.
+        Raises:
+            ConfigError: The guide's label site is not discrete.
         """
         beta = self.beta if beta is None else beta
-        labels = jnp.arange(c).reshape(c, 1)
-
-        def one_particle(key: jax.Array) -> jax.Array:
-            guide_key, model_key = jax.random.split(key)
-            enumerated = handlers.substitute(guide, data={self.site: labels})
-            guide_tr = handlers.trace(handlers.seed(enumerated, guide_key)).get_trace(x, None)
-            # Every guide draw, also those a caller fixed with `condition` (as particle_terms).
-            latents = {
-                name: site["value"] for name, site in guide_tr.items() if site["type"] == "sample"
-            }
-            model_tr = handlers.trace(
-                handlers.seed(handlers.substitute(model, data=latents), model_key)
-            ).get_trace(x, None)
-            total = jnp.zeros((c, x.shape[0]))
-            for name, site in model_tr.items():
-                if site["type"] != "sample":
-                    continue
-                term = site["fn"].log_prob(site["value"])
-                if not site["is_observed"] and name != self.site:
-                    term = beta * (term - guide_tr[name]["fn"].log_prob(latents[name]))
-                total = total + term  # (C, batch); p(y) is (C, 1)
-            for name, site in guide_tr.items():  # guide-only latents: -log q
-                if site["type"] == "sample" and name not in model_tr and name != self.site:
-                    total = total - beta * site["fn"].log_prob(site["value"])
-            return total
-
-        keys = jax.random.split(rng_key, self.num_particles)
-        return jnp.mean(jax.vmap(one_particle)(keys), axis=0)
-
-    def _class_elbos_tiled(self, rng_key, model, guide, x, c, beta=None) -> jax.Array:
-        """``L(x_i, c)`` by repeating the batch once per class (class-major rows)."""
-        b = x.shape[0]
-        x_rep = jnp.broadcast_to(x, (c, *x.shape)).reshape(c * b, -1)
-        y_rep = jnp.repeat(jnp.arange(c), b)
+        site = self.site
+        enumerated = handlers.infer_config(
+            guide, config_fn=lambda msg: {"enumerate": "parallel"} if msg["name"] == site else {}
+        )
+        if not (isinstance(beta, (int, float)) and beta == 1):
+            # weight the other latents' terms (z's KL), never the label's
+            model, enumerated = scale_latents(model, enumerated, beta, exclude=(site,))
         out = particle_terms(
             rng_key,
             model,
-            guide,
-            (x_rep, y_rep),
+            enumerated,
+            (x,),
             {},
             num_particles=self.num_particles,
-            beta=self.beta if beta is None else beta,
-            require_rsample=True,
+            per_datapoint=False,
         )
-        return jnp.mean(sum(out.terms.values()), axis=0).reshape(c, b)
+        if out.elbo_terms is None:
+            raise ConfigError(
+                f"the guide's label site {site!r} cannot be enumerated; a semi-supervised "
+                "guide draws the label from a discrete q(y | x) (Categorical, OneHotCategorical)"
+            )
+        return sum(out.elbo_terms.values()) / self.num_particles
 
     def __call__(
         self, rng_key: jax.Array, *args: Any, beta: float | jax.Array | None = None, **kwargs: Any

@@ -10,6 +10,8 @@ tensor of unscaled per-datapoint terms; their sum is
 
 from __future__ import annotations
 
+import math
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -17,10 +19,13 @@ import pyro
 import torch
 from pyro import poutine
 from pyro.distributions.util import scale_and_mask
+from pyro.ops import packed
+from pyro.ops.contract import contract_to_tensor
+from pyro.ops.rings import LogRing
 from pyro.poutine.indep_messenger import CondIndepStackFrame
 from pyro.poutine.runtime import Message
 from pyro.poutine.trace_struct import Trace
-from pyro.poutine.util import site_is_subsample
+from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 from torch.distributions import kl_divergence
 
 from ppgen.errors import ConfigError
@@ -30,9 +35,11 @@ __all__ = [
     "ParticleTerms",
     "Structure",
     "analytic_kl_sites",
+    "enumerated_sites",
     "is_latent",
     "particle_terms",
     "structure",
+    "summed_out_terms",
 ]
 
 DATA = "data"  # the plate over datapoints, by ppgen convention
@@ -43,13 +50,21 @@ class Structure(NamedTuple):
 
     max_plate_nesting: int
     latents: tuple[str, ...]  # the model's unobserved sample sites, in model order
+    enumerated: tuple[str, ...] = ()  # sites marked for parallel enumeration (model or guide)
 
 
 class ParticleTerms(NamedTuple):
-    """Per-site ``(K, batch)`` terms whose sum is the log weight, and the data plate's scale."""
+    """Per-site ``(K, batch)`` terms whose sum is the log weight, and the data plate's scale.
+
+    Where the guide enumerates a site, ``elbo_terms`` holds the ELBO's own terms (each the
+    expectation of a cost under ``q`` of the enumerated values, which the stratified log
+    weight does not weigh by); otherwise it is ``None`` and the ELBO is the mean of
+    ``sum(terms)`` over particles.
+    """
 
     terms: dict[str, torch.Tensor]
     data_scale: float  # num_data / batch: turns a minibatch sum into a dataset estimate
+    elbo_terms: dict[str, torch.Tensor] | None = None
     # log q of each guide site drawn without a reparameterised sampler, reduced as ``terms``:
     # what a score-function estimator (ppgen.inference.pyro.score) differentiates.
     nonreparam_log_q: dict[str, torch.Tensor] = {}
@@ -68,16 +83,46 @@ def _vectorised(fn: Callable, num_particles: int, dim: int) -> Callable:
     return vectorised
 
 
-def _run(model, guide, args, kwargs, particles=None, beta=None) -> tuple[Trace, Trace]:
+def _run(
+    model, guide, args, kwargs, particles=None, beta=None, enum_dim=None
+) -> tuple[Trace, Trace]:
     """Trace ``guide``, then ``model`` with its latents replayed from the guide (:func:`replay`,
-    which also replays ``condition``-ed guide sites), optionally in a particle plate."""
+    which also replays ``condition``-ed guide sites), optionally in a particle plate and with
+    the sites marked ``infer={"enumerate": "parallel"}`` enumerated from dim ``enum_dim``
+    leftwards (guide first; the model continues its allocation, as ``TraceEnum_ELBO``)."""
     if particles is not None:
         model, guide = (_vectorised(fn, *particles) for fn in (model, guide))
     if beta is not None:
         model, guide = scale_latents(model, guide, beta)
+    if enum_dim is not None:
+        guide, model = poutine.enum(guide, first_available_dim=enum_dim), poutine.enum(model)
     guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
     model_trace = poutine.trace(replay(model, guide_trace)).get_trace(*args, **kwargs)
     return model_trace, guide_trace
+
+
+def enumerated_sites(model_trace: Trace, guide_trace: Trace) -> tuple[str, ...]:
+    """The sites a run sums out: guide sites marked ``infer={"enumerate": "parallel"}`` and
+    so-marked model latents the guide does not sample (``config_enumerate`` marks them).
+
+    Raises:
+        ConfigError: A site asks for another kind of enumeration (``"sequential"``).
+    """
+    names: list[str] = []
+    for trace in (guide_trace, model_trace):
+        for name, site in trace.nodes.items():
+            if not is_latent(site) or name in names:
+                continue
+            how = site["infer"].get("enumerate")
+            if how is None or (trace is model_trace and name in guide_trace.nodes):
+                continue
+            if how != "parallel":
+                raise ConfigError(
+                    f"site {name!r} asks for {how!r} enumeration; ppgen sums discrete sites "
+                    "out by parallel enumeration only: infer={'enumerate': 'parallel'}"
+                )
+            names.append(name)
+    return tuple(names)
 
 
 def structure(model: Callable, guide: Callable, args: tuple, kwargs: dict) -> Structure:
@@ -101,7 +146,7 @@ def structure(model: Callable, guide: Callable, args: tuple, kwargs: dict) -> St
         if frame.vectorized
     ]
     latents = tuple(name for name, site in model_trace.nodes.items() if is_latent(site))
-    return Structure(-min(dims, default=0), latents)
+    return Structure(-min(dims, default=0), latents, enumerated_sites(model_trace, guide_trace))
 
 
 def analytic_kl_sites(model_trace: Trace, guide_trace: Trace) -> list[str]:
@@ -207,6 +252,21 @@ def particle_terms(
     Pyro's :func:`structure` costs a forward pass, which the common ``K = 1`` ELBO step
     need not pay (the NumPyro twin's is free, so it always uses the plate).
 
+    **Enumeration.** Sites marked ``infer={"enumerate": "parallel"}`` (:func:`enumerated_sites`)
+    are summed out exactly by Pyro's own machinery: ``poutine.enum`` puts their values left of
+    the particle plate, the traces are packed and the factors that depend on them are
+    contracted (``pyro.ops.contract.contract_to_tensor``) down to the ``(particles, data)``
+    plates, plates inside ``"data"`` product-contracted, as ``TraceEnum_ELBO`` does. The log
+    weight of particle ``k`` is then ``log sum_e p(x, e, z_k) / q(z_k | x, e)`` over the
+    enumerated values ``e`` (model-side ones marginalised; a guide-enumerated one stratified:
+    its ``q(e | x)`` cancels), an unbiased weight of ``p(x)``. Where the guide enumerates,
+    ``elbo_terms`` also holds ``sum_e q(e | x) [log p(x, e, z) - log q(e, z | x)]`` (the DiCE
+    expectation of ``TraceEnum_ELBO``, per datapoint). The factors depending on an
+    enumerated value share one scale (after the data plate's), applied outside the sum, as
+    Pyro requires; ``analytic_kl`` is not used in such a program (Monte Carlo throughout).
+    A one-particle call without ``info`` that meets such a site reruns with :func:`structure`,
+    from the random state it started with.
+
     Args:
         model: A Pyro model.
         guide: Its guide, run first; the model's latents take its values (:func:`replay`).
@@ -221,23 +281,42 @@ def particle_terms(
         info: The pair's :func:`structure`, when already known (saves its run).
         per_datapoint: ``False``: each term is instead the site's scaled log-density summed
             over everything (particles included), the data plate's scale kept, with
-            ``num_data / batch`` reported as 1: all an ELBO needs, in fewer operations.
+            ``num_data / batch`` reported as 1: all an ELBO needs, in fewer operations (where
+            the guide enumerates, only ``elbo_terms``).
 
     Returns:
         The terms by site name, ``num_data / batch``, and by site name the log q of the
         guide's sites without a reparameterised sampler (reduced as the terms).
 
     Raises:
-        ConfigError: A site outside the ``"data"`` plate, or a model latent the guide
-            does not sample.
+        ConfigError: A site outside the ``"data"`` plate, a model latent the guide
+            neither samples nor enumerates, or enumerated factors with different scales.
     """
     particles = None
     if num_particles > 1 or info is not None:
         info = structure(model, guide, args, kwargs) if info is None else info
         particles = (num_particles, -(info.max_plate_nesting + 1))
-    if isinstance(beta, (int, float)) and beta == 1:
-        beta = None
-    model_trace, guide_trace = _run(model, guide, args, kwargs, particles, beta)
+    enum_dim = particles[1] - 1 if info is not None and info.enumerated else None
+    scaled = None if isinstance(beta, (int, float)) and beta == 1 else beta
+    rng_state = torch.random.get_rng_state() if info is None else None
+    model_trace, guide_trace = _run(model, guide, args, kwargs, particles, scaled, enum_dim)
+    if info is None and enumerated_sites(model_trace, guide_trace):
+        # the plain one-particle run met a site to sum out: find where its values may go and
+        # run again from the same random state (as if the plain run had not happened)
+        torch.random.set_rng_state(rng_state)
+        info = structure(model, guide, args, kwargs)
+        return particle_terms(
+            model,
+            guide,
+            args,
+            kwargs,
+            num_particles=num_particles,
+            beta=beta,
+            analytic_kl=analytic_kl,
+            require_rsample=require_rsample,
+            info=info,
+            per_datapoint=per_datapoint,
+        )
     particle_dim = None if particles is None else particles[1]
 
     sites = [
@@ -251,43 +330,259 @@ def particle_terms(
     shape = (num_particles, batch)
 
     def reduce(value: torch.Tensor, site: Message) -> torch.Tensor:
+        if enum_dim is not None:  # checked here, computed by summed_out_terms
+            _check_placement(site, data is not None)
+            return torch.zeros(())
         if per_datapoint:
             return _per_datapoint(value, site, particle_dim, data is not None).expand(shape)
         _check_placement(site, data is not None)
         return scale_and_mask(value, site["scale"], site["mask"]).sum()
 
+    def log_prob(site: Message) -> torch.Tensor | None:
+        return None if enum_dim is not None else _log_prob(site)
+
     analytic = analytic_kl_sites(model_trace, guide_trace) if analytic_kl else []
+    summed = _summed_out(model_trace, guide_trace) if enum_dim is not None else set()
     terms, nonreparam = {}, {}
     for name, site in model_trace.nodes.items():
         if site["type"] != "sample" or site_is_subsample(site):
             continue
-        if site["is_observed"]:
-            terms[name] = reduce(_log_prob(site), site)
+        if site["is_observed"] or name in summed:
+            terms[name] = reduce(log_prob(site), site)
             continue
         guide_site = guide_trace.nodes.get(name)
         if guide_site is None or guide_site["type"] != "sample":
             raise ConfigError(
                 f"the guide does not sample the model's latent site {name!r}; "
-                "every latent of the model needs a site of the same name in the guide"
+                "every latent of the model needs a site of the same name in the guide "
+                "(or infer={'enumerate': 'parallel'} on a discrete one, to sum it out)"
             )
-        if require_rsample and not guide_site["is_observed"] and not guide_site["fn"].has_rsample:
+        if (
+            require_rsample
+            and name not in summed
+            and not guide_site["is_observed"]
+            and not guide_site["fn"].has_rsample
+        ):
             raise ConfigError(
                 f"guide site {name!r} ({type(guide_site['fn']).__name__}) has no "
-                "reparameterised sampler; ELBO and IWAE need reparameterisable latents (for "
-                "discrete ones use the score-function objectives NVIL or VIMCO)"
+                "reparameterised sampler; ELBO and IWAE need reparameterisable latents "
+                "(infer={'enumerate': 'parallel'} on a discrete one sums it out; or use the "
+                "score-function objectives NVIL or VIMCO)"
             )
-        kl = _kl_or_none(guide_site, site) if name in analytic else None
-        log_q = None if kl is not None else reduce(_log_prob(guide_site), guide_site)
+        kl = _kl_or_none(guide_site, site) if name in analytic and enum_dim is None else None
+        log_q = None if kl is not None else reduce(log_prob(guide_site), guide_site)
         if kl is not None:
             terms[name] = -reduce(kl, guide_site)
         else:
-            terms[name] = reduce(_log_prob(site), site) - log_q
-        if not guide_site["is_observed"] and not guide_site["fn"].has_rsample:
+            terms[name] = reduce(log_prob(site), site) - log_q
+        if enum_dim is None and not guide_site["is_observed"] and not guide_site["fn"].has_rsample:
             nonreparam[name] = reduce(_log_prob(guide_site), guide_site) if log_q is None else log_q
     for name, site in guide_trace.nodes.items():
         if name in model_trace.nodes or site["type"] != "sample" or site_is_subsample(site):
             continue
-        terms[name] = -reduce(_log_prob(site), site)  # an auxiliary guide latent: only -log q
-        if not site["is_observed"] and not site["fn"].has_rsample:
+        terms[name] = -reduce(log_prob(site), site)  # an auxiliary guide latent: only -log q
+        if enum_dim is None and not site["is_observed"] and not site["fn"].has_rsample:
             nonreparam[name] = -terms[name]
-    return ParticleTerms(terms, float(data_scale) if per_datapoint else 1.0, nonreparam)
+    if enum_dim is not None:
+        out = summed_out_terms(model_trace, guide_trace, data_scale, shape, per_datapoint)
+        if per_datapoint:
+            return out
+        total = {name: term.sum() * data_scale for name, term in out.terms.items()}
+        elbo = out.elbo_terms and {n: t.sum() * data_scale for n, t in out.elbo_terms.items()}
+        return ParticleTerms(total, 1.0, elbo)
+    scale = float(data_scale) if per_datapoint else 1.0
+    return ParticleTerms(terms, scale, nonreparam_log_q=nonreparam)
+
+
+def _summed_out(model_trace: Trace, guide_trace: Trace) -> set[str]:
+    """Names of the sites an enumerated run holds every value of."""
+    return {
+        name
+        for trace in (model_trace, guide_trace)
+        for name, site in trace.nodes.items()
+        if site["type"] == "sample" and site["infer"].get("_enumerate_dim") is not None
+    }
+
+
+def _to_batch(
+    operands: list, target: str, shape: tuple[int, int], like: torch.Tensor
+) -> torch.Tensor:
+    """The product of packed tensors, summed over every dim but ``target``'s (the particle and
+    data symbols, in that order), as a ``(K, batch)`` tensor (numbers alone: on ``like``'s
+    device, in its dtype)."""
+    tensors = [t for t in operands if torch.is_tensor(t) and t.dim()]
+    factor = math.prod(float(t) for t in operands if not (torch.is_tensor(t) and t.dim()))
+    if not tensors:
+        return torch.full(shape, factor, dtype=like.dtype, device=like.device)
+    dims = set("".join(t._pyro_dims for t in tensors))
+    kept = "".join(d for d in target if d in dims)
+    spec = ",".join(t._pyro_dims for t in tensors)
+    out = torch.einsum(f"{spec}->{kept}", *tensors) * factor
+    if target[0] not in dims:
+        out = out.unsqueeze(0)
+    if len(target) < 2 or target[1] not in dims:
+        out = out.unsqueeze(-1)
+    return out.expand(shape)
+
+
+def summed_out_terms(
+    model_trace: Trace,
+    guide_trace: Trace,
+    data_scale: float,
+    shape: tuple[int, int],
+    weights: bool = True,
+) -> ParticleTerms:
+    """Per-datapoint terms of an enumerated run, its enumerated values summed out.
+
+    The factors that depend on an enumerated value (and the enumerated sites' own) become
+    one term, keyed by the enumerated sites' names joined with ``"+"``: ``s * log sum_e
+    prod_f f(e)`` over the model's factors and the guide's ``1 / q`` of its other sites,
+    contracted to the ``(particles, data)`` ordinal by ``pyro.ops.contract.contract_to_tensor``
+    (``s``: their common per-datapoint scale). A guide-enumerated site's own ``q(e | x)`` is
+    left out of the weight (stratified over ``e``) and weighs ``elbo_terms`` instead: every
+    cost ``c`` of the ELBO (model factors, the model-enumerated ones contracted first, and
+    ``-log q``) enters as ``sum_e q(e | x) c(e)``, ``q`` marginalised to the values ``c``
+    depends on, as ``pyro.infer.util.Dice`` weighs it in ``TraceEnum_ELBO``.
+
+    Args:
+        model_trace: The model's trace of an enumerated run (``poutine.enum``).
+        guide_trace: The guide's.
+        data_scale: ``num_data / batch`` of the data plate.
+        shape: ``(K, batch)``.
+        weights: ``False``: where the guide enumerates, only ``elbo_terms`` (``terms`` is
+            then empty: an ELBO needs no weight).
+
+    Raises:
+        ConfigError: The factors that depend on an enumerated value have different scales.
+    """
+    model_trace = prune_subsample_sites(model_trace)
+    guide_trace = prune_subsample_sites(guide_trace)
+    model_trace.compute_log_prob()
+    guide_trace.compute_log_prob()
+    model_trace.pack_tensors()
+    guide_trace.pack_tensors(model_trace.plate_to_symbol)
+    symbols = model_trace.plate_to_symbol
+    target = symbols["particles"] + symbols.get(DATA, "")
+    plates = set(symbols.values())
+
+    def enumerated(trace: Trace, other: Trace | None) -> dict[str, str]:
+        return {
+            site["infer"]["_enumerate_symbol"]: name
+            for name, site in trace.nodes.items()
+            if site["type"] == "sample"
+            and site["infer"].get("_enumerate_dim") is not None
+            and (other is None or name not in other.nodes)
+        }
+
+    guide_enum, model_enum = enumerated(guide_trace, None), enumerated(model_trace, guide_trace)
+    sum_dims = set(guide_enum) | set(model_enum)
+    key = "+".join([*guide_enum.values(), *model_enum.values()])
+    like = next(  # a log-density: the device and dtype of the terms
+        (
+            site["packed"]["unscaled_log_prob"]
+            for trace in (model_trace, guide_trace)
+            for site in trace.nodes.values()
+            if site["type"] == "sample" and torch.is_tensor(site["packed"]["unscaled_log_prob"])
+        ),
+        torch.zeros(()),
+    )
+    sizes = {  # every plate's size, for the contractions' broadcasts
+        symbols[f.name]: f.size
+        for trace in (model_trace, guide_trace)
+        for site in trace.nodes.values()
+        if site["type"] == "sample"
+        for f in site["cond_indep_stack"]
+        if f.vectorized
+    }
+
+    def contract(tree: OrderedDict, keep: set) -> torch.Tensor:
+        for terms in tree.values():
+            for t in terms:
+                if torch.is_tensor(t):
+                    sizes.update(zip(t._pyro_dims, t.shape, strict=True))
+        ring = LogRing(dim_to_size=sizes)
+        return contract_to_tensor(
+            tree, sum_dims, target_ordinal=frozenset(target), target_dims=keep, ring=ring
+        )
+
+    def common_scale(scales: set[float]) -> float:
+        if len(scales) > 1 or any(math.isnan(s) for s in scales):
+            raise ConfigError(
+                f"the sites that depend on the enumerated {key!r} have different scales "
+                f"{sorted(scales)}; summing a site out needs one common scale, as in Pyro's "
+                "TraceEnum_ELBO (a beta != 1 would weigh latents and not the likelihood)"
+            )
+        return next(iter(scales), 1.0)
+
+    log_w, tree, scales = {}, OrderedDict(), set()  # the log weight
+    costs, model_tree, model_scales = [], OrderedDict(), set()  # the ELBO, if guide_enum
+    for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
+        own = model_enum if trace is model_trace else guide_enum
+        for name, site in trace.nodes.items():
+            if site["type"] != "sample":
+                continue
+            ordinal = frozenset(symbols[f.name] for f in site["cond_indep_stack"] if f.vectorized)
+            scale = site["scale"]
+            if torch.is_tensor(scale):
+                scale = scale.item() if scale.dim() == 0 else math.nan
+            if _data_frame(site) is not None:
+                scale = scale / data_scale
+            lp = site["packed"]["unscaled_log_prob"]
+            is_own = name in own.values()
+            masked = packed.scale_and_mask(lp, mask=site["packed"]["mask"])
+            factor = lp if is_own else masked  # an enumerated site's own: unmasked, as Pyro's
+            factor = factor if sign > 0 else packed.neg(factor)
+            dims = set(getattr(lp, "_pyro_dims", ""))
+            if trace is guide_trace and is_own:
+                pass  # stratified: q(e | x) is not a factor of the weight
+            elif is_own or dims & sum_dims:
+                tree.setdefault(ordinal, []).append(factor)
+                scales.add(scale)
+            else:
+                log_w[name] = log_w.get(name, 0.0) + scale * _to_batch(
+                    [factor], target, shape, like
+                )
+            if not guide_enum:
+                continue
+            if trace is model_trace and (is_own or dims & set(model_enum)):
+                model_tree.setdefault(ordinal, []).append(factor)
+                model_scales.add(scale)
+            else:
+                cost = masked if sign > 0 else packed.neg(masked)
+                costs.append((name, packed.scale_and_mask(cost, scale=scale)))
+    if not weights and guide_enum:
+        log_w = {}
+    elif tree:
+        log_w[key] = common_scale(scales) * _to_batch([contract(tree, set())], target, shape, like)
+    if not guide_enum:
+        return ParticleTerms(log_w, float(data_scale))
+
+    if model_tree:
+        marginal = contract(model_tree, set(guide_enum))
+        costs.append((key, packed.scale_and_mask(marginal, scale=common_scale(model_scales))))
+    q_tree = OrderedDict()
+    for name, site in guide_trace.nodes.items():
+        if name in guide_enum.values():
+            ordinal = frozenset(symbols[f.name] for f in site["cond_indep_stack"] if f.vectorized)
+            q_tree.setdefault(ordinal, []).append(site["packed"]["unscaled_log_prob"])
+    elbo = {}
+    for name, cost in costs:
+        dims = set(getattr(cost, "_pyro_dims", ""))
+        if dims & set(guide_enum):  # weigh by q of the enumerated values the cost depends on
+            ordinal = frozenset(dims & plates) | frozenset(target)
+            upstream = OrderedDict((t, q) for t, q in q_tree.items() if t <= ordinal)
+            ring = LogRing(dim_to_size=sizes)
+            log_q = contract_to_tensor(
+                upstream,
+                set(guide_enum),
+                target_ordinal=ordinal,
+                target_dims=dims & set(guide_enum),
+                ring=ring,
+            )
+            prob = log_q.exp()
+            prob._pyro_dims = log_q._pyro_dims
+            value = _to_batch([prob, cost], target, shape, like)
+        else:
+            value = _to_batch([cost], target, shape, like)
+        elbo[name] = elbo.get(name, 0.0) + value
+    return ParticleTerms(log_w, float(data_scale), elbo)

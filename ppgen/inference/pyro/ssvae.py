@@ -6,23 +6,26 @@ Works on any model/guide pair ``model(x, y=None, num_data=None)`` /
 whose model takes ``y`` as an observed site of the same name (the M2 of
 :class:`ppgen.models.pyro.SSVAE`, or a user's own).
 
-The label of an unlabelled example is summed out exactly by Pyro's parallel enumeration
-(``TraceEnum_ELBO`` on the ``config_enumerate``-d guide): the guide's label site becomes a
-``(C, 1)`` tensor of every class and one vectorised pass computes all of them (the NumPyro
-twin writes the same sum by hand).
+The label of an unlabelled example is summed out exactly by Pyro's parallel enumeration:
+the guide's label site is marked ``infer={"enumerate": "parallel"}`` and becomes a tensor
+of every class left of the plates, one vectorised pass computes all of them, and
+:func:`~ppgen.inference.pyro.particles.particle_terms` weighs each class's terms by
+``q(c | x)`` as ``TraceEnum_ELBO`` does (the NumPyro twin does the same with
+``numpyro.contrib.funsor``), whatever plates lie inside ``"data"`` and whatever ``scale`` or
+``mask`` handlers act on its sites.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.infer import TraceEnum_ELBO, config_enumerate
+from pyro import poutine
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.runtime import Message
 
@@ -32,6 +35,7 @@ from ppgen.inference.checks import check_non_negative, check_num_particles
 from ppgen.inference.pyro.handlers import scale_latents
 from ppgen.inference.pyro.loglik import to_tensor
 from ppgen.inference.pyro.objectives import ELBO
+from ppgen.inference.pyro.particles import particle_terms, structure
 from ppgen.inference.pyro.train import Trainer, TrainState
 
 __all__ = ["ClassifierEvaluator", "SemiSupervisedELBO", "label_distribution"]
@@ -102,6 +106,9 @@ class SemiSupervisedELBO:
     num_particles: int = 1
     site: str = "y"
     beta: float = 1.0
+    # (model, guide) -> Structure: Pyro finds plate nesting by running the pair, once per
+    # pair, as pyro.infer.ELBO guesses max_plate_nesting once
+    _structures: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         check_num_particles(self.num_particles)
@@ -141,14 +148,45 @@ class SemiSupervisedELBO:
     ) -> torch.Tensor:
         """``sum_i U(x_i)`` over the minibatch (not scaled to the set).
 
-        ``TraceEnum_ELBO`` with the guide's discrete sites enumerated in parallel (at dim -2,
-        left of the ``"data"`` plate): ``sum_c q(c | x) (L(x, c) - log q(c | x))``.
+        The guide's label site is enumerated in parallel (left of every plate) and
+        :func:`~ppgen.inference.pyro.particles.particle_terms` returns
+        ``sum_c q(c | x) (L(x, c) - log q(c | x))``, the value of Pyro's ``TraceEnum_ELBO``
+        for any plate layout, with ``scale``/``mask`` handlers on any site respected.
+
+        Raises:
+            ConfigError: The sites that depend on the label have different scales inside
+                the label's sum (see ``particle_terms``).
         """
         beta = self.beta if beta is None else float(beta)
-        elbo = TraceEnum_ELBO(max_plate_nesting=1, num_particles=self.num_particles)
+        key = (model, guide)
+        if key not in self._structures:
+            if len(self._structures) > 8:
+                self._structures.clear()
+            self._structures[key] = None  # filled below, from the enumerated pair
+        site = self.site
+        enumerated = poutine.infer_config(
+            guide, lambda msg: {"enumerate": "parallel"} if msg["name"] == site else {}
+        )
         if beta != 1.0:  # weight the other latents' terms (z's KL), never the label's
-            model, guide = scale_latents(model, guide, beta, exclude=(self.site,))
-        return -elbo.differentiable_loss(model, config_enumerate(guide), x)
+            model, enumerated = scale_latents(model, enumerated, beta, exclude=(site,))
+        info = self._structures[key]
+        if info is None:
+            info = self._structures[key] = structure(model, enumerated, (x,), {})
+        out = particle_terms(
+            model,
+            enumerated,
+            (x,),
+            {},
+            num_particles=self.num_particles,
+            info=info,
+            per_datapoint=False,
+        )
+        if out.elbo_terms is None:  # the label site was not enumerated: not a discrete site
+            raise ConfigError(
+                f"the guide's label site {site!r} cannot be enumerated; a semi-supervised "
+                "guide draws the label from a discrete q(y | x) (Categorical, OneHotCategorical)"
+            )
+        return sum(out.elbo_terms.values()) / self.num_particles
 
     def __call__(self, *args: Any, beta: float | None = None, **kwargs: Any) -> torch.Tensor:
         """``-J`` for ``(model, guide, x_l, y_l, x_u, num_labelled=None,
