@@ -282,3 +282,73 @@ def test_bad_training_inputs_get_one_line(backend, case):
         trainer.init(0, data)
     with pytest.raises(DataError, match=match):
         trainer.train_epoch(trainer.init(0, x), data, 0)
+
+
+def _log_likelihood(b, model, guide, x, **kwargs):
+    if b.name == "pyro":
+        torch.manual_seed(0)  # the same draws for the same call
+        return b.inference.evaluate_log_likelihood(model, guide, x, **kwargs)
+    import jax
+
+    return b.inference.evaluate_log_likelihood(jax.random.PRNGKey(0), model, guide, x, **kwargs)
+
+
+def test_estimator_takes_what_the_trainer_takes(backend):
+    """``evaluate_log_likelihood`` on several arrays (tuple or dict, the same estimate),
+    with one-line refusals: grey values under a Bernoulli (NumPyro gave -inf), and a
+    per-datapoint guide evaluated in batches that cannot say which rows they hold."""
+    b = backend
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(20, 3)).astype(np.float32)
+    s = rng.normal(size=20).astype(np.float32)
+    model, guide = _two_array_program(b)
+    by_position = _log_likelihood(b, model, guide, (x, s), num_samples=50, batch_size=8)
+    by_name = _log_likelihood(b, model, guide, {"x": x, "s": s}, num_samples=50, batch_size=8)
+    assert by_position.shape == (20,) and np.all(np.isfinite(by_position))
+    np.testing.assert_allclose(by_position, by_name, rtol=1e-5)
+
+    model, guide = _bernoulli_program(b)
+    grey = rng.random((8, 4)).astype(np.float32)
+    with pytest.raises(DataError, match=r"'x'.*Bernoulli"):
+        _log_likelihood(b, model, guide, grey, num_samples=10)
+
+    x = _factor_data()
+    model = _factor_model(b)
+    guide = _auto_normal(b, model)
+    trainer = b.inference.Trainer(model, guide, b.inference.ELBO(), batch_size=N)
+    trainer.init(0, x)  # builds the guide's N per-row parameters
+    with pytest.raises(ConfigError, match="one parameter per datapoint"):
+        _log_likelihood(b, model, guide, x, num_samples=10, batch_size=50)
+    if b.name == "pyro":  # NumPyro's autoguide reads its values from the trainer's state
+        assert np.all(
+            np.isfinite(_log_likelihood(b, model, guide, x, num_samples=10, batch_size=N))
+        )
+
+
+def test_float64_pyro_model_estimator():
+    """``evaluate_log_likelihood`` of a ``.double()`` model on float32 data: the data
+    follow the parameters' dtype."""
+    from ppgen.inference.pyro import evaluate_log_likelihood
+    from ppgen.models.pyro import VAE
+
+    x = (np.random.default_rng(0).random((16, 16)) < 0.3).astype(np.float32)
+    vae = VAE(16, latent=2, hidden=(8,)).double()
+    assert np.all(np.isfinite(evaluate_log_likelihood(vae.model, vae.guide, x, num_samples=10)))
+
+
+def test_joint_autoguide_refusal_names_the_guides_own_site(backend):
+    """AutoDiagonalNormal samples one global vector outside the "data" plate: the refusal
+    names that site (not the user's ``z``, which is inside it) and says what to use."""
+    b = backend
+    if b.name == "pyro":
+        from pyro.infer.autoguide import AutoDiagonalNormal
+    else:
+        from numpyro.infer.autoguide import AutoDiagonalNormal
+    model = _factor_model(b)
+    trainer = b.inference.Trainer(
+        model, AutoDiagonalNormal(model), b.inference.ELBO(), batch_size=N
+    )
+    with pytest.raises(
+        ConfigError, match=r"'_(auto|AutoDiagonalNormal)_latent' lies outside.*use AutoNormal"
+    ):
+        trainer.init(0, _factor_data())

@@ -6,6 +6,8 @@ so the same wrong argument is refused with the same words on Pyro and on NumPyro
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 
 from ppgen.errors import ConfigError
@@ -16,7 +18,10 @@ __all__ = [
     "check_non_negative",
     "check_num_particles",
     "check_seed",
+    "datapoint_param_sizes",
 ]
+
+DATA = "data"  # the plate over datapoints, by ppgen convention
 
 
 def check_count(name: str, value: object, minimum: int = 1) -> int:
@@ -92,3 +97,21 @@ def check_mcmc_counts(num_warmup: object, num_samples: object, num_chains: objec
         check_count("num_samples", num_samples),
         check_count("num_chains", num_chains),
     )
+
+
+def datapoint_param_sizes(sites: Iterable[dict]) -> set[int]:
+    """Sizes of the ``"data"`` plate along which param sites are subsampled: the
+    per-datapoint parameters of a non-amortized guide (``AutoNormal``: a param site inside
+    the plate, declared with an ``event_dim``), from a trace's site messages (Pyro's or
+    NumPyro's). Empty for an amortized pair.
+    """
+    sizes = set()
+    for site in sites:
+        if site["type"] != "param" or site["kwargs"].get("event_dim") is None:
+            continue
+        frame = next((f for f in site["cond_indep_stack"] if f.name == DATA), None)
+        if frame is None:
+            continue
+        shape = np.shape(site["value"])
+        sizes.add(int(shape[len(shape) - site["kwargs"]["event_dim"] + frame.dim]))
+    return sizes

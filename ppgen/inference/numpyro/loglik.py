@@ -17,11 +17,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
+from numpyro import handlers
 from tqdm.auto import tqdm
 
-from ppgen.errors import DataError
-from ppgen.inference.checks import check_count, check_num_particles
+from ppgen.data.schedules import Minibatches, argument_names
+from ppgen.errors import ConfigError
+from ppgen.inference.checks import check_count, check_num_particles, datapoint_param_sizes
 from ppgen.inference.numpyro.particles import particle_terms, structure
+from ppgen.inference.numpyro.support import check_observed_support
 
 __all__ = ["evaluate_log_likelihood", "log_marginal_likelihood", "log_weights"]
 
@@ -119,7 +122,7 @@ def evaluate_log_likelihood(
     rng_key: jax.Array,
     model: Callable,
     guide: Callable,
-    x: np.ndarray,
+    x: Any,
     *,
     num_samples: int = 5000,
     batch_size: int = 100,
@@ -135,7 +138,8 @@ def evaluate_log_likelihood(
         rng_key: PRNG key.
         model: ``model(x)`` (parameters in place, e.g. a bound ppgen model).
         guide: ``guide(x)``.
-        x: Data of shape ``(N, features)``.
+        x: Data of shape ``(N, features)``, or several arrays with the same ``N`` as in
+            training (a tuple, passed positionally, or a dict, by keyword).
         num_samples: Importance samples per datapoint.
         batch_size: Datapoints per compiled call.
         chunk_size: Particles per chunk inside a call.
@@ -145,27 +149,62 @@ def evaluate_log_likelihood(
         ``log p(x_i)`` estimates, shape ``(N,)``.
 
     Raises:
-        DataError: ``x`` is not a non-empty 2-D array of finite values.
-        ConfigError: A count is not a positive integer.
+        DataError: ``x`` is not numeric, empty, holds NaN/Inf, or a value lies outside the
+            support of its likelihood (e.g. grey values under a Bernoulli).
+        ConfigError: A count is not a positive integer, or the guide has one parameter per
+            datapoint (``AutoNormal``) and ``x`` is not all its rows in one batch.
     """
     batch_size = check_count("batch_size", batch_size)
-    x = np.asarray(x)
-    if x.ndim != 2 or len(x) == 0:
-        raise DataError(f"expected x of shape (N, features) with N > 0, got {x.shape}")
-    if not np.all(np.isfinite(x)):
-        raise DataError("x contains NaN or Inf; drop or impute those examples first")
-    size = min(batch_size, len(x))
-    estimate = jax.jit(
-        lambda key, xb: log_marginal_likelihood(
-            key, model, guide, xb, num_samples=num_samples, chunk_size=chunk_size
+    arrays, names = Minibatches().batch(x, None)[0], argument_names(x)
+    arrays = tuple(a if a.dtype.kind in "iub" else a.astype(jnp.result_type(float)) for a in arrays)
+    n = len(arrays[0])
+    size = min(batch_size, n)
+    sizes = _datapoint_sizes(rng_key, model, guide, *_split(arrays, names, 0, 1))
+    if sizes and (sizes != {n} or batch_size < n):
+        raise ConfigError(
+            f"the guide has one parameter per datapoint (e.g. AutoNormal) for {sorted(sizes)} "
+            f"rows; evaluate it on exactly those rows in one batch (batch_size >= {n}), or use "
+            "an amortized guide"
         )
-    )
+
+    def estimate(key, batch):
+        args, kwargs = _split(batch, names, 0, size)
+        return log_marginal_likelihood(
+            key, model, guide, *args, num_samples=num_samples, chunk_size=chunk_size, **kwargs
+        )
+
+    estimate = jax.jit(estimate)
     out = []
-    starts = range(0, len(x), size)
+    starts = range(0, n, size)
     for b, start in enumerate(tqdm(starts, desc="log p(x)", disable=not progress)):
-        xb = x[start : start + size]
-        n = len(xb)
-        if n < size:
-            xb = np.concatenate([xb, np.repeat(xb[-1:], size - n, axis=0)])
-        out.append(np.asarray(estimate(jax.random.fold_in(rng_key, b), xb))[:n])
+        batch = tuple(a[start : start + size] for a in arrays)
+        m = len(batch[0])
+        if m < size:
+            batch = tuple(np.concatenate([a, np.repeat(a[-1:], size - m, axis=0)]) for a in batch)
+        lml = np.asarray(estimate(jax.random.fold_in(rng_key, b), batch))[:m]
+        if not np.all(np.isfinite(lml)):  # say why when it is the data
+            check_observed_support(model, *_split(batch, names, 0, size))
+        out.append(lml)
     return np.concatenate(out)
+
+
+def _split(arrays: tuple, names: tuple[str, ...] | None, start: int, stop: int):
+    """Rows ``start:stop`` as the pair's positional and keyword arguments."""
+    rows = tuple(jnp.asarray(a[start:stop]) for a in arrays)
+    return (rows, {}) if names is None else ((), dict(zip(names, rows, strict=True)))
+
+
+def _datapoint_sizes(rng_key: jax.Array, model: Callable, guide: Callable, args, kwargs):
+    """Plate sizes of the guide's per-datapoint parameters, from one shape-only run."""
+    sites: list[dict] = []
+
+    def run() -> None:
+        with handlers.block():
+            trace = handlers.trace(handlers.seed(guide, rng_key)).get_trace(*args, **kwargs)
+        sites.extend(s for s in trace.values() if s["type"] == "param")
+
+    try:
+        jax.eval_shape(run)
+    except Exception:  # noqa: BLE001 - the estimate reports the real error
+        return set()
+    return datapoint_param_sizes(sites)

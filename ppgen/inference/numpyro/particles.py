@@ -188,7 +188,8 @@ def _data_dim(site: dict, has_data_plate: bool) -> int | None:
         raise ConfigError(
             f"sample site {site['name']!r} lies outside the {DATA!r} plate; per-datapoint "
             f"weights need every site inside numpyro.plate({DATA!r}, ...) (a global latent "
-            "has no per-datapoint weight)"
+            "has no per-datapoint weight; an autoguide over the joint latent vector, e.g. "
+            "AutoDiagonalNormal, samples one: use AutoNormal or an amortized guide)"
         )
     return dims[0] if dims else None
 
@@ -315,6 +316,9 @@ def particle_terms(
     def log_prob(site: dict) -> jax.Array | None:
         return None if enum_dim is not None else _log_prob(site)
 
+    for name, site in guide_tr.items():  # the guide's own globals first: name the cause
+        if site["type"] == "sample" and name not in model_tr:
+            _data_dim(site, data is not None)
     summed = set(info.enumerated)
     analytic = analytic_kl_sites(model_tr, guide_tr) if analytic_kl and not summed else []
     terms, nonreparam = {}, {}

@@ -45,6 +45,7 @@ from numpyro.util import not_jax_tracer
 
 from ppgen.data.schedules import argument_names
 from ppgen.errors import CheckpointError, ConfigError, DataError
+from ppgen.inference.checks import datapoint_param_sizes
 from ppgen.inference.numpyro.interop import to_device
 from ppgen.inference.numpyro.objectives import ELBO
 from ppgen.inference.numpyro.parallel import DataParallel
@@ -113,11 +114,7 @@ class _ParamSites(Messenger):
             self.mutable[msg["name"]] = value if concrete else None
         if msg["type"] != "param":
             return
-        frame = next((f for f in msg["cond_indep_stack"] if f.name == DATA), None)
-        event_dim = msg["kwargs"].get("event_dim")
-        if frame is not None and event_dim is not None:  # subsampled along the data plate
-            shape = jnp.shape(msg["value"])
-            self.plate_sizes.add(int(shape[len(shape) - event_dim + frame.dim]))
+        self.plate_sizes |= datapoint_param_sizes([msg])
         if self.sites.get(msg["name"], (None,))[0] is not None:
             return
         concrete = all(not_jax_tracer(leaf) for leaf in jax.tree_util.tree_leaves(msg["value"]))

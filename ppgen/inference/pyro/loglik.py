@@ -18,11 +18,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from pyro import poutine
 from tqdm.auto import tqdm
 
-from ppgen.errors import DataError
-from ppgen.inference.checks import check_count, check_num_particles
+from ppgen.data.schedules import Minibatches, argument_names
+from ppgen.errors import ConfigError, DataError
+from ppgen.inference.checks import check_count, check_num_particles, datapoint_param_sizes
 from ppgen.inference.pyro.particles import particle_terms, structure
+from ppgen.inference.pyro.support import check_observed_support
 
 __all__ = ["evaluate_log_likelihood", "log_marginal_likelihood", "log_weights", "to_tensor"]
 
@@ -128,7 +131,7 @@ def log_marginal_likelihood(
 def evaluate_log_likelihood(
     model: Callable,
     guide: Callable,
-    x: np.ndarray | torch.Tensor,
+    x: Any,
     *,
     num_samples: int = 5000,
     batch_size: int = 100,
@@ -140,7 +143,9 @@ def evaluate_log_likelihood(
     Args:
         model: ``model(x)`` (e.g. a trained ppgen model's ``model``).
         guide: ``guide(x)``.
-        x: Data of shape ``(N, features)``, numpy or torch (converted to the default dtype).
+        x: Data of shape ``(N, features)``, numpy or torch, or several arrays with the same
+            ``N`` as in training (a tuple, passed positionally, or a dict, by keyword). They
+            follow the dtype of the pair's parameters (a ``.double()`` model gets float64).
         num_samples: Importance samples per datapoint.
         batch_size: Datapoints per call.
         chunk_size: Particles per chunk inside a call.
@@ -150,20 +155,69 @@ def evaluate_log_likelihood(
         ``log p(x_i)`` estimates in nats, float64 ``(N,)``.
 
     Raises:
-        DataError: ``x`` is not a non-empty 2-D array of finite values.
-        ConfigError: A count is not a positive integer.
+        DataError: ``x`` is not numeric, empty, holds NaN/Inf, or a value lies outside the
+            support of its likelihood (e.g. grey values under a Bernoulli).
+        ConfigError: A count is not a positive integer, or the guide has one parameter per
+            datapoint (``AutoNormal``) and ``x`` is not all its rows in one batch.
     """
     batch_size = check_count("batch_size", batch_size)
-    x = to_tensor(x, torch.get_default_dtype())
-    if len(x) == 0:
-        raise DataError(f"x must hold at least one example, got shape {tuple(x.shape)}")
-    if not torch.isfinite(x).all():
-        raise DataError("x contains NaN or Inf; drop or impute those examples first")
-    out = []
-    for start in tqdm(range(0, len(x), batch_size), disable=not progress, desc="log p(x)"):
-        batch = x[start : start + batch_size]
-        lml = log_marginal_likelihood(
-            model, guide, batch, num_samples=num_samples, chunk_size=chunk_size
+    arrays, names = Minibatches().batch(x, None)[0], argument_names(x)
+    n = len(arrays[0])
+    first = _split(tuple(_as_tensor(a, torch.get_default_dtype()) for a in arrays), names, 0, 1)
+    dtype, sizes = _probe(model, guide, *first)
+    tensors = tuple(_as_tensor(a, dtype) for a in arrays)
+    if sizes and (sizes != {n} or batch_size < n):
+        raise ConfigError(
+            f"the guide has one parameter per datapoint (e.g. AutoNormal) for {sorted(sizes)} "
+            f"rows; evaluate it on exactly those rows in one batch (batch_size >= {n}), or use "
+            "an amortized guide"
         )
+    out = []
+    for start in tqdm(range(0, n, batch_size), disable=not progress, desc="log p(x)"):
+        args, kwargs = _split(tensors, names, start, start + batch_size)
+        try:
+            lml = log_marginal_likelihood(
+                model, guide, *args, num_samples=num_samples, chunk_size=chunk_size, **kwargs
+            )
+        except ValueError:  # e.g. torch's support validation: say which value, in one line
+            check_observed_support(model, args, kwargs)
+            raise
+        if not torch.isfinite(lml).all():
+            check_observed_support(model, args, kwargs)
         out.append(lml.double().cpu().numpy())
     return np.concatenate(out)
+
+
+def _as_tensor(a: Any, dtype: torch.dtype) -> torch.Tensor:
+    """Labels (integers) stay integers; everything else in ``dtype``."""
+    a = a if torch.is_tensor(a) else torch.as_tensor(np.asarray(a))
+    return a if not a.is_floating_point() and a.dtype != torch.bool else a.to(dtype)
+
+
+def _split(tensors: tuple, names: tuple[str, ...] | None, start: int, stop: int):
+    """Rows ``start:stop`` as the pair's positional and keyword arguments."""
+    rows = tuple(t[start:stop] for t in tensors)
+    return (rows, {}) if names is None else ((), dict(zip(names, rows, strict=True)))
+
+
+def _probe(model: Callable, guide: Callable, args: tuple, kwargs: dict):
+    """The dtype of the pair's first float parameter (torch's default if none, or if the
+    run fails first) and its per-datapoint parameters' plate sizes, from one param-only run
+    of guide and model on a batch (no gradients, a fork of torch's generator)."""
+    capture = poutine.trace(param_only=True)
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[]), poutine.block(), capture:
+            guide(*args, **kwargs)
+            model(*args, **kwargs)
+    except Exception:  # noqa: BLE001 - the estimate reports the real error
+        pass
+    sites = list(capture.trace.nodes.values())
+    dtype = next(
+        (
+            s["value"].dtype
+            for s in sites
+            if torch.is_tensor(s["value"]) and s["value"].is_floating_point()
+        ),
+        torch.get_default_dtype(),
+    )
+    return dtype, datapoint_param_sizes(sites)

@@ -194,7 +194,8 @@ def _check_placement(site: Message, has_data_plate: bool) -> CondIndepStackFrame
         raise ConfigError(
             f"sample site {site['name']!r} lies outside the {DATA!r} plate; per-datapoint "
             f"weights need every site inside pyro.plate({DATA!r}, ...) (a global latent "
-            "has no per-datapoint weight)"
+            "has no per-datapoint weight; an autoguide over the joint latent vector, e.g. "
+            "AutoDiagonalNormal, samples one: use AutoNormal or an amortized guide)"
         )
     return frame
 
@@ -342,6 +343,9 @@ def particle_terms(
         return None if enum_dim is not None else _log_prob(site)
 
     analytic = analytic_kl_sites(model_trace, guide_trace) if analytic_kl else []
+    for name, site in guide_trace.nodes.items():  # the guide's own globals first: the cause
+        if site["type"] == "sample" and not site_is_subsample(site) and name not in model_trace:
+            _check_placement(site, data is not None)
     summed = _summed_out(model_trace, guide_trace) if enum_dim is not None else set()
     terms, nonreparam = {}, {}
     for name, site in model_trace.nodes.items():

@@ -41,6 +41,7 @@ from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
 from ppgen.data.schedules import argument_names
 from ppgen.errors import CheckpointError, ConfigError
+from ppgen.inference.checks import datapoint_param_sizes
 from ppgen.inference.optim import (
     DEFAULT_GROUP,
     Group,
@@ -150,13 +151,7 @@ class Trainer(TrainerBase):
             constraint[name] = site["kwargs"].get("constraint", constraints.real)
         if not params:
             raise ConfigError("model and guide declare no parameters: there is nothing to train")
-        self._set_datapoint_params(
-            {
-                _plate_size(site)
-                for site in capture.trace.nodes.values()
-                if site["kwargs"].get("event_dim") is not None and _data_frame(site) is not None
-            }
-        )
+        self._set_datapoint_params(datapoint_param_sizes(capture.trace.nodes.values()))
         owned = assign_params(params, self.groups)
         optimizers, schedulers = {}, {}
         for group in self.groups:
@@ -555,18 +550,6 @@ class Trainer(TrainerBase):
             for name, p in state.params.items():
                 p.copy_(values[name])
         return state._replace(step=step, epoch=epoch, seed=seed, rng_state=rng_state)
-
-
-def _data_frame(site: dict) -> Any:
-    return next((f for f in site["cond_indep_stack"] if f.name == DATA), None)
-
-
-def _plate_size(site: dict) -> int:
-    """The full size of the ``"data"`` plate along which a param site is subsampled."""
-    frame = _data_frame(site)
-    value = site["value"]
-    shape = tuple(value.shape)
-    return int(shape[len(shape) - site["kwargs"]["event_dim"] + frame.dim])
 
 
 def _as_tensor(x: Any, dtype: torch.dtype) -> torch.Tensor:
