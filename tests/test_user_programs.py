@@ -352,3 +352,19 @@ def test_joint_autoguide_refusal_names_the_guides_own_site(backend):
         ConfigError, match=r"'_(auto|AutoDiagonalNormal)_latent' lies outside.*use AutoNormal"
     ):
         trainer.init(0, _factor_data())
+
+
+def test_score_function_objective_evaluates_itself(backend):
+    """A trainer fitted by NVIL or VIMCO (sampled discrete latents) evaluates with that
+    objective when no eval_objective is given: the default ELBO() would refuse the sites."""
+    b = backend
+    x = (np.random.default_rng(0).random((40, 16)) < 0.3).astype(np.float32)
+    for objective in (b.inference.NVIL(), b.inference.VIMCO(num_particles=3)):
+        if b.name == "pyro":
+            import pyro
+
+            pyro.clear_param_store()
+        sbn = b.models.SigmoidBeliefNet(16, latent=4)
+        trainer = b.inference.Trainer(sbn.model, sbn.guide, objective, batch_size=20)
+        state, _ = trainer.train_epoch(trainer.init(0, x), x, 0)
+        assert np.isfinite(trainer.evaluate(state, x)["elbo"])

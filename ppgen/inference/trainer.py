@@ -253,6 +253,12 @@ class TrainerBase:
         args, _, _ = Minibatches().batch(data, None)
         return args, argument_names(data)
 
+    def _default_eval(self, elbo: type) -> Callable:
+        """The bound ``evaluate`` reports without an ``eval_objective``: ``ELBO()``, or the
+        training objective where it evaluates itself (NVIL, VIMCO: score-function
+        objectives for sampled discrete sites, which ``ELBO()`` refuses)."""
+        return self.objective if getattr(self.objective, "evaluates_itself", False) else elbo()
+
     def _check_support(self, check: Callable, model: Callable, args: tuple, names, kwargs) -> None:
         """Run the backend's ``check_observed_support`` on one step's data where the model
         takes the objective's data arguments (plain minibatches): a ``DataError`` names a

@@ -529,7 +529,7 @@ class Trainer(TrainerBase):
             ``{"elbo": mean over x of the bound}`` in nats.
         """
         arrays, names = self._eval_batches(x)
-        objective = objective or self.eval_objective or ELBO()
+        objective = objective or self.eval_objective or self._default_eval(ELBO)
         n = len(arrays[0])
         size = min(self.batch_size, n)
         full = n // size * size

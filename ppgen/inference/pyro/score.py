@@ -40,7 +40,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -115,6 +115,10 @@ class NVIL:
         ConfigError: ``num_particles`` not a positive integer, ``decay`` outside ``[0, 1)``;
             when called, a baseline output of the wrong shape.
     """
+
+    # A trainer without an eval_objective evaluates with this objective (its value is the
+    # bound; the default ELBO() refuses the sampled discrete sites this one is for).
+    evaluates_itself: ClassVar[bool] = True
 
     baseline_net: nn.Module | None = None
     num_particles: int = 1
@@ -222,6 +226,10 @@ class VIMCO:
     Raises:
         ConfigError: ``num_particles`` is not an integer of at least 2.
     """
+
+    # A trainer without an eval_objective evaluates with this objective (its value is the
+    # bound; the default ELBO() refuses the sampled discrete sites this one is for).
+    evaluates_itself: ClassVar[bool] = True
 
     num_particles: int = 5
 

@@ -391,7 +391,7 @@ class Trainer(TrainerBase):
         Returns:
             ``{"elbo": mean over x of the bound}`` in nats.
         """
-        objective = objective or self.eval_objective or ELBO()
+        objective = objective or self.eval_objective or self._default_eval(ELBO)
         arrays, names = self._eval_batches(x)
         dtype = self._dtype(state)
         tensors = [_as_tensor(a, dtype) for a in arrays]
