@@ -19,6 +19,7 @@ __all__ = [
     "check_num_particles",
     "check_seed",
     "datapoint_param_sizes",
+    "support_message",
 ]
 
 DATA = "data"  # the plate over datapoints, by ppgen convention
@@ -115,3 +116,33 @@ def datapoint_param_sizes(sites: Iterable[dict]) -> set[int]:
         shape = np.shape(site["value"])
         sizes.add(int(shape[len(shape) - site["kwargs"]["event_dim"] + frame.dim]))
     return sizes
+
+
+def support_message(
+    name: str, family: str, support: str, value: np.ndarray, inside: np.ndarray, bad: np.ndarray
+) -> str:
+    """The one-line ``DataError`` text for observed values outside their likelihood's
+    support (both backends' ``check_observed_support``).
+
+    Args:
+        name: The observed site.
+        family: The likelihood's distribution class, e.g. ``"Bernoulli"``.
+        support: Its support, as text.
+        value: The observed array.
+        inside: Per example (batch shape): whether it lies in the support.
+        bad: Per element of ``value``: whether it lies outside the family's support.
+    """
+    where = np.argwhere(bad if bad.any() else ~inside)[0]
+    index = tuple(int(i) for i in where)
+    example = f" ({value[index]:g} at index {index})" if bad.any() else f" (at {index})"
+    if family.startswith("Bernoulli"):
+        fix = (
+            "binarize the data (e.g. Trainer(..., transform=DynamicBinarization())) or use a "
+            "likelihood for grey values"
+        )
+    else:
+        fix = "transform the data into the support or use a likelihood that covers it"
+    return (
+        f"observed site {name!r}: {int((~inside).sum())} example(s) outside the support of "
+        f"its {family} likelihood ({support}){example}; {fix}"
+    )

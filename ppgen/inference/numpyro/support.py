@@ -18,6 +18,7 @@ import numpy as np
 from numpyro import handlers
 
 from ppgen.errors import DataError
+from ppgen.inference.checks import support_message
 
 __all__ = ["check_observed_support"]
 
@@ -51,23 +52,8 @@ def check_observed_support(
 
 
 def _message(name: str, fn: Any, value: np.ndarray, inside: np.ndarray) -> str:
-    """One line: the site, the family, how many examples, the first bad value and a fix."""
     base = fn
     while hasattr(base, "base_dist"):  # Independent, Masked, ... down to the family
         base = base.base_dist
-    family = type(base).__name__
     bad = ~np.asarray(base.support(value), dtype=bool)  # per element
-    where = np.argwhere(bad if bad.any() else ~inside)[0]
-    index = tuple(int(i) for i in where)
-    example = f" ({value[index]:g} at index {index})" if bad.any() else f" (at {index})"
-    if family.startswith("Bernoulli"):
-        fix = (
-            "binarize the data (e.g. Trainer(..., transform=DynamicBinarization())) or use a "
-            "likelihood for grey values"
-        )
-    else:
-        fix = "transform the data into the support or use a likelihood that covers it"
-    return (
-        f"observed site {name!r}: {int((~inside).sum())} example(s) outside the support of "
-        f"its {family} likelihood ({base.support}){example}; {fix}"
-    )
+    return support_message(name, type(base).__name__, str(base.support), value, inside, bad)
