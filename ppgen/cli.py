@@ -261,15 +261,15 @@ def _config(args: argparse.Namespace, argv: Sequence[str]):
         _check_resume(args, argv, config)
         config = dataclasses.replace(
             config,
-            epochs=max(config.epochs, args.epochs or 0),
+            epochs=args.epochs or config.epochs,  # --epochs: the new total, lower or higher
             tensorboard=config.tensorboard or args.tensorboard,
         )
         _, meta = load_checkpoint(args.out, require=RUN_META)
         done = meta["epoch"] + 1
         if done >= config.epochs:
             raise ConfigError(
-                f"the run in {args.out} has trained {done} of its {config.epochs} epochs; "
-                f"pass --epochs N with N > {done} to train it further"
+                f"the run in {args.out} has trained {done} epochs, as many as --epochs asks "
+                f"({config.epochs}); pass --epochs N with N > {done} to train it further"
             )
         return config
     fixed = dict(recipe.fixed_settings)

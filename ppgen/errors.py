@@ -4,11 +4,22 @@ The command line prints these (and the environment's OSError: permissions, a ful
 one line with exit status 2, no traceback; every other exception is a bug.
 """
 
+import re
+
 __all__ = ["PPGenError", "DataError", "CheckpointError", "ConfigError", "DivergenceError"]
 
 
 class PPGenError(Exception):
-    """Base class of every error caused by the user's input rather than by ppgen."""
+    """Base class of every error caused by the user's input rather than by ppgen.
+
+    The message stays one line: Pyro re-raises an error from inside a traced program with
+    the trace's shapes appended ("Trace Shapes: ..."), which is dropped here.
+    """
+
+    def __init__(self, *args: object) -> None:
+        if len(args) == 1 and isinstance(args[0], str):
+            args = (re.split(r"\n\s*Trace Shapes:", args[0])[0].rstrip(),)
+        super().__init__(*args)
 
 
 class DataError(PPGenError, ValueError):

@@ -167,7 +167,7 @@ def test_bad_input_is_a_data_error(backend, kind):
     grey = backend.array(np.full((2, X_DIM), 0.5))
     m.encode(grey)  # networks read grey levels (M1's features of grey images)
     if m.likelihood == "bernoulli":  # only the density needs binary data
-        with pytest.raises(DataError, match="binary x .* dynamic_binarization"):
+        with pytest.raises(DataError, match="binary x .*DynamicBinarization"):
             backend.trace(m.model, grey)
         with backend.validation_disabled():  # each backend's own switch skips the check
             backend.trace(m.model, grey)

@@ -113,6 +113,8 @@ def check_training_array(
             f"expected {name} of shape (N, features), got {x.shape}; for one example use "
             f"{name}[None]"
         )
+    if len(x) == 0:
+        raise DataError(f"{name} holds no examples (shape {x.shape}); pass at least one row")
     if len(x) < min_rows:
         raise DataError(
             f"{name} has {len(x)} examples, fewer than batch_size={min_rows}: need at least "

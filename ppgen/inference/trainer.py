@@ -253,6 +253,20 @@ class TrainerBase:
         args, _, _ = Minibatches().batch(data, None)
         return args, argument_names(data)
 
+    def _datapoint_eval(self, num_rows: int) -> int | None:
+        """For a pair with per-datapoint parameters: the ``num_data`` its evaluation batches
+        pass (the plate spanning the rows, as in training), checking that ``num_rows`` can
+        be cut into training-sized batches. ``None`` for an amortized pair."""
+        if not self._datapoint_rows(num_rows, "the evaluation data"):
+            return None
+        if self.num_data is not None and num_rows % self.batch_size:
+            raise ConfigError(
+                f"a guide with one parameter per datapoint evaluates its {num_rows} rows in "
+                f"batches of the training batch_size ({self.batch_size}), as its plate was "
+                "built; choose a batch_size that divides the number of rows"
+            )
+        return self.num_data or num_rows
+
     def _default_eval(self, elbo: type) -> Callable:
         """The bound ``evaluate`` reports without an ``eval_objective``: ``ELBO()``, or the
         training objective where it evaluates itself (NVIL, VIMCO: score-function

@@ -145,7 +145,7 @@ def test_grey_data_for_a_bernoulli_vae_is_refused_at_init_unless_binarized(data)
     """Inside the compiled epoch a grey value scores -inf (NumPyro validates the support),
     which would read as divergence; ``init`` sees concrete rows and names the fix."""
     grey = np.where(data > 0, 0.9, 0.1).astype(np.float32)
-    with pytest.raises(DataError, match="binary x .* dynamic_binarization"):
+    with pytest.raises(DataError, match="binary x .*DynamicBinarization"):
         _trainer(_vae()).init(0, grey[:40])
     trainer = _trainer(_vae(), transform=DynamicBinarization())
     state, metrics = trainer.train_epoch(trainer.init(0, grey[:40]), grey, 0)

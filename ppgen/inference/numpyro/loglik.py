@@ -21,7 +21,7 @@ from numpyro import handlers
 from tqdm.auto import tqdm
 
 from ppgen.data.schedules import Minibatches, argument_names
-from ppgen.errors import ConfigError
+from ppgen.errors import ConfigError, PPGenError
 from ppgen.inference.checks import check_count, check_num_particles, datapoint_param_sizes
 from ppgen.inference.numpyro.particles import particle_terms, structure
 from ppgen.inference.numpyro.support import check_observed_support
@@ -181,11 +181,23 @@ def evaluate_log_likelihood(
         m = len(batch[0])
         if m < size:
             batch = tuple(np.concatenate([a, np.repeat(a[-1:], size - m, axis=0)]) for a in batch)
-        lml = np.asarray(estimate(jax.random.fold_in(rng_key, b), batch))[:m]
+        try:
+            lml = np.asarray(estimate(jax.random.fold_in(rng_key, b), batch))[:m]
+        except Exception as error:
+            if sizes and not isinstance(error, PPGenError):
+                raise ConfigError(_DATAPOINT_PLATE) from None
+            raise
         if not np.all(np.isfinite(lml)):  # say why when it is the data
             check_observed_support(model, *_split(batch, names, 0, size))
         out.append(lml)
     return np.concatenate(out)
+
+
+_DATAPOINT_PLATE = (
+    "the guide has one parameter per datapoint (e.g. AutoNormal) and its 'data' plate was "
+    "built for another batch layout (an autoguide keeps its first call's subsample size); "
+    "evaluate it with Trainer.evaluate on its training data, or use an amortized guide"
+)
 
 
 def _split(arrays: tuple, names: tuple[str, ...] | None, start: int, stop: int):

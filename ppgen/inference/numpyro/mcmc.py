@@ -9,9 +9,8 @@ amortisation and approximation gaps of Cremer, Li & Duvenaud, 2018, seen per dim
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import arviz as az
 import jax
 import numpy as np
 from numpyro import handlers
@@ -22,6 +21,9 @@ from ppgen.errors import ConfigError
 from ppgen.inference.checks import check_count, check_mcmc_counts
 from ppgen.inference.numpyro.particles import is_latent
 from ppgen.metrics import posterior_gap
+
+if TYPE_CHECKING:  # ArviZ is imported when used: its import warns on stderr
+    import arviz as az
 
 __all__ = ["compare_with_guide", "mcmc_latents"]
 
@@ -89,6 +91,8 @@ def mcmc_latents(
         progress_bar=False,
     )
     mcmc.run(rng_key, *args, **kwargs)
+    import arviz as az
+
     return az.from_numpyro(mcmc, log_likelihood=False)
 
 

@@ -164,7 +164,7 @@ class Trainer(TrainerBase):
         self._cache: tuple[tuple, tuple[jax.Array, ...]] | None = None  # (host, device) data
         self._step = jax.jit(self._step_impl, static_argnames=("static", "names"))
         self._epoch = jax.jit(self._epoch_impl, static_argnames=("static", "names", "datapoint"))
-        self._eval = jax.jit(self._eval_impl, static_argnames=("objective", "names"))
+        self._eval = jax.jit(self._eval_impl, static_argnames=("objective", "names", "plate"))
 
     # -- state ------------------------------------------------------------------------
 
@@ -406,6 +406,7 @@ class Trainer(TrainerBase):
         """
         args, kwargs, divisor = self.schedule.batch(batch, self.num_data)
         first = int(state.step)
+        before = state
         lrs = {g: v[0] for g, v in self._lrs(first, 1).items()}
         betas = self._betas(first, 1)
         state, losses = self._step(
@@ -417,6 +418,9 @@ class Trainer(TrainerBase):
             static=self._static(kwargs),
             names=argument_names(batch),
         )
+        if not all(np.isfinite(float(v)) for v in losses.values()):  # say why if the data
+            model = handlers.substitute(self.model, data=self.params(before))
+            self._check_support(check_observed_support, model, args, argument_names(batch), kwargs)
         return state, {metric_name(g): float(v) / divisor for g, v in losses.items()}
 
     def _epoch_impl(
@@ -460,6 +464,7 @@ class Trainer(TrainerBase):
             indices = tuple(np.sort(idx, axis=1) for idx in indices)
         num_steps = len(indices[0])
         first = int(state.step)
+        before = state
         state, losses = self._epoch(
             state,
             arrays,
@@ -472,10 +477,18 @@ class Trainer(TrainerBase):
             names=argument_names(data),
             datapoint=datapoint,
         )
+        losses = {g: np.asarray(v) for g, v in losses.items()}
+        finite = np.all([np.isfinite(v) for v in losses.values()], axis=0)
+        if not finite.all() and self.transform is None:  # say why when it is the data
+            s = int(np.argmin(finite))
+            args = tuple(host[a][indices[i][s]] for a, i in self.schedule.gather(host))
+            model = handlers.substitute(self.model, data=self.params(before))
+            kwargs = self.schedule.kwargs(host, self.num_data)
+            self._check_support(check_observed_support, model, args, argument_names(data), kwargs)
         divisor = self.schedule.divisor(host, self.batch_size, self.num_data)
         end = int(state.step)
         lrs = {g.name: g.lr_at(end * g.updates) for g in self.groups}
-        return state, epoch_metrics({g: np.asarray(v) for g, v in losses.items()}, divisor, lrs)
+        return state, epoch_metrics(losses, divisor, lrs)
 
     def _on_device(self, data: Any) -> tuple[tuple[np.ndarray, ...], tuple[jax.Array, ...]]:
         """The schedule's checked arrays of ``data`` and their copies on the device
@@ -493,7 +506,7 @@ class Trainer(TrainerBase):
 
     # -- evaluation -------------------------------------------------------------------
 
-    def _eval_impl(self, state, batches, objective, names, first_row=None):
+    def _eval_impl(self, state, batches, objective, names, plate=None):
         # Its own stream, derived from (seed, step): evaluating never shifts training noise.
         key = jax.random.fold_in(jax.random.PRNGKey(state.seed), _EVAL_STREAM)
         key = jax.random.fold_in(key, state.step)
@@ -503,11 +516,15 @@ class Trainer(TrainerBase):
             i, batch = inputs
             args, by_name = self._arguments(batch, names)
             size = len(batch[0])
-            model, guide = self._pair(
-                None if first_row is None else first_row + i * size + jnp.arange(size)
-            )
+            # per-datapoint parameters: each batch's rows and the plate as in training
+            rows = None if plate is None else i * size + jnp.arange(size)
+            model, guide = self._pair(rows)
+            kwargs = {} if plate is None or self.num_data is None else {"num_data": plate}
+            key_i = jax.random.fold_in(key, i)
             with handlers.substitute(data=params):
-                value = objective(jax.random.fold_in(key, i), model, guide, *args, **by_name)
+                value = objective(key_i, model, guide, *args, **by_name, **kwargs)
+            if kwargs:
+                value = value * size / plate
             return total + value, None
 
         steps = jnp.arange(len(batches[0]))
@@ -534,11 +551,11 @@ class Trainer(TrainerBase):
         size = min(self.batch_size, n)
         full = n // size * size
         batches = tuple(to_device(a[:full]).reshape(-1, size, *a.shape[1:]) for a in arrays)
-        datapoint = self._datapoint_rows(n, "the evaluation data")
-        total = self._eval(state, batches, objective, names, 0 if datapoint else None)
-        if full < n:
+        plate = self._datapoint_eval(n)  # per-datapoint parameters: the plate's size
+        total = self._eval(state, batches, objective, names, plate)
+        if full < n:  # (never with per-datapoint parameters: _datapoint_eval refuses it)
             rest = tuple(to_device(a[None, full:]) for a in arrays)
-            total = total + self._eval(state, rest, objective, names, full if datapoint else None)
+            total = total + self._eval(state, rest, objective, names)
         if not np.isfinite(float(total)):  # say why when it is the data
             model = handlers.substitute(self.model, data=self.params(state))
             for start in range(0, n, size):

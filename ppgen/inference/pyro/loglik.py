@@ -22,7 +22,7 @@ from pyro import poutine
 from tqdm.auto import tqdm
 
 from ppgen.data.schedules import Minibatches, argument_names
-from ppgen.errors import ConfigError, DataError
+from ppgen.errors import ConfigError, DataError, PPGenError
 from ppgen.inference.checks import check_count, check_num_particles, datapoint_param_sizes
 from ppgen.inference.pyro.particles import particle_terms, structure
 from ppgen.inference.pyro.support import check_observed_support
@@ -179,13 +179,23 @@ def evaluate_log_likelihood(
             lml = log_marginal_likelihood(
                 model, guide, *args, num_samples=num_samples, chunk_size=chunk_size, **kwargs
             )
-        except ValueError:  # e.g. torch's support validation: say which value, in one line
-            check_observed_support(model, args, kwargs)
+        except Exception as error:
+            if isinstance(error, ValueError):  # e.g. torch's support validation: which value
+                check_observed_support(model, args, kwargs)
+            if sizes and not isinstance(error, PPGenError):
+                raise ConfigError(_DATAPOINT_PLATE) from None
             raise
         if not torch.isfinite(lml).all():
             check_observed_support(model, args, kwargs)
         out.append(lml.double().cpu().numpy())
     return np.concatenate(out)
+
+
+_DATAPOINT_PLATE = (
+    "the guide has one parameter per datapoint (e.g. AutoNormal) and its 'data' plate was "
+    "built for another batch layout (an autoguide keeps its first call's subsample size); "
+    "evaluate it with Trainer.evaluate on its training data, or use an amortized guide"
+)
 
 
 def _as_tensor(a: Any, dtype: torch.dtype) -> torch.Tensor:

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import arviz as az
 import numpy as np
 import pyro
 import torch
@@ -24,6 +23,9 @@ from ppgen.inference.checks import check_count, check_mcmc_counts
 from ppgen.inference.pyro.handlers import ParamSubstituteMessenger
 from ppgen.inference.pyro.particles import is_latent
 from ppgen.metrics import posterior_gap
+
+if TYPE_CHECKING:  # ArviZ is imported when used: its import warns on stderr
+    import arviz as az
 
 __all__ = ["compare_with_guide", "mcmc_latents"]
 
@@ -122,6 +124,8 @@ def mcmc_latents(
     """
     num_warmup, num_samples, num_chains = check_mcmc_counts(num_warmup, num_samples, num_chains)
     fixed, modules = _fixed(model, params, args, kwargs)
+    import arviz
+
     chains = []
     with _loaded(modules):
         _check_continuous(fixed, args, kwargs)
@@ -133,8 +137,8 @@ def mcmc_latents(
                 disable_progbar=True,
             )
             sampler.run(*args, **kwargs)
-            chains.append(az.from_pyro(sampler, log_likelihood=False))
-    return chains[0] if len(chains) == 1 else az.concat(*chains, dim="chain")
+            chains.append(arviz.from_pyro(sampler, log_likelihood=False))
+    return chains[0] if len(chains) == 1 else arviz.concat(*chains, dim="chain")
 
 
 def compare_with_guide(

@@ -238,11 +238,16 @@ class Trainer(TrainerBase):
             params = state.optimizers[group.name].param_groups[0]["params"]
             total = 0.0
             for _ in range(group.updates):
-                with draws:
-                    out = group_losses(self.objective(model, guide, *args, **kwargs), self.groups)
-                loss = out[group.name]
+                try:
+                    with draws:
+                        out = self.objective(model, guide, *args, **kwargs)
+                except ValueError:  # e.g. torch's support validation: say which value
+                    self._check_support(check_observed_support, model, args, None, kwargs)
+                    raise
+                loss = group_losses(out, self.groups)[group.name]
                 value = loss.item() if self.parallel is None else self.parallel.mean(loss.item())
                 if not math.isfinite(value):
+                    self._check_support(check_observed_support, model, args, None, kwargs)
                     losses[group.name] = value
                     return losses  # report, never step: the parameters stay finite
                 optimizer = state.optimizers[group.name]
@@ -396,16 +401,18 @@ class Trainer(TrainerBase):
         dtype = self._dtype(state)
         tensors = [_as_tensor(a, dtype) for a in arrays]
         n = len(tensors[0])
-        datapoint = self._datapoint_rows(n, "the evaluation data")
+        plate = self._datapoint_eval(n)  # per-datapoint parameters: the plate's size
         # Its own generator, derived from (seed, step): evaluating never shifts training noise.
         eval_seed = int(np.random.SeedSequence([state.seed, state.step, 1]).generate_state(1)[0])
         total = 0.0
         with torch.no_grad(), GlobalRNG.from_seed(eval_seed):
             for start in range(0, n, self.batch_size):
                 batch = tuple(t[start : start + self.batch_size] for t in tensors)
-                kwargs = {} if self.num_data is None else {"num_data": len(batch[0])}
+                size = len(batch[0])
+                num_data = size if plate is None else plate  # a per-batch value either way
+                kwargs = {} if self.num_data is None else {"num_data": num_data}
                 pos, by_name = self._arguments(batch, names)
-                rows = torch.arange(start, start + len(batch[0])) if datapoint else None
+                rows = None if plate is None else torch.arange(start, start + size)
                 model, guide = self._pair(rows)
                 try:
                     value = objective(model, guide, *pos, **by_name, **kwargs).item()
@@ -414,7 +421,7 @@ class Trainer(TrainerBase):
                     raise
                 if not math.isfinite(value):
                     self._check_support(check_observed_support, model, batch, names, kwargs)
-                total += value
+                total += value * size / num_data if self.num_data is not None else value
         return {"elbo": -total / n}
 
     def params(self, state: TrainState) -> dict[str, torch.Tensor]:

@@ -70,7 +70,7 @@ def check_x(x: jax.Array, x_dim: int, support: str = "real") -> jax.Array:
     if support == "binary" and np.any((x_np != 0) & (x_np != 1)):
         raise DataError(
             "a Bernoulli likelihood needs binary x (0 or 1); binarize the data "
-            "(e.g. dynamic_binarization with Trainer(..., transform=DynamicBinarization())) or "
+            "(e.g. Trainer(..., transform=DynamicBinarization())) or "
             "use likelihood='gaussian'"
         )
     if support == "unit_interval" and x_np.size and (x_np.min() < 0 or x_np.max() > 1):

@@ -70,7 +70,7 @@ def check_x(x: torch.Tensor, x_dim: int, support: str = "real") -> torch.Tensor:
                 raise DataError("x contains NaN or Inf; drop or impute those examples first")
             raise DataError(
                 "a Bernoulli likelihood needs binary x (0 or 1); binarize the data "
-                "(e.g. dynamic_binarization with Trainer(..., transform=DynamicBinarization())) or "
+                "(e.g. Trainer(..., transform=DynamicBinarization())) or "
                 "use likelihood='gaussian'"
             )
         return x
