@@ -105,7 +105,8 @@ def _shared_arguments(p: argparse.ArgumentParser, recipe: Recipe) -> None:
         type=Path, required=True)  # fmt: skip
     add(
         "--resume",
-        "continue the run in --out from its last checkpoint (only --epochs may change)",
+        "continue the run in --out from its last checkpoint (only --epochs, the new total, "
+        "may change; --tensorboard may be switched on)",
         action="store_true",
     )
     add("--quiet", "no progress bar", action="store_true")
