@@ -206,9 +206,13 @@ def _check_meta(meta: Any, path: Path, require: Mapping[str, type]) -> dict[str,
     for key, kind in require.items():
         value = meta.get(key)
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            found = "missing" if key not in meta else f"{value!r}"
+            noun = {"int": "an integer", "dict": "a dict", "str": "a string"}.get(
+                kind.__name__, f"a {kind.__name__}"
+            )
             raise CheckpointError(
-                f"{path / _META} is damaged: its {key!r} entry is {value!r}, not a "
-                f"{kind.__name__}; the checkpoint cannot be used"
+                f"{path / _META} is damaged: its {key!r} entry is {found}, not {noun}; the "
+                "checkpoint cannot be used"
             )
     return meta
 

@@ -211,6 +211,10 @@ def load_config(run_dir: str | os.PathLike) -> RunConfig:
     except FileNotFoundError as e:
         raise CheckpointError(f"{run_dir} is not a ppgen run directory (no config.json)") from e
     except ValueError as e:  # not JSON, or not UTF-8 text
+        if not any((run_dir / name).exists() for name in ("checkpoints", "metrics.jsonl")):
+            raise CheckpointError(
+                f"{run_dir} is not a ppgen run directory (its config.json is not ppgen's)"
+            ) from e
         raise CheckpointError(f"{path} is corrupt ({e}); it cannot be loaded") from e
     if not isinstance(raw, dict) or raw.get("format") not in (CONFIG_FORMAT, _V1):
         raise CheckpointError(f"{path} is not a ppgen run config")

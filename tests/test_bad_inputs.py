@@ -300,7 +300,10 @@ def test_a_full_disk_during_a_checkpoint_then_resume_is_exact(tmp_path, monkeypa
 @pytest.mark.parametrize(
     "how, expected",
     [
-        (lambda m: {k: v for k, v in m.items() if k != "trainer"}, "'trainer' entry is None"),
+        (
+            lambda m: {k: v for k, v in m.items() if k != "trainer"},
+            "'trainer' entry is missing, not a dict",
+        ),
         (lambda m: {**m, "epoch": "two"}, "'epoch' entry is 'two'"),
         (b"\xff\xfe\x00binary", "unreadable or corrupt"),
     ],
@@ -312,6 +315,15 @@ def test_a_damaged_state_json(run, how, expected):
         assert expected in one_line(cli("eval", run, "--k", "5"))
         assert expected in one_line(cli("train", "vae", "--out", run, "--resume", "--epochs", "3"))
         assert expected in one_line(cli("sample", run))
+
+
+def test_a_users_own_config_json_is_not_a_run(tmp_path):
+    """A user's directory that happens to hold a config.json of its own: not a run."""
+    own = tmp_path / "mine"
+    own.mkdir()
+    (own / "config.json").write_text("# my settings\n")
+    with unchanged(tmp_path):
+        assert "is not a ppgen run directory" in one_line(cli("eval", own))
 
 
 @pytest.mark.parametrize(
