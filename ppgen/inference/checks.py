@@ -14,6 +14,7 @@ from ppgen.errors import ConfigError
 
 __all__ = [
     "check_count",
+    "check_decay",
     "check_mcmc_counts",
     "check_non_negative",
     "check_num_particles",
@@ -43,6 +44,13 @@ def check_count(name: str, value: object, minimum: int = 1) -> int:
         kind = "positive" if minimum == 1 else "non-negative" if minimum == 0 else f">= {minimum}"
         raise ConfigError(f"{name} must be a {kind} integer, got {value!r}")
     return int(value)
+
+
+def check_decay(decay: object) -> None:
+    """Raise ConfigError unless ``decay`` (a moving average's, e.g. NVIL's baseline) is
+    ``None`` or in ``[0, 1)``."""
+    if decay is not None and not (isinstance(decay, (int, float)) and 0 <= decay < 1):
+        raise ConfigError(f"decay must be None or in [0, 1), got {decay!r}")
 
 
 def check_num_particles(num_particles: object) -> int:

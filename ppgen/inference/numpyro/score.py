@@ -45,16 +45,10 @@ from numpyro.contrib.module import eqx_module
 from numpyro.primitives import mutable
 
 from ppgen.errors import ConfigError
-from ppgen.inference.checks import check_num_particles
+from ppgen.inference.checks import check_decay, check_num_particles
 from ppgen.inference.numpyro.particles import particle_terms
 
 __all__ = ["NVIL", "VIMCO", "check_decay", "score_terms", "vimco_signal"]
-
-
-def check_decay(decay: float | None) -> None:
-    """Raise ConfigError unless ``decay`` is ``None`` or in ``[0, 1)``."""
-    if decay is not None and not (isinstance(decay, (int, float)) and 0 <= decay < 1):
-        raise ConfigError(f"decay must be None or in [0, 1), got {decay!r}")
 
 
 def score_terms(

@@ -45,7 +45,7 @@ from numpyro.util import not_jax_tracer
 
 from ppgen.data.schedules import argument_names
 from ppgen.errors import CheckpointError, ConfigError, DataError
-from ppgen.inference.checks import datapoint_param_sizes
+from ppgen.inference.checks import DATA, datapoint_param_sizes
 from ppgen.inference.numpyro.interop import to_device
 from ppgen.inference.numpyro.objectives import ELBO
 from ppgen.inference.numpyro.parallel import DataParallel
@@ -63,7 +63,6 @@ from ppgen.inference.trainer import TrainerBase
 
 __all__ = ["TrainState", "Trainer"]
 
-DATA = "data"  # the plate over datapoints, by ppgen convention
 _EVAL_STREAM = 0x7FFFFFFF  # fold_in tag separating evaluation noise from training epochs
 Evaluator = Callable[..., dict]
 

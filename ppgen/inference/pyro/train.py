@@ -41,7 +41,7 @@ from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
 from ppgen.data.schedules import argument_names
 from ppgen.errors import CheckpointError, ConfigError
-from ppgen.inference.checks import datapoint_param_sizes
+from ppgen.inference.checks import DATA, datapoint_param_sizes
 from ppgen.inference.optim import (
     DEFAULT_GROUP,
     Group,
@@ -60,7 +60,6 @@ from ppgen.inference.trainer import TrainerBase
 
 __all__ = ["TrainState", "Trainer"]
 
-DATA = "data"  # the plate over datapoints, by ppgen convention
 
 Evaluator = Callable[..., dict]
 
