@@ -16,20 +16,26 @@ gives the standard figure from it directly.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import numbers
+from collections.abc import Iterator, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
 from ppgen.errors import ConfigError, DataError
 from ppgen.metrics import bits_per_dim
+from ppgen.models.masks import channel_mask, checkerboard_mask
 
 __all__ = [
     "LEVELS",
+    "Layer",
     "check_8bit",
     "check_image_shape",
     "conv_weights",
     "dequantized_bits_per_dim",
+    "glow_plan",
     "lu_weights",
+    "realnvp_plan",
     "squeeze_shape",
 ]
 
@@ -185,3 +191,113 @@ def conv_weights(
         weight = rng.uniform(-bound, bound, (n_out, n_in, k, k))
         out.append((weight, rng.uniform(-bound, bound, n_out)))
     return out
+
+
+class Layer(NamedTuple):
+    """One layer of an image flow's plan, read alike by both backends' builders.
+
+    ``kind`` is ``"coupling"`` (an affine coupling with ``mask`` and a ``ConvNet``
+    conditioner drawn from ``seed``), ``"actnorm"``, ``"conv1x1"`` (drawn from ``seed``),
+    ``"squeezed"`` or ``"factor_out"`` (``parts`` run at half resolution, or on the first
+    ``keep`` channels). ``shape`` is the event ``(C, H, W)`` the layer sees; ``parts`` are in
+    noise-to-data order, as the plan itself.
+    """
+
+    kind: str
+    shape: tuple[int, int, int]
+    mask: np.ndarray | None = None
+    seed: int = 0
+    keep: int = 0
+    parts: tuple[Layer, ...] = ()
+
+
+def _seed_stream(seed: int) -> Iterator[int]:
+    """Independent seeds, one per network, in construction order (numpy's ``spawn``)."""
+    sequence = np.random.SeedSequence(int(seed))
+    while True:
+        yield int(sequence.spawn(1)[0].generate_state(1)[0])
+
+
+def _check_scales(shape: tuple[int, int, int], scales: int, steps: int, least: int) -> None:
+    if isinstance(scales, bool) or not isinstance(scales, numbers.Integral) or scales < least:
+        raise ConfigError(f"scales must be an integer >= {least}, got {scales!r}")
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
+        raise ConfigError(f"steps must be a positive integer, got {steps!r}")
+    _, h, w = shape
+    if h % 2**scales or w % 2**scales:
+        raise ConfigError(
+            f"{scales} scales halve the height and width {scales} times, so they must be "
+            f"multiples of {2**scales}; got {h}x{w} (28 -> 14 -> 7 allows two)"
+        )
+
+
+def _reverse(data_to_noise: list[Layer]) -> tuple[Layer, ...]:
+    return tuple(reversed(data_to_noise))
+
+
+def realnvp_plan(
+    event_shape: Sequence[int], *, scales: int = 2, steps: int = 3, seed: int = 0
+) -> tuple[Layer, ...]:
+    """RealNVP's multi-scale architecture (Dinh et al. 2016, section 3.6), in noise-to-data
+    order. Data to noise, at each scale: ``steps`` checkerboard couplings (alternating),
+    squeeze, ``steps`` channel couplings (alternating), factor out half the channels, the
+    other half going on to the next scale; after ``scales`` scales, ``steps + 1``
+    checkerboard couplings (the paper: 3, 3 and 4).
+
+    Raises:
+        ConfigError: Not ``(C, H, W)``, ``scales < 0``, ``steps < 1``, or a height or width
+            not a multiple of ``2**scales``.
+    """
+    shape = check_image_shape(event_shape, "image flow (RealNVP)")
+    _check_scales(shape, scales, steps, 0)
+    seeds = _seed_stream(seed)
+
+    def coupling(mask: np.ndarray) -> Layer:
+        return Layer("coupling", tuple(mask.shape), mask=mask, seed=next(seeds))
+
+    def level(shape: tuple[int, int, int], remaining: int) -> tuple[Layer, ...]:
+        if remaining == 0:
+            return _reverse(
+                [coupling(checkerboard_mask(shape, bool(i % 2))) for i in range(steps + 1)]
+            )
+        board = [coupling(checkerboard_mask(shape, bool(i % 2))) for i in range(steps)]
+        small = squeeze_shape(shape)
+        channels = [coupling(channel_mask(small, bool(i % 2))) for i in range(steps)]
+        keep = small[0] // 2
+        rest = level((keep, *small[1:]), remaining - 1)
+        inner = [*channels, Layer("factor_out", small, keep=keep, parts=rest)]
+        return _reverse([*board, Layer("squeezed", shape, parts=_reverse(inner))])
+
+    return level(shape, int(scales))
+
+
+def glow_plan(
+    event_shape: Sequence[int], *, scales: int = 2, steps: int = 4, seed: int = 0
+) -> tuple[Layer, ...]:
+    """Glow's multi-scale architecture (Kingma & Dhariwal 2018, figure 2), in noise-to-data
+    order. Data to noise, at each of ``scales`` levels: squeeze, ``steps`` steps of flow
+    (ActNorm, invertible 1x1 convolution, affine coupling on half the channels), and, but at
+    the last level, factor out half the channels.
+
+    Raises:
+        ConfigError: Not ``(C, H, W)``, ``scales < 1``, ``steps < 1``, or a height or width
+            not a multiple of ``2**scales``.
+    """
+    shape = check_image_shape(event_shape, "image flow (Glow)")
+    _check_scales(shape, scales, steps, 1)
+    seeds = _seed_stream(seed)
+
+    def level(shape: tuple[int, int, int], remaining: int) -> tuple[Layer, ...]:
+        small = squeeze_shape(shape)
+        inner = []
+        for _ in range(steps):
+            inner.append(Layer("actnorm", small))
+            inner.append(Layer("conv1x1", small, seed=next(seeds)))
+            inner.append(Layer("coupling", small, mask=channel_mask(small), seed=next(seeds)))
+        if remaining > 1:
+            keep = small[0] // 2
+            rest = level((keep, *small[1:]), remaining - 1)
+            inner.append(Layer("factor_out", small, keep=keep, parts=rest))
+        return (Layer("squeezed", shape, parts=_reverse(inner)),)
+
+    return level(shape, int(scales))

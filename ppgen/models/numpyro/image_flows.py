@@ -34,7 +34,17 @@ from numpyro.distributions.transforms import Transform
 
 from ppgen.errors import ConfigError, DataError
 from ppgen.models.conventions import check_weights
-from ppgen.models.image_flows import LEVELS, check_8bit, conv_weights, lu_weights, squeeze_shape
+from ppgen.models.image_flows import (
+    LEVELS,
+    Layer,
+    check_8bit,
+    conv_weights,
+    glow_plan,
+    lu_weights,
+    realnvp_plan,
+    squeeze_shape,
+)
+from ppgen.models.numpyro.coupling import Affine, Coupling
 
 __all__ = [
     "ActNorm",
@@ -45,7 +55,10 @@ __all__ = [
     "Logit",
     "Squeeze",
     "Squeezed",
+    "from_plan",
+    "glow",
     "initialize_flow",
+    "multiscale_realnvp",
     "squeeze",
     "unsqueeze",
 ]
@@ -109,7 +122,9 @@ class ImageTransform(Transform):
 
     def _batch(self, x: jax.Array, value: jax.Array | float) -> jax.Array:
         """``value`` broadcast to the batch shape of ``x``."""
-        return jnp.broadcast_to(jnp.asarray(value, dtype=x.dtype), x.shape[: x.ndim - self.event_dim])
+        return jnp.broadcast_to(
+            jnp.asarray(value, dtype=x.dtype), x.shape[: x.ndim - self.event_dim]
+        )
 
 
 class ActNorm(ImageTransform):
@@ -423,7 +438,13 @@ class ConvNet(eqx.Module):
     blocks: int = eqx.field(static=True)
 
     def __init__(
-        self, in_channels: int, out_channels: int, hidden: int = 64, blocks: int = 1, *, seed: int = 0
+        self,
+        in_channels: int,
+        out_channels: int,
+        hidden: int = 64,
+        blocks: int = 1,
+        *,
+        seed: int = 0,
     ) -> None:
         if int(blocks) < 0:
             raise ConfigError(f"blocks must be a non-negative integer, got {blocks!r}")
@@ -453,6 +474,14 @@ class ConvNet(eqx.Module):
             h = h + self._conv(2 + 2 * b, jax.nn.relu(inner))
         out = self._conv(len(self.weights) - 1, jax.nn.relu(h))
         return out.reshape(*batch, *out.shape[-3:])
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Weights as numpy arrays under torch's names (``convs.0.weight``, ...)."""
+        return self.get_weights()
+
+    def load_state_dict(self, weights: dict[str, np.ndarray]) -> ConvNet:
+        """A copy holding ``weights`` (as :meth:`set_weights`)."""
+        return self.set_weights(weights)
 
     def get_weights(self) -> dict[str, np.ndarray]:
         """Weights as numpy arrays under torch's names (``convs.0.weight``, ...)."""
@@ -615,3 +644,96 @@ def initialize_flow(transforms: Sequence[Transform], y: jax.Array) -> list[Trans
             out[i] = out[i].initialize(y)
         y = out[i].inv(y)
     return out
+
+
+def from_plan(
+    plan: Sequence[Layer], *, hidden: int = 64, blocks: int = 1, log_scale_bound: float = 3.0
+) -> list[Transform]:
+    """The transforms of a plan (:func:`ppgen.models.image_flows.realnvp_plan`,
+    ``glow_plan``), in its noise-to-data order; couplings are affine (:class:`Affine`,
+    ``log_scale_bound``) on a :class:`ConvNet` (``hidden`` channels, ``blocks``).
+
+    Raises:
+        ConfigError: A bad width, number of blocks or bound.
+    """
+    out: list[Transform] = []
+    for layer in plan:
+        c = layer.shape[0]
+        if layer.kind == "coupling":
+            affine = Affine(log_scale_bound)
+            net = ConvNet(c, c * affine.num_params, hidden, blocks, seed=layer.seed)
+            out.append(Coupling(layer.mask, net, affine))
+        elif layer.kind == "actnorm":
+            out.append(ActNorm(c))
+        elif layer.kind == "conv1x1":
+            out.append(Invertible1x1Conv(c, seed=layer.seed))
+        elif layer.kind == "squeezed":
+            out.append(
+                Squeezed(
+                    from_plan(
+                        layer.parts, hidden=hidden, blocks=blocks, log_scale_bound=log_scale_bound
+                    )
+                )
+            )
+        elif layer.kind == "factor_out":
+            parts = from_plan(
+                layer.parts, hidden=hidden, blocks=blocks, log_scale_bound=log_scale_bound
+            )
+            out.append(FactorOut(parts, layer.keep))
+        else:
+            raise ConfigError(f"unknown image flow layer {layer.kind!r}")
+    return out
+
+
+def multiscale_realnvp(
+    event_shape: Sequence[int],
+    *,
+    scales: int = 2,
+    steps: int = 3,
+    hidden: int = 64,
+    blocks: int = 2,
+    log_scale_bound: float = 3.0,
+    seed: int = 0,
+) -> list[Transform]:
+    """RealNVP's multi-scale flow for images ``(C, H, W)`` (Dinh et al. 2016), as transforms
+    in noise-to-data order for ``TransformedDistribution(Normal over (C, H, W), ...)``.
+
+    At each of ``scales`` scales (data to noise): ``steps`` checkerboard affine couplings,
+    squeeze, ``steps`` channel-wise affine couplings, factor out half the channels; then
+    ``steps + 1`` checkerboard couplings. Conditioners are :class:`ConvNet` residual nets
+    (``hidden`` channels, ``blocks``), zero at the output, so the flow starts as the
+    identity. MNIST ``(1, 28, 28)`` takes at most two scales (28 -> 14 -> 7).
+
+    Raises:
+        ConfigError: Not ``(C, H, W)``, ``scales < 0``, ``steps < 1``, a height or width not
+            a multiple of ``2**scales``, or a bad network size.
+    """
+    plan = realnvp_plan(event_shape, scales=scales, steps=steps, seed=seed)
+    return from_plan(plan, hidden=hidden, blocks=blocks, log_scale_bound=log_scale_bound)
+
+
+def glow(
+    event_shape: Sequence[int],
+    *,
+    scales: int = 2,
+    steps: int = 4,
+    hidden: int = 64,
+    blocks: int = 1,
+    log_scale_bound: float = 3.0,
+    seed: int = 0,
+) -> list[Transform]:
+    """A small Glow for images ``(C, H, W)`` (Kingma & Dhariwal 2018), as transforms in
+    noise-to-data order for ``TransformedDistribution(Normal over (C, H, W), ...)``.
+
+    At each of ``scales`` levels (data to noise): squeeze, ``steps`` steps of ActNorm ->
+    invertible 1x1 convolution -> affine coupling (channel split, :class:`ConvNet`
+    conditioner, zero at the output), and factor out half the channels but at the last
+    level. Call :func:`initialize_flow` with a batch of data for ActNorm's data-dependent
+    initialisation. MNIST ``(1, 28, 28)`` takes at most two levels.
+
+    Raises:
+        ConfigError: Not ``(C, H, W)``, ``scales < 1``, ``steps < 1``, a height or width not
+            a multiple of ``2**scales``, or a bad network size.
+    """
+    plan = glow_plan(event_shape, scales=scales, steps=steps, seed=seed)
+    return from_plan(plan, hidden=hidden, blocks=blocks, log_scale_bound=log_scale_bound)

@@ -31,8 +31,18 @@ from pyro.distributions.torch_transform import TransformModule
 from torch import nn
 
 from ppgen.errors import ConfigError, DataError
-from ppgen.models.conventions import check_weights
-from ppgen.models.image_flows import LEVELS, check_8bit, conv_weights, lu_weights, squeeze_shape
+from ppgen.models.image_flows import (
+    LEVELS,
+    Layer,
+    check_8bit,
+    conv_weights,
+    glow_plan,
+    lu_weights,
+    realnvp_plan,
+    squeeze_shape,
+)
+from ppgen.models.pyro.coupling import Affine, Coupling
+from ppgen.models.pyro.params import get_weights, set_weights
 
 __all__ = [
     "ActNorm",
@@ -43,7 +53,10 @@ __all__ = [
     "Logit",
     "Squeeze",
     "Squeezed",
+    "from_plan",
+    "glow",
     "initialize_flow",
+    "multiscale_realnvp",
     "squeeze",
     "unsqueeze",
 ]
@@ -79,7 +92,7 @@ class ImageTransform(TransformModule):
 
     def get_weights(self) -> dict[str, np.ndarray]:
         """The parameters as numpy arrays, by their ``named_parameters()`` names."""
-        return {k: v.detach().cpu().numpy().copy() for k, v in self.named_parameters()}
+        return get_weights(self)
 
     def set_weights(self, weights: dict[str, np.ndarray]) -> ImageTransform:
         """Copy ``weights`` (keys and shapes of :meth:`get_weights`) in place; return ``self``.
@@ -87,11 +100,7 @@ class ImageTransform(TransformModule):
         Raises:
             CheckpointError: Missing or unexpected keys, or a shape mismatch.
         """
-        params = dict(self.named_parameters())
-        check_weights(params, weights)
-        with torch.no_grad():
-            for k, p in params.items():
-                p.copy_(torch.as_tensor(np.asarray(weights[k]), dtype=p.dtype))
+        set_weights(self, weights)
         return self
 
     def _batch(self, x: torch.Tensor, value: torch.Tensor | float) -> torch.Tensor:
@@ -390,7 +399,13 @@ class ConvNet(nn.Module):
     """
 
     def __init__(
-        self, in_channels: int, out_channels: int, hidden: int = 64, blocks: int = 1, *, seed: int = 0
+        self,
+        in_channels: int,
+        out_channels: int,
+        hidden: int = 64,
+        blocks: int = 1,
+        *,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         if int(blocks) < 0:
@@ -407,6 +422,19 @@ class ConvNet(nn.Module):
                 conv.bias.copy_(_tensor(bias))
             convs.append(conv)
         self.convs = nn.ModuleList(convs)
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        """Weights as numpy arrays by ``named_parameters()`` name (``convs.0.weight``, ...)."""
+        return get_weights(self)
+
+    def set_weights(self, weights: dict[str, np.ndarray]) -> ConvNet:
+        """Copy ``weights`` (keys and shapes of :meth:`get_weights`) in place; return ``self``.
+
+        Raises:
+            CheckpointError: Missing or unexpected keys, or a shape mismatch.
+        """
+        set_weights(self, weights)
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the network to the last three axes of ``x`` (any leading batch shape)."""
@@ -542,3 +570,96 @@ def initialize_flow(transforms: Sequence, y: torch.Tensor) -> list:
                 t.initialize(y)
             y = t.inv(y)
     return transforms
+
+
+def from_plan(
+    plan: Sequence[Layer], *, hidden: int = 64, blocks: int = 1, log_scale_bound: float = 3.0
+) -> list[TransformModule]:
+    """The transforms of a plan (:func:`ppgen.models.image_flows.realnvp_plan`,
+    ``glow_plan``), in its noise-to-data order; couplings are affine (:class:`Affine`,
+    ``log_scale_bound``) on a :class:`ConvNet` (``hidden`` channels, ``blocks``).
+
+    Raises:
+        ConfigError: A bad width, number of blocks or bound.
+    """
+    out: list[TransformModule] = []
+    for layer in plan:
+        c = layer.shape[0]
+        if layer.kind == "coupling":
+            affine = Affine(log_scale_bound)
+            net = ConvNet(c, c * affine.num_params, hidden, blocks, seed=layer.seed)
+            out.append(Coupling(layer.mask, net, affine))
+        elif layer.kind == "actnorm":
+            out.append(ActNorm(c))
+        elif layer.kind == "conv1x1":
+            out.append(Invertible1x1Conv(c, seed=layer.seed))
+        elif layer.kind == "squeezed":
+            out.append(
+                Squeezed(
+                    from_plan(
+                        layer.parts, hidden=hidden, blocks=blocks, log_scale_bound=log_scale_bound
+                    )
+                )
+            )
+        elif layer.kind == "factor_out":
+            parts = from_plan(
+                layer.parts, hidden=hidden, blocks=blocks, log_scale_bound=log_scale_bound
+            )
+            out.append(FactorOut(parts, layer.keep))
+        else:
+            raise ConfigError(f"unknown image flow layer {layer.kind!r}")
+    return out
+
+
+def multiscale_realnvp(
+    event_shape: Sequence[int],
+    *,
+    scales: int = 2,
+    steps: int = 3,
+    hidden: int = 64,
+    blocks: int = 2,
+    log_scale_bound: float = 3.0,
+    seed: int = 0,
+) -> list[TransformModule]:
+    """RealNVP's multi-scale flow for images ``(C, H, W)`` (Dinh et al. 2016), as transforms
+    in noise-to-data order for ``TransformedDistribution(Normal over (C, H, W), ...)``.
+
+    At each of ``scales`` scales (data to noise): ``steps`` checkerboard affine couplings,
+    squeeze, ``steps`` channel-wise affine couplings, factor out half the channels; then
+    ``steps + 1`` checkerboard couplings. Conditioners are :class:`ConvNet` residual nets
+    (``hidden`` channels, ``blocks``), zero at the output, so the flow starts as the
+    identity. MNIST ``(1, 28, 28)`` takes at most two scales (28 -> 14 -> 7).
+
+    Raises:
+        ConfigError: Not ``(C, H, W)``, ``scales < 0``, ``steps < 1``, a height or width not
+            a multiple of ``2**scales``, or a bad network size.
+    """
+    plan = realnvp_plan(event_shape, scales=scales, steps=steps, seed=seed)
+    return from_plan(plan, hidden=hidden, blocks=blocks, log_scale_bound=log_scale_bound)
+
+
+def glow(
+    event_shape: Sequence[int],
+    *,
+    scales: int = 2,
+    steps: int = 4,
+    hidden: int = 64,
+    blocks: int = 1,
+    log_scale_bound: float = 3.0,
+    seed: int = 0,
+) -> list[TransformModule]:
+    """A small Glow for images ``(C, H, W)`` (Kingma & Dhariwal 2018), as transforms in
+    noise-to-data order for ``TransformedDistribution(Normal over (C, H, W), ...)``.
+
+    At each of ``scales`` levels (data to noise): squeeze, ``steps`` steps of ActNorm ->
+    invertible 1x1 convolution -> affine coupling (channel split, :class:`ConvNet`
+    conditioner, zero at the output), and factor out half the channels but at the last
+    level. Call :func:`initialize_flow` with a batch of data for ActNorm's data-dependent
+    initialisation. MNIST ``(1, 28, 28)`` takes at most two levels.
+
+    Raises:
+        ConfigError: Not ``(C, H, W)``, ``scales < 1``, ``steps < 1``, a height or width not
+            a multiple of ``2**scales``, or a bad network size.
+    """
+    plan = glow_plan(event_shape, scales=scales, steps=steps, seed=seed)
+    return from_plan(plan, hidden=hidden, blocks=blocks, log_scale_bound=log_scale_bound)
