@@ -1,6 +1,19 @@
 """NumPyro models: model/guide pairs with Equinox networks (mirrors ``ppgen.models.pyro``)."""
 
 from ppgen.models.numpyro.coupling import Additive, Affine, Coupling, RationalQuadraticSpline
+from ppgen.models.numpyro.image_flows import (
+    ActNorm,
+    ConvNet,
+    Dequantize,
+    FactorOut,
+    Invertible1x1Conv,
+    Logit,
+    Squeeze,
+    Squeezed,
+    glow,
+    initialize_flow,
+    multiscale_realnvp,
+)
 from ppgen.models.numpyro.linear_gaussian import LinearGaussian
 from ppgen.models.numpyro.mixture import GaussianMixture
 from ppgen.models.numpyro.nets import MLP
@@ -9,6 +22,17 @@ from ppgen.models.numpyro.ssvae import SSVAE
 from ppgen.models.numpyro.vae import VAE, HierarchicalVAE
 
 __all__ = [
+    "ActNorm",
+    "ConvNet",
+    "Dequantize",
+    "FactorOut",
+    "Invertible1x1Conv",
+    "Logit",
+    "Squeeze",
+    "Squeezed",
+    "glow",
+    "initialize_flow",
+    "multiscale_realnvp",
     "Additive",
     "Affine",
     "Coupling",

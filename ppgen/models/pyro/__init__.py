@@ -1,6 +1,19 @@
 """Pyro models: each a ``model(x, num_data=None)`` / ``guide(x, num_data=None)`` pair."""
 
 from ppgen.models.pyro.coupling import Additive, Affine, Coupling, RationalQuadraticSpline
+from ppgen.models.pyro.image_flows import (
+    ActNorm,
+    ConvNet,
+    Dequantize,
+    FactorOut,
+    Invertible1x1Conv,
+    Logit,
+    Squeeze,
+    Squeezed,
+    glow,
+    initialize_flow,
+    multiscale_realnvp,
+)
 from ppgen.models.pyro.linear_gaussian import LinearGaussian
 from ppgen.models.pyro.mixture import GaussianMixture
 from ppgen.models.pyro.nets import MLP
@@ -9,6 +22,17 @@ from ppgen.models.pyro.ssvae import SSVAE
 from ppgen.models.pyro.vae import VAE, HierarchicalVAE
 
 __all__ = [
+    "ActNorm",
+    "ConvNet",
+    "Dequantize",
+    "FactorOut",
+    "Invertible1x1Conv",
+    "Logit",
+    "Squeeze",
+    "Squeezed",
+    "glow",
+    "initialize_flow",
+    "multiscale_realnvp",
     "Additive",
     "Affine",
     "Coupling",
