@@ -540,3 +540,16 @@ def test_bad_inputs_are_one_line_errors(lib):
         with pytest.raises(error, match=pattern) as info:
             call()
         assert "\n" not in str(info.value)
+
+
+def test_pyro_layers_deepcopy_after_a_call(float64):
+    """The log-det cached from the last call carries a graph; copying a used layer (a
+    trainer's best-model snapshot) still works and gives the same map."""
+    import copy
+
+    for kind in ("realnvp", "maf"):
+        p, _ = pair(kind)
+        x = torch.as_tensor(inputs(kind, (3,)))
+        y = p(x)
+        twin = copy.deepcopy(p)
+        torch.testing.assert_close(twin(x), y, rtol=0, atol=0)

@@ -191,6 +191,10 @@ class FusedTransformModule(TransformModule):
         super().__init__(cache_size=0)
         self._last: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
+    def __getstate__(self) -> dict:
+        # The cached tensors carry an autograd graph, which deepcopy and pickle refuse.
+        return {**super().__getstate__(), "_last": None}
+
     def _apply(self, v: torch.Tensor, inverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
