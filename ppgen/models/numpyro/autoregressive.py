@@ -66,25 +66,25 @@ class MaskedAutoregressive(FusedTransform):
         """This layer with MADE reading ``context (..., C)`` (the same network)."""
         return MaskedAutoregressive(self.made, self.elementwise, self.direction, context=context)
 
-    def call_and_ladj(self, v: jax.Array, inverse: bool = False) -> tuple[jax.Array, jax.Array]:
+    def call_and_ladj(self, x: jax.Array, inverse: bool = False) -> tuple[jax.Array, jax.Array]:
         """``(y, log|det dy/dx|)`` (``inverse``: ``(x, log|det dy/dx|)`` from ``y``), the
-        ladj of shape ``v.shape[:-1]``."""
+        ladj of shape ``x.shape[:-1]``."""
         dim = self.made.input_dim
-        check_event_shape(tuple(v.shape), (dim,), "MaskedAutoregressive")
+        check_event_shape(tuple(x.shape), (dim,), "MaskedAutoregressive")
         fn = self.elementwise.inverse if inverse else self.elementwise.forward
         if (self.direction == "maf") == inverse:  # the parameters come from the input side
-            out, ladj = fn(v, self.made(v, self.context))
+            out, ladj = fn(x, self.made(x, self.context))
             return out, ladj.sum(-1)
         # Parameters come from the output side: after pass k the outputs at positions < k
         # are exact, so D passes give them all (the last pass's parameters are exact too).
-        batch = v.shape[:-1]
+        batch = x.shape[:-1]
         if self.context is not None:
             batch = jnp.broadcast_shapes(batch, self.context.shape[:-1])
-        out = jnp.zeros((*batch, dim), dtype=v.dtype)
+        out = jnp.zeros((*batch, dim), dtype=x.dtype)
         out = jax.lax.fori_loop(
-            0, dim - 1, lambda _, o: fn(v, self.made(o, self.context))[0].astype(v.dtype), out
+            0, dim - 1, lambda _, o: fn(x, self.made(o, self.context))[0].astype(x.dtype), out
         )
-        out, ladj = fn(v, self.made(out, self.context))
+        out, ladj = fn(x, self.made(out, self.context))
         return out, ladj.sum(-1)
 
     def log_abs_det_jacobian(
@@ -95,6 +95,6 @@ class MaskedAutoregressive(FusedTransform):
         src = y if self.direction == "maf" else x
         return self.elementwise.forward(x, self.made(src, self.context))[1].sum(-1)
 
-    def replace_net(self, net: MADE) -> MaskedAutoregressive:
+    def _with_net(self, net: MADE) -> MaskedAutoregressive:
         """This layer around the MADE ``net`` instead."""
         return MaskedAutoregressive(net, self.elementwise, self.direction, context=self.context)

@@ -182,10 +182,10 @@ class FusedTransform(Transform):
     bijective = True
     net_name: ClassVar[str] = "conditioner"
 
-    def call_and_ladj(self, v: jax.Array, inverse: bool = False) -> tuple[jax.Array, jax.Array]:
+    def call_and_ladj(self, x: jax.Array, inverse: bool = False) -> tuple[jax.Array, jax.Array]:
         raise NotImplementedError
 
-    def replace_net(self, net: Any) -> Self:
+    def _with_net(self, net: Any) -> Self:
         """This transform around ``net`` instead (same mask, map, context)."""
         raise NotImplementedError
 
@@ -210,7 +210,7 @@ class FusedTransform(Transform):
         check_weights(self.get_weights(), weights)
         prefix = f"{self.net_name}."
         own = {k.removeprefix(prefix): v for k, v in weights.items()}
-        return self.replace_net(load_net_weights(getattr(self, self.net_name), own))
+        return self._with_net(load_net_weights(getattr(self, self.net_name), own))
 
 
 class Coupling(FusedTransform):
@@ -320,6 +320,6 @@ class Coupling(FusedTransform):
         """
         return self.call_and_ladj(y, inverse=True)[1]
 
-    def replace_net(self, net: Any) -> Coupling:
+    def _with_net(self, net: Any) -> Coupling:
         """This coupling around the conditioner ``net`` instead."""
         return Coupling(self.mask, net, self.elementwise, context=self.context)

@@ -201,19 +201,20 @@ class FusedTransformModule(TransformModule):
     def _ladj(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self._apply(x, inverse=False)[1]
 
-    def call_and_ladj(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(y, log|det dy/dx|)`` in one pass; the ladj has shape ``x.shape[:-event_dim]``."""
-        y, ladj = self._apply(x, inverse=False)
-        self._last = (x, y, ladj)
-        return y, ladj
+    def call_and_ladj(
+        self, x: torch.Tensor, inverse: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(y, log|det dy/dx|)`` in one pass (``inverse``: ``(x, log|det dy/dx|)`` from
+        ``y``); the ladj has shape ``x.shape[:-event_dim]``."""
+        out, ladj = self._apply(x, inverse)
+        self._last = (out, x, ladj) if inverse else (x, out, ladj)
+        return out, ladj
 
     def _call(self, x: torch.Tensor) -> torch.Tensor:
         return self.call_and_ladj(x)[0]
 
     def _inverse(self, y: torch.Tensor) -> torch.Tensor:
-        x, ladj = self._apply(y, inverse=True)
-        self._last = (x, y, ladj)
-        return x
+        return self.call_and_ladj(y, inverse=True)[0]
 
     def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """``log|det dy/dx|``, shape ``x.shape[:-event_dim]``."""
