@@ -1,5 +1,6 @@
 """NumPyro models: model/guide pairs with Equinox networks (mirrors ``ppgen.models.pyro``)."""
 
+from ppgen.models.numpyro.autoregressive import MaskedAutoregressive
 from ppgen.models.numpyro.coupling import Additive, Affine, Coupling, RationalQuadraticSpline
 from ppgen.models.numpyro.image_flows import (
     ActNorm,
@@ -15,6 +16,7 @@ from ppgen.models.numpyro.image_flows import (
     multiscale_realnvp,
 )
 from ppgen.models.numpyro.linear_gaussian import LinearGaussian
+from ppgen.models.numpyro.made import MADE
 from ppgen.models.numpyro.mixture import GaussianMixture
 from ppgen.models.numpyro.nets import MLP
 from ppgen.models.numpyro.sbn import SigmoidBeliefNet
@@ -37,6 +39,8 @@ __all__ = [
     "Affine",
     "Coupling",
     "RationalQuadraticSpline",
+    "MADE",
+    "MaskedAutoregressive",
     "MLP",
     "SSVAE",
     "VAE",
