@@ -503,3 +503,15 @@ def test_realnvp_plan_is_the_papers(float64):
     assert [layer.shape for layer in last] == [(4, 7, 7)] * 4
     masks = [layer.mask for layer in reversed(plan) if layer.kind == "coupling"]
     assert masks[0][0, 0, 0] and not masks[1][0, 0, 0]  # alternating checkerboards
+
+
+def test_pyro_flows_deep_copy_after_a_call(float64):
+    """Nothing holding an autograd graph stays on the modules after ``log_prob`` (deepcopy,
+    as checkpointing and ``copy.deepcopy(model)`` do, refuses such tensors)."""
+    import copy
+
+    transforms = pflows.glow((1, 4, 4), scales=2, steps=1, hidden=2, blocks=0)
+    flow = pdist.TransformedDistribution(SIDES["pyro"].normal((1, 4, 4)), transforms)
+    flow.log_prob(torch.randn(2, 1, 4, 4)).sum().backward()
+    copies = copy.deepcopy(torch.nn.ModuleList(transforms))
+    assert len(list(copies.parameters())) == len(list(torch.nn.ModuleList(transforms).parameters()))
