@@ -1,5 +1,6 @@
 """NumPyro models: model/guide pairs with Equinox networks (mirrors ``ppgen.models.pyro``)."""
 
+from ppgen.models.numpyro.flow import ConditionalFlowDensity, Flow, FlowDensity, build_flow
 from ppgen.models.numpyro.linear_gaussian import LinearGaussian
 from ppgen.models.numpyro.mixture import GaussianMixture
 from ppgen.models.numpyro.nets import MLP
@@ -15,4 +16,8 @@ __all__ = [
     "LinearGaussian",
     "GaussianMixture",
     "SigmoidBeliefNet",
+    "ConditionalFlowDensity",
+    "Flow",
+    "FlowDensity",
+    "build_flow",
 ]

@@ -1,5 +1,6 @@
 """Pyro models: each a ``model(x, num_data=None)`` / ``guide(x, num_data=None)`` pair."""
 
+from ppgen.models.pyro.flow import ConditionalFlowDensity, Flow, FlowDensity, build_flow
 from ppgen.models.pyro.linear_gaussian import LinearGaussian
 from ppgen.models.pyro.mixture import GaussianMixture
 from ppgen.models.pyro.nets import MLP
@@ -15,4 +16,8 @@ __all__ = [
     "LinearGaussian",
     "GaussianMixture",
     "SigmoidBeliefNet",
+    "ConditionalFlowDensity",
+    "Flow",
+    "FlowDensity",
+    "build_flow",
 ]
