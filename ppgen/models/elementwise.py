@@ -11,12 +11,14 @@ from __future__ import annotations
 import math
 import numbers
 
-from ppgen.errors import ConfigError
+from ppgen.errors import ConfigError, DataError
 
 __all__ = [
     "MIN_BIN_HEIGHT",
     "MIN_BIN_WIDTH",
     "MIN_DERIVATIVE",
+    "check_conditioner_output",
+    "check_event_shape",
     "check_log_scale_bound",
     "check_spline",
 ]
@@ -60,3 +62,37 @@ def _positive(value: object) -> bool:
         and math.isfinite(value)
         and value > 0
     )
+
+
+def check_event_shape(shape: tuple[int, ...], event_shape: tuple[int, ...], name: str) -> None:
+    """Raise :class:`DataError` unless an input of ``shape`` ends in ``event_shape``.
+
+    Args:
+        shape: The input's shape ``(..., *event_shape)``.
+        event_shape: What the transform was built for, ``(D,)`` or ``(C, H, W)``.
+        name: The transform's name, for the message.
+
+    Raises:
+        DataError: Too few dimensions or the trailing ones differ.
+    """
+    shape, event_shape = tuple(shape), tuple(event_shape)
+    if len(shape) < len(event_shape) or shape[len(shape) - len(event_shape) :] != event_shape:
+        raise DataError(
+            f"{name} was built for events of shape {event_shape} (inputs (..., "
+            f"{', '.join(map(str, event_shape))})), got an input of shape {shape}"
+        )
+
+
+def check_conditioner_output(got: object, want: object, entries: object, num_params: int) -> None:
+    """Raise :class:`ConfigError` unless a conditioner's output shape ``got`` is ``want``
+    (``num_params`` parameters for each of the transformed ``entries``).
+
+    Raises:
+        ConfigError: The shapes differ (a network built for another map or mask).
+    """
+    if got != want:
+        raise ConfigError(
+            f"the conditioner outputs {got} per example, but the element-wise map needs "
+            f"{num_params} parameters for each of the {entries} transformed entries, {want}; "
+            "build the conditioner's last layer with that many outputs"
+        )
