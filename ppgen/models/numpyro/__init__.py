@@ -1,5 +1,7 @@
 """NumPyro models: model/guide pairs with Equinox networks (mirrors ``ppgen.models.pyro``)."""
 
+from ppgen.models.numpyro.coupling import Additive, Affine, Coupling, RationalQuadraticSpline
+from ppgen.models.numpyro.flow import ConditionalFlowDensity, Flow, FlowDensity, build_flow
 from ppgen.models.numpyro.linear_gaussian import LinearGaussian
 from ppgen.models.numpyro.mixture import GaussianMixture
 from ppgen.models.numpyro.nets import MLP
@@ -8,6 +10,10 @@ from ppgen.models.numpyro.ssvae import SSVAE
 from ppgen.models.numpyro.vae import VAE, HierarchicalVAE
 
 __all__ = [
+    "Additive",
+    "Affine",
+    "Coupling",
+    "RationalQuadraticSpline",
     "MLP",
     "SSVAE",
     "VAE",
@@ -15,4 +21,8 @@ __all__ = [
     "LinearGaussian",
     "GaussianMixture",
     "SigmoidBeliefNet",
+    "ConditionalFlowDensity",
+    "Flow",
+    "FlowDensity",
+    "build_flow",
 ]

@@ -1,5 +1,7 @@
 """Pyro models: each a ``model(x, num_data=None)`` / ``guide(x, num_data=None)`` pair."""
 
+from ppgen.models.pyro.coupling import Additive, Affine, Coupling, RationalQuadraticSpline
+from ppgen.models.pyro.flow import ConditionalFlowDensity, Flow, FlowDensity, build_flow
 from ppgen.models.pyro.linear_gaussian import LinearGaussian
 from ppgen.models.pyro.mixture import GaussianMixture
 from ppgen.models.pyro.nets import MLP
@@ -8,6 +10,10 @@ from ppgen.models.pyro.ssvae import SSVAE
 from ppgen.models.pyro.vae import VAE, HierarchicalVAE
 
 __all__ = [
+    "Additive",
+    "Affine",
+    "Coupling",
+    "RationalQuadraticSpline",
     "MLP",
     "SSVAE",
     "VAE",
@@ -15,4 +21,8 @@ __all__ = [
     "LinearGaussian",
     "GaussianMixture",
     "SigmoidBeliefNet",
+    "ConditionalFlowDensity",
+    "Flow",
+    "FlowDensity",
+    "build_flow",
 ]
