@@ -32,10 +32,8 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import math
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -43,15 +41,16 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import Stopwatch, hardware, median, write_result  # noqa: E402
 
+# ppgen's element-wise maps: log_scale = B tanh(raw / B); spline bins at least MIN_BIN_WIDTH
+# and MIN_BIN_HEIGHT of 2 * BOUND, interior derivatives MIN_DERIVATIVE + softplus(raw).
+from ppgen.models.elementwise import MIN_BIN_HEIGHT, MIN_BIN_WIDTH, MIN_DERIVATIVE  # noqa: E402
+from ppgen.models.flows import AFFINE_LOG_SCALE_BOUND as LOG_SCALE_BOUND  # noqa: E402
+
 NAME = "flow_toy"
 FLOWS = ("realnvp", "maf", "nsf")
 LIBRARIES = ("pyro", "numpyro", "zuko", "flowjax")
 LAYERS, HIDDEN = 5, (64, 64)
-LOG_SCALE_BOUND = 3.0  # ppgen's Affine: log_scale = bound * tanh(raw / bound)
 BINS, BOUND = 8, 5.0  # ppgen's RationalQuadraticSpline defaults
-MIN_BIN, MIN_DERIVATIVE = 1e-3, 1e-3
-# ppgen's spline derivatives are MIN_DERIVATIVE + softplus(raw + SPLINE_DERIVATIVE_SHIFT).
-SPLINE_DERIVATIVE_SHIFT = math.log(math.expm1(1.0 - MIN_DERIVATIVE))
 NSF_KIND = "coupling"  # ppgen's "nsf": spline coupling (Durkan et al. 2019, RQ-NSF (C))
 N_TEST = 10_000
 TEST_SEED, TRAIN_SEED = 12345, 0
@@ -106,18 +105,19 @@ def zuko_univariates():
     class Spline(MonotonicRQSTransform):
         """The inverse of ppgen's rational-quadratic spline: knots
         ``B (2 cumsum(widths) - 1)``, ``widths = m + (1 - K m) softmax(raw)``, interior
-        derivatives ``m + softplus(raw + shift)``, boundary derivatives 1."""
+        derivatives ``m + softplus(raw)``, boundary derivatives 1."""
 
         def __init__(self, widths, heights, derivatives, **kwargs) -> None:
             torch.distributions.Transform.__init__(self, **kwargs)
             k = widths.shape[-1]
 
-            def knots(raw):
-                w = MIN_BIN + (1 - k * MIN_BIN) * torch.softmax(raw, dim=-1)
+            def knots(raw, least):
+                w = least + (1 - k * least) * torch.softmax(raw, dim=-1)
                 return BOUND * (2 * F.pad(torch.cumsum(w, dim=-1), (1, 0), value=0.0) - 1)
 
-            self.horizontal, self.vertical = knots(widths), knots(heights)
-            d = MIN_DERIVATIVE + F.softplus(derivatives + SPLINE_DERIVATIVE_SHIFT)
+            self.horizontal = knots(widths, MIN_BIN_WIDTH)
+            self.vertical = knots(heights, MIN_BIN_HEIGHT)
+            d = MIN_DERIVATIVE + F.softplus(derivatives)
             self.derivatives = F.pad(d, (1, 1), value=1.0)
 
         def _call(self, y):
@@ -189,6 +189,10 @@ class ZukoRunner:
         self.flow = zuko_flow(flow, seed)
         self.opt = torch.optim.Adam(self.flow.parameters(), lr=lr, fused=True)
 
+    def load(self, weights: Weights, flow: str) -> None:
+        """Start from ``weights`` (shared layout), before the first step."""
+        set_zuko_weights(self.flow, weights)
+
     def epoch(self, x: np.ndarray, batches: np.ndarray) -> float:
         xt = self.torch.from_numpy(x)
         total = 0.0
@@ -222,7 +226,7 @@ def flowjax_transformers():
     import jax
     import jax.numpy as jnp
     from flowjax.bijections import Affine, Invert, RationalQuadraticSpline
-    from paramax import Parameterize
+    from paramax import Parameterize, RealToIncreasingOnInterval
 
     def exp_log_scale(raw):
         return jnp.exp(LOG_SCALE_BOUND * jnp.tanh(raw / LOG_SCALE_BOUND))
@@ -232,25 +236,38 @@ def flowjax_transformers():
     )
 
     def derivatives(raw):
-        inner = MIN_DERIVATIVE + jax.nn.softplus(raw + SPLINE_DERIVATIVE_SHIFT)
+        inner = MIN_DERIVATIVE + jax.nn.softplus(raw)
         pad = [(0, 0)] * (inner.ndim - 1) + [(1, 1)]  # unwrap may see a stacked (n, K-1)
         return jnp.pad(inner, pad, constant_values=1.0)
 
     spline = RationalQuadraticSpline(
-        knots=BINS - 1, interval=BOUND, min_derivative=MIN_DERIVATIVE, min_width=2 * BOUND * MIN_BIN
+        knots=BINS - 1,
+        interval=BOUND,
+        min_derivative=MIN_DERIVATIVE,
+        min_width=2 * BOUND * MIN_BIN_WIDTH,
+    )
+    heights = RealToIncreasingOnInterval(
+        jnp.zeros(BINS),
+        interval=(-BOUND, BOUND),
+        min_width=2 * BOUND * MIN_BIN_HEIGHT,
+        include_endpoints="both",
     )
     spline = eqx.tree_at(
-        lambda s: s.derivatives, spline, replace=Parameterize(derivatives, jnp.zeros(BINS - 1))
+        lambda s: (s.y_pos, s.derivatives),
+        spline,
+        replace=(heights, Parameterize(derivatives, jnp.zeros(BINS - 1))),
     )
     return Invert(affine), Invert(spline)
 
 
 def flowjax_flow(flow: str, seed: int):
     """flowjax's ``coupling_flow`` / ``masked_autoregressive_flow`` (5 layers, width 64,
-    depth 2, ReLU, a ``Flip`` after each layer), with ppgen's maps and zeroed last layers."""
+    depth 2, ReLU, a ``Flip`` after each layer) on a frozen standard normal base, with
+    ppgen's maps and zeroed last layers."""
     import equinox as eqx
     import jax.numpy as jnp
     import jax.random as jr
+    import paramax
     from flowjax.distributions import Normal
     from flowjax.flows import coupling_flow, masked_autoregressive_flow
 
@@ -263,7 +280,8 @@ def flowjax_flow(flow: str, seed: int):
     make, transformer = builder[flow]
     dist = make(
         jr.key(seed),
-        base_dist=Normal(jnp.zeros(2)),
+        # flowjax's Normal has a trainable loc and scale: frozen, as zuko's and ppgen's base.
+        base_dist=paramax.non_trainable(Normal(jnp.zeros(2))),
         transformer=transformer,
         flow_layers=LAYERS,
         nn_width=HIDDEN[0],
@@ -305,6 +323,32 @@ def autoregressive(flow: str) -> bool:
     return flow == "maf" or (flow == "nsf" and NSF_KIND == "autoregressive")
 
 
+def ppgen_to_layout(weights: dict[str, np.ndarray]) -> Weights:
+    """A ppgen flow's ``get_weights()`` (keys ``layers.<i>.<net>.layers.<k>.weight``, ``i``
+    from the noise side) in the layout above (data side first)."""
+    layers: dict[int, dict[int, dict[str, np.ndarray]]] = {}
+    for key, value in weights.items():
+        parts = key.split(".")
+        i, k, kind = int(parts[1]), int(parts[-2]), parts[-1]
+        layers.setdefault(i, {}).setdefault(k, {})[kind] = np.asarray(value)
+    return [
+        [(net[k]["weight"], net[k]["bias"]) for k in sorted(net)]
+        for _, net in sorted(layers.items(), reverse=True)
+    ]
+
+
+def layout_to_ppgen(weights: Weights, like: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``weights`` (layout above) as a ppgen ``set_weights`` dict with the keys of ``like``
+    (a ``get_weights()`` of the same flow)."""
+    n = len(weights)
+    out = {}
+    for key, value in like.items():
+        parts = key.split(".")
+        i, k, kind = int(parts[1]), int(parts[-2]), parts[-1]
+        out[key] = np.asarray(weights[n - 1 - i][k][kind == "bias"], dtype=value.dtype)
+    return out
+
+
 def zuko_weights(model) -> Weights:
     """The conditioner weights of a :func:`zuko_flow` (data-side layer first)."""
     return [
@@ -325,8 +369,8 @@ def set_zuko_weights(model, weights: Weights):
         for t, layer in zip(model.transform.transforms, weights, strict=True):
             linears = [m for m in t.hyper if hasattr(m, "weight")]
             for m, (w, b) in zip(linears, layer, strict=True):
-                m.weight.copy_(torch.from_numpy(np.asarray(w)))
-                m.bias.copy_(torch.from_numpy(np.asarray(b)))
+                m.weight.copy_(torch.as_tensor(np.array(w)))
+                m.bias.copy_(torch.as_tensor(np.array(b)))
     return model
 
 
@@ -374,18 +418,28 @@ class FlowjaxRunner:
         import equinox as eqx
         import jax.numpy as jnp
         import optax
-        import paramax
         from flowjax.train.losses import MaximumLikelihoodLoss
         from flowjax.train.train_utils import step
 
         self.jnp, self.step, self.loss = jnp, step, MaximumLikelihoodLoss()
-        dist = flowjax_flow(flow, seed)
+        self.optimizer = optax.adam(lr)
+        self._start(flowjax_flow(flow, seed))
+        self.log_prob = eqx.filter_jit(lambda params, x: self._dist(params).log_prob(x))
+
+    def _start(self, dist) -> None:
+        import equinox as eqx
+        import paramax
+
         self.params, self.static = eqx.partition(
             dist, eqx.is_inexact_array, is_leaf=lambda leaf: isinstance(leaf, paramax.NonTrainable)
         )
-        self.optimizer = optax.adam(lr)
         self.opt_state = self.optimizer.init(self.params)
-        self.log_prob = eqx.filter_jit(lambda params, x: self._dist(params).log_prob(x))
+
+    def load(self, weights: Weights, flow: str) -> None:
+        """Start from ``weights`` (shared layout), before the first step."""
+        import equinox as eqx
+
+        self._start(set_flowjax_weights(eqx.combine(self.params, self.static), weights, flow))
 
     def _dist(self, params):
         import equinox as eqx
@@ -410,3 +464,244 @@ class FlowjaxRunner:
 
     def nll(self, x: np.ndarray) -> float:
         return float(-np.mean(np.asarray(self.log_prob(self.params, self.jnp.asarray(x)))))
+
+
+# --------------------------------------------------------------------------------------------
+# ppgen: build_flow + FlowDensity, trained by ppgen's Trainer with ELBO() and the empty guide.
+
+
+class PpgenRunner:
+    """What a ppgen user writes: ``build_flow``, ``FlowDensity``, ``Trainer(model, guide,
+    ELBO())`` and ``train_epoch`` (its minibatches are ``minibatch_indices(n, batch,
+    seed=TRAIN_SEED, epoch)``, the rows the peers get too); the test NLL is the trained
+    density's exact ``log_prob`` (``bind(trainer.params(state))``)."""
+
+    def __init__(self, backend: str, flow: str, seed: int, lr: float, batch: int, x: np.ndarray):
+        if backend == "pyro":
+            from ppgen.inference import pyro as inference
+            from ppgen.models import pyro as models
+        else:
+            from ppgen.inference import numpyro as inference
+            from ppgen.models import numpyro as models
+        self.backend = backend
+        built = models.build_flow(flow, (2,), layers=LAYERS, hidden=HIDDEN, seed=seed)
+        self.density = models.FlowDensity((2,), built)
+        self.trainer = inference.Trainer(
+            self.density.model,
+            self.density.guide,
+            inference.ELBO(),
+            lr=lr,
+            batch_size=batch,
+            num_data=len(x),
+        )
+        self.state = self.trainer.init(TRAIN_SEED, x[:batch])
+
+    def initial_weights(self) -> Weights:
+        """The flow's weights before training, in the shared layout."""
+        return ppgen_to_layout(self.density.flow.get_weights())
+
+    def epoch(self, x: np.ndarray, epoch: int) -> float:
+        self.state, metrics = self.trainer.train_epoch(self.state, x, epoch)
+        return float(metrics["loss"])  # float() waits for JAX's async result
+
+    def nll(self, x: np.ndarray) -> float:
+        bound = self.density.bind(self.trainer.params(self.state))
+        if self.backend == "pyro":
+            import torch
+
+            with torch.no_grad():
+                log_p = bound.log_prob(torch.from_numpy(x)).numpy()
+        else:
+            import jax
+
+            log_p = np.asarray(jax.jit(bound.log_prob)(x))  # one compiled call, not op by op
+        return float(-np.mean(log_p.astype(np.float64)))
+
+
+def make_runner(library: str, flow: str, args: argparse.Namespace, x: np.ndarray, start):
+    """A runner of ``library`` for ``flow``; the peers start from ``start`` (shared-layout
+    weights) when given, else from their own draws with the last layers zeroed."""
+    if library in ("pyro", "numpyro"):
+        return PpgenRunner(library, flow, args.seed, args.lr, args.batch, x)
+    runner = (ZukoRunner if library == "zuko" else FlowjaxRunner)(flow, args.seed, args.lr)
+    if start is not None:
+        runner.load(start, flow)
+    return runner
+
+
+def train_cell(density: str, flow: str, args: argparse.Namespace, libraries: tuple[str, ...]):
+    """Train ``flow`` on ``density`` in every library, epochs interleaved; return the cell's
+    row: test NLL and median milliseconds per step per library."""
+    from ppgen.data import minibatch_indices
+    from ppgen.data.toy import sample_toy
+
+    x = sample_toy(density, args.steps_per_epoch * args.batch, seed=TRAIN_SEED)
+    x_test = sample_toy(density, args.n_test, seed=TEST_SEED)
+    runners: dict = {}
+    start = None
+    for lib in libraries:
+        runners[lib] = make_runner(lib, flow, args, x, start)
+        if args.init == "shared" and start is None and lib in ("pyro", "numpyro"):
+            start = runners[lib].initial_weights()
+    ms: dict[str, list[float]] = {lib: [] for lib in libraries}
+    loss: dict[str, float] = {}
+    for epoch in range(args.epochs):
+        batches = minibatch_indices(len(x), args.batch, seed=TRAIN_SEED, epoch=epoch)
+        for lib in libraries:
+            t0 = time.perf_counter()
+            if lib in ("pyro", "numpyro"):
+                loss[lib] = runners[lib].epoch(x, epoch)
+            else:
+                loss[lib] = runners[lib].epoch(x, batches)
+            dt = (time.perf_counter() - t0) * 1e3 / len(batches)
+            if epoch > 0 or args.epochs == 1:
+                ms[lib].append(dt)
+        if args.verbose:
+            print(
+                f"  {density}/{flow} epoch {epoch + 1}/{args.epochs} "
+                + " ".join(f"{lib} {loss[lib]:.3f}" for lib in libraries),
+                flush=True,
+            )
+    return {
+        "density": density,
+        "flow": flow,
+        "nll": {lib: runners[lib].nll(x_test) for lib in libraries},
+        "ms_per_step": {lib: median(ms[lib]) for lib in libraries},
+        "final_train_loss": loss,
+    }
+
+
+def summarize(cells: list[dict], libraries: tuple[str, ...]) -> dict:
+    """``nll_gap_max`` per ppgen backend and the median step-time ratios over cells."""
+    out: dict = {}
+    peers = [p for p in ("zuko", "flowjax") if p in libraries]
+    if peers:
+        gaps = {
+            b: max(c["nll"][b] - min(c["nll"][p] for p in peers) for c in cells)
+            for b in ("pyro", "numpyro")
+            if b in libraries
+        }
+        out["nll_gap_max"] = gaps
+    for key, (ours, theirs) in {
+        "numpyro_vs_flowjax": ("numpyro", "flowjax"),
+        "pyro_vs_zuko": ("pyro", "zuko"),
+    }.items():
+        if ours in libraries and theirs in libraries:
+            out[key] = median([c["ms_per_step"][ours] / c["ms_per_step"][theirs] for c in cells])
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    single_threaded()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--densities", default=",".join(_densities()), help="comma-separated")
+    parser.add_argument("--flows", default=",".join(FLOWS), help="comma-separated")
+    parser.add_argument("--libraries", default=",".join(LIBRARIES), help="comma-separated")
+    parser.add_argument("--epochs", type=int, default=20, help="epochs (the first is warm-up)")
+    parser.add_argument("--steps-per-epoch", type=int, default=250)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--n-test", type=int, default=N_TEST)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the initial weights")
+    parser.add_argument(
+        "--init",
+        choices=("shared", "own"),
+        default="shared",
+        help="shared: zuko and flowjax start from ppgen's initial weights (default); own: "
+        "from their own draws, last layers zeroed",
+    )
+    parser.add_argument("--quick", action="store_true", help="smoke test: 2 epochs of 5 steps")
+    parser.add_argument("--verbose", action="store_true", help="a line per epoch")
+    parser.add_argument("--out", default=NAME, help="name of the result file")
+    args = parser.parse_args(argv)
+    missing = peers_missing()
+    if missing:
+        print(f"{INSTALL_HINT} (missing: {', '.join(missing)})", file=sys.stderr)
+        raise SystemExit(2)
+    if args.quick:
+        args.densities = args.densities if argv_has(argv, "--densities") else "two_moons"
+        args.epochs, args.steps_per_epoch, args.n_test = 2, 5, 500
+        args.out = f"{NAME}_quick" if args.out == NAME else args.out
+    densities = tuple(args.densities.split(","))
+    flows = tuple(args.flows.split(","))
+    libraries = tuple(args.libraries.split(","))
+    clock = Stopwatch()
+    cells = []
+    total = len(densities) * len(flows)
+    for density in densities:
+        for flow in flows:
+            cell = train_cell(density, flow, args, libraries)
+            cells.append(cell)
+            print(
+                f"[{len(cells)}/{total}] {density:12s} {flow:8s} NLL "
+                + " ".join(f"{lib} {cell['nll'][lib]:.4f}" for lib in libraries)
+                + " | ms/step "
+                + " ".join(f"{lib} {cell['ms_per_step'][lib]:.2f}" for lib in libraries)
+                + f" | {clock.minutes():.1f} min",
+                flush=True,
+            )
+    result = {
+        **summarize(cells, libraries),
+        "cells": cells,
+        "steps": args.epochs * args.steps_per_epoch,
+        "timed_steps": (args.epochs - 1) * args.steps_per_epoch,
+        "batch": args.batch,
+        "lr": args.lr,
+        "n_train": args.steps_per_epoch * args.batch,
+        "n_test": args.n_test,
+        "init": args.init,
+        "quick": args.quick,
+        "threads": 1,
+        "wall_minutes": clock.minutes(),
+        "setting": SETTING,
+        "versions": _peer_versions(),
+        "hardware": hardware(),
+    }
+    write_result(args.out, result)
+    return result
+
+
+def argv_has(argv: list[str] | None, flag: str) -> bool:
+    """Whether ``flag`` was given on the command line (``--flag x`` or ``--flag=x``)."""
+    argv = sys.argv[1:] if argv is None else argv
+    return any(a == flag or a.startswith(f"{flag}=") for a in argv)
+
+
+def single_threaded() -> None:
+    """One compute thread for torch and for XLA (unless ``XLA_FLAGS`` says otherwise).
+
+    The networks are tiny (two layers of 64 on batches of 256): a second thread buys little,
+    and with torch and JAX in one process their thread pools spin against each other (on a
+    loaded 2-core machine torch's steps took 20x longer with 2 threads than with 1). Both
+    libraries of each ratio run the same framework, so they get the same threads.
+    """
+    import os
+
+    import torch
+
+    torch.set_num_threads(1)
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_cpu_multi_thread_eigen" not in flags and "jax" not in sys.modules:
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen=false".strip()
+
+
+def _densities() -> tuple[str, ...]:
+    from ppgen.data.toy import TOY_DENSITIES
+
+    return TOY_DENSITIES
+
+
+def _peer_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("zuko", "flowjax", "equinox", "optax"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+if __name__ == "__main__":
+    main()
