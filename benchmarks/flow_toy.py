@@ -59,7 +59,8 @@ SETTING = (
     f"{LAYERS} transforms, conditioner hidden {HIDDEN} ReLU, last layer zero at init, "
     f"N(0, I) base; affine log-scale {LOG_SCALE_BOUND:g} tanh(raw/{LOG_SCALE_BOUND:g}); "
     f"NSF = spline {NSF_KIND}, {BINS} bins on [-{BOUND:g}, {BOUND:g}], identity tails; "
-    "Adam, same batch/lr/steps and the same minibatches in all four; test NLL on the same "
+    "Adam with the same batch, learning rate and schedule, steps and minibatches in all four; "
+    "test NLL on the same "
     f"{N_TEST} fresh samples. Differences: hidden-layer initial weights (each library's "
     "own U(+-1/sqrt(fan_in)) draws), Adam implementation (torch fused for ppgen-pyro and "
     "zuko, optax for ppgen-numpyro and flowjax), and each library's float32 arithmetic"
@@ -182,12 +183,18 @@ class ZukoRunner:
     """zuko's training loop of its tutorial: ``loss = -flow().log_prob(x).mean()``, Adam
     (fused, as ppgen's Pyro trainer uses)."""
 
-    def __init__(self, flow: str, seed: int, lr: float) -> None:
+    def __init__(self, flow: str, seed: int, lr: float, schedule: str, steps: int) -> None:
         import torch
 
         self.torch = torch
         self.flow = zuko_flow(flow, seed)
         self.opt = torch.optim.Adam(self.flow.parameters(), lr=lr, fused=True)
+        # torch's cosine annealing to 0 at `steps` (ppgen's "cosine"), or a constant rate.
+        self.sched = (
+            torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=steps)
+            if schedule == "cosine"
+            else None
+        )
 
     def load(self, weights: Weights, flow: str) -> None:
         """Start from ``weights`` (shared layout), before the first step."""
@@ -201,6 +208,8 @@ class ZukoRunner:
             self.opt.zero_grad()
             loss.backward()
             self.opt.step()
+            if self.sched is not None:
+                self.sched.step()
             total += loss.item()
         return total / len(batches)
 
@@ -414,7 +423,7 @@ class FlowjaxRunner:
     """flowjax's training step (``flowjax.train.train_utils.step``, the one ``fit_to_data``
     runs for each batch) with ``MaximumLikelihoodLoss`` and ``optax.adam``."""
 
-    def __init__(self, flow: str, seed: int, lr: float) -> None:
+    def __init__(self, flow: str, seed: int, lr: float, schedule: str, steps: int) -> None:
         import equinox as eqx
         import jax.numpy as jnp
         import optax
@@ -422,7 +431,9 @@ class FlowjaxRunner:
         from flowjax.train.train_utils import step
 
         self.jnp, self.step, self.loss = jnp, step, MaximumLikelihoodLoss()
-        self.optimizer = optax.adam(lr)
+        # optax's cosine decay to 0 at `steps` (ppgen's "cosine"), or a constant rate.
+        rate = optax.cosine_decay_schedule(lr, steps) if schedule == "cosine" else lr
+        self.optimizer = optax.adam(rate)
         self._start(flowjax_flow(flow, seed))
         self.log_prob = eqx.filter_jit(lambda params, x: self._dist(params).log_prob(x))
 
@@ -476,7 +487,17 @@ class PpgenRunner:
     seed=TRAIN_SEED, epoch)``, the rows the peers get too); the test NLL is the trained
     density's exact ``log_prob`` (``bind(trainer.params(state))``)."""
 
-    def __init__(self, backend: str, flow: str, seed: int, lr: float, batch: int, x: np.ndarray):
+    def __init__(
+        self,
+        backend: str,
+        flow: str,
+        seed: int,
+        lr: float,
+        schedule: str,
+        steps: int,
+        batch: int,
+        x: np.ndarray,
+    ) -> None:
         if backend == "pyro":
             from ppgen.inference import pyro as inference
             from ppgen.models import pyro as models
@@ -491,6 +512,8 @@ class PpgenRunner:
             self.density.guide,
             inference.ELBO(),
             lr=lr,
+            lr_schedule=schedule,
+            total_steps=steps if schedule != "constant" else None,
             batch_size=batch,
             num_data=len(x),
         )
@@ -521,9 +544,11 @@ class PpgenRunner:
 def make_runner(library: str, flow: str, args: argparse.Namespace, x: np.ndarray, start):
     """A runner of ``library`` for ``flow``; the peers start from ``start`` (shared-layout
     weights) when given, else from their own draws with the last layers zeroed."""
+    steps, schedule = args.epochs * args.steps_per_epoch, args.lr_schedule
     if library in ("pyro", "numpyro"):
-        return PpgenRunner(library, flow, args.seed, args.lr, args.batch, x)
-    runner = (ZukoRunner if library == "zuko" else FlowjaxRunner)(flow, args.seed, args.lr)
+        return PpgenRunner(library, flow, args.seed, args.lr, schedule, steps, args.batch, x)
+    peer = ZukoRunner if library == "zuko" else FlowjaxRunner
+    runner = peer(flow, args.seed, args.lr, schedule, steps)
     if start is not None:
         runner.load(start, flow)
     return runner
@@ -601,6 +626,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps-per-epoch", type=int, default=250)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument(
+        "--lr-schedule",
+        choices=("cosine", "constant"),
+        default="cosine",
+        help="cosine: annealed to 0 at the last step in all four (default)",
+    )
     parser.add_argument("--n-test", type=int, default=N_TEST)
     parser.add_argument("--seed", type=int, default=0, help="seed of the initial weights")
     parser.add_argument(
@@ -647,6 +678,7 @@ def main(argv: list[str] | None = None) -> dict:
         "timed_steps": (args.epochs - 1) * args.steps_per_epoch,
         "batch": args.batch,
         "lr": args.lr,
+        "lr_schedule": args.lr_schedule,
         "n_train": args.steps_per_epoch * args.batch,
         "n_test": args.n_test,
         "init": args.init,
