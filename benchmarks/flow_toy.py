@@ -2,26 +2,45 @@
 in ppgen-pyro, ppgen-numpyro, zuko (PyTorch) and flowjax (JAX), all in one process.
 
 Setting (the same in all four): 5 transforms, conditioners with two hidden layers of 64 ReLU
-units whose last layer starts at zero (a fresh flow is the identity), standard normal base,
-affine maps with log-scale ``3 tanh(raw / 3)`` (RealNVP, MAF), rational-quadratic splines with
-8 bins on [-5, 5] and identity tails (NSF, spline coupling), Adam, the same batch size,
-learning rate and number of steps, the same training points and the same minibatches (rows
-from ``ppgen.data.minibatch_indices``). Each library uses its own networks, masks, spline code
-and training loop: ppgen through its ``Trainer`` with ``ELBO()`` and the flow density's empty
-guide (what a ppgen user writes), zuko and flowjax through the loops of their tutorials
-(``-flow().log_prob(x).mean()`` with ``torch.optim.Adam``; flowjax's ``step`` with
-``MaximumLikelihoodLoss`` and ``optax.adam``). The element-wise maps of zuko and flowjax are
-given ppgen's parametrisation through their documented extension points (zuko's
-``univariate=``, flowjax's ``transformer=``) so that all four learn the same function class;
-see ``SETTING`` for what still differs.
+units whose last layer starts at zero, standard normal base, affine maps with log-scale
+``3 tanh(raw / 3)`` (RealNVP, MAF), rational-quadratic splines with 8 bins on [-5, 5] and
+identity tails (NSF: spline coupling), Adam with the same batch size, learning rate, cosine
+schedule and number of steps, the same training points and the same minibatches (rows from
+``ppgen.data.minibatch_indices``). Each library uses its own networks, masks, spline
+evaluation and training loop: ppgen through its ``Trainer`` with ``ELBO()`` and the flow
+density's empty guide (what a ppgen user writes), zuko and flowjax through the loops of their
+tutorials (``-flow().log_prob(x).mean()`` with ``torch.optim.Adam``; flowjax's ``step`` with
+``MaximumLikelihoodLoss`` and ``optax.adam``). By default zuko and flowjax start from ppgen's
+initial weights (``--init shared``; ``--init own``: their own draws, last layers zeroed).
+
+What the peers do by default, and what is set here so that all four compute the same
+function of the same weights (``tests/test_flow_toy.py`` checks it in float64):
+
+- zuko's ``RealNVP``/``NICE`` alternates coupling masks (no permutation layers) and its
+  ``MAF`` alternates orders, as ppgen's flows do; zuko's ``NSF`` is autoregressive, so the
+  spline coupling flow here is zuko's ``NICE`` with a spline ``univariate``. flowjax's
+  ``coupling_flow`` and ``masked_autoregressive_flow`` put a ``Flip`` after every layer,
+  which is the same alternation in 2-D.
+- Element-wise maps: zuko's affine map soft-clamps its log-scale to (-6.9, 6.9) and its
+  spline uses soft-clamped softmax widths and ``exp`` derivatives; flowjax's affine scale is
+  ``softplus(raw) + 0.01`` and its spline learns the two boundary derivatives too (K + 1
+  derivatives) with an absolute minimum bin width. Here both get ppgen's parametrisation
+  through their documented extension points (zuko's ``univariate=``, flowjax's
+  ``transformer=``), evaluated by their own spline code, and both apply it on the data side
+  as ppgen's inverse is (zuko and flowjax apply a map's forward on the data side, ppgen's
+  maps go noise -> data like Pyro's transforms).
+- Initialisation: both draw every layer ``U(+-1/sqrt(fan_in))`` (the last one too, so a
+  fresh flow is not the identity); here the last layers are zeroed, as ppgen's are.
+- Base: zuko's is a fixed ``N(0, I)``; flowjax's ``Normal`` has a trainable loc and scale,
+  frozen here with ``paramax.non_trainable``.
 
 For every (density, flow) cell the four are trained with their epochs interleaved; the test
 NLL (nats) is the mean ``-log p`` of the same 10,000 fresh samples for all four, and the time
 per step the median over the epochs after the first (which includes JAX's compilation).
 
     pip install -e '.[bench]'                     # zuko and flowjax
-    python benchmarks/flow_toy.py                 # the full run
-    python benchmarks/flow_toy.py --quick         # a smoke test (seconds)
+    python benchmarks/flow_toy.py                 # the full run (5000 steps x 15 cells)
+    python benchmarks/flow_toy.py --quick         # smoke test: one density, 2 x 5 steps
 
 JSON keys: ``nll_gap_max`` (per backend: the largest ppgen NLL minus the better of zuko's and
 flowjax's, over densities and flows), ``numpyro_vs_flowjax`` and ``pyro_vs_zuko`` (median
@@ -55,16 +74,24 @@ NSF_KIND = "coupling"  # ppgen's "nsf": spline coupling (Durkan et al. 2019, RQ-
 N_TEST = 10_000
 TEST_SEED, TRAIN_SEED = 12345, 0
 
-SETTING = (
-    f"{LAYERS} transforms, conditioner hidden {HIDDEN} ReLU, last layer zero at init, "
-    f"N(0, I) base; affine log-scale {LOG_SCALE_BOUND:g} tanh(raw/{LOG_SCALE_BOUND:g}); "
-    f"NSF = spline {NSF_KIND}, {BINS} bins on [-{BOUND:g}, {BOUND:g}], identity tails; "
-    "Adam with the same batch, learning rate and schedule, steps and minibatches in all four; "
-    "test NLL on the same "
-    f"{N_TEST} fresh samples. Differences: hidden-layer initial weights (each library's "
-    "own U(+-1/sqrt(fan_in)) draws), Adam implementation (torch fused for ppgen-pyro and "
-    "zuko, optax for ppgen-numpyro and flowjax), and each library's float32 arithmetic"
-)
+
+def setting(init: str) -> str:
+    """The JSON's one-line description of the setting and of what still differs."""
+    start = (
+        "zuko and flowjax start from ppgen's initial weights"
+        if init == "shared"
+        else "each library draws its own hidden-layer weights"
+    )
+    return (
+        f"{LAYERS} transforms, conditioner hidden {HIDDEN} ReLU, last layer zero at init, "
+        f"N(0, I) base; affine log-scale {LOG_SCALE_BOUND:g} tanh(raw/{LOG_SCALE_BOUND:g}); "
+        f"NSF = spline {NSF_KIND}, {BINS} bins on [-{BOUND:g}, {BOUND:g}], identity tails; "
+        "Adam with the same batch, learning rate, schedule, steps and minibatches in all "
+        f"four; {start}; test NLL on the same fresh samples. Differences: each library's "
+        "networks, masks, spline evaluation, Adam (torch fused for ppgen-pyro and zuko, optax "
+        "for ppgen-numpyro and flowjax) and float32 arithmetic"
+    )
+
 
 INSTALL_HINT = (
     "flow_toy needs the benchmark-only packages zuko and flowjax: pip install -e '.[bench]'"
@@ -685,7 +712,7 @@ def main(argv: list[str] | None = None) -> dict:
         "quick": args.quick,
         "threads": 1,
         "wall_minutes": clock.minutes(),
-        "setting": SETTING,
+        "setting": setting(args.init),
         "versions": _peer_versions(),
         "hardware": hardware(),
     }
