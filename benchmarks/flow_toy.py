@@ -591,7 +591,7 @@ def train_cell(density: str, flow: str, args: argparse.Namespace, libraries: tup
     x_test = sample_toy(density, args.n_test, seed=TEST_SEED)
     runners: dict = {}
     start = None
-    for lib in libraries:
+    for lib in sorted(libraries, key=lambda lib: lib not in ("pyro", "numpyro")):  # ppgen first
         runners[lib] = make_runner(lib, flow, args, x, start)
         if args.init == "shared" and start is None and lib in ("pyro", "numpyro"):
             start = runners[lib].initial_weights()
