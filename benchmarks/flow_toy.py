@@ -568,22 +568,43 @@ class PpgenRunner:
         return float(-np.mean(log_p.astype(np.float64)))
 
 
-def make_runner(library: str, flow: str, args: argparse.Namespace, x: np.ndarray, start):
-    """A runner of ``library`` for ``flow``; the peers start from ``start`` (shared-layout
-    weights) when given, else from their own draws with the last layers zeroed."""
+def make_runner(library: str, flow: str, seed: int, args: argparse.Namespace, x: np.ndarray, start):
+    """A runner of ``library`` for ``flow`` with initial weights from ``seed``; the peers
+    start from ``start`` (shared-layout weights) when given, else from their own draws with
+    the last layers zeroed."""
     steps, schedule = args.epochs * args.steps_per_epoch, args.lr_schedule
     if library in ("pyro", "numpyro"):
-        return PpgenRunner(library, flow, args.seed, args.lr, schedule, steps, args.batch, x)
+        return PpgenRunner(library, flow, seed, args.lr, schedule, steps, args.batch, x)
     peer = ZukoRunner if library == "zuko" else FlowjaxRunner
-    runner = peer(flow, args.seed, args.lr, schedule, steps)
+    runner = peer(flow, seed, args.lr, schedule, steps)
     if start is not None:
         runner.load(start, flow)
     return runner
 
 
 def train_cell(density: str, flow: str, args: argparse.Namespace, libraries: tuple[str, ...]):
-    """Train ``flow`` on ``density`` in every library, epochs interleaved; return the cell's
-    row: test NLL and median milliseconds per step per library."""
+    """Train ``flow`` on ``density`` in every library ``args.repeats`` times (initial weights
+    from seeds ``args.seed, args.seed + 1, ...``), epochs interleaved; return the cell's row:
+    the median test NLL over repeats and the median milliseconds per step over all timed
+    epochs, per library, with each repeat's NLL."""
+    runs = [train_once(density, flow, args, libraries, args.seed + r) for r in range(args.repeats)]
+    return {
+        "density": density,
+        "flow": flow,
+        "nll": {lib: median([run["nll"][lib] for run in runs]) for lib in libraries},
+        "ms_per_step": {
+            lib: median([t for run in runs for t in run["ms"][lib]]) for lib in libraries
+        },
+        "nll_runs": {lib: [run["nll"][lib] for run in runs] for lib in libraries},
+        "final_train_loss": runs[-1]["loss"],
+    }
+
+
+def train_once(
+    density: str, flow: str, args: argparse.Namespace, libraries: tuple[str, ...], seed: int
+) -> dict:
+    """One training of ``flow`` on ``density`` in every library: test NLL, the timed epochs'
+    milliseconds per step and the last epoch's training loss, per library."""
     from ppgen.data import minibatch_indices
     from ppgen.data.toy import sample_toy
 
@@ -592,7 +613,7 @@ def train_cell(density: str, flow: str, args: argparse.Namespace, libraries: tup
     runners: dict = {}
     start = None
     for lib in sorted(libraries, key=lambda lib: lib not in ("pyro", "numpyro")):  # ppgen first
-        runners[lib] = make_runner(lib, flow, args, x, start)
+        runners[lib] = make_runner(lib, flow, seed, args, x, start)
         if args.init == "shared" and start is None and lib in ("pyro", "numpyro"):
             start = runners[lib].initial_weights()
     ms: dict[str, list[float]] = {lib: [] for lib in libraries}
@@ -610,17 +631,11 @@ def train_cell(density: str, flow: str, args: argparse.Namespace, libraries: tup
                 ms[lib].append(dt)
         if args.verbose:
             print(
-                f"  {density}/{flow} epoch {epoch + 1}/{args.epochs} "
+                f"  {density}/{flow} seed {seed} epoch {epoch + 1}/{args.epochs} "
                 + " ".join(f"{lib} {loss[lib]:.3f}" for lib in libraries),
                 flush=True,
             )
-    return {
-        "density": density,
-        "flow": flow,
-        "nll": {lib: runners[lib].nll(x_test) for lib in libraries},
-        "ms_per_step": {lib: median(ms[lib]) for lib in libraries},
-        "final_train_loss": loss,
-    }
+    return {"nll": {lib: runners[lib].nll(x_test) for lib in libraries}, "ms": ms, "loss": loss}
 
 
 def summarize(cells: list[dict], libraries: tuple[str, ...]) -> dict:
@@ -661,6 +676,12 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--n-test", type=int, default=N_TEST)
     parser.add_argument("--seed", type=int, default=0, help="seed of the initial weights")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="trainings per cell (seeds --seed, --seed + 1, ...); the NLL is their median",
+    )
     parser.add_argument(
         "--init",
         choices=("shared", "own"),
@@ -709,6 +730,7 @@ def main(argv: list[str] | None = None) -> dict:
         "n_train": args.steps_per_epoch * args.batch,
         "n_test": args.n_test,
         "init": args.init,
+        "repeats": args.repeats,
         "quick": args.quick,
         "threads": 1,
         "wall_minutes": clock.minutes(),
