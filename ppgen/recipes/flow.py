@@ -276,7 +276,7 @@ class FlowRecipe(Recipe):
             plots.save_density_2d(
                 xs, ys, log_p.reshape(len(ys), len(xs)), data, out_dir / "density.png"
             ),
-            plots.save_samples_2d(samples, data, out_dir / "samples.png"),
+            plots.save_samples_2d(samples, data, out_dir / "samples_2d.png"),
             plots.save_flow_path([np.asarray(p) for p in path], out_dir / "flow_path.png"),
         ]
 

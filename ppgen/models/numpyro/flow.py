@@ -121,10 +121,12 @@ class Flow(eqx.Module):
 def build_layer(layer: flows.Layer, dim: int, context_dim: int, bins: int, bound: float) -> Any:
     """The NumPyro transform of one planned layer (:class:`ppgen.models.flows.Layer`) on
     vectors ``(dim,)``; conditioners are ReLU MLPs / MADEs with a zero last layer."""
-    from ppgen.models.numpyro import coupling, transforms
-    from ppgen.models.numpyro.nets import MLP
-
     kind, seed = layer.kind, layer.seed
+    if kind in ("planar", "radial", "diagonal_scaling"):
+        from ppgen.models.numpyro import transforms
+    else:
+        from ppgen.models.numpyro import coupling
+        from ppgen.models.numpyro.nets import MLP
     if kind in ("planar", "radial"):
         if context_dim:
             cls = transforms.ConditionalPlanar if kind == "planar" else transforms.ConditionalRadial
