@@ -27,6 +27,7 @@ __all__ = [
     "check_dim",
     "check_hidden",
     "check_permutation",
+    "hypernet_init",
     "inverse_permutation",
     "lu_init",
     "param_sizes",
@@ -161,3 +162,29 @@ def lu_init(dim: int, seed: int) -> tuple[np.ndarray, np.ndarray, dict[str, np.n
         "log_diag": np.log(np.abs(diag)),
     }
     return np.argmax(p, axis=1), np.sign(diag), params
+
+
+def hypernet_init(sizes: Sequence[int], last_bias: np.ndarray, seed: int) -> dict[str, np.ndarray]:
+    """Initial weights of a conditional flow's hypernetwork ``MLP(sizes)``, the same on both
+    backends (the backends' ``nets.MLP`` draw their own initial weights differently).
+
+    Hidden layers as ``torch.nn.Linear`` (uniform on ``[-1/sqrt(fan_in), 1/sqrt(fan_in)]``,
+    weight then bias, layer by layer, from numpy's generator seeded ``seed``); the last layer
+    has zero weights and bias ``last_bias``, so the flow starts from the parameters
+    ``last_bias`` whatever the context.
+
+    Returns:
+        Weights under torch's names (``layers.0.weight`` ``(out, in)``, ``layers.0.bias``).
+    """
+    rng = np.random.default_rng(seed)
+    weights = {}
+    n_layers = len(sizes) - 1
+    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        if i == n_layers - 1:
+            weights[f"layers.{i}.weight"] = np.zeros((fan_out, fan_in))
+            weights[f"layers.{i}.bias"] = np.asarray(last_bias, dtype=float)
+        else:
+            bound = 1.0 / math.sqrt(fan_in)
+            weights[f"layers.{i}.weight"] = rng.uniform(-bound, bound, (fan_out, fan_in))
+            weights[f"layers.{i}.bias"] = rng.uniform(-bound, bound, fan_out)
+    return weights

@@ -9,6 +9,20 @@ from ppgen.models.numpyro.mixture import GaussianMixture
 from ppgen.models.numpyro.nets import MLP
 from ppgen.models.numpyro.sbn import SigmoidBeliefNet
 from ppgen.models.numpyro.ssvae import SSVAE
+from ppgen.models.numpyro.transforms import (
+    ConditionalPlanar,
+    ConditionalRadial,
+    ConditionedPlanar,
+    ConditionedRadial,
+    DiagonalScaling,
+    LULinear,
+    Permutation,
+    Planar,
+    Radial,
+    TransformWeights,
+    random_permutation,
+    reverse_permutation,
+)
 from ppgen.models.numpyro.vae import VAE, HierarchicalVAE
 
 __all__ = [
@@ -29,4 +43,16 @@ __all__ = [
     "Flow",
     "FlowDensity",
     "build_flow",
+    "ConditionalPlanar",
+    "ConditionalRadial",
+    "ConditionedPlanar",
+    "ConditionedRadial",
+    "DiagonalScaling",
+    "LULinear",
+    "Permutation",
+    "Planar",
+    "Radial",
+    "TransformWeights",
+    "random_permutation",
+    "reverse_permutation",
 ]

@@ -9,6 +9,20 @@ from ppgen.models.pyro.mixture import GaussianMixture
 from ppgen.models.pyro.nets import MLP
 from ppgen.models.pyro.sbn import SigmoidBeliefNet
 from ppgen.models.pyro.ssvae import SSVAE
+from ppgen.models.pyro.transforms import (
+    ConditionalPlanar,
+    ConditionalRadial,
+    ConditionedPlanar,
+    ConditionedRadial,
+    DiagonalScaling,
+    LULinear,
+    Permutation,
+    Planar,
+    Radial,
+    TransformWeights,
+    random_permutation,
+    reverse_permutation,
+)
 from ppgen.models.pyro.vae import VAE, HierarchicalVAE
 
 __all__ = [
@@ -29,4 +43,16 @@ __all__ = [
     "Flow",
     "FlowDensity",
     "build_flow",
+    "ConditionalPlanar",
+    "ConditionalRadial",
+    "ConditionedPlanar",
+    "ConditionedRadial",
+    "DiagonalScaling",
+    "LULinear",
+    "Permutation",
+    "Planar",
+    "Radial",
+    "TransformWeights",
+    "random_permutation",
+    "reverse_permutation",
 ]

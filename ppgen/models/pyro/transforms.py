@@ -37,6 +37,7 @@ from ppgen.models.transforms import (
     check_dim,
     check_hidden,
     check_permutation,
+    hypernet_init,
     inverse_permutation,
     lu_init,
     param_sizes,
@@ -267,11 +268,10 @@ def _hypernet(
     """An MLP from the context to the concatenated parameters ``names``: its last layer's
     weights are zero and its bias is ``init``, so a fresh flow ignores the context."""
     sizes = [check_dim(context_dim, "context_dim"), *check_hidden(hidden)]
-    net = MLP([*sizes, sum(init[k].size for k in names)], activation, seed=seed)
-    with torch.no_grad():
-        net.layers[-1].weight.zero_()
-        bias = np.concatenate([init[k] for k in names])
-        net.layers[-1].bias.copy_(torch.as_tensor(bias, dtype=net.layers[-1].bias.dtype))
+    sizes.append(sum(init[k].size for k in names))
+    net = MLP(sizes, activation, seed=seed)
+    bias = np.concatenate([init[k] for k in names])
+    _copy_init(net, hypernet_init(sizes, bias, seed))
     return net
 
 
