@@ -281,7 +281,7 @@ class Coupling(Transform):
         check_conditioner_output(
             tuple(out.shape[-3:]), (c * p, height, width), (c, height, width), p
         )
-        return jnp.moveaxis(out.reshape(*out.shape[:-3], c, p, height, width), -4, -1)
+        return jnp.moveaxis(out.reshape(*out.shape[:-3], c, p, height, width), -3, -1)
 
     def call_and_ladj(self, x: jax.Array, inverse: bool = False) -> tuple[jax.Array, jax.Array]:
         """``(y, log|det dy/dx|)`` in one pass (``inverse``: ``(x, log|det dy/dx|)`` from

@@ -249,7 +249,7 @@ class Coupling(TransformModule):
         check_conditioner_output(
             tuple(out.shape[-3:]), (c * p, height, width), (c, height, width), p
         )
-        return out.reshape(*out.shape[:-3], c, p, height, width).movedim(-4, -1)
+        return out.reshape(*out.shape[:-3], c, p, height, width).movedim(-3, -1)
 
     def _apply(self, x: torch.Tensor, inverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """``(y, ladj)`` (``inverse``: ``(x, ladj)`` from ``y``), ``ladj`` of the forward."""
