@@ -60,6 +60,7 @@ GREY_LEVELS = {"mnist": 256, "digits": 17}
 """Grey levels ``L`` of each image dataset (pixels are ``k / (L - 1)``)."""
 
 _DEQUANTISE_SEED = 0  # the fixed noise draw of validation and test images
+_INIT_ROWS = 512  # training rows of Glow's data-dependent initialisation
 
 
 @dataclass(frozen=True)
@@ -181,6 +182,12 @@ class FlowRecipe(Recipe):
         )  # fmt: skip
         if levels is not None:
             flow = models.with_logit(flow, o.logit_alpha)
+        if name == "glow":  # ActNorm's data-dependent initialisation, on dequantised rows
+            rows = _dequantised(
+                data.train[:_INIT_ROWS] * levels / (levels - 1), levels, config.seed
+            )
+            events = rows.reshape(len(rows), *shape)
+            flow = backend.inference.compute(flow.initialize, events)
         model = models.FlowDensity(shape, flow)
         inference = backend.inference
         objective = inference.ELBO()  # no latent site: the exact log-likelihood

@@ -2,7 +2,13 @@
 
 from ppgen.models.numpyro.autoregressive import MaskedAutoregressive
 from ppgen.models.numpyro.coupling import Additive, Affine, Coupling, RationalQuadraticSpline
-from ppgen.models.numpyro.flow import ConditionalFlowDensity, Flow, FlowDensity, build_flow
+from ppgen.models.numpyro.flow import (
+    ConditionalFlowDensity,
+    Flow,
+    FlowDensity,
+    build_flow,
+    with_logit,
+)
 from ppgen.models.numpyro.linear_gaussian import LinearGaussian
 from ppgen.models.numpyro.made import MADE
 from ppgen.models.numpyro.mixture import GaussianMixture
@@ -43,6 +49,7 @@ __all__ = [
     "Flow",
     "FlowDensity",
     "build_flow",
+    "with_logit",
     "ConditionalPlanar",
     "ConditionalRadial",
     "ConditionedPlanar",

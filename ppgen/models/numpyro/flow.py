@@ -35,7 +35,14 @@ from ppgen.models import flows
 from ppgen.models.conventions import check_weights
 from ppgen.models.numpyro.base import check_x
 
-__all__ = ["ConditionalFlowDensity", "Flow", "FlowDensity", "build_flow", "build_layer"]
+__all__ = [
+    "ConditionalFlowDensity",
+    "Flow",
+    "FlowDensity",
+    "build_flow",
+    "build_layer",
+    "with_logit",
+]
 
 BASES = ("normal",)
 
@@ -58,7 +65,7 @@ class Flow(eqx.Module):
         context_dim: Features of the context of a conditional flow (0: unconditional).
 
     Raises:
-        ConfigError: No layer, or a layer that is not a NumPyro transform.
+        ConfigError: No layer.
     """
 
     layers: list[Any]
@@ -71,9 +78,6 @@ class Flow(eqx.Module):
         layers = list(layers)
         if not layers:
             raise ConfigError("a flow needs at least one layer, got none")
-        bad = [type(t).__name__ for t in layers if not callable(t)]
-        if bad:
-            raise ConfigError(f"a flow's layers must be NumPyro transforms, got {', '.join(bad)}")
         self.layers = layers
         self.event_shape = tuple(int(s) for s in event_shape)
         self.context_dim = int(context_dim)
@@ -93,8 +97,19 @@ class Flow(eqx.Module):
         if not self.context_dim and context is not None:
             raise ConfigError("this flow is unconditional (context_dim=0): it takes no context")
         if context is None:
-            return list(self.layers)
+            return self.unconditioned()
         return [t.condition(context) if hasattr(t, "condition") else t for t in self.layers]
+
+    def unconditioned(self) -> list[Any]:
+        """The layers as built: transforms, conditional ones not yet conditioned."""
+        return list(self.layers)
+
+    def initialize(self, y: jax.Array) -> Flow:
+        """A copy of this flow after data-dependent initialisation (Glow's ActNorm) on a
+        batch of data ``y (N, *event_shape)`` (``image_flows.initialize_flow``)."""
+        from ppgen.models.numpyro.image_flows import initialize_flow
+
+        return eqx.tree_at(lambda f: f.layers, self, initialize_flow(self.layers, y))
 
     def get_weights(self) -> dict[str, np.ndarray]:
         """Every parameter as numpy under torch's names (``layers.0.u``, ...)."""
@@ -116,6 +131,20 @@ class Flow(eqx.Module):
             own = {key: weights[f"layers.{i}.{key}"] for key in _layer_weights(t)}
             layers.append(t.set_weights(own) if own else t)
         return eqx.tree_at(lambda f: f.layers, self, layers)
+
+
+def with_logit(flow: Flow, alpha: float = 0.05) -> Flow:
+    """``flow`` followed, on the data side, by the inverse of RealNVP's logit map
+    (``image_flows.Logit``, Dinh et al. 2016): a density on ``[0, 1]^D`` (dequantised
+    pixels) whose Jacobian is counted. The same transforms (and parameters), one layer more.
+
+    Raises:
+        ConfigError: ``alpha`` outside ``[0, 0.5)``.
+    """
+    from ppgen.models.numpyro.image_flows import Logit
+
+    logit = Logit(alpha, event_dim=len(flow.event_shape))
+    return Flow([*flow.unconditioned(), logit.inv], flow.event_shape, flow.context_dim)
 
 
 def build_layer(layer: flows.Layer, dim: int, context_dim: int, bins: int, bound: float) -> Any:
@@ -189,8 +218,9 @@ def build_flow(
             ``realnvp_multiscale``.
         event_shape: ``(D,)`` for vector flows, ``(C, H, W)`` for image flows.
         layers: Transforms in the flow (couplings, autoregressive layers, planar maps; for
-            image flows, steps per scale).
-        hidden: Hidden widths of every conditioner (image flows: channels of the conv net).
+            image flows, steps per scale, at two scales where the image size allows).
+        hidden: Hidden widths of every conditioner (image flows: ``hidden[0]`` channels of
+            the conv nets).
         context_dim: Features of the context of a conditional flow ``p(x | y)``.
         bins: Spline bins ``K`` (``nsf``, ``nsf_ar``).
         bound: Spline half-width ``B``: identity outside ``[-B, B]``.
@@ -207,13 +237,14 @@ def build_flow(
     if name in flows.IMAGE_FLOWS:
         from ppgen.models.numpyro import image_flows
 
-        return Flow(
-            image_flows.build_image_flow(
-                name, shape, layers=layers, hidden=hidden, context_dim=context_dim, seed=seed
-            ),
-            shape,
-            context_dim,
-        )
+        builder = image_flows.glow if name == "glow" else image_flows.multiscale_realnvp
+        scales = flows.image_scales(shape)
+        if name == "glow" and scales < 1:
+            raise ConfigError(
+                f"glow squeezes 2 x 2 pixels: it needs an even height and width, got {shape}"
+            )
+        transforms = builder(shape, scales=scales, steps=layers, hidden=int(hidden[0]), seed=seed)
+        return Flow(transforms, shape)
     plan = flows.flow_plan(
         name, shape[0], layers=layers, hidden=hidden, context_dim=context_dim, bins=bins,
         bound=bound, seed=seed,

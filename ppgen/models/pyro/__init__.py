@@ -2,7 +2,13 @@
 
 from ppgen.models.pyro.autoregressive import MaskedAutoregressive
 from ppgen.models.pyro.coupling import Additive, Affine, Coupling, RationalQuadraticSpline
-from ppgen.models.pyro.flow import ConditionalFlowDensity, Flow, FlowDensity, build_flow
+from ppgen.models.pyro.flow import (
+    ConditionalFlowDensity,
+    Flow,
+    FlowDensity,
+    build_flow,
+    with_logit,
+)
 from ppgen.models.pyro.linear_gaussian import LinearGaussian
 from ppgen.models.pyro.made import MADE
 from ppgen.models.pyro.mixture import GaussianMixture
@@ -43,6 +49,7 @@ __all__ = [
     "Flow",
     "FlowDensity",
     "build_flow",
+    "with_logit",
     "ConditionalPlanar",
     "ConditionalRadial",
     "ConditionedPlanar",

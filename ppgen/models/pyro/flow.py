@@ -31,7 +31,14 @@ from ppgen.models import flows
 from ppgen.models.pyro.base import check_x
 from ppgen.models.pyro.params import get_weights, local_module, set_weights
 
-__all__ = ["ConditionalFlowDensity", "Flow", "FlowDensity", "build_flow", "build_layer"]
+__all__ = [
+    "ConditionalFlowDensity",
+    "Flow",
+    "FlowDensity",
+    "build_flow",
+    "build_layer",
+    "with_logit",
+]
 
 BASES = ("normal",)
 
@@ -50,7 +57,7 @@ class Flow(nn.Module):
         context_dim: Features of the context of a conditional flow (0: unconditional).
 
     Raises:
-        ConfigError: No layer, or a layer that is not a Pyro transform.
+        ConfigError: No layer.
     """
 
     def __init__(
@@ -63,11 +70,9 @@ class Flow(nn.Module):
         layers = list(layers)
         if not layers:
             raise ConfigError("a flow needs at least one layer, got none")
-        bad = [type(t).__name__ for t in layers if not callable(t)]
-        if bad:
-            raise ConfigError(f"a flow's layers must be Pyro transforms, got {', '.join(bad)}")
-        self.layers = nn.ModuleList([t for t in layers if isinstance(t, nn.Module)])
-        self._all = layers  # parameter-free transforms too, in order
+        # Parameter-free transforms (not modules) are held by a module, so that layer i is
+        # ``layers.<i>`` whatever its kind, as on NumPyro.
+        self.layers = nn.ModuleList([t if isinstance(t, nn.Module) else _Fixed(t) for t in layers])
         self.event_shape = tuple(int(s) for s in event_shape)
         self.context_dim = int(context_dim)
 
@@ -85,9 +90,22 @@ class Flow(nn.Module):
             )
         if not self.context_dim and context is not None:
             raise ConfigError("this flow is unconditional (context_dim=0): it takes no context")
+        layers = self.unconditioned()
         if context is None:
-            return list(self._all)
-        return [t.condition(context) if hasattr(t, "condition") else t for t in self._all]
+            return layers
+        return [t.condition(context) if hasattr(t, "condition") else t for t in layers]
+
+    def unconditioned(self) -> list[Any]:
+        """The layers as built: transforms, conditional ones not yet conditioned."""
+        return [t.transform if isinstance(t, _Fixed) else t for t in self.layers]
+
+    def initialize(self, y: torch.Tensor) -> Self:
+        """Data-dependent initialisation (Glow's ActNorm) on a batch of data ``y (N,
+        *event_shape)``, in place (``image_flows.initialize_flow``); returns self."""
+        from ppgen.models.pyro.image_flows import initialize_flow
+
+        initialize_flow(self.transforms(), y)
+        return self
 
     def forward(self, fn: Callable[[Flow], Any]) -> Any:
         """``fn(self)``: under :func:`~ppgen.models.pyro.params.local_module`'s functional
@@ -106,6 +124,28 @@ class Flow(nn.Module):
         """
         set_weights(self, weights)
         return self
+
+
+class _Fixed(nn.Module):
+    """A parameter-free transform as a module (a place in ``Flow.layers``)."""
+
+    def __init__(self, transform: Any) -> None:
+        super().__init__()
+        self.transform = transform
+
+
+def with_logit(flow: Flow, alpha: float = 0.05) -> Flow:
+    """``flow`` followed, on the data side, by the inverse of RealNVP's logit map
+    (``image_flows.Logit``, Dinh et al. 2016): a density on ``[0, 1]^D`` (dequantised
+    pixels) whose Jacobian is counted. The same transforms (and parameters), one layer more.
+
+    Raises:
+        ConfigError: ``alpha`` outside ``[0, 0.5)``.
+    """
+    from ppgen.models.pyro.image_flows import Logit
+
+    logit = Logit(alpha, event_dim=len(flow.event_shape))
+    return Flow([*flow.unconditioned(), logit.inv], flow.event_shape, flow.context_dim)
 
 
 def build_layer(layer: flows.Layer, dim: int, context_dim: int, bins: int, bound: float) -> Any:
@@ -180,8 +220,9 @@ def build_flow(
             ``realnvp_multiscale``.
         event_shape: ``(D,)`` for vector flows, ``(C, H, W)`` for image flows.
         layers: Transforms in the flow (couplings, autoregressive layers, planar maps; for
-            image flows, steps per scale).
-        hidden: Hidden widths of every conditioner (image flows: channels of the conv net).
+            image flows, steps per scale, at two scales where the image size allows).
+        hidden: Hidden widths of every conditioner (image flows: ``hidden[0]`` channels of
+            the conv nets).
         context_dim: Features of the context of a conditional flow ``p(x | y)``.
         bins: Spline bins ``K`` (``nsf``, ``nsf_ar``).
         bound: Spline half-width ``B``: identity outside ``[-B, B]``.
@@ -198,13 +239,14 @@ def build_flow(
     if name in flows.IMAGE_FLOWS:
         from ppgen.models.pyro import image_flows
 
-        return Flow(
-            image_flows.build_image_flow(
-                name, shape, layers=layers, hidden=hidden, context_dim=context_dim, seed=seed
-            ),
-            shape,
-            context_dim,
-        )
+        builder = image_flows.glow if name == "glow" else image_flows.multiscale_realnvp
+        scales = flows.image_scales(shape)
+        if name == "glow" and scales < 1:
+            raise ConfigError(
+                f"glow squeezes 2 x 2 pixels: it needs an even height and width, got {shape}"
+            )
+        transforms = builder(shape, scales=scales, steps=layers, hidden=int(hidden[0]), seed=seed)
+        return Flow(transforms, shape)
     plan = flows.flow_plan(
         name, shape[0], layers=layers, hidden=hidden, context_dim=context_dim, bins=bins,
         bound=bound, seed=seed,
