@@ -269,7 +269,9 @@ class FlowRecipe(Recipe):
             )
         else:
             paths += self._pictures_2d(run, out_dir)
-        paths.append(plots.save_training_curves(out_dir / "metrics.jsonl", out_dir / "curves.png"))
+        paths.append(
+            plots.save_training_curves(run.directory / "metrics.jsonl", out_dir / "curves.png")
+        )
         return paths
 
     def _pictures_2d(self, run: Run, out_dir: Path) -> list[Path]:

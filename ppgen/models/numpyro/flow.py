@@ -41,6 +41,7 @@ __all__ = [
     "FlowDensity",
     "build_flow",
     "build_layer",
+    "flow_distribution",
     "with_logit",
 ]
 
@@ -256,6 +257,38 @@ def build_flow(
     )
 
 
+def flow_distribution(flow: Flow, context: jax.Array | None = None) -> dist.TransformedDistribution:
+    """``TransformedDistribution(Normal(0, I), flow.transforms(context))`` on the flow's
+    event shape (the distribution of :class:`FlowDensity`; usable as a learned prior or
+    posterior inside another program).
+
+    Raises:
+        ConfigError: A conditional flow without context, or the reverse.
+    """
+    shape = flow.event_shape
+    base = dist.Normal(jnp.zeros(shape), 1.0).to_event(len(shape))
+    return dist.TransformedDistribution(base, flow.transforms(context))
+
+
+# Compiled once per flow structure and input shape: eager JAX compiles every operation.
+@eqx.filter_jit
+def _log_prob(flow: Flow, events: jax.Array, context: jax.Array | None) -> jax.Array:
+    return flow_distribution(flow, context).log_prob(events)
+
+
+@eqx.filter_jit
+def _sample(flow: Flow, rng_key: jax.Array, n: int, context: jax.Array | None) -> jax.Array:
+    return flow_distribution(flow, context).sample(rng_key, (n,))
+
+
+@eqx.filter_jit
+def _path(flow: Flow, rng_key: jax.Array, n: int, context: jax.Array | None) -> list[jax.Array]:
+    path = [flow_distribution(flow, context).base_dist.sample(rng_key, (n,))]
+    for t in flow.transforms(context):
+        path.append(t(path[-1]))
+    return path
+
+
 class FlowDensity:
     """``x ~ TransformedDistribution(Normal(0, I), flow.transforms())``: a density model with
     an exact ``log p(x)`` (change of variables) and an empty guide.
@@ -300,9 +333,7 @@ class FlowDensity:
     ) -> dist.TransformedDistribution:
         """``TransformedDistribution(Normal(0, I), flow.transforms(context))`` with events of
         :attr:`event_shape`."""
-        flow = self.flow if flow is None else flow
-        base = dist.Normal(jnp.zeros(self.event_shape), 1.0).to_event(len(self.event_shape))
-        return dist.TransformedDistribution(base, flow.transforms(context))
+        return flow_distribution(self.flow if flow is None else flow, context)
 
     def _events(self, x: jax.Array) -> jax.Array:
         return jnp.reshape(x, (*jnp.shape(x)[:-1], *self.event_shape))
@@ -344,11 +375,11 @@ class FlowDensity:
         Raises:
             DataError: ``x`` not ``(batch, D)`` or holding NaN/Inf.
         """
-        return self.distribution().log_prob(self._events(self._check(x)))
+        return _log_prob(self.flow, self._events(self._check(x)), None)
 
     def sample(self, rng_key: jax.Array, num_samples: int) -> jax.Array:
         """``num_samples`` rows ``(n, D)`` from the flow."""
-        return self._rows(self.distribution().sample(rng_key, (int(num_samples),)))
+        return self._rows(_sample(self.flow, rng_key, int(num_samples), None))
 
     def sample_path(self, rng_key: jax.Array, num_samples: int) -> list[jax.Array]:
         """Base draws and their images after each layer: ``L + 1`` arrays ``(n, D)``, the
@@ -356,11 +387,7 @@ class FlowDensity:
         return self._path(rng_key, int(num_samples), None)
 
     def _path(self, rng_key: jax.Array, n: int, context: jax.Array | None) -> list[jax.Array]:
-        z = self.distribution(context=context).base_dist.sample(rng_key, (n,))
-        path = [z]
-        for t in self.flow.transforms(context):
-            path.append(t(path[-1]))
-        return [self._rows(p) for p in path]
+        return [self._rows(p) for p in _path(self.flow, rng_key, n, context)]
 
     # -- weights ----------------------------------------------------------------------
 
@@ -431,13 +458,13 @@ class ConditionalFlowDensity(FlowDensity):
         """Exact ``log p(x | y)`` per row, ``(batch,)``."""
         x = self._check(x)
         y = self._context(y, jnp.shape(x)[0])
-        return self.distribution(context=y).log_prob(self._events(x))
+        return _log_prob(self.flow, self._events(x), y)
 
     def sample(self, rng_key: jax.Array, y: jax.Array) -> jax.Array:  # type: ignore[override]
         """One row ``x ~ p(x | y_i)`` per context row ``y (n, context_dim)``: ``(n, D)``."""
         n = jnp.shape(y)[0]
         y = self._context(y, n)
-        return self._rows(self.distribution(context=y).sample(rng_key, (n,)))
+        return self._rows(_sample(self.flow, rng_key, n, y))
 
     def sample_path(self, rng_key: jax.Array, y: jax.Array) -> list[jax.Array]:  # type: ignore[override]
         """As :meth:`FlowDensity.sample_path`, one draw per context row."""

@@ -7,6 +7,7 @@ from ppgen.models.pyro.flow import (
     Flow,
     FlowDensity,
     build_flow,
+    flow_distribution,
     with_logit,
 )
 from ppgen.models.pyro.linear_gaussian import LinearGaussian
@@ -49,6 +50,7 @@ __all__ = [
     "Flow",
     "FlowDensity",
     "build_flow",
+    "flow_distribution",
     "with_logit",
     "ConditionalPlanar",
     "ConditionalRadial",

@@ -37,6 +37,7 @@ __all__ = [
     "FlowDensity",
     "build_flow",
     "build_layer",
+    "flow_distribution",
     "with_logit",
 ]
 
@@ -258,6 +259,26 @@ def build_flow(
     )
 
 
+def _dtype(flow: Flow) -> torch.dtype:
+    p = next(flow.parameters(), None)
+    return torch.get_default_dtype() if p is None else p.dtype
+
+
+def flow_distribution(
+    flow: Flow, context: torch.Tensor | None = None
+) -> dist.TransformedDistribution:
+    """``TransformedDistribution(Normal(0, I), flow.transforms(context))`` on the flow's
+    event shape, in its parameters' dtype (the distribution of :class:`FlowDensity`; usable
+    as a learned prior or posterior inside another program).
+
+    Raises:
+        ConfigError: A conditional flow without context, or the reverse.
+    """
+    zeros = torch.zeros(flow.event_shape, dtype=_dtype(flow))
+    base = dist.Normal(zeros, 1.0).to_event(len(flow.event_shape))
+    return dist.TransformedDistribution(base, flow.transforms(context))
+
+
 class FlowDensity(nn.Module):
     """``x ~ TransformedDistribution(Normal(0, I), flow.transforms())``: a density model with
     an exact ``log p(x)`` (change of variables) and an empty guide.
@@ -299,18 +320,14 @@ class FlowDensity(nn.Module):
     # -- the distribution -------------------------------------------------------------
 
     def _dtype(self) -> torch.dtype:
-        p = next(self.flow.parameters(), None)
-        return torch.get_default_dtype() if p is None else p.dtype
+        return _dtype(self.flow)
 
     def distribution(
         self, flow: Flow | None = None, context: torch.Tensor | None = None
     ) -> dist.TransformedDistribution:
         """``TransformedDistribution(Normal(0, I), flow.transforms(context))`` with events of
         :attr:`event_shape`."""
-        flow = self.flow if flow is None else flow
-        zeros = torch.zeros(self.event_shape, dtype=self._dtype())
-        base = dist.Normal(zeros, 1.0).to_event(len(self.event_shape))
-        return dist.TransformedDistribution(base, flow.transforms(context))
+        return flow_distribution(self.flow if flow is None else flow, context)
 
     def _events(self, x: torch.Tensor) -> torch.Tensor:
         return x.reshape(*x.shape[:-1], *self.event_shape)
