@@ -231,10 +231,8 @@ def build_flow(
         ConfigError: See :func:`ppgen.models.flows.check_flow` (unknown name, zero layers,
             an image flow on vectors, ``bound <= 0``, ...).
     """
-    shape = flows.check_flow(
-        name, event_shape, layers=layers, hidden=hidden, context_dim=context_dim, bins=bins,
-        bound=bound,
-    )  # fmt: skip
+    settings = {"layers": layers, "hidden": hidden, "context_dim": context_dim}
+    shape = flows.check_flow(name, event_shape, bins=bins, bound=bound, **settings)
     if name in flows.IMAGE_FLOWS:
         from ppgen.models.numpyro import image_flows
 
@@ -246,10 +244,7 @@ def build_flow(
             )
         transforms = builder(shape, scales=scales, steps=layers, hidden=int(hidden[0]), seed=seed)
         return Flow(transforms, shape)
-    plan = flows.flow_plan(
-        name, shape[0], layers=layers, hidden=hidden, context_dim=context_dim, bins=bins,
-        bound=bound, seed=seed,
-    )  # fmt: skip
+    plan = flows.flow_plan(name, shape[0], bins=bins, bound=bound, seed=seed, **settings)
     return Flow(
         [build_layer(layer, shape[0], context_dim, bins, bound) for layer in plan],
         shape,

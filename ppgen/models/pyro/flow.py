@@ -28,7 +28,7 @@ from torch import nn
 
 from ppgen.errors import ConfigError, DataError
 from ppgen.models import flows
-from ppgen.models.pyro.base import check_x
+from ppgen.models.pyro.base import LatentVariableModel, check_x
 from ppgen.models.pyro.params import get_weights, local_module, set_weights
 
 __all__ = [
@@ -233,10 +233,8 @@ def build_flow(
         ConfigError: See :func:`ppgen.models.flows.check_flow` (unknown name, zero layers,
             an image flow on vectors, ``bound <= 0``, ...).
     """
-    shape = flows.check_flow(
-        name, event_shape, layers=layers, hidden=hidden, context_dim=context_dim, bins=bins,
-        bound=bound,
-    )  # fmt: skip
+    settings = {"layers": layers, "hidden": hidden, "context_dim": context_dim}
+    shape = flows.check_flow(name, event_shape, bins=bins, bound=bound, **settings)
     if name in flows.IMAGE_FLOWS:
         from ppgen.models.pyro import image_flows
 
@@ -248,10 +246,7 @@ def build_flow(
             )
         transforms = builder(shape, scales=scales, steps=layers, hidden=int(hidden[0]), seed=seed)
         return Flow(transforms, shape)
-    plan = flows.flow_plan(
-        name, shape[0], layers=layers, hidden=hidden, context_dim=context_dim, bins=bins,
-        bound=bound, seed=seed,
-    )  # fmt: skip
+    plan = flows.flow_plan(name, shape[0], bins=bins, bound=bound, seed=seed, **settings)
     return Flow(
         [build_layer(layer, shape[0], context_dim, bins, bound) for layer in plan],
         shape,
@@ -279,13 +274,14 @@ def flow_distribution(
     return dist.TransformedDistribution(base, flow.transforms(context))
 
 
-class FlowDensity(nn.Module):
+class FlowDensity(LatentVariableModel):
     """``x ~ TransformedDistribution(Normal(0, I), flow.transforms())``: a density model with
     an exact ``log p(x)`` (change of variables) and an empty guide.
 
     ``model(x, num_data=None)`` observes the rows ``x (batch, D)`` at site ``"x"`` in the
     ``"data"`` plate; ``guide`` has no sites. The flow's parameters are the param sites
-    ``flow$$$layers.<i>.<name>``, weights ``flow.layers.<i>.<name>``.
+    ``flow$$$layers.<i>.<name>``, weights ``flow.layers.<i>.<name>`` (``get_weights``,
+    ``set_weights`` and ``bind`` as every ppgen model's).
 
     Args:
         event_shape: The event shape ``(D,)`` or ``(C, H, W)``; rows have
@@ -398,29 +394,6 @@ class FlowDensity(nn.Module):
             for t in self.flow.transforms(context):
                 path.append(t(path[-1]))
             return [self._rows(p) for p in path]
-
-    # -- weights ----------------------------------------------------------------------
-
-    def get_weights(self) -> dict[str, np.ndarray]:
-        """The flow's parameters as numpy, keys ``flow.layers.<i>.<name>`` (torch layout)."""
-        return get_weights(self)
-
-    def set_weights(self, weights: Mapping[str, np.ndarray]) -> None:
-        """Copy ``weights`` (keys and shapes as :meth:`get_weights`) in place.
-
-        Raises:
-            CheckpointError: Missing or unexpected keys, or a shape mismatch.
-        """
-        set_weights(self, weights)
-
-    def bind(self, params: Mapping[str, torch.Tensor | np.ndarray]) -> Self:
-        """Copy ``params`` (``Trainer.params(state)`` or :meth:`get_weights`) in; return self.
-
-        Raises:
-            CheckpointError: Missing or unexpected keys, or a shape mismatch.
-        """
-        set_weights(self, params)
-        return self
 
 
 class ConditionalFlowDensity(FlowDensity):
