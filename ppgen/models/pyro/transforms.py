@@ -62,8 +62,9 @@ __all__ = [
     "reverse_permutation",
 ]
 
-# Safeguarded Newton iterations of the planar inverse: each one at least halves the bracket
-# when Newton leaves it, so 100 reach float64 resolution from a bracket as wide as 2**40 ulps.
+# Safeguarded Newton iterations of the planar inverse (Numerical Recipes' rtsafe): a step
+# that leaves the bracket or fails to halve the previous step is a bisection, so 100
+# iterations reach float64 resolution from any bracket; near the root Newton is quadratic.
 PLANAR_INVERSE_ITERATIONS = 100
 
 
@@ -106,21 +107,26 @@ def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def _planar_root(s: torch.Tensor, c: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """The ``a`` with ``a + c tanh(a + b) = s`` (``c > -1``, so the left side is increasing).
 
-    Newton's method safeguarded by bisection on the bracket ``[s - |c|, s + |c|]`` (valid
-    since ``|tanh| <= 1``), run without gradients; one last Newton step with gradients then
-    gives the implicit-function derivatives ``da/dtheta = -(df/dtheta) / (df/da)``.
+    Newton's method safeguarded by bisection (rtsafe, Press et al., Numerical Recipes 9.4)
+    on the bracket ``[s - |c|, s + |c|]`` (valid since ``|tanh| <= 1``), run without
+    gradients; one last Newton step with gradients then gives the implicit-function
+    derivatives ``da/dtheta = -(df/dtheta) / (df/da)``.
     """
     with torch.no_grad():
         s0, c0, b0 = s.detach(), c.detach(), b.detach()
         lo, hi = s0 - c0.abs(), s0 + c0.abs()
-        a = s0.expand_as(lo).clone()
+        a, step = s0.expand_as(lo).clone(), hi - lo
         for _ in range(PLANAR_INVERSE_ITERATIONS):
             t = torch.tanh(a + b0)
             f = a + c0 * t - s0
             lo = torch.where(f < 0, a, lo)
             hi = torch.where(f > 0, a, hi)
-            newton = a - f / (1 + c0 * (1 - t * t))
-            keep = ((newton > lo) & (newton < hi)) | (f == 0)
+            newton_step = f / (1 + c0 * (1 - t * t))
+            newton = a - newton_step
+            # Newton only where it stays in the bracket and at least halves the last step.
+            keep = (newton > lo) & (newton < hi) & (newton_step.abs() <= 0.5 * step.abs())
+            keep = keep | (f == 0)
+            step = torch.where(keep, newton_step, 0.5 * (hi - lo))
             a = torch.where(keep, newton, 0.5 * (lo + hi))
     t = torch.tanh(a + b)
     return a - (a + c * t - s) / (1 + c * (1 - t * t))
