@@ -15,7 +15,6 @@ from ppgen.models.pyro.transforms import (
     Permutation,
     Planar,
     Radial,
-    TransformWeights,
     random_permutation,
     reverse_permutation,
 )
@@ -38,7 +37,6 @@ __all__ = [
     "Permutation",
     "Planar",
     "Radial",
-    "TransformWeights",
     "random_permutation",
     "reverse_permutation",
 ]

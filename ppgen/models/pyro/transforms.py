@@ -29,8 +29,9 @@ from pyro.distributions.transforms.radial import ConditionedRadial as PyroCondit
 from torch import nn
 from torch.distributions import constraints
 
-from ppgen.models.conventions import check_weights, spawn_seeds
+from ppgen.models.conventions import spawn_seeds
 from ppgen.models.pyro.nets import MLP
+from ppgen.models.pyro.params import get_weights, set_weights
 from ppgen.models.transforms import (
     PLANAR_PARAMS,
     RADIAL_PARAMS,
@@ -69,11 +70,12 @@ PLANAR_INVERSE_ITERATIONS = 100
 
 
 class TransformWeights:
-    """Mixin for an ``nn.Module`` transform: its parameters as numpy arrays and back."""
+    """Mixin for an ``nn.Module`` transform: its parameters as numpy arrays and back
+    (:func:`ppgen.models.pyro.params.get_weights` / ``set_weights``)."""
 
     def get_weights(self) -> dict[str, np.ndarray]:
         """Parameters (not buffers) as numpy copies, by ``named_parameters()`` name."""
-        return {k: v.detach().cpu().numpy().copy() for k, v in self.named_parameters()}
+        return get_weights(self)
 
     def set_weights(self, weights: Mapping[str, Any]) -> TransformWeights:
         """Copy ``weights`` (same keys and shapes as :meth:`get_weights`) in place.
@@ -84,19 +86,8 @@ class TransformWeights:
         Raises:
             CheckpointError: Missing or unexpected keys, or a shape mismatch.
         """
-        params = dict(self.named_parameters())
-        check_weights(params, weights)
-        with torch.no_grad():
-            for key, param in params.items():
-                param.copy_(torch.as_tensor(np.asarray(weights[key]), dtype=param.dtype))
+        set_weights(self, weights)
         return self
-
-
-def _copy_init(module: nn.Module, values: Mapping[str, np.ndarray]) -> None:
-    """Fill ``module``'s parameters from numpy ``values`` (no global RNG involved)."""
-    with torch.no_grad():
-        for key, param in module.named_parameters():
-            param.copy_(torch.as_tensor(values[key], dtype=param.dtype))
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -191,7 +182,7 @@ class Planar(_PlanarMaths, pyro_transforms.Planar, TransformWeights):
 
     def reset_parameters(self) -> None:
         """Set the parameters to ppgen's seeded initial values (the identity map)."""
-        _copy_init(self, planar_init(self.input_dim, self.seed))
+        set_weights(self, planar_init(self.input_dim, self.seed))
 
 
 class _RadialMaths:
@@ -260,7 +251,7 @@ class Radial(_RadialMaths, pyro_transforms.Radial, TransformWeights):
 
     def reset_parameters(self) -> None:
         """Set the parameters to ppgen's seeded initial values (the identity map)."""
-        _copy_init(self, radial_init(self.input_dim, self.seed))
+        set_weights(self, radial_init(self.input_dim, self.seed))
 
 
 def _hypernet(
@@ -277,7 +268,7 @@ def _hypernet(
     sizes.append(sum(init[k].size for k in names))
     net = MLP(sizes, activation, seed=seed)
     bias = np.concatenate([init[k] for k in names])
-    _copy_init(net, hypernet_init(sizes, bias, seed))
+    set_weights(net, hypernet_init(sizes, bias, seed))
     return net
 
 
