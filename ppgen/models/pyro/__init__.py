@@ -26,7 +26,6 @@ from ppgen.models.pyro.transforms import (
     Permutation,
     Planar,
     Radial,
-    TransformWeights,
     random_permutation,
     reverse_permutation,
 )
@@ -61,7 +60,6 @@ __all__ = [
     "Permutation",
     "Planar",
     "Radial",
-    "TransformWeights",
     "random_permutation",
     "reverse_permutation",
 ]
