@@ -10,6 +10,19 @@ from ppgen.models.numpyro.flow import (
     flow_distribution,
     with_logit,
 )
+from ppgen.models.numpyro.image_flows import (
+    ActNorm,
+    ConvNet,
+    Dequantize,
+    FactorOut,
+    Invertible1x1Conv,
+    Logit,
+    Squeeze,
+    Squeezed,
+    glow,
+    initialize_flow,
+    multiscale_realnvp,
+)
 from ppgen.models.numpyro.linear_gaussian import LinearGaussian
 from ppgen.models.numpyro.made import MADE
 from ppgen.models.numpyro.mixture import GaussianMixture
@@ -32,6 +45,17 @@ from ppgen.models.numpyro.transforms import (
 from ppgen.models.numpyro.vae import VAE, HierarchicalVAE
 
 __all__ = [
+    "ActNorm",
+    "ConvNet",
+    "Dequantize",
+    "FactorOut",
+    "Invertible1x1Conv",
+    "Logit",
+    "Squeeze",
+    "Squeezed",
+    "glow",
+    "initialize_flow",
+    "multiscale_realnvp",
     "Additive",
     "Affine",
     "Coupling",

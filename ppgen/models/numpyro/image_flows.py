@@ -113,11 +113,14 @@ class ImageTransform(Transform):
             CheckpointError: Missing or unexpected keys, or a shape mismatch.
         """
         check_weights(self.get_weights(), weights)
-        children, (names, aux) = self.tree_flatten()
-        new = [
-            jnp.asarray(weights[k], dtype=jnp.asarray(v).dtype) if k in self._weights else v
-            for k, v in zip(names, children, strict=True)
-        ]
+        return self.replace(
+            **{k: jnp.asarray(weights[k], dtype=getattr(self, k).dtype) for k in self._weights}
+        )
+
+    def replace(self, **children: object) -> ImageTransform:
+        """A copy with some pytree children (weight arrays, parts) replaced, traceable."""
+        leaves, (names, aux) = self.tree_flatten()
+        new = [children.get(k, v) for k, v in zip(names, leaves, strict=True)]
         return type(self).tree_unflatten((names, aux), new)
 
     def _batch(self, x: jax.Array, value: jax.Array | float) -> jax.Array:
@@ -187,11 +190,8 @@ class ActNorm(ImageTransform):
         """
         self._check(y)
         moved = jnp.moveaxis(y, -self.event_dim, -1).reshape(-1, self.num_features)
-        weights = {
-            "loc": moved.mean(0),
-            "log_scale": jnp.log(moved.std(0) + 1e-6),
-        }
-        return self.set_weights(jax.lax.stop_gradient(weights))
+        moved = jax.lax.stop_gradient(moved)
+        return self.replace(loc=moved.mean(0), log_scale=jnp.log(moved.std(0) + 1e-6))
 
 
 class Invertible1x1Conv(ImageTransform):
@@ -552,8 +552,7 @@ class _Nested(ImageTransform):
             prefix = f"parts.{i}."
             mine = {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
             parts.append(t.set_weights(mine) if hasattr(t, "set_weights") else t)
-        children, (names, aux) = self.tree_flatten()
-        return type(self).tree_unflatten((names, aux), [parts])
+        return self.replace(parts=parts)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self._apply(x, _forward_chain)[0]
@@ -585,7 +584,7 @@ class Squeezed(_Nested):
 
     def initialize(self, y: jax.Array) -> Squeezed:
         """A copy with the ActNorms inside initialised from data (see :func:`initialize_flow`)."""
-        return Squeezed(initialize_flow(self.parts, squeeze(y)))
+        return self.replace(parts=initialize_flow(self.parts, squeeze(y)))
 
 
 class FactorOut(_Nested):
@@ -619,7 +618,7 @@ class FactorOut(_Nested):
 
     def initialize(self, y: jax.Array) -> FactorOut:
         """A copy with the ActNorms inside initialised from data (see :func:`initialize_flow`)."""
-        return FactorOut(initialize_flow(self.parts, y[..., : self.keep, :, :]), self.keep)
+        return self.replace(parts=initialize_flow(self.parts, y[..., : self.keep, :, :]))
 
 
 def initialize_flow(transforms: Sequence[Transform], y: jax.Array) -> list[Transform]:
@@ -636,6 +635,7 @@ def initialize_flow(transforms: Sequence[Transform], y: jax.Array) -> list[Trans
 
     Returns:
         The transforms, initialised (new objects where initialised, the others as given).
+        Traceable: ``jax.jit(initialize_flow)(transforms, y)`` runs it compiled.
     """
     out = list(transforms)
     y = jax.lax.stop_gradient(jnp.asarray(y))

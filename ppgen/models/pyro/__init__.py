@@ -10,6 +10,19 @@ from ppgen.models.pyro.flow import (
     flow_distribution,
     with_logit,
 )
+from ppgen.models.pyro.image_flows import (
+    ActNorm,
+    ConvNet,
+    Dequantize,
+    FactorOut,
+    Invertible1x1Conv,
+    Logit,
+    Squeeze,
+    Squeezed,
+    glow,
+    initialize_flow,
+    multiscale_realnvp,
+)
 from ppgen.models.pyro.linear_gaussian import LinearGaussian
 from ppgen.models.pyro.made import MADE
 from ppgen.models.pyro.mixture import GaussianMixture
@@ -32,6 +45,17 @@ from ppgen.models.pyro.transforms import (
 from ppgen.models.pyro.vae import VAE, HierarchicalVAE
 
 __all__ = [
+    "ActNorm",
+    "ConvNet",
+    "Dequantize",
+    "FactorOut",
+    "Invertible1x1Conv",
+    "Logit",
+    "Squeeze",
+    "Squeezed",
+    "glow",
+    "initialize_flow",
+    "multiscale_realnvp",
     "Additive",
     "Affine",
     "Coupling",

@@ -41,7 +41,7 @@ from ppgen.models.image_flows import (
     realnvp_plan,
     squeeze_shape,
 )
-from ppgen.models.pyro.coupling import Affine, Coupling
+from ppgen.models.pyro.coupling import Affine, Coupling, FusedTransformModule
 from ppgen.models.pyro.params import get_weights, set_weights
 
 __all__ = [
@@ -79,7 +79,7 @@ class ImageTransform(TransformModule):
     bijective = True
 
     def __init__(self, event_dim: int = 3) -> None:
-        super().__init__(cache_size=1)
+        super().__init__(cache_size=0)  # nothing cached: the module deep-copies after a call
         self._event_dim = event_dim
 
     @property
@@ -465,35 +465,24 @@ def _inverse_chain(parts: Sequence, y: torch.Tensor) -> tuple[torch.Tensor, torc
     return y, ladj
 
 
-class _Nested(ImageTransform):
+class _Nested(FusedTransformModule):
     """A transform running ``transforms`` (noise-to-data order) on a part of the event.
 
     Torch evaluates eagerly and ``TransformedDistribution`` asks for ``inv(y)`` and then
-    ``log_abs_det_jacobian(x, y)``: the log-det computed with the values is kept with the
-    cached pair (as Pyro's own couplings do) instead of running the parts again.
+    ``log_abs_det_jacobian(x, y)``: the log-det computed with the values is kept for that
+    pair (:class:`FusedTransformModule`, as the couplings do) instead of running the parts
+    again.
     """
 
+    domain = constraints.independent(constraints.real, 3)
+    codomain = constraints.independent(constraints.real, 3)
+
     def __init__(self, transforms: Sequence[TransformModule]) -> None:
-        super().__init__(3)
+        super().__init__()
         self.parts = nn.ModuleList(transforms)
-        self._cached_ladj = None
 
-    def _call(self, x: torch.Tensor) -> torch.Tensor:
-        y, ladj = self._apply(x, _forward_chain)
-        self._cached_ladj = (x, y, ladj)
-        return y
-
-    def _inverse(self, y: torch.Tensor) -> torch.Tensor:
-        x, ladj = self._apply(y, _inverse_chain)
-        self._cached_ladj = (x, y, ladj)
-        return x
-
-    def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if self._cached_ladj is not None:
-            x_old, y_old, ladj = self._cached_ladj
-            if x is x_old and y is y_old:
-                return ladj
-        return self._apply(x, _forward_chain)[1]
+    def _apply(self, v: torch.Tensor, inverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._run(v, _inverse_chain if inverse else _forward_chain)
 
 
 class Squeezed(_Nested):
@@ -505,7 +494,7 @@ class Squeezed(_Nested):
         transforms: Transforms on ``(4C, H/2, W/2)`` events, in noise-to-data order.
     """
 
-    def _apply(self, x: torch.Tensor, chain) -> tuple[torch.Tensor, torch.Tensor]:
+    def _run(self, x: torch.Tensor, chain) -> tuple[torch.Tensor, torch.Tensor]:
         y, ladj = chain(self.parts, squeeze(x))
         return unsqueeze(y), ladj
 
@@ -533,7 +522,7 @@ class FactorOut(_Nested):
             raise ConfigError(f"FactorOut keeps at least one channel, got keep={keep!r}")
         self.keep = int(keep)
 
-    def _apply(self, x: torch.Tensor, chain) -> tuple[torch.Tensor, torch.Tensor]:
+    def _run(self, x: torch.Tensor, chain) -> tuple[torch.Tensor, torch.Tensor]:
         if x.dim() < 3 or x.shape[-3] <= self.keep:
             raise DataError(
                 f"FactorOut(keep={self.keep}) needs more than {self.keep} channels, got shape "
