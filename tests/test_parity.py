@@ -37,6 +37,7 @@ MODULES = [
     "models.ssvae",
     "models.nets",
     "models.linear_gaussian",
+    "models.transforms",
     "inference",
     "inference.objectives",
     "inference.loglik",
@@ -82,7 +83,15 @@ OWN_METHODS = {
 # Methods a NumPyro class writes itself where its Pyro twin inherits them from
 # torch.nn.Module: the MLP's call (Pyro's is nn.Module.__call__ running ``forward``, whose
 # signature is compared with it) and its weights under torch's keys and layout.
-NUMPYRO_WRITES = {"MLP": {"__call__", "state_dict", "load_state_dict"}}
+NUMPYRO_WRITES = {
+    "MLP": {"__call__", "state_dict", "load_state_dict"},
+    "MADE": {"__call__", "state_dict", "load_state_dict"},
+}
+# Flow transforms whose Pyro twin inherits these from Pyro's own class (Planar, Radial and
+# their conditional forms are Pyro's, given an inverse and a seeded constructor): the
+# conditional ones' ``condition(context)``, and planar's ``u_hat`` (Pyro's takes u and w).
+NUMPYRO_WRITES |= {"ConditionalPlanar": {"condition"}, "ConditionalRadial": {"condition"}}
+NUMPYRO_WRITES |= {"ConditionedPlanar": {"u_hat"}, "Planar": {"u_hat"}}
 # NamedTuples whose fields are each backend's own state: a train state holds torch tensors
 # and the global RNG's state on Pyro, an ``SVIState`` on NumPyro.
 OWN_FIELDS = {"TrainState"}

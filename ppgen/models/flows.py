@@ -50,6 +50,7 @@ __all__ = [
     "check_flow",
     "conditioner_sizes",
     "flow_plan",
+    "image_scales",
     "mlp_initial_weights",
 ]
 
@@ -149,6 +150,8 @@ def check_flow(
     if ELEMENTWISE.get(name) == "spline" or name == "glow":
         check_spline(bins, bound)
     if name in IMAGE_FLOWS:
+        if context_dim:
+            raise ConfigError(f"{name} is unconditional in ppgen: it takes no context_dim")
         if len(shape) != 3:
             raise ConfigError(
                 f"{name} is an image flow: it needs image data, events of shape (C, H, W), "
@@ -242,3 +245,14 @@ def mlp_initial_weights(sizes: Sequence[int], seed: int) -> dict[str, np.ndarray
         out[f"layers.{i}.weight"] = rng.uniform(-bound, bound, (n_out, n_in))
         out[f"layers.{i}.bias"] = rng.uniform(-bound, bound, n_out)
     return out
+
+
+def image_scales(event_shape: Sequence[int], most: int = 2) -> int:
+    """Scales of a multi-scale image flow on ``(C, H, W)``: the largest ``s <= most`` with
+    ``H`` and ``W`` multiples of ``2**s`` (each scale squeezes by 2; MNIST's 28 x 28 and
+    digits' 8 x 8 take 2)."""
+    _, h, w = (int(v) for v in event_shape)
+    s = 0
+    while s < most and h % 2 ** (s + 1) == 0 and w % 2 ** (s + 1) == 0:
+        s += 1
+    return s

@@ -35,7 +35,15 @@ from ppgen.models import flows
 from ppgen.models.conventions import check_weights
 from ppgen.models.numpyro.base import check_x
 
-__all__ = ["ConditionalFlowDensity", "Flow", "FlowDensity", "build_flow", "build_layer"]
+__all__ = [
+    "ConditionalFlowDensity",
+    "Flow",
+    "FlowDensity",
+    "build_flow",
+    "build_layer",
+    "flow_distribution",
+    "with_logit",
+]
 
 BASES = ("normal",)
 
@@ -58,7 +66,7 @@ class Flow(eqx.Module):
         context_dim: Features of the context of a conditional flow (0: unconditional).
 
     Raises:
-        ConfigError: No layer, or a layer that is not a NumPyro transform.
+        ConfigError: No layer.
     """
 
     layers: list[Any]
@@ -71,9 +79,6 @@ class Flow(eqx.Module):
         layers = list(layers)
         if not layers:
             raise ConfigError("a flow needs at least one layer, got none")
-        bad = [type(t).__name__ for t in layers if not callable(t)]
-        if bad:
-            raise ConfigError(f"a flow's layers must be NumPyro transforms, got {', '.join(bad)}")
         self.layers = layers
         self.event_shape = tuple(int(s) for s in event_shape)
         self.context_dim = int(context_dim)
@@ -93,8 +98,19 @@ class Flow(eqx.Module):
         if not self.context_dim and context is not None:
             raise ConfigError("this flow is unconditional (context_dim=0): it takes no context")
         if context is None:
-            return list(self.layers)
+            return self.unconditioned()
         return [t.condition(context) if hasattr(t, "condition") else t for t in self.layers]
+
+    def unconditioned(self) -> list[Any]:
+        """The layers as built: transforms, conditional ones not yet conditioned."""
+        return list(self.layers)
+
+    def initialize(self, y: jax.Array) -> Flow:
+        """A copy of this flow after data-dependent initialisation (Glow's ActNorm) on a
+        batch of data ``y (N, *event_shape)`` (``image_flows.initialize_flow``)."""
+        from ppgen.models.numpyro.image_flows import initialize_flow
+
+        return eqx.tree_at(lambda f: f.layers, self, initialize_flow(self.layers, y))
 
     def get_weights(self) -> dict[str, np.ndarray]:
         """Every parameter as numpy under torch's names (``layers.0.u``, ...)."""
@@ -118,13 +134,29 @@ class Flow(eqx.Module):
         return eqx.tree_at(lambda f: f.layers, self, layers)
 
 
+def with_logit(flow: Flow, alpha: float = 0.05) -> Flow:
+    """``flow`` followed, on the data side, by the inverse of RealNVP's logit map
+    (``image_flows.Logit``, Dinh et al. 2016): a density on ``[0, 1]^D`` (dequantised
+    pixels) whose Jacobian is counted. The same transforms (and parameters), one layer more.
+
+    Raises:
+        ConfigError: ``alpha`` outside ``[0, 0.5)``.
+    """
+    from ppgen.models.numpyro.image_flows import Logit
+
+    logit = Logit(alpha, event_dim=len(flow.event_shape))
+    return Flow([*flow.unconditioned(), logit.inv], flow.event_shape, flow.context_dim)
+
+
 def build_layer(layer: flows.Layer, dim: int, context_dim: int, bins: int, bound: float) -> Any:
     """The NumPyro transform of one planned layer (:class:`ppgen.models.flows.Layer`) on
     vectors ``(dim,)``; conditioners are ReLU MLPs / MADEs with a zero last layer."""
-    from ppgen.models.numpyro import coupling, transforms
-    from ppgen.models.numpyro.nets import MLP
-
     kind, seed = layer.kind, layer.seed
+    if kind in ("planar", "radial", "diagonal_scaling"):
+        from ppgen.models.numpyro import transforms
+    else:
+        from ppgen.models.numpyro import coupling
+        from ppgen.models.numpyro.nets import MLP
     if kind in ("planar", "radial"):
         if context_dim:
             cls = transforms.ConditionalPlanar if kind == "planar" else transforms.ConditionalRadial
@@ -187,8 +219,9 @@ def build_flow(
             ``realnvp_multiscale``.
         event_shape: ``(D,)`` for vector flows, ``(C, H, W)`` for image flows.
         layers: Transforms in the flow (couplings, autoregressive layers, planar maps; for
-            image flows, steps per scale).
-        hidden: Hidden widths of every conditioner (image flows: channels of the conv net).
+            image flows, steps per scale, at two scales where the image size allows).
+        hidden: Hidden widths of every conditioner (image flows: ``hidden[0]`` channels of
+            the conv nets).
         context_dim: Features of the context of a conditional flow ``p(x | y)``.
         bins: Spline bins ``K`` (``nsf``, ``nsf_ar``).
         bound: Spline half-width ``B``: identity outside ``[-B, B]``.
@@ -198,29 +231,57 @@ def build_flow(
         ConfigError: See :func:`ppgen.models.flows.check_flow` (unknown name, zero layers,
             an image flow on vectors, ``bound <= 0``, ...).
     """
-    shape = flows.check_flow(
-        name, event_shape, layers=layers, hidden=hidden, context_dim=context_dim, bins=bins,
-        bound=bound,
-    )  # fmt: skip
+    settings = {"layers": layers, "hidden": hidden, "context_dim": context_dim}
+    shape = flows.check_flow(name, event_shape, bins=bins, bound=bound, **settings)
     if name in flows.IMAGE_FLOWS:
         from ppgen.models.numpyro import image_flows
 
-        return Flow(
-            image_flows.build_image_flow(
-                name, shape, layers=layers, hidden=hidden, context_dim=context_dim, seed=seed
-            ),
-            shape,
-            context_dim,
-        )
-    plan = flows.flow_plan(
-        name, shape[0], layers=layers, hidden=hidden, context_dim=context_dim, bins=bins,
-        bound=bound, seed=seed,
-    )  # fmt: skip
+        builder = image_flows.glow if name == "glow" else image_flows.multiscale_realnvp
+        scales = flows.image_scales(shape)
+        if name == "glow" and scales < 1:
+            raise ConfigError(
+                f"glow squeezes 2 x 2 pixels: it needs an even height and width, got {shape}"
+            )
+        transforms = builder(shape, scales=scales, steps=layers, hidden=int(hidden[0]), seed=seed)
+        return Flow(transforms, shape)
+    plan = flows.flow_plan(name, shape[0], bins=bins, bound=bound, seed=seed, **settings)
     return Flow(
         [build_layer(layer, shape[0], context_dim, bins, bound) for layer in plan],
         shape,
         context_dim,
     )
+
+
+def flow_distribution(flow: Flow, context: jax.Array | None = None) -> dist.TransformedDistribution:
+    """``TransformedDistribution(Normal(0, I), flow.transforms(context))`` on the flow's
+    event shape (the distribution of :class:`FlowDensity`; usable as a learned prior or
+    posterior inside another program).
+
+    Raises:
+        ConfigError: A conditional flow without context, or the reverse.
+    """
+    shape = flow.event_shape
+    base = dist.Normal(jnp.zeros(shape), 1.0).to_event(len(shape))
+    return dist.TransformedDistribution(base, flow.transforms(context))
+
+
+# Compiled once per flow structure and input shape: eager JAX compiles every operation.
+@eqx.filter_jit
+def _log_prob(flow: Flow, events: jax.Array, context: jax.Array | None) -> jax.Array:
+    return flow_distribution(flow, context).log_prob(events)
+
+
+@eqx.filter_jit
+def _sample(flow: Flow, rng_key: jax.Array, n: int, context: jax.Array | None) -> jax.Array:
+    return flow_distribution(flow, context).sample(rng_key, (n,))
+
+
+@eqx.filter_jit
+def _path(flow: Flow, rng_key: jax.Array, n: int, context: jax.Array | None) -> list[jax.Array]:
+    path = [flow_distribution(flow, context).base_dist.sample(rng_key, (n,))]
+    for t in flow.transforms(context):
+        path.append(t(path[-1]))
+    return path
 
 
 class FlowDensity:
@@ -267,9 +328,7 @@ class FlowDensity:
     ) -> dist.TransformedDistribution:
         """``TransformedDistribution(Normal(0, I), flow.transforms(context))`` with events of
         :attr:`event_shape`."""
-        flow = self.flow if flow is None else flow
-        base = dist.Normal(jnp.zeros(self.event_shape), 1.0).to_event(len(self.event_shape))
-        return dist.TransformedDistribution(base, flow.transforms(context))
+        return flow_distribution(self.flow if flow is None else flow, context)
 
     def _events(self, x: jax.Array) -> jax.Array:
         return jnp.reshape(x, (*jnp.shape(x)[:-1], *self.event_shape))
@@ -311,11 +370,11 @@ class FlowDensity:
         Raises:
             DataError: ``x`` not ``(batch, D)`` or holding NaN/Inf.
         """
-        return self.distribution().log_prob(self._events(self._check(x)))
+        return _log_prob(self.flow, self._events(self._check(x)), None)
 
     def sample(self, rng_key: jax.Array, num_samples: int) -> jax.Array:
         """``num_samples`` rows ``(n, D)`` from the flow."""
-        return self._rows(self.distribution().sample(rng_key, (int(num_samples),)))
+        return self._rows(_sample(self.flow, rng_key, int(num_samples), None))
 
     def sample_path(self, rng_key: jax.Array, num_samples: int) -> list[jax.Array]:
         """Base draws and their images after each layer: ``L + 1`` arrays ``(n, D)``, the
@@ -323,11 +382,7 @@ class FlowDensity:
         return self._path(rng_key, int(num_samples), None)
 
     def _path(self, rng_key: jax.Array, n: int, context: jax.Array | None) -> list[jax.Array]:
-        z = self.distribution(context=context).base_dist.sample(rng_key, (n,))
-        path = [z]
-        for t in self.flow.transforms(context):
-            path.append(t(path[-1]))
-        return [self._rows(p) for p in path]
+        return [self._rows(p) for p in _path(self.flow, rng_key, n, context)]
 
     # -- weights ----------------------------------------------------------------------
 
@@ -398,13 +453,13 @@ class ConditionalFlowDensity(FlowDensity):
         """Exact ``log p(x | y)`` per row, ``(batch,)``."""
         x = self._check(x)
         y = self._context(y, jnp.shape(x)[0])
-        return self.distribution(context=y).log_prob(self._events(x))
+        return _log_prob(self.flow, self._events(x), y)
 
     def sample(self, rng_key: jax.Array, y: jax.Array) -> jax.Array:  # type: ignore[override]
         """One row ``x ~ p(x | y_i)`` per context row ``y (n, context_dim)``: ``(n, D)``."""
         n = jnp.shape(y)[0]
         y = self._context(y, n)
-        return self._rows(self.distribution(context=y).sample(rng_key, (n,)))
+        return self._rows(_sample(self.flow, rng_key, n, y))
 
     def sample_path(self, rng_key: jax.Array, y: jax.Array) -> list[jax.Array]:  # type: ignore[override]
         """As :meth:`FlowDensity.sample_path`, one draw per context row."""

@@ -16,8 +16,8 @@ transform.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar
 
 import equinox as eqx
 import jax
@@ -60,8 +60,9 @@ __all__ = [
     "reverse_permutation",
 ]
 
-# Safeguarded Newton iterations of the planar inverse: each one at least halves the bracket
-# when Newton leaves it, so 100 reach float64 resolution from a bracket as wide as 2**40 ulps.
+# Safeguarded Newton iterations of the planar inverse (Numerical Recipes' rtsafe): a step
+# that leaves the bracket or fails to halve the previous step is a bisection, so 100
+# iterations reach float64 resolution from any bracket; near the root Newton is quadratic.
 PLANAR_INVERSE_ITERATIONS = 100
 
 
@@ -98,33 +99,42 @@ def _init_arrays(values: Mapping[str, np.ndarray], names: Sequence[str]) -> list
     return [jnp.asarray(values[k], dtype=dtype) for k in names]
 
 
+def _planar_root_step(_: int, carry: tuple[jax.Array, ...]) -> tuple[jax.Array, ...]:
+    """One rtsafe iteration of :func:`_planar_root` (module level, so that eager calls reuse
+    the compiled loop)."""
+    lo, hi, a, step, s, c, b = carry
+    t = jnp.tanh(a + b)
+    f = a + c * t - s
+    lo = jnp.where(f < 0, a, lo)
+    hi = jnp.where(f > 0, a, hi)
+    newton_step = f / (1 + c * (1 - t * t))
+    newton = a - newton_step
+    # Newton only where it stays in the bracket and at least halves the last step.
+    keep = (newton > lo) & (newton < hi) & (jnp.abs(newton_step) <= 0.5 * jnp.abs(step))
+    keep = keep | (f == 0)
+    step = jnp.where(keep, newton_step, 0.5 * (hi - lo))
+    return lo, hi, jnp.where(keep, newton, 0.5 * (lo + hi)), step, s, c, b
+
+
 def _planar_root(s: jax.Array, c: jax.Array, b: jax.Array) -> jax.Array:
     """The ``a`` with ``a + c tanh(a + b) = s`` (``c > -1``, so the left side is increasing).
 
-    Newton's method safeguarded by bisection on the bracket ``[s - |c|, s + |c|]`` (valid
-    since ``|tanh| <= 1``), run on stopped gradients; one last Newton step with gradients
-    then gives the implicit-function derivatives ``da/dtheta = -(df/dtheta) / (df/da)``.
+    Newton's method safeguarded by bisection (rtsafe, Press et al., Numerical Recipes 9.4)
+    on the bracket ``[s - |c|, s + |c|]`` (valid since ``|tanh| <= 1``), run on stopped
+    gradients; one last Newton step with gradients then gives the implicit-function
+    derivatives ``da/dtheta = -(df/dtheta) / (df/da)``.
     """
     s0, c0, b0 = (jax.lax.stop_gradient(v) for v in (s, c, b))
     lo, hi = s0 - jnp.abs(c0), s0 + jnp.abs(c0)
     a = jnp.broadcast_to(s0, lo.shape)
-
-    def body(_, carry):
-        lo, hi, a = carry
-        t = jnp.tanh(a + b0)
-        f = a + c0 * t - s0
-        lo = jnp.where(f < 0, a, lo)
-        hi = jnp.where(f > 0, a, hi)
-        newton = a - f / (1 + c0 * (1 - t * t))
-        keep = ((newton > lo) & (newton < hi)) | (f == 0)
-        return lo, hi, jnp.where(keep, newton, 0.5 * (lo + hi))
-
-    _, _, a = jax.lax.fori_loop(0, PLANAR_INVERSE_ITERATIONS, body, (lo, hi, a))
+    shape = lo.shape
+    carry = (lo, hi, a, hi - lo, *(jnp.broadcast_to(v, shape) for v in (s0, c0, b0)))
+    a = jax.lax.fori_loop(0, PLANAR_INVERSE_ITERATIONS, _planar_root_step, carry)[2]
     t = jnp.tanh(a + b)
     return a - (a + c * t - s) / (1 + c * (1 - t * t))
 
 
-class ConditionedPlanar(TransformWeights, Transform):
+class ConditionedPlanar(Transform):
     """Planar flow ``y = x + u_hat tanh(w^T x + b)`` with given parameters (Rezende & Mohamed
     2015, eq. 10), what :meth:`ConditionalPlanar.condition` returns.
 
@@ -135,17 +145,16 @@ class ConditionedPlanar(TransformWeights, Transform):
     w.u_hat|`` nats, shape ``x.shape[:-1]``.
 
     Args:
-        bias: ``(..., 1)``.
-        u: ``(..., D)``.
-        w: ``(..., D)``; the leading dims of all three broadcast against the input's.
+        params: ``(bias (..., 1), u (..., D), w (..., D))``; their leading dims broadcast
+            against the input's.
     """
 
     domain = constraints.real_vector
     codomain = constraints.real_vector
     bijective = True
 
-    def __init__(self, bias: jax.Array, u: jax.Array, w: jax.Array) -> None:
-        self.bias, self.u, self.w = bias, u, w
+    def __init__(self, params: tuple[jax.Array, jax.Array, jax.Array]) -> None:
+        self.bias, self.u, self.w = params
 
     def tree_flatten(self):
         return (self.bias, self.u, self.w), (PLANAR_PARAMS, {})
@@ -169,7 +178,7 @@ class ConditionedPlanar(TransformWeights, Transform):
         return jnp.log1p((1 - act * act) * _dot(self.w, self.u_hat()))[..., 0]
 
 
-class Planar(ConditionedPlanar):
+class Planar(TransformWeights, ConditionedPlanar):
     """Planar flow ``y = x + u_hat tanh(w^T x + b)`` (Rezende & Mohamed 2015, eq. 10).
 
     The twin of Pyro's :class:`~pyro.distributions.transforms.Planar` (parameters ``bias
@@ -187,10 +196,10 @@ class Planar(ConditionedPlanar):
 
     def __init__(self, input_dim: int, seed: int = 0) -> None:
         init = planar_init(check_dim(input_dim, "input_dim"), seed)
-        super().__init__(*_init_arrays(init, PLANAR_PARAMS))
+        super().__init__(tuple(_init_arrays(init, PLANAR_PARAMS)))
 
 
-class ConditionedRadial(TransformWeights, Transform):
+class ConditionedRadial(Transform):
     """Radial flow ``y = x + beta / (alpha + |x - x0|) (x - x0)`` with given parameters
     (Rezende & Mohamed 2015, eq. 14), what :meth:`ConditionalRadial.condition` returns.
 
@@ -202,17 +211,16 @@ class ConditionedRadial(TransformWeights, Transform):
     shape ``x.shape[:-1]``.
 
     Args:
-        x0: ``(..., D)``.
-        alpha_prime: ``(..., 1)``.
-        beta_prime: ``(..., 1)``; the leading dims broadcast against the input's.
+        params: ``(x0 (..., D), alpha_prime (..., 1), beta_prime (..., 1))``; their leading
+            dims broadcast against the input's.
     """
 
     domain = constraints.real_vector
     codomain = constraints.real_vector
     bijective = True
 
-    def __init__(self, x0: jax.Array, alpha_prime: jax.Array, beta_prime: jax.Array) -> None:
-        self.x0, self.alpha_prime, self.beta_prime = x0, alpha_prime, beta_prime
+    def __init__(self, params: tuple[jax.Array, jax.Array, jax.Array]) -> None:
+        self.x0, self.alpha_prime, self.beta_prime = params
 
     def tree_flatten(self):
         return (self.x0, self.alpha_prime, self.beta_prime), (RADIAL_PARAMS, {})
@@ -248,7 +256,7 @@ class ConditionedRadial(TransformWeights, Transform):
         return ladj[..., 0]
 
 
-class Radial(ConditionedRadial):
+class Radial(TransformWeights, ConditionedRadial):
     """Radial flow ``y = x + beta / (alpha + |x - x0|) (x - x0)`` (Rezende & Mohamed 2015).
 
     The twin of Pyro's :class:`~pyro.distributions.transforms.Radial` (parameters ``x0
@@ -266,37 +274,48 @@ class Radial(ConditionedRadial):
 
     def __init__(self, input_dim: int, seed: int = 0) -> None:
         init = radial_init(check_dim(input_dim, "input_dim"), seed)
-        super().__init__(*_init_arrays(init, RADIAL_PARAMS))
+        super().__init__(tuple(_init_arrays(init, RADIAL_PARAMS)))
 
 
-def _hypernet(
-    names: Sequence[str],
-    init: Mapping[str, np.ndarray],
-    context_dim: int,
-    hidden: int | Sequence[int],
-    activation: str,
-    seed: int,
-) -> MLP:
-    """An MLP from the context to the concatenated parameters ``names``: its last layer's
-    weights are zero and its bias is ``init``, so a fresh flow ignores the context."""
-    sizes = [check_dim(context_dim, "context_dim"), *check_hidden(hidden)]
-    sizes.append(sum(init[k].size for k in names))
-    net = MLP(sizes, activation, seed=seed)
-    bias = np.concatenate([init[k] for k in names])
-    return net.load_state_dict(hypernet_init(sizes, bias, seed))
-
-
-class _Hypernetwork(eqx.Module):
-    """Shared body of the conditional planar and radial flows: weights of the MLP ``nn``."""
+class _HypernetworkFlow(eqx.Module):
+    """Shared body of :class:`ConditionalPlanar` and :class:`ConditionalRadial`: an ``MLP``
+    ``nn`` from the context to the parameters ``names`` (sizes ``D`` or 1, concatenated), its
+    last layer zero with the identity parameters ``initial(D, seed)`` as bias, so a fresh
+    transform is the identity whatever the context."""
 
     nn: MLP
     input_dim: int = eqx.field(static=True)
+    names: ClassVar[tuple[str, ...]]
+    initial: ClassVar[Callable[[int, int], dict[str, np.ndarray]]]
+    conditioned: ClassVar[type]
+
+    def __init__(
+        self,
+        input_dim: int,
+        context_dim: int,
+        hidden: int | Sequence[int],
+        seed: int = 0,
+        activation: str = "relu",
+    ) -> None:
+        self.input_dim = check_dim(input_dim, "input_dim")
+        net_seed, init_seed = spawn_seeds(seed, 2)
+        init = type(self).initial(self.input_dim, init_seed)
+        sizes = [check_dim(context_dim, "context_dim"), *check_hidden(hidden)]
+        sizes.append(sum(init[k].size for k in self.names))
+        net = MLP(sizes, activation, seed=net_seed)
+        bias = np.concatenate([init[k] for k in self.names])
+        self.nn = net.load_state_dict(hypernet_init(sizes, bias, net_seed))
+
+    def condition(self, context: jax.Array) -> Transform:
+        """The flow for ``context (..., context_dim)``, its parameters ``nn(context)``."""
+        sizes = np.cumsum(param_sizes(self.names, self.input_dim))[:-1]
+        return self.conditioned(tuple(jnp.split(self.nn(context), sizes, axis=-1)))
 
     def get_weights(self) -> dict[str, np.ndarray]:
         """The hypernetwork's weights under the Pyro twin's names (``nn.layers.0.weight``)."""
         return {f"nn.{k}": v for k, v in self.nn.state_dict().items()}
 
-    def set_weights(self, weights: Mapping[str, Any]) -> _Hypernetwork:
+    def set_weights(self, weights: Mapping[str, Any]) -> _HypernetworkFlow:
         """A copy holding ``weights`` (keys and shapes of :meth:`get_weights`).
 
         Raises:
@@ -307,12 +326,13 @@ class _Hypernetwork(eqx.Module):
         return eqx.tree_at(lambda m: m.nn, self, self.nn.load_state_dict(inner))
 
 
-class ConditionalPlanar(_Hypernetwork):
+class ConditionalPlanar(_HypernetworkFlow):
     """Planar flow whose ``(b, u, w)`` are an MLP of a context (Rezende & Mohamed 2015).
 
     ``nn(context)`` is split into ``bias (..., 1)``, ``u (..., D)``, ``w (..., D)`` (Pyro's
-    order). The MLP's last layer has zero weights and the bias :class:`Planar` starts from,
-    so a fresh transform is the identity whatever the context.
+    order); ``.condition(context)`` returns a :class:`ConditionedPlanar`. The MLP's last
+    layer has zero weights and the bias :class:`Planar` starts from, so a fresh transform is
+    the identity whatever the context.
 
     Args:
         input_dim: ``D``, the event size.
@@ -325,60 +345,23 @@ class ConditionalPlanar(_Hypernetwork):
         ConfigError: A size that is not a positive integer, or an unknown activation.
     """
 
-    def __init__(
-        self,
-        input_dim: int,
-        context_dim: int,
-        hidden: int | Sequence[int],
-        seed: int = 0,
-        activation: str = "relu",
-    ) -> None:
-        self.input_dim = check_dim(input_dim, "input_dim")
-        net_seed, init_seed = spawn_seeds(seed, 2)
-        init = planar_init(self.input_dim, init_seed)
-        self.nn = _hypernet(PLANAR_PARAMS, init, context_dim, hidden, activation, net_seed)
-
-    def condition(self, context: jax.Array) -> ConditionedPlanar:
-        """The planar flow for ``context (..., context_dim)``."""
-        sizes = np.cumsum(param_sizes(PLANAR_PARAMS, self.input_dim))[:-1]
-        return ConditionedPlanar(*jnp.split(self.nn(context), sizes, axis=-1))
+    names = PLANAR_PARAMS
+    initial = staticmethod(planar_init)
+    conditioned = ConditionedPlanar
 
 
-class ConditionalRadial(_Hypernetwork):
+class ConditionalRadial(_HypernetworkFlow):
     """Radial flow whose ``(x0, alpha', beta')`` are an MLP of a context.
 
     ``nn(context)`` is split into ``x0 (..., D)``, ``alpha_prime (..., 1)``, ``beta_prime
-    (..., 1)`` (Pyro's order). The MLP's last layer has zero weights and the bias
-    :class:`Radial` starts from, so a fresh transform is the identity.
-
-    Args:
-        input_dim: ``D``, the event size.
-        context_dim: Size of the context vector.
-        hidden: Hidden widths of the hypernetwork (an int for one layer).
-        seed: Seed of the hypernetwork and of the initial parameters.
-        activation: The hypernetwork's activation (see ``nets.MLP``).
-
-    Raises:
-        ConfigError: A size that is not a positive integer, or an unknown activation.
+    (..., 1)`` (Pyro's order); ``.condition(context)`` returns a :class:`ConditionedRadial`.
+    A fresh transform is the identity, as :class:`ConditionalPlanar`, whose arguments and
+    errors it shares.
     """
 
-    def __init__(
-        self,
-        input_dim: int,
-        context_dim: int,
-        hidden: int | Sequence[int],
-        seed: int = 0,
-        activation: str = "relu",
-    ) -> None:
-        self.input_dim = check_dim(input_dim, "input_dim")
-        net_seed, init_seed = spawn_seeds(seed, 2)
-        init = radial_init(self.input_dim, init_seed)
-        self.nn = _hypernet(RADIAL_PARAMS, init, context_dim, hidden, activation, net_seed)
-
-    def condition(self, context: jax.Array) -> ConditionedRadial:
-        """The radial flow for ``context (..., context_dim)``."""
-        sizes = np.cumsum(param_sizes(RADIAL_PARAMS, self.input_dim))[:-1]
-        return ConditionedRadial(*jnp.split(self.nn(context), sizes, axis=-1))
+    names = RADIAL_PARAMS
+    initial = staticmethod(radial_init)
+    conditioned = ConditionedRadial
 
 
 class Permutation(TransformWeights, Transform):

@@ -2,7 +2,27 @@
 
 from ppgen.models.pyro.autoregressive import MaskedAutoregressive
 from ppgen.models.pyro.coupling import Additive, Affine, Coupling, RationalQuadraticSpline
-from ppgen.models.pyro.flow import ConditionalFlowDensity, Flow, FlowDensity, build_flow
+from ppgen.models.pyro.flow import (
+    ConditionalFlowDensity,
+    Flow,
+    FlowDensity,
+    build_flow,
+    flow_distribution,
+    with_logit,
+)
+from ppgen.models.pyro.image_flows import (
+    ActNorm,
+    ConvNet,
+    Dequantize,
+    FactorOut,
+    Invertible1x1Conv,
+    Logit,
+    Squeeze,
+    Squeezed,
+    glow,
+    initialize_flow,
+    multiscale_realnvp,
+)
 from ppgen.models.pyro.linear_gaussian import LinearGaussian
 from ppgen.models.pyro.made import MADE
 from ppgen.models.pyro.mixture import GaussianMixture
@@ -19,13 +39,23 @@ from ppgen.models.pyro.transforms import (
     Permutation,
     Planar,
     Radial,
-    TransformWeights,
     random_permutation,
     reverse_permutation,
 )
 from ppgen.models.pyro.vae import VAE, HierarchicalVAE
 
 __all__ = [
+    "ActNorm",
+    "ConvNet",
+    "Dequantize",
+    "FactorOut",
+    "Invertible1x1Conv",
+    "Logit",
+    "Squeeze",
+    "Squeezed",
+    "glow",
+    "initialize_flow",
+    "multiscale_realnvp",
     "Additive",
     "Affine",
     "Coupling",
@@ -43,6 +73,8 @@ __all__ = [
     "Flow",
     "FlowDensity",
     "build_flow",
+    "flow_distribution",
+    "with_logit",
     "ConditionalPlanar",
     "ConditionalRadial",
     "ConditionedPlanar",
@@ -52,7 +84,6 @@ __all__ = [
     "Permutation",
     "Planar",
     "Radial",
-    "TransformWeights",
     "random_permutation",
     "reverse_permutation",
 ]

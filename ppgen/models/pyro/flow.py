@@ -28,10 +28,18 @@ from torch import nn
 
 from ppgen.errors import ConfigError, DataError
 from ppgen.models import flows
-from ppgen.models.pyro.base import check_x
+from ppgen.models.pyro.base import LatentVariableModel, check_x
 from ppgen.models.pyro.params import get_weights, local_module, set_weights
 
-__all__ = ["ConditionalFlowDensity", "Flow", "FlowDensity", "build_flow", "build_layer"]
+__all__ = [
+    "ConditionalFlowDensity",
+    "Flow",
+    "FlowDensity",
+    "build_flow",
+    "build_layer",
+    "flow_distribution",
+    "with_logit",
+]
 
 BASES = ("normal",)
 
@@ -50,7 +58,7 @@ class Flow(nn.Module):
         context_dim: Features of the context of a conditional flow (0: unconditional).
 
     Raises:
-        ConfigError: No layer, or a layer that is not a Pyro transform.
+        ConfigError: No layer.
     """
 
     def __init__(
@@ -63,11 +71,9 @@ class Flow(nn.Module):
         layers = list(layers)
         if not layers:
             raise ConfigError("a flow needs at least one layer, got none")
-        bad = [type(t).__name__ for t in layers if not callable(t)]
-        if bad:
-            raise ConfigError(f"a flow's layers must be Pyro transforms, got {', '.join(bad)}")
-        self.layers = nn.ModuleList([t for t in layers if isinstance(t, nn.Module)])
-        self._all = layers  # parameter-free transforms too, in order
+        # Parameter-free transforms (not modules) are held by a module, so that layer i is
+        # ``layers.<i>`` whatever its kind, as on NumPyro.
+        self.layers = nn.ModuleList([t if isinstance(t, nn.Module) else _Fixed(t) for t in layers])
         self.event_shape = tuple(int(s) for s in event_shape)
         self.context_dim = int(context_dim)
 
@@ -85,9 +91,22 @@ class Flow(nn.Module):
             )
         if not self.context_dim and context is not None:
             raise ConfigError("this flow is unconditional (context_dim=0): it takes no context")
+        layers = self.unconditioned()
         if context is None:
-            return list(self._all)
-        return [t.condition(context) if hasattr(t, "condition") else t for t in self._all]
+            return layers
+        return [t.condition(context) if hasattr(t, "condition") else t for t in layers]
+
+    def unconditioned(self) -> list[Any]:
+        """The layers as built: transforms, conditional ones not yet conditioned."""
+        return [t.transform if isinstance(t, _Fixed) else t for t in self.layers]
+
+    def initialize(self, y: torch.Tensor) -> Self:
+        """Data-dependent initialisation (Glow's ActNorm) on a batch of data ``y (N,
+        *event_shape)``, in place (``image_flows.initialize_flow``); returns self."""
+        from ppgen.models.pyro.image_flows import initialize_flow
+
+        initialize_flow(self.transforms(), y)
+        return self
 
     def forward(self, fn: Callable[[Flow], Any]) -> Any:
         """``fn(self)``: under :func:`~ppgen.models.pyro.params.local_module`'s functional
@@ -108,13 +127,37 @@ class Flow(nn.Module):
         return self
 
 
+class _Fixed(nn.Module):
+    """A parameter-free transform as a module (a place in ``Flow.layers``)."""
+
+    def __init__(self, transform: Any) -> None:
+        super().__init__()
+        self.transform = transform
+
+
+def with_logit(flow: Flow, alpha: float = 0.05) -> Flow:
+    """``flow`` followed, on the data side, by the inverse of RealNVP's logit map
+    (``image_flows.Logit``, Dinh et al. 2016): a density on ``[0, 1]^D`` (dequantised
+    pixels) whose Jacobian is counted. The same transforms (and parameters), one layer more.
+
+    Raises:
+        ConfigError: ``alpha`` outside ``[0, 0.5)``.
+    """
+    from ppgen.models.pyro.image_flows import Logit
+
+    logit = Logit(alpha, event_dim=len(flow.event_shape))
+    return Flow([*flow.unconditioned(), logit.inv], flow.event_shape, flow.context_dim)
+
+
 def build_layer(layer: flows.Layer, dim: int, context_dim: int, bins: int, bound: float) -> Any:
     """The Pyro transform of one planned layer (:class:`ppgen.models.flows.Layer`) on
     vectors ``(dim,)``; conditioners are ReLU MLPs / MADEs with a zero last layer."""
-    from ppgen.models.pyro import coupling, transforms
-    from ppgen.models.pyro.nets import MLP
-
     kind, seed = layer.kind, layer.seed
+    if kind in ("planar", "radial", "diagonal_scaling"):
+        from ppgen.models.pyro import transforms
+    else:
+        from ppgen.models.pyro import coupling
+        from ppgen.models.pyro.nets import MLP
     if kind in ("planar", "radial"):
         if context_dim:
             cls = transforms.ConditionalPlanar if kind == "planar" else transforms.ConditionalRadial
@@ -178,8 +221,9 @@ def build_flow(
             ``realnvp_multiscale``.
         event_shape: ``(D,)`` for vector flows, ``(C, H, W)`` for image flows.
         layers: Transforms in the flow (couplings, autoregressive layers, planar maps; for
-            image flows, steps per scale).
-        hidden: Hidden widths of every conditioner (image flows: channels of the conv net).
+            image flows, steps per scale, at two scales where the image size allows).
+        hidden: Hidden widths of every conditioner (image flows: ``hidden[0]`` channels of
+            the conv nets).
         context_dim: Features of the context of a conditional flow ``p(x | y)``.
         bins: Spline bins ``K`` (``nsf``, ``nsf_ar``).
         bound: Spline half-width ``B``: identity outside ``[-B, B]``.
@@ -189,24 +233,20 @@ def build_flow(
         ConfigError: See :func:`ppgen.models.flows.check_flow` (unknown name, zero layers,
             an image flow on vectors, ``bound <= 0``, ...).
     """
-    shape = flows.check_flow(
-        name, event_shape, layers=layers, hidden=hidden, context_dim=context_dim, bins=bins,
-        bound=bound,
-    )  # fmt: skip
+    settings = {"layers": layers, "hidden": hidden, "context_dim": context_dim}
+    shape = flows.check_flow(name, event_shape, bins=bins, bound=bound, **settings)
     if name in flows.IMAGE_FLOWS:
         from ppgen.models.pyro import image_flows
 
-        return Flow(
-            image_flows.build_image_flow(
-                name, shape, layers=layers, hidden=hidden, context_dim=context_dim, seed=seed
-            ),
-            shape,
-            context_dim,
-        )
-    plan = flows.flow_plan(
-        name, shape[0], layers=layers, hidden=hidden, context_dim=context_dim, bins=bins,
-        bound=bound, seed=seed,
-    )  # fmt: skip
+        builder = image_flows.glow if name == "glow" else image_flows.multiscale_realnvp
+        scales = flows.image_scales(shape)
+        if name == "glow" and scales < 1:
+            raise ConfigError(
+                f"glow squeezes 2 x 2 pixels: it needs an even height and width, got {shape}"
+            )
+        transforms = builder(shape, scales=scales, steps=layers, hidden=int(hidden[0]), seed=seed)
+        return Flow(transforms, shape)
+    plan = flows.flow_plan(name, shape[0], bins=bins, bound=bound, seed=seed, **settings)
     return Flow(
         [build_layer(layer, shape[0], context_dim, bins, bound) for layer in plan],
         shape,
@@ -214,13 +254,34 @@ def build_flow(
     )
 
 
-class FlowDensity(nn.Module):
+def _dtype(flow: Flow) -> torch.dtype:
+    p = next(flow.parameters(), None)
+    return torch.get_default_dtype() if p is None else p.dtype
+
+
+def flow_distribution(
+    flow: Flow, context: torch.Tensor | None = None
+) -> dist.TransformedDistribution:
+    """``TransformedDistribution(Normal(0, I), flow.transforms(context))`` on the flow's
+    event shape, in its parameters' dtype (the distribution of :class:`FlowDensity`; usable
+    as a learned prior or posterior inside another program).
+
+    Raises:
+        ConfigError: A conditional flow without context, or the reverse.
+    """
+    zeros = torch.zeros(flow.event_shape, dtype=_dtype(flow))
+    base = dist.Normal(zeros, 1.0).to_event(len(flow.event_shape))
+    return dist.TransformedDistribution(base, flow.transforms(context))
+
+
+class FlowDensity(LatentVariableModel):
     """``x ~ TransformedDistribution(Normal(0, I), flow.transforms())``: a density model with
     an exact ``log p(x)`` (change of variables) and an empty guide.
 
     ``model(x, num_data=None)`` observes the rows ``x (batch, D)`` at site ``"x"`` in the
     ``"data"`` plate; ``guide`` has no sites. The flow's parameters are the param sites
-    ``flow$$$layers.<i>.<name>``, weights ``flow.layers.<i>.<name>``.
+    ``flow$$$layers.<i>.<name>``, weights ``flow.layers.<i>.<name>`` (``get_weights``,
+    ``set_weights`` and ``bind`` as every ppgen model's).
 
     Args:
         event_shape: The event shape ``(D,)`` or ``(C, H, W)``; rows have
@@ -255,18 +316,14 @@ class FlowDensity(nn.Module):
     # -- the distribution -------------------------------------------------------------
 
     def _dtype(self) -> torch.dtype:
-        p = next(self.flow.parameters(), None)
-        return torch.get_default_dtype() if p is None else p.dtype
+        return _dtype(self.flow)
 
     def distribution(
         self, flow: Flow | None = None, context: torch.Tensor | None = None
     ) -> dist.TransformedDistribution:
         """``TransformedDistribution(Normal(0, I), flow.transforms(context))`` with events of
         :attr:`event_shape`."""
-        flow = self.flow if flow is None else flow
-        zeros = torch.zeros(self.event_shape, dtype=self._dtype())
-        base = dist.Normal(zeros, 1.0).to_event(len(self.event_shape))
-        return dist.TransformedDistribution(base, flow.transforms(context))
+        return flow_distribution(self.flow if flow is None else flow, context)
 
     def _events(self, x: torch.Tensor) -> torch.Tensor:
         return x.reshape(*x.shape[:-1], *self.event_shape)
@@ -337,29 +394,6 @@ class FlowDensity(nn.Module):
             for t in self.flow.transforms(context):
                 path.append(t(path[-1]))
             return [self._rows(p) for p in path]
-
-    # -- weights ----------------------------------------------------------------------
-
-    def get_weights(self) -> dict[str, np.ndarray]:
-        """The flow's parameters as numpy, keys ``flow.layers.<i>.<name>`` (torch layout)."""
-        return get_weights(self)
-
-    def set_weights(self, weights: Mapping[str, np.ndarray]) -> None:
-        """Copy ``weights`` (keys and shapes as :meth:`get_weights`) in place.
-
-        Raises:
-            CheckpointError: Missing or unexpected keys, or a shape mismatch.
-        """
-        set_weights(self, weights)
-
-    def bind(self, params: Mapping[str, torch.Tensor | np.ndarray]) -> Self:
-        """Copy ``params`` (``Trainer.params(state)`` or :meth:`get_weights`) in; return self.
-
-        Raises:
-            CheckpointError: Missing or unexpected keys, or a shape mismatch.
-        """
-        set_weights(self, params)
-        return self
 
 
 class ConditionalFlowDensity(FlowDensity):

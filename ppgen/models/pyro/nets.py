@@ -9,14 +9,16 @@ torch's global random state.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
 from ppgen.models.conventions import check_mlp
+from ppgen.models.pyro.params import get_weights, set_weights
 
-__all__ = ["ACTIVATIONS", "MLP"]
+__all__ = ["ACTIVATIONS", "MLP", "load_net_weights", "net_weights"]
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "tanh": nn.Tanh,
@@ -76,3 +78,19 @@ class MLP(nn.Module):
         for layer in rest:
             h = layer(self.activation(h))
         return h
+
+
+def net_weights(net: nn.Module) -> dict[str, np.ndarray]:
+    """Any network's parameters as numpy, keyed by ``named_parameters`` name (torch layout,
+    ``layers.0.weight``); the mirror of NumPyro's ``net_weights``."""
+    return get_weights(net)
+
+
+def load_net_weights(net: nn.Module, weights: Mapping[str, np.ndarray]) -> nn.Module:
+    """Copy ``weights`` (keys and shapes of :func:`net_weights`) into ``net``; return it.
+
+    Raises:
+        CheckpointError: Missing or unexpected keys, or a shape mismatch.
+    """
+    set_weights(net, weights)
+    return net

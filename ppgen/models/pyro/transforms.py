@@ -16,7 +16,7 @@ Every transform has ``get_weights() -> dict[str, np.ndarray]`` (Pyro's
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -27,10 +27,11 @@ from pyro.distributions.torch_transform import TransformModule
 from pyro.distributions.transforms.planar import ConditionedPlanar as PyroConditionedPlanar
 from pyro.distributions.transforms.radial import ConditionedRadial as PyroConditionedRadial
 from torch import nn
-from torch.distributions import constraints
+from torch.distributions import Transform, constraints
 
-from ppgen.models.conventions import check_weights, spawn_seeds
+from ppgen.models.conventions import spawn_seeds
 from ppgen.models.pyro.nets import MLP
+from ppgen.models.pyro.params import get_weights, set_weights
 from ppgen.models.transforms import (
     PLANAR_PARAMS,
     RADIAL_PARAMS,
@@ -62,17 +63,19 @@ __all__ = [
     "reverse_permutation",
 ]
 
-# Safeguarded Newton iterations of the planar inverse: each one at least halves the bracket
-# when Newton leaves it, so 100 reach float64 resolution from a bracket as wide as 2**40 ulps.
+# Safeguarded Newton iterations of the planar inverse (Numerical Recipes' rtsafe): a step
+# that leaves the bracket or fails to halve the previous step is a bisection, so 100
+# iterations reach float64 resolution from any bracket; near the root Newton is quadratic.
 PLANAR_INVERSE_ITERATIONS = 100
 
 
 class TransformWeights:
-    """Mixin for an ``nn.Module`` transform: its parameters as numpy arrays and back."""
+    """Mixin for an ``nn.Module`` transform: its parameters as numpy arrays and back
+    (:func:`ppgen.models.pyro.params.get_weights` / ``set_weights``)."""
 
     def get_weights(self) -> dict[str, np.ndarray]:
         """Parameters (not buffers) as numpy copies, by ``named_parameters()`` name."""
-        return {k: v.detach().cpu().numpy().copy() for k, v in self.named_parameters()}
+        return get_weights(self)
 
     def set_weights(self, weights: Mapping[str, Any]) -> TransformWeights:
         """Copy ``weights`` (same keys and shapes as :meth:`get_weights`) in place.
@@ -83,19 +86,23 @@ class TransformWeights:
         Raises:
             CheckpointError: Missing or unexpected keys, or a shape mismatch.
         """
-        params = dict(self.named_parameters())
-        check_weights(params, weights)
-        with torch.no_grad():
-            for key, param in params.items():
-                param.copy_(torch.as_tensor(np.asarray(weights[key]), dtype=param.dtype))
+        set_weights(self, weights)
         return self
 
 
-def _copy_init(module: nn.Module, values: Mapping[str, np.ndarray]) -> None:
-    """Fill ``module``'s parameters from numpy ``values`` (no global RNG involved)."""
-    with torch.no_grad():
-        for key, param in module.named_parameters():
-            param.copy_(torch.as_tensor(values[key], dtype=param.dtype))
+class _SeededInit(TransformWeights):
+    """ppgen's constructor for Pyro's planar and radial classes: parameters from
+    ``initial(input_dim, seed)`` (numpy), not from torch's global generator."""
+
+    initial: Callable[[int, int], dict[str, np.ndarray]]
+
+    def __init__(self, input_dim: int, seed: int = 0) -> None:
+        self.seed = int(seed)  # read by reset_parameters, which Pyro's __init__ calls
+        super().__init__(check_dim(input_dim, "input_dim"))
+
+    def reset_parameters(self) -> None:
+        """Set the parameters to ppgen's seeded initial values (the identity map)."""
+        set_weights(self, type(self).initial(self.input_dim, self.seed))
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -106,21 +113,26 @@ def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def _planar_root(s: torch.Tensor, c: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """The ``a`` with ``a + c tanh(a + b) = s`` (``c > -1``, so the left side is increasing).
 
-    Newton's method safeguarded by bisection on the bracket ``[s - |c|, s + |c|]`` (valid
-    since ``|tanh| <= 1``), run without gradients; one last Newton step with gradients then
-    gives the implicit-function derivatives ``da/dtheta = -(df/dtheta) / (df/da)``.
+    Newton's method safeguarded by bisection (rtsafe, Press et al., Numerical Recipes 9.4)
+    on the bracket ``[s - |c|, s + |c|]`` (valid since ``|tanh| <= 1``), run without
+    gradients; one last Newton step with gradients then gives the implicit-function
+    derivatives ``da/dtheta = -(df/dtheta) / (df/da)``.
     """
     with torch.no_grad():
         s0, c0, b0 = s.detach(), c.detach(), b.detach()
         lo, hi = s0 - c0.abs(), s0 + c0.abs()
-        a = s0.expand_as(lo).clone()
+        a, step = s0.expand_as(lo).clone(), hi - lo
         for _ in range(PLANAR_INVERSE_ITERATIONS):
             t = torch.tanh(a + b0)
             f = a + c0 * t - s0
             lo = torch.where(f < 0, a, lo)
             hi = torch.where(f > 0, a, hi)
-            newton = a - f / (1 + c0 * (1 - t * t))
-            keep = ((newton > lo) & (newton < hi)) | (f == 0)
+            newton_step = f / (1 + c0 * (1 - t * t))
+            newton = a - newton_step
+            # Newton only where it stays in the bracket and at least halves the last step.
+            keep = (newton > lo) & (newton < hi) & (newton_step.abs() <= 0.5 * step.abs())
+            keep = keep | (f == 0)
+            step = torch.where(keep, newton_step, 0.5 * (hi - lo))
             a = torch.where(keep, newton, 0.5 * (lo + hi))
     t = torch.tanh(a + b)
     return a - (a + c * t - s) / (1 + c * (1 - t * t))
@@ -160,8 +172,11 @@ class ConditionedPlanar(_PlanarMaths, PyroConditionedPlanar):
             against the input's.
     """
 
+    def __init__(self, params: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> None:
+        super().__init__(params)
 
-class Planar(_PlanarMaths, pyro_transforms.Planar, TransformWeights):
+
+class Planar(_PlanarMaths, _SeededInit, pyro_transforms.Planar):
     """Planar flow ``y = x + u_hat tanh(w^T x + b)`` (Rezende & Mohamed 2015, eq. 10).
 
     Pyro's :class:`~pyro.distributions.transforms.Planar` (parameters ``bias (1,)``, ``u
@@ -179,13 +194,7 @@ class Planar(_PlanarMaths, pyro_transforms.Planar, TransformWeights):
         ConfigError: ``input_dim`` is not a positive integer.
     """
 
-    def __init__(self, input_dim: int, seed: int = 0) -> None:
-        self.seed = int(seed)  # read by reset_parameters, which Pyro's __init__ calls
-        super().__init__(check_dim(input_dim, "input_dim"))
-
-    def reset_parameters(self) -> None:
-        """Set the parameters to ppgen's seeded initial values (the identity map)."""
-        _copy_init(self, planar_init(self.input_dim, self.seed))
+    initial = staticmethod(planar_init)
 
 
 class _RadialMaths:
@@ -230,8 +239,11 @@ class ConditionedRadial(_RadialMaths, PyroConditionedRadial):
         params: ``(x0 (..., D), alpha_prime (..., 1), beta_prime (..., 1))``.
     """
 
+    def __init__(self, params: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> None:
+        super().__init__(params)
 
-class Radial(_RadialMaths, pyro_transforms.Radial, TransformWeights):
+
+class Radial(_RadialMaths, _SeededInit, pyro_transforms.Radial):
     """Radial flow ``y = x + beta / (alpha + |x - x0|) (x - x0)`` (Rezende & Mohamed 2015).
 
     Pyro's :class:`~pyro.distributions.transforms.Radial` (parameters ``x0 (D,)``,
@@ -248,39 +260,53 @@ class Radial(_RadialMaths, pyro_transforms.Radial, TransformWeights):
         ConfigError: ``input_dim`` is not a positive integer.
     """
 
-    def __init__(self, input_dim: int, seed: int = 0) -> None:
-        self.seed = int(seed)  # read by reset_parameters, which Pyro's __init__ calls
-        super().__init__(check_dim(input_dim, "input_dim"))
-
-    def reset_parameters(self) -> None:
-        """Set the parameters to ppgen's seeded initial values (the identity map)."""
-        _copy_init(self, radial_init(self.input_dim, self.seed))
+    initial = staticmethod(radial_init)
 
 
-def _hypernet(
-    names: Sequence[str],
-    init: Mapping[str, np.ndarray],
-    context_dim: int,
-    hidden: int | Sequence[int],
-    activation: str,
-    seed: int,
-) -> MLP:
-    """An MLP from the context to the concatenated parameters ``names``: its last layer's
-    weights are zero and its bias is ``init``, so a fresh flow ignores the context."""
-    sizes = [check_dim(context_dim, "context_dim"), *check_hidden(hidden)]
-    sizes.append(sum(init[k].size for k in names))
-    net = MLP(sizes, activation, seed=seed)
-    bias = np.concatenate([init[k] for k in names])
-    _copy_init(net, hypernet_init(sizes, bias, seed))
-    return net
+class _HypernetworkFlow(TransformWeights):
+    """Shared body of :class:`ConditionalPlanar` and :class:`ConditionalRadial`: an ``MLP``
+    ``nn`` from the context to the parameters ``names`` (sizes ``D`` or 1, concatenated), its
+    last layer zero with the identity parameters ``initial(D, seed)`` as bias, so a fresh
+    transform is the identity whatever the context."""
+
+    names: tuple[str, ...]
+    initial: Callable[[int, int], dict[str, np.ndarray]]
+    conditioned: type
+
+    def __init__(
+        self,
+        input_dim: int,
+        context_dim: int,
+        hidden: int | Sequence[int],
+        seed: int = 0,
+        activation: str = "relu",
+    ) -> None:
+        self.input_dim = check_dim(input_dim, "input_dim")
+        net_seed, init_seed = spawn_seeds(seed, 2)
+        init = type(self).initial(self.input_dim, init_seed)
+        sizes = [check_dim(context_dim, "context_dim"), *check_hidden(hidden)]
+        sizes.append(sum(init[k].size for k in self.names))
+        net = MLP(sizes, activation, seed=net_seed)
+        bias = np.concatenate([init[k] for k in self.names])
+        set_weights(net, hypernet_init(sizes, bias, net_seed))
+        super().__init__(net)
+
+    def _params(self, context: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        sizes = param_sizes(self.names, self.input_dim)
+        return tuple(torch.split(self.nn(context), sizes, dim=-1))
+
+    def condition(self, context: torch.Tensor) -> Transform:
+        """The flow for ``context (..., context_dim)``, its parameters ``nn(context)``."""
+        return self.conditioned(self._params(context))
 
 
-class ConditionalPlanar(pyro_transforms.ConditionalPlanar, TransformWeights):
+class ConditionalPlanar(_HypernetworkFlow, pyro_transforms.ConditionalPlanar):
     """Planar flow whose ``(b, u, w)`` are an MLP of a context (Rezende & Mohamed 2015).
 
     ``nn(context)`` is split into ``bias (..., 1)``, ``u (..., D)``, ``w (..., D)`` (Pyro's
-    order). The MLP's last layer has zero weights and the bias :class:`Planar` starts from,
-    so a fresh transform is the identity whatever the context.
+    order); ``.condition(context)`` returns a :class:`ConditionedPlanar`. The MLP's last
+    layer has zero weights and the bias :class:`Planar` starts from, so a fresh transform is
+    the identity whatever the context.
 
     Args:
         input_dim: ``D``, the event size.
@@ -293,66 +319,19 @@ class ConditionalPlanar(pyro_transforms.ConditionalPlanar, TransformWeights):
         ConfigError: A size that is not a positive integer, or an unknown activation.
     """
 
-    def __init__(
-        self,
-        input_dim: int,
-        context_dim: int,
-        hidden: int | Sequence[int],
-        seed: int = 0,
-        activation: str = "relu",
-    ) -> None:
-        self.input_dim = check_dim(input_dim, "input_dim")
-        net_seed, init_seed = spawn_seeds(seed, 2)
-        init = planar_init(self.input_dim, init_seed)
-        super().__init__(_hypernet(PLANAR_PARAMS, init, context_dim, hidden, activation, net_seed))
-
-    def _params(self, context: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        sizes = param_sizes(PLANAR_PARAMS, self.input_dim)
-        return tuple(torch.split(self.nn(context), sizes, dim=-1))
-
-    def condition(self, context: torch.Tensor) -> ConditionedPlanar:
-        """The planar flow for ``context (..., context_dim)``."""
-        return ConditionedPlanar(self._params(context))
+    names, initial, conditioned = PLANAR_PARAMS, staticmethod(planar_init), ConditionedPlanar
 
 
-class ConditionalRadial(pyro_transforms.ConditionalRadial, TransformWeights):
+class ConditionalRadial(_HypernetworkFlow, pyro_transforms.ConditionalRadial):
     """Radial flow whose ``(x0, alpha', beta')`` are an MLP of a context.
 
     ``nn(context)`` is split into ``x0 (..., D)``, ``alpha_prime (..., 1)``, ``beta_prime
-    (..., 1)`` (Pyro's order). The MLP's last layer has zero weights and the bias
-    :class:`Radial` starts from, so a fresh transform is the identity.
-
-    Args:
-        input_dim: ``D``, the event size.
-        context_dim: Size of the context vector.
-        hidden: Hidden widths of the hypernetwork (an int for one layer).
-        seed: Seed of the hypernetwork and of the initial parameters.
-        activation: The hypernetwork's activation (see ``nets.MLP``).
-
-    Raises:
-        ConfigError: A size that is not a positive integer, or an unknown activation.
+    (..., 1)`` (Pyro's order); ``.condition(context)`` returns a :class:`ConditionedRadial`.
+    A fresh transform is the identity, as :class:`ConditionalPlanar`, whose arguments and
+    errors it shares.
     """
 
-    def __init__(
-        self,
-        input_dim: int,
-        context_dim: int,
-        hidden: int | Sequence[int],
-        seed: int = 0,
-        activation: str = "relu",
-    ) -> None:
-        self.input_dim = check_dim(input_dim, "input_dim")
-        net_seed, init_seed = spawn_seeds(seed, 2)
-        init = radial_init(self.input_dim, init_seed)
-        super().__init__(_hypernet(RADIAL_PARAMS, init, context_dim, hidden, activation, net_seed))
-
-    def _params(self, context: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        sizes = param_sizes(RADIAL_PARAMS, self.input_dim)
-        return tuple(torch.split(self.nn(context), sizes, dim=-1))
-
-    def condition(self, context: torch.Tensor) -> ConditionedRadial:
-        """The radial flow for ``context (..., context_dim)``."""
-        return ConditionedRadial(self._params(context))
+    names, initial, conditioned = RADIAL_PARAMS, staticmethod(radial_init), ConditionedRadial
 
 
 class Permutation(TransformWeights, pyro_transforms.Permute, TransformModule):
