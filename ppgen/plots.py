@@ -20,6 +20,10 @@ __all__ = [
     "save_training_curves",
     "save_posterior_comparison",
     "save_confusion_matrix",
+    "density_grid",
+    "save_density_2d",
+    "save_samples_2d",
+    "save_flow_path",
 ]
 
 
@@ -144,6 +148,79 @@ def save_confusion_matrix(confusion: np.ndarray, path: str | os.PathLike, title:
     ConfusionMatrixDisplay(np.asarray(confusion)).plot(ax=ax, colorbar=False, cmap="Blues")
     ax.set_title(title)
     return _save(fig, path)
+
+
+def density_grid(
+    data: np.ndarray, num: int = 200, margin: float = 0.1
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A ``num x num`` grid over the box of 2-D ``data`` (each side widened by ``margin``
+    of its range): ``(xs (num,), ys (num,), points (num * num, 2))``, ``points`` row-major
+    with ``y`` the slow axis, so ``f(points).reshape(num, num)`` is an image (rows = y)."""
+    data = np.asarray(data, dtype=np.float64)
+    lo, hi = data.min(axis=0), data.max(axis=0)
+    pad = margin * np.maximum(hi - lo, 1e-6)
+    xs = np.linspace(lo[0] - pad[0], hi[0] + pad[0], num)
+    ys = np.linspace(lo[1] - pad[1], hi[1] + pad[1], num)
+    gx, gy = np.meshgrid(xs, ys)
+    return xs, ys, np.stack([gx.ravel(), gy.ravel()], axis=1)
+
+
+def _hist_2d(ax: plt.Axes, points: np.ndarray, xs: np.ndarray, ys: np.ndarray, title: str):
+    ax.hist2d(points[:, 0], points[:, 1], bins=100, range=[xs[[0, -1]], ys[[0, -1]]],
+              cmap="viridis")  # fmt: skip
+    ax.set_title(title)
+    ax.set_aspect("equal")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def save_density_2d(
+    xs: np.ndarray, ys: np.ndarray, log_p: np.ndarray, data: np.ndarray, path: str | os.PathLike
+) -> Path:
+    """A learned 2-D density as a heat map of ``p = exp(log_p)`` on the grid ``xs x ys``
+    (``log_p`` of shape ``(len(ys), len(xs))``, nats) beside a histogram of ``data (N, 2)``
+    on the same box (:func:`density_grid`)."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(8, 4))
+    left.imshow(
+        np.exp(np.asarray(log_p, dtype=np.float64)),
+        origin="lower",
+        extent=(xs[0], xs[-1], ys[0], ys[-1]),
+        cmap="viridis",
+    )
+    left.set_title("learned density")
+    left.set_xticks([])
+    left.set_yticks([])
+    _hist_2d(right, np.asarray(data), xs, ys, f"data ({len(data)} points)")
+    return _save(fig, path)
+
+
+def save_samples_2d(samples: np.ndarray, data: np.ndarray, path: str | os.PathLike) -> Path:
+    """Histograms of a model's 2-D ``samples`` and of ``data``, side by side on the data's
+    box."""
+    xs, ys, _ = density_grid(data, num=2)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(8, 4))
+    _hist_2d(left, np.asarray(samples), xs, ys, f"samples ({len(samples)})")
+    _hist_2d(right, np.asarray(data), xs, ys, f"data ({len(data)} points)")
+    return _save(fig, path)
+
+
+def save_flow_path(path_points: Sequence[np.ndarray], path: str | os.PathLike) -> Path:
+    """2-D samples on their way through a flow, one panel per layer: the base draws, then
+    their images after each transform (``path_points[i]`` of shape ``(n, 2)``). Points are
+    coloured by the angle of their base draw, so each panel shows how the layers so far
+    have moved the noise."""
+    path_points = [np.asarray(p, dtype=np.float64) for p in path_points]
+    z = path_points[0]
+    colour = np.arctan2(z[:, 1], z[:, 0])
+    n = len(path_points)
+    fig, axes = plt.subplots(1, n, figsize=(2.4 * n, 2.6), squeeze=False)
+    for i, (ax, points) in enumerate(zip(axes[0], path_points, strict=True)):
+        ax.scatter(points[:, 0], points[:, 1], s=1, c=colour, cmap="hsv", alpha=0.6)
+        ax.set_title("base noise" if i == 0 else f"after layer {i}", fontsize=9)
+        ax.set_aspect("equal", adjustable="datalim")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return _save(fig, path, dpi=100)
 
 
 def _save(fig: plt.Figure, path: str | os.PathLike, dpi: int = 110) -> Path:

@@ -37,6 +37,7 @@ MODULES = [
     "models.ssvae",
     "models.nets",
     "models.linear_gaussian",
+    "models.transforms",
     "inference",
     "inference.objectives",
     "inference.loglik",
@@ -86,6 +87,11 @@ NUMPYRO_WRITES = {
     "MLP": {"__call__", "state_dict", "load_state_dict"},
     "MADE": {"__call__", "state_dict", "load_state_dict"},
 }
+# Flow transforms whose Pyro twin inherits these from Pyro's own class (Planar, Radial and
+# their conditional forms are Pyro's, given an inverse and a seeded constructor): the
+# conditional ones' ``condition(context)``, and planar's ``u_hat`` (Pyro's takes u and w).
+NUMPYRO_WRITES |= {"ConditionalPlanar": {"condition"}, "ConditionalRadial": {"condition"}}
+NUMPYRO_WRITES |= {"ConditionedPlanar": {"u_hat"}, "Planar": {"u_hat"}}
 # NamedTuples whose fields are each backend's own state: a train state holds torch tensors
 # and the global RNG's state on Pyro, an ``SVIState`` on NumPyro.
 OWN_FIELDS = {"TrainState"}

@@ -25,19 +25,22 @@ from ppgen.data.labels import (
     semi_supervised_indices,
 )
 from ppgen.data.mnist import MNIST_MD5, MNIST_URLS, load_mnist, mnist_dir, read_idx
-from ppgen.data.registry import DATASETS, load_dataset
+from ppgen.data.registry import DATASETS, IMAGE_DATASETS, load_dataset
 from ppgen.data.schedules import LabelledBatches, Minibatches, Schedule
-from ppgen.data.toy import TOY_DENSITIES, sample_toy
+from ppgen.data.toy import TOY_DATASETS, TOY_DENSITIES, TOY_SPLIT_SIZES, load_toy, sample_toy
 
 __all__ = [
     "BINARIZE_MODES",
     "DATASETS",
     "DIGITS_SPLIT_SIZES",
+    "IMAGE_DATASETS",
     "MISSING",
     "MNIST_MD5",
     "MNIST_URLS",
     "SPLITS",
+    "TOY_DATASETS",
     "TOY_DENSITIES",
+    "TOY_SPLIT_SIZES",
     "Dataset",
     "LabelledBatches",
     "Minibatches",
@@ -59,6 +62,7 @@ __all__ = [
     "load_dataset",
     "load_digits",
     "load_mnist",
+    "load_toy",
     "minibatch_indices",
     "mnist_dir",
     "partial_labels",

@@ -8,13 +8,22 @@ returned in random order (no class is grouped at the start), so any prefix of a 
 sample too.
 """
 
+import zlib
 from collections.abc import Callable
 
 import numpy as np
 
+from ppgen.data.dataset import Dataset, check_split
 from ppgen.errors import ConfigError
 
-__all__ = ["TOY_DENSITIES", "sample_toy"]
+__all__ = [
+    "TOY_DATASETS",
+    "TOY_DENSITIES",
+    "TOY_SPLIT_SIZES",
+    "load_toy",
+    "sample_toy",
+    "toy_loader",
+]
 
 
 def _two_moons(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -103,3 +112,65 @@ def sample_toy(name: str, n: int, seed: int = 0) -> np.ndarray:
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
     return _SAMPLERS[name](np.random.default_rng(seed), int(n)).astype(np.float32)
+
+
+TOY_DATASETS = {
+    "moons": "two_moons",
+    "8gaussians": "8gaussians",
+    "checkerboard": "checkerboard",
+    "pinwheel": "pinwheel",
+    "spirals": "2spirals",
+}
+"""Dataset names (``ppgen train flow --dataset``) -> the toy density each samples."""
+
+TOY_SPLIT_SIZES = {"train": 20_000, "valid": 5_000, "train_full": 25_000, "test": 10_000}
+"""Points per split of a toy dataset (``train_full`` is ``train`` then ``valid``)."""
+
+
+def load_toy(name: str, split: str = "train") -> Dataset:
+    """A split of a toy 2-D density as a :class:`~ppgen.data.Dataset` of points.
+
+    Each split is a fixed draw (seeded by the density's and the split's names, never by a
+    user seed), so every run of a density trains and is tested on the same points; the
+    splits are independent draws, ``train_full`` is ``train`` then ``valid``. The points are
+    real-valued (not in [0, 1]); ``image_shape`` is ``(1, 2)`` so that a row is one point.
+
+    Args:
+        name: A key of `TOY_DATASETS` (``"moons"``, ``"8gaussians"``, ``"checkerboard"``,
+            ``"pinwheel"``, ``"spirals"``).
+        split: ``"train"``, ``"valid"``, ``"train_full"`` or ``"test"`` (sizes in
+            `TOY_SPLIT_SIZES`).
+
+    Returns:
+        A `Dataset` named ``"<name>-<split>"``, ``x`` float32 ``(N, 2)``, no labels.
+
+    Raises:
+        ConfigError: An unknown name or split.
+    """
+    if name not in TOY_DATASETS:
+        raise ConfigError(f"unknown toy dataset {name!r}; choose one of {', '.join(TOY_DATASETS)}")
+    check_split(split)
+    parts = ("train", "valid") if split == "train_full" else (split,)
+    x = np.concatenate(
+        [
+            sample_toy(
+                TOY_DATASETS[name],
+                TOY_SPLIT_SIZES[part],
+                seed=zlib.crc32(f"{name}-{part}".encode()),
+            )
+            for part in parts
+        ]
+    )
+    return Dataset(x=x, y=None, image_shape=(1, 2), name=f"{name}-{split}")
+
+
+def toy_loader(name: str) -> Callable[..., Dataset]:
+    """The loader of the toy dataset ``name`` as the dataset registry takes it:
+    ``loader(split) -> Dataset`` (see :func:`load_toy`)."""
+
+    def load(split: str = "train") -> Dataset:
+        return load_toy(name, split)
+
+    load.__name__ = f"load_{name}"
+    load.__doc__ = f"The {name!r} toy dataset (:func:`ppgen.data.toy.load_toy`)."
+    return load

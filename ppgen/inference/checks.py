@@ -6,6 +6,7 @@ so the same wrong argument is refused with the same words on Pyro and on NumPyro
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import numpy as np
@@ -16,6 +17,7 @@ __all__ = [
     "check_count",
     "check_decay",
     "check_mcmc_counts",
+    "check_noise_width",
     "check_non_negative",
     "check_num_particles",
     "check_seed",
@@ -80,6 +82,22 @@ def check_non_negative(name: str, value: object, hint: str = "") -> float:
     if not ok:
         raise ConfigError(f"{name} must be >= 0{hint}, got {value!r}")
     return float(value)
+
+
+def check_noise_width(width: object) -> float:
+    """Return ``width`` as a ``float`` if it is a finite number ``> 0`` (the width of
+    uniform dequantisation noise, ``noise.UniformNoise``).
+
+    Raises:
+        ConfigError: ``width`` is not a positive finite number.
+    """
+    try:
+        ok = math.isfinite(float(width)) and float(width) > 0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ConfigError(f"the noise width must be a positive number, got {width!r}")
+    return float(width)
 
 
 def check_seed(seed: object) -> int:

@@ -154,6 +154,7 @@ class SemiSupervisedRecipe(Recipe):
     """``m2`` and (``stacked``) ``m1m2``."""
 
     defaults = {"lr": 3e-4}
+    datasets = ppdata.IMAGE_DATASETS
     fixed_settings = {"train_split": "train"}  # the best epoch is chosen on validation
 
     def __init__(self, name: str, help: str, options: type[Options], *, stacked: bool) -> None:

@@ -188,6 +188,7 @@ class VAERecipe(Recipe):
 
     options = VAEOptions
     defaults = {"lr": 1e-3}
+    datasets = ppdata.IMAGE_DATASETS
     eval_flags = ("k", "limit", "batch_size")
 
     def __init__(self, name: str, help: str, *, hierarchical: bool) -> None:
@@ -298,6 +299,7 @@ class M1Recipe(Recipe):
     description = help
     options = M1Options
     defaults = {"lr": 1e-3}
+    datasets = ppdata.IMAGE_DATASETS
 
     def prepare(self, config: RunConfig) -> FitData:
         return _images(config)

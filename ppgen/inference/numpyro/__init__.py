@@ -7,7 +7,7 @@ from ppgen.inference.numpyro.loglik import (
     log_weights,
 )
 from ppgen.inference.numpyro.mcmc import compare_with_guide, mcmc_latents
-from ppgen.inference.numpyro.noise import DynamicBinarization, InputNoise
+from ppgen.inference.numpyro.noise import DynamicBinarization, InputNoise, UniformNoise
 from ppgen.inference.numpyro.objectives import ELBO, IWAE
 from ppgen.inference.numpyro.score import NVIL, VIMCO
 from ppgen.inference.numpyro.ssvae import (
@@ -23,6 +23,7 @@ __all__ = [
     "ELBO",
     "IWAE",
     "InputNoise",
+    "UniformNoise",
     "NVIL",
     "SemiSupervisedELBO",
     "TrainState",

@@ -7,7 +7,7 @@ from ppgen.inference.pyro.loglik import (
     log_weights,
 )
 from ppgen.inference.pyro.mcmc import compare_with_guide, mcmc_latents
-from ppgen.inference.pyro.noise import DynamicBinarization, InputNoise
+from ppgen.inference.pyro.noise import DynamicBinarization, InputNoise, UniformNoise
 from ppgen.inference.pyro.objectives import ELBO, IWAE
 from ppgen.inference.pyro.score import NVIL, VIMCO
 from ppgen.inference.pyro.ssvae import (
@@ -23,6 +23,7 @@ __all__ = [
     "ELBO",
     "IWAE",
     "InputNoise",
+    "UniformNoise",
     "NVIL",
     "SemiSupervisedELBO",
     "TrainState",

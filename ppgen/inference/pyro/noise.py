@@ -1,4 +1,5 @@
-"""Per-batch noise a trainer applies to its data inputs: dynamic binarization and input noise.
+"""Per-batch noise a trainer applies to its data inputs: dynamic binarization, input noise
+and uniform dequantisation noise.
 
 A trainer's ``transform`` is called once per data input of every training step with the
 epoch's noise generator (derived from ``(seed, epoch)``, so a resumed epoch draws the same
@@ -15,8 +16,9 @@ import numpy as np
 import torch
 
 from ppgen.data.checks import check_input_scale, check_unit_interval
+from ppgen.inference.checks import check_noise_width
 
-__all__ = ["DynamicBinarization", "InputNoise"]
+__all__ = ["DynamicBinarization", "InputNoise", "UniformNoise"]
 
 
 @dataclass(frozen=True)
@@ -68,3 +70,33 @@ class InputNoise:
             self._cache = (x.dtype, torch.as_tensor(self.scale, dtype=x.dtype))
         eps = torch.randn(x.shape, generator=generator, dtype=x.dtype)
         return x + self._cache[1][rows] * eps
+
+
+@dataclass(frozen=True)
+class UniformNoise:
+    """Uniform dequantisation noise: ``x + width * u``, ``u ~ U[0, 1)`` drawn afresh from the
+    epoch's ``torch.Generator`` at every training step (Uria et al. 2013; Theis et al.
+    2016). A flow trained on ``(k + u) / L`` for pixels ``k`` of ``L`` grey levels (data
+    ``k / L``, ``width = 1 / L``) fits a density whose integral over each pixel's bin is a
+    lower bound on the discrete data's likelihood.
+
+    Args:
+        width: The noise's width, a positive number (``1 / L``).
+
+    Raises:
+        ConfigError: ``width`` not a positive finite number.
+    """
+
+    width: float
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "width", check_noise_width(self.width))
+
+    def check(self, x: np.ndarray, rows: np.ndarray | None = None) -> None:
+        """Any finite data (the trainer's own check) take uniform noise."""
+
+    def __call__(
+        self, generator: torch.Generator, x: torch.Tensor, rows: torch.Tensor
+    ) -> torch.Tensor:
+        """``x`` (batch, D) plus ``width`` times uniform noise, same shape and dtype."""
+        return x + self.width * torch.rand(x.shape, generator=generator, dtype=x.dtype)

@@ -2,6 +2,14 @@
 
 from ppgen.models.numpyro.autoregressive import MaskedAutoregressive
 from ppgen.models.numpyro.coupling import Additive, Affine, Coupling, RationalQuadraticSpline
+from ppgen.models.numpyro.flow import (
+    ConditionalFlowDensity,
+    Flow,
+    FlowDensity,
+    build_flow,
+    flow_distribution,
+    with_logit,
+)
 from ppgen.models.numpyro.image_flows import (
     ActNorm,
     ConvNet,
@@ -21,6 +29,19 @@ from ppgen.models.numpyro.mixture import GaussianMixture
 from ppgen.models.numpyro.nets import MLP
 from ppgen.models.numpyro.sbn import SigmoidBeliefNet
 from ppgen.models.numpyro.ssvae import SSVAE
+from ppgen.models.numpyro.transforms import (
+    ConditionalPlanar,
+    ConditionalRadial,
+    ConditionedPlanar,
+    ConditionedRadial,
+    DiagonalScaling,
+    LULinear,
+    Permutation,
+    Planar,
+    Radial,
+    random_permutation,
+    reverse_permutation,
+)
 from ppgen.models.numpyro.vae import VAE, HierarchicalVAE
 
 __all__ = [
@@ -48,4 +69,21 @@ __all__ = [
     "LinearGaussian",
     "GaussianMixture",
     "SigmoidBeliefNet",
+    "ConditionalFlowDensity",
+    "Flow",
+    "FlowDensity",
+    "build_flow",
+    "flow_distribution",
+    "with_logit",
+    "ConditionalPlanar",
+    "ConditionalRadial",
+    "ConditionedPlanar",
+    "ConditionedRadial",
+    "DiagonalScaling",
+    "LULinear",
+    "Permutation",
+    "Planar",
+    "Radial",
+    "random_permutation",
+    "reverse_permutation",
 ]

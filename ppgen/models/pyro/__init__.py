@@ -2,6 +2,14 @@
 
 from ppgen.models.pyro.autoregressive import MaskedAutoregressive
 from ppgen.models.pyro.coupling import Additive, Affine, Coupling, RationalQuadraticSpline
+from ppgen.models.pyro.flow import (
+    ConditionalFlowDensity,
+    Flow,
+    FlowDensity,
+    build_flow,
+    flow_distribution,
+    with_logit,
+)
 from ppgen.models.pyro.image_flows import (
     ActNorm,
     ConvNet,
@@ -21,6 +29,19 @@ from ppgen.models.pyro.mixture import GaussianMixture
 from ppgen.models.pyro.nets import MLP
 from ppgen.models.pyro.sbn import SigmoidBeliefNet
 from ppgen.models.pyro.ssvae import SSVAE
+from ppgen.models.pyro.transforms import (
+    ConditionalPlanar,
+    ConditionalRadial,
+    ConditionedPlanar,
+    ConditionedRadial,
+    DiagonalScaling,
+    LULinear,
+    Permutation,
+    Planar,
+    Radial,
+    random_permutation,
+    reverse_permutation,
+)
 from ppgen.models.pyro.vae import VAE, HierarchicalVAE
 
 __all__ = [
@@ -48,4 +69,21 @@ __all__ = [
     "LinearGaussian",
     "GaussianMixture",
     "SigmoidBeliefNet",
+    "ConditionalFlowDensity",
+    "Flow",
+    "FlowDensity",
+    "build_flow",
+    "flow_distribution",
+    "with_logit",
+    "ConditionalPlanar",
+    "ConditionalRadial",
+    "ConditionedPlanar",
+    "ConditionedRadial",
+    "DiagonalScaling",
+    "LULinear",
+    "Permutation",
+    "Planar",
+    "Radial",
+    "random_permutation",
+    "reverse_permutation",
 ]

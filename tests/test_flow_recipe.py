@@ -1,0 +1,140 @@
+"""The ``flow`` recipe through the command line: train, eval (exact NLL; bits/dim for
+images), sample and pictures on both backends, and every bad input as one line."""
+
+import contextlib
+import io
+import json
+import math
+
+import numpy as np
+import pytest
+
+from ppgen import runs
+from ppgen.cli import main
+from ppgen.data import TOY_DATASETS, TOY_SPLIT_SIZES, load_dataset
+from ppgen.errors import DataError
+from ppgen.recipes import backend, get_recipe
+
+TINY = ["--layers", "1", "--hidden", "8", "--epochs", "1", "--quiet"]
+
+
+def cli(*args):
+    """``ppgen ARGS`` in this process: (exit status, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as e:  # argparse's own errors
+            code = e.code
+    return code, out.getvalue(), err.getvalue()
+
+
+def one_line(result):
+    """The one stderr line of a refused command (exit 2, no traceback)."""
+    status, _, err = result
+    assert status == 2, err
+    assert "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def exact_test_log_px(run):
+    """log p(x) of every test row straight from the trained model."""
+    return np.asarray(run.backend.inference.compute(run.model.log_prob, run.data.test))
+
+
+def test_toy_datasets_are_registered_with_fixed_splits():
+    assert set(TOY_DATASETS) == {"moons", "8gaussians", "checkerboard", "pinwheel", "spirals"}
+    for name in TOY_DATASETS:
+        test = load_dataset(name, "test")
+        assert test.x.shape == (TOY_SPLIT_SIZES["test"], 2) and test.x.dtype == np.float32
+        np.testing.assert_array_equal(test.x, load_dataset(name, "test").x)
+        full = load_dataset(name, "train_full").x
+        np.testing.assert_array_equal(
+            full[: TOY_SPLIT_SIZES["train"]], load_dataset(name, "train").x
+        )
+        assert not np.array_equal(full[:100], test.x[:100])
+
+
+@pytest.mark.parametrize(("backend_name", "flow"), [("pyro", "nsf"), ("numpyro", "realnvp")])
+def test_toy_flow_trains_evaluates_samples_and_draws(tmp_path, backend_name, flow):
+    out = tmp_path / "run"
+    code, stdout, err = cli(
+        "train", "flow", "--backend", backend_name, "--flow", flow, "--dataset", "moons",
+        "--batch-size", "5000", *TINY, "--out", out,
+    )  # fmt: skip
+    assert code == 0, err
+    for name in ("density.png", "samples_2d.png", "flow_path.png", "curves.png"):
+        assert (out / name).stat().st_size > 0, name
+    code, stdout, err = cli("eval", out, "--json", "--limit", "1000")
+    assert code == 0, err
+    result = json.loads(stdout.strip().splitlines()[-1])
+    run = runs.load_trained(out)
+    exact = exact_test_log_px(run)[:1000]
+    np.testing.assert_allclose(result["test_nll"], -exact.mean(), rtol=1e-5)
+    assert result["exact"] and result["n"] == 1000
+    assert "test_bits_per_dim" not in result  # points, not pixels
+    x = runs.sample(run, 5, seed=1)
+    assert x.shape == (5, 2)
+    np.testing.assert_array_equal(x, runs.sample(run, 5, seed=1))
+
+
+def test_image_flow_reports_bits_per_dim_of_the_8bit_style_data(tmp_path):
+    """digits (17 grey levels): NLL = -log p(x + u) + D log 17 per image, bits/dim its
+    share per pixel in bits; samples are images in [0, 1]."""
+    out = tmp_path / "run"
+    code, _, err = cli(
+        "train", "flow", "--backend", "pyro", "--flow", "maf", "--dataset", "digits",
+        "--batch-size", "500", *TINY, "--out", out,
+    )  # fmt: skip
+    assert code == 0, err
+    assert (out / "samples.png").exists()
+    code, stdout, err = cli("eval", out, "--json")
+    assert code == 0, err
+    result = json.loads(stdout.strip().splitlines()[-1])
+    run = runs.load_trained(out)
+    dim = 64
+    expected = -exact_test_log_px(run).mean() + dim * math.log(17)
+    np.testing.assert_allclose(result["test_nll"], expected, rtol=1e-5)
+    np.testing.assert_allclose(result["test_bits_per_dim"], expected / (dim * math.log(2)))
+    # the test images are dequantised once: (k + u) / 17 with u in [0, 1)
+    k = np.floor(run.data.test * 17)
+    assert k.min() >= 0 and k.max() <= 16
+    x = runs.sample(run, 4)
+    assert x.shape == (4, 64) and x.min() >= 0 and x.max() <= 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--flow", "nope"], "invalid choice: 'nope'"),
+        (["--layers", "0"], "a flow needs at least one layer"),
+        (["--flow", "glow"], "--flow glow is an image flow: it needs image data"),
+        (["--flow", "nsf", "--bound", "0"], "--bound must be > 0"),
+        (["--flow", "nsf", "--bound", "-2"], "--bound must be > 0"),
+        (["--hidden", "0"], "layer sizes must be positive"),
+        (["--dataset", "fashion"], "invalid choice: 'fashion'"),
+    ],
+)
+def test_bad_settings_are_one_line(tmp_path, args, message):
+    line = one_line(cli("train", "flow", "--dataset", "moons", *args, "--out", tmp_path / "r"))
+    assert message in line, line
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("backend_name", ["pyro", "numpyro"])
+def test_bad_data_to_the_recipes_model_is_one_line(backend_name):
+    """Data of the wrong dimensionality and NaN in data reach the recipe's trainer as one
+    DataError line."""
+    recipe = get_recipe("flow")
+    config = runs.make_config("flow", backend=backend_name, dataset="moons", layers=1, hidden=(8,))
+    data = recipe.prepare(config)
+    built = recipe.build(config, data, backend(backend_name))
+    wrong = np.zeros((10, 3), dtype=np.float32)
+    nan = data.test[:10].copy()
+    nan[2, 0] = np.nan
+    for bad, message in ((wrong, r"needs \(batch, 2\)"), (nan, "NaN")):
+        with pytest.raises(DataError, match=message) as info:
+            built.trainer.init(0, bad)
+        assert "\n" not in str(info.value)
