@@ -182,9 +182,10 @@ class LatentVariableModel:
 
 
 def _net_weights(net: eqx.Module) -> dict[str, np.ndarray]:
-    """Weights of any Equinox network as numpy: :meth:`MLP.state_dict` for ours, and for a
-    user's module every array leaf under its tree path (``layers[0].weight``)."""
-    if isinstance(net, MLP):
+    """Weights of any Equinox network as numpy: its ``state_dict()`` for ours (``MLP``,
+    ``LatentFlow``: torch's names), and for a user's module every array leaf under its tree
+    path (``layers[0].weight``)."""
+    if isinstance(net, MLP) or hasattr(net, "state_dict"):
         return net.state_dict()
     leaves = jax.tree_util.tree_flatten_with_path(eqx.filter(net, eqx.is_array))[0]
     return {jax.tree_util.keystr(path).lstrip("."): np.asarray(v) for path, v in leaves}
@@ -196,7 +197,7 @@ def _load_net_weights(net: eqx.Module, weights: Mapping[str, np.ndarray]) -> eqx
     Raises:
         CheckpointError: Missing or unexpected keys, or a shape mismatch.
     """
-    if isinstance(net, MLP):
+    if isinstance(net, MLP) or hasattr(net, "load_state_dict"):
         return net.load_state_dict(weights)
     check_weights(_net_weights(net), weights)
     params, static = eqx.partition(net, eqx.is_array)
