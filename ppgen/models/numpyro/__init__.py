@@ -1,13 +1,32 @@
 """NumPyro models: model/guide pairs with Equinox networks (mirrors ``ppgen.models.pyro``)."""
 
+from ppgen.models.numpyro.coupling import Additive, Affine, Coupling, RationalQuadraticSpline
 from ppgen.models.numpyro.linear_gaussian import LinearGaussian
 from ppgen.models.numpyro.mixture import GaussianMixture
 from ppgen.models.numpyro.nets import MLP
 from ppgen.models.numpyro.sbn import SigmoidBeliefNet
 from ppgen.models.numpyro.ssvae import SSVAE
+from ppgen.models.numpyro.transforms import (
+    ConditionalPlanar,
+    ConditionalRadial,
+    ConditionedPlanar,
+    ConditionedRadial,
+    DiagonalScaling,
+    LULinear,
+    Permutation,
+    Planar,
+    Radial,
+    TransformWeights,
+    random_permutation,
+    reverse_permutation,
+)
 from ppgen.models.numpyro.vae import VAE, HierarchicalVAE
 
 __all__ = [
+    "Additive",
+    "Affine",
+    "Coupling",
+    "RationalQuadraticSpline",
     "MLP",
     "SSVAE",
     "VAE",
@@ -15,4 +34,16 @@ __all__ = [
     "LinearGaussian",
     "GaussianMixture",
     "SigmoidBeliefNet",
+    "ConditionalPlanar",
+    "ConditionalRadial",
+    "ConditionedPlanar",
+    "ConditionedRadial",
+    "DiagonalScaling",
+    "LULinear",
+    "Permutation",
+    "Planar",
+    "Radial",
+    "TransformWeights",
+    "random_permutation",
+    "reverse_permutation",
 ]

@@ -1,13 +1,32 @@
 """Pyro models: each a ``model(x, num_data=None)`` / ``guide(x, num_data=None)`` pair."""
 
+from ppgen.models.pyro.coupling import Additive, Affine, Coupling, RationalQuadraticSpline
 from ppgen.models.pyro.linear_gaussian import LinearGaussian
 from ppgen.models.pyro.mixture import GaussianMixture
 from ppgen.models.pyro.nets import MLP
 from ppgen.models.pyro.sbn import SigmoidBeliefNet
 from ppgen.models.pyro.ssvae import SSVAE
+from ppgen.models.pyro.transforms import (
+    ConditionalPlanar,
+    ConditionalRadial,
+    ConditionedPlanar,
+    ConditionedRadial,
+    DiagonalScaling,
+    LULinear,
+    Permutation,
+    Planar,
+    Radial,
+    TransformWeights,
+    random_permutation,
+    reverse_permutation,
+)
 from ppgen.models.pyro.vae import VAE, HierarchicalVAE
 
 __all__ = [
+    "Additive",
+    "Affine",
+    "Coupling",
+    "RationalQuadraticSpline",
     "MLP",
     "SSVAE",
     "VAE",
@@ -15,4 +34,16 @@ __all__ = [
     "LinearGaussian",
     "GaussianMixture",
     "SigmoidBeliefNet",
+    "ConditionalPlanar",
+    "ConditionalRadial",
+    "ConditionedPlanar",
+    "ConditionedRadial",
+    "DiagonalScaling",
+    "LULinear",
+    "Permutation",
+    "Planar",
+    "Radial",
+    "TransformWeights",
+    "random_permutation",
+    "reverse_permutation",
 ]

@@ -1,0 +1,224 @@
+"""Masks of coupling and autoregressive flows, computed once in numpy for both backends.
+
+MADE's connectivity (Germain et al. 2015): input ``i`` has degree ``order[i] + 1``, hidden
+unit degrees are ``1..D-1``, a hidden unit sees the inputs whose degree is at most its own
+and output ``i`` sees the hidden units whose degree is below input ``i``'s, so output ``i``
+depends only on inputs generated before it. Masks are boolean and in torch's layout
+``(out, in)``, the layout of both backends' weights.
+
+Coupling masks (Dinh et al. 2014, 2016): ``True`` marks the coordinates passed through
+unchanged (and read by the conditioner), ``False`` those transformed.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import numpy as np
+
+from ppgen.errors import ConfigError
+
+__all__ = [
+    "alternating_mask",
+    "channel_mask",
+    "check_coupling_mask",
+    "check_order",
+    "checkerboard_mask",
+    "half_mask",
+    "made_degrees",
+    "made_masks",
+]
+
+
+def check_order(input_dim: int, order: Sequence[int] | None) -> tuple[int, ...]:
+    """Check an autoregressive order; return it as a tuple of ints.
+
+    Args:
+        input_dim: ``D``, the number of inputs (a positive integer).
+        order: ``order[i]`` is the position (0-based) at which input ``i`` is generated, a
+            permutation of ``range(D)``; ``None`` for the identity ``(0, 1, ..., D-1)``.
+
+    Raises:
+        ConfigError: ``input_dim < 1`` or ``order`` not a permutation of ``range(D)``.
+    """
+    if int(input_dim) < 1:
+        raise ConfigError(f"input_dim must be a positive integer, got {input_dim!r}")
+    if order is None:
+        return tuple(range(int(input_dim)))
+    order = tuple(int(o) for o in np.asarray(order).ravel())
+    if sorted(order) != list(range(int(input_dim))):
+        raise ConfigError(
+            f"order must be a permutation of range({input_dim}) (the position of each input), "
+            f"got {order}"
+        )
+    return order
+
+
+def made_degrees(
+    input_dim: int, hidden: Sequence[int], order: Sequence[int] | None = None
+) -> list[np.ndarray]:
+    """Degrees of MADE's units, input layer first (Germain et al. 2015, section 4).
+
+    Input ``i`` has degree ``order[i] + 1`` (in ``1..D``); the ``h`` units of each hidden
+    layer have the deterministic degrees ``arange(h) % max(1, D - 1) + 1`` (in ``1..D-1``),
+    so every hidden layer covers every degree when it is at least ``D - 1`` wide.
+
+    Args:
+        input_dim: ``D``.
+        hidden: Widths of the hidden layers.
+        order: See :func:`check_order`.
+
+    Returns:
+        ``[input degrees (D,), hidden degrees (h_1,), ...]`` as int arrays.
+
+    Raises:
+        ConfigError: A bad order or a hidden width below 1.
+    """
+    order = check_order(input_dim, order)
+    hidden = [int(h) for h in hidden]
+    if any(h < 1 for h in hidden):
+        raise ConfigError(f"MADE hidden widths must be positive, got {tuple(hidden)}")
+    degrees = [np.asarray(order, dtype=np.int64) + 1]
+    for h in hidden:
+        degrees.append(np.arange(h, dtype=np.int64) % max(1, int(input_dim) - 1) + 1)
+    return degrees
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_masks(
+    input_dim: int, hidden: tuple[int, ...], num_params: int, order: tuple[int, ...]
+) -> tuple[np.ndarray, ...]:
+    degrees = made_degrees(input_dim, hidden, order)
+    pairs = zip(degrees[:-1], degrees[1:], strict=True)
+    masks = [d_out[:, None] >= d_in[None, :] for d_in, d_out in pairs]
+    # Output unit i * num_params + j is parameter j of input i: it has input i's degree.
+    out_degrees = np.repeat(degrees[0], num_params)
+    masks.append(out_degrees[:, None] > degrees[-1][None, :])
+    for m in masks:
+        m.setflags(write=False)
+    return tuple(masks)
+
+
+def made_masks(
+    input_dim: int,
+    hidden: Sequence[int],
+    num_params: int = 1,
+    order: Sequence[int] | None = None,
+) -> list[np.ndarray]:
+    """MADE's connectivity masks, one per layer, in torch's layout ``(out, in)``.
+
+    Hidden unit ``k`` of a layer sees unit ``l`` of the layer below when ``m_k >= m_l``;
+    output unit ``i * num_params + j`` (parameter ``j`` of input ``i``) sees hidden unit
+    ``l`` when ``m(i) > m_l``, so output ``i`` depends only on inputs before it in ``order``.
+
+    Args:
+        input_dim: ``D``.
+        hidden: Widths of the hidden layers (at least one).
+        num_params: Outputs per input, ``p``; the output layer has ``D * p`` units.
+        order: See :func:`check_order`.
+
+    Returns:
+        Boolean arrays ``(h_1, D), (h_2, h_1), ..., (D * p, h_L)`` (read-only, cached).
+
+    Raises:
+        ConfigError: No hidden layer, a width or ``num_params`` below 1, a bad order.
+    """
+    hidden = tuple(int(h) for h in hidden)
+    if not hidden:
+        raise ConfigError("MADE needs at least one hidden layer")
+    if int(num_params) < 1:
+        raise ConfigError(f"num_params must be a positive integer, got {num_params!r}")
+    order = check_order(input_dim, order)
+    return list(_cached_masks(int(input_dim), hidden, int(num_params), order))
+
+
+def half_mask(dim: int, flip: bool = False) -> np.ndarray:
+    """``(dim,)`` coupling mask, the first ``ceil(dim / 2)`` coordinates ``True`` (flipped:
+    the others), the split of RealNVP's vector couplings (Dinh et al. 2016).
+
+    Raises:
+        ConfigError: ``dim < 2`` (a coupling needs both halves).
+    """
+    _check_vector_dim(dim)
+    mask = np.arange(int(dim)) < (int(dim) + 1) // 2
+    return ~mask if flip else mask
+
+
+def alternating_mask(dim: int, flip: bool = False) -> np.ndarray:
+    """``(dim,)`` coupling mask, even coordinates ``True`` (flipped: odd ones), NICE's
+    alternating partition (Dinh et al. 2014).
+
+    Raises:
+        ConfigError: ``dim < 2``.
+    """
+    _check_vector_dim(dim)
+    mask = np.arange(int(dim)) % 2 == 0
+    return ~mask if flip else mask
+
+
+def checkerboard_mask(shape: Sequence[int], flip: bool = False) -> np.ndarray:
+    """``(C, H, W)`` coupling mask, ``True`` where ``h + w`` is even, in every channel
+    (RealNVP's checkerboard, Dinh et al. 2016, figure 3; flipped: where it is odd).
+
+    Raises:
+        ConfigError: ``shape`` not three positive sizes, or a single pixel.
+    """
+    c, h, w = _check_image_shape(shape)
+    if h * w < 2:
+        raise ConfigError(f"a checkerboard mask needs at least two pixels, got shape {shape}")
+    board = (np.arange(h)[:, None] + np.arange(w)[None, :]) % 2 == 0
+    mask = np.broadcast_to(board, (c, h, w)).copy()
+    return ~mask if flip else mask
+
+
+def channel_mask(shape: Sequence[int], flip: bool = False) -> np.ndarray:
+    """``(C, H, W)`` coupling mask, the first ``ceil(C / 2)`` channels ``True`` (RealNVP's
+    channel-wise masking, Dinh et al. 2016; flipped: the other channels).
+
+    Raises:
+        ConfigError: ``shape`` not three positive sizes, or a single channel.
+    """
+    c, h, w = _check_image_shape(shape)
+    if c < 2:
+        raise ConfigError(f"a channel mask needs at least two channels, got shape {shape}")
+    mask = np.zeros((c, h, w), dtype=bool)
+    mask[: (c + 1) // 2] = True
+    return ~mask if flip else mask
+
+
+def check_coupling_mask(mask: np.ndarray | Sequence[bool]) -> np.ndarray:
+    """Check a coupling mask; return it as a boolean numpy array.
+
+    Args:
+        mask: Boolean array of the event shape, ``(D,)`` or ``(C, H, W)``; ``True`` =
+            passed through and read by the conditioner, ``False`` = transformed.
+
+    Raises:
+        ConfigError: Not boolean, not 1-D or 3-D, or all ``True`` / all ``False``.
+    """
+    array = np.asarray(mask)
+    if array.dtype != np.bool_:
+        raise ConfigError(f"a coupling mask must be boolean, got dtype {array.dtype}")
+    if array.ndim not in (1, 3):
+        raise ConfigError(
+            f"a coupling mask has the event shape, (D,) or (C, H, W), got shape {array.shape}"
+        )
+    if array.all() or not array.any():
+        raise ConfigError(
+            "a coupling mask needs both kinds of entries: True (passed through) and False "
+            "(transformed)"
+        )
+    return array.copy()
+
+
+def _check_vector_dim(dim: int) -> None:
+    if int(dim) < 2:
+        raise ConfigError(f"a coupling on vectors needs dim >= 2, got {dim!r}")
+
+
+def _check_image_shape(shape: Sequence[int]) -> tuple[int, int, int]:
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise ConfigError(f"image masks take a shape (C, H, W) of positive sizes, got {shape}")
+    return shape
