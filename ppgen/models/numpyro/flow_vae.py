@@ -30,7 +30,12 @@ from ppgen.models import masks
 from ppgen.models.conventions import check_flow_vae, check_weights, spawn_seeds
 from ppgen.models.numpyro.autoregressive import MaskedAutoregressive
 from ppgen.models.numpyro.base import LatentVariableModel, normal_params
-from ppgen.models.numpyro.coupling import Affine, Coupling, RationalQuadraticSpline
+from ppgen.models.numpyro.coupling import (
+    Affine,
+    Coupling,
+    RationalQuadraticSpline,
+    zero_last_layer,
+)
 from ppgen.models.numpyro.made import MADE
 from ppgen.models.numpyro.nets import MLP
 from ppgen.models.numpyro.transforms import ConditionalPlanar
@@ -41,14 +46,14 @@ __all__ = ["FlowVAE", "LatentFlow", "build_posterior_flow", "build_prior_flow"]
 class LatentFlow(eqx.Module):
     """``K`` flow layers on a latent vector, some conditioned on a context ``h``.
 
-    ``transforms(h)`` is the list for ``TransformedDistribution`` (conditional layers, those
-    with a ``condition`` method, conditioned on ``h``, ``(..., context_dim)``). An Equinox
+    ``transforms(h)`` is the list for ``TransformedDistribution``, every layer conditioned
+    on ``h``, ``(..., context_dim)`` (``transforms()``: unconditioned). An Equinox
     module whose layers are pytree transforms, so ``eqx_module`` registers its arrays as one
     param site. Weights (:meth:`state_dict`) are the layers' ``get_weights`` under
     ``layers.<k>.``, as the Pyro twin's ``named_parameters``.
 
     Args:
-        layers: NumPyro ``Transform`` pytrees (conditional ones with ``condition``).
+        layers: NumPyro ``Transform`` pytrees (with ``condition`` where conditioned).
     """
 
     layers: list[Transform]
@@ -57,11 +62,10 @@ class LatentFlow(eqx.Module):
         self.layers = list(layers)
 
     def transforms(self, context: jax.Array | None = None) -> list[Transform]:
-        """The layers as transforms, the conditional ones conditioned on ``context``."""
-        return [
-            layer.condition(context) if hasattr(layer, "condition") else layer
-            for layer in self.layers
-        ]
+        """The layers as transforms, each conditioned on ``context`` when one is given."""
+        if context is None:
+            return list(self.layers)
+        return [layer.condition(context) for layer in self.layers]
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Weights as numpy arrays under torch's names (``layers.0.made.layers.0.weight``)."""
@@ -197,13 +201,7 @@ def build_prior_flow(
             elementwise = Affine()
             n_in, n_out = int(mask.sum()), int((~mask).sum())
             net = MLP([n_in, *hidden, n_out * elementwise.num_params], "relu", seed=s)
-            last = net.layers[-1]  # identity at initialisation
-            net = eqx.tree_at(
-                lambda m: (m.layers[-1].weight, m.layers[-1].bias),
-                net,
-                (jnp.zeros_like(last.weight), jnp.zeros_like(last.bias)),
-            )
-            flows.append(Coupling(mask, net, elementwise))
+            flows.append(Coupling(mask, zero_last_layer(net), elementwise))
         return LatentFlow(flows)
     elementwise = Affine() if name == "maf" else RationalQuadraticSpline(bins=bins, bound=bound)
     return LatentFlow(

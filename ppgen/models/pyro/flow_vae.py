@@ -29,7 +29,12 @@ from ppgen.models import masks
 from ppgen.models.conventions import check_flow_vae, spawn_seeds
 from ppgen.models.pyro.autoregressive import MaskedAutoregressive
 from ppgen.models.pyro.base import LatentVariableModel, normal_params
-from ppgen.models.pyro.coupling import Affine, Coupling, RationalQuadraticSpline
+from ppgen.models.pyro.coupling import (
+    Affine,
+    Coupling,
+    RationalQuadraticSpline,
+    zero_last_layer,
+)
 from ppgen.models.pyro.made import MADE
 from ppgen.models.pyro.nets import MLP
 from ppgen.models.pyro.params import local_module
@@ -41,10 +46,11 @@ __all__ = ["FlowVAE", "LatentFlow", "build_posterior_flow", "build_prior_flow"]
 class LatentFlow(nn.Module):
     """``K`` flow layers on a latent vector, some conditioned on a context ``h``.
 
-    ``transforms(h)`` is the list for ``TransformedDistribution`` (conditional layers
-    conditioned on ``h``, ``(..., context_dim)``); ``forward(fn)`` returns ``fn(self)``, so
-    a model announcing the flow with :func:`~ppgen.models.pyro.params.local_module` builds
-    and scores its distribution while substituted parameters are in place. Weights are the
+    ``transforms(h)`` is the list for ``TransformedDistribution``, every layer conditioned
+    on ``h``, ``(..., context_dim)`` (``transforms()``: unconditioned). ``forward(fn)``
+    returns ``fn(self)``, so a model announcing the flow with
+    :func:`~ppgen.models.pyro.params.local_module` builds and samples its distribution while
+    substituted parameters are in place. Weights are the
     layers' ``named_parameters`` under ``layers.<k>.``.
 
     Args:
@@ -56,11 +62,10 @@ class LatentFlow(nn.Module):
         self.layers = nn.ModuleList(layers)
 
     def transforms(self, context: torch.Tensor | None = None) -> list[dist.transforms.Transform]:
-        """The layers as transforms, the conditional ones conditioned on ``context``."""
-        return [
-            layer.condition(context) if isinstance(layer, ConditionalTransformModule) else layer
-            for layer in self.layers
-        ]
+        """The layers as transforms, each conditioned on ``context`` when one is given."""
+        if context is None:
+            return list(self.layers)
+        return [layer.condition(context) for layer in self.layers]
 
     def forward(self, fn: Callable[[LatentFlow], object]) -> object:
         """``fn(self)``: compute with this flow inside ``local_module``'s parameter view."""
@@ -178,10 +183,7 @@ def build_prior_flow(
             elementwise = Affine()
             n_in, n_out = int(mask.sum()), int((~mask).sum())
             net = MLP([n_in, *hidden, n_out * elementwise.num_params], "relu", seed=s)
-            with torch.no_grad():  # identity at initialisation
-                net.layers[-1].weight.zero_()
-                net.layers[-1].bias.zero_()
-            flows.append(Coupling(mask, net, elementwise))
+            flows.append(Coupling(mask, zero_last_layer(net), elementwise))
         return LatentFlow(flows)
     elementwise = Affine() if name == "maf" else RationalQuadraticSpline(bins=bins, bound=bound)
     return LatentFlow(
