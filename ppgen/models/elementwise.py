@@ -14,9 +14,11 @@ import numbers
 from ppgen.errors import ConfigError, DataError
 
 __all__ = [
+    "DIRECTIONS",
     "MIN_BIN_HEIGHT",
     "MIN_BIN_WIDTH",
     "MIN_DERIVATIVE",
+    "check_autoregressive",
     "check_conditioner_output",
     "check_event_shape",
     "check_log_scale_bound",
@@ -26,6 +28,8 @@ __all__ = [
 MIN_BIN_WIDTH = 1e-3
 MIN_BIN_HEIGHT = 1e-3
 MIN_DERIVATIVE = 1e-3
+# MAF: parameters from the data side (one-pass density); IAF: from the noise side.
+DIRECTIONS = ("maf", "iaf")
 
 
 def check_spline(bins: int, bound: float) -> tuple[int, float]:
@@ -96,3 +100,20 @@ def check_conditioner_output(got: object, want: object, entries: object, num_par
             f"{num_params} parameters for each of the {entries} transformed entries, {want}; "
             "build the conditioner's last layer with that many outputs"
         )
+
+
+def check_autoregressive(direction: str, made_num_params: int, num_params: int) -> str:
+    """Check an autoregressive layer's direction and that its MADE outputs ``num_params``
+    parameters per input (those of the element-wise map); return the direction.
+
+    Raises:
+        ConfigError: A direction not in :data:`DIRECTIONS`, or the counts differ.
+    """
+    if direction not in DIRECTIONS:
+        raise ConfigError(f"unknown direction {direction!r}; choose one of {DIRECTIONS}")
+    if made_num_params != num_params:
+        raise ConfigError(
+            f"the MADE outputs {made_num_params} parameters per input, the element-wise map "
+            f"needs {num_params}; build the MADE with num_params={num_params}"
+        )
+    return direction

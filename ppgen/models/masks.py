@@ -27,6 +27,7 @@ __all__ = [
     "checkerboard_mask",
     "half_mask",
     "made_degrees",
+    "made_initial_weights",
     "made_masks",
 ]
 
@@ -131,6 +132,41 @@ def made_masks(
         raise ConfigError(f"num_params must be a positive integer, got {num_params!r}")
     order = check_order(input_dim, order)
     return list(_cached_masks(int(input_dim), hidden, int(num_params), order))
+
+
+def made_initial_weights(
+    input_dim: int,
+    hidden: Sequence[int],
+    num_params: int,
+    context_dim: int,
+    seed: int,
+) -> dict[str, np.ndarray]:
+    """MADE's initial weights, the same on both backends, by torch name and layout.
+
+    Hidden layers are drawn as ``torch.nn.Linear`` draws them (uniform on
+    ``[-1/sqrt(fan_in), 1/sqrt(fan_in)]``) by numpy's generator seeded ``seed``; the context
+    layer (``context.weight``, no bias) likewise; the output layer is zero, so a fresh
+    MADE outputs zeros and a fresh autoregressive flow is the identity.
+
+    Returns:
+        ``{"context.weight": (h_1, context_dim)}`` when ``context_dim > 0``, then
+        ``layers.{l}.weight`` ``(out, in)`` and ``layers.{l}.bias`` ``(out,)`` per layer,
+        the output layer last.
+    """
+    rng = np.random.default_rng(seed)
+    sizes = [int(input_dim), *(int(h) for h in hidden), int(input_dim) * int(num_params)]
+    weights = {}
+    if context_dim > 0:
+        bound = 1.0 / np.sqrt(context_dim)
+        weights["context.weight"] = rng.uniform(-bound, bound, (sizes[1], int(context_dim)))
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        last = i == len(sizes) - 2
+        bound = 1.0 / np.sqrt(n_in)
+        weights[f"layers.{i}.weight"] = (
+            np.zeros((n_out, n_in)) if last else rng.uniform(-bound, bound, (n_out, n_in))
+        )
+        weights[f"layers.{i}.bias"] = np.zeros(n_out) if last else rng.uniform(-bound, bound, n_out)
+    return weights
 
 
 def half_mask(dim: int, flip: bool = False) -> np.ndarray:

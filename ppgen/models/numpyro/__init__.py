@@ -1,7 +1,9 @@
 """NumPyro models: model/guide pairs with Equinox networks (mirrors ``ppgen.models.pyro``)."""
 
+from ppgen.models.numpyro.autoregressive import MaskedAutoregressive
 from ppgen.models.numpyro.coupling import Additive, Affine, Coupling, RationalQuadraticSpline
 from ppgen.models.numpyro.linear_gaussian import LinearGaussian
+from ppgen.models.numpyro.made import MADE
 from ppgen.models.numpyro.mixture import GaussianMixture
 from ppgen.models.numpyro.nets import MLP
 from ppgen.models.numpyro.sbn import SigmoidBeliefNet
@@ -27,6 +29,8 @@ __all__ = [
     "Affine",
     "Coupling",
     "RationalQuadraticSpline",
+    "MADE",
+    "MaskedAutoregressive",
     "MLP",
     "SSVAE",
     "VAE",

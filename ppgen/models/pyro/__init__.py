@@ -1,7 +1,9 @@
 """Pyro models: each a ``model(x, num_data=None)`` / ``guide(x, num_data=None)`` pair."""
 
+from ppgen.models.pyro.autoregressive import MaskedAutoregressive
 from ppgen.models.pyro.coupling import Additive, Affine, Coupling, RationalQuadraticSpline
 from ppgen.models.pyro.linear_gaussian import LinearGaussian
+from ppgen.models.pyro.made import MADE
 from ppgen.models.pyro.mixture import GaussianMixture
 from ppgen.models.pyro.nets import MLP
 from ppgen.models.pyro.sbn import SigmoidBeliefNet
@@ -27,6 +29,8 @@ __all__ = [
     "Affine",
     "Coupling",
     "RationalQuadraticSpline",
+    "MADE",
+    "MaskedAutoregressive",
     "MLP",
     "SSVAE",
     "VAE",
