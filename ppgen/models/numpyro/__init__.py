@@ -2,6 +2,7 @@
 
 from ppgen.models.numpyro.autoregressive import MaskedAutoregressive
 from ppgen.models.numpyro.coupling import Additive, Affine, Coupling, RationalQuadraticSpline
+from ppgen.models.numpyro.flow_vae import FlowVAE, LatentFlow
 from ppgen.models.numpyro.linear_gaussian import LinearGaussian
 from ppgen.models.numpyro.made import MADE
 from ppgen.models.numpyro.mixture import GaussianMixture
@@ -38,6 +39,8 @@ __all__ = [
     "LinearGaussian",
     "GaussianMixture",
     "SigmoidBeliefNet",
+    "FlowVAE",
+    "LatentFlow",
     "ConditionalPlanar",
     "ConditionalRadial",
     "ConditionedPlanar",

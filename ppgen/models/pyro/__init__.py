@@ -2,6 +2,7 @@
 
 from ppgen.models.pyro.autoregressive import MaskedAutoregressive
 from ppgen.models.pyro.coupling import Additive, Affine, Coupling, RationalQuadraticSpline
+from ppgen.models.pyro.flow_vae import FlowVAE, LatentFlow
 from ppgen.models.pyro.linear_gaussian import LinearGaussian
 from ppgen.models.pyro.made import MADE
 from ppgen.models.pyro.mixture import GaussianMixture
@@ -38,6 +39,8 @@ __all__ = [
     "LinearGaussian",
     "GaussianMixture",
     "SigmoidBeliefNet",
+    "FlowVAE",
+    "LatentFlow",
     "ConditionalPlanar",
     "ConditionalRadial",
     "ConditionedPlanar",

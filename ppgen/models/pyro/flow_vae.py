@@ -24,6 +24,8 @@ import torch
 from pyro.distributions.conditional import ConditionalTransformModule
 from pyro.distributions.torch_transform import TransformModule
 from torch import nn
+from torch.distributions import constraints
+from torch.distributions.transforms import Transform
 
 from ppgen.models import masks
 from ppgen.models.conventions import check_flow_vae, spawn_seeds
@@ -70,6 +72,45 @@ class LatentFlow(nn.Module):
     def forward(self, fn: Callable[[LatentFlow], object]) -> object:
         """``fn(self)``: compute with this flow inside ``local_module``'s parameter view."""
         return fn(self)
+
+
+class _ScoredComposition(Transform):
+    """The layers composed, keeping the last draw's ``(u, z, log|det|)``: the guide's own
+    sample is then scored without inverting the flow (``D`` passes per IAF layer, a root
+    find per planar one), as NumPyro's intermediates do. Another ``z`` is inverted."""
+
+    domain = constraints.real_vector
+    codomain = constraints.real_vector
+    bijective = True
+
+    def __init__(self, parts: Sequence[Transform]) -> None:
+        super().__init__(cache_size=1)  # z of the last draw -> its u, without an inverse
+        self.parts = list(parts)
+        self._last: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    def _call(self, x: torch.Tensor) -> torch.Tensor:
+        u, ladj = x, 0.0
+        for part in self.parts:
+            y = part(x)
+            ladj = ladj + part.log_abs_det_jacobian(x, y)
+            x = y
+        self._last = (u, x, ladj)
+        return x
+
+    def _inverse(self, y: torch.Tensor) -> torch.Tensor:
+        for part in reversed(self.parts):
+            y = part.inv(y)
+        return y
+
+    def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self._last is not None and self._last[0] is x and self._last[1] is y:
+            return self._last[2]
+        ladj = 0.0
+        for part in self.parts:
+            z = part(x)
+            ladj = ladj + part.log_abs_det_jacobian(x, z)
+            x = z
+        return ladj
 
 
 def _reverse_every_other(latent: int, k: int) -> np.ndarray:
@@ -275,7 +316,8 @@ class FlowVAE(LatentVariableModel):
         base = dist.Normal(loc, scale).to_event(1)
         if not flow.layers:
             return base
-        return dist.TransformedDistribution(base, flow.transforms(out[..., 2 * self.latent :]))
+        transform = _ScoredComposition(flow.transforms(out[..., 2 * self.latent :]))
+        return dist.TransformedDistribution(base, transform)
 
     def _prior(self, flow: LatentFlow) -> dist.Distribution:
         zero = self.decoder.layers[0].weight.new_zeros(self.latent)
@@ -302,7 +344,8 @@ class FlowVAE(LatentVariableModel):
 
     def posterior(self, x: torch.Tensor) -> dist.Distribution:
         """``q(z | x)``, batch ``(batch,)``, event ``(latent,)``: a ``TransformedDistribution``
-        (``Normal(...).to_event(1)`` without a posterior flow)."""
+        whose one transform is the flow's layers composed, keeping its last draw's ``(u, z,
+        log|det|)`` (``Normal(...).to_event(1)`` without a posterior flow)."""
         return self._posterior(self.encoder(self._check_input(x)), self.posterior_flow)
 
     def prior(self) -> dist.Distribution:
