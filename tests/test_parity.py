@@ -34,6 +34,7 @@ MODULES = [
     "models",
     "models.base",
     "models.vae",
+    "models.flow_vae",
     "models.ssvae",
     "models.nets",
     "models.linear_gaussian",
@@ -82,7 +83,10 @@ OWN_METHODS = {
 # Methods a NumPyro class writes itself where its Pyro twin inherits them from
 # torch.nn.Module: the MLP's call (Pyro's is nn.Module.__call__ running ``forward``, whose
 # signature is compared with it) and its weights under torch's keys and layout.
-NUMPYRO_WRITES = {"MLP": {"__call__", "state_dict", "load_state_dict"}}
+NUMPYRO_WRITES = {
+    "MLP": {"__call__", "state_dict", "load_state_dict"},
+    "LatentFlow": {"state_dict", "load_state_dict"},
+}
 # NamedTuples whose fields are each backend's own state: a train state holds torch tensors
 # and the global RNG's state on Pyro, an ``SVIState`` on NumPyro.
 OWN_FIELDS = {"TrainState"}
