@@ -95,9 +95,13 @@ def _log_q_pyro(model, x, eps):
 
 
 def _log_q_numpyro(model, x, eps):
-    q = model.posterior(jnp.asarray(x))
+    return jax.jit(lambda x, eps: _log_q_numpyro_traced(model, x, eps))(x, eps)
+
+
+def _log_q_numpyro_traced(model, x, eps):
+    q = model.posterior(x)
     base = q.base_dist
-    u = base.base_dist.loc + base.base_dist.scale * jnp.asarray(eps)
+    u = base.base_dist.loc + base.base_dist.scale * eps
 
     def push(v):
         for t in q.transforms:
@@ -105,15 +109,13 @@ def _log_q_numpyro(model, x, eps):
         return v
 
     # the intermediates NumPyro records with a draw: [u_k, transform's own] per layer
-    intermediates, v = [], u
+    intermediates, z = [], u
     for t in q.transforms:
-        y, inter = t.call_with_intermediates(v)
-        intermediates.append([v, inter])
-        v = y
-    z = v
-    np.testing.assert_allclose(np.asarray(z), np.asarray(push(u)), rtol=0, atol=1e-12)
+        y, inter = t.call_with_intermediates(z)
+        intermediates.append([z, inter])
+        z = y
     cached = q.log_prob(z, intermediates)
-    inverse = q.log_prob(z)
+    inverse = q.log_prob(push(u))  # z recomputed: the flow inverted
     jac = jax.jacfwd(push)(u)  # (batch, D, batch, D)
     logdet = jnp.stack([jnp.linalg.slogdet(jac[b, :, b, :])[1] for b in range(len(x))])
     return cached, inverse, base.log_prob(u) - logdet
@@ -157,36 +159,40 @@ def test_same_bounds_for_same_weights_and_latents(float64, posterior_flow, prior
     z = np.random.default_rng(2).normal(size=(k, batch, LATENT))
     # the guide given z: log q(z | x) through the flow's inverse on both sides
     tg = poutine.condition(t.guide, data={"z": torch.from_numpy(z)})
-    jg = nh.condition(j.guide, data={"z": jnp.asarray(z)})
-    key = jax.random.PRNGKey(0)
-    xt, xj = torch.from_numpy(x), jnp.asarray(x)
-    lw_t = inf_t.log_weights(t.model, tg, xt, num_particles=k, num_data=10)
-    lw_j = inf_j.log_weights(key, j.model, jg, xj, num_particles=k, num_data=10)
+    xt = torch.from_numpy(x)
+    lw_t = inf_t.log_weights(t.model, tg, xt, num_particles=k, num_data=10).detach()
+    elbo_t = inf_t.ELBO(num_particles=k)(t.model, tg, xt, num_data=10).item()
+    iwae_t = inf_t.IWAE(num_particles=k)(t.model, tg, xt, num_data=10).item()
+    lq_t = t.posterior(xt).log_prob(torch.from_numpy(z)).detach()
+    lp_t = t.prior().log_prob(torch.from_numpy(z)).detach()
+
+    @jax.jit
+    def numpyro_side(x, z):
+        key = jax.random.PRNGKey(0)
+        jg = nh.condition(j.guide, data={"z": z})
+        return (
+            inf_j.log_weights(key, j.model, jg, x, num_particles=k, num_data=10),
+            inf_j.ELBO(num_particles=k)(key, j.model, jg, x, num_data=10),
+            inf_j.IWAE(num_particles=k)(key, j.model, jg, x, num_data=10),
+            j.posterior(x).log_prob(z),
+            j.prior().log_prob(z),
+        )
+
+    lw_j, elbo_j, iwae_j, lq_j, lp_j = numpyro_side(jnp.asarray(x), jnp.asarray(z))
     assert lw_t.shape == lw_j.shape == (k, batch)
-    assert np.all(np.isfinite(lw_t.detach().numpy()))
-    np.testing.assert_allclose(lw_t.detach().numpy(), np.asarray(lw_j), rtol=0, atol=1e-5)
-    for make in (lambda m: m.ELBO(num_particles=k), lambda m: m.IWAE(num_particles=k)):
-        loss_t = make(inf_t)(t.model, tg, xt, num_data=10).item()
-        loss_j = float(make(inf_j)(key, j.model, jg, xj, num_data=10))
-        np.testing.assert_allclose(loss_t, loss_j, rtol=0, atol=1e-5)
-    # and the same q(z | x) and p(z) densities outside the estimators
-    lq_t = t.posterior(xt).log_prob(torch.from_numpy(z)).detach().numpy()
-    np.testing.assert_allclose(lq_t, np.asarray(j.posterior(xj).log_prob(z)), atol=1e-5)
-    lp_t = t.prior().log_prob(torch.from_numpy(z)).detach().numpy()
-    np.testing.assert_allclose(lp_t, np.asarray(j.prior().log_prob(z)), atol=1e-5)
+    assert np.all(np.isfinite(lw_t.numpy()))
+    # same weights, same z, float64: only the order of summation differs
+    for a, b in [(lw_t, lw_j), (elbo_t, elbo_j), (iwae_t, iwae_j), (lq_t, lq_j), (lp_t, lp_j)]:
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-5)
 
 
 # -- training sees the flow --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("posterior_flow", "prior_flow"), [("iaf", "maf"), ("planar", "nsf")])
+@pytest.mark.parametrize(("posterior_flow", "prior_flow"), [("iaf", "realnvp")])
 def test_gradients_reach_every_flow_parameter(backend, posterior_flow, prior_flow):
     model = _model(backend, posterior_flow, prior_flow)
-    grads = backend.grads(
-        {"elbo": backend.inference.ELBO(), "iwae": backend.inference.IWAE(num_particles=3)},
-        model,
-        _x(),
-    )
+    grads = backend.grads({"iwae": backend.inference.IWAE(num_particles=3)}, model, _x())
     for name, by_param in grads.items():
         flows = {k: g for k, g in by_param.items() if "flow" in k}
         assert {"posterior", "prior"} <= {k.split("_flow")[0].split("'")[-1] for k in flows}
@@ -198,10 +204,11 @@ def test_gradients_reach_every_flow_parameter(backend, posterior_flow, prior_flo
 def test_iwae_with_one_particle_is_the_elbo(backend, flow):
     model = _model(backend, flow, "realnvp")
     x = backend.array(_x())
-    elbo = backend.loss(backend.inference.ELBO(), model.model, model.guide, x, seed=3)
-    iwae = backend.loss(
-        backend.inference.IWAE(num_particles=1), model.model, model.guide, x, seed=3
-    )
+    objectives = (backend.inference.ELBO(), backend.inference.IWAE(num_particles=1))
+    bounds = backend.jit(
+        lambda x: [backend.call(o, model.model, model.guide, x, seed=3) for o in objectives]
+    )(x)
+    elbo, iwae = (float(backend.numpy(b)) for b in bounds)
     assert np.isfinite(elbo)
     assert iwae == pytest.approx(elbo, rel=1e-5)
 
@@ -233,12 +240,15 @@ def test_fresh_flows_give_the_plain_vae_elbo(float64, backend, posterior_flow, p
     flow_vae.set_weights(weights)
     x = backend.array(_x())
     z = {"z": np.random.default_rng(7).normal(size=(3, 4, LATENT))}
-    for objective in (backend.inference.ELBO(num_particles=3), backend.inference.IWAE(3)):
-        bounds = [
-            backend.loss(objective, m.model, backend.condition(m.guide, z), x, num_data=12)
-            for m in (vae, flow_vae)
-        ]
-        np.testing.assert_allclose(bounds[1], bounds[0], rtol=1e-12)
+    objectives = (backend.inference.ELBO(num_particles=3), backend.inference.IWAE(3))
+
+    def bounds(x, m):
+        guide = backend.condition(m.guide, z)
+        return [backend.call(o, m.model, guide, x, num_data=12) for o in objectives]
+
+    plain = [float(backend.numpy(b)) for b in backend.jit(lambda x: bounds(x, vae))(x)]
+    flow = [float(backend.numpy(b)) for b in backend.jit(lambda x: bounds(x, flow_vae))(x)]
+    np.testing.assert_allclose(flow, plain, rtol=1e-12)
 
 
 # -- bad input ---------------------------------------------------------------------------------
@@ -295,24 +305,43 @@ def test_the_recipe_refuses_analytic_kl_with_a_flow():
         runs.make_config("hvae", dataset="digits", posterior_flow="iaf")
 
 
-@pytest.mark.parametrize(
-    ("backend_name", "flows"),
-    [("pyro", ["--posterior-flow", "planar"]), ("numpyro", ["--posterior-flow", "iaf"])],
-)
-def test_a_flow_vae_trains_evaluates_and_reloads_through_the_cli(
-    tmp_path, capsys, backend_name, flows
-):
+def test_a_flow_vae_trains_evaluates_and_reloads_through_the_cli(tmp_path, capsys):
+    """Pyro's (eager, fast to test); NumPyro's trainer meets the same pair in
+    benchmarks/vae_flow.py --quick, its weights round trip below."""
     from ppgen.cli import main
 
     out = tmp_path / "run"
-    args = ["train", "vae", "--backend", backend_name, "--dataset", "digits", "--epochs", "2"]
+    args = ["train", "vae", "--backend", "pyro", "--dataset", "digits", "--epochs", "2"]
     tiny = ["--latent", "4", "--hidden", "32", "--flow-hidden", "16", "--batch-size", "100"]
-    assert (
-        main([*args, *tiny, *flows, "--prior-flow", "realnvp", "--out", str(out), "--quiet"]) == 0
-    )
+    flows = ["--posterior-flow", "iaf", "--prior-flow", "realnvp"]
+    assert main([*args, *tiny, *flows, "--out", str(out), "--quiet"]) == 0
     capsys.readouterr()
     run = runs.load_trained(out)
     assert type(run.model).__name__ == "FlowVAE"
     assert run.config.options.flow_layers == 2
     result = runs.evaluate(run, k=20, limit=50, progress=False)
     assert np.isfinite(result["test_nll"]) and result["test_nll"] < -result["test_elbo"] + 1.0
+
+
+def test_trained_params_bind_back_into_the_model(backend):
+    """The param sites the trainer optimises are the model's weights (``bind``), flows
+    included, under the same keys on both backends."""
+    model = _model(backend, "planar", "maf")
+    x = backend.array(_x())
+    sites = {}
+    for fn in (model.guide, model.model):
+        if backend.name == "pyro":
+            with poutine.trace(param_only=True) as tr:
+                fn(x)
+            sites.update({n: s["value"] for n, s in tr.trace.nodes.items()})
+        else:
+            tr = nh.trace(nh.seed(fn, jax.random.PRNGKey(0))).get_trace(x)
+            sites.update({n: s["value"] for n, s in tr.items() if s["type"] == "param"})
+    assert any(n.startswith("posterior_flow") for n in sites)
+    assert any(n.startswith("prior_flow") for n in sites)
+    fresh = backend.models.FlowVAE(X_DIM, **SMALL, posterior_flow="planar", prior_flow="maf")
+    weights = fresh.bind(sites).get_weights()
+    expected = model.get_weights()
+    assert set(weights) == set(expected)
+    for key, value in expected.items():
+        np.testing.assert_array_equal(weights[key], value, err_msg=key)
