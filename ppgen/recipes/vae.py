@@ -167,27 +167,23 @@ def build_vae(
             activation=o.activation,
             seed=config.seed,
         )
-    elif getattr(o, "has_flow", False):
-        model = backend.models.FlowVAE(
-            data.x_dim,
-            latent=o.latent,
-            hidden=o.hidden,
-            activation=o.activation,
-            likelihood="bernoulli",
-            posterior_flow=o.posterior_flow,
-            prior_flow=o.prior_flow,
-            flow_layers=o.flow_layers,
-            flow_hidden=o.flow_hidden,
-            seed=config.seed,
-        )
     else:
-        model = backend.models.VAE(
+        flows = {}
+        if getattr(o, "has_flow", False):  # m1's options have no flows
+            flows = dict(
+                posterior_flow=o.posterior_flow,
+                prior_flow=o.prior_flow,
+                flow_layers=o.flow_layers,
+                flow_hidden=o.flow_hidden,
+            )
+        model = (backend.models.FlowVAE if flows else backend.models.VAE)(
             data.x_dim,
             latent=o.latent,
             hidden=o.hidden,
             activation=o.activation,
             likelihood="bernoulli",
             seed=config.seed,
+            **flows,
         )
     inference = backend.inference
     if o.objective == "elbo":

@@ -90,11 +90,23 @@ class LatentFlow(eqx.Module):
         return LatentFlow(layers)
 
 
-def _reverse_every_other(latent: int, k: int) -> np.ndarray:
-    """MADE input order of layer ``k``: reversed on odd layers (Kingma et al. 2016 reverse
-    the ordering between IAF steps, so every coordinate is conditioned on every other)."""
-    order = np.arange(latent)
-    return order[::-1].copy() if k % 2 else order
+def _autoregressive(
+    latent: int,
+    hidden: Sequence[int],
+    elementwise: Affine | RationalQuadraticSpline,
+    direction: str,
+    seeds: Sequence[int],
+    context: int = 0,
+) -> LatentFlow:
+    """One MADE-conditioned layer per seed, the input order reversed on every other layer
+    (Kingma et al. 2016 reverse it between IAF steps, so each coordinate is conditioned on
+    every other)."""
+    layers = []
+    for k, seed in enumerate(seeds):
+        order = np.arange(latent)[:: -1 if k % 2 else 1].copy()
+        made = MADE(latent, hidden, elementwise.num_params, context, order=order, seed=seed)
+        layers.append(MaskedAutoregressive(made, elementwise, direction=direction))
+    return LatentFlow(layers)
 
 
 def build_posterior_flow(
@@ -139,23 +151,7 @@ def build_posterior_flow(
     if name == "planar":
         return LatentFlow([ConditionalPlanar(latent, context, hidden, seed=s) for s in seeds])
     elementwise = Affine() if name == "iaf" else RationalQuadraticSpline(bins=bins, bound=bound)
-    return LatentFlow(
-        [
-            MaskedAutoregressive(
-                MADE(
-                    latent,
-                    hidden,
-                    elementwise.num_params,
-                    context_dim=context,
-                    order=_reverse_every_other(latent, k),
-                    seed=s,
-                ),
-                elementwise,
-                direction="iaf",
-            )
-            for k, s in enumerate(seeds)
-        ]
-    )
+    return _autoregressive(latent, hidden, elementwise, "iaf", seeds, context=context)
 
 
 def build_prior_flow(
@@ -204,22 +200,7 @@ def build_prior_flow(
             flows.append(Coupling(mask, zero_last_layer(net), elementwise))
         return LatentFlow(flows)
     elementwise = Affine() if name == "maf" else RationalQuadraticSpline(bins=bins, bound=bound)
-    return LatentFlow(
-        [
-            MaskedAutoregressive(
-                MADE(
-                    latent,
-                    hidden,
-                    elementwise.num_params,
-                    order=_reverse_every_other(latent, k),
-                    seed=s,
-                ),
-                elementwise,
-                direction="maf",
-            )
-            for k, s in enumerate(seeds)
-        ]
-    )
+    return _autoregressive(latent, hidden, elementwise, "maf", seeds)
 
 
 class FlowVAE(LatentVariableModel):
