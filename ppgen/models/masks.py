@@ -57,18 +57,25 @@ def check_order(input_dim: int, order: Sequence[int] | None) -> tuple[int, ...]:
 
 
 def made_degrees(
-    input_dim: int, hidden: Sequence[int], order: Sequence[int] | None = None
+    input_dim: int,
+    hidden: Sequence[int],
+    order: Sequence[int] | None = None,
+    context: bool = False,
 ) -> list[np.ndarray]:
     """Degrees of MADE's units, input layer first (Germain et al. 2015, section 4).
 
     Input ``i`` has degree ``order[i] + 1`` (in ``1..D``); the ``h`` units of each hidden
     layer have the deterministic degrees ``arange(h) % max(1, D - 1) + 1`` (in ``1..D-1``),
-    so every hidden layer covers every degree when it is at least ``D - 1`` wide.
+    so every hidden layer covers every degree when it is at least ``D - 1`` wide. With a
+    context, the degrees are ``arange(h) % D`` (in ``0..D-1``): units of degree 0 see the
+    context only, so the first output in the order depends on the context too (as zuko's
+    masked MLP connects its context to every output); without, that output is a constant.
 
     Args:
         input_dim: ``D``.
         hidden: Widths of the hidden layers.
         order: See :func:`check_order`.
+        context: Whether a context feeds every hidden unit of the first layer.
 
     Returns:
         ``[input degrees (D,), hidden degrees (h_1,), ...]`` as int arrays.
@@ -82,15 +89,22 @@ def made_degrees(
         raise ConfigError(f"MADE hidden widths must be positive, got {tuple(hidden)}")
     degrees = [np.asarray(order, dtype=np.int64) + 1]
     for h in hidden:
-        degrees.append(np.arange(h, dtype=np.int64) % max(1, int(input_dim) - 1) + 1)
+        if context:
+            degrees.append(np.arange(h, dtype=np.int64) % int(input_dim))
+        else:
+            degrees.append(np.arange(h, dtype=np.int64) % max(1, int(input_dim) - 1) + 1)
     return degrees
 
 
 @functools.lru_cache(maxsize=64)
 def _cached_masks(
-    input_dim: int, hidden: tuple[int, ...], num_params: int, order: tuple[int, ...]
+    input_dim: int,
+    hidden: tuple[int, ...],
+    num_params: int,
+    order: tuple[int, ...],
+    context: bool,
 ) -> tuple[np.ndarray, ...]:
-    degrees = made_degrees(input_dim, hidden, order)
+    degrees = made_degrees(input_dim, hidden, order, context)
     pairs = zip(degrees[:-1], degrees[1:], strict=True)
     masks = [d_out[:, None] >= d_in[None, :] for d_in, d_out in pairs]
     # Output unit i * num_params + j is parameter j of input i: it has input i's degree.
@@ -106,6 +120,7 @@ def made_masks(
     hidden: Sequence[int],
     num_params: int = 1,
     order: Sequence[int] | None = None,
+    context: bool = False,
 ) -> list[np.ndarray]:
     """MADE's connectivity masks, one per layer, in torch's layout ``(out, in)``.
 
@@ -118,6 +133,7 @@ def made_masks(
         hidden: Widths of the hidden layers (at least one).
         num_params: Outputs per input, ``p``; the output layer has ``D * p`` units.
         order: See :func:`check_order`.
+        context: Whether a context feeds the first hidden layer (see :func:`made_degrees`).
 
     Returns:
         Boolean arrays ``(h_1, D), (h_2, h_1), ..., (D * p, h_L)`` (read-only, cached).
@@ -131,7 +147,7 @@ def made_masks(
     if int(num_params) < 1:
         raise ConfigError(f"num_params must be a positive integer, got {num_params!r}")
     order = check_order(input_dim, order)
-    return list(_cached_masks(int(input_dim), hidden, int(num_params), order))
+    return list(_cached_masks(int(input_dim), hidden, int(num_params), order, bool(context)))
 
 
 def made_initial_weights(

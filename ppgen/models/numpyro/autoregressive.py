@@ -12,24 +12,20 @@ with ``eqx_module``. Mirrors ``ppgen.models.pyro.autoregressive``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from numpyro.distributions import constraints
-from numpyro.distributions.transforms import Transform
 
-from ppgen.models.conventions import check_weights
 from ppgen.models.elementwise import check_autoregressive, check_event_shape
-from ppgen.models.numpyro.coupling import Elementwise
+from ppgen.models.numpyro.coupling import Elementwise, FusedTransform
 from ppgen.models.numpyro.made import MADE
 
 __all__ = ["MaskedAutoregressive"]
 
 
-class MaskedAutoregressive(Transform):
+class MaskedAutoregressive(FusedTransform):
     """An autoregressive flow layer, ``x (noise side) -> y (data side)``.
 
     Args:
@@ -47,7 +43,7 @@ class MaskedAutoregressive(Transform):
 
     domain = constraints.real_vector
     codomain = constraints.real_vector
-    bijective = True
+    net_name = "made"
 
     def __init__(
         self,
@@ -91,12 +87,6 @@ class MaskedAutoregressive(Transform):
         out, ladj = fn(v, self.made(out, self.context))
         return out, ladj.sum(-1)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return self.call_and_ladj(x)[0]
-
-    def _inverse(self, y: jax.Array) -> jax.Array:
-        return self.call_and_ladj(y, inverse=True)[0]
-
     def log_abs_det_jacobian(
         self, x: jax.Array, y: jax.Array, intermediates: Any = None
     ) -> jax.Array:
@@ -105,16 +95,6 @@ class MaskedAutoregressive(Transform):
         src = y if self.direction == "maf" else x
         return self.elementwise.forward(x, self.made(src, self.context))[1].sum(-1)
 
-    def get_weights(self) -> dict[str, np.ndarray]:
-        """Parameters as numpy with Pyro's names (``made.layers.0.weight``)."""
-        return {f"made.{k}": v for k, v in self.made.state_dict().items()}
-
-    def set_weights(self, weights: Mapping[str, np.ndarray]) -> MaskedAutoregressive:
-        """A copy holding ``weights`` (keys and shapes as :meth:`get_weights`).
-
-        Raises:
-            CheckpointError: Missing or unexpected keys, or a shape mismatch.
-        """
-        check_weights(self.get_weights(), weights)
-        made = self.made.load_state_dict({k.removeprefix("made."): v for k, v in weights.items()})
-        return MaskedAutoregressive(made, self.elementwise, self.direction, context=self.context)
+    def replace_net(self, net: MADE) -> MaskedAutoregressive:
+        """This layer around the MADE ``net`` instead."""
+        return MaskedAutoregressive(net, self.elementwise, self.direction, context=self.context)

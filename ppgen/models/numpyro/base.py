@@ -24,7 +24,7 @@ from numpyro.util import not_jax_tracer
 
 from ppgen.errors import ConfigError, DataError
 from ppgen.models.conventions import MIN_SCALE, UNIT_SCALE_RAW, check_likelihood, check_weights
-from ppgen.models.numpyro.nets import MLP
+from ppgen.models.numpyro.nets import load_net_weights, net_weights
 
 __all__ = ["LatentVariableModel", "check_x", "normal_params"]
 
@@ -144,7 +144,7 @@ class LatentVariableModel:
         weights = {
             f"{name}.{key}": value
             for name in self.nets
-            for key, value in _net_weights(getattr(self, name)).items()
+            for key, value in net_weights(getattr(self, name)).items()
         }
         weights.update({name: np.asarray(getattr(self, name)) for name in self.arrays})
         return weights
@@ -159,7 +159,7 @@ class LatentVariableModel:
         for name in self.nets:
             prefix = f"{name}."
             own = {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
-            setattr(self, name, _load_net_weights(getattr(self, name), own))
+            setattr(self, name, load_net_weights(getattr(self, name), own))
         for name in self.arrays:
             setattr(self, name, jnp.asarray(weights[name], dtype=getattr(self, name).dtype))
 
@@ -179,31 +179,3 @@ class LatentVariableModel:
         for name in self.arrays:
             setattr(bound, name, jnp.asarray(params[name]))
         return bound
-
-
-def _net_weights(net: eqx.Module) -> dict[str, np.ndarray]:
-    """Weights of any Equinox network as numpy: its ``state_dict()`` for ours (``MLP``,
-    ``LatentFlow``: torch's names), and for a user's module every array leaf under its tree
-    path (``layers[0].weight``)."""
-    if isinstance(net, MLP) or hasattr(net, "state_dict"):
-        return net.state_dict()
-    leaves = jax.tree_util.tree_flatten_with_path(eqx.filter(net, eqx.is_array))[0]
-    return {jax.tree_util.keystr(path).lstrip("."): np.asarray(v) for path, v in leaves}
-
-
-def _load_net_weights(net: eqx.Module, weights: Mapping[str, np.ndarray]) -> eqx.Module:
-    """A copy of ``net`` holding ``weights`` (keys and shapes of :func:`_net_weights`).
-
-    Raises:
-        CheckpointError: Missing or unexpected keys, or a shape mismatch.
-    """
-    if isinstance(net, MLP) or hasattr(net, "load_state_dict"):
-        return net.load_state_dict(weights)
-    check_weights(_net_weights(net), weights)
-    params, static = eqx.partition(net, eqx.is_array)
-    paths, treedef = jax.tree_util.tree_flatten_with_path(params)
-    leaves = [
-        jnp.asarray(weights[jax.tree_util.keystr(path).lstrip(".")], dtype=leaf.dtype)
-        for path, leaf in paths
-    ]
-    return eqx.combine(jax.tree_util.tree_unflatten(treedef, leaves), static)

@@ -14,9 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, Self
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -31,6 +30,7 @@ from ppgen.models.elementwise import (
     check_spline,
 )
 from ppgen.models.masks import check_coupling_mask
+from ppgen.models.numpyro.nets import load_net_weights, net_weights
 from ppgen.models.numpyro.splines import rational_quadratic_spline
 
 __all__ = [
@@ -38,11 +38,10 @@ __all__ = [
     "Affine",
     "Coupling",
     "Elementwise",
+    "FusedTransform",
     "RationalQuadraticSpline",
     "broadcast_cat",
     "event_constraint",
-    "load_net_weights",
-    "net_weights",
     "zero_last_layer",
 ]
 
@@ -160,33 +159,6 @@ def broadcast_cat(a: jax.Array, b: jax.Array) -> jax.Array:
     return jnp.concatenate([a, jnp.broadcast_to(b, (*batch, b.shape[-1]))], axis=-1)
 
 
-def net_weights(net: Any) -> dict[str, np.ndarray]:
-    """A network's weights as numpy under torch's names: its ``state_dict()`` (``MLP``,
-    ``MADE``), else every array leaf under its tree path (``layers[0].weight``)."""
-    if hasattr(net, "state_dict"):
-        return net.state_dict()
-    leaves = jax.tree_util.tree_flatten_with_path(eqx.filter(net, eqx.is_array))[0]
-    return {jax.tree_util.keystr(path).lstrip("."): np.asarray(v) for path, v in leaves}
-
-
-def load_net_weights(net: Any, weights: Mapping[str, np.ndarray]) -> Any:
-    """A copy of ``net`` holding ``weights`` (keys and shapes of :func:`net_weights`).
-
-    Raises:
-        CheckpointError: Missing or unexpected keys, or a shape mismatch.
-    """
-    if hasattr(net, "load_state_dict"):
-        return net.load_state_dict(weights)
-    check_weights(net_weights(net), weights)
-    params, static = eqx.partition(net, eqx.is_array)
-    paths, treedef = jax.tree_util.tree_flatten_with_path(params)
-    leaves = [
-        jnp.asarray(weights[jax.tree_util.keystr(path).lstrip(".")], dtype=leaf.dtype)
-        for path, leaf in paths
-    ]
-    return eqx.combine(jax.tree_util.tree_unflatten(treedef, leaves), static)
-
-
 def zero_last_layer(net: Any) -> Any:
     """A copy of ``net`` with its output layer set to zero.
 
@@ -202,7 +174,46 @@ def zero_last_layer(net: Any) -> Any:
     return load_net_weights(net, zeroed)
 
 
-class Coupling(Transform):
+class FusedTransform(Transform):
+    """A NumPyro ``Transform`` computing ``(output, forward log|det|)`` in one pass,
+    ``call_and_ladj(v, inverse)``, around one network (the field named ``net_name``);
+    shared by :class:`Coupling` and ``MaskedAutoregressive``."""
+
+    bijective = True
+    net_name: ClassVar[str] = "conditioner"
+
+    def call_and_ladj(self, v: jax.Array, inverse: bool = False) -> tuple[jax.Array, jax.Array]:
+        raise NotImplementedError
+
+    def replace_net(self, net: Any) -> Self:
+        """This transform around ``net`` instead (same mask, map, context)."""
+        raise NotImplementedError
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.call_and_ladj(x)[0]
+
+    def _inverse(self, y: jax.Array) -> jax.Array:
+        return self.call_and_ladj(y, inverse=True)[0]
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        """Parameters as numpy with Pyro's names (``conditioner.layers.0.weight``,
+        ``made.layers.0.weight``)."""
+        net = getattr(self, self.net_name)
+        return {f"{self.net_name}.{k}": v for k, v in net_weights(net).items()}
+
+    def set_weights(self, weights: Mapping[str, np.ndarray]) -> Self:
+        """A copy holding ``weights`` (keys and shapes as :meth:`get_weights`).
+
+        Raises:
+            CheckpointError: Missing or unexpected keys, or a shape mismatch.
+        """
+        check_weights(self.get_weights(), weights)
+        prefix = f"{self.net_name}."
+        own = {k.removeprefix(prefix): v for k, v in weights.items()}
+        return self.replace_net(load_net_weights(getattr(self, self.net_name), own))
+
+
+class Coupling(FusedTransform):
     """One coupling layer: ``y = x`` where ``mask``, ``y = g(x; theta)`` elsewhere.
 
     Vectors (``mask`` of shape ``(D,)``): the conditioner reads ``x[..., mask]`` (with the
@@ -225,8 +236,6 @@ class Coupling(Transform):
             called) a conditioner whose output does not have ``n * p`` values.
         DataError: (when called) an input whose trailing shape is not the mask's.
     """
-
-    bijective = True
 
     def __init__(
         self,
@@ -281,7 +290,7 @@ class Coupling(Transform):
         check_conditioner_output(
             tuple(out.shape[-3:]), (c * p, height, width), (c, height, width), p
         )
-        return jnp.moveaxis(out.reshape(*out.shape[:-3], c, p, height, width), -4, -1)
+        return jnp.moveaxis(out.reshape(*out.shape[:-3], c, p, height, width), -3, -1)
 
     def call_and_ladj(self, x: jax.Array, inverse: bool = False) -> tuple[jax.Array, jax.Array]:
         """``(y, log|det dy/dx|)`` in one pass (``inverse``: ``(x, log|det dy/dx|)`` from
@@ -301,12 +310,6 @@ class Coupling(Transform):
         y = jnp.where(mask, x, out)
         return y, jnp.where(mask, 0.0, ladj).sum((-3, -2, -1))
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return self.call_and_ladj(x)[0]
-
-    def _inverse(self, y: jax.Array) -> jax.Array:
-        return self.call_and_ladj(y, inverse=True)[0]
-
     def log_abs_det_jacobian(
         self, x: jax.Array, y: jax.Array, intermediates: Any = None
     ) -> jax.Array:
@@ -317,17 +320,6 @@ class Coupling(Transform):
         """
         return self.call_and_ladj(y, inverse=True)[1]
 
-    def get_weights(self) -> dict[str, np.ndarray]:
-        """Parameters as numpy with Pyro's names (``conditioner.layers.0.weight``)."""
-        return {f"conditioner.{k}": v for k, v in net_weights(self.conditioner).items()}
-
-    def set_weights(self, weights: Mapping[str, np.ndarray]) -> Coupling:
-        """A copy holding ``weights`` (keys and shapes as :meth:`get_weights`).
-
-        Raises:
-            CheckpointError: Missing or unexpected keys, or a shape mismatch.
-        """
-        check_weights(self.get_weights(), weights)
-        own = {k.removeprefix("conditioner."): v for k, v in weights.items()}
-        conditioner = load_net_weights(self.conditioner, own)
-        return Coupling(self.mask, conditioner, self.elementwise, context=self.context)
+    def replace_net(self, net: Any) -> Coupling:
+        """This coupling around the conditioner ``net`` instead."""
+        return Coupling(self.mask, net, self.elementwise, context=self.context)

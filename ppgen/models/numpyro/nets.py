@@ -8,7 +8,8 @@ the device (no per-shape compilation of JAX's random kernels).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -17,7 +18,7 @@ import numpy as np
 
 from ppgen.models.conventions import check_mlp, check_weights
 
-__all__ = ["ACTIVATIONS", "MLP"]
+__all__ = ["ACTIVATIONS", "MLP", "load_net_weights", "net_weights"]
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "tanh": jnp.tanh,
@@ -114,3 +115,31 @@ def _linear(n_in: int, n_out: int, rng: np.random.Generator) -> eqx.nn.Linear:
     weight = jnp.asarray(rng.uniform(-bound, bound, (n_out, n_in)), dtype=dtype)
     bias = jnp.asarray(rng.uniform(-bound, bound, n_out), dtype=dtype)
     return eqx.tree_at(lambda lin: (lin.weight, lin.bias), skeleton, (weight, bias))
+
+
+def net_weights(net: Any) -> dict[str, np.ndarray]:
+    """Any Equinox network's weights as numpy under torch's names: its ``state_dict()``
+    (``MLP``, ``MADE``, ...), else every array leaf under its tree path
+    (``layers[0].weight``)."""
+    if hasattr(net, "state_dict"):
+        return net.state_dict()
+    leaves = jax.tree_util.tree_flatten_with_path(eqx.filter(net, eqx.is_array))[0]
+    return {jax.tree_util.keystr(path).lstrip("."): np.asarray(v) for path, v in leaves}
+
+
+def load_net_weights(net: Any, weights: Mapping[str, np.ndarray]) -> Any:
+    """A copy of ``net`` holding ``weights`` (keys and shapes of :func:`net_weights`).
+
+    Raises:
+        CheckpointError: Missing or unexpected keys, or a shape mismatch.
+    """
+    if hasattr(net, "load_state_dict"):
+        return net.load_state_dict(weights)
+    check_weights(net_weights(net), weights)
+    params, static = eqx.partition(net, eqx.is_array)
+    paths, treedef = jax.tree_util.tree_flatten_with_path(params)
+    leaves = [
+        jnp.asarray(weights[jax.tree_util.keystr(path).lstrip(".")], dtype=leaf.dtype)
+        for path, leaf in paths
+    ]
+    return eqx.combine(jax.tree_util.tree_unflatten(treedef, leaves), static)

@@ -72,13 +72,20 @@ def rational_quadratic_spline(
     # Evaluate on the clamped input so the discarded branch stays finite (no NaN gradients).
     z = jnp.clip(inputs, -bound, bound)
     src = y_knots if inverse else x_knots
+    bins_range = jnp.arange(bins)
+    # The bin of each input, as a one-hot mask: selecting by it compiles to a few
+    # element-wise ops where take_along_axis builds a gather.
     idx = jnp.sum(z[..., None] >= src[..., 1:-1], axis=-1, keepdims=True)  # (..., 1) in [0, K)
+    onehot = idx == bins_range  # (..., K)
 
-    def at(t: jax.Array, shift: int = 0) -> jax.Array:
-        return jnp.take_along_axis(t, idx + shift, axis=-1)[..., 0]
+    def lo(t: jax.Array) -> jax.Array:
+        return jnp.sum(jnp.where(onehot, t[..., :-1], 0.0), axis=-1)
 
-    x0, x1, y0, y1 = at(x_knots), at(x_knots, 1), at(y_knots), at(y_knots, 1)
-    d0, d1 = at(derivatives), at(derivatives, 1)
+    def hi(t: jax.Array) -> jax.Array:
+        return jnp.sum(jnp.where(onehot, t[..., 1:], 0.0), axis=-1)
+
+    x0, x1, y0, y1 = lo(x_knots), hi(x_knots), lo(y_knots), hi(y_knots)
+    d0, d1 = lo(derivatives), hi(derivatives)
     w, h = x1 - x0, y1 - y0
     s = h / w
     if inverse:

@@ -11,22 +11,17 @@ of Durkan et al. 2019. Mirrors ``ppgen.models.numpyro.autoregressive``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
-import numpy as np
 import torch
 from pyro.distributions import constraints
-from pyro.distributions.torch_transform import TransformModule
 
 from ppgen.models.elementwise import check_autoregressive, check_event_shape
-from ppgen.models.pyro.coupling import Elementwise
+from ppgen.models.pyro.coupling import Elementwise, FusedTransformModule
 from ppgen.models.pyro.made import MADE
-from ppgen.models.pyro.params import get_weights, set_weights
 
 __all__ = ["MaskedAutoregressive"]
 
 
-class MaskedAutoregressive(TransformModule):
+class MaskedAutoregressive(FusedTransformModule):
     """An autoregressive flow layer, ``x (noise side) -> y (data side)``.
 
     Args:
@@ -43,7 +38,6 @@ class MaskedAutoregressive(TransformModule):
 
     domain = constraints.real_vector
     codomain = constraints.real_vector
-    bijective = True
 
     def __init__(
         self,
@@ -53,12 +47,11 @@ class MaskedAutoregressive(TransformModule):
         *,
         context: torch.Tensor | None = None,
     ) -> None:
-        super().__init__(cache_size=0)
+        super().__init__()
         self.direction = check_autoregressive(direction, made.num_params, elementwise.num_params)
         self.made = made
         self.elementwise = elementwise
         self.context = context
-        self._last: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     def condition(self, context: torch.Tensor) -> MaskedAutoregressive:
         """This layer with MADE reading ``context (..., C)`` (the same network)."""
@@ -82,37 +75,7 @@ class MaskedAutoregressive(TransformModule):
             out, ladj = fn(v, self.made(out, self.context))
         return out, ladj.sum(-1)
 
-    def call_and_ladj(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(y, log|det dy/dx|)``, the ladj of shape ``x.shape[:-1]``."""
-        y, ladj = self._apply(x, inverse=False)
-        self._last = (x, y, ladj)
-        return y, ladj
-
-    def _call(self, x: torch.Tensor) -> torch.Tensor:
-        return self.call_and_ladj(x)[0]
-
-    def _inverse(self, y: torch.Tensor) -> torch.Tensor:
-        x, ladj = self._apply(y, inverse=True)
-        self._last = (x, y, ladj)
-        return x
-
-    def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """``sum_i log g'(x_i; theta_i)``, shape ``x.shape[:-1]`` (reused from the last call
-        or inverse on these very tensors, else one MADE pass on the parameters' side)."""
-        if self._last is not None and self._last[0] is x and self._last[1] is y:
-            return self._last[2]
+    def _ladj(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One MADE pass on the parameters' side (``y`` for MAF, ``x`` for IAF)."""
         src = y if self.direction == "maf" else x
         return self.elementwise.forward(x, self.made(src, self.context))[1].sum(-1)
-
-    def get_weights(self) -> dict[str, np.ndarray]:
-        """Parameters as numpy by ``named_parameters`` name (``made.layers.0.weight``)."""
-        return get_weights(self)
-
-    def set_weights(self, weights: Mapping[str, np.ndarray]) -> MaskedAutoregressive:
-        """Copy ``weights`` (as :meth:`get_weights`) in place; return ``self``.
-
-        Raises:
-            CheckpointError: Missing or unexpected keys, or a shape mismatch.
-        """
-        set_weights(self, weights)
-        return self

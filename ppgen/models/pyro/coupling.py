@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from typing import ClassVar, Protocol, Self
 
 import numpy as np
 import torch
@@ -35,6 +35,7 @@ __all__ = [
     "Affine",
     "Coupling",
     "Elementwise",
+    "FusedTransformModule",
     "RationalQuadraticSpline",
     "broadcast_cat",
     "event_constraint",
@@ -175,7 +176,67 @@ def zero_last_layer(net: nn.Module) -> nn.Module:
     return net
 
 
-class Coupling(TransformModule):
+class FusedTransformModule(TransformModule):
+    """A ``TransformModule`` computing ``(output, forward log|det|)`` in one pass,
+    ``_apply(v, inverse)``, shared by :class:`Coupling` and ``MaskedAutoregressive``.
+
+    ``log_abs_det_jacobian(x, y)`` reuses the value of the last call or inverse on these
+    very tensors (``TransformedDistribution.log_prob`` asks right after the inverse), else
+    computes ``_ladj(x, y)``.
+    """
+
+    bijective = True
+
+    def __init__(self) -> None:
+        super().__init__(cache_size=0)
+        self._last: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    def __getstate__(self) -> dict:
+        # The cached tensors carry an autograd graph, which deepcopy and pickle refuse.
+        return {**super().__getstate__(), "_last": None}
+
+    def _apply(self, v: torch.Tensor, inverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def _ladj(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self._apply(x, inverse=False)[1]
+
+    def call_and_ladj(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(y, log|det dy/dx|)`` in one pass; the ladj has shape ``x.shape[:-event_dim]``."""
+        y, ladj = self._apply(x, inverse=False)
+        self._last = (x, y, ladj)
+        return y, ladj
+
+    def _call(self, x: torch.Tensor) -> torch.Tensor:
+        return self.call_and_ladj(x)[0]
+
+    def _inverse(self, y: torch.Tensor) -> torch.Tensor:
+        x, ladj = self._apply(y, inverse=True)
+        self._last = (x, y, ladj)
+        return x
+
+    def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``log|det dy/dx|``, shape ``x.shape[:-event_dim]``."""
+        if self._last is not None and self._last[0] is x and self._last[1] is y:
+            return self._last[2]
+        return self._ladj(x, y)
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        """Parameters as numpy by ``named_parameters`` name (``conditioner.layers.0.weight``,
+        ``made.layers.0.weight``)."""
+        return get_weights(self)
+
+    def set_weights(self, weights: Mapping[str, np.ndarray]) -> Self:
+        """Copy ``weights`` (as :meth:`get_weights`) in place; return ``self``.
+
+        Raises:
+            CheckpointError: Missing or unexpected keys, or a shape mismatch.
+        """
+        set_weights(self, weights)
+        return self
+
+
+class Coupling(FusedTransformModule):
     """One coupling layer: ``y = x`` where ``mask``, ``y = g(x; theta)`` elsewhere.
 
     Vectors (``mask`` of shape ``(D,)``): the conditioner reads ``x[..., mask]`` (with the
@@ -199,8 +260,6 @@ class Coupling(TransformModule):
         DataError: (when called) an input whose trailing shape is not the mask's.
     """
 
-    bijective = True
-
     def __init__(
         self,
         mask: np.ndarray,
@@ -209,12 +268,11 @@ class Coupling(TransformModule):
         *,
         context: torch.Tensor | None = None,
     ) -> None:
-        super().__init__(cache_size=0)
+        super().__init__()
         self.mask = check_coupling_mask(mask)
         self.conditioner = conditioner
         self.elementwise = elementwise
         self.context = context
-        self._last: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         if self.mask.ndim == 1:
             keep, change = np.flatnonzero(self.mask), np.flatnonzero(~self.mask)
             self._keep, self._change = torch.as_tensor(keep), torch.as_tensor(change)
@@ -249,7 +307,7 @@ class Coupling(TransformModule):
         check_conditioner_output(
             tuple(out.shape[-3:]), (c * p, height, width), (c, height, width), p
         )
-        return out.reshape(*out.shape[:-3], c, p, height, width).movedim(-4, -1)
+        return out.reshape(*out.shape[:-3], c, p, height, width).movedim(-3, -1)
 
     def _apply(self, x: torch.Tensor, inverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """``(y, ladj)`` (``inverse``: ``(x, ladj)`` from ``y``), ``ladj`` of the forward."""
@@ -266,37 +324,3 @@ class Coupling(TransformModule):
         out, ladj = fn(x, self._params(x * mask))
         y = torch.where(mask, x, out)
         return y, torch.where(mask, torch.zeros_like(ladj), ladj).sum((-3, -2, -1))
-
-    def call_and_ladj(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(y, log|det dy/dx|)`` in one pass; the ladj has shape ``x.shape[:-event_dim]``."""
-        y, ladj = self._apply(x, inverse=False)
-        self._last = (x, y, ladj)
-        return y, ladj
-
-    def _call(self, x: torch.Tensor) -> torch.Tensor:
-        return self.call_and_ladj(x)[0]
-
-    def _inverse(self, y: torch.Tensor) -> torch.Tensor:
-        x, ladj = self._apply(y, inverse=True)
-        self._last = (x, y, ladj)
-        return x
-
-    def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """``sum log g'`` over the transformed coordinates, shape ``x.shape[:-event_dim]``
-        (reused from the last call or inverse on these very tensors, else recomputed)."""
-        if self._last is not None and self._last[0] is x and self._last[1] is y:
-            return self._last[2]
-        return self._apply(x, inverse=False)[1]
-
-    def get_weights(self) -> dict[str, np.ndarray]:
-        """Parameters as numpy by ``named_parameters`` name (``conditioner.layers.0.weight``)."""
-        return get_weights(self)
-
-    def set_weights(self, weights: Mapping[str, np.ndarray]) -> Coupling:
-        """Copy ``weights`` (as :meth:`get_weights`) in place; return ``self``.
-
-        Raises:
-            CheckpointError: Missing or unexpected keys, or a shape mismatch.
-        """
-        set_weights(self, weights)
-        return self

@@ -33,7 +33,9 @@ class MADE(nn.Module):
     Hidden layers ``h_l = act((W_l * M_l) h_{l-1} + b_l)`` (the first also adds
     ``W_c context``, connected to every hidden unit), output ``(W_L * M_L) h + b_L`` read
     as ``(..., D, num_params)``: output unit ``i * num_params + j`` is parameter ``j`` of
-    input ``i``. The output layer starts at zero (a fresh MADE outputs zeros).
+    input ``i``. The output layer starts at zero (a fresh MADE outputs zeros). With a
+    context, hidden units of degree 0 see only the context, so every output depends on it
+    (:func:`ppgen.models.masks.made_degrees`).
 
     Args:
         input_dim: ``D``.
@@ -60,7 +62,7 @@ class MADE(nn.Module):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        masks = made_masks(input_dim, hidden, num_params, order)
+        masks = made_masks(input_dim, hidden, num_params, order, context=bool(context_dim))
         check_mlp([input_dim, *hidden, num_params], activation)
         if isinstance(context_dim, bool) or int(context_dim) < 0:
             raise ConfigError(f"context_dim must be an integer >= 0, got {context_dim!r}")
