@@ -19,7 +19,6 @@ from ppgen.models.numpyro.transforms import (
     Permutation,
     Planar,
     Radial,
-    TransformWeights,
     random_permutation,
     reverse_permutation,
 )
@@ -50,7 +49,6 @@ __all__ = [
     "Permutation",
     "Planar",
     "Radial",
-    "TransformWeights",
     "random_permutation",
     "reverse_permutation",
 ]

@@ -60,8 +60,9 @@ __all__ = [
     "reverse_permutation",
 ]
 
-# Safeguarded Newton iterations of the planar inverse: each one at least halves the bracket
-# when Newton leaves it, so 100 reach float64 resolution from a bracket as wide as 2**40 ulps.
+# Safeguarded Newton iterations of the planar inverse (Numerical Recipes' rtsafe): a step
+# that leaves the bracket or fails to halve the previous step is a bisection, so 100
+# iterations reach float64 resolution from any bracket; near the root Newton is quadratic.
 PLANAR_INVERSE_ITERATIONS = 100
 
 
@@ -98,28 +99,37 @@ def _init_arrays(values: Mapping[str, np.ndarray], names: Sequence[str]) -> list
     return [jnp.asarray(values[k], dtype=dtype) for k in names]
 
 
+def _planar_root_step(_: int, carry: tuple[jax.Array, ...]) -> tuple[jax.Array, ...]:
+    """One rtsafe iteration of :func:`_planar_root` (module level, so that eager calls reuse
+    the compiled loop)."""
+    lo, hi, a, step, s, c, b = carry
+    t = jnp.tanh(a + b)
+    f = a + c * t - s
+    lo = jnp.where(f < 0, a, lo)
+    hi = jnp.where(f > 0, a, hi)
+    newton_step = f / (1 + c * (1 - t * t))
+    newton = a - newton_step
+    # Newton only where it stays in the bracket and at least halves the last step.
+    keep = (newton > lo) & (newton < hi) & (jnp.abs(newton_step) <= 0.5 * jnp.abs(step))
+    keep = keep | (f == 0)
+    step = jnp.where(keep, newton_step, 0.5 * (hi - lo))
+    return lo, hi, jnp.where(keep, newton, 0.5 * (lo + hi)), step, s, c, b
+
+
 def _planar_root(s: jax.Array, c: jax.Array, b: jax.Array) -> jax.Array:
     """The ``a`` with ``a + c tanh(a + b) = s`` (``c > -1``, so the left side is increasing).
 
-    Newton's method safeguarded by bisection on the bracket ``[s - |c|, s + |c|]`` (valid
-    since ``|tanh| <= 1``), run on stopped gradients; one last Newton step with gradients
-    then gives the implicit-function derivatives ``da/dtheta = -(df/dtheta) / (df/da)``.
+    Newton's method safeguarded by bisection (rtsafe, Press et al., Numerical Recipes 9.4)
+    on the bracket ``[s - |c|, s + |c|]`` (valid since ``|tanh| <= 1``), run on stopped
+    gradients; one last Newton step with gradients then gives the implicit-function
+    derivatives ``da/dtheta = -(df/dtheta) / (df/da)``.
     """
     s0, c0, b0 = (jax.lax.stop_gradient(v) for v in (s, c, b))
     lo, hi = s0 - jnp.abs(c0), s0 + jnp.abs(c0)
     a = jnp.broadcast_to(s0, lo.shape)
-
-    def body(_, carry):
-        lo, hi, a = carry
-        t = jnp.tanh(a + b0)
-        f = a + c0 * t - s0
-        lo = jnp.where(f < 0, a, lo)
-        hi = jnp.where(f > 0, a, hi)
-        newton = a - f / (1 + c0 * (1 - t * t))
-        keep = ((newton > lo) & (newton < hi)) | (f == 0)
-        return lo, hi, jnp.where(keep, newton, 0.5 * (lo + hi))
-
-    _, _, a = jax.lax.fori_loop(0, PLANAR_INVERSE_ITERATIONS, body, (lo, hi, a))
+    shape = lo.shape
+    carry = (lo, hi, a, hi - lo, *(jnp.broadcast_to(v, shape) for v in (s0, c0, b0)))
+    a = jax.lax.fori_loop(0, PLANAR_INVERSE_ITERATIONS, _planar_root_step, carry)[2]
     t = jnp.tanh(a + b)
     return a - (a + c * t - s) / (1 + c * (1 - t * t))
 

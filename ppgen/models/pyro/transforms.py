@@ -29,8 +29,9 @@ from pyro.distributions.transforms.radial import ConditionedRadial as PyroCondit
 from torch import nn
 from torch.distributions import constraints
 
-from ppgen.models.conventions import check_weights, spawn_seeds
+from ppgen.models.conventions import spawn_seeds
 from ppgen.models.pyro.nets import MLP
+from ppgen.models.pyro.params import get_weights, set_weights
 from ppgen.models.transforms import (
     PLANAR_PARAMS,
     RADIAL_PARAMS,
@@ -62,17 +63,19 @@ __all__ = [
     "reverse_permutation",
 ]
 
-# Safeguarded Newton iterations of the planar inverse: each one at least halves the bracket
-# when Newton leaves it, so 100 reach float64 resolution from a bracket as wide as 2**40 ulps.
+# Safeguarded Newton iterations of the planar inverse (Numerical Recipes' rtsafe): a step
+# that leaves the bracket or fails to halve the previous step is a bisection, so 100
+# iterations reach float64 resolution from any bracket; near the root Newton is quadratic.
 PLANAR_INVERSE_ITERATIONS = 100
 
 
 class TransformWeights:
-    """Mixin for an ``nn.Module`` transform: its parameters as numpy arrays and back."""
+    """Mixin for an ``nn.Module`` transform: its parameters as numpy arrays and back
+    (:func:`ppgen.models.pyro.params.get_weights` / ``set_weights``)."""
 
     def get_weights(self) -> dict[str, np.ndarray]:
         """Parameters (not buffers) as numpy copies, by ``named_parameters()`` name."""
-        return {k: v.detach().cpu().numpy().copy() for k, v in self.named_parameters()}
+        return get_weights(self)
 
     def set_weights(self, weights: Mapping[str, Any]) -> TransformWeights:
         """Copy ``weights`` (same keys and shapes as :meth:`get_weights`) in place.
@@ -83,19 +86,8 @@ class TransformWeights:
         Raises:
             CheckpointError: Missing or unexpected keys, or a shape mismatch.
         """
-        params = dict(self.named_parameters())
-        check_weights(params, weights)
-        with torch.no_grad():
-            for key, param in params.items():
-                param.copy_(torch.as_tensor(np.asarray(weights[key]), dtype=param.dtype))
+        set_weights(self, weights)
         return self
-
-
-def _copy_init(module: nn.Module, values: Mapping[str, np.ndarray]) -> None:
-    """Fill ``module``'s parameters from numpy ``values`` (no global RNG involved)."""
-    with torch.no_grad():
-        for key, param in module.named_parameters():
-            param.copy_(torch.as_tensor(values[key], dtype=param.dtype))
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -106,21 +98,26 @@ def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def _planar_root(s: torch.Tensor, c: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """The ``a`` with ``a + c tanh(a + b) = s`` (``c > -1``, so the left side is increasing).
 
-    Newton's method safeguarded by bisection on the bracket ``[s - |c|, s + |c|]`` (valid
-    since ``|tanh| <= 1``), run without gradients; one last Newton step with gradients then
-    gives the implicit-function derivatives ``da/dtheta = -(df/dtheta) / (df/da)``.
+    Newton's method safeguarded by bisection (rtsafe, Press et al., Numerical Recipes 9.4)
+    on the bracket ``[s - |c|, s + |c|]`` (valid since ``|tanh| <= 1``), run without
+    gradients; one last Newton step with gradients then gives the implicit-function
+    derivatives ``da/dtheta = -(df/dtheta) / (df/da)``.
     """
     with torch.no_grad():
         s0, c0, b0 = s.detach(), c.detach(), b.detach()
         lo, hi = s0 - c0.abs(), s0 + c0.abs()
-        a = s0.expand_as(lo).clone()
+        a, step = s0.expand_as(lo).clone(), hi - lo
         for _ in range(PLANAR_INVERSE_ITERATIONS):
             t = torch.tanh(a + b0)
             f = a + c0 * t - s0
             lo = torch.where(f < 0, a, lo)
             hi = torch.where(f > 0, a, hi)
-            newton = a - f / (1 + c0 * (1 - t * t))
-            keep = ((newton > lo) & (newton < hi)) | (f == 0)
+            newton_step = f / (1 + c0 * (1 - t * t))
+            newton = a - newton_step
+            # Newton only where it stays in the bracket and at least halves the last step.
+            keep = (newton > lo) & (newton < hi) & (newton_step.abs() <= 0.5 * step.abs())
+            keep = keep | (f == 0)
+            step = torch.where(keep, newton_step, 0.5 * (hi - lo))
             a = torch.where(keep, newton, 0.5 * (lo + hi))
     t = torch.tanh(a + b)
     return a - (a + c * t - s) / (1 + c * (1 - t * t))
@@ -185,7 +182,7 @@ class Planar(_PlanarMaths, pyro_transforms.Planar, TransformWeights):
 
     def reset_parameters(self) -> None:
         """Set the parameters to ppgen's seeded initial values (the identity map)."""
-        _copy_init(self, planar_init(self.input_dim, self.seed))
+        set_weights(self, planar_init(self.input_dim, self.seed))
 
 
 class _RadialMaths:
@@ -254,7 +251,7 @@ class Radial(_RadialMaths, pyro_transforms.Radial, TransformWeights):
 
     def reset_parameters(self) -> None:
         """Set the parameters to ppgen's seeded initial values (the identity map)."""
-        _copy_init(self, radial_init(self.input_dim, self.seed))
+        set_weights(self, radial_init(self.input_dim, self.seed))
 
 
 def _hypernet(
@@ -271,7 +268,7 @@ def _hypernet(
     sizes.append(sum(init[k].size for k in names))
     net = MLP(sizes, activation, seed=seed)
     bias = np.concatenate([init[k] for k in names])
-    _copy_init(net, hypernet_init(sizes, bias, seed))
+    set_weights(net, hypernet_init(sizes, bias, seed))
     return net
 
 
