@@ -346,3 +346,14 @@ def test_trained_params_bind_back_into_the_model(backend):
     assert set(weights) == set(expected)
     for key, value in expected.items():
         np.testing.assert_array_equal(weights[key], value, err_msg=key)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=TypeError,
+    reason="Pyro's Coupling/MaskedAutoregressive define _apply(v, inverse), which overrides "
+    "nn.Module._apply: .double(), .to(), .cuda() of any module holding them fail",
+)
+def test_a_pyro_flow_vae_converts_to_float64():
+    model = mod_t.FlowVAE(X_DIM, **SMALL, posterior_flow="iaf").double()
+    assert all(p.dtype == torch.float64 for p in model.parameters())
