@@ -34,6 +34,7 @@ MODULES = [
     "models",
     "models.base",
     "models.vae",
+    "models.flow_vae",
     "models.ssvae",
     "models.nets",
     "models.linear_gaussian",
@@ -86,6 +87,7 @@ OWN_METHODS = {
 NUMPYRO_WRITES = {
     "MLP": {"__call__", "state_dict", "load_state_dict"},
     "MADE": {"__call__", "state_dict", "load_state_dict"},
+    "LatentFlow": {"state_dict", "load_state_dict"},
 }
 # Flow transforms whose Pyro twin inherits these from Pyro's own class (Planar, Radial and
 # their conditional forms are Pyro's, given an inverse and a seeded constructor): the

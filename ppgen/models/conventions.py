@@ -21,7 +21,10 @@ __all__ = [
     "ACTIVATION_NAMES",
     "LIKELIHOODS",
     "MIN_SCALE",
+    "POSTERIOR_FLOWS",
+    "PRIOR_FLOWS",
     "UNIT_SCALE_RAW",
+    "check_flow_vae",
     "check_likelihood",
     "check_mlp",
     "check_weights",
@@ -35,6 +38,10 @@ LIKELIHOODS = ("bernoulli", "gaussian")
 MIN_SCALE = 1e-4
 # softplus(0.5413) + MIN_SCALE = 1.0000: a learned Gaussian scale starts at unit noise.
 UNIT_SCALE_RAW = 0.5413
+# A VAE's flow posterior (sampled in one pass: IAF, planar, spline IAF) and flow prior
+# (scored in one pass: MAF, RealNVP, spline MAF); "none" is the plain Gaussian.
+POSTERIOR_FLOWS = ("none", "iaf", "planar", "nsf")
+PRIOR_FLOWS = ("none", "maf", "realnvp", "nsf")
 
 
 def spawn_seeds(seed: int, n: int) -> list[int]:
@@ -123,3 +130,31 @@ def check_weights(expected: Mapping[str, Any], given: Mapping[str, Any]) -> None
                 f"weight {key!r} has shape {got}, this model needs {want}; load weights "
                 "saved from a model built with the same arguments"
             )
+
+
+def check_flow_vae(
+    posterior_flow: str, prior_flow: str, flow_layers: int, flow_hidden: Sequence[int]
+) -> tuple[int, tuple[int, ...]]:
+    """Check a flow VAE's flows (:data:`POSTERIOR_FLOWS`, :data:`PRIOR_FLOWS`); return the
+    number of layers and the conditioners' hidden widths as ints.
+
+    Raises:
+        ConfigError: An unknown flow name, fewer than one layer, or a width below 1.
+    """
+    if posterior_flow not in POSTERIOR_FLOWS:
+        raise ConfigError(
+            f"unknown posterior flow {posterior_flow!r}; choose one of {POSTERIOR_FLOWS}"
+        )
+    if prior_flow not in PRIOR_FLOWS:
+        raise ConfigError(f"unknown prior flow {prior_flow!r}; choose one of {PRIOR_FLOWS}")
+    if isinstance(flow_layers, bool) or not isinstance(flow_layers, numbers.Integral):
+        raise ConfigError(f"flow_layers must be an integer >= 1, got {flow_layers!r}")
+    if flow_layers < 1:
+        raise ConfigError(
+            f"flow_layers must be >= 1, got {flow_layers}; for no flow use "
+            "posterior_flow='none' and prior_flow='none'"
+        )
+    hidden = tuple(int(h) for h in flow_hidden)
+    if not hidden or min(hidden) < 1:
+        raise ConfigError(f"flow_hidden must be positive widths, got {tuple(flow_hidden)}")
+    return int(flow_layers), hidden

@@ -21,7 +21,7 @@ from ppgen import data as ppdata
 from ppgen import plots
 from ppgen.errors import ConfigError
 from ppgen.metrics import summarize_nll
-from ppgen.models.conventions import ACTIVATION_NAMES
+from ppgen.models.conventions import ACTIVATION_NAMES, POSTERIOR_FLOWS, PRIOR_FLOWS
 from ppgen.recipes.base import (
     Backend,
     Built,
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from ppgen.config import RunConfig
     from ppgen.runs import Run
 
-__all__ = ["M1Options", "VAEOptions", "encode_posteriors", "m1_features"]
+__all__ = ["FlowVAEOptions", "M1Options", "VAEOptions", "encode_posteriors", "m1_features"]
 
 EVAL_SPLITS = ("train", "valid", "test")
 
@@ -94,6 +94,45 @@ class VAEOptions(Options):
 
 
 @dataclass(frozen=True)
+class FlowVAEOptions(VAEOptions):
+    """Settings of ``vae``: :class:`VAEOptions` and normalizing flows on the posterior
+    (Kingma et al. 2016's IAF, Rezende & Mohamed 2015's planar flow, a spline IAF) and the
+    prior. The defaults (no flows) are the plain VAE, so runs made before flows load as
+    they were."""
+
+    posterior_flow: str = option(
+        "none",
+        "flow on q(z|x), conditioned on the encoder: iaf, planar or nsf (spline IAF); "
+        "none: the Gaussian posterior",
+        choices=POSTERIOR_FLOWS,
+    )
+    prior_flow: str = option(
+        "none",
+        "flow on p(z): maf, realnvp or nsf (spline MAF); none: N(0, I)",
+        choices=PRIOR_FLOWS,
+    )
+    flow_layers: int = option(2, "layers K of each flow", parse=positive_int, metavar="K")
+    flow_hidden: tuple[int, ...] = option(
+        (200, 200),
+        "hidden widths of each flow layer's conditioner, e.g. 200,200",
+        parse=layer_sizes,
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.analytic_kl and (self.posterior_flow != "none" or self.prior_flow != "none"):
+            raise ConfigError(
+                "--analytic-kl needs a closed-form KL, which a flow posterior or prior has "
+                "not; drop --analytic-kl (the ELBO then uses the Monte Carlo KL)"
+            )
+
+    @property
+    def has_flow(self) -> bool:
+        """Whether the posterior or the prior is a flow (else the plain VAE)."""
+        return self.posterior_flow != "none" or self.prior_flow != "none"
+
+
+@dataclass(frozen=True)
 class M1Options(VAEOptions):
     """Settings of ``m1``: Kingma et al. 2014's M1 (600-600 softplus, z = 50)."""
 
@@ -116,7 +155,8 @@ def _linear_warmup(step: int, warmup_steps: int) -> float:
 def build_vae(
     config: RunConfig, data: FitData, backend: Backend, *, hierarchical: bool = False
 ) -> Built:
-    """A Bernoulli VAE (or two-layer HierarchicalVAE), its bound and its trainer."""
+    """A Bernoulli VAE (a FlowVAE where the options ask for a flow, or the two-layer
+    HierarchicalVAE), its bound and its trainer."""
     o = config.options
     if hierarchical:
         half = tuple(max(1, h // 2) for h in o.hidden)
@@ -128,13 +168,22 @@ def build_vae(
             seed=config.seed,
         )
     else:
-        model = backend.models.VAE(
+        flows = {}
+        if getattr(o, "has_flow", False):  # m1's options have no flows
+            flows = dict(
+                posterior_flow=o.posterior_flow,
+                prior_flow=o.prior_flow,
+                flow_layers=o.flow_layers,
+                flow_hidden=o.flow_hidden,
+            )
+        model = (backend.models.FlowVAE if flows else backend.models.VAE)(
             data.x_dim,
             latent=o.latent,
             hidden=o.hidden,
             activation=o.activation,
             likelihood="bernoulli",
             seed=config.seed,
+            **flows,
         )
     inference = backend.inference
     if o.objective == "elbo":
@@ -194,6 +243,8 @@ class VAERecipe(Recipe):
     def __init__(self, name: str, help: str, *, hierarchical: bool) -> None:
         self.name, self.help, self.description = name, help, __doc__.split("\n\n")[0]
         self.hierarchical = hierarchical
+        # flows on the posterior and prior are options of the one-layer VAE only
+        self.options = VAEOptions if hierarchical else FlowVAEOptions
 
     def prepare(self, config: RunConfig) -> FitData:
         return _images(config)

@@ -42,6 +42,8 @@ class ELBO:
             one registered (Normal/Normal, Independent, ...) and the swap is unbiased (the
             model's parents of ``z`` are drawn before ``z`` in the guide); Monte Carlo
             elsewhere. Lowers the variance of the estimate, not its mean.
+            A flow (``TransformedDistribution``) posterior or prior without a registered
+            KL is refused when called (ConfigError).
         beta: Weight of the latent (KL) terms.
 
     Call ``elbo(rng_key, model, guide, *args, beta=None, **kwargs)``: ``beta``, when given,
@@ -51,7 +53,8 @@ class ELBO:
 
     Raises:
         ConfigError: ``num_particles`` is not a positive integer or ``beta`` is negative;
-            when called, a guide latent without a reparameterised sampler.
+            when called, a guide latent without a reparameterised sampler, or analytic KL
+            where a flow posterior or prior has none.
     """
 
     num_particles: int = 1

@@ -22,7 +22,7 @@ import numpyro
 from numpyro import handlers
 from numpyro.contrib.funsor import enum, plate_to_enum_plate, to_funsor
 from numpyro.contrib.funsor import trace as funsor_trace
-from numpyro.distributions import kl_divergence
+from numpyro.distributions import TransformedDistribution, kl_divergence
 from numpyro.distributions.util import is_identically_one
 
 from ppgen.errors import ConfigError
@@ -221,10 +221,36 @@ def _log_prob(site: dict) -> jax.Array:
     return site["fn"].log_prob(site["value"])
 
 
+def _is_transformed(fn: object) -> bool:
+    """``fn`` is a ``TransformedDistribution`` (a flow), perhaps inside ``to_event``/``expand``."""
+    while not isinstance(fn, TransformedDistribution) and hasattr(fn, "base_dist"):
+        fn = fn.base_dist
+    return isinstance(fn, TransformedDistribution)
+
+
 def _kl_or_none(guide_site: dict, model_site: dict) -> jax.Array | None:
+    """``KL(q || p)`` where one is registered, else ``None`` (Monte Carlo instead).
+
+    Raises:
+        ConfigError: No KL is registered and ``q`` or ``p`` is a ``TransformedDistribution``
+            (a flow posterior or prior): its KL has no closed form, so analytic KL was
+            asked for where it cannot apply.
+    """
     try:
         return kl_divergence(guide_site["fn"], model_site["fn"])
     except NotImplementedError:
+        flows = [
+            what
+            for what, site in (("posterior q", guide_site), ("prior p", model_site))
+            if _is_transformed(site["fn"])
+        ]
+        if flows:
+            raise ConfigError(
+                f"analytic KL for latent site {guide_site['name']!r}: its {' and '.join(flows)} "
+                "is a TransformedDistribution (a normalizing flow), whose KL has no closed "
+                "form; use the Monte Carlo KL (ELBO(analytic_kl=False); on the command line "
+                "drop --analytic-kl)"
+            ) from None
         return None
 
 

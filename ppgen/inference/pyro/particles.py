@@ -26,7 +26,7 @@ from pyro.poutine.indep_messenger import CondIndepStackFrame
 from pyro.poutine.runtime import Message
 from pyro.poutine.trace_struct import Trace
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
-from torch.distributions import kl_divergence
+from torch.distributions import TransformedDistribution, kl_divergence
 
 from ppgen.errors import ConfigError
 from ppgen.inference.pyro.handlers import replay, scale_latents
@@ -227,10 +227,36 @@ def _log_prob(site: Message) -> torch.Tensor:
     return site["fn"].log_prob(site["value"], *site["args"], **site["kwargs"])
 
 
+def _is_transformed(fn: object) -> bool:
+    """``fn`` is a ``TransformedDistribution`` (a flow), perhaps inside ``to_event``/``expand``."""
+    while not isinstance(fn, TransformedDistribution) and hasattr(fn, "base_dist"):
+        fn = fn.base_dist
+    return isinstance(fn, TransformedDistribution)
+
+
 def _kl_or_none(guide_site: Message, model_site: Message) -> torch.Tensor | None:
+    """``KL(q || p)`` where one is registered, else ``None`` (Monte Carlo instead).
+
+    Raises:
+        ConfigError: No KL is registered and ``q`` or ``p`` is a ``TransformedDistribution``
+            (a flow posterior or prior): its KL has no closed form, so analytic KL was
+            asked for where it cannot apply.
+    """
     try:
         return kl_divergence(guide_site["fn"], model_site["fn"])
     except NotImplementedError:
+        flows = [
+            what
+            for what, site in (("posterior q", guide_site), ("prior p", model_site))
+            if _is_transformed(site["fn"])
+        ]
+        if flows:
+            raise ConfigError(
+                f"analytic KL for latent site {guide_site['name']!r}: its {' and '.join(flows)} "
+                "is a TransformedDistribution (a normalizing flow), whose KL has no closed "
+                "form; use the Monte Carlo KL (ELBO(analytic_kl=False); on the command line "
+                "drop --analytic-kl)"
+            ) from None
         return None
 
 

@@ -23,6 +23,7 @@ from ppgen.models.numpyro.image_flows import (
     initialize_flow,
     multiscale_realnvp,
 )
+from ppgen.models.numpyro.flow_vae import FlowVAE, LatentFlow
 from ppgen.models.numpyro.linear_gaussian import LinearGaussian
 from ppgen.models.numpyro.made import MADE
 from ppgen.models.numpyro.mixture import GaussianMixture
@@ -75,6 +76,8 @@ __all__ = [
     "build_flow",
     "flow_distribution",
     "with_logit",
+    "FlowVAE",
+    "LatentFlow",
     "ConditionalPlanar",
     "ConditionalRadial",
     "ConditionedPlanar",

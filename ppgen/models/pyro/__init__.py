@@ -23,6 +23,7 @@ from ppgen.models.pyro.image_flows import (
     initialize_flow,
     multiscale_realnvp,
 )
+from ppgen.models.pyro.flow_vae import FlowVAE, LatentFlow
 from ppgen.models.pyro.linear_gaussian import LinearGaussian
 from ppgen.models.pyro.made import MADE
 from ppgen.models.pyro.mixture import GaussianMixture
@@ -75,6 +76,8 @@ __all__ = [
     "build_flow",
     "flow_distribution",
     "with_logit",
+    "FlowVAE",
+    "LatentFlow",
     "ConditionalPlanar",
     "ConditionalRadial",
     "ConditionedPlanar",

@@ -1,0 +1,354 @@
+"""A VAE with a normalizing-flow posterior and/or prior, as a Pyro model/guide pair
+(mirrors :mod:`ppgen.models.numpyro.flow_vae`).
+
+The guide draws ``z`` at one site ``"z"`` from ``TransformedDistribution(N(mu(x),
+sigma(x)^2), [T_1(. | h), ..., T_K(. | h)])``: the encoder's Gaussian pushed through ``K``
+flow layers conditioned on ``h``, an extra output of the encoder (Kingma et al. 2016,
+*Improved Variational Inference with Inverse Autoregressive Flow*, sec. 3). Because the site
+is an ordinary distribution, ppgen's ELBO, IWAE and log-likelihood estimator score it
+unchanged: ``log q(z | x) = log N(u; mu, sigma) - sum_k log|det dT_k/du_{k-1}|``, the
+layers' log-determinants cached from the draw (no inverse is computed for the guide's own
+samples). The model's prior may be a flow too, ``p(z) = TransformedDistribution(N(0, I),
+[S_1, ..., S_K])``, scored at the guide's ``z`` through its inverse (one pass for MAF and
+RealNVP). Neither has a closed-form KL: ``ELBO(analytic_kl=True)`` refuses them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.distributions.conditional import ConditionalTransformModule
+from pyro.distributions.torch_transform import TransformModule
+from torch import nn
+from torch.distributions import constraints
+from torch.distributions.transforms import Transform
+
+from ppgen.models import masks
+from ppgen.models.conventions import check_flow_vae, spawn_seeds
+from ppgen.models.pyro.autoregressive import MaskedAutoregressive
+from ppgen.models.pyro.base import LatentVariableModel, normal_params
+from ppgen.models.pyro.coupling import (
+    Affine,
+    Coupling,
+    RationalQuadraticSpline,
+    zero_last_layer,
+)
+from ppgen.models.pyro.made import MADE
+from ppgen.models.pyro.nets import MLP
+from ppgen.models.pyro.params import local_module
+from ppgen.models.pyro.transforms import ConditionalPlanar
+
+__all__ = ["FlowVAE", "LatentFlow", "build_posterior_flow", "build_prior_flow"]
+
+
+class LatentFlow(nn.Module):
+    """``K`` flow layers on a latent vector, some conditioned on a context ``h``.
+
+    ``transforms(h)`` is the list for ``TransformedDistribution``, every layer conditioned
+    on ``h``, ``(..., context_dim)`` (``transforms()``: unconditioned). ``forward(fn)``
+    returns ``fn(self)``, so a model announcing the flow with
+    :func:`~ppgen.models.pyro.params.local_module` builds and samples its distribution while
+    substituted parameters are in place. Weights are the
+    layers' ``named_parameters`` under ``layers.<k>.``.
+
+    Args:
+        layers: Pyro ``TransformModule`` or ``ConditionalTransformModule`` instances.
+    """
+
+    def __init__(self, layers: Sequence[TransformModule | ConditionalTransformModule]) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+
+    def transforms(self, context: torch.Tensor | None = None) -> list[dist.transforms.Transform]:
+        """The layers as transforms, each conditioned on ``context`` when one is given."""
+        if context is None:
+            return list(self.layers)
+        return [layer.condition(context) for layer in self.layers]
+
+    def forward(self, fn: Callable[[LatentFlow], object]) -> object:
+        """``fn(self)``: compute with this flow inside ``local_module``'s parameter view."""
+        return fn(self)
+
+
+class _ScoredComposition(Transform):
+    """The layers composed, keeping the last draw's ``(u, z, log|det|)``: the guide's own
+    sample is then scored without inverting the flow (``D`` passes per IAF layer, a root
+    find per planar one), as NumPyro's intermediates do. Another ``z`` is inverted."""
+
+    domain = constraints.real_vector
+    codomain = constraints.real_vector
+    bijective = True
+
+    def __init__(self, parts: Sequence[Transform]) -> None:
+        super().__init__(cache_size=1)  # z of the last draw -> its u, without an inverse
+        self.parts = list(parts)
+        self._last: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    def _call(self, x: torch.Tensor) -> torch.Tensor:
+        u, ladj = x, 0.0
+        for part in self.parts:
+            y = part(x)
+            ladj = ladj + part.log_abs_det_jacobian(x, y)
+            x = y
+        self._last = (u, x, ladj)
+        return x
+
+    def _inverse(self, y: torch.Tensor) -> torch.Tensor:
+        for part in reversed(self.parts):
+            y = part.inv(y)
+        return y
+
+    def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self._last is not None and self._last[0] is x and self._last[1] is y:
+            return self._last[2]
+        ladj = 0.0
+        for part in self.parts:
+            z = part(x)
+            ladj = ladj + part.log_abs_det_jacobian(x, z)
+            x = z
+        return ladj
+
+
+def _autoregressive(
+    latent: int,
+    hidden: Sequence[int],
+    elementwise: Affine | RationalQuadraticSpline,
+    direction: str,
+    seeds: Sequence[int],
+    context: int = 0,
+) -> LatentFlow:
+    """One MADE-conditioned layer per seed, the input order reversed on every other layer
+    (Kingma et al. 2016 reverse it between IAF steps, so each coordinate is conditioned on
+    every other)."""
+    layers = []
+    for k, seed in enumerate(seeds):
+        order = np.arange(latent)[:: -1 if k % 2 else 1].copy()
+        made = MADE(latent, hidden, elementwise.num_params, context, order=order, seed=seed)
+        layers.append(MaskedAutoregressive(made, elementwise, direction=direction))
+    return LatentFlow(layers)
+
+
+def build_posterior_flow(
+    name: str,
+    latent: int,
+    context: int,
+    *,
+    layers: int,
+    hidden: Sequence[int],
+    bins: int = 8,
+    bound: float = 5.0,
+    seed: int = 0,
+) -> LatentFlow:
+    """The conditional flow of a VAE posterior, sampled in one pass.
+
+    - ``"iaf"``: affine inverse autoregressive flow (Kingma et al. 2016), a MADE with
+      context ``h`` per layer, orders reversed between layers.
+    - ``"planar"``: amortised planar flow (Rezende & Mohamed 2015), each layer's ``(u, w,
+      b)`` a function of ``h`` (:class:`~ppgen.models.pyro.transforms.ConditionalPlanar`).
+    - ``"nsf"``: rational-quadratic spline IAF (Durkan et al. 2019), ``bins`` bins on
+      ``[-bound, bound]``.
+
+    Every conditioner's last layer starts at zero, so a fresh flow is the identity.
+
+    Args:
+        name: One of ``"iaf"``, ``"planar"``, ``"nsf"``.
+        latent: Dimension of ``z``.
+        context: Dimension of ``h``.
+        layers: Number of flow layers ``K``.
+        hidden: Hidden widths of each layer's conditioner.
+        bins: Spline bins (``"nsf"``).
+        bound: Spline half-width ``B`` (``"nsf"``).
+        seed: Seed of the initial weights.
+
+    Raises:
+        ConfigError: An unknown name, ``layers < 1`` or a bad spline setting.
+    """
+    layers, hidden = check_flow_vae(name, "none", layers, hidden)
+    if name == "none":
+        return LatentFlow([])
+    seeds = spawn_seeds(seed, layers)
+    if name == "planar":
+        return LatentFlow([ConditionalPlanar(latent, context, hidden, seed=s) for s in seeds])
+    elementwise = Affine() if name == "iaf" else RationalQuadraticSpline(bins=bins, bound=bound)
+    return _autoregressive(latent, hidden, elementwise, "iaf", seeds, context=context)
+
+
+def build_prior_flow(
+    name: str,
+    latent: int,
+    *,
+    layers: int,
+    hidden: Sequence[int],
+    bins: int = 8,
+    bound: float = 5.0,
+    seed: int = 0,
+) -> LatentFlow:
+    """The flow of a VAE prior, scored in one pass (the guide's ``z`` is inverted).
+
+    - ``"maf"``: masked autoregressive flow (Papamakarios et al. 2017), orders reversed
+      between layers.
+    - ``"realnvp"``: affine coupling (Dinh et al. 2016) with alternating masks, an MLP
+      conditioner (ReLU) per layer.
+    - ``"nsf"``: rational-quadratic spline MAF (Durkan et al. 2019).
+
+    Every conditioner's last layer starts at zero, so a fresh prior is ``N(0, I)``.
+
+    Args:
+        name: One of ``"maf"``, ``"realnvp"``, ``"nsf"``.
+        latent: Dimension of ``z``.
+        layers: Number of flow layers ``K``.
+        hidden: Hidden widths of each layer's conditioner.
+        bins: Spline bins (``"nsf"``).
+        bound: Spline half-width ``B`` (``"nsf"``).
+        seed: Seed of the initial weights.
+
+    Raises:
+        ConfigError: An unknown name, ``layers < 1`` or a bad spline setting.
+    """
+    layers, hidden = check_flow_vae("none", name, layers, hidden)
+    if name == "none":
+        return LatentFlow([])
+    seeds = spawn_seeds(seed, layers)
+    if name == "realnvp":
+        flows = []
+        for k, s in enumerate(seeds):
+            mask = masks.alternating_mask(latent, flip=bool(k % 2))
+            elementwise = Affine()
+            n_in, n_out = int(mask.sum()), int((~mask).sum())
+            net = MLP([n_in, *hidden, n_out * elementwise.num_params], "relu", seed=s)
+            flows.append(Coupling(mask, zero_last_layer(net), elementwise))
+        return LatentFlow(flows)
+    elementwise = Affine() if name == "maf" else RationalQuadraticSpline(bins=bins, bound=bound)
+    return _autoregressive(latent, hidden, elementwise, "maf", seeds)
+
+
+class FlowVAE(LatentVariableModel):
+    """A VAE whose posterior and/or prior is a normalizing flow.
+
+    Model ``p(z) p(x | z)`` with ``p(z) = N(0, I)`` or ``N(0, I)`` pushed through a flow
+    (:func:`build_prior_flow`); guide ``q(z | x)``: ``u ~ N(mu(x), diag(sigma(x)^2))`` pushed
+    through ``K`` layers conditioned on ``h(x)`` (:func:`build_posterior_flow`), sampled at the one
+    site ``"z"`` as a ``TransformedDistribution``. The encoder (module ``"encoder"``) emits
+    ``[mu, pre_sigma, h]``, ``sigma = softplus(pre_sigma) + 1e-4`` and ``h`` the flow's
+    context (Kingma et al. 2016: "the encoder network outputs an extra output h"); with no
+    posterior flow it emits ``[mu, pre_sigma]`` as :class:`~ppgen.models.pyro.vae.VAE`'s.
+    Networks: ``"encoder"``, ``"decoder"``, ``"posterior_flow"``, ``"prior_flow"``
+    (:class:`LatentFlow`). Fresh flows are the identity.
+
+    Args:
+        x_dim: Features per example.
+        latent: Dimension of z.
+        hidden: Hidden widths of encoder and decoder.
+        activation: Hidden activation of encoder and decoder.
+        likelihood: ``"bernoulli"`` (decoder emits logits) or ``"gaussian"``.
+        scale: Gaussian observation scale (a positive float or ``"learned"``).
+        posterior_flow: ``"none"``, ``"iaf"``, ``"planar"`` or ``"nsf"``.
+        prior_flow: ``"none"``, ``"maf"``, ``"realnvp"`` or ``"nsf"``.
+        flow_layers: Layers ``K`` of each flow.
+        flow_hidden: Hidden widths of each flow layer's conditioner.
+        context: Dimension of ``h`` (default: the encoder's last hidden width, else ``latent``).
+        bins: Spline bins of ``"nsf"`` flows.
+        bound: Spline half-width ``B`` of ``"nsf"`` flows.
+        seed: Seed of the initial weights (encoder and decoder as :class:`VAE`'s).
+
+    Raises:
+        ConfigError: Unknown flow names, ``flow_layers < 1``, bad widths or likelihood.
+    """
+
+    def __init__(
+        self,
+        x_dim: int,
+        latent: int = 50,
+        hidden: Sequence[int] = (200, 200),
+        activation: str = "tanh",
+        likelihood: str = "bernoulli",
+        scale: float | str = "learned",
+        posterior_flow: str = "iaf",
+        prior_flow: str = "none",
+        flow_layers: int = 2,
+        flow_hidden: Sequence[int] = (200, 200),
+        context: int | None = None,
+        bins: int = 8,
+        bound: float = 5.0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self._init_likelihood(x_dim, likelihood, scale)
+        check_flow_vae(posterior_flow, prior_flow, flow_layers, flow_hidden)
+        self.latent = int(latent)
+        default_context = hidden[-1] if len(hidden) else self.latent
+        self.context = 0 if posterior_flow == "none" else int(context or default_context)
+        enc_seed, dec_seed, post_seed, prior_seed = spawn_seeds(seed, 4)
+        out = 2 * self.latent + self.context
+        self.encoder = MLP([self.x_dim, *hidden, out], activation, seed=enc_seed)
+        self.decoder = MLP([self.latent, *hidden, self.x_dim], activation, seed=dec_seed)
+        flow = dict(layers=flow_layers, hidden=flow_hidden, bins=bins, bound=bound)
+        self.posterior_flow = build_posterior_flow(
+            posterior_flow, self.latent, self.context, seed=post_seed, **flow
+        )
+        self.prior_flow = build_prior_flow(prior_flow, self.latent, seed=prior_seed, **flow)
+
+    def _posterior(self, out: torch.Tensor, flow: LatentFlow) -> dist.Distribution:
+        loc, scale = normal_params(out[..., : 2 * self.latent])
+        base = dist.Normal(loc, scale).to_event(1)
+        if not flow.layers:
+            return base
+        transform = _ScoredComposition(flow.transforms(out[..., 2 * self.latent :]))
+        return dist.TransformedDistribution(base, transform)
+
+    def _prior(self, flow: LatentFlow) -> dist.Distribution:
+        zero = self.decoder.layers[0].weight.new_zeros(self.latent)
+        base = dist.Normal(zero, 1.0).to_event(1)
+        return dist.TransformedDistribution(base, flow.transforms()) if flow.layers else base
+
+    def model(self, x: torch.Tensor, num_data: int | None = None) -> None:
+        """``z ~ p(z)`` (a flow or ``N(0, I)``), ``x ~ p(x | z)``."""
+        x = self._check_x(x)
+        decoder = local_module("decoder", self.decoder)
+        prior = local_module("prior_flow", self.prior_flow)
+        with self._plate(x, num_data):
+            z = prior(lambda flow: pyro.sample("z", self._prior(flow)))  # (..., batch, latent)
+            pyro.sample("x", self._observation(decoder(z)), obs=x)
+
+    def guide(self, x: torch.Tensor, num_data: int | None = None) -> None:
+        """``z ~ q(z | x)``: the encoder's Gaussian through the posterior flow."""
+        x = self._check_x(x)
+        encoder = local_module("encoder", self.encoder)
+        flow = local_module("posterior_flow", self.posterior_flow)
+        with self._plate(x, num_data):
+            out = encoder(x)
+            flow(lambda flow: pyro.sample("z", self._posterior(out, flow)))
+
+    def posterior(self, x: torch.Tensor) -> dist.Distribution:
+        """``q(z | x)``, batch ``(batch,)``, event ``(latent,)``: a ``TransformedDistribution``
+        whose one transform is the flow's layers composed, keeping its last draw's ``(u, z,
+        log|det|)`` (``Normal(...).to_event(1)`` without a posterior flow)."""
+        return self._posterior(self.encoder(self._check_input(x)), self.posterior_flow)
+
+    def prior(self) -> dist.Distribution:
+        """``p(z)``, event ``(latent,)``: ``N(0, I)``, through the prior flow if any."""
+        return self._prior(self.prior_flow)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(loc, scale)`` of the base Gaussian of ``q(z | x)`` (before the flow), each
+        ``(batch, latent)``."""
+        out = self.encoder(self._check_input(x))
+        return normal_params(out[..., : 2 * self.latent])
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """``E[x | z]``: Bernoulli probabilities or the Gaussian mean, ``(..., x_dim)``."""
+        return self._mean(self.decoder(z))
+
+    @torch.no_grad()
+    def sample(self, n: int) -> torch.Tensor:
+        """``n`` mean images ``E[x | z]`` for ``z ~ p(z)`` (torch's global RNG), ``(n, x_dim)``."""
+        return self.decode(self.prior().sample((n,)))
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """``E[x | z]`` at one ``z ~ q(z | x)`` per row (global RNG), ``(batch, x_dim)``."""
+        return self.decode(self.posterior(x).sample())
