@@ -279,15 +279,15 @@ class Radial(TransformWeights, ConditionedRadial):
 
 class _HypernetworkFlow(eqx.Module):
     """Shared body of :class:`ConditionalPlanar` and :class:`ConditionalRadial`: an ``MLP``
-    ``nn`` from the context to the parameters ``names`` (sizes ``D`` or 1, concatenated), its
-    last layer zero with the identity parameters ``initial(D, seed)`` as bias, so a fresh
+    ``nn`` from the context to the parameters ``_names`` (sizes ``D`` or 1, concatenated), its
+    last layer zero with the identity parameters ``_initial(D, seed)`` as bias, so a fresh
     transform is the identity whatever the context."""
 
     nn: MLP
     input_dim: int = eqx.field(static=True)
-    names: ClassVar[tuple[str, ...]]
-    initial: ClassVar[Callable[[int, int], dict[str, np.ndarray]]]
-    conditioned: ClassVar[type]
+    _names: ClassVar[tuple[str, ...]]
+    _initial: ClassVar[Callable[[int, int], dict[str, np.ndarray]]]
+    _conditioned: ClassVar[type]
 
     def __init__(
         self,
@@ -299,17 +299,17 @@ class _HypernetworkFlow(eqx.Module):
     ) -> None:
         self.input_dim = check_dim(input_dim, "input_dim")
         net_seed, init_seed = spawn_seeds(seed, 2)
-        init = type(self).initial(self.input_dim, init_seed)
+        init = type(self)._initial(self.input_dim, init_seed)
         sizes = [check_dim(context_dim, "context_dim"), *check_hidden(hidden)]
-        sizes.append(sum(init[k].size for k in self.names))
+        sizes.append(sum(init[k].size for k in self._names))
         net = MLP(sizes, activation, seed=net_seed)
-        bias = np.concatenate([init[k] for k in self.names])
+        bias = np.concatenate([init[k] for k in self._names])
         self.nn = net.load_state_dict(hypernet_init(sizes, bias, net_seed))
 
     def condition(self, context: jax.Array) -> Transform:
         """The flow for ``context (..., context_dim)``, its parameters ``nn(context)``."""
-        sizes = np.cumsum(param_sizes(self.names, self.input_dim))[:-1]
-        return self.conditioned(tuple(jnp.split(self.nn(context), sizes, axis=-1)))
+        sizes = np.cumsum(param_sizes(self._names, self.input_dim))[:-1]
+        return self._conditioned(tuple(jnp.split(self.nn(context), sizes, axis=-1)))
 
     def get_weights(self) -> dict[str, np.ndarray]:
         """The hypernetwork's weights under the Pyro twin's names (``nn.layers.0.weight``)."""
@@ -345,9 +345,9 @@ class ConditionalPlanar(_HypernetworkFlow):
         ConfigError: A size that is not a positive integer, or an unknown activation.
     """
 
-    names = PLANAR_PARAMS
-    initial = staticmethod(planar_init)
-    conditioned = ConditionedPlanar
+    _names = PLANAR_PARAMS
+    _initial = staticmethod(planar_init)
+    _conditioned = ConditionedPlanar
 
 
 class ConditionalRadial(_HypernetworkFlow):
@@ -359,9 +359,9 @@ class ConditionalRadial(_HypernetworkFlow):
     errors it shares.
     """
 
-    names = RADIAL_PARAMS
-    initial = staticmethod(radial_init)
-    conditioned = ConditionedRadial
+    _names = RADIAL_PARAMS
+    _initial = staticmethod(radial_init)
+    _conditioned = ConditionedRadial
 
 
 class Permutation(TransformWeights, Transform):

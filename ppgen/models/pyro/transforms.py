@@ -92,9 +92,9 @@ class TransformWeights:
 
 class _SeededInit(TransformWeights):
     """ppgen's constructor for Pyro's planar and radial classes: parameters from
-    ``initial(input_dim, seed)`` (numpy), not from torch's global generator."""
+    ``_initial(input_dim, seed)`` (numpy), not from torch's global generator."""
 
-    initial: Callable[[int, int], dict[str, np.ndarray]]
+    _initial: Callable[[int, int], dict[str, np.ndarray]]
 
     def __init__(self, input_dim: int, seed: int = 0) -> None:
         self.seed = int(seed)  # read by reset_parameters, which Pyro's __init__ calls
@@ -102,7 +102,7 @@ class _SeededInit(TransformWeights):
 
     def reset_parameters(self) -> None:
         """Set the parameters to ppgen's seeded initial values (the identity map)."""
-        set_weights(self, type(self).initial(self.input_dim, self.seed))
+        set_weights(self, type(self)._initial(self.input_dim, self.seed))
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -194,7 +194,7 @@ class Planar(_PlanarMaths, _SeededInit, pyro_transforms.Planar):
         ConfigError: ``input_dim`` is not a positive integer.
     """
 
-    initial = staticmethod(planar_init)
+    _initial = staticmethod(planar_init)
 
 
 class _RadialMaths:
@@ -260,18 +260,18 @@ class Radial(_RadialMaths, _SeededInit, pyro_transforms.Radial):
         ConfigError: ``input_dim`` is not a positive integer.
     """
 
-    initial = staticmethod(radial_init)
+    _initial = staticmethod(radial_init)
 
 
 class _HypernetworkFlow(TransformWeights):
     """Shared body of :class:`ConditionalPlanar` and :class:`ConditionalRadial`: an ``MLP``
-    ``nn`` from the context to the parameters ``names`` (sizes ``D`` or 1, concatenated), its
-    last layer zero with the identity parameters ``initial(D, seed)`` as bias, so a fresh
+    ``nn`` from the context to the parameters ``_names`` (sizes ``D`` or 1, concatenated), its
+    last layer zero with the identity parameters ``_initial(D, seed)`` as bias, so a fresh
     transform is the identity whatever the context."""
 
-    names: tuple[str, ...]
-    initial: Callable[[int, int], dict[str, np.ndarray]]
-    conditioned: type
+    _names: tuple[str, ...]
+    _initial: Callable[[int, int], dict[str, np.ndarray]]
+    _conditioned: type
 
     def __init__(
         self,
@@ -283,21 +283,21 @@ class _HypernetworkFlow(TransformWeights):
     ) -> None:
         self.input_dim = check_dim(input_dim, "input_dim")
         net_seed, init_seed = spawn_seeds(seed, 2)
-        init = type(self).initial(self.input_dim, init_seed)
+        init = type(self)._initial(self.input_dim, init_seed)
         sizes = [check_dim(context_dim, "context_dim"), *check_hidden(hidden)]
-        sizes.append(sum(init[k].size for k in self.names))
+        sizes.append(sum(init[k].size for k in self._names))
         net = MLP(sizes, activation, seed=net_seed)
-        bias = np.concatenate([init[k] for k in self.names])
+        bias = np.concatenate([init[k] for k in self._names])
         set_weights(net, hypernet_init(sizes, bias, net_seed))
         super().__init__(net)
 
     def _params(self, context: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        sizes = param_sizes(self.names, self.input_dim)
+        sizes = param_sizes(self._names, self.input_dim)
         return tuple(torch.split(self.nn(context), sizes, dim=-1))
 
     def condition(self, context: torch.Tensor) -> Transform:
         """The flow for ``context (..., context_dim)``, its parameters ``nn(context)``."""
-        return self.conditioned(self._params(context))
+        return self._conditioned(self._params(context))
 
 
 class ConditionalPlanar(_HypernetworkFlow, pyro_transforms.ConditionalPlanar):
@@ -319,7 +319,7 @@ class ConditionalPlanar(_HypernetworkFlow, pyro_transforms.ConditionalPlanar):
         ConfigError: A size that is not a positive integer, or an unknown activation.
     """
 
-    names, initial, conditioned = PLANAR_PARAMS, staticmethod(planar_init), ConditionedPlanar
+    _names, _initial, _conditioned = PLANAR_PARAMS, staticmethod(planar_init), ConditionedPlanar
 
 
 class ConditionalRadial(_HypernetworkFlow, pyro_transforms.ConditionalRadial):
@@ -331,7 +331,7 @@ class ConditionalRadial(_HypernetworkFlow, pyro_transforms.ConditionalRadial):
     errors it shares.
     """
 
-    names, initial, conditioned = RADIAL_PARAMS, staticmethod(radial_init), ConditionedRadial
+    _names, _initial, _conditioned = RADIAL_PARAMS, staticmethod(radial_init), ConditionedRadial
 
 
 class Permutation(TransformWeights, pyro_transforms.Permute, TransformModule):
