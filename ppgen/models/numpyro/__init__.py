@@ -10,6 +10,7 @@ from ppgen.models.numpyro.flow import (
     flow_distribution,
     with_logit,
 )
+from ppgen.models.numpyro.flow_vae import FlowVAE, LatentFlow
 from ppgen.models.numpyro.image_flows import (
     ActNorm,
     ConvNet,
@@ -23,7 +24,6 @@ from ppgen.models.numpyro.image_flows import (
     initialize_flow,
     multiscale_realnvp,
 )
-from ppgen.models.numpyro.flow_vae import FlowVAE, LatentFlow
 from ppgen.models.numpyro.linear_gaussian import LinearGaussian
 from ppgen.models.numpyro.made import MADE
 from ppgen.models.numpyro.mixture import GaussianMixture

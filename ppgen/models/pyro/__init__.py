@@ -10,6 +10,7 @@ from ppgen.models.pyro.flow import (
     flow_distribution,
     with_logit,
 )
+from ppgen.models.pyro.flow_vae import FlowVAE, LatentFlow
 from ppgen.models.pyro.image_flows import (
     ActNorm,
     ConvNet,
@@ -23,7 +24,6 @@ from ppgen.models.pyro.image_flows import (
     initialize_flow,
     multiscale_realnvp,
 )
-from ppgen.models.pyro.flow_vae import FlowVAE, LatentFlow
 from ppgen.models.pyro.linear_gaussian import LinearGaussian
 from ppgen.models.pyro.made import MADE
 from ppgen.models.pyro.mixture import GaussianMixture
