@@ -61,8 +61,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import Stopwatch, hardware, median, write_result  # noqa: E402
 
 # ppgen's element-wise maps: log_scale = B tanh(raw / B); spline bins at least MIN_BIN_WIDTH
-# and MIN_BIN_HEIGHT of 2 * BOUND, interior derivatives MIN_DERIVATIVE + softplus(raw).
-from ppgen.models.elementwise import MIN_BIN_HEIGHT, MIN_BIN_WIDTH, MIN_DERIVATIVE  # noqa: E402
+# and MIN_BIN_HEIGHT of 2 * BOUND, interior derivatives
+# MIN_DERIVATIVE + softplus(raw + DERIVATIVE_SHIFT).
+from ppgen.models.elementwise import (  # noqa: E402
+    DERIVATIVE_SHIFT,
+    MIN_BIN_HEIGHT,
+    MIN_BIN_WIDTH,
+    MIN_DERIVATIVE,
+)
 from ppgen.models.flows import AFFINE_LOG_SCALE_BOUND as LOG_SCALE_BOUND  # noqa: E402
 
 NAME = "flow_toy"
@@ -133,7 +139,7 @@ def zuko_univariates():
     class Spline(MonotonicRQSTransform):
         """The inverse of ppgen's rational-quadratic spline: knots
         ``B (2 cumsum(widths) - 1)``, ``widths = m + (1 - K m) softmax(raw)``, interior
-        derivatives ``m + softplus(raw)``, boundary derivatives 1."""
+        derivatives ``m + softplus(raw + shift)``, boundary derivatives 1."""
 
         def __init__(self, widths, heights, derivatives, **kwargs) -> None:
             torch.distributions.Transform.__init__(self, **kwargs)
@@ -145,7 +151,7 @@ def zuko_univariates():
 
             self.horizontal = knots(widths, MIN_BIN_WIDTH)
             self.vertical = knots(heights, MIN_BIN_HEIGHT)
-            d = MIN_DERIVATIVE + F.softplus(derivatives)
+            d = MIN_DERIVATIVE + F.softplus(derivatives + DERIVATIVE_SHIFT)
             self.derivatives = F.pad(d, (1, 1), value=1.0)
 
         def _call(self, y):
@@ -272,7 +278,7 @@ def flowjax_transformers():
     )
 
     def derivatives(raw):
-        inner = MIN_DERIVATIVE + jax.nn.softplus(raw)
+        inner = MIN_DERIVATIVE + jax.nn.softplus(raw + DERIVATIVE_SHIFT)
         pad = [(0, 0)] * (inner.ndim - 1) + [(1, 1)]  # unwrap may see a stacked (n, K-1)
         return jnp.pad(inner, pad, constant_values=1.0)
 

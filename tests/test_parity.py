@@ -39,6 +39,12 @@ MODULES = [
     "models.nets",
     "models.linear_gaussian",
     "models.transforms",
+    "models.splines",
+    "models.coupling",
+    "models.made",
+    "models.autoregressive",
+    "models.image_flows",
+    "models.flow",
     "inference",
     "inference.objectives",
     "inference.loglik",
@@ -87,6 +93,7 @@ OWN_METHODS = {
 NUMPYRO_WRITES = {
     "MLP": {"__call__", "state_dict", "load_state_dict"},
     "MADE": {"__call__", "state_dict", "load_state_dict"},
+    "ConvNet": {"__call__", "state_dict", "load_state_dict"},
     "LatentFlow": {"state_dict", "load_state_dict"},
 }
 # Flow transforms whose Pyro twin inherits these from Pyro's own class (Planar, Radial and

@@ -4,6 +4,10 @@ numpy for both backends (``ppgen.models.{pyro,numpyro}.coupling``).
 The rational-quadratic spline (Durkan et al. 2019) keeps every bin at least
 ``MIN_BIN_WIDTH`` wide and ``MIN_BIN_HEIGHT`` high (as fractions of ``2 B``) and every
 interior knot's derivative at least ``MIN_DERIVATIVE``, the values of the paper's code.
+An interior derivative is ``MIN_DERIVATIVE + softplus(raw + DERIVATIVE_SHIFT)``, the shift
+chosen so that a zero ``raw`` gives derivative 1: with equal bins (zero width and height
+parameters) the spline is then the identity, so a flow whose conditioners start at zero
+starts as the identity (flowjax initialises its raw derivatives the same way).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import numbers
 from ppgen.errors import ConfigError, DataError
 
 __all__ = [
+    "DERIVATIVE_SHIFT",
     "DIRECTIONS",
     "MIN_BIN_HEIGHT",
     "MIN_BIN_WIDTH",
@@ -28,6 +33,8 @@ __all__ = [
 MIN_BIN_WIDTH = 1e-3
 MIN_BIN_HEIGHT = 1e-3
 MIN_DERIVATIVE = 1e-3
+# softplus(DERIVATIVE_SHIFT) = 1 - MIN_DERIVATIVE: zero parameters give derivative 1.
+DERIVATIVE_SHIFT = math.log(math.expm1(1 - MIN_DERIVATIVE))
 # MAF: parameters from the data side (one-pass density); IAF: from the noise side.
 DIRECTIONS = ("maf", "iaf")
 

@@ -182,6 +182,10 @@ class FusedTransform(Transform):
     bijective = True
     net_name: ClassVar[str] = "conditioner"
 
+    def __init__(self) -> None:
+        """Nothing to set here (mirrors the Pyro twin, an ``nn.Module`` that needs one)."""
+        super().__init__()
+
     def call_and_ladj(self, x: jax.Array, inverse: bool = False) -> tuple[jax.Array, jax.Array]:
         raise NotImplementedError
 

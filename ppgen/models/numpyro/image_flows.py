@@ -88,6 +88,9 @@ class ImageTransform(Transform):
     _children: tuple[str, ...] = ()
     _static: tuple[str, ...] = ("event_dim",)
 
+    def __init__(self, event_dim: int = 3) -> None:
+        self.event_dim = event_dim
+
     @property
     def domain(self) -> constraints.Constraint:
         return constraints.independent(constraints.real, self.event_dim)
@@ -113,11 +116,11 @@ class ImageTransform(Transform):
             CheckpointError: Missing or unexpected keys, or a shape mismatch.
         """
         check_weights(self.get_weights(), weights)
-        return self.replace(
+        return self._replace(
             **{k: jnp.asarray(weights[k], dtype=getattr(self, k).dtype) for k in self._weights}
         )
 
-    def replace(self, **children: object) -> ImageTransform:
+    def _replace(self, **children: object) -> ImageTransform:
         """A copy with some pytree children (weight arrays, parts) replaced, traceable."""
         leaves, (names, aux) = self.tree_flatten()
         new = [children.get(k, v) for k, v in zip(names, leaves, strict=True)]
@@ -191,7 +194,7 @@ class ActNorm(ImageTransform):
         self._check(y)
         moved = jnp.moveaxis(y, -self.event_dim, -1).reshape(-1, self.num_features)
         moved = jax.lax.stop_gradient(moved)
-        return self.replace(loc=moved.mean(0), log_scale=jnp.log(moved.std(0) + 1e-6))
+        return self._replace(loc=moved.mean(0), log_scale=jnp.log(moved.std(0) + 1e-6))
 
 
 class Invertible1x1Conv(ImageTransform):
@@ -552,7 +555,12 @@ class _Nested(ImageTransform):
             prefix = f"parts.{i}."
             mine = {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
             parts.append(t.set_weights(mine) if hasattr(t, "set_weights") else t)
-        return self.replace(parts=parts)
+        return self._replace(parts=parts)
+
+    def call_and_ladj(self, x: jax.Array, inverse: bool = False) -> tuple[jax.Array, jax.Array]:
+        """``(y, log|det dy/dx|)`` of the forward map at ``x``; with ``inverse``, the inverse
+        map's value at ``x`` and the forward map's log-determinant there (batch-shaped)."""
+        return self._apply(x, _inverse_chain if inverse else _forward_chain)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self._apply(x, _forward_chain)[0]
@@ -584,7 +592,7 @@ class Squeezed(_Nested):
 
     def initialize(self, y: jax.Array) -> Squeezed:
         """A copy with the ActNorms inside initialised from data (see :func:`initialize_flow`)."""
-        return self.replace(parts=initialize_flow(self.parts, squeeze(y)))
+        return self._replace(parts=initialize_flow(self.parts, squeeze(y)))
 
 
 class FactorOut(_Nested):
@@ -618,7 +626,7 @@ class FactorOut(_Nested):
 
     def initialize(self, y: jax.Array) -> FactorOut:
         """A copy with the ActNorms inside initialised from data (see :func:`initialize_flow`)."""
-        return self.replace(parts=initialize_flow(self.parts, y[..., : self.keep, :, :]))
+        return self._replace(parts=initialize_flow(self.parts, y[..., : self.keep, :, :]))
 
 
 def initialize_flow(transforms: Sequence[Transform], y: jax.Array) -> list[Transform]:

@@ -13,7 +13,12 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ppgen.models.elementwise import MIN_BIN_HEIGHT, MIN_BIN_WIDTH, MIN_DERIVATIVE
+from ppgen.models.elementwise import (
+    DERIVATIVE_SHIFT,
+    MIN_BIN_HEIGHT,
+    MIN_BIN_WIDTH,
+    MIN_DERIVATIVE,
+)
 
 __all__ = ["rational_quadratic_spline", "spline_knots"]
 
@@ -23,7 +28,8 @@ def spline_knots(raw: jax.Array, bins: int, bound: float) -> tuple[jax.Array, ja
 
     ``raw`` is ``[widths K | heights K | interior derivatives K - 1]``; the bin widths are
     ``MIN_BIN_WIDTH + (1 - K MIN_BIN_WIDTH) softmax(raw widths)`` of ``2 B`` (heights
-    alike), the interior derivatives ``MIN_DERIVATIVE + softplus(raw)``, the two boundary
+    alike), the interior derivatives ``MIN_DERIVATIVE + softplus(raw + DERIVATIVE_SHIFT)`` (1 at
+    ``raw = 0``), the two boundary
     derivatives 1.
 
     Args:
@@ -39,7 +45,9 @@ def spline_knots(raw: jax.Array, bins: int, bound: float) -> tuple[jax.Array, ja
     x_knots = _knots(w_raw, MIN_BIN_WIDTH, bound)
     y_knots = _knots(h_raw, MIN_BIN_HEIGHT, bound)
     one = jnp.ones_like(raw[..., :1])
-    derivatives = jnp.concatenate([one, MIN_DERIVATIVE + jax.nn.softplus(d_raw), one], axis=-1)
+    derivatives = jnp.concatenate(
+        [one, MIN_DERIVATIVE + jax.nn.softplus(d_raw + DERIVATIVE_SHIFT), one], axis=-1
+    )
     return x_knots, y_knots, derivatives
 
 

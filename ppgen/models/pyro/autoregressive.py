@@ -15,13 +15,13 @@ import torch
 from pyro.distributions import constraints
 
 from ppgen.models.elementwise import check_autoregressive, check_event_shape
-from ppgen.models.pyro.coupling import Elementwise, FusedTransformModule
+from ppgen.models.pyro.coupling import Elementwise, FusedTransform
 from ppgen.models.pyro.made import MADE
 
 __all__ = ["MaskedAutoregressive"]
 
 
-class MaskedAutoregressive(FusedTransformModule):
+class MaskedAutoregressive(FusedTransform):
     """An autoregressive flow layer, ``x (noise side) -> y (data side)``.
 
     Args:
@@ -57,7 +57,7 @@ class MaskedAutoregressive(FusedTransformModule):
         """This layer with MADE reading ``context (..., C)`` (the same network)."""
         return MaskedAutoregressive(self.made, self.elementwise, self.direction, context=context)
 
-    def _apply(self, v: torch.Tensor, inverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def _transform(self, v: torch.Tensor, inverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward (``inverse``: backward) map of ``v`` and the forward ``log|det|``."""
         check_event_shape(tuple(v.shape), (self.made.input_dim,), "MaskedAutoregressive")
         fn = self.elementwise.inverse if inverse else self.elementwise.forward

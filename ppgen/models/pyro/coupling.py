@@ -35,7 +35,7 @@ __all__ = [
     "Affine",
     "Coupling",
     "Elementwise",
-    "FusedTransformModule",
+    "FusedTransform",
     "RationalQuadraticSpline",
     "broadcast_cat",
     "event_constraint",
@@ -176,9 +176,9 @@ def zero_last_layer(net: nn.Module) -> nn.Module:
     return net
 
 
-class FusedTransformModule(TransformModule):
+class FusedTransform(TransformModule):
     """A ``TransformModule`` computing ``(output, forward log|det|)`` in one pass,
-    ``_apply(v, inverse)``, shared by :class:`Coupling` and ``MaskedAutoregressive``.
+    ``_transform(v, inverse)``, shared by :class:`Coupling` and ``MaskedAutoregressive``.
 
     ``log_abs_det_jacobian(x, y)`` reuses the value of the last call or inverse on these
     very tensors (``TransformedDistribution.log_prob`` asks right after the inverse), else
@@ -195,18 +195,18 @@ class FusedTransformModule(TransformModule):
         # The cached tensors carry an autograd graph, which deepcopy and pickle refuse.
         return {**super().__getstate__(), "_last": None}
 
-    def _apply(self, v: torch.Tensor, inverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def _transform(self, v: torch.Tensor, inverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
     def _ladj(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self._apply(x, inverse=False)[1]
+        return self._transform(x, inverse=False)[1]
 
     def call_and_ladj(
         self, x: torch.Tensor, inverse: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(y, log|det dy/dx|)`` in one pass (``inverse``: ``(x, log|det dy/dx|)`` from
         ``y``); the ladj has shape ``x.shape[:-event_dim]``."""
-        out, ladj = self._apply(x, inverse)
+        out, ladj = self._transform(x, inverse)
         self._last = (out, x, ladj) if inverse else (x, out, ladj)
         return out, ladj
 
@@ -237,7 +237,7 @@ class FusedTransformModule(TransformModule):
         return self
 
 
-class Coupling(FusedTransformModule):
+class Coupling(FusedTransform):
     """One coupling layer: ``y = x`` where ``mask``, ``y = g(x; theta)`` elsewhere.
 
     Vectors (``mask`` of shape ``(D,)``): the conditioner reads ``x[..., mask]`` (with the
@@ -310,7 +310,7 @@ class Coupling(FusedTransformModule):
         )
         return out.reshape(*out.shape[:-3], c, p, height, width).movedim(-3, -1)
 
-    def _apply(self, x: torch.Tensor, inverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def _transform(self, x: torch.Tensor, inverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """``(y, ladj)`` (``inverse``: ``(x, ladj)`` from ``y``), ``ladj`` of the forward."""
         check_event_shape(tuple(x.shape), self.mask.shape, "Coupling")
         fn = self.elementwise.inverse if inverse else self.elementwise.forward

@@ -41,7 +41,7 @@ from ppgen.models.image_flows import (
     realnvp_plan,
     squeeze_shape,
 )
-from ppgen.models.pyro.coupling import Affine, Coupling, FusedTransformModule
+from ppgen.models.pyro.coupling import Affine, Coupling, FusedTransform
 from ppgen.models.pyro.params import get_weights, set_weights
 
 __all__ = [
@@ -465,12 +465,12 @@ def _inverse_chain(parts: Sequence, y: torch.Tensor) -> tuple[torch.Tensor, torc
     return y, ladj
 
 
-class _Nested(FusedTransformModule):
+class _Nested(FusedTransform):
     """A transform running ``transforms`` (noise-to-data order) on a part of the event.
 
     Torch evaluates eagerly and ``TransformedDistribution`` asks for ``inv(y)`` and then
     ``log_abs_det_jacobian(x, y)``: the log-det computed with the values is kept for that
-    pair (:class:`FusedTransformModule`, as the couplings do) instead of running the parts
+    pair (:class:`FusedTransform`, as the couplings do) instead of running the parts
     again.
     """
 
@@ -481,7 +481,7 @@ class _Nested(FusedTransformModule):
         super().__init__()
         self.parts = nn.ModuleList(transforms)
 
-    def _apply(self, v: torch.Tensor, inverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def _transform(self, v: torch.Tensor, inverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
         return self._run(v, _inverse_chain if inverse else _forward_chain)
 
 

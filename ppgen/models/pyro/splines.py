@@ -13,7 +13,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ppgen.models.elementwise import MIN_BIN_HEIGHT, MIN_BIN_WIDTH, MIN_DERIVATIVE
+from ppgen.models.elementwise import (
+    DERIVATIVE_SHIFT,
+    MIN_BIN_HEIGHT,
+    MIN_BIN_WIDTH,
+    MIN_DERIVATIVE,
+)
 
 __all__ = ["rational_quadratic_spline", "spline_knots"]
 
@@ -25,7 +30,8 @@ def spline_knots(
 
     ``raw`` is ``[widths K | heights K | interior derivatives K - 1]``; the bin widths are
     ``MIN_BIN_WIDTH + (1 - K MIN_BIN_WIDTH) softmax(raw widths)`` of ``2 B`` (heights
-    alike), the interior derivatives ``MIN_DERIVATIVE + softplus(raw)``, the two boundary
+    alike), the interior derivatives ``MIN_DERIVATIVE + softplus(raw + DERIVATIVE_SHIFT)`` (1 at
+    ``raw = 0``), the two boundary
     derivatives 1.
 
     Args:
@@ -41,7 +47,9 @@ def spline_knots(
     x_knots = _knots(w_raw, MIN_BIN_WIDTH, bound)
     y_knots = _knots(h_raw, MIN_BIN_HEIGHT, bound)
     one = torch.ones_like(raw[..., :1])
-    derivatives = torch.cat([one, MIN_DERIVATIVE + F.softplus(d_raw), one], dim=-1)
+    derivatives = torch.cat(
+        [one, MIN_DERIVATIVE + F.softplus(d_raw + DERIVATIVE_SHIFT), one], dim=-1
+    )
     return x_knots, y_knots, derivatives
 
 
