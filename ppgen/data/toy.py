@@ -95,7 +95,8 @@ def sample_toy(name: str, n: int, seed: int = 0) -> np.ndarray:
 
     Args:
         name: one of `TOY_DENSITIES`: ``"two_moons"``, ``"8gaussians"``,
-            ``"checkerboard"``, ``"pinwheel"``, ``"2spirals"``.
+            ``"checkerboard"``, ``"pinwheel"``, ``"2spirals"``, or its dataset name
+            (`TOY_DATASETS`: ``"moons"``, ``"spirals"``, the names ``--dataset`` takes).
         n: number of points (at least 1).
         seed: seed of ``np.random.default_rng``; the same seed gives the same points.
 
@@ -105,8 +106,12 @@ def sample_toy(name: str, n: int, seed: int = 0) -> np.ndarray:
     Raises:
         ConfigError: for an unknown ``name`` or a bad ``n`` or ``seed``.
     """
+    name = TOY_DATASETS.get(name, name)
     if name not in _SAMPLERS:
-        raise ConfigError(f"unknown toy density {name!r}; choose one of {', '.join(_SAMPLERS)}")
+        raise ConfigError(
+            f"unknown toy density {name!r}; choose one of {', '.join(_SAMPLERS)} (or "
+            f"{', '.join(TOY_DATASETS)})"
+        )
     if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
         raise ConfigError(f"n must be a positive integer, got {n!r}")
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
