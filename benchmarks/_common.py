@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -58,3 +59,19 @@ def write_result(name: str, result: dict) -> None:
     text = json.dumps(result, sort_keys=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
     print(text, flush=True)
+
+
+def train_fresh(config, out: Path, *, progress: bool = True, time_limit: float | None = None):
+    """Train ``config`` through ``ppgen.runs`` into ``out`` (emptied first) and load it back.
+
+    Returns:
+        ``(FitResult, the trained Run, training minutes)``.
+    """
+    from ppgen import runs
+
+    if out.exists():
+        shutil.rmtree(out)
+    clock = Stopwatch()
+    result = runs.train(config, out, progress=progress, time_limit=time_limit)
+    minutes = clock.minutes()
+    return result, runs.load_trained(out), minutes

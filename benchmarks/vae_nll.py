@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import math
-import shutil
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Stopwatch, hardware, write_result  # noqa: E402
+from _common import Stopwatch, hardware, train_fresh, write_result  # noqa: E402
 
 from ppgen import runs  # noqa: E402
 from ppgen.driver import read_metrics  # noqa: E402
@@ -58,13 +57,7 @@ def seconds_per_epoch(objective: str, k: int, args: argparse.Namespace, scratch:
 
 
 def train_and_eval(name: str, cfg: runs.RunConfig, args: argparse.Namespace) -> dict:
-    out = args.out / name
-    if out.exists():
-        shutil.rmtree(out)
-    clock = Stopwatch()
-    result = runs.train(cfg, out, progress=True)
-    minutes = clock.minutes()
-    run = runs.load_trained(out)
+    result, run, minutes = train_fresh(cfg, args.out / name)
     ev = runs.evaluate(run, k=args.k, limit=args.eval_limit, progress=True)
     print(
         f"{name}: {len(result.history)} epochs in {minutes:.1f} min, test NLL "

@@ -1,0 +1,56 @@
+"""benchmarks/flow_mnist.py: its runs are valid ``flow`` recipe runs on MNIST, and a bad
+``--flows`` is refused in one line. (``--quick`` trains end to end but takes about a minute,
+too long for the suite; run it by hand.)"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from ppgen.recipes.flow import flow_event_shape
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def fm():
+    spec = importlib.util.spec_from_file_location("flow_mnist", BENCH / "flow_mnist.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("large", [False, True])
+def test_every_flow_is_a_flow_recipe_run_on_mnist(fm, large):
+    args = argparse.Namespace(
+        quick=False, large=large, backend="numpyro", dataset="mnist", batch_size=64, lr=1e-3,
+        seed=0,
+    )  # fmt: skip
+    shapes = {}
+    for flow in fm.FLOWS:
+        cfg = fm.config(flow, 3, args)
+        assert (cfg.model, cfg.dataset, cfg.epochs) == ("flow", "mnist", 3)
+        assert (cfg.train_split, cfg.lr_schedule) == ("train_full", "cosine")
+        assert cfg.options.flow == flow
+        assert cfg.options.layers == fm.architecture(flow, args)["layers"]
+        shapes[flow] = flow_event_shape(flow, "mnist", (28, 28), 784)
+    assert shapes == {
+        "realnvp": ("realnvp_multiscale", (1, 28, 28)),
+        "glow": ("glow", (1, 28, 28)),
+        "maf": ("maf", (784,)),
+    }
+    assert set(fm.PAPER) == set(fm.MINUTES) == set(fm.FLOWS)
+    assert max(fm.MINUTES, key=fm.MINUTES.get) == "glow" and fm.MINUTES["glow"] == 60
+
+
+def test_an_unknown_flow_is_refused_in_one_line(fm, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["flow_mnist.py", "--flows", "glow,nope"])
+    with pytest.raises(SystemExit) as e:
+        fm.main()
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].endswith("unknown flow(s) nope; choose from realnvp, glow, maf"), err
