@@ -567,12 +567,14 @@ def test_version():
 
 
 INTERRUPT = textwrap.dedent("""
-    import os, signal, sys, time
+    import signal, sys, time
     import ppgen.driver, ppgen.runs
     from ppgen.cli import main
 
     def interrupt(*args, **kwargs):
-        os.kill(os.getpid(), signal.SIGINT)
+        # raise_signal delivers to this (the main) thread: os.kill on the process may land
+        # on one of XLA's threads, and the main thread's sleep then runs its full minute.
+        signal.raise_signal(signal.SIGINT)
         time.sleep(60)
 
     ppgen.driver.save_checkpoint = interrupt  # Ctrl-C as the first checkpoint is written

@@ -444,7 +444,17 @@ def test_8gaussians_is_near_its_centres():
     assert distance.max() < 6 * 0.5 / 1.414  # P(radius > 6 std) = exp(-18) per point
 
 
-@pytest.mark.parametrize(("name", "n", "seed"), [("moons", 5, 0), ("2spirals", 0, 0)])
+def test_sample_toy_takes_the_dataset_names():
+    """``--dataset`` names (TOY_DATASETS) draw the same points as the density's own name."""
+    np.testing.assert_array_equal(
+        sample_toy("moons", 7, seed=3), sample_toy("two_moons", 7, seed=3)
+    )
+    np.testing.assert_array_equal(
+        sample_toy("spirals", 7, seed=3), sample_toy("2spirals", 7, seed=3)
+    )
+
+
+@pytest.mark.parametrize(("name", "n", "seed"), [("moon", 5, 0), ("2spirals", 0, 0)])
 def test_sample_toy_rejects_bad_arguments(name, n, seed):
     with pytest.raises(ConfigError):
         sample_toy(name, n, seed)
