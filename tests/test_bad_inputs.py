@@ -571,6 +571,10 @@ INTERRUPT = textwrap.dedent("""
     import ppgen.driver, ppgen.runs
     from ppgen.cli import main
 
+    # A terminal's Ctrl-C always reaches Python's handler; a test runner may start this
+    # process with SIGINT ignored (inherited), which would swallow the signal.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
     def interrupt(*args, **kwargs):
         # raise_signal delivers to this (the main) thread: os.kill on the process may land
         # on one of XLA's threads, and the main thread's sleep then runs its full minute.
