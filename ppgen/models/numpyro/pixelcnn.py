@@ -159,7 +159,7 @@ class _ImageAutoregressive(eqx.Module):
             context = jnp.broadcast_to(context, (*batch, context.shape[-1]))
             context = context.reshape(-1, context.shape[-1])
         x = jnp.broadcast_to(x, (*batch, *self.event_shape))
-        out = self._params(self._scale(x.reshape(-1, 1, self.height, self.width)), context)
+        out = _forward(self, x.reshape(-1, 1, self.height, self.width), context)
         return jnp.moveaxis(out, 1, -1).reshape(*batch, *self.event_shape, self.num_params)
 
     def _output(self, h: jax.Array) -> jax.Array:
@@ -227,19 +227,7 @@ class _ImageAutoregressive(eqx.Module):
             given = jnp.broadcast_to(given, (*batch, first, self.width))
             x = x.at[:, :first].set(given.reshape(n, first, self.width).astype(x.dtype))
 
-        def row(i: jax.Array, x: jax.Array) -> jax.Array:
-            cache = self._row_cache(x, i, context) if cached else None
-
-            def pixel(j: jax.Array, x: jax.Array) -> jax.Array:
-                if cached:
-                    params = self._pixel_params(x, i, j, context, cache)
-                else:
-                    params = self._params(self._scale(x[:, None]), context)[:, :, i, j]
-                return x.at[:, i, j].set(head.draw(params, noise[:, i, j]).astype(x.dtype))
-
-            return jax.lax.fori_loop(0, self.width, pixel, x)
-
-        x = jax.lax.fori_loop(first, self.height, row, x)
+        x = _draw(self, head, noise, context, x, first, bool(cached))
         return x.reshape(*batch, *self.event_shape)
 
     def _check_prefix(self, prefix: jax.Array, batch: tuple[int, ...]) -> int:
@@ -312,6 +300,40 @@ class _ImageAutoregressive(eqx.Module):
             for path, v in leaves
         ]
         return jax.tree_util.tree_unflatten(treedef, new)
+
+
+@eqx.filter_jit
+def _forward(net: _ImageAutoregressive, x: jax.Array, context: jax.Array | None) -> jax.Array:
+    """``net``'s full pass on ``x (N, 1, H, W)``, compiled once per network structure (so
+    the plated form's pass per pixel and eager calls run compiled)."""
+    return net._params(net._scale(x), context)
+
+
+@eqx.filter_jit
+def _draw(
+    net: _ImageAutoregressive,
+    head: object,
+    noise: jax.Array,
+    context: jax.Array | None,
+    x: jax.Array,
+    first: int,
+    cached: bool,
+) -> jax.Array:
+    """The samplers' loops, rows ``first..H-1`` of ``x (N, H, W)`` drawn in raster order."""
+
+    def row(i: jax.Array, x: jax.Array) -> jax.Array:
+        cache = net._row_cache(x, i, context) if cached else None
+
+        def pixel(j: jax.Array, x: jax.Array) -> jax.Array:
+            if cached:
+                params = net._pixel_params(x, i, j, context, cache)
+            else:
+                params = net._params(net._scale(x[:, None]), context)[:, :, i, j]
+            return x.at[:, i, j].set(head.draw(params, noise[:, i, j]).astype(x.dtype))
+
+        return jax.lax.fori_loop(0, net.width, pixel, x)
+
+    return jax.lax.fori_loop(first, net.height, row, x)
 
 
 class _Block(eqx.Module):
