@@ -44,6 +44,7 @@ MODULES = [
     "models.made",
     "models.autoregressive",
     "models.image_flows",
+    "models.pixelcnn",
     "models.flow",
     "inference",
     "inference.objectives",
@@ -95,6 +96,8 @@ NUMPYRO_WRITES = {
     "MADE": {"__call__", "state_dict", "load_state_dict"},
     "ConvNet": {"__call__", "state_dict", "load_state_dict"},
     "LatentFlow": {"state_dict", "load_state_dict"},
+    "PixelCNN": {"__call__"},
+    "GatedPixelCNN": {"__call__"},
 }
 # Flow transforms whose Pyro twin inherits these from Pyro's own class (Planar, Radial and
 # their conditional forms are Pyro's, given an inverse and a seeded constructor): the

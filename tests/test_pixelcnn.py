@@ -234,8 +234,9 @@ def test_plated_form_scores_as_the_efficient_form(float64, backend, name, kwargs
         names = [n for n, s in trace.nodes.items() if s["type"] == "sample" and n != "data"]
     else:
         got = float(log_density(model, (), {}, {})[0])
-        names = [n for n, s in numpyro.handlers.trace(model).get_trace().items()
-                 if s["type"] == "sample"]
+        names = [
+            n for n, s in numpyro.handlers.trace(model).get_trace().items() if s["type"] == "sample"
+        ]
     assert names == [f"x_{p}" for p in range(6)]
     assert abs(got - want) < 1e-5 * max(1.0, abs(want))
 
@@ -309,8 +310,9 @@ def test_parity_of_weights_outputs_and_samples(float64, name, kwargs):
     np.testing.assert_allclose(out_t, out_j, atol=1e-5, rtol=0)
     u = noise((3, 5, 4), 3)
     s_t = t.sample(array("pyro", u), head("pyro", 3), None if ctx is None else array("pyro", ctx))
-    s_j = j.sample(array("numpyro", u), head("numpyro", 3),
-                   None if ctx is None else array("numpyro", ctx))
+    s_j = j.sample(
+        array("numpyro", u), head("numpyro", 3), None if ctx is None else array("numpyro", ctx)
+    )
     np.testing.assert_array_equal(numpy(s_t), numpy(s_j))
 
 
@@ -345,8 +347,9 @@ def test_cached_sampling_gives_the_naive_samples(float64, backend, name, kwargs,
     done = numpy(net.sample(u, hd, ctx, cached=True, prefix=top))
     np.testing.assert_array_equal(done[:, :3], numpy(top))
     np.testing.assert_array_equal(done, numpy(net.sample(u, hd, ctx, cached=False, prefix=top)))
-    np.testing.assert_array_equal(numpy(hd.draw(net(array(backend, done), ctx), u))[:, 3:],
-                                  done[:, 3:])
+    np.testing.assert_array_equal(
+        numpy(hd.draw(net(array(backend, done), ctx), u))[:, 3:], done[:, 3:]
+    )
 
 
 @pytest.mark.parametrize("backend", ["pyro", "numpyro"])
@@ -391,10 +394,16 @@ def test_bad_input_is_a_one_line_error(backend):
         (lambda: plain(x, ctx), ConfigError, "unconditional"),
         (lambda: plain.sample(u[..., :3], head(backend)), DataError, "noise"),
         (lambda: plain.sample(u, head(backend, 3)), ConfigError, "parameters per pixel"),
-        (lambda: plain.sample(u, head(backend), prefix=array(backend, np.zeros((2, 5, 4)))),
-         DataError, "prefix"),
-        (lambda: plain.set_weights({"input.weight": np.zeros((2, 1, 3, 3))}), CheckpointError,
-         "missing"),
+        (
+            lambda: plain.sample(u, head(backend), prefix=array(backend, np.zeros((2, 5, 4)))),
+            DataError,
+            "prefix",
+        ),
+        (
+            lambda: plain.set_weights({"input.weight": np.zeros((2, 1, 3, 3))}),
+            CheckpointError,
+            "missing",
+        ),
     ]:
         with pytest.raises(kind, match=message) as err:
             call()

@@ -71,8 +71,7 @@ def check_grey_image_shape(image_shape: Sequence[int], what: str) -> tuple[int, 
         )
     if len(shape) == 3 and shape[0] != 1:
         raise ConfigError(
-            f"{what} models a single grey channel, got image_shape {shape} with {shape[0]} "
-            "channels"
+            f"{what} models a single grey channel, got image_shape {shape} with {shape[0]} channels"
         )
     return shape[-2], shape[-1]
 

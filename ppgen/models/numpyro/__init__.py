@@ -28,6 +28,7 @@ from ppgen.models.numpyro.linear_gaussian import LinearGaussian
 from ppgen.models.numpyro.made import MADE
 from ppgen.models.numpyro.mixture import GaussianMixture
 from ppgen.models.numpyro.nets import MLP
+from ppgen.models.numpyro.pixelcnn import GatedPixelCNN, PixelCNN
 from ppgen.models.numpyro.sbn import SigmoidBeliefNet
 from ppgen.models.numpyro.ssvae import SSVAE
 from ppgen.models.numpyro.transforms import (
@@ -89,4 +90,6 @@ __all__ = [
     "Radial",
     "random_permutation",
     "reverse_permutation",
+    "GatedPixelCNN",
+    "PixelCNN",
 ]

@@ -284,8 +284,10 @@ class _ImageAutoregressive(eqx.Module):
         """Weights as numpy by the Pyro twin's names and torch's layout (``input.weight``
         ``(out, in, kh, kw)``, biases ``(out,)``; masked entries stored but never used)."""
         leaves = jax.tree_util.tree_flatten_with_path(self)[0]
-        return {_torch_name(path): np.array(v).reshape(-1 if path[-1].name == "bias" else v.shape)
-                for path, v in leaves}
+        return {
+            _torch_name(path): np.array(v).reshape(-1 if path[-1].name == "bias" else v.shape)
+            for path, v in leaves
+        }
 
     def set_weights(self, weights: Mapping[str, np.ndarray]) -> _ImageAutoregressive:
         """A copy holding ``weights`` (keys and shapes of :meth:`get_weights`).
@@ -531,9 +533,7 @@ class GatedPixelCNN(_ImageAutoregressive):
     def _params(self, x: jax.Array, context: jax.Array | None) -> jax.Array:
         return self._horizontal(x, self._links(x, context), context)
 
-    def _row_cache(
-        self, x: jax.Array, i: jax.Array, context: jax.Array | None
-    ) -> list[jax.Array]:
+    def _row_cache(self, x: jax.Array, i: jax.Array, context: jax.Array | None) -> list[jax.Array]:
         s = jnp.asarray(self.row_starts)[i]
         window = jax.lax.dynamic_slice_in_dim(x, s, self.window_rows, axis=1)
         links = self._links(self._scale(window[:, None]), context)

@@ -28,6 +28,7 @@ from ppgen.models.pyro.linear_gaussian import LinearGaussian
 from ppgen.models.pyro.made import MADE
 from ppgen.models.pyro.mixture import GaussianMixture
 from ppgen.models.pyro.nets import MLP
+from ppgen.models.pyro.pixelcnn import GatedPixelCNN, PixelCNN
 from ppgen.models.pyro.sbn import SigmoidBeliefNet
 from ppgen.models.pyro.ssvae import SSVAE
 from ppgen.models.pyro.transforms import (
@@ -89,4 +90,6 @@ __all__ = [
     "Radial",
     "random_permutation",
     "reverse_permutation",
+    "GatedPixelCNN",
+    "PixelCNN",
 ]

@@ -197,8 +197,9 @@ class _ImageAutoregressive(nn.Module):
             )
         tail = (*self.event_shape, *head.noise_shape)
         if noise.dim() < len(tail) or tuple(noise.shape[noise.dim() - len(tail) :]) != tail:
-            raise DataError(f"noise must be (*batch, {', '.join(map(str, tail))}), got "
-                            f"{tuple(noise.shape)}")
+            raise DataError(
+                f"noise must be (*batch, {', '.join(map(str, tail))}), got {tuple(noise.shape)}"
+            )
         batch = tuple(noise.shape[: noise.dim() - len(tail)])
         n = math.prod(batch)
         noise = noise.reshape(n, self.height, self.width, *head.noise_shape)
