@@ -29,13 +29,15 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from ppgen.errors import ConfigError
+from ppgen.errors import ConfigError, DataError
 
 __all__ = [
     "Padding",
     "Plan",
     "check_grey_image_shape",
     "check_kernel_size",
+    "check_noise_shape",
+    "check_prefix_shape",
     "check_sizes",
     "gated_plan",
     "conv_initial_weights",
@@ -319,3 +321,39 @@ def gated_plan(
     _conv(shapes, "output.0", channels, channels, (1, 1))
     _conv(shapes, "output.1", num_params, channels, (1, 1))
     return shapes, masks
+
+
+def check_noise_shape(
+    shape: Sequence[int], event_shape: Sequence[int], noise_shape: Sequence[int]
+) -> tuple[int, ...]:
+    """Check the samplers' noise ``(*batch, *event_shape, *noise_shape)``; return ``batch``.
+
+    Raises:
+        DataError: The noise does not end in ``(*event_shape, *noise_shape)``.
+    """
+    shape, tail = tuple(shape), (*event_shape, *noise_shape)
+    if len(shape) < len(tail) or shape[len(shape) - len(tail) :] != tail:
+        raise DataError(f"noise must be (*batch, {', '.join(map(str, tail))}), got {shape}")
+    return shape[: len(shape) - len(tail)]
+
+
+def check_prefix_shape(
+    shape: Sequence[int], batch: Sequence[int], event_shape: Sequence[int]
+) -> int:
+    """Check a completion prefix, the top ``r`` rows ``(*batch, r, W)`` (``(*batch, 1, r,
+    W)`` for ``(1, H, W)`` events); return ``r``.
+
+    Raises:
+        DataError: Another batch shape or width, or more rows than the image has.
+    """
+    shape, batch, event = tuple(shape), tuple(batch), tuple(event_shape)
+    height, width = event[-2:]
+    lead = event[:-2]
+    ok = len(shape) == len(batch) + len(event) and shape[: len(batch)] == batch
+    ok = ok and shape[len(batch) : len(batch) + len(lead)] == lead and shape[-1] == width
+    if not ok or not 0 <= shape[-2] <= height:
+        raise DataError(
+            f"prefix must be the top rows (*batch, {', '.join(map(str, lead + ('r',)))}, "
+            f"{width}) with batch {batch} and r <= {height}, got {shape}"
+        )
+    return int(shape[-2])

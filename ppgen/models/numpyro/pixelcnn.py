@@ -35,6 +35,8 @@ from ppgen.models.conv_masks import (
     Padding,
     Plan,
     check_grey_image_shape,
+    check_noise_shape,
+    check_prefix_shape,
     conv_initial_weights,
     gated_plan,
     horizontal_padding,
@@ -204,12 +206,7 @@ class _ImageAutoregressive(eqx.Module):
                 f"the head takes {head.num_params}"
             )
         noise = jnp.asarray(noise)
-        tail = (*self.event_shape, *head.noise_shape)
-        if noise.ndim < len(tail) or tuple(noise.shape[noise.ndim - len(tail) :]) != tail:
-            raise DataError(
-                f"noise must be (*batch, {', '.join(map(str, tail))}), got {tuple(noise.shape)}"
-            )
-        batch = tuple(noise.shape[: noise.ndim - len(tail)])
+        batch = check_noise_shape(tuple(noise.shape), self.event_shape, head.noise_shape)
         n = math.prod(batch)
         noise = noise.reshape(n, self.height, self.width, *head.noise_shape)
         self._check_context(context)
@@ -222,25 +219,11 @@ class _ImageAutoregressive(eqx.Module):
         first = 0
         if prefix is not None:
             prefix = jnp.asarray(prefix)
-            first = self._check_prefix(prefix, batch)
-            given = prefix.reshape(*prefix.shape[: len(batch)], first, self.width)
-            given = jnp.broadcast_to(given, (*batch, first, self.width))
-            x = x.at[:, :first].set(given.reshape(n, first, self.width).astype(x.dtype))
+            first = check_prefix_shape(tuple(prefix.shape), batch, self.event_shape)
+            x = x.at[:, :first].set(prefix.reshape(n, first, self.width).astype(x.dtype))
 
         x = _draw(self, head, noise, context, x, first, bool(cached))
         return x.reshape(*batch, *self.event_shape)
-
-    def _check_prefix(self, prefix: jax.Array, batch: tuple[int, ...]) -> int:
-        rows_axis = prefix.ndim - 2
-        ok = prefix.ndim == len(batch) + len(self.event_shape) and prefix.shape[-1] == self.width
-        ok = ok and (len(self.event_shape) == 2 or prefix.shape[-3] == 1)
-        if not ok or not 0 <= prefix.shape[rows_axis] <= self.height:
-            lead = "" if len(self.event_shape) == 2 else "1, "
-            raise DataError(
-                f"prefix must be the top rows (*batch, {lead}r, {self.width}) with batch "
-                f"{batch} and r <= {self.height}, got {tuple(prefix.shape)}"
-            )
-        return int(prefix.shape[rows_axis])
 
     def plated(
         self, x: jax.Array | None, head: object, context: jax.Array | None = None

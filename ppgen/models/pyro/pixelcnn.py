@@ -37,6 +37,8 @@ from ppgen.models.conv_masks import (
     Padding,
     Plan,
     check_grey_image_shape,
+    check_noise_shape,
+    check_prefix_shape,
     conv_initial_weights,
     gated_plan,
     horizontal_padding,
@@ -195,12 +197,7 @@ class _ImageAutoregressive(nn.Module):
                 f"{type(self).__name__} was built for {self.num_params} parameters per pixel, "
                 f"the head takes {head.num_params}"
             )
-        tail = (*self.event_shape, *head.noise_shape)
-        if noise.dim() < len(tail) or tuple(noise.shape[noise.dim() - len(tail) :]) != tail:
-            raise DataError(
-                f"noise must be (*batch, {', '.join(map(str, tail))}), got {tuple(noise.shape)}"
-            )
-        batch = tuple(noise.shape[: noise.dim() - len(tail)])
+        batch = check_noise_shape(tuple(noise.shape), self.event_shape, head.noise_shape)
         n = math.prod(batch)
         noise = noise.reshape(n, self.height, self.width, *head.noise_shape)
         self._check_context(context)
@@ -212,9 +209,8 @@ class _ImageAutoregressive(nn.Module):
             x = torch.zeros(n, self.height, self.width, dtype=probe.dtype)
             first = 0
             if prefix is not None:
-                first = self._check_prefix(prefix, batch)
-                given = prefix.reshape(*prefix.shape[: len(batch)], first, self.width)
-                x[:, :first] = given.expand(*batch, first, self.width).reshape(n, first, -1)
+                first = check_prefix_shape(tuple(prefix.shape), batch, self.event_shape)
+                x[:, :first] = prefix.reshape(n, first, self.width)
             for i in range(first, self.height):
                 cache = self._row_cache(x, i, context) if cached else None
                 for j in range(self.width):
@@ -224,18 +220,6 @@ class _ImageAutoregressive(nn.Module):
                         params = self._params(self._scale(x[:, None]), context)[:, :, i, j]
                     x[:, i, j] = head.draw(params, noise[:, i, j])
         return x.reshape(*batch, *self.event_shape)
-
-    def _check_prefix(self, prefix: torch.Tensor, batch: tuple[int, ...]) -> int:
-        rows_axis = prefix.dim() - 2
-        ok = prefix.dim() == len(batch) + len(self.event_shape) and prefix.shape[-1] == self.width
-        ok = ok and (len(self.event_shape) == 2 or prefix.shape[-3] == 1)
-        if not ok or not 0 <= prefix.shape[rows_axis] <= self.height:
-            lead = "" if len(self.event_shape) == 2 else "1, "
-            raise DataError(
-                f"prefix must be the top rows (*batch, {lead}r, {self.width}) with batch "
-                f"{batch} and r <= {self.height}, got {tuple(prefix.shape)}"
-            )
-        return int(prefix.shape[rows_axis])
 
     def plated(
         self, x: torch.Tensor | None, head: object, context: torch.Tensor | None = None
