@@ -267,7 +267,8 @@ def mu_law_decode(
             f"[{q.min()}, {q.max()}]"
         )
     y = 2 * q.astype(np.float64) / mu - 1
-    return (np.sign(y) * np.expm1(np.abs(y) * np.log1p(mu)) / mu).astype(dtype)
+    # A power rather than exp(|y| ln(1 + mu)): code 0 and code mu decode to exactly -1 and 1.
+    return (np.sign(y) * ((1.0 + mu) ** np.abs(y) - 1) / mu).astype(dtype)
 
 
 @dataclass(frozen=True)
