@@ -582,6 +582,27 @@ def test_a_speech_file_of_another_rate_is_refused(tmp_path):
     )
 
 
+@pytest.mark.parametrize("method", ["is_file", "read_bytes"])
+def test_unreadable_data_are_one_line_errors(tmp_path, monkeypatch, method):
+    """Permission errors (simulated: the tests may run as root) become DataErrors."""
+    make_speech(tmp_path)
+    (tmp_path / "tinyshakespeare").mkdir()
+    (tmp_path / "tinyshakespeare" / "input.txt").write_text("x")
+    real = getattr(pathlib.Path, method)
+
+    def refuse(path, *args, **kwargs):
+        if tmp_path in path.parents:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, method, refuse)
+    for load, what in [(load_shakespeare, "Tiny Shakespeare"), (load_speech, "the speech corpus")]:
+        with pytest.raises(DataError) as err:
+            load("test", data_dir=tmp_path)
+        message = one_line(err)
+        assert f"cannot read {what} (Permission denied: {tmp_path}" in message
+
+
 # --- integer grey levels ------------------------------------------------------------------------
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ppgen.data.dataset import StrPath, check_split, data_dir
-from ppgen.data.files import check_md5, write_atomic
+from ppgen.data.files import check_md5, unreadable_message, write_atomic
 from ppgen.errors import ConfigError, DataError
 
 __all__ = [
@@ -389,10 +389,7 @@ def _read_bytes(path: pathlib.Path) -> bytes:
     try:
         return path.read_bytes()
     except OSError as err:
-        raise DataError(
-            f"cannot read {path} ({err.strerror}); make it readable, or set PPGEN_DATA (or "
-            "pass data_dir=) to a directory you can read"
-        ) from err
+        raise DataError(unreadable_message("the speech corpus", err)) from err
 
 
 def _fix(path: pathlib.Path) -> str:
@@ -476,7 +473,13 @@ def load_speech(split: str = "train", *, data_dir: StrPath | None = None) -> Aud
             transcript line.
     """
     check_split(split)
-    directory = speech_dir(data_dir)
+    try:
+        return _load_speech(split, speech_dir(data_dir))
+    except PermissionError as err:
+        raise DataError(unreadable_message("the speech corpus", err)) from err
+
+
+def _load_speech(split: str, directory: pathlib.Path) -> AudioCorpus:
     if not (directory / "MD5SUMS").is_file():
         raise DataError(
             f"speech corpus not found in {directory} (no MD5SUMS); it has no download: copy "

@@ -15,7 +15,14 @@ from collections.abc import Callable, Sequence
 
 from ppgen.errors import DataError
 
-__all__ = ["DOWNLOAD_TIMEOUT_S", "check_md5", "download_verified", "fetch_url", "write_atomic"]
+__all__ = [
+    "DOWNLOAD_TIMEOUT_S",
+    "check_md5",
+    "download_verified",
+    "fetch_url",
+    "unreadable_message",
+    "write_atomic",
+]
 
 DOWNLOAD_TIMEOUT_S = 10.0
 """Seconds a download waits for a server before giving up on that URL."""
@@ -38,6 +45,16 @@ def check_md5(raw: bytes, path: StrPath, expected: str, fix: str) -> None:
     digest = hashlib.md5(raw, usedforsecurity=False).hexdigest()
     if digest != expected:
         raise DataError(f"file {path} is corrupt (md5 {digest}, expected {expected}); {fix}")
+
+
+def unreadable_message(what: str, err: OSError) -> str:
+    """The one-line message for data that cannot be read (permissions and the like):
+    ``"cannot read WHAT (Permission denied: PATH); make it readable, or set PPGEN_DATA ..."``.
+    """
+    return (
+        f"cannot read {what} ({err.strerror}: {err.filename}); make it readable, or set "
+        "PPGEN_DATA (or pass data_dir=) to a directory you can read"
+    )
 
 
 def fetch_url(url: str, timeout: float = DOWNLOAD_TIMEOUT_S) -> bytes:

@@ -21,7 +21,7 @@ import numpy as np
 from ppgen.data.batching import seeded_rng
 from ppgen.data.binarization import check_binarize_mode
 from ppgen.data.dataset import Dataset, StrPath, check_split, data_dir
-from ppgen.data.files import check_md5, download_verified, fetch_url
+from ppgen.data.files import check_md5, download_verified, fetch_url, unreadable_message
 from ppgen.errors import DataError
 
 __all__ = ["MNIST_MD5", "MNIST_URLS", "load_mnist", "mnist_dir", "read_idx"]
@@ -270,10 +270,7 @@ def load_mnist(
         images = _read_mnist_file(directory / image_file)
         labels = _read_mnist_file(directory / label_file)
     except PermissionError as err:
-        raise DataError(
-            f"cannot read the MNIST data ({err.strerror}: {err.filename}); make it readable, "
-            "or set PPGEN_DATA (or pass data_dir=) to a directory you can read"
-        ) from err
+        raise DataError(unreadable_message("the MNIST data", err)) from err
     _check_pair(directory, (image_file, label_file), images, labels, count)
 
     pixels = images[1].reshape(count, 28 * 28)  # (N, 784) uint8

@@ -18,7 +18,7 @@ import numpy as np
 
 from ppgen.data.batching import seeded_rng
 from ppgen.data.dataset import StrPath, check_split, data_dir
-from ppgen.data.files import check_md5, download_verified, fetch_url
+from ppgen.data.files import check_md5, download_verified, fetch_url, unreadable_message
 from ppgen.errors import ConfigError, DataError
 
 __all__ = [
@@ -314,10 +314,7 @@ def _read_text(path: str, mtime_ns: int, size: int) -> tuple[np.ndarray, Vocabul
     try:
         raw = pathlib.Path(path).read_bytes()
     except OSError as err:
-        raise DataError(
-            f"cannot read {path} ({err.strerror}); make it readable, or set PPGEN_DATA (or "
-            "pass data_dir=) to a directory you can read"
-        ) from err
+        raise DataError(unreadable_message("Tiny Shakespeare", err)) from err
     check_md5(
         raw,
         path,
@@ -357,7 +354,22 @@ def load_shakespeare(
             the URL), unreadable, or corrupt (md5).
     """
     check_split(split)
-    directory = shakespeare_dir(data_dir)
+    try:
+        ids, vocabulary = _shakespeare(shakespeare_dir(data_dir), download)
+    except PermissionError as err:
+        raise DataError(unreadable_message("Tiny Shakespeare", err)) from err
+    cut = int(len(ids) * SHAKESPEARE_TRAIN_FRACTION)  # nanoGPT: int(n * 0.9)
+    part = {
+        "train": slice(0, cut),
+        "valid": slice(cut, None),
+        "test": slice(cut, None),
+        "train_full": slice(0, None),
+    }[split]
+    return TextCorpus(ids[part], vocabulary, f"shakespeare-{split}")
+
+
+def _shakespeare(directory: pathlib.Path, download: bool) -> tuple[np.ndarray, Vocabulary]:
+    """The whole text's ids and vocabulary, downloading the file if missing and allowed."""
     path = directory / _SHAKESPEARE_FILE
     if not path.is_file():
         reason = "download=False"
@@ -375,12 +387,4 @@ def load_shakespeare(
                 "data_dir=) to a directory whose tinyshakespeare/ sub-directory has it"
             )
     stat = path.stat()
-    ids, vocabulary = _read_text(str(path), stat.st_mtime_ns, stat.st_size)
-    cut = int(len(ids) * SHAKESPEARE_TRAIN_FRACTION)  # nanoGPT: int(n * 0.9)
-    part = {
-        "train": slice(0, cut),
-        "valid": slice(cut, None),
-        "test": slice(cut, None),
-        "train_full": slice(0, None),
-    }[split]
-    return TextCorpus(ids[part], vocabulary, f"shakespeare-{split}")
+    return _read_text(str(path), stat.st_mtime_ns, stat.st_size)
