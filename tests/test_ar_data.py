@@ -349,11 +349,17 @@ def test_truncated_or_foreign_files_are_one_line_errors(tmp_path):
     with pytest.raises(DataError) as err:
         read_wav(cut)
     assert "truncated: its header announces 1000 samples but it holds 950" in one_line(err)
-    for name, payload in [("head.wav", good[:30]), ("text.wav", b"hello"), ("empty.wav", b"")]:
+    for name, payload, what in [
+        ("head.wav", good[:30], "is not a readable WAV file (it ends early)"),
+        ("riff.wav", good[:8], "is not a readable WAV file (not a WAVE file)"),
+        ("text.wav", b"hello, world", "is not a WAV file (no RIFF/WAVE header)"),
+        ("avi.wav", b"RIFF\0\0\0\0AVI LIST", "is not a WAV file (no RIFF/WAVE header)"),
+        ("empty.wav", b"", "is not a WAV file"),
+    ]:
         (tmp_path / name).write_bytes(payload)
         with pytest.raises(DataError) as err:
             read_wav(tmp_path / name)
-        assert f"{tmp_path / name} is not a readable WAV file" in one_line(err)
+        assert f"{tmp_path / name} {what}" in one_line(err)
     with pytest.raises(DataError) as err:
         read_wav(tmp_path / "absent.wav")
     assert "cannot read" in one_line(err)

@@ -86,6 +86,8 @@ def _describe_fmt_chunk(raw: bytes) -> str | None:
 
 def _decode_wav(raw: bytes, path: StrPath, rate: int | None) -> tuple[np.ndarray, int]:
     """Parse the bytes of a mono 16-bit PCM WAV file into ``(int16 samples, rate)``."""
+    if raw[:4] != b"RIFF" or raw[8:12] not in (b"WAVE", b""):
+        raise DataError(f"{path} is not a WAV file (no RIFF/WAVE header)")
     try:
         with wave.open(io.BytesIO(raw), "rb") as w:
             channels, width, file_rate = w.getnchannels(), w.getsampwidth(), w.getframerate()
@@ -94,7 +96,8 @@ def _decode_wav(raw: bytes, path: StrPath, rate: int | None) -> tuple[np.ndarray
     except (wave.Error, EOFError) as err:
         what = _describe_fmt_chunk(raw)
         if what is None or "unknown format" not in str(err):
-            raise DataError(f"{path} is not a readable WAV file ({err})") from err
+            why = str(err) or ("it ends early" if isinstance(err, EOFError) else "bad header")
+            raise DataError(f"{path} is not a readable WAV file ({why})") from err
         raise DataError(f"{path} is {what}; {_needed(path, rate)}") from err
     if channels != 1 or width != 2 or (rate is not None and file_rate != rate):
         what = f"{file_rate} Hz {_channels_name(channels)} {8 * width}-bit PCM"
