@@ -9,78 +9,38 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
-import numpyro.distributions as ndist
 import pyro
-import pyro.distributions as pdist
 import pytest
 import torch
-from numpyro.infer.util import log_density
 from pyro import poutine
 
 import ppgen.models.numpyro.pixelcnn as jpc
 import ppgen.models.pyro.pixelcnn as tpc
 from ppgen.errors import CheckpointError, ConfigError, DataError
 from ppgen.models.conv_masks import horizontal_mask, pixelcnn_mask, window_starts
+from tests.ar_checks import (
+    assert_autoregressive,
+    heads,
+    log_prob_of,
+    plated_log_prob,
+    plated_sites,
+    sample_with,
+)
 
 MODULES = {"pyro": tpc, "numpyro": jpc}
 
 
-# -- heads (the protocol of issue 13's AR base: distribution, log_prob, draw) ---------------
+def head(backend, k=None, mixture=None):
+    """Bernoulli (``k=None``), ``Categorical(k)`` or a mixture of ``mixture`` discretized
+    logistics over ``k`` levels, from the AR base of ``backend``."""
+    if mixture:
+        return heads(backend).DiscretizedLogisticMixture(mixture, levels=k)
+    return heads(backend).Bernoulli() if k is None else heads(backend).Categorical(k)
 
 
-class TorchBernoulli:
-    num_params, noise_shape = 1, ()
-
-    def distribution(self, params):
-        return pdist.Bernoulli(logits=params[..., 0])
-
-    def draw(self, params, noise):
-        return (noise < torch.sigmoid(params[..., 0])).to(params.dtype)
-
-
-class TorchCategorical:
-    def __init__(self, k):
-        self.num_params, self.noise_shape = k, (k,)
-
-    def distribution(self, params):
-        return pdist.Categorical(logits=params)
-
-    def draw(self, params, noise):
-        return torch.argmax(params + noise, -1)
-
-
-class JaxBernoulli:
-    num_params, noise_shape = 1, ()
-
-    def distribution(self, params):
-        return ndist.BernoulliLogits(params[..., 0])
-
-    def draw(self, params, noise):
-        return (noise < jax.nn.sigmoid(params[..., 0])).astype(params.dtype)
-
-
-class JaxCategorical:
-    def __init__(self, k):
-        self.num_params, self.noise_shape = k, (k,)
-
-    def distribution(self, params):
-        return ndist.CategoricalLogits(params)
-
-    def draw(self, params, noise):
-        return jnp.argmax(params + noise, -1)
-
-
-def head(backend, k=None):
-    """Bernoulli (``k=None``) or ``Categorical(k)`` on ``backend``."""
-    if backend == "pyro":
-        return TorchBernoulli() if k is None else TorchCategorical(k)
-    return JaxBernoulli() if k is None else JaxCategorical(k)
-
-
-def noise(shape, k=None, seed=0):
-    """Uniforms (Bernoulli) or Gumbels (``Categorical(k)``) in numpy."""
-    rng = np.random.default_rng(seed)
-    return rng.random(shape) if k is None else rng.gumbel(size=(*shape, k))
+def noise(shape, hd, seed=0):
+    """Uniform noise in (0, 1) for ``hd``: ``(*shape, *hd.noise_shape)``."""
+    return np.random.default_rng(seed).uniform(1e-12, 1.0, (*shape, *hd.noise_shape))
 
 
 def array(backend, a):
@@ -92,13 +52,6 @@ def array(backend, a):
 
 def numpy(a):
     return a.detach().numpy() if torch.is_tensor(a) else np.asarray(a)
-
-
-def log_prob(backend, net, hd, x, context=None):
-    """The efficient form: every conditional from one pass, summed over the image."""
-    params = net(x, context)
-    lp = hd.distribution(params).log_prob(x)
-    return numpy(lp.sum((-1, -2)))
 
 
 def make(backend, name, shape, **kwargs):
@@ -165,14 +118,15 @@ def test_pixelcnn_field_is_autoregressive_with_the_blind_spot(float64, backend):
     net = make(backend, "PixelCNN", (6, 6), channels=8, layers=2, kernel_size=3)
     x = np.random.default_rng(0).random((4, 6, 6))
     dep = field(backend, net, x)
-    assert not np.triu(dep).any()  # output p never moves with an input q >= p
+    assert_autoregressive(dep, net.order)  # output p never moves with an input q >= p
     np.testing.assert_array_equal(dep, plain_field(6, 6, 2))
     # The blind spot: pixel (2, 1) never sees (1, 3), above and to the right, though it
     # comes earlier and lies within the field's reach; depth does not help.
     deep = make(backend, "PixelCNN", (6, 6), channels=8, layers=4, kernel_size=3)
     dep = field(backend, deep, x)
     assert not dep[2 * 6 + 1, 1 * 6 + 3] and not dep[3 * 6 + 0, 2 * 6 + 2]
-    assert dep[2 * 6 + 1, 1 * 6 + 2] and not np.triu(dep).any()
+    assert dep[2 * 6 + 1, 1 * 6 + 2]
+    assert_autoregressive(dep, deep.order)
     np.testing.assert_array_equal(dep, plain_field(6, 6, 4))
 
 
@@ -207,38 +161,41 @@ NETS = [
 ]
 
 
-def _context(kwargs, n):
-    return np.eye(3)[np.arange(n) % 3] if kwargs.get("num_classes") else None
+def _context(backend, kwargs, n):
+    """One-hot classes ``0, 1, 2, 0, ...`` for a class-conditional net, else ``None``."""
+    return array(backend, np.eye(3)[np.arange(n) % 3]) if kwargs.get("num_classes") else None
+
+
+# (levels, head): binary Bernoulli, Categorical over 3 levels, 2 discretized logistics over 4.
+HEADS = [(2, {}), (3, {"k": 3}), (4, {"k": 4, "mixture": 2})]
+# Each net with each head once (a net reads every head's values the same way: x / (L - 1)).
+NET_HEADS = [
+    (*NETS[0], *HEADS[0]),
+    (*NETS[0], *HEADS[2]),
+    (*NETS[1], *HEADS[1]),
+    (*NETS[2], *HEADS[0]),
+    (*NETS[2], *HEADS[2]),
+]
+
+
+def _head_net(backend, name, shape, kwargs, levels, head_kw):
+    hd = head(backend, **head_kw)
+    return make(backend, name, shape, num_params=hd.num_params, levels=levels, **kwargs), hd
+
+
+def _images(levels, n, shape, seed=0):
+    x = np.random.default_rng(seed).integers(0, levels, (n, *shape))
+    return x.astype(float) if levels == 2 else x
 
 
 @pytest.mark.parametrize("backend", ["pyro", "numpyro"])
-@pytest.mark.parametrize(("name", "kwargs"), NETS)
-@pytest.mark.parametrize("k", [None, 3])
-def test_plated_form_scores_as_the_efficient_form(float64, backend, name, kwargs, k):
-    net = make(backend, name, (3, 2), num_params=k or 1, levels=k, **kwargs)
-    hd = head(backend, k)
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, k or 2, (4, 3, 2))
-    x = array(backend, x if k else x.astype(float))
-    ctx = _context(kwargs, 4)
-    ctx = None if ctx is None else array(backend, ctx)
-    want = log_prob(backend, net, hd, x, ctx).sum()
-
-    def model():
-        with (pyro if backend == "pyro" else numpyro).plate("data", 4):
-            return net.plated(x, hd, ctx)
-
-    if backend == "pyro":
-        trace = poutine.trace(model).get_trace()
-        got = trace.log_prob_sum().item()
-        names = [n for n, s in trace.nodes.items() if s["type"] == "sample" and n != "data"]
-    else:
-        got = float(log_density(model, (), {}, {})[0])
-        names = [
-            n for n, s in numpyro.handlers.trace(model).get_trace().items() if s["type"] == "sample"
-        ]
-    assert names == [f"x_{p}" for p in range(6)]
-    assert abs(got - want) < 1e-5 * max(1.0, abs(want))
+@pytest.mark.parametrize(("name", "kwargs", "levels", "head_kw"), NET_HEADS)
+def test_plated_form_scores_as_the_efficient_form(float64, backend, name, kwargs, levels, head_kw):
+    net, hd = _head_net(backend, name, (3, 2), kwargs, levels, head_kw)
+    x, ctx = _images(levels, 4, (3, 2)), _context(backend, kwargs, 4)
+    want = log_prob_of(net, hd, x, ctx).sum()
+    assert plated_sites(net, hd, x, ctx) == [f"x_{p}" for p in range(6)]
+    assert abs(plated_log_prob(net, hd, x, ctx) - want) < 1e-5 * max(1.0, abs(want))
 
 
 @pytest.mark.parametrize("backend", ["pyro", "numpyro"])
@@ -248,8 +205,7 @@ def test_plated_form_draws_when_x_is_none(float64, backend, name, kwargs):
     draws as the trace does."""
     net = make(backend, name, (2, 3), **kwargs)
     hd = head(backend)
-    ctx = _context(kwargs, 5)
-    ctx = None if ctx is None else array(backend, ctx)
+    ctx = _context(backend, kwargs, 5)
 
     def model():
         with (pyro if backend == "pyro" else numpyro).plate("data", 5):
@@ -266,23 +222,22 @@ def test_plated_form_draws_when_x_is_none(float64, backend, name, kwargs):
         x = jnp.stack([s["value"] for s in sites], -1).reshape(5, 2, 3)
         got = float(sum(s["fn"].log_prob(s["value"]).sum() for s in sites))
     assert tuple(x.shape) == (5, 2, 3)
-    assert abs(got - log_prob(backend, net, hd, x, ctx).sum()) < 1e-8
+    assert abs(got - log_prob_of(net, hd, numpy(x), ctx).sum()) < 1e-8
 
 
 @pytest.mark.parametrize("backend", ["pyro", "numpyro"])
-@pytest.mark.parametrize(("name", "kwargs"), NETS)
-@pytest.mark.parametrize("k", [None, 3])
-def test_probabilities_of_every_tiny_image_sum_to_one(float64, backend, name, kwargs, k):
-    """All ``2^4`` binary (``3^4`` ternary) 2x2 images: ``sum p(x) = 1`` (per class)."""
-    levels = k or 2
-    net = make(backend, name, (2, 2), num_params=k or 1, levels=k, **kwargs)
-    images = np.array(list(itertools.product(range(levels), repeat=4))).reshape(-1, 2, 2)
-    x = array(backend, images if k else images.astype(float))
+@pytest.mark.parametrize(("name", "kwargs", "levels", "head_kw"), NET_HEADS)
+def test_every_tiny_image_sums_to_one(float64, backend, name, kwargs, levels, head_kw):
+    """All ``levels^4`` 2x2 images: ``sum p(x) = 1`` (for each class)."""
+    net, hd = _head_net(backend, name, (2, 2), kwargs, levels, head_kw)
+    images = _images(levels, 0, (2, 2))
+    images = np.array(list(itertools.product(range(levels), repeat=4)), images.dtype)
+    images = images.reshape(-1, 2, 2)
     for c in range(3 if kwargs.get("num_classes") else 1):
         ctx = None
         if kwargs.get("num_classes"):
             ctx = array(backend, np.broadcast_to(np.eye(3)[c], (len(images), 3)))
-        total = np.exp(log_prob(backend, net, head(backend, k), x, ctx)).sum()
+        total = np.exp(log_prob_of(net, hd, images, ctx)).sum()
         assert abs(total - 1.0) < 1e-10
 
 
@@ -291,78 +246,76 @@ def test_probabilities_of_every_tiny_image_sum_to_one(float64, backend, name, kw
 
 @pytest.mark.parametrize(("name", "kwargs"), NETS)
 def test_parity_of_weights_outputs_and_samples(float64, name, kwargs):
-    t = make("pyro", name, (5, 4), num_params=3, **kwargs)
-    j = make("numpyro", name, (5, 4), num_params=3, **kwargs)
+    t, hd_t = _head_net("pyro", name, (5, 4), kwargs, 256, {"k": 256, "mixture": 2})
+    j, hd_j = _head_net("numpyro", name, (5, 4), kwargs, 256, {"k": 256, "mixture": 2})
     wt, wj = t.get_weights(), j.get_weights()
     assert sorted(wt) == sorted(wj)
     for key in wt:  # the same seeded initial weights, in torch's layout on both sides
         np.testing.assert_array_equal(wt[key], wj[key], err_msg=key)
-    # Other weights, set on both: the same outputs and the same draws.
+    # Other weights, set on both: the same outputs, log-likelihoods and draws.
     rng = np.random.default_rng(5)
     new = {key: rng.normal(0, 0.5, v.shape) for key, v in wt.items()}
     t.set_weights(new)
     j = j.set_weights(new)
     x = rng.integers(0, 256, (3, 5, 4))
-    ctx = _context(kwargs, 3)
-    out_t = numpy(t(array("pyro", x), None if ctx is None else array("pyro", ctx)))
-    out_j = numpy(j(array("numpyro", x), None if ctx is None else array("numpyro", ctx)))
-    assert out_t.shape == (3, 5, 4, 3)
+    ctx_t, ctx_j = _context("pyro", kwargs, 3), _context("numpyro", kwargs, 3)
+    out_t = numpy(t(array("pyro", x), ctx_t))
+    out_j = numpy(j(array("numpyro", x), ctx_j))
+    assert out_t.shape == (3, 5, 4, 6)
     np.testing.assert_allclose(out_t, out_j, atol=1e-5, rtol=0)
-    u = noise((3, 5, 4), 3)
-    s_t = t.sample(array("pyro", u), head("pyro", 3), None if ctx is None else array("pyro", ctx))
-    s_j = j.sample(
-        array("numpyro", u), head("numpyro", 3), None if ctx is None else array("numpyro", ctx)
+    np.testing.assert_allclose(
+        log_prob_of(t, hd_t, x, ctx_t), log_prob_of(j, hd_j, x, ctx_j), atol=1e-5, rtol=0
     )
-    np.testing.assert_array_equal(numpy(s_t), numpy(s_j))
+    u = noise((3, 5, 4), hd_t)
+    np.testing.assert_array_equal(
+        sample_with(t, hd_t, u, True, ctx_t), sample_with(j, hd_j, u, True, ctx_j)
+    )
 
 
 # -- sampling ----------------------------------------------------------------------------------
 
 
 SAMPLERS = [
-    ("PixelCNN", dict(channels=4, layers=1, kernel_size=3), None),  # windows 3 x 5 of 8 x 7
+    ("PixelCNN", dict(channels=4, layers=1, kernel_size=3), 2),  # windows 3 x 5 of 8 x 7
     ("PixelCNN", dict(channels=4, layers=2, kernel_size=5), 4),  # window rows 5 of 8
-    ("GatedPixelCNN", dict(channels=4, layers=2), None),  # vertical window rows 4 of 8
+    ("GatedPixelCNN", dict(channels=4, layers=2), 2),  # vertical window rows 4 of 8
     ("GatedPixelCNN", dict(channels=4, layers=2, num_classes=3), 4),
 ]
 
 
 @pytest.mark.parametrize("backend", ["pyro", "numpyro"])
-@pytest.mark.parametrize(("name", "kwargs", "k"), SAMPLERS)
-def test_cached_sampling_gives_the_naive_samples(float64, backend, name, kwargs, k):
-    net = make(backend, name, (8, 7), num_params=k or 1, levels=k, **kwargs)
-    hd = head(backend, k)
-    u = array(backend, noise((3, 8, 7), k))
-    ctx = _context(kwargs, 3)
-    ctx = None if ctx is None else array(backend, ctx)
-    naive = numpy(net.sample(u, hd, ctx, cached=False))
-    cached = numpy(net.sample(u, hd, ctx, cached=True))
-    np.testing.assert_array_equal(cached, naive)
+@pytest.mark.parametrize(("name", "kwargs", "levels"), SAMPLERS)
+def test_cached_sampling_gives_the_naive_samples(float64, backend, name, kwargs, levels):
+    head_kw = {} if levels == 2 else {"k": levels}
+    net, hd = _head_net(backend, name, (8, 7), kwargs, levels, head_kw)
+    u = noise((3, 8, 7), hd)
+    ctx = _context(backend, kwargs, 3)
+    naive = sample_with(net, hd, u, False, ctx)
+    np.testing.assert_array_equal(sample_with(net, hd, u, True, ctx), naive)
     assert naive.shape == (3, 8, 7) and len(np.unique(naive)) > 1
     # Each pixel is the head's draw from the network's own conditional at that pixel.
     params = net(array(backend, naive), ctx)
-    np.testing.assert_array_equal(numpy(hd.draw(params, u)), naive)
+    np.testing.assert_array_equal(numpy(hd.draw(params, array(backend, u))), naive)
     # Completion: the top rows are kept and the rest drawn given them, cached as naive.
-    top = array(backend, np.asarray(naive)[:, :3] if k else 1.0 - np.asarray(naive)[:, :3])
-    done = numpy(net.sample(u, hd, ctx, cached=True, prefix=top))
+    top = array(backend, (naive[:, :3] + 1) % levels)
+    done = sample_with(net, hd, u, True, ctx, prefix=top)
     np.testing.assert_array_equal(done[:, :3], numpy(top))
-    np.testing.assert_array_equal(done, numpy(net.sample(u, hd, ctx, cached=False, prefix=top)))
-    np.testing.assert_array_equal(
-        numpy(hd.draw(net(array(backend, done), ctx), u))[:, 3:], done[:, 3:]
-    )
+    np.testing.assert_array_equal(done, sample_with(net, hd, u, False, ctx, prefix=top))
+    drawn = numpy(hd.draw(net(array(backend, done), ctx), array(backend, u)))
+    np.testing.assert_array_equal(drawn[:, 3:], done[:, 3:])
 
 
 @pytest.mark.parametrize("backend", ["pyro", "numpyro"])
 def test_three_dimensional_events_and_batch_shapes(float64, backend):
-    net = make(backend, "GatedPixelCNN", (1, 3, 4), channels=4, layers=2)
-    u = array(backend, noise((2, 3, 1, 3, 4)))
-    x = net.sample(u, head(backend))
+    net, hd = make(backend, "GatedPixelCNN", (1, 3, 4), channels=4, layers=2), head(backend)
+    u = array(backend, noise((2, 3, 1, 3, 4), hd))
+    x = net.sample(u, hd)
     assert tuple(x.shape) == (2, 3, 1, 3, 4)
     assert tuple(net(x).shape) == (2, 3, 1, 3, 4, 1)
     np.testing.assert_allclose(numpy(net(x))[1, 2], numpy(net(x[1, 2])), atol=1e-12)
     assert net.order == tuple(range(12)) and net.event_shape == (1, 3, 4)
     top = array(backend, np.ones((2, 3, 1, 2, 4)))
-    assert (numpy(net.sample(u, head(backend), prefix=top))[..., :2, :] == 1).all()
+    assert (numpy(net.sample(u, hd, prefix=top))[..., :2, :] == 1).all()
 
 
 # -- errors ------------------------------------------------------------------------------------
@@ -386,7 +339,7 @@ def test_bad_input_is_a_one_line_error(backend):
     net = mod.GatedPixelCNN((4, 4), channels=2, layers=1, num_classes=2)
     plain = mod.PixelCNN((4, 4), channels=2, layers=1, kernel_size=3)
     x, ctx = array(backend, np.zeros((2, 4, 4))), array(backend, np.eye(2))
-    u = array(backend, noise((2, 4, 4)))
+    u = array(backend, noise((2, 4, 4), head(backend)))
     for call, kind, message in [
         (lambda: net(array(backend, np.zeros((2, 28, 28))), ctx), DataError, r"\(4, 4\)"),
         (lambda: net(x), ConfigError, "pass a context"),

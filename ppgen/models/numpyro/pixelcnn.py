@@ -28,7 +28,6 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import numpyro
 
 from ppgen.errors import ConfigError, DataError
 from ppgen.models.conv_masks import (
@@ -47,6 +46,7 @@ from ppgen.models.conv_masks import (
 )
 from ppgen.models.conventions import check_weights
 from ppgen.models.elementwise import check_event_shape
+from ppgen.models.numpyro.ar import Bernoulli, naive_sample, plated_conditionals
 
 __all__ = ["GatedPixelCNN", "PixelCNN"]
 
@@ -183,12 +183,14 @@ class _ImageAutoregressive(eqx.Module):
         same image whether ``cached`` or not.
 
         Args:
-            noise: ``(*batch, *event_shape, *head.noise_shape)``, e.g. from
-                ``head.noise(rng_key, (*batch, *event_shape))``.
-            head: The conditional family (``num_params`` outputs per pixel).
+            noise: Uniform noise ``(*batch, *event_shape, *head.noise_shape)`` in ``(0, 1)``
+                (``ppgen.models.numpyro.ar.uniform_noise``).
+            head: The conditional family (``num_params`` outputs per pixel), a head of
+                :mod:`ppgen.models.numpyro.ar`.
             context: One-hot classes ``(*batch, num_classes)`` (class-conditional nets).
-            cached: ``False``: a full pass per pixel (the reference); ``True``: only what the
-                next pixel needs (see the module docstring).
+            cached: ``False``: a full pass per pixel (the reference,
+                :func:`ppgen.models.numpyro.ar.naive_sample`); ``True``: only what the next
+                pixel needs (see the module docstring).
             prefix: The top ``r`` rows given, ``(*batch, r, W)`` (``(*batch, 1, r, W)`` for
                 ``(1, H, W)`` events): completion. They are kept, and the rest drawn given
                 them. ``None``: draw every pixel.
@@ -207,33 +209,34 @@ class _ImageAutoregressive(eqx.Module):
             )
         noise = jnp.asarray(noise)
         batch = check_noise_shape(tuple(noise.shape), self.event_shape, head.noise_shape)
-        n = math.prod(batch)
-        noise = noise.reshape(n, self.height, self.width, *head.noise_shape)
         self._check_context(context)
-        if context is not None:
-            context = jnp.asarray(context, dtype=jnp.result_type(float))
-            context = jnp.broadcast_to(context, (*batch, context.shape[-1])).reshape(n, -1)
-        params = jax.ShapeDtypeStruct((n, self.num_params), jnp.result_type(float))
-        probe = jax.eval_shape(head.draw, params, noise[:, 0, 0])
-        x = jnp.zeros((n, self.height, self.width), probe.dtype)
+        n = math.prod(batch)
+        dtype = jnp.result_type(float) if isinstance(head, Bernoulli) else jnp.int32
+        x = jnp.zeros((n, self.height, self.width), dtype)  # the dtype of naive_sample's
         first = 0
         if prefix is not None:
             prefix = jnp.asarray(prefix)
             first = check_prefix_shape(tuple(prefix.shape), batch, self.event_shape)
-            x = x.at[:, :first].set(prefix.reshape(n, first, self.width).astype(x.dtype))
-
-        x = _draw(self, head, noise, context, x, first, bool(cached))
+            x = x.at[:, :first].set(prefix.reshape(n, first, self.width).astype(dtype))
+        if not cached:
+            x = x.reshape(*batch, *self.event_shape)
+            return naive_sample(self, noise, head, context, start=first * self.width, x=x)
+        noise = noise.reshape(n, self.height, self.width, *head.noise_shape)
+        if context is not None:
+            context = jnp.asarray(context, dtype=jnp.result_type(float))
+            context = jnp.broadcast_to(context, (*batch, context.shape[-1])).reshape(n, -1)
+        x = _draw(self, head, noise, context, x, first)
         return x.reshape(*batch, *self.event_shape)
 
     def plated(
         self, x: jax.Array | None, head: object, context: jax.Array | None = None
     ) -> jax.Array:
         """The model as one sample site per pixel, ``x_{p}`` for raster position
-        ``p = i * W + j``: ``x_p ~ head.distribution(f(x_<p)_p)`` with ``f`` the network run
-        on the image whose pixels from ``p`` on are zero, the paper's
-        ``p(x) = prod_p p(x_p | x_<p)`` (van den Oord et al. 2016a, equation 1). Call it
-        inside the ``"data"`` plate. One full pass per pixel: a readable reference, not a
-        fast path.
+        ``p = i * W + j``: ``x_p ~ head.distribution(f(x)_p)``, the paper's ``p(x) =
+        prod_p p(x_p | x_<p)`` (van den Oord et al. 2016a, equation 1), by the generic loop
+        :func:`ppgen.models.numpyro.ar.plated_conditionals` (``f(x)_p`` reads only
+        ``x_<p``). Call it inside the ``"data"`` plate. One full pass per pixel: a readable
+        reference, not a fast path.
 
         Args:
             x: ``(*batch, *event_shape)`` observed, or ``None`` to draw every pixel.
@@ -243,25 +246,7 @@ class _ImageAutoregressive(eqx.Module):
         Returns:
             The image ``(*batch, *event_shape)`` (drawn when ``x`` is ``None``).
         """
-        size = self.height * self.width
-        if x is not None:
-            x = jnp.asarray(x)
-            check_event_shape(tuple(x.shape), self.event_shape, type(self).__name__)
-            flat = x.reshape(*x.shape[: x.ndim - len(self.event_shape)], size)
-        else:
-            flat = jnp.zeros(size)
-        positions = jnp.arange(size)
-        for p in range(size):
-            seen = jnp.where(positions < p, flat, jnp.zeros((), flat.dtype))
-            params = self(seen.reshape(*seen.shape[:-1], *self.event_shape), context)
-            params = params.reshape(*params.shape[: -len(self.event_shape) - 1], size, -1)
-            obs = None if x is None else flat[..., p]
-            value = numpyro.sample(f"x_{p}", head.distribution(params[..., p, :]), obs=obs)
-            if x is None:
-                if flat.dtype != value.dtype or flat.shape[:-1] != value.shape:
-                    flat = jnp.broadcast_to(flat.astype(value.dtype), (*value.shape, size))
-                flat = flat.at[..., p].set(value)
-        return flat.reshape(*flat.shape[:-1], *self.event_shape)
+        return plated_conditionals(self, x, head, context)
 
     def get_weights(self) -> dict[str, np.ndarray]:
         """Weights as numpy by the Pyro twin's names and torch's layout (``input.weight``
@@ -302,18 +287,15 @@ def _draw(
     context: jax.Array | None,
     x: jax.Array,
     first: int,
-    cached: bool,
 ) -> jax.Array:
-    """The samplers' loops, rows ``first..H-1`` of ``x (N, H, W)`` drawn in raster order."""
+    """The cached sampler's loops: rows ``first..H-1`` of ``x (N, H, W)`` in raster order,
+    the row's cache computed once per row."""
 
     def row(i: jax.Array, x: jax.Array) -> jax.Array:
-        cache = net._row_cache(x, i, context) if cached else None
+        cache = net._row_cache(x, i, context)
 
         def pixel(j: jax.Array, x: jax.Array) -> jax.Array:
-            if cached:
-                params = net._pixel_params(x, i, j, context, cache)
-            else:
-                params = net._params(net._scale(x[:, None]), context)[:, :, i, j]
+            params = net._pixel_params(x, i, j, context, cache)
             return x.at[:, i, j].set(head.draw(params, noise[:, i, j]).astype(x.dtype))
 
         return jax.lax.fori_loop(0, net.width, pixel, x)

@@ -27,7 +27,6 @@ import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-import pyro
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -48,6 +47,7 @@ from ppgen.models.conv_masks import (
     window_starts,
 )
 from ppgen.models.elementwise import check_event_shape
+from ppgen.models.pyro.ar import Bernoulli, naive_sample, plated_conditionals
 from ppgen.models.pyro.params import get_weights, set_weights
 
 __all__ = ["GatedPixelCNN", "PixelCNN"]
@@ -175,12 +175,14 @@ class _ImageAutoregressive(nn.Module):
         same image whether ``cached`` or not.
 
         Args:
-            noise: ``(*batch, *event_shape, *head.noise_shape)``, e.g. from
-                ``head.noise(None, (*batch, *event_shape))``.
-            head: The conditional family (``num_params`` outputs per pixel).
+            noise: Uniform noise ``(*batch, *event_shape, *head.noise_shape)`` in ``(0, 1)``
+                (``ppgen.models.pyro.ar.uniform_noise``).
+            head: The conditional family (``num_params`` outputs per pixel), a head of
+                :mod:`ppgen.models.pyro.ar`.
             context: One-hot classes ``(*batch, num_classes)`` (class-conditional nets).
-            cached: ``False``: a full pass per pixel (the reference); ``True``: only what the
-                next pixel needs (see the module docstring).
+            cached: ``False``: a full pass per pixel (the reference,
+                :func:`ppgen.models.pyro.ar.naive_sample`); ``True``: only what the next pixel
+                needs (see the module docstring).
             prefix: The top ``r`` rows given, ``(*batch, r, W)`` (``(*batch, 1, r, W)`` for
                 ``(1, H, W)`` events): completion. They are kept, and the rest drawn given
                 them. ``None``: draw every pixel.
@@ -198,38 +200,38 @@ class _ImageAutoregressive(nn.Module):
                 f"the head takes {head.num_params}"
             )
         batch = check_noise_shape(tuple(noise.shape), self.event_shape, head.noise_shape)
-        n = math.prod(batch)
-        noise = noise.reshape(n, self.height, self.width, *head.noise_shape)
         self._check_context(context)
+        n = math.prod(batch)
+        dtype = noise.dtype if isinstance(head, Bernoulli) else torch.long  # as naive_sample's
+        x = torch.zeros(n, self.height, self.width, dtype=dtype)
+        first = 0
+        if prefix is not None:
+            first = check_prefix_shape(tuple(prefix.shape), batch, self.event_shape)
+            x[:, :first] = prefix.reshape(n, first, self.width)
+        if not cached:
+            x = x.reshape(*batch, *self.event_shape)
+            return naive_sample(self, noise, head, context, start=first * self.width, x=x)
+        noise = noise.reshape(n, self.height, self.width, *head.noise_shape)
         if context is not None:
             context = context.expand(*batch, context.shape[-1]).reshape(n, -1)
             context = context.to(torch.get_default_dtype())
         with torch.no_grad():
-            probe = head.draw(torch.zeros(1, self.num_params), noise[:1, 0, 0])
-            x = torch.zeros(n, self.height, self.width, dtype=probe.dtype)
-            first = 0
-            if prefix is not None:
-                first = check_prefix_shape(tuple(prefix.shape), batch, self.event_shape)
-                x[:, :first] = prefix.reshape(n, first, self.width)
             for i in range(first, self.height):
-                cache = self._row_cache(x, i, context) if cached else None
+                cache = self._row_cache(x, i, context)
                 for j in range(self.width):
-                    if cached:
-                        params = self._pixel_params(x, i, j, context, cache)
-                    else:
-                        params = self._params(self._scale(x[:, None]), context)[:, :, i, j]
-                    x[:, i, j] = head.draw(params, noise[:, i, j])
+                    params = self._pixel_params(x, i, j, context, cache)
+                    x[:, i, j] = head.draw(params, noise[:, i, j]).to(dtype)
         return x.reshape(*batch, *self.event_shape)
 
     def plated(
         self, x: torch.Tensor | None, head: object, context: torch.Tensor | None = None
     ) -> torch.Tensor:
         """The model as one sample site per pixel, ``x_{p}`` for raster position
-        ``p = i * W + j``: ``x_p ~ head.distribution(f(x_<p)_p)`` with ``f`` the network run
-        on the image whose pixels from ``p`` on are zero, the paper's
-        ``p(x) = prod_p p(x_p | x_<p)`` (van den Oord et al. 2016a, equation 1). Call it
-        inside the ``"data"`` plate. One full pass per pixel: a readable reference, not a
-        fast path.
+        ``p = i * W + j``: ``x_p ~ head.distribution(f(x)_p)``, the paper's ``p(x) =
+        prod_p p(x_p | x_<p)`` (van den Oord et al. 2016a, equation 1), by the generic loop
+        :func:`ppgen.models.pyro.ar.plated_conditionals` (``f(x)_p`` reads only ``x_<p``).
+        Call it inside the ``"data"`` plate. One full pass per pixel: a readable reference,
+        not a fast path.
 
         Args:
             x: ``(*batch, *event_shape)`` observed, or ``None`` to draw every pixel.
@@ -239,24 +241,7 @@ class _ImageAutoregressive(nn.Module):
         Returns:
             The image ``(*batch, *event_shape)`` (drawn when ``x`` is ``None``).
         """
-        size = self.height * self.width
-        if x is not None:
-            check_event_shape(tuple(x.shape), self.event_shape, type(self).__name__)
-            flat = x.reshape(*x.shape[: x.dim() - len(self.event_shape)], size)
-        else:
-            flat = torch.zeros(size)
-        positions = torch.arange(size)
-        for p in range(size):
-            seen = torch.where(positions < p, flat, torch.zeros((), dtype=flat.dtype))
-            params = self(seen.reshape(*seen.shape[:-1], *self.event_shape), context)
-            params = params.reshape(*params.shape[: -len(self.event_shape) - 1], size, -1)
-            obs = None if x is None else flat[..., p]
-            value = pyro.sample(f"x_{p}", head.distribution(params[..., p, :]), obs=obs)
-            if x is None:
-                if flat.dtype != value.dtype or flat.shape[:-1] != value.shape:
-                    flat = flat.to(value.dtype).expand(*value.shape, size).clone()
-                flat[..., p] = value
-        return flat.reshape(*flat.shape[:-1], *self.event_shape)
+        return plated_conditionals(self, x, head, context)
 
     def get_weights(self) -> dict[str, np.ndarray]:
         """Weights as numpy by torch name and layout (``input.weight`` ``(out, in, kh,
