@@ -1,6 +1,7 @@
 """NumPyro models: model/guide pairs with Equinox networks (mirrors ``ppgen.models.pyro``)."""
 
 from ppgen.models.numpyro.autoregressive import MaskedAutoregressive
+from ppgen.models.numpyro.charrnn import CharRNN
 from ppgen.models.numpyro.coupling import Additive, Affine, Coupling, RationalQuadraticSpline
 from ppgen.models.numpyro.flow import (
     ConditionalFlowDensity,
@@ -89,4 +90,5 @@ __all__ = [
     "Radial",
     "random_permutation",
     "reverse_permutation",
+    "CharRNN",
 ]

@@ -160,8 +160,13 @@ class CharRNN(eqx.Module):
         """One time step of every layer: input ``u (*batch, E)`` -> (state, logits)."""
         h, c = state
         batch = u.shape[:-1]
-        h = jnp.broadcast_to(h, (self.layers, *batch, self.hidden))
-        c = jnp.broadcast_to(c, (self.layers, *batch, self.hidden))
+        # (layers, *state batch, H) broadcast to (layers, *batch, H)
+        h, c = (
+            jnp.moveaxis(
+                jnp.broadcast_to(jnp.moveaxis(s, 0, -2), (*batch, self.layers, self.hidden)), -2, 0
+            )
+            for s in (h, c)
+        )
         new_h, new_c = [], []
         for k, (cell, b_hh) in enumerate(zip(self.cells, self.bias_hh, strict=True)):
             cell = eqx.tree_at(lambda m: m.bias, cell, cell.bias + b_hh)

@@ -1,6 +1,7 @@
 """Pyro models: each a ``model(x, num_data=None)`` / ``guide(x, num_data=None)`` pair."""
 
 from ppgen.models.pyro.autoregressive import MaskedAutoregressive
+from ppgen.models.pyro.charrnn import CharRNN
 from ppgen.models.pyro.coupling import Additive, Affine, Coupling, RationalQuadraticSpline
 from ppgen.models.pyro.flow import (
     ConditionalFlowDensity,
@@ -89,4 +90,5 @@ __all__ = [
     "Radial",
     "random_permutation",
     "reverse_permutation",
+    "CharRNN",
 ]

@@ -130,9 +130,12 @@ class CharRNN(nn.Module):
         n = u.shape[0]
         if state is None:
             state = self.initial_state(batch)
+        # (layers, *state batch, H) broadcast to (layers, *batch, H), then batch flattened
         h0, c0 = (
-            s.expand(self.layers, *batch, self.hidden).reshape(self.layers, n, -1) for s in state
+            s.movedim(0, -2).expand(*batch, self.layers, self.hidden).reshape(n, self.layers, -1)
+            for s in state
         )
+        h0, c0 = h0.transpose(0, 1), c0.transpose(0, 1)
         out, (h, c) = self.lstm(u, (h0.contiguous(), c0.contiguous()))
         logits = self.output(out).reshape(*batch, u.shape[1], self.vocab_size)
         return logits, (h.reshape(self.layers, *batch, -1), c.reshape(self.layers, *batch, -1))
@@ -237,7 +240,7 @@ class CharRNN(nn.Module):
             else:
                 for t in range(p, length):
                     logits = self.logits_from_inputs(self.embed(x[..., : t + 1]))[0][..., t, :]
-                    x[..., t] = head.draw(logits / temperature, noise[..., t, ...]).long()
+                    x[..., t] = head.draw(logits / temperature, noise.select(x.dim() - 1, t)).long()
         return x
 
     def _sample_cached(self, x, p, noise, head, temperature) -> None:
@@ -254,7 +257,7 @@ class CharRNN(nn.Module):
         else:
             logits, state = self.step(self.initial_state(tuple(x.shape[:-1])), None)
         for t in range(p, length):
-            x[..., t] = head.draw(logits / temperature, noise[..., t, ...]).long()
+            x[..., t] = head.draw(logits / temperature, noise.select(x.dim() - 1, t)).long()
             if t + 1 < length:
                 logits, state = self.step(state, x[..., t])
 
