@@ -159,7 +159,7 @@ class CharRNN(nn.Module):
         """The LSTM state before anything is read: zeros ``(h, c)``, each
         ``(layers, *batch, hidden)``."""
         batch = (batch,) if isinstance(batch, int) else tuple(batch)
-        zeros = torch.zeros(self.layers, *batch, self.hidden, dtype=self.start.dtype)
+        zeros = self.start.new_zeros(self.layers, *batch, self.hidden)
         return zeros, zeros.clone()
 
     def step(self, state: State, token: torch.Tensor | None) -> tuple[torch.Tensor, State]:
@@ -230,11 +230,13 @@ class CharRNN(nn.Module):
             )
         batch, length = shape[:-1], shape[-1]
         with torch.no_grad():
-            x = torch.zeros(*batch, length, dtype=torch.long)
+            x = torch.zeros(*batch, length, dtype=torch.long, device=self.start.device)
             p = 0
             if prefix is not None:
                 p = check_prefix(tuple(prefix.shape), batch, length)
-                x[..., :p] = torch.as_tensor(check_tokens(prefix.cpu().numpy(), self.vocab_size))
+                x[..., :p] = torch.as_tensor(
+                    check_tokens(prefix.detach().cpu().numpy(), self.vocab_size)
+                )
             if cached:
                 self._sample_cached(x, p, noise, head, temperature)
             else:
@@ -248,7 +250,7 @@ class CharRNN(nn.Module):
         length = x.shape[-1]
         if p == length:
             return
-        if p:  # read start and the whole prompt: the last logits are those of x_p
+        if p:  # start, the prompt and an unread last input: the last logits are those of x_p
             prompt = torch.cat(
                 [self.embed(x[..., :p]), self.start.expand(*x.shape[:-1], 1, -1)], -2
             )
@@ -297,7 +299,8 @@ class CharRNN(nn.Module):
         if x is None and length is None:
             raise ConfigError("plated needs the observed ids x or, to sample, a length")
         if x is not None:
-            x = torch.as_tensor(check_tokens(x.detach().cpu().numpy(), self.vocab_size))
+            ids = check_tokens(x.detach().cpu().numpy(), self.vocab_size)
+            x = torch.as_tensor(ids, device=self.start.device)
             length = x.shape[-1]
             state = self.initial_state(tuple(x.shape[:-1]))
         else:
