@@ -312,9 +312,8 @@ def test_stepping_the_state_gives_the_teacher_forced_logits(b, float64):
     assert tuple(h.shape) == tuple(c.shape) == (2, 2, H)  # (layers, batch, hidden)
 
 
-@pytest.mark.parametrize("prefix_length", [0, 1, 3, T])
-@pytest.mark.parametrize("temperature", [1.0, 0.6])
-def test_cached_sampling_is_the_naive_sampler(b, prefix_length, temperature):
+@pytest.mark.parametrize("prefix_length", [0, 3, T])
+def test_cached_sampling_is_the_naive_sampler(b, prefix_length, temperature=0.6):
     net, head = _net(b), b.head(V)
     noise = b.noise(head, (4, 2, T), seed=2)  # batch (4, 2)
     prefix = b.array(_ids((4, 2, prefix_length), seed=8)) if prefix_length else None

@@ -92,16 +92,22 @@ class CharRNN(eqx.Module):
         self.vocab_size, self.hidden, self.layers = vocab_size, hidden, layers
         self.embedding_dim = embedding
         input_size = embedding or vocab_size
-        key = jax.random.PRNGKey(seed)  # shapes only: the weights are set below
         dtype = jnp.result_type(float)  # JAX's default float (float64 under x64)
-        self.embedding = eqx.nn.Embedding(vocab_size, embedding, key=key) if embedding else None
+
+        def skeleton():  # shapes and dtypes only (nothing is drawn): the weights are set below
+            key = jax.random.key(0)
+            cells = [
+                eqx.nn.LSTMCell(input_size if k == 0 else hidden, hidden, dtype=dtype, key=key)
+                for k in range(layers)
+            ]
+            emb = (
+                eqx.nn.Embedding(vocab_size, embedding, dtype=dtype, key=key) if embedding else None
+            )
+            return emb, cells, eqx.nn.Linear(hidden, vocab_size, dtype=dtype, key=key)
+
+        self.embedding, self.cells, self.output = jax.eval_shape(skeleton)
         self.start = jnp.zeros(input_size, dtype)
-        self.cells = [
-            eqx.nn.LSTMCell(input_size if k == 0 else hidden, hidden, key=key)
-            for k in range(layers)
-        ]
         self.bias_hh = [jnp.zeros(4 * hidden, dtype) for _ in range(layers)]
-        self.output = eqx.nn.Linear(hidden, vocab_size, key=key)
         weights = charrnn_initial_weights(vocab_size, hidden, layers, embedding, seed)
         self.embedding, self.start, self.cells, self.bias_hh, self.output = _assigned(self, weights)
 
@@ -151,9 +157,7 @@ class CharRNN(eqx.Module):
         u = jnp.concatenate([start, inputs[..., :-1, :]], axis=-2)
         if state is None:
             state = self.initial_state(batch)
-        state, logits = jax.lax.scan(
-            lambda s, u_t: self._advance(s, u_t), state, jnp.moveaxis(u, -2, 0)
-        )
+        state, logits = _scan_time(self, state, jnp.moveaxis(u, -2, 0))
         return jnp.moveaxis(logits, 0, -2), state
 
     def _advance(self, state: State, u: jax.Array) -> tuple[State, jax.Array]:
@@ -219,7 +223,7 @@ class CharRNN(eqx.Module):
             u = jnp.broadcast_to(self.start, (*batch, self.start.shape[-1]))
         else:
             u = self.embed(jnp.asarray(token)[..., None])[..., 0, :]
-        state, logits = self._advance(state, u)
+        state, logits = _advance(self, state, u)
         return logits, state
 
     # -- sampling -------------------------------------------------------------------------
@@ -399,6 +403,19 @@ class CharRNN(eqx.Module):
             _assigned(self, weights),
             is_leaf=lambda v: v is None,
         )
+
+
+# Compiled once per network structure and input shape, so that eager calls (scoring, the
+# plated form's steps) do not dispatch every small operation; inlined under an outer jit.
+@eqx.filter_jit
+def _scan_time(net: CharRNN, state: State, u: jax.Array) -> tuple[State, jax.Array]:
+    """The LSTM over ``u (T, *batch, E)`` from ``state``: (last state, logits (T, *batch, V))."""
+    return jax.lax.scan(lambda s, u_t: net._advance(s, u_t), state, u)
+
+
+@eqx.filter_jit
+def _advance(net: CharRNN, state: State, u: jax.Array) -> tuple[State, jax.Array]:
+    return net._advance(state, u)
 
 
 def _check_context(context: Any) -> None:
