@@ -10,62 +10,33 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
-import numpyro.distributions as ndist
 import pyro
-import pyro.distributions as pdist
 import pytest
 import torch
 from numpyro.infer.util import log_density
 from pyro import poutine
 
 import ppgen.models.numpyro as mod_j
+import ppgen.models.numpyro.ar as nar
 import ppgen.models.pyro as mod_t
+import ppgen.models.pyro.ar as par
 from ppgen.errors import CheckpointError, ConfigError, DataError
+from tests.ar_checks import (
+    assert_autoregressive,
+    log_prob_of,
+    perturbation_dependencies,
+    plated_log_prob,
+    plated_sites,
+)
 
 V, H, T = 5, 6, 6  # tiny: every test runs in seconds
-
-
-# -- a Categorical head (the protocol of issue 13's AR base: noise, draw, distribution) ------
-
-
-class PyroCategorical:
-    def __init__(self, k):
-        self.num_params, self.noise_shape = k, (k,)
-
-    def distribution(self, logits):
-        return pdist.Categorical(logits=logits)
-
-    def log_prob(self, logits, x):
-        return self.distribution(logits).log_prob(x)
-
-    def noise(self, key, shape):
-        return -torch.log(-torch.log(torch.rand(*shape, *self.noise_shape)))
-
-    def draw(self, logits, g):
-        return torch.argmax(logits + g, -1)
-
-
-class NumPyroCategorical:
-    def __init__(self, k):
-        self.num_params, self.noise_shape = k, (k,)
-
-    def distribution(self, logits):
-        return ndist.Categorical(logits=logits)
-
-    def log_prob(self, logits, x):
-        return self.distribution(logits).log_prob(x)
-
-    def noise(self, key, shape):
-        return jax.random.gumbel(key, (*shape, *self.noise_shape))
-
-    def draw(self, logits, g):
-        return jnp.argmax(logits + g, -1)
 
 
 class Pyro:
     name = "pyro"
     CharRNN = mod_t.CharRNN
-    head = PyroCategorical
+    ar = par
+    head = par.Categorical
 
     @staticmethod
     def array(a):
@@ -78,8 +49,9 @@ class Pyro:
 
     @staticmethod
     def noise(head, shape, seed):
+        """Uniform noise ``(*shape, *head.noise_shape)``, what every head draws from."""
         torch.manual_seed(seed)
-        return head.noise(None, shape)
+        return par.uniform_noise((*shape, *head.noise_shape))
 
     @staticmethod
     def jacobian(f, u):
@@ -111,7 +83,8 @@ class Pyro:
 class NumPyro:
     name = "numpyro"
     CharRNN = mod_j.CharRNN
-    head = NumPyroCategorical
+    ar = nar
+    head = nar.Categorical
 
     @staticmethod
     def array(a):
@@ -124,7 +97,8 @@ class NumPyro:
 
     @staticmethod
     def noise(head, shape, seed):
-        return head.noise(jax.random.PRNGKey(seed), shape)
+        """Uniform noise ``(*shape, *head.noise_shape)``, what every head draws from."""
+        return nar.uniform_noise(jax.random.PRNGKey(seed), (*shape, *head.noise_shape))
 
     @staticmethod
     def jacobian(f, u):
@@ -199,16 +173,12 @@ def test_logits_at_t_depend_on_inputs_before_t_only(b, float64, embedding):
 
 
 def test_changing_a_token_moves_only_later_logits(b, float64):
+    """The same on the ids themselves (``tests/ar_checks.py``): output t moves with every
+    id before t and with none at or after t."""
     net = _net(b)
-    x = _ids((2, T))
-    base = b.numpy(net(b.array(x)))
-    for s in range(T):
-        y = x.copy()
-        y[:, s] = (y[:, s] + 1) % V
-        moved = b.numpy(net(b.array(y)))
-        np.testing.assert_array_equal(moved[:, : s + 1], base[:, : s + 1])
-        if s + 1 < T:
-            assert np.abs(moved[:, s + 1] - base[:, s + 1]).min() > 0
+    dep = perturbation_dependencies(net, _ids((T,)), values=V)
+    assert_autoregressive(dep, net.order_for(T))
+    np.testing.assert_array_equal(dep, np.tril(np.ones((T, T), bool), -1))
 
 
 # -- the plated form, normalisation ----------------------------------------------------------
@@ -217,19 +187,22 @@ def test_changing_a_token_moves_only_later_logits(b, float64):
 @pytest.mark.parametrize("embedding", [None, 3])
 def test_plated_log_likelihood_is_the_teacher_forced_one(b, float64, embedding):
     net, head = _net(b, embedding), b.head(V)
-    x = b.array(_ids((4, T), seed=3))
-    efficient = float(b.numpy(head.log_prob(net(x), x)).sum())
+    x = _ids((4, T), seed=3)
+    efficient = log_prob_of(net, head, x)  # AutoregressiveDistribution: one teacher-forced pass
+    by_hand = b.numpy(head.log_prob(net(b.array(x)), b.array(x))).sum(-1)
+    np.testing.assert_allclose(efficient, by_hand, atol=1e-12)
     # float64; only the order of the LSTM's sums differs (one pass against one per step)
-    assert b.plated_log_prob(net, head, x) == pytest.approx(efficient, abs=1e-8)
+    assert b.plated_log_prob(net, head, b.array(x)) == pytest.approx(efficient.sum(), abs=1e-8)
+    assert plated_log_prob(net, head, x) == pytest.approx(efficient.sum(), abs=1e-8)
+    assert plated_sites(net, head, x) == [f"x_{t}" for t in range(T)]
 
 
 def test_probabilities_of_all_sequences_sum_to_one(b, float64):
     net, head = _net(b, embedding=None), b.head(V)
     x = np.array(list(itertools.product(range(V), repeat=3)))  # all 125 sequences, T = 3
-    log_p = b.numpy(head.log_prob(net(b.array(x)), b.array(x))).sum(-1)
-    assert math.fsum(np.exp(log_p)) == pytest.approx(1.0, abs=1e-10)
-    # and x_0 is modelled: its marginal is softmax of the logits after `start`
-    assert not np.allclose(np.exp(log_p), 1 / V**3)
+    p = np.exp(log_prob_of(net, head, x))
+    assert math.fsum(p) == pytest.approx(1.0, abs=1e-10)
+    assert not np.allclose(p, 1 / V**3)  # x_0 is modelled too (from `start`), not uniform
 
 
 def test_plated_form_without_data_is_a_generative_program(b, float64):
@@ -318,7 +291,7 @@ def test_cached_sampling_is_the_naive_sampler(b, prefix_length, temperature=0.6)
     noise = b.noise(head, (4, 2, T), seed=2)  # batch (4, 2)
     prefix = b.array(_ids((4, 2, prefix_length), seed=8)) if prefix_length else None
 
-    def draw(cached):
+    def draw(cached, temperature=temperature):
         return b.jit(
             lambda n, p: net.sample(n, head, cached=cached, prefix=p, temperature=temperature)
         )(noise, prefix)
@@ -330,6 +303,14 @@ def test_cached_sampling_is_the_naive_sampler(b, prefix_length, temperature=0.6)
         np.testing.assert_array_equal(fast[..., :prefix_length], b.numpy(prefix))
     if prefix_length < T - 1:  # the noise is used: sequences differ across the batch
         assert len({tuple(r) for r in fast.reshape(8, T)[:, prefix_length:]}) > 1
+    # and the AR base's reference sampler (a full pass per position) at temperature 1
+    given = (
+        None
+        if prefix is None
+        else b.array(np.pad(b.numpy(prefix), [(0, 0)] * 2 + [(0, T - prefix_length)]))
+    )
+    reference = b.ar.naive_sample(net, noise, head, start=prefix_length, x=given)
+    np.testing.assert_array_equal(b.numpy(draw(True, 1.0)), b.numpy(reference))
 
 
 def test_temperature_divides_the_logits(b):
@@ -430,3 +411,24 @@ def test_bad_calls_are_refused(b):
         with pytest.raises(kind) as err:
             call()
         _one_line(err)
+
+
+# -- through the AR base: the distribution, the model-guide pair, ppgen's objectives -----------
+
+
+def test_density_scores_samples_and_trains_through_the_base(backend, float64):
+    """``AutoregressiveDensity(CharRNN, Categorical)``: ppgen's ELBO is the exact negative
+    log-likelihood (no latents), its gradient reaches every weight, and ``sample`` draws
+    sequences of the length asked for."""
+    b = BACKENDS[backend.name]
+    net, head = _net(b), b.head(V)
+    density = b.ar.AutoregressiveDensity(net, head)
+    x = _ids((3, T), seed=9)
+    exact = -log_prob_of(net, head, x).sum()
+    grads = backend.grads({"elbo": backend.inference.ELBO()}, density, x)["elbo"]
+    assert len(grads) == len(net.get_weights())
+    assert all(g is not None and np.abs(g).max() > 0 for g in grads.values())
+    loss = backend.loss(backend.inference.ELBO(), density.model, density.guide, backend.array(x))
+    assert loss == pytest.approx(exact, abs=1e-8)
+    draws = b.numpy(backend.call(density.sample, 4, length=T + 3))
+    assert draws.shape == (4, T + 3) and draws.min() >= 0 and draws.max() < V
