@@ -201,6 +201,7 @@ class DiscretizedMixLogistic(dist.TorchDistribution):
         means: torch.Tensor,
         log_scales: torch.Tensor,
         levels: int = 256,
+        *,
         validate_args: bool | None = None,
     ) -> None:
         self.logit_weights, self.means = logit_weights, means
