@@ -11,10 +11,8 @@ scoring and sampling. Mirrors ``ppgen.models.numpyro.charrnn``; the weights are 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 import pyro
 import torch
 import torch.nn.functional as F
@@ -28,14 +26,14 @@ from ppgen.models.charrnn import (
     check_temperature,
     check_tokens,
 )
-from ppgen.models.pyro.params import get_weights, set_weights
+from ppgen.models.pyro.params import ModuleWeights, set_weights
 
 __all__ = ["CharRNN"]
 
 State = tuple[torch.Tensor, torch.Tensor]
 
 
-class CharRNN(nn.Module):
+class CharRNN(ModuleWeights, nn.Module):
     """Token ids ``(*batch, T)`` -> logits ``(*batch, T, V)``, causal in time (char-rnn).
 
     ``u_t = embed(x_{t-1})`` (``u_0 = start``, a learned vector), ``(h_t, c_t) =
@@ -49,7 +47,10 @@ class CharRNN(nn.Module):
     ``order_for(T)``, teacher-forced ``forward``, ``sample`` (cached: the LSTM state is
     carried; naive: a full pass per position), the plated form ``plated`` (one site
     ``x_{t}`` per position, the state carried through ``pyro.markov``) and the carried-state
-    API ``initial_state`` / ``step``.
+    API ``initial_state`` / ``step``. Weights (``get_weights``): torch's state-dict keys and
+    layouts, ``start``, ``embedding.weight (V, E)``, ``lstm.weight_ih_l0 (4H, E)``,
+    ``lstm.weight_hh_l0 (4H, H)``, ``lstm.bias_ih_l0``, ``lstm.bias_hh_l0``, ...,
+    ``output.weight (V, H)``, ``output.bias``.
 
     Args:
         vocab_size: ``V``, the number of token ids.
@@ -312,24 +313,6 @@ class CharRNN(nn.Module):
             token = pyro.sample(f"x_{t}", head.distribution(logits), obs=obs)
             drawn.append(token)
         return torch.stack(drawn, -1)
-
-    # -- weights --------------------------------------------------------------------------
-
-    def get_weights(self) -> dict[str, np.ndarray]:
-        """Parameters as numpy, torch's state-dict keys and layouts: ``start``,
-        ``embedding.weight (V, E)``, ``lstm.weight_ih_l0 (4H, E)``, ``lstm.weight_hh_l0
-        (4H, H)``, ``lstm.bias_ih_l0``, ``lstm.bias_hh_l0`` (gates ``i, f, g, o``), ...,
-        ``output.weight (V, H)``, ``output.bias``."""
-        return get_weights(self)
-
-    def set_weights(self, weights: Mapping[str, np.ndarray]) -> CharRNN:
-        """Copy ``weights`` (as :meth:`get_weights`) in place; return ``self``.
-
-        Raises:
-            CheckpointError: Missing or unexpected keys, or a shape mismatch.
-        """
-        set_weights(self, weights)
-        return self
 
 
 def _check_context(context: Any) -> None:
