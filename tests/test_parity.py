@@ -46,6 +46,7 @@ MODULES = [
     "models.image_flows",
     "models.pixelcnn",
     "models.flow",
+    "models.charrnn",
     "inference",
     "inference.objectives",
     "inference.loglik",
@@ -98,6 +99,7 @@ NUMPYRO_WRITES = {
     "LatentFlow": {"state_dict", "load_state_dict"},
     "PixelCNN": {"__call__"},
     "GatedPixelCNN": {"__call__"},
+    "CharRNN": {"__call__"},
 }
 # Flow transforms whose Pyro twin inherits these from Pyro's own class (Planar, Radial and
 # their conditional forms are Pyro's, given an inverse and a seeded constructor): the
