@@ -48,7 +48,7 @@ from ppgen.models.conv_masks import (
 )
 from ppgen.models.elementwise import check_event_shape
 from ppgen.models.pyro.ar import Bernoulli, naive_sample, plated_conditionals
-from ppgen.models.pyro.params import get_weights, set_weights
+from ppgen.models.pyro.params import ModuleWeights
 
 __all__ = ["GatedPixelCNN", "PixelCNN"]
 
@@ -91,10 +91,12 @@ def _gate(h: torch.Tensor) -> torch.Tensor:
     return torch.tanh(f) * torch.sigmoid(g)
 
 
-class _ImageAutoregressive(nn.Module):
+class _ImageAutoregressive(ModuleWeights, nn.Module):
     """What both networks share: shapes, input checks and scaling, the raster order, the
-    pixel-by-pixel samplers and the plated form; a subclass gives ``_params`` (the full
-    pass), ``_row_cache`` and ``_pixel_params`` (the cached sampler's two steps)."""
+    pixel-by-pixel samplers and the plated form, weights by torch name (``input.weight``
+    ``(out, in, kh, kw)``, ...; masked entries are stored but never used); a subclass gives
+    ``_params`` (the full pass), ``_row_cache`` and ``_pixel_params`` (the cached sampler's
+    two steps)."""
 
     def _setup(self, image_shape: Sequence[int], num_params: int, levels: int | None) -> None:
         self.height, self.width = check_grey_image_shape(image_shape, type(self).__name__)
@@ -242,20 +244,6 @@ class _ImageAutoregressive(nn.Module):
             The image ``(*batch, *event_shape)`` (drawn when ``x`` is ``None``).
         """
         return plated_conditionals(self, x, head, context)
-
-    def get_weights(self) -> dict[str, np.ndarray]:
-        """Weights as numpy by torch name and layout (``input.weight`` ``(out, in, kh,
-        kw)``, ...; the masked entries are stored but never used)."""
-        return get_weights(self)
-
-    def set_weights(self, weights: Mapping[str, np.ndarray]) -> _ImageAutoregressive:
-        """Copy ``weights`` (keys and shapes of :meth:`get_weights`) in place; return ``self``.
-
-        Raises:
-            CheckpointError: Missing or unexpected keys, or a shape mismatch.
-        """
-        set_weights(self, weights)
-        return self
 
 
 class _Block(nn.Module):
