@@ -16,7 +16,7 @@ map 1:1 onto the Pyro twin's (``ppgen.models.pyro.pixelcnn``, whose docstrings s
 Samplers are ``lax.fori_loop`` over rows and columns: ``cached=False`` re-runs the whole
 network per pixel; ``cached=True`` runs PixelCNN on a fixed window holding the pixel's
 receptive field, and Gated PixelCNN's vertical stack once per row and its horizontal stack
-on one row per pixel.
+per pixel on the ``layers * (k // 2) + 1`` columns of the row its field covers.
 """
 
 from __future__ import annotations
@@ -445,6 +445,8 @@ class GatedPixelCNN(_ImageAutoregressive):
     reach: int = eqx.field(static=True)
     window_rows: int = eqx.field(static=True)
     row_starts: tuple[int, ...] = eqx.field(static=True)
+    window_cols: int = eqx.field(static=True)
+    col_starts: tuple[int, ...] = eqx.field(static=True)
 
     def __init__(
         self,
@@ -465,6 +467,9 @@ class GatedPixelCNN(_ImageAutoregressive):
         self.reach = layers * (kernel_size // 2) + 1
         self.window_rows = min(self.height, self.reach + 1)
         self.row_starts = tuple(window_starts(self.height, self.reach, self.window_rows).tolist())
+        self.window_cols = min(self.width, layers * (kernel_size // 2) + 1)
+        starts = window_starts(self.width, self.window_cols - 1, self.window_cols)
+        self.col_starts = tuple(starts.tolist())
         initial = self.set_weights(conv_initial_weights(*plan, seed))
         self.layers, self.output = initial.layers, initial.output
 
@@ -512,5 +517,7 @@ class GatedPixelCNN(_ImageAutoregressive):
         context: jax.Array | None,
         cache: list[jax.Array],
     ) -> jax.Array:
-        row = jax.lax.dynamic_slice_in_dim(x, i, 1, axis=1)
-        return self._horizontal(self._scale(row[:, None]), cache, context)[:, :, 0, j]
+        t, cols = jnp.asarray(self.col_starts)[j], self.window_cols
+        row = jax.lax.dynamic_slice(x, (0, i, t), (x.shape[0], 1, cols))
+        links = [jax.lax.dynamic_slice_in_dim(link, t, cols, axis=3) for link in cache]
+        return self._horizontal(self._scale(row[:, None]), links, context)[:, :, 0, j - t]

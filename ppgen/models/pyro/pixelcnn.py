@@ -18,7 +18,8 @@ modelled (binarized or 8-bit grey MNIST). Masks and kernels are numpy
 Sampling draws one pixel at a time, pixel ``(i, j)`` as ``head.draw(params, noise[..., i, j,
 ...])``: ``cached=False`` re-runs the whole network per pixel; ``cached=True`` runs it on a
 window holding the pixel's receptive field (PixelCNN) or computes the vertical stack once per
-row on the rows above and only the horizontal stack's one row per pixel (Gated PixelCNN).
+row on the rows above and per pixel only the horizontal stack on the part of the row its field
+covers (Gated PixelCNN).
 """
 
 from __future__ import annotations
@@ -403,6 +404,10 @@ class GatedPixelCNN(_ImageAutoregressive):
         rows = min(self.height, self.reach + 1)
         self.row_starts = window_starts(self.height, self.reach, rows)
         self.window_rows = rows
+        # Along its row, pixel j's horizontal stack reads columns j - layers * (k // 2) .. j.
+        cols = min(self.width, layers * (kernel_size // 2) + 1)
+        self.col_starts = window_starts(self.width, cols - 1, cols)
+        self.window_cols = cols
 
     def _links(self, x: torch.Tensor, context: torch.Tensor | None) -> list[torch.Tensor]:
         """The vertical stack's contribution to each layer's horizontal pre-activation,
@@ -448,4 +453,7 @@ class GatedPixelCNN(_ImageAutoregressive):
         context: torch.Tensor | None,
         cache: list[torch.Tensor],
     ) -> torch.Tensor:
-        return self._horizontal(self._scale(x[:, None, i : i + 1]), cache, context)[:, :, 0, j]
+        t, cols = int(self.col_starts[j]), self.window_cols
+        row = self._scale(x[:, None, i : i + 1, t : t + cols])
+        links = [link[..., t : t + cols] for link in cache]
+        return self._horizontal(row, links, context)[:, :, 0, j - t]
