@@ -390,3 +390,12 @@ def test_density_is_exact_and_trains_with_the_ordinary_trainer(backend):
     assert trainer.evaluate(state, x)["elbo"] > before + 1.0
     args = () if backend == "pyro" else (jax.random.PRNGKey(1),)
     assert tuple(density.sample(*args, 3).shape) == (3, 16)
+
+
+def test_inputs_and_context_follow_the_weights_dtype():
+    """A net cast to another float type reads its inputs in that type (no mixed dtypes)."""
+    t = tpc.GatedPixelCNN((3, 3), channels=2, layers=1, num_classes=2).double()
+    assert t(torch.zeros(2, 3, 3), torch.eye(2)).dtype == torch.float64
+    j = jpc.GatedPixelCNN((3, 3), channels=2, layers=1, num_classes=2)
+    j = jax.tree_util.tree_map(lambda a: a.astype(jnp.bfloat16), j)
+    assert j(jnp.zeros((2, 3, 3)), jnp.eye(2)).dtype == jnp.bfloat16

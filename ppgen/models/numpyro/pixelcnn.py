@@ -132,7 +132,11 @@ class _ImageAutoregressive(eqx.Module):
                 )
 
     def _scale(self, x: jax.Array) -> jax.Array:
-        return jnp.asarray(x, dtype=jnp.result_type(float)) / (self.levels - 1)
+        return jnp.asarray(x, dtype=self._dtype()) / (self.levels - 1)
+
+    def _dtype(self) -> jnp.dtype:
+        """The weights' float type (inputs and context are cast to it)."""
+        return self.output[1].inner.weight.dtype
 
     def __call__(self, x: jax.Array, context: jax.Array | None = None) -> jax.Array:
         """Every pixel's conditional parameters in one pass.
@@ -156,7 +160,7 @@ class _ImageAutoregressive(eqx.Module):
         self._check_context(context)
         batch = x.shape[: x.ndim - len(self.event_shape)]
         if context is not None:
-            context = jnp.asarray(context, dtype=jnp.result_type(float))
+            context = jnp.asarray(context, dtype=self._dtype())
             batch = jnp.broadcast_shapes(batch, context.shape[:-1])
             context = jnp.broadcast_to(context, (*batch, context.shape[-1]))
             context = context.reshape(-1, context.shape[-1])
@@ -223,7 +227,7 @@ class _ImageAutoregressive(eqx.Module):
             return naive_sample(self, noise, head, context, start=first * self.width, x=x)
         noise = noise.reshape(n, self.height, self.width, *head.noise_shape)
         if context is not None:
-            context = jnp.asarray(context, dtype=jnp.result_type(float))
+            context = jnp.asarray(context, dtype=self._dtype())
             context = jnp.broadcast_to(context, (*batch, context.shape[-1])).reshape(n, -1)
         x = _draw(self, head, noise, context, x, first)
         return x.reshape(*batch, *self.event_shape)

@@ -132,12 +132,16 @@ class _ImageAutoregressive(ModuleWeights, nn.Module):
         if context is not None:
             batch = torch.broadcast_shapes(batch, tuple(context.shape[:-1]))
             context = context.expand(*batch, context.shape[-1]).reshape(-1, context.shape[-1])
-            context = context.to(torch.get_default_dtype())
+            context = context.to(self._dtype())
         x = x.expand(*batch, *self.event_shape).reshape(-1, 1, self.height, self.width)
         return batch, self._scale(x), context
 
     def _scale(self, x: torch.Tensor) -> torch.Tensor:
-        return x.to(torch.get_default_dtype()) / (self.levels - 1)
+        return x.to(self._dtype()) / (self.levels - 1)
+
+    def _dtype(self) -> torch.dtype:
+        """The weights' float type (inputs and context are cast to it)."""
+        return self.output[1].weight.dtype
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         """Every pixel's conditional parameters in one pass.
@@ -217,7 +221,7 @@ class _ImageAutoregressive(ModuleWeights, nn.Module):
         noise = noise.reshape(n, self.height, self.width, *head.noise_shape)
         if context is not None:
             context = context.expand(*batch, context.shape[-1]).reshape(n, -1)
-            context = context.to(torch.get_default_dtype())
+            context = context.to(self._dtype())
         with torch.no_grad():
             for i in range(first, self.height):
                 cache = self._row_cache(x, i, context)
