@@ -44,6 +44,7 @@ from ppgen.models.numpyro.transforms import (
     reverse_permutation,
 )
 from ppgen.models.numpyro.vae import VAE, HierarchicalVAE
+from ppgen.models.numpyro.wavenet import WaveNet
 
 __all__ = [
     "ActNorm",
@@ -89,4 +90,5 @@ __all__ = [
     "Radial",
     "random_permutation",
     "reverse_permutation",
+    "WaveNet",
 ]

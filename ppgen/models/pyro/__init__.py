@@ -44,6 +44,7 @@ from ppgen.models.pyro.transforms import (
     reverse_permutation,
 )
 from ppgen.models.pyro.vae import VAE, HierarchicalVAE
+from ppgen.models.pyro.wavenet import WaveNet
 
 __all__ = [
     "ActNorm",
@@ -89,4 +90,5 @@ __all__ = [
     "Radial",
     "random_permutation",
     "reverse_permutation",
+    "WaveNet",
 ]
