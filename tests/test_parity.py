@@ -45,6 +45,7 @@ MODULES = [
     "models.autoregressive",
     "models.image_flows",
     "models.flow",
+    "models.wavenet",
     "inference",
     "inference.objectives",
     "inference.loglik",
@@ -94,6 +95,7 @@ NUMPYRO_WRITES = {
     "MLP": {"__call__", "state_dict", "load_state_dict"},
     "MADE": {"__call__", "state_dict", "load_state_dict"},
     "ConvNet": {"__call__", "state_dict", "load_state_dict"},
+    "WaveNet": {"__call__"},
     "LatentFlow": {"state_dict", "load_state_dict"},
 }
 # Flow transforms whose Pyro twin inherits these from Pyro's own class (Planar, Radial and
