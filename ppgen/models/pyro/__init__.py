@@ -1,5 +1,10 @@
 """Pyro models: each a ``model(x, num_data=None)`` / ``guide(x, num_data=None)`` pair."""
 
+from ppgen.models.pyro.ar import (
+    AutoregressiveDensity,
+    AutoregressiveDistribution,
+    DiscretizedMixLogistic,
+)
 from ppgen.models.pyro.autoregressive import MaskedAutoregressive
 from ppgen.models.pyro.coupling import Additive, Affine, Coupling, RationalQuadraticSpline
 from ppgen.models.pyro.flow import (
@@ -47,6 +52,9 @@ from ppgen.models.pyro.vae import VAE, HierarchicalVAE
 from ppgen.models.pyro.wavenet import WaveNet
 
 __all__ = [
+    "AutoregressiveDensity",
+    "AutoregressiveDistribution",
+    "DiscretizedMixLogistic",
     "ActNorm",
     "ConvNet",
     "Dequantize",
