@@ -10,15 +10,15 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import numpyro.distributions as nd
-import pyro.distributions as pd
 import pytest
 import torch
 from numpyro.infer.util import log_density
 from pyro import poutine
 
 import ppgen.models.numpyro as mod_j
+import ppgen.models.numpyro.ar as nar
 import ppgen.models.pyro as mod_t
+import ppgen.models.pyro.ar as par
 from ppgen.errors import CheckpointError, ConfigError, DataError
 from ppgen.models.wavenet import wavenet_plan
 
@@ -33,26 +33,31 @@ CONDITIONING = {
 }
 
 
-class CategoricalHead:
-    """A Categorical(K) head as the AR contract states it (``draw``: argmax of logits plus
-    Gumbel noise), for either backend."""
+def categorical(backend, num_classes):
+    """The base's ``Categorical(K)`` head of ``backend`` (draws from uniform noise)."""
+    return (par if backend.name == "pyro" else nar).Categorical(num_classes)
 
-    def __init__(self, backend_name, num_classes):
-        self.torch = backend_name == "pyro"
-        self.num_params, self.noise_shape = num_classes, (num_classes,)
-        self.draws_traced = 0  # how many times draw ran (NumPyro: how many traces)
 
-    def distribution(self, params):
-        return (pd if self.torch else nd).Categorical(logits=params)
+class CountingCategorical(nar.Categorical):
+    """NumPyro's Categorical head counting how often ``draw`` runs (under jit: traces)."""
 
-    def log_prob(self, params, x):
-        return self.distribution(params).log_prob(x)
+    def __init__(self, num_classes):
+        super().__init__(num_classes)
+        self.draws_traced = 0
 
     def draw(self, params, noise):
         self.draws_traced += 1
-        if self.torch:
-            return torch.argmax(params + noise, -1)
-        return jnp.argmax(params + noise, -1).astype(jnp.int32)
+        return super().draw(params, noise)
+
+
+def uniform(shape, seed):
+    """Uniform noise in (0, 1), the noise every head draws from."""
+    return np.random.default_rng(seed).uniform(1e-12, 1.0, shape)
+
+
+def gumbel_max(logits, u):
+    """The Categorical head's draw, in numpy (Gumbel-max on uniform noise)."""
+    return np.argmax(logits - np.log(-np.log(u)), -1)
 
 
 def build(backend, **kwargs):
@@ -122,20 +127,22 @@ def test_receptive_field_of_the_paper():
 # -- likelihoods -----------------------------------------------------------------------------
 
 
+def density(backend, net, head):
+    return (par if backend.name == "pyro" else nar).AutoregressiveDensity(net, head)
+
+
 def efficient_log_prob(backend, net, head, x, context):
-    return backend.numpy(head.log_prob(net(x, context), x).sum(-1))
+    """The base's one-pass ``log p(x)`` per row (``AutoregressiveDensity.log_prob``)."""
+    return backend.numpy(density(backend, net, head).log_prob(x, context))
 
 
 def plated_log_prob(backend, net, head, x, context):
-    """The plated program's log-likelihood, summed over the batch inside the "data" plate."""
-
-    def model():
-        with backend.ppl.plate("data", x.shape[0]):
-            net.plated(x, head, context)
-
+    """The plated program's log-likelihood (the base's ``plated_model`` wraps the network's
+    ``plated`` form in the "data" plate), summed over the batch."""
+    model = density(backend, net, head).plated_model
     if backend.name == "pyro":
-        return poutine.trace(model).get_trace().log_prob_sum().item()
-    return float(log_density(model, (), {}, {})[0])
+        return poutine.trace(model).get_trace(x, context).log_prob_sum().item()
+    return float(log_density(model, (x, context), {}, {})[0])
 
 
 @pytest.mark.parametrize("name", sorted(CONDITIONING))
@@ -144,7 +151,7 @@ def test_efficient_equals_plated(backend, float64, name):
     sample sites (float64, 1e-5: only the summation order differs)."""
     kwargs = CONDITIONING[name]
     net = build(backend, **kwargs)
-    head = CategoricalHead(backend.name, net.channels)
+    head = categorical(backend, net.channels)
     length = net.receptive_field + 4
     x = backend.array(np.random.default_rng(1).integers(0, net.channels, (3, length)))
     context = to_backend(backend, context_for(kwargs, (3,), length))
@@ -158,7 +165,7 @@ def test_plated_form_samples_sites_in_order(backend):
     """With x None the plated form is a generative program: sites x_0 .. x_{T-1}, each a
     code of the plate's batch shape."""
     net = build(backend, layers=2, stacks=1)
-    head = CategoricalHead(backend.name, net.channels)
+    head = categorical(backend, net.channels)
 
     def model():
         with backend.ppl.plate("data", 4):
@@ -172,11 +179,36 @@ def test_plated_form_samples_sites_in_order(backend):
 def test_probabilities_sum_to_one(backend, float64):
     """Over all 2^6 binary sequences (channels 2), exp(log p(x)) sums to 1."""
     net = build(backend, channels=2, layers=2, stacks=1, global_dim=2)
-    head = CategoricalHead(backend.name, 2)
+    head = categorical(backend, 2)
     x = backend.array(np.array(list(itertools.product([0, 1], repeat=6))))
     context = backend.array(np.array([0.3, -1.2]))
     total = np.exp(efficient_log_prob(backend, net, head, x, context)).sum()
     np.testing.assert_allclose(total, 1.0, rtol=0, atol=1e-10)
+
+
+def test_density_samples_and_trains(backend, float64):
+    """Through the base's AutoregressiveDensity: the cached and naive draws agree for the
+    same seed, and the one-pass log-likelihood gives every weight a gradient."""
+    net = build(backend, global_dim=3)
+    model = density(backend, net, categorical(backend, 5))
+    voice = backend.array(np.eye(3)[[0, 2]])  # two one-hot voices
+    draws = [
+        backend.numpy(backend.call(model.sample, 2, voice, 12, cached=cached, seed=3))
+        for cached in (True, False)
+    ]
+    assert draws[0].shape == (2, 12)
+    np.testing.assert_array_equal(draws[0], draws[1])
+    x = backend.array(draws[0])
+    if backend.name == "pyro":
+        params = dict(net.named_parameters())
+        grads = torch.autograd.grad(-model.log_prob(x, voice).sum(), list(params.values()))
+        grads = dict(zip(params, (g.numpy() for g in grads), strict=True))
+    else:
+        grads = eqx.filter_grad(
+            lambda n: -nar.AutoregressiveDensity(n, model.head).log_prob(x, voice).sum()
+        )(net).weights
+    assert grads.keys() == net.get_weights().keys()
+    assert all(np.abs(np.asarray(g)).max() > 0 for g in grads.values())
 
 
 # -- parity ----------------------------------------------------------------------------------
@@ -204,9 +236,9 @@ def test_parity_across_backends(float64, name):
     assert logits_t.shape == (2, length, 5)
     np.testing.assert_allclose(logits_t, logits_j, rtol=0, atol=1e-5)
 
-    noise = np.random.default_rng(3).gumbel(size=(2, length, 5))
-    draw_t = net_t.sample(torch.tensor(noise), CategoricalHead("pyro", 5), ctx_t).numpy()
-    draw_j = net_j.sample(jnp.asarray(noise), CategoricalHead("numpyro", 5), ctx_j)
+    noise = uniform((2, length, 5), seed=3)
+    draw_t = net_t.sample(torch.tensor(noise), par.Categorical(5), ctx_t).numpy()
+    draw_j = net_j.sample(jnp.asarray(noise), nar.Categorical(5), ctx_j)
     np.testing.assert_array_equal(draw_t, np.asarray(draw_j))
 
 
@@ -222,10 +254,10 @@ def test_cached_sampling_equals_naive(backend, float64, name, prefix_length):
     teacher-forced logits at every step, and a prefix is kept as given."""
     kwargs = CONDITIONING[name]
     net = build(backend, **kwargs)
-    head = CategoricalHead(backend.name, net.channels)
+    head = categorical(backend, net.channels)
     length = net.receptive_field + 8
     rng = np.random.default_rng(4)
-    noise = backend.array(rng.gumbel(size=(2, 3, length, net.channels)))
+    noise = backend.array(uniform((2, 3, length, net.channels), seed=4))
     context = to_backend(backend, context_for(kwargs, (2, 3), length))
     prefix = None
     if prefix_length:
@@ -239,7 +271,7 @@ def test_cached_sampling_equals_naive(backend, float64, name, prefix_length):
             cached[..., :prefix_length], np.broadcast_to(backend.numpy(prefix), (2, 3, 4))
         )
     logits = backend.numpy(net(backend.array(cached), context))
-    redrawn = np.argmax(logits + backend.numpy(noise), -1)
+    redrawn = gumbel_max(logits, backend.numpy(noise))
     np.testing.assert_array_equal(redrawn[..., prefix_length:], cached[..., prefix_length:])
     assert len(np.unique(cached)) > 1  # the draws vary (not a constant sequence)
 
@@ -249,15 +281,15 @@ def test_numpyro_samplers_trace_once():
     draw (one lax.scan / fori_loop body, no Python loop over time), and the compiled draw
     equals the eager one."""
     net = mod_j.WaveNet(**SIZES)
-    noise = jax.random.gumbel(jax.random.PRNGKey(0), (2, 64, 5))
+    noise = nar.uniform_noise(jax.random.PRNGKey(0), (2, 64, 5))
     for cached in (True, False):
-        head = CategoricalHead("numpyro", 5)
+        head = CountingCategorical(5)
         draw = eqx.filter_jit(
             lambda net, noise, head=head, c=cached: net.sample(noise, head, cached=c)
         )
         jitted = draw(net, noise)
         assert head.draws_traced == 1
-        draw(net, noise + 0.1)  # new values, same shapes: no new trace
+        draw(net, noise * 0.5)  # new values, same shapes: no new trace
         assert head.draws_traced == 1
         np.testing.assert_array_equal(jitted, net.sample(noise, head, cached=cached))
 
@@ -299,7 +331,7 @@ def one_line(excinfo):
 
 def test_bad_inputs_get_one_line_errors(backend):
     net = build(backend, local_dim=2)
-    head = CategoricalHead(backend.name, 5)
+    head = categorical(backend, 5)
     x = backend.array(np.zeros((2, 10), dtype=np.int64))
     with pytest.raises(DataError) as e:
         net(x, backend.array(np.zeros((2, 9, 2))))
@@ -329,7 +361,7 @@ def test_bad_inputs_get_one_line_errors(backend):
         )
     one_line(e)
     with pytest.raises(ConfigError) as e:
-        net.sample(noise, CategoricalHead(backend.name, 4), backend.array(np.zeros((2, 10, 2))))
+        net.sample(noise, categorical(backend, 4), backend.array(np.zeros((2, 10, 2))))
     one_line(e)
     with pytest.raises(CheckpointError) as e:
         net.set_weights({k: v for k, v in net.get_weights().items() if k != "input.bias"})
