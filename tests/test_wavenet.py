@@ -21,6 +21,7 @@ import ppgen.models.pyro as mod_t
 import ppgen.models.pyro.ar as par
 from ppgen.errors import CheckpointError, ConfigError, DataError
 from ppgen.models.wavenet import wavenet_plan
+from tests.ar_checks import assert_autoregressive, perturbation_dependencies
 
 # Tiny networks: 5 levels, 2 layers x 2 stacks (receptive field 7; 13 with kernel 3), run a
 # few steps past the receptive field.
@@ -117,11 +118,25 @@ def test_receptive_field_measured_from_gradients(backend, float64, name):
     np.testing.assert_array_equal(dep, (s < t) & (s >= t - rf))
 
 
+def test_integer_codes_autoregressive(backend):
+    """On integer codes (no gradient): changing x_s changes no output at or before s (the
+    shared AR check, by perturbation), and does change the output at s + 1."""
+    net = build(backend)
+    x = np.random.default_rng(7).integers(0, 5, 10)
+    dep = perturbation_dependencies(net, x, values=5)
+    assert_autoregressive(dep, net.order_for(10))
+    assert dep[np.arange(1, 10), np.arange(9)].all()
+
+
 def test_receptive_field_of_the_paper():
     """Ten layers of kernel 2 (dilations 1 .. 512) see 1024 samples; stacks add up."""
-    assert wavenet_plan(layers=10).receptive_field == 1024
-    assert wavenet_plan(layers=10, stacks=3).receptive_field == 1 + 3 * 1023
-    assert wavenet_plan(layers=4, kernel_size=3).receptive_field == 1 + 2 * 15
+
+    def rf(layers, stacks=1, kernel_size=2):
+        return wavenet_plan(256, 64, 256, layers, stacks, kernel_size, 0, 0, None).receptive_field
+
+    assert rf(10) == 1024
+    assert rf(10, stacks=3) == 1 + 3 * 1023
+    assert rf(4, kernel_size=3) == 1 + 2 * 15
 
 
 # -- likelihoods -----------------------------------------------------------------------------

@@ -101,17 +101,18 @@ def _positive(name: str, value: Any, minimum: int = 1) -> int:
 
 
 def wavenet_plan(
-    channels: int = 256,
-    residual_channels: int = 64,
-    skip_channels: int = 256,
-    layers: int = 10,
-    stacks: int = 1,
-    kernel_size: int = 2,
-    global_dim: int = 0,
-    local_dim: int = 0,
-    num_params: int | None = None,
+    channels: int,
+    residual_channels: int,
+    skip_channels: int,
+    layers: int,
+    stacks: int,
+    kernel_size: int,
+    global_dim: int,
+    local_dim: int,
+    num_params: int | None,
 ) -> WaveNetPlan:
-    """Check a WaveNet's arguments (the networks' constructor arguments) and plan it.
+    """Check a WaveNet's arguments (the networks' constructor arguments, documented there)
+    and plan it.
 
     Returns:
         The plan; ``num_params=None`` means ``channels`` (a ``Categorical`` head).
