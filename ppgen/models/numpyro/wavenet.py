@@ -203,44 +203,66 @@ class WaveNet(eqx.Module):
 
     # -- sampling ------------------------------------------------------------------------
 
+    def _step_weights(self, glob: jax.Array | None) -> list[tuple[jax.Array, ...]]:
+        """Per layer, the weights of one cached step, fused: the taps as one ``(k R, 2R)``
+        matrix (oldest tap first, the current input last), the gate bias with the global
+        term added, the local projection ``(L, 2R)`` or ``None``, and the residual and skip
+        1x1 convolutions as one ``(R, R + S)`` matrix (``(R, S)`` for the last layer) with
+        its bias."""
+        plan, w = self.plan, self.weights
+        last = len(plan.dilations) - 1
+        out = []
+        for i in range(len(plan.dilations)):
+            p = f"layers.{i}."
+            kernel = w[p + "dilated.weight"]  # (2R, R, k) -> (k R, 2R), tap-major
+            taps = jnp.transpose(kernel, (2, 1, 0)).reshape(-1, kernel.shape[0])
+            bias = w[p + "dilated.bias"]
+            if glob is not None:
+                bias = bias + glob @ w[p + "global_cond.weight"].T
+            local = w[p + "local_cond.weight"][:, :, 0].T if plan.local_dim else None
+            names = ["skip"] if i == last else ["residual", "skip"]
+            proj = jnp.concatenate([w[p + n + ".weight"][:, :, 0] for n in names], 0).T
+            proj_bias = jnp.concatenate([w[p + n + ".bias"] for n in names], 0)
+            out.append((taps, bias, local, proj, proj_bias))
+        return out
+
     def _step(
         self,
         queues: tuple[jax.Array, ...],
         prev: jax.Array,
         t: jax.Array,
-        glob: list[jax.Array] | None,
+        layers: list[tuple[jax.Array, ...]],
         local_t: jax.Array | None,
     ) -> tuple[jax.Array, tuple[jax.Array, ...]]:
-        """One sample of Paine et al.'s algorithm: ``prev`` is ``onehot(x_{t-1})`` (zeros at
-        ``t = 0``), ``queues[l]`` ``(*batch, (k-1) d_l, R)`` holds layer ``l``'s inputs at
-        ``t - (k-1) d_l .. t - 1`` in a ring (slot ``s mod size``). Returns the params at
+        """One sample of Paine et al.'s algorithm: ``prev`` is the code ``x_{t-1}`` (any
+        code at ``t = 0``, where the input is the bias alone), ``queues[l]`` ``(*batch,
+        (k-1) d_l, R)`` holds layer ``l``'s inputs at ``t - (k-1) d_l .. t - 1`` in a ring
+        (slot ``s mod size``); ``layers`` from :meth:`_step_weights`. Returns the params at
         ``t`` and the queues with ``h_t`` pushed."""
         plan, w = self.plan, self.weights
         k, r = plan.kernel_size, plan.residual_channels
-        h = prev @ w["input.weight"][:, :, 0].T + w["input.bias"]
+        # The 1x1 convolution of a one-hot code is a column of its weight.
+        column = jnp.take(w["input.weight"][:, :, 0].T, prev, axis=0)
+        h = w["input.bias"] + jnp.where((t > 0)[..., None], column, 0.0)
         skip = 0.0
-        last = len(plan.dilations) - 1
         new_queues = []
-        for i, (d, queue) in enumerate(zip(plan.dilations, queues, strict=True)):
-            p = f"layers.{i}."
-            kernel, size = w[p + "dilated.weight"], queue.shape[-2]
-            a = w[p + "dilated.bias"] + h @ kernel[:, :, k - 1].T
-            for j in range(k - 1):
-                past = lax.dynamic_index_in_dim(
-                    queue, (t - (k - 1 - j) * d) % size, axis=queue.ndim - 2, keepdims=False
-                )
-                a = a + past @ kernel[:, :, j].T
-            new_queues.append(
-                lax.dynamic_update_index_in_dim(queue, h, t % size, axis=queue.ndim - 2)
-            )
-            if glob is not None:
-                a = a + glob[i]
-            if local_t is not None:
-                a = a + local_t @ w[p + "local_cond.weight"][:, :, 0].T
+        for d, queue, (taps, bias, local, proj, proj_bias) in zip(
+            plan.dilations, queues, layers, strict=True
+        ):
+            size, axis = queue.shape[-2], queue.ndim - 2
+            past = [
+                lax.dynamic_index_in_dim(queue, (t - (k - 1 - j) * d) % size, axis, False)
+                for j in range(k - 1)
+            ]
+            a = jnp.concatenate([*past, h], -1) @ taps + bias
+            new_queues.append(lax.dynamic_update_index_in_dim(queue, h, t % size, axis))
+            if local is not None:
+                a = a + local_t @ local
             z = jnp.tanh(a[..., :r]) * jax.nn.sigmoid(a[..., r:])
-            skip = skip + z @ w[p + "skip.weight"][:, :, 0].T + w[p + "skip.bias"]
-            if i < last:
-                h = h + z @ w[p + "residual.weight"][:, :, 0].T + w[p + "residual.bias"]
+            out = z @ proj + proj_bias
+            if out.shape[-1] > plan.skip_channels:  # residual, then skip
+                h, out = h + out[..., :r], out[..., r:]
+            skip = skip + out
         return self._output(skip), tuple(new_queues)
 
     def sample(
@@ -308,11 +330,7 @@ class WaveNet(eqx.Module):
         queues = tuple(
             jnp.zeros((*batch, size, plan.residual_channels), dtype) for size in plan.queue_sizes()
         )
-        glob_proj = None
-        if glob is not None:  # the global term of every gate, computed once
-            glob_proj = [
-                glob @ w[f"layers.{i}.global_cond.weight"].T for i in range(len(plan.dilations))
-            ]
+        layers = self._step_weights(glob)  # computed once, outside the loop
         axis = len(batch)
         xs = (
             jnp.arange(length),
@@ -324,11 +342,11 @@ class WaveNet(eqx.Module):
         def step(carry, inputs):
             queues, prev = carry
             t, noise_t, fixed_t, local_t = inputs
-            params, queues = self._step(queues, prev, t, glob_proj, local_t)
+            params, queues = self._step(queues, prev, t, layers, local_t)
             x_t = jnp.where(t < num_fixed, fixed_t, head.draw(params, noise_t).astype(jnp.int32))
-            return (queues, jax.nn.one_hot(x_t, plan.channels, dtype=dtype)), x_t
+            return (queues, x_t), x_t
 
-        init = (queues, jnp.zeros((*batch, plan.channels), dtype))
+        init = (queues, jnp.zeros(batch, jnp.int32))
         _, codes = lax.scan(step, init, xs)
         return jnp.moveaxis(codes, 0, -1)
 

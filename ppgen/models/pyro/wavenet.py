@@ -229,35 +229,58 @@ class WaveNet(nn.Module):
 
     # -- sampling ------------------------------------------------------------------------
 
+    def _step_weights(self, glob: torch.Tensor | None) -> list[tuple[torch.Tensor, ...]]:
+        """Per layer, the weights of one cached step, fused: the taps as one ``(2R, k R)``
+        matrix (oldest tap first, the current input last), the gate bias with the global
+        term added, the local projection ``(2R, L)`` or ``None``, and the residual and skip
+        1x1 convolutions as one ``(R + S, R)`` matrix (``(S, R)`` for the last layer) with
+        its bias."""
+        out = []
+        for layer in self.layers:
+            kernel = layer.dilated.weight  # (2R, R, k) -> (2R, k R), tap-major
+            taps = kernel.permute(0, 2, 1).reshape(kernel.shape[0], -1)
+            bias = layer.dilated.bias
+            if glob is not None:
+                bias = bias + layer.global_cond(glob)
+            local = layer.local_cond.weight[:, :, 0] if self.plan.local_dim else None
+            convs = [layer.skip] if layer.residual is None else [layer.residual, layer.skip]
+            proj = torch.cat([c.weight[:, :, 0] for c in convs], 0)
+            proj_bias = torch.cat([c.bias for c in convs], 0)
+            out.append((taps, bias, local, proj, proj_bias))
+        return out
+
     def _step(
         self,
         queues: list[torch.Tensor],
-        prev: torch.Tensor,
+        prev: torch.Tensor | None,
         t: int,
-        glob: list[torch.Tensor] | None,
+        layers: list[tuple[torch.Tensor, ...]],
         local_t: torch.Tensor | None,
     ) -> torch.Tensor:
-        """One sample of Paine et al.'s algorithm: ``prev`` is ``onehot(x_{t-1})`` (zeros at
-        ``t = 0``), ``queues[l]`` ``(*batch, (k-1) d_l, R)`` holds layer ``l``'s inputs at
-        ``t - (k-1) d_l .. t - 1`` in a ring (slot ``s mod size``), updated in place with
-        ``h_t``. Returns the params at ``t``."""
+        """One sample of Paine et al.'s algorithm: ``prev`` is the code ``x_{t-1}`` (``None``
+        at ``t = 0``, where the input is the bias alone), ``queues[l]`` ``(*batch, (k-1)
+        d_l, R)`` holds layer ``l``'s inputs at ``t - (k-1) d_l .. t - 1`` in a ring (slot
+        ``s mod size``), updated in place with ``h_t``; ``layers`` from
+        :meth:`_step_weights`. Returns the params at ``t``."""
         k, r = self.plan.kernel_size, self.plan.residual_channels
-        h = _conv1x1(prev, self.input)
+        h = self.input.bias
+        if prev is not None:  # the 1x1 convolution of a one-hot code is a column of its weight
+            h = h + self.input.weight[:, :, 0].T[prev]
         skip = 0.0
-        for i, (layer, queue) in enumerate(zip(self.layers, queues, strict=True)):
-            d, size, kernel = layer.dilation, queue.shape[-2], layer.dilated.weight
-            a = F.linear(h, kernel[:, :, k - 1], layer.dilated.bias)
-            for j in range(k - 1):
-                a = a + F.linear(queue[..., (t - (k - 1 - j) * d) % size, :], kernel[:, :, j])
+        for layer, queue, (taps, bias, local, proj, proj_bias) in zip(
+            self.layers, queues, layers, strict=True
+        ):
+            d, size = layer.dilation, queue.shape[-2]
+            past = [queue[..., (t - (k - 1 - j) * d) % size, :] for j in range(k - 1)]
+            a = F.linear(torch.cat([*past, h.expand_as(past[0])], -1), taps, bias)
             queue[..., t % size, :] = h
-            if glob is not None:
-                a = a + glob[i]
-            if local_t is not None:
-                a = a + F.linear(local_t, layer.local_cond.weight[:, :, 0])
+            if local is not None:
+                a = a + F.linear(local_t, local)
             z = torch.tanh(a[..., :r]) * torch.sigmoid(a[..., r:])
-            skip = skip + _conv1x1(z, layer.skip)
-            if layer.residual is not None:
-                h = h + _conv1x1(z, layer.residual)
+            out = F.linear(z, proj, proj_bias)
+            if layer.residual is not None:  # residual, then skip
+                h, out = h + out[..., :r], out[..., r:]
+            skip = skip + out
         return self._output(skip)
 
     @torch.no_grad()
@@ -326,14 +349,15 @@ class WaveNet(nn.Module):
             torch.zeros((*batch, size, plan.residual_channels), dtype=dtype)
             for size in plan.queue_sizes()
         ]
-        if glob is not None:  # the global term of every gate, computed once
-            glob = [layer.global_cond(glob) for layer in self.layers]
-        prev = torch.zeros((*batch, plan.channels), dtype=dtype)
+        layers = self._step_weights(glob)  # computed once, outside the loop
+        prev = None
         for t in range(length):
-            params = self._step(queues, prev, t, glob, None if local is None else local[..., t, :])
+            params = self._step(
+                queues, prev, t, layers, None if local is None else local[..., t, :]
+            )
             if t >= num_fixed:
                 x[..., t] = head.draw(params, noise[..., t, :])
-            prev = F.one_hot(x[..., t], plan.channels).to(dtype)
+            prev = x[..., t]
         return x
 
     def _sample_naive(self, noise, head, glob, local, x, num_fixed):
