@@ -78,6 +78,15 @@ def test_toy_flow_trains_evaluates_samples_and_draws(tmp_path, backend_name, flo
     x = runs.sample(run, 5, seed=1)
     assert x.shape == (5, 2)
     np.testing.assert_array_equal(x, runs.sample(run, 5, seed=1))
+    # `ppgen sample` on points writes their histogram beside the data's, not an image grid
+    code, stdout, err = cli("sample", out, "-n", "500")
+    assert code == 0, err
+    assert stdout.strip() == str(out / "samples.png")
+    from PIL import Image
+
+    with Image.open(out / "samples.png") as image:
+        width, height = image.size
+    assert width >= 2 * height > 200  # two square panels, not a 1x2-pixel grid
 
 
 def test_image_flow_reports_bits_per_dim_of_the_8bit_style_data(tmp_path):

@@ -46,6 +46,7 @@ MODULES = [
     "models.image_flows",
     "models.flow",
     "models.wavenet",
+    "models.charrnn",
     "inference",
     "inference.objectives",
     "inference.loglik",
@@ -97,6 +98,7 @@ NUMPYRO_WRITES = {
     "ConvNet": {"__call__", "state_dict", "load_state_dict"},
     "WaveNet": {"__call__"},
     "LatentFlow": {"state_dict", "load_state_dict"},
+    "CharRNN": {"__call__"},
 }
 # Flow transforms whose Pyro twin inherits these from Pyro's own class (Planar, Radial and
 # their conditional forms are Pyro's, given an inverse and a seeded constructor): the

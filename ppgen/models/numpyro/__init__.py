@@ -6,6 +6,7 @@ from ppgen.models.numpyro.ar import (
     DiscretizedMixLogistic,
 )
 from ppgen.models.numpyro.autoregressive import MaskedAutoregressive
+from ppgen.models.numpyro.charrnn import CharRNN
 from ppgen.models.numpyro.coupling import Additive, Affine, Coupling, RationalQuadraticSpline
 from ppgen.models.numpyro.flow import (
     ConditionalFlowDensity,
@@ -99,4 +100,5 @@ __all__ = [
     "random_permutation",
     "reverse_permutation",
     "WaveNet",
+    "CharRNN",
 ]
