@@ -45,6 +45,7 @@ MODULES = [
     "models.autoregressive",
     "models.image_flows",
     "models.flow",
+    "models.wavenet",
     "models.charrnn",
     "inference",
     "inference.objectives",
@@ -95,6 +96,7 @@ NUMPYRO_WRITES = {
     "MLP": {"__call__", "state_dict", "load_state_dict"},
     "MADE": {"__call__", "state_dict", "load_state_dict"},
     "ConvNet": {"__call__", "state_dict", "load_state_dict"},
+    "WaveNet": {"__call__"},
     "LatentFlow": {"state_dict", "load_state_dict"},
     "CharRNN": {"__call__"},
 }

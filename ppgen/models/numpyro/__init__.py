@@ -50,6 +50,7 @@ from ppgen.models.numpyro.transforms import (
     reverse_permutation,
 )
 from ppgen.models.numpyro.vae import VAE, HierarchicalVAE
+from ppgen.models.numpyro.wavenet import WaveNet
 
 __all__ = [
     "AutoregressiveDensity",
@@ -98,5 +99,6 @@ __all__ = [
     "Radial",
     "random_permutation",
     "reverse_permutation",
+    "WaveNet",
     "CharRNN",
 ]

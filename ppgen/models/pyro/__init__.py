@@ -50,6 +50,7 @@ from ppgen.models.pyro.transforms import (
     reverse_permutation,
 )
 from ppgen.models.pyro.vae import VAE, HierarchicalVAE
+from ppgen.models.pyro.wavenet import WaveNet
 
 __all__ = [
     "AutoregressiveDensity",
@@ -98,5 +99,6 @@ __all__ = [
     "Radial",
     "random_permutation",
     "reverse_permutation",
+    "WaveNet",
     "CharRNN",
 ]
