@@ -391,3 +391,22 @@ def test_bad_sizes_get_one_line_errors(backend, kwargs):
     with pytest.raises(ConfigError) as e:
         build(backend, **kwargs)
     one_line(e)
+
+
+@pytest.mark.parametrize("name", ["local", "both"])
+def test_distribution_reads_the_batch_shape_of_any_context(backend, name):
+    """AutoregressiveDistribution takes WaveNet's local features (*batch, T, L) and its
+    (global, local) pair: the batch shape is the context's batch, draws with a sample shape
+    broadcast the context, and log_prob scores them."""
+    kwargs = CONDITIONING[name]
+    net = build(backend, **kwargs)
+    context = to_backend(backend, context_for(kwargs, (2,), 9))
+    m = par if backend.name == "pyro" else nar
+    d = m.AutoregressiveDistribution(net, categorical(backend, 5), context, length=9)
+    assert tuple(d.batch_shape) == (2,) and tuple(d.event_shape) == (9,)
+    if backend.name == "pyro":
+        x = d.sample((3,))
+    else:
+        x = d.sample(jax.random.PRNGKey(0), (3,))
+    assert tuple(x.shape) == (3, 2, 9)
+    assert np.isfinite(backend.numpy(d.log_prob(x[0]))).all()

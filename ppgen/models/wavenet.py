@@ -283,3 +283,18 @@ def naive_window(plan: WaveNetPlan, length: int) -> int:
     receptive field per sample.
     """
     return min(int(length), plan.receptive_field + 1)
+
+
+def context_batch_shape(plan: WaveNetPlan, context: Any) -> tuple[int, ...]:
+    """The batch shape a WaveNet ``context`` (as :func:`split_context` takes it) stands for:
+    the global vector's leading axes, or the local features' before ``(T, local_dim)``.
+
+    Raises:
+        ConfigError, DataError: As :func:`split_context`.
+    """
+    glob, local = split_context(plan, context, None)
+    if glob is not None:
+        return tuple(np.shape(glob)[:-1])
+    if local is not None:
+        return tuple(np.shape(local)[:-2])
+    return ()

@@ -36,6 +36,9 @@ from ppgen.models.wavenet import (
     wavenet_initial_weights,
     wavenet_plan,
 )
+from ppgen.models.wavenet import (
+    context_batch_shape as wavenet_context_batch_shape,
+)
 
 __all__ = ["WaveNet"]
 
@@ -369,6 +372,15 @@ class WaveNet(eqx.Module):
             return lax.dynamic_update_index_in_dim(x, x_t, t, axis=x.ndim - 1)
 
         return lax.fori_loop(num_fixed, length, step, x)
+
+    def context_batch_shape(self, context: Any) -> tuple[int, ...]:
+        """The batch shape of ``context`` (the global vector's leading axes, or the local
+        features' before ``(T, local_dim)``); what ``AutoregressiveDistribution`` reads.
+
+        Raises:
+            ConfigError, DataError: A context this network does not take.
+        """
+        return wavenet_context_batch_shape(self.plan, context)
 
     def _context(self, glob: Any, local: Any) -> Any:
         """The ``context`` argument of :meth:`__call__` for these parts."""

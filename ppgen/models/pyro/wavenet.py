@@ -34,6 +34,9 @@ from ppgen.models.wavenet import (
     wavenet_initial_weights,
     wavenet_plan,
 )
+from ppgen.models.wavenet import (
+    context_batch_shape as wavenet_context_batch_shape,
+)
 
 __all__ = ["WaveNet"]
 
@@ -369,6 +372,15 @@ class WaveNet(nn.Module):
             params = self(x[..., start : start + window], self._context(glob, local_w))
             x[..., t] = head.draw(params[..., t - start, :], noise[..., t, :])
         return x
+
+    def context_batch_shape(self, context: Any) -> tuple[int, ...]:
+        """The batch shape of ``context`` (the global vector's leading axes, or the local
+        features' before ``(T, local_dim)``); what ``AutoregressiveDistribution`` reads.
+
+        Raises:
+            ConfigError, DataError: A context this network does not take.
+        """
+        return wavenet_context_batch_shape(self.plan, context)
 
     def _context(self, glob: Any, local: Any) -> Any:
         """The ``context`` argument of :meth:`forward` for these parts."""
