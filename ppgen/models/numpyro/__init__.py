@@ -51,6 +51,7 @@ from ppgen.models.numpyro.transforms import (
     reverse_permutation,
 )
 from ppgen.models.numpyro.vae import VAE, HierarchicalVAE
+from ppgen.models.numpyro.wavenet import WaveNet
 
 __all__ = [
     "AutoregressiveDensity",
@@ -101,5 +102,6 @@ __all__ = [
     "reverse_permutation",
     "GatedPixelCNN",
     "PixelCNN",
+    "WaveNet",
     "CharRNN",
 ]

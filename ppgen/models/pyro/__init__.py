@@ -51,6 +51,7 @@ from ppgen.models.pyro.transforms import (
     reverse_permutation,
 )
 from ppgen.models.pyro.vae import VAE, HierarchicalVAE
+from ppgen.models.pyro.wavenet import WaveNet
 
 __all__ = [
     "AutoregressiveDensity",
@@ -101,5 +102,6 @@ __all__ = [
     "reverse_permutation",
     "GatedPixelCNN",
     "PixelCNN",
+    "WaveNet",
     "CharRNN",
 ]
