@@ -223,6 +223,38 @@ def save_flow_path(path_points: Sequence[np.ndarray], path: str | os.PathLike) -
     return _save(fig, path, dpi=100)
 
 
+def save_receptive_fields(
+    maps: Sequence[np.ndarray],
+    pixels: Sequence[tuple[int, int]],
+    image_shape: Sequence[int],
+    path: str | os.PathLike,
+) -> Path:
+    """One panel per pixel of an autoregressive image model: the inputs its conditional
+    depends on (grey), the pixel itself (red) and the pixels after it in raster order
+    (hatched light), so the autoregressive order, and a PixelCNN's blind spot (earlier
+    pixels above and to the right that it never sees), can be read off.
+
+    Args:
+        maps: Per pixel, an ``(H, W)`` array, nonzero where the pixel depends on the input.
+        pixels: The ``(row, col)`` of each map's pixel.
+        image_shape: ``(H, W)``.
+        path: The PNG to write.
+    """
+    h, w = image_shape
+    fig, axes = plt.subplots(1, len(maps), figsize=(2.8 * len(maps), 3.0), squeeze=False)
+    for ax, dep, (r, c) in zip(axes[0], maps, pixels, strict=True):
+        rgb = np.ones((h, w, 3))
+        later = np.arange(h * w).reshape(h, w) > r * w + c
+        rgb[later] = (0.93, 0.93, 1.0)  # after the pixel in raster order
+        rgb[np.asarray(dep).reshape(h, w) != 0] = (0.35, 0.35, 0.35)
+        rgb[r, c] = (0.85, 0.1, 0.1)
+        ax.imshow(rgb, interpolation="nearest")
+        ax.set_title(f"pixel ({r}, {c}): {int(np.count_nonzero(dep))} inputs", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return _save(fig, path, dpi=100)
+
+
 def _save(fig: plt.Figure, path: str | os.PathLike, dpi: int = 110) -> Path:
     """Lay out ``fig``, write it to ``path`` (creating its folder) and close it."""
     fig.tight_layout()

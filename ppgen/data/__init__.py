@@ -43,6 +43,7 @@ from ppgen.data.mnist import MNIST_MD5, MNIST_URLS, load_mnist, mnist_dir, read_
 from ppgen.data.registry import (
     AUDIO_DATASETS,
     DATASETS,
+    GREY_LEVELS,
     IMAGE_DATASETS,
     TEXT_DATASETS,
     load_audio,
@@ -67,6 +68,7 @@ __all__ = [
     "DATASETS",
     "DIGITS_SPLIT_SIZES",
     "GREY_LEVEL_TOLERANCE",
+    "GREY_LEVELS",
     "IMAGE_DATASETS",
     "MISSING",
     "MNIST_MD5",

@@ -20,6 +20,7 @@ from ppgen.errors import ConfigError
 __all__ = [
     "AUDIO_DATASETS",
     "DATASETS",
+    "GREY_LEVELS",
     "IMAGE_DATASETS",
     "TEXT_DATASETS",
     "load_audio",
@@ -29,6 +30,9 @@ __all__ = [
 
 IMAGE_DATASETS = ("mnist", "digits")
 """The registered datasets of grey-scale images (the others are toy 2-D densities)."""
+
+GREY_LEVELS = {"mnist": 256, "digits": 17}
+"""Grey levels ``L`` of each image dataset: its pixels are ``k / (L - 1)``."""
 
 DATASETS: dict[str, Callable[..., Dataset]] = {
     "mnist": load_mnist,

@@ -6,6 +6,7 @@ and one import line below; nothing else in ppgen changes (docs/ARCHITECTURE.md).
 
 # One line per family: importing its module registers its recipes.
 from ppgen.recipes import (
+    ar_images,  # noqa: E402, F401  (fvsbn, nade, made, pixelcnn)
     flow,  # noqa: E402, F401  (flow)
     ssvae,  # noqa: E402, F401  (m2, m1m2)
     vae,  # noqa: E402, F401, I001  (vae, hvae, m1)

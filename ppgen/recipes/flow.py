@@ -56,9 +56,6 @@ __all__ = ["FLOW_CHOICES", "FlowOptions", "FlowRecipe", "flow_event_shape", "gre
 FLOW_CHOICES = ("planar", "radial", "nice", "realnvp", "maf", "iaf", "nsf", "nsf_ar", "glow")
 """``--flow`` choices; ``realnvp`` on images is the multi-scale RealNVP."""
 
-GREY_LEVELS = {"mnist": 256, "digits": 17}
-"""Grey levels ``L`` of each image dataset (pixels are ``k / (L - 1)``)."""
-
 _DEQUANTISE_SEED = 0  # the fixed noise draw of validation and test images
 _INIT_ROWS = 512  # training rows of Glow's data-dependent initialisation
 
@@ -98,7 +95,7 @@ class FlowOptions(Options):
 
 def grey_levels(dataset: str) -> int | None:
     """Grey levels ``L`` of an image dataset (``None`` for the toy densities)."""
-    return GREY_LEVELS.get(dataset)
+    return ppdata.GREY_LEVELS.get(dataset)
 
 
 def flow_event_shape(flow: str, dataset: str, image_shape: tuple[int, int], dim: int):
