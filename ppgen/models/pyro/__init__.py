@@ -11,6 +11,7 @@ from ppgen.models.pyro.flow import (
     with_logit,
 )
 from ppgen.models.pyro.flow_vae import FlowVAE, LatentFlow
+from ppgen.models.pyro.fvsbn import FVSBN
 from ppgen.models.pyro.image_flows import (
     ActNorm,
     ConvNet,
@@ -27,6 +28,7 @@ from ppgen.models.pyro.image_flows import (
 from ppgen.models.pyro.linear_gaussian import LinearGaussian
 from ppgen.models.pyro.made import MADE
 from ppgen.models.pyro.mixture import GaussianMixture
+from ppgen.models.pyro.nade import NADE
 from ppgen.models.pyro.nets import MLP
 from ppgen.models.pyro.sbn import SigmoidBeliefNet
 from ppgen.models.pyro.ssvae import SSVAE
@@ -89,4 +91,6 @@ __all__ = [
     "Radial",
     "random_permutation",
     "reverse_permutation",
+    "FVSBN",
+    "NADE",
 ]
