@@ -20,33 +20,10 @@ import jax.numpy as jnp
 import numpyro
 from jax import lax
 
-from ppgen.errors import ConfigError, DataError
+from ppgen.errors import DataError
+from ppgen.models.ar_dense import check_prefix_count
 
-__all__ = ["check_head", "check_no_context", "check_prefix", "observe", "sample_in_order"]
-
-
-def check_head(name: str, head: Any, num_params: int, bernoulli_only: bool = False) -> None:
-    """Raise :class:`ConfigError` unless ``head`` gives ``num_params`` parameters per entry.
-
-    Args:
-        name: The model's name, for the message.
-        head: A conditional family (``Bernoulli()``, ``Categorical(K)``, ...).
-        num_params: The model's ``num_params``.
-        bernoulli_only: The model supports only the Bernoulli head (FVSBN, NADE).
-    """
-    got = getattr(head, "num_params", None)
-    if got != num_params:
-        what = "only the Bernoulli head" if bernoulli_only else f"a head with {num_params}"
-        raise ConfigError(
-            f"{name} supports {what} (num_params {num_params}), got "
-            f"{type(head).__name__} with num_params {got}"
-        )
-
-
-def check_no_context(name: str, context: Any) -> None:
-    """Raise :class:`ConfigError` when an unconditional model is given a context."""
-    if context is not None:
-        raise ConfigError(f"{name} is unconditional; it takes no context")
+__all__ = ["check_prefix", "observe", "sample_in_order"]
 
 
 def check_prefix(
@@ -63,11 +40,7 @@ def check_prefix(
     """
     if prefix is None:
         return None, 0
-    if not isinstance(prefix, tuple) or len(prefix) != 2:
-        raise DataError("prefix must be a pair (x_given of shape (*batch, D), count)")
-    given, count = prefix
-    if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= dim:
-        raise DataError(f"prefix count must be an integer in [0, {dim}], got {count!r}")
+    given, count = prefix[0], check_prefix_count(prefix, dim)
     given = jnp.asarray(given)
     try:
         given = jnp.broadcast_to(given, (*batch_shape, dim))

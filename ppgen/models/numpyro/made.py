@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ppgen.errors import ConfigError
+from ppgen.models.ar_dense import check_context, check_head
 from ppgen.models.conventions import check_mlp, check_weights
 from ppgen.models.elementwise import check_event_shape
 from ppgen.models.masks import (
@@ -35,7 +36,7 @@ from ppgen.models.masks import (
     made_masks,
     sampling_order,
 )
-from ppgen.models.numpyro.ar_dense import check_head, observe, sample_in_order
+from ppgen.models.numpyro.ar_dense import observe, sample_in_order
 from ppgen.models.numpyro.nets import ACTIVATIONS
 
 __all__ = ["MADE"]
@@ -201,11 +202,7 @@ class MADE(eqx.Module):
                 Python ``mask_index`` outside ``[0, num_masks)``.
         """
         check_event_shape(tuple(x.shape), (self.input_dim,), "MADE")
-        if (context is None) != (self.context_dim == 0):
-            raise ConfigError(
-                f"this MADE was built with context_dim={self.context_dim}; "
-                + ("pass a context" if context is None else "it takes no context")
-            )
+        check_context("MADE", self.context_dim, context)
         act = ACTIVATIONS[self.activation]
         h = jnp.asarray(x, self.weights[0].dtype)
         last = len(self.weights) - 1
@@ -269,11 +266,7 @@ class MADE(eqx.Module):
             DataError: Noise or prefix of the wrong shape.
         """
         check_head("MADE", head, self.num_params)
-        if (context is None) != (self.context_dim == 0):
-            raise ConfigError(
-                f"this MADE was built with context_dim={self.context_dim}; "
-                + ("pass a context" if context is None else "it takes no context")
-            )
+        check_context("MADE", self.context_dim, context)
         dtype = self.weights[0].dtype
         if not cached:
             return sample_in_order(

@@ -19,15 +19,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ppgen.models.ar_dense import check_head, check_no_context
 from ppgen.models.conventions import check_weights
 from ppgen.models.elementwise import check_event_shape
 from ppgen.models.masks import nade_initial_weights
-from ppgen.models.numpyro.ar_dense import (
-    check_head,
-    check_no_context,
-    observe,
-    sample_in_order,
-)
+from ppgen.models.numpyro.ar_dense import observe, sample_in_order
 
 __all__ = ["NADE"]
 

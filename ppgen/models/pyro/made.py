@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ppgen.errors import ConfigError
+from ppgen.models.ar_dense import check_context, check_head
 from ppgen.models.conventions import check_mlp
 from ppgen.models.elementwise import check_event_shape
 from ppgen.models.masks import (
@@ -34,7 +35,7 @@ from ppgen.models.masks import (
     made_masks,
     sampling_order,
 )
-from ppgen.models.pyro.ar_dense import check_head, observe, sample_in_order
+from ppgen.models.pyro.ar_dense import observe, sample_in_order
 from ppgen.models.pyro.nets import ACTIVATIONS
 from ppgen.models.pyro.params import get_weights, set_weights
 
@@ -190,11 +191,7 @@ class MADE(nn.Module):
                 ``mask_index`` outside ``[0, num_masks)``.
         """
         check_event_shape(tuple(x.shape), (self.input_dim,), "MADE")
-        if (context is None) != (self.context_dim == 0):
-            raise ConfigError(
-                f"this MADE was built with context_dim={self.context_dim}; "
-                + ("pass a context" if context is None else "it takes no context")
-            )
+        check_context("MADE", self.context_dim, context)
         masks = self.masks(None if mask_index is None else int(mask_index))
         h = x.to(self.layers[0].weight.dtype)
         for i, (layer, mask) in enumerate(zip(self.layers, masks, strict=True)):
@@ -256,11 +253,7 @@ class MADE(nn.Module):
             DataError: Noise or prefix of the wrong shape.
         """
         check_head("MADE", head, self.num_params)
-        if (context is None) != (self.context_dim == 0):
-            raise ConfigError(
-                f"this MADE was built with context_dim={self.context_dim}; "
-                + ("pass a context" if context is None else "it takes no context")
-            )
+        check_context("MADE", self.context_dim, context)
         dtype = self.layers[0].weight.dtype
         if not cached:
             return sample_in_order(

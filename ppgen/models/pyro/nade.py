@@ -17,14 +17,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from ppgen.models.ar_dense import check_head, check_no_context
 from ppgen.models.elementwise import check_event_shape
 from ppgen.models.masks import nade_initial_weights
-from ppgen.models.pyro.ar_dense import (
-    check_head,
-    check_no_context,
-    observe,
-    sample_in_order,
-)
+from ppgen.models.pyro.ar_dense import observe, sample_in_order
 from ppgen.models.pyro.params import get_weights, set_weights
 
 __all__ = ["NADE"]
