@@ -1,6 +1,19 @@
 """Backend-free data: MNIST, scikit-learn's digits, toy 2-D densities, binarization,
-minibatch indices and batch schedules, partial labels and input checks, all in numpy."""
+minibatch indices and batch schedules, partial labels and input checks, character text
+(Tiny Shakespeare) and audio (WAV, mu-law, the speech corpus), all in numpy."""
 
+from ppgen.data.audio import (
+    MU_LAW_CHANNELS,
+    SPEECH_RATE,
+    AudioCorpus,
+    load_speech,
+    mu_law_decode,
+    mu_law_encode,
+    read_wav,
+    speech_dir,
+    to_float,
+    write_wav,
+)
 from ppgen.data.batching import epoch_rng, iterate_minibatches, minibatch_indices, seeded_rng
 from ppgen.data.binarization import (
     BINARIZE_MODES,
@@ -9,10 +22,12 @@ from ppgen.data.binarization import (
     check_binarize_mode,
 )
 from ppgen.data.checks import (
+    GREY_LEVEL_TOLERANCE,
     check_images,
     check_input_scale,
     check_training_array,
     check_unit_interval,
+    pixel_levels,
 )
 from ppgen.data.dataset import SPLITS, Dataset, check_split, data_dir
 from ppgen.data.digits import DIGITS_SPLIT_SIZES, load_digits
@@ -25,26 +40,54 @@ from ppgen.data.labels import (
     semi_supervised_indices,
 )
 from ppgen.data.mnist import MNIST_MD5, MNIST_URLS, load_mnist, mnist_dir, read_idx
-from ppgen.data.registry import DATASETS, IMAGE_DATASETS, load_dataset
+from ppgen.data.registry import (
+    AUDIO_DATASETS,
+    DATASETS,
+    IMAGE_DATASETS,
+    TEXT_DATASETS,
+    load_audio,
+    load_dataset,
+    load_text,
+)
 from ppgen.data.schedules import LabelledBatches, Minibatches, Schedule
+from ppgen.data.text import (
+    SHAKESPEARE_MD5,
+    SHAKESPEARE_TRAIN_FRACTION,
+    SHAKESPEARE_URL,
+    TextCorpus,
+    Vocabulary,
+    load_shakespeare,
+    shakespeare_dir,
+)
 from ppgen.data.toy import TOY_DATASETS, TOY_DENSITIES, TOY_SPLIT_SIZES, load_toy, sample_toy
 
 __all__ = [
+    "AUDIO_DATASETS",
     "BINARIZE_MODES",
     "DATASETS",
     "DIGITS_SPLIT_SIZES",
+    "GREY_LEVEL_TOLERANCE",
     "IMAGE_DATASETS",
     "MISSING",
     "MNIST_MD5",
     "MNIST_URLS",
+    "MU_LAW_CHANNELS",
+    "SHAKESPEARE_MD5",
+    "SHAKESPEARE_TRAIN_FRACTION",
+    "SHAKESPEARE_URL",
+    "SPEECH_RATE",
     "SPLITS",
+    "TEXT_DATASETS",
     "TOY_DATASETS",
     "TOY_DENSITIES",
     "TOY_SPLIT_SIZES",
+    "AudioCorpus",
     "Dataset",
     "LabelledBatches",
     "Minibatches",
     "Schedule",
+    "TextCorpus",
+    "Vocabulary",
     "bernoulli_binarize",
     "binarize",
     "check_binarize_mode",
@@ -59,15 +102,27 @@ __all__ = [
     "epoch_rng",
     "iterate_minibatches",
     "labelled_subset",
+    "load_audio",
     "load_dataset",
     "load_digits",
     "load_mnist",
+    "load_shakespeare",
+    "load_speech",
+    "load_text",
     "load_toy",
     "minibatch_indices",
     "mnist_dir",
+    "mu_law_decode",
+    "mu_law_encode",
     "partial_labels",
+    "pixel_levels",
     "read_idx",
+    "read_wav",
     "sample_toy",
     "seeded_rng",
     "semi_supervised_indices",
+    "shakespeare_dir",
+    "speech_dir",
+    "to_float",
+    "write_wav",
 ]

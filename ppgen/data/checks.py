@@ -3,7 +3,8 @@
 Trainers check their training data with `check_training_array` (through their batch
 schedule) and recipes check images with `check_images`, so a wrong array fails there with a
 `DataError` naming the problem, instead of as a shape error deep inside a network or as a
-NaN loss many steps later.
+NaN loss many steps later. `pixel_levels` turns grey images back into their integer levels
+(the targets of categorical pixel likelihoods), refusing data that are not on that grid.
 """
 
 import math
@@ -11,9 +12,16 @@ from typing import Any
 
 import numpy as np
 
-from ppgen.errors import DataError
+from ppgen.errors import ConfigError, DataError
 
-__all__ = ["check_images", "check_input_scale", "check_training_array", "check_unit_interval"]
+__all__ = [
+    "GREY_LEVEL_TOLERANCE",
+    "check_images",
+    "check_input_scale",
+    "check_training_array",
+    "check_unit_interval",
+    "pixel_levels",
+]
 
 # Bool, signed and unsigned integers and floats; complex, strings, objects etc. are refused.
 _NUMERIC_KINDS = "biuf"
@@ -161,3 +169,57 @@ def check_input_scale(scale: np.ndarray, shape: tuple[int, ...] | None = None) -
     if not np.all(np.isfinite(arr)) or np.any(arr < 0):
         raise DataError("input_scale must be finite and non-negative")
     return arr.astype(np.float32)
+
+
+GREY_LEVEL_TOLERANCE = 1e-4
+"""How far ``(L - 1) x`` may be from an integer for ``x`` to count as a grey level ``k / (L -
+1)``: float32 rounding of ``k / 255`` moves ``255 x`` by at most ~2e-5; noise or another
+scale by far more."""
+
+
+def pixel_levels(x: np.ndarray, levels: int = 256, *, binary_ok: bool = False) -> np.ndarray:
+    """The integer grey levels ``k`` of pixels stored as ``k / (levels - 1)``, e.g. 8-bit MNIST
+    loaded unbinarized (``x = k / 255`` in float32) -> ``k`` in ``0..255``, the targets of a
+    256-way categorical likelihood (PixelCNN's).
+
+    Args:
+        x: float pixel intensities in [0, 1], any shape (e.g. ``Dataset.x``).
+        levels: the number of grey levels ``L`` (256 for MNIST, 17 for scikit-learn's
+            digits).
+        binary_ok: accept data whose every value is 0 or 1 (by default refused, as that is
+            what binarized data look like).
+
+    Returns:
+        int32 levels in ``0 .. levels - 1`` with the shape of ``x``.
+
+    Raises:
+        ConfigError: if ``levels`` is not an integer >= 2.
+        DataError: if ``x`` is not floating point, has NaN or values outside [0, 1], is not on
+            the ``k / (levels - 1)`` grid (noisy or dequantised data), or is binarized (only 0
+            and 1, unless ``binary_ok``).
+    """
+    if not isinstance(levels, int | np.integer) or isinstance(levels, bool) or levels < 2:
+        raise ConfigError(f"the number of grey levels must be an integer >= 2, got {levels!r}")
+    x = np.asarray(x)
+    if x.dtype.kind != "f":
+        raise DataError(
+            f"pixel_levels takes float pixels k / {levels - 1} in [0, 1], got dtype {x.dtype}"
+            + ("; integer pixels already are levels" if x.dtype.kind in "iu" else "")
+        )
+    check_unit_interval(x, why="pixel_levels")  # NaN fails it too
+    scaled = x.astype(np.float64) * (levels - 1)
+    k = np.rint(scaled)
+    off = np.abs(scaled - k)
+    if x.size and off.max() > GREY_LEVEL_TOLERANCE:
+        i = np.unravel_index(np.argmax(off), x.shape)
+        raise DataError(
+            f"pixels are not on the grid of {levels} grey levels k / {levels - 1} (e.g. "
+            f"x[{', '.join(map(str, i))}] = {x[i]:.6g}): noisy or dequantised data? load the "
+            "dataset with binarize='none' and no noise"
+        )
+    if not binary_ok and x.size > 1 and np.all((k == 0) | (k == levels - 1)):
+        raise DataError(
+            f"every pixel is 0 or 1: the data look binarized, not {levels} grey levels; load "
+            "the dataset with binarize='none' (or pass binary_ok=True)"
+        )
+    return k.astype(np.int32)

@@ -12,13 +12,8 @@ the 10,000 of the test file.
 
 import functools
 import gzip
-import hashlib
-import http.client
 import math
-import os
 import pathlib
-import tempfile
-import urllib.request
 import zlib
 
 import numpy as np
@@ -26,6 +21,7 @@ import numpy as np
 from ppgen.data.batching import seeded_rng
 from ppgen.data.binarization import check_binarize_mode
 from ppgen.data.dataset import Dataset, StrPath, check_split, data_dir
+from ppgen.data.files import check_md5, download_verified, fetch_url, unreadable_message
 from ppgen.errors import DataError
 
 __all__ = ["MNIST_MD5", "MNIST_URLS", "load_mnist", "mnist_dir", "read_idx"]
@@ -43,8 +39,6 @@ MNIST_URLS = (
     "http://yann.lecun.com/exdb/mnist/",  # the canonical host (often refuses downloads)
 )
 """Base URLs tried in order for a missing file."""
-
-_DOWNLOAD_TIMEOUT_S = 10.0
 
 # source file -> (image file, label file, number of examples)
 _SOURCES = {
@@ -130,12 +124,7 @@ def _read_verified(path: str, mtime_ns: int, size: int, md5: str) -> tuple[int, 
         raw = pathlib.Path(path).read_bytes()
     except OSError as err:
         raise DataError(f"cannot read {path} ({err})") from err
-    digest = hashlib.md5(raw, usedforsecurity=False).hexdigest()
-    if digest != md5:
-        raise DataError(
-            f"file {path} is corrupt (md5 {digest}, expected {md5}); "
-            f"{_redownload_hint(pathlib.Path(path))}"
-        )
+    check_md5(raw, path, md5, _redownload_hint(pathlib.Path(path)))
     return _decode_idx(raw, pathlib.Path(path))
 
 
@@ -166,46 +155,18 @@ def mnist_dir(path: StrPath | None = None) -> pathlib.Path:
     return sub
 
 
-def _fetch(url: str, timeout: float = _DOWNLOAD_TIMEOUT_S) -> bytes:
-    """The body of ``url`` (the only function here that touches the network)."""
-    request = urllib.request.Request(url, headers={"User-Agent": "ppgen"})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        return response.read()
+# The fetch function MNIST downloads use (tests replace it with an offline one).
+_fetch = fetch_url
 
 
 def _download(filename: str, directory: pathlib.Path) -> None:
     """Fetch ``filename`` from the first mirror that serves the canonical bytes.
 
-    The file appears under its final name only complete and verified (temporary file, then
-    ``os.replace``), so an interrupted download never leaves a partial file behind.
-
     Raises:
         OSError: naming every URL tried and why it failed.
     """
-    failures = []
-    for base in MNIST_URLS:
-        url = base + filename
-        try:
-            payload = _fetch(url)
-        except (OSError, http.client.HTTPException, ValueError) as err:
-            failures.append(f"{url}: {err}")
-            continue
-        digest = hashlib.md5(payload, usedforsecurity=False).hexdigest()
-        if digest != MNIST_MD5[filename]:
-            failures.append(f"{url}: md5 {digest}, expected {MNIST_MD5[filename]}")
-            continue
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{filename}.", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(payload)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, directory / filename)
-        except BaseException:
-            pathlib.Path(tmp).unlink(missing_ok=True)
-            raise
-        return
-    raise OSError("; ".join(failures))
+    urls = [base + filename for base in MNIST_URLS]
+    download_verified(filename, directory, urls, MNIST_MD5[filename], fetch=_fetch)
 
 
 def _ensure_files(directory: pathlib.Path, names: tuple[str, ...], download: bool) -> None:
@@ -309,10 +270,7 @@ def load_mnist(
         images = _read_mnist_file(directory / image_file)
         labels = _read_mnist_file(directory / label_file)
     except PermissionError as err:
-        raise DataError(
-            f"cannot read the MNIST data ({err.strerror}: {err.filename}); make it readable, "
-            "or set PPGEN_DATA (or pass data_dir=) to a directory you can read"
-        ) from err
+        raise DataError(unreadable_message("the MNIST data", err)) from err
     _check_pair(directory, (image_file, label_file), images, labels, count)
 
     pixels = images[1].reshape(count, 28 * 28)  # (N, 784) uint8

@@ -1,5 +1,10 @@
 """NumPyro models: model/guide pairs with Equinox networks (mirrors ``ppgen.models.pyro``)."""
 
+from ppgen.models.numpyro.ar import (
+    AutoregressiveDensity,
+    AutoregressiveDistribution,
+    DiscretizedMixLogistic,
+)
 from ppgen.models.numpyro.autoregressive import MaskedAutoregressive
 from ppgen.models.numpyro.coupling import Additive, Affine, Coupling, RationalQuadraticSpline
 from ppgen.models.numpyro.flow import (
@@ -48,6 +53,9 @@ from ppgen.models.numpyro.transforms import (
 from ppgen.models.numpyro.vae import VAE, HierarchicalVAE
 
 __all__ = [
+    "AutoregressiveDensity",
+    "AutoregressiveDistribution",
+    "DiscretizedMixLogistic",
     "ActNorm",
     "ConvNet",
     "Dequantize",

@@ -1,5 +1,10 @@
 """Pyro models: each a ``model(x, num_data=None)`` / ``guide(x, num_data=None)`` pair."""
 
+from ppgen.models.pyro.ar import (
+    AutoregressiveDensity,
+    AutoregressiveDistribution,
+    DiscretizedMixLogistic,
+)
 from ppgen.models.pyro.autoregressive import MaskedAutoregressive
 from ppgen.models.pyro.coupling import Additive, Affine, Coupling, RationalQuadraticSpline
 from ppgen.models.pyro.flow import (
@@ -48,6 +53,9 @@ from ppgen.models.pyro.transforms import (
 from ppgen.models.pyro.vae import VAE, HierarchicalVAE
 
 __all__ = [
+    "AutoregressiveDensity",
+    "AutoregressiveDistribution",
+    "DiscretizedMixLogistic",
     "ActNorm",
     "ConvNet",
     "Dequantize",
