@@ -6,90 +6,33 @@ cached sampler equal to the naive one on the same noise, and one-line errors."""
 
 import itertools
 
+import ar_checks
 import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
-import numpyro.distributions as ndist
 import pyro
-import pyro.distributions as pdist
 import pytest
 import torch
 from numpyro.infer.util import log_density
 from pyro import poutine
 
 import ppgen.models.numpyro as N
+import ppgen.models.numpyro.ar as nar
 import ppgen.models.pyro as P
+import ppgen.models.pyro.ar as par
 from ppgen.errors import CheckpointError, ConfigError, DataError
 from ppgen.models import masks
 
 LIBS = {"pyro": P, "numpyro": N}
 
-# -- heads (the protocol of ppgen.models.{pyro,numpyro}.ar, written here until it lands) ---
-
-
-class PyroBernoulli:
-    num_params, noise_shape = 1, ()
-
-    def distribution(self, params):
-        return pdist.Bernoulli(logits=params[..., 0])
-
-    def log_prob(self, params, x):
-        return self.distribution(params).log_prob(x)
-
-    def noise(self, key, shape):
-        return torch.rand(shape)
-
-    def draw(self, params, noise):
-        return (noise < torch.sigmoid(params[..., 0])).to(params.dtype)
-
-
-class NumPyroBernoulli:
-    num_params, noise_shape = 1, ()
-
-    def distribution(self, params):
-        return ndist.Bernoulli(logits=params[..., 0])
-
-    def log_prob(self, params, x):
-        return self.distribution(params).log_prob(x)
-
-    def noise(self, key, shape):
-        return jax.random.uniform(key, shape)
-
-    def draw(self, params, noise):
-        return (noise < jax.nn.sigmoid(params[..., 0])).astype(params.dtype)
-
-
-class PyroCategorical:
-    noise_shape = None
-
-    def __init__(self, k):
-        self.num_params, self.noise_shape = k, (k,)
-
-    def distribution(self, params):
-        return pdist.Categorical(logits=params)
-
-    def log_prob(self, params, x):
-        return self.distribution(params).log_prob(x)
-
-    def draw(self, params, noise):
-        return torch.argmax(params + noise, -1)
-
-
-class NumPyroCategorical(PyroCategorical):
-    def distribution(self, params):
-        return ndist.Categorical(logits=params)
-
-    def draw(self, params, noise):
-        return jnp.argmax(params + noise, -1).astype(jnp.int32)
-
 
 def bernoulli(lib):
-    return PyroBernoulli() if lib is P else NumPyroBernoulli()
+    return (par if lib is P else nar).Bernoulli()
 
 
 def categorical(lib, k):
-    return PyroCategorical(k) if lib is P else NumPyroCategorical(k)
+    return (par if lib is P else nar).Categorical(k)
 
 
 # -- the models under test ----------------------------------------------------------------
@@ -129,28 +72,17 @@ def num(a):
 
 
 def log_prob(lib, net, head, x, context=None):
-    """The efficient form: every conditional in one pass, summed over the event."""
-    xb = arr(lib, x)
-    return num(head.log_prob(net(xb, context), xb).sum(-1))
+    """The efficient form: the base's AutoregressiveDistribution, one pass, ``(batch,)``."""
+    return ar_checks.log_prob_of(net, head, np.asarray(x), context)
 
 
-def all_binary(dim):
-    return np.array(list(itertools.product([0.0, 1.0], repeat=dim)))
+all_binary = ar_checks.all_binary
 
 
 def positions_of(order):
     pos = np.empty(len(order), dtype=int)
     pos[list(order)] = np.arange(len(order))
     return pos
-
-
-def jacobian_support(lib, net, x):
-    """``|d params[i, :] / d x[j]|`` summed over parameters: ``(D, D)`` (out i, in j)."""
-    if lib is P:
-        jac = torch.autograd.functional.jacobian(lambda v: net(v), torch.as_tensor(x))
-    else:
-        jac = jax.jacfwd(lambda v: net(v))(jnp.asarray(x))
-    return np.abs(num(jac)).sum(1)
 
 
 # -- the autoregressive property ----------------------------------------------------------
@@ -163,12 +95,11 @@ def test_autoregressive_by_gradients(float64, lib, kind):
     i in ``order`` is exactly zero; FVSBN and NADE use every allowed input."""
     net = build(lib, kind, dim=6)
     x = np.random.default_rng(0).uniform(size=6)  # any point: the zeros are structural
-    support = jacobian_support(lib, net, x)
-    pos = positions_of(net.order)
-    later_or_same = pos[None, :] >= pos[:, None]  # (out i, in j)
-    assert (support[later_or_same] == 0).all()
+    dep = ar_checks.dependencies(net, x)  # (out i, in j), from the exact Jacobian
+    ar_checks.assert_autoregressive(dep, net.order)
     if kind in ("fvsbn", "nade"):
-        assert (support[~later_or_same] > 0).all()
+        pos = positions_of(net.order)
+        assert dep[pos[None, :] < pos[:, None]].all()
     assert net.event_shape == (6,) and net.num_params == 1
 
 
@@ -198,25 +129,6 @@ def test_made_categorical_head_sums_to_one(float64, lib):
         assert abs(np.logaddexp.reduce(lp)) < 1e-10
 
 
-def plated_log_prob(lib, net, head, x):
-    """log p(x) of the plated-conditional form (one site per entry, in the data plate)."""
-    if lib is P:
-
-        def model(x):
-            with pyro.plate("data", len(x)):
-                net.plated(x, head)
-
-        tr = poutine.trace(model).get_trace(torch.as_tensor(x))
-        return tr.log_prob_sum().item(), [n for n in tr.nodes if n.startswith("x_")]
-
-    def model(x):
-        with numpyro.plate("data", len(x)):
-            net.plated(x, head)
-
-    lp, tr = log_density(model, (jnp.asarray(x),), {}, {})
-    return float(lp), [n for n in tr if n.startswith("x_")]
-
-
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("lib", [P, N], ids=["pyro", "numpyro"])
 def test_plated_form_equals_efficient_form(float64, lib, kind):
@@ -224,8 +136,9 @@ def test_plated_form_equals_efficient_form(float64, lib, kind):
     one-pass log-likelihood (1e-5, float64), on random binary data."""
     net = build(lib, kind)
     x = np.random.default_rng(1).integers(0, 2, (7, D)).astype(float)
-    lp, sites = plated_log_prob(lib, net, bernoulli(lib), x)
-    assert sorted(sites) == [f"x_{i}" for i in range(D)]
+    lp = ar_checks.plated_log_prob(net, bernoulli(lib), x)
+    sites = ar_checks.plated_sites(net, bernoulli(lib), x)
+    assert sorted(sites) == sorted(f"x_{i}" for i in range(D))
     assert abs(lp - log_prob(lib, net, bernoulli(lib), x).sum()) < 1e-5
 
 
@@ -272,7 +185,7 @@ def test_parity_same_weights_same_outputs(float64, kind):
     x = all_binary(D)
     np.testing.assert_allclose(num(p(arr(P, x))), num(n(arr(N, x))), atol=1e-5)
     np.testing.assert_allclose(
-        log_prob(P, p, PyroBernoulli(), x), log_prob(N, n, NumPyroBernoulli(), x), atol=1e-5
+        log_prob(P, p, par.Bernoulli(), x), log_prob(N, n, nar.Bernoulli(), x), atol=1e-5
     )
     if kind in ("fvsbn", "nade"):  # fresh models: numpy draws their initial weights
         args = (D,) if kind == "fvsbn" else (D, 3)
@@ -334,11 +247,11 @@ def test_cached_sampling_equals_naive(float64, lib, kind):
 @pytest.mark.parametrize("lib", [P, N], ids=["pyro", "numpyro"])
 def test_made_cached_sampling_categorical_with_context(float64, lib):
     """MADE with two hidden layers, a context and a 3-way categorical head (Gumbel noise):
-    cached and naive samplers agree and return integer codes."""
+    cached and naive samplers agree on the same uniform noise and return integer codes."""
     net = lib.MADE(5, [8, 8], 3, context_dim=2, seed=2, num_masks=3, mask_index=1)
     net = net.set_weights(random_weights(net.get_weights(), 9))
     rng = np.random.default_rng(4)
-    noise = rng.gumbel(size=(10, 5, 3))
+    noise = rng.uniform(size=(10, 5, 3))
     context = arr(lib, rng.standard_normal((10, 2)))
     head = categorical(lib, 3)
     fast = draw(lib, net, head, noise, True, context)
@@ -374,9 +287,9 @@ def test_made_mask_sets_change_the_order_and_stay_autoregressive(float64, lib):
     for m in nets:
         pos = positions_of(m.order)
         assert tuple(pos) == m.positions
-        support = jacobian_support(lib, m, x)
-        assert (support[pos[None, :] >= pos[:, None]] == 0).all()
-        assert support.sum() > 0
+        dep = ar_checks.dependencies(m, x)
+        ar_checks.assert_autoregressive(dep, m.order)
+        assert dep.any()
     single = lib.MADE(6, [9, 9], 1, activation="tanh", seed=0).set_weights(net.get_weights())
     assert nets[0].order == tuple(range(6))
     np.testing.assert_array_equal(num(nets[0](arr(lib, x))), num(single(arr(lib, x))))
@@ -403,8 +316,8 @@ def test_made_ensemble_parity(float64):
     p, n = build(P, "made2_mask2"), build(N, "made2_mask2")
     x = all_binary(D)
     np.testing.assert_allclose(
-        num(p.log_prob_ensemble(arr(P, x), PyroBernoulli())),
-        num(n.log_prob_ensemble(arr(N, x), NumPyroBernoulli())),
+        num(p.log_prob_ensemble(arr(P, x), par.Bernoulli())),
+        num(n.log_prob_ensemble(arr(N, x), nar.Bernoulli())),
         atol=1e-5,
     )
 
@@ -498,3 +411,20 @@ def test_bad_input_one_line_errors(float64, lib):
         with pytest.raises(kind, match=match) as info:
             fn()
         assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("lib", [P, N], ids=["pyro", "numpyro"])
+def test_base_density_samples_and_scores(float64, lib, kind):
+    """Through the base's AutoregressiveDensity: draws are (n, D) binary rows (the
+    network's cached sampler on the base's noise) and its log_prob is the efficient one."""
+    net, head = build(lib, kind), bernoulli(lib)
+    density = (par if lib is P else nar).AutoregressiveDensity(net, head)
+    if lib is P:
+        x = num(density.sample(6))
+        lp = num(density.log_prob(torch.as_tensor(x)))
+    else:
+        x = np.asarray(density.sample(jax.random.PRNGKey(0), 6))
+        lp = np.asarray(density.log_prob(jnp.asarray(x)))
+    assert x.shape == (6, D) and set(np.unique(x)) <= {0.0, 1.0}
+    np.testing.assert_allclose(lp, log_prob(lib, net, head, x), atol=1e-12)

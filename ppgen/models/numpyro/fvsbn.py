@@ -101,25 +101,10 @@ class FVSBN(eqx.Module):
         """
         check_head("FVSBN", head, 1, bernoulli_only=True)
         check_no_context("FVSBN", context)
-        if cached:
-            w = self.masked_weight()
-
-            def params_fn(_, x, i):
-                return (self.bias[i] + x @ w[i])[..., None]
-        else:
-
-            def params_fn(_, x, i):
-                return self(x)[..., i, :]
-
-        return sample_in_order(
-            self.order,
-            noise,
-            head,
-            params_fn,
-            prefix=prefix,
-            dtype=self.weight.dtype,
-            name="FVSBN",
-        )
+        noise = jnp.asarray(noise, self.weight.dtype)
+        w = self.masked_weight()
+        step = (lambda _, x, i: (self.bias[i] + x @ w[i])[..., None], lambda c, i, xi: c, None)
+        return sample_in_order(self, noise, head, context, prefix, step if cached else None)
 
     def plated(self, x: jax.Array | None, head: Any, context: None = None) -> jax.Array:
         """The plated-conditional form, inside the ``"data"`` plate: for ``i = 0..D-1`` the

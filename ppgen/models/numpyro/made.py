@@ -36,7 +36,8 @@ from ppgen.models.masks import (
     made_masks,
     sampling_order,
 )
-from ppgen.models.numpyro.ar_dense import observe, sample_in_order
+from ppgen.models.numpyro.ar import plated_conditionals
+from ppgen.models.numpyro.ar_dense import sample_in_order
 from ppgen.models.numpyro.nets import ACTIVATIONS
 
 __all__ = ["MADE"]
@@ -267,21 +268,13 @@ class MADE(eqx.Module):
         """
         check_head("MADE", head, self.num_params)
         check_context("MADE", self.context_dim, context)
-        dtype = self.weights[0].dtype
+        noise = jnp.asarray(noise, self.weights[0].dtype)
         if not cached:
-            return sample_in_order(
-                self.order,
-                noise,
-                head,
-                lambda _, x, i: self(x, context)[..., i, :],
-                prefix=prefix,
-                dtype=dtype,
-                name="MADE",
-            )
+            return sample_in_order(self, noise, head, context, prefix)
         act = ACTIVATIONS[self.activation]
         pairs = zip(self.weights, self.masks(), strict=True)
         ws = [jnp.where(m, w, 0.0) for w, m in pairs]
-        batch = jnp.shape(noise)[: jnp.ndim(noise) - 1 - len(tuple(head.noise_shape))]
+        batch = noise.shape[: noise.ndim - 1 - len(tuple(head.noise_shape))]
         carry = self.biases[0]
         if context is not None:
             carry = carry + context @ self.context_weight.T
@@ -300,18 +293,18 @@ class MADE(eqx.Module):
         def update_fn(a, i, xi):
             return a + xi[..., None] * ws[0][:, i]
 
-        return sample_in_order(
-            self.order, noise, head, params_fn, update_fn, carry, prefix, dtype, "MADE"
-        )
+        return sample_in_order(self, noise, head, context, prefix, (params_fn, update_fn, carry))
 
     def plated(self, x: jax.Array | None, head: Any, context: jax.Array | None = None) -> jax.Array:
         """The plated-conditional form, inside the ``"data"`` plate: for each input ``i``
         in ``order``, ``x_i ~ head(MADE(x_<i)_i)`` (site ``x_{i}``, observed at ``x[...,
         i]``, drawn when ``x`` is ``None``), the network read on the inputs drawn so far
-        (zeros elsewhere).
+        (zeros elsewhere): the base's generic
+        :func:`~ppgen.models.numpyro.ar.plated_conditionals` (the paper writes no other
+        recursion).
 
         Returns:
-            ``x (*batch, D)``, the observed or drawn values (as floats).
+            ``x (*batch, D)``, the observed or drawn values.
 
         Raises:
             ConfigError: A head with another ``num_params``; a missing or unexpected
@@ -321,14 +314,7 @@ class MADE(eqx.Module):
         check_head("MADE", head, self.num_params)
         if x is not None:
             check_event_shape(tuple(x.shape), (self.input_dim,), "MADE")
-        dtype = self.weights[0].dtype
-        zero = jnp.zeros((), dtype)
-        values: dict[int, jax.Array] = {}
-        for i in self.order:
-            entries = jnp.broadcast_arrays(*(values.get(j, zero) for j in range(self.input_dim)))
-            params = self(jnp.stack(entries, -1), context)[..., i, :]
-            values[i] = jnp.asarray(observe(i, head, params, x), dtype)
-        return jnp.stack(jnp.broadcast_arrays(*(values[j] for j in range(self.input_dim))), -1)
+        return plated_conditionals(self, x, head, context)
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Weights as numpy under Pyro's names (``context.weight``, ``layers.0.weight``,

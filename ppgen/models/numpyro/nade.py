@@ -109,24 +109,17 @@ class NADE(eqx.Module):
         """
         check_head("NADE", head, 1, bernoulli_only=True)
         check_no_context("NADE", context)
-        if cached:
-            batch = jnp.shape(noise)[:-1]
-            carry = jnp.broadcast_to(self.c, (*batch, self.hidden))
+        noise = jnp.asarray(noise, self.W.dtype)
+        batch = noise.shape[:-1]
 
-            def params_fn(a, x, i):
-                return (self.b[i] + jax.nn.sigmoid(a) @ self.V[i])[..., None]
+        def params_fn(a, x, i):
+            return (self.b[i] + jax.nn.sigmoid(a) @ self.V[i])[..., None]
 
-            def update_fn(a, i, xi):
-                return a + xi[..., None] * self.W[:, i]
-        else:
-            carry, update_fn = None, None
+        def update_fn(a, i, xi):
+            return a + xi[..., None] * self.W[:, i]
 
-            def params_fn(_, x, i):
-                return self(x)[..., i, :]
-
-        return sample_in_order(
-            self.order, noise, head, params_fn, update_fn, carry, prefix, self.W.dtype, "NADE"
-        )
+        step = (params_fn, update_fn, jnp.broadcast_to(self.c, (*batch, self.hidden)))
+        return sample_in_order(self, noise, head, context, prefix, step if cached else None)
 
     def plated(self, x: jax.Array | None, head: Any, context: None = None) -> jax.Array:
         """The plated-conditional form, inside the ``"data"`` plate: the paper's recursion

@@ -1,17 +1,17 @@
 """Pieces shared by the dense autoregressive models (FVSBN, NADE, MADE as a density).
 
 A dense model's event is a vector ``(D,)`` generated one entry at a time in the net's
-``order`` (``order[k]`` = the entry drawn ``k``-th). :func:`sample_in_order` is the one
-sampling loop: each step asks the model for the parameters of the next entry (from the
-entries drawn so far, and a carried state for the cached samplers) and draws it with the
-head, ``x_i = head.draw(params_i, noise[..., i, ...])``, so the naive and the cached sampler
-of a model differ only in how they compute the parameters. :func:`observe` is one site of
-the plated-conditional form. Mirrors ``ppgen.models.numpyro.ar_dense``.
+``order`` (``order[k]`` = the entry drawn ``k``-th). :func:`sample_in_order` is their one
+sampler: the naive one is the base's :func:`ppgen.models.pyro.ar.naive_sample` (a full pass
+per entry); a cached one is given as a ``step``, which asks the model for the parameters of
+the next entry from a carried state, so the two differ only in how they compute those
+parameters. :func:`observe` is one site of the plated-conditional form. Mirrors
+``ppgen.models.numpyro.ar_dense``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import pyro
@@ -19,21 +19,26 @@ import torch
 
 from ppgen.errors import DataError
 from ppgen.models.ar_dense import check_prefix_count
+from ppgen.models.pyro.ar import Bernoulli, naive_sample
 
-__all__ = ["check_prefix", "observe", "sample_in_order"]
+__all__ = ["Step", "check_prefix", "observe", "sample_in_order"]
+
+# A cached sampler's step: (params_fn(carry, x, i) -> params (*batch, num_params),
+# update_fn(carry, i, x_i (*batch,)) -> carry, the initial carry).
+Step = tuple[Callable[[Any, torch.Tensor, int], torch.Tensor], Callable[..., Any], Any]
 
 
 def check_prefix(
-    prefix: tuple[torch.Tensor, int] | None, batch_shape: Sequence[int], dim: int
+    prefix: tuple[torch.Tensor, int] | None, batch_shape: tuple[int, ...], dim: int
 ) -> tuple[torch.Tensor | None, int]:
     """Check a completion prefix ``(x_given (*batch, D), count)``; return it.
 
     The first ``count`` entries in the model's order are copied from ``x_given`` instead of
-    drawn (its other entries are ignored).
+    drawn (its other entries are ignored); ``x_given`` broadcasts to the noise's batch.
 
     Raises:
-        DataError: ``x_given`` not of shape ``(*batch, D)`` (broadcastable to the noise's
-            batch), or ``count`` not an integer in ``[0, D]``.
+        DataError: ``x_given`` not broadcastable to ``(*batch, D)``, or ``count`` not an
+            integer in ``[0, D]``.
     """
     if prefix is None:
         return None, 0
@@ -51,67 +56,58 @@ def check_prefix(
 
 @torch.no_grad()
 def sample_in_order(
-    order: Sequence[int],
+    net: Any,
     noise: torch.Tensor,
     head: Any,
-    params_fn: Callable[[Any, torch.Tensor, int], torch.Tensor],
-    update_fn: Callable[[Any, int, torch.Tensor], Any] | None = None,
-    carry: Any = None,
+    context: Any = None,
     prefix: tuple[torch.Tensor, int] | None = None,
-    dtype: torch.dtype | None = None,
-    name: str = "model",
+    step: Step | None = None,
 ) -> torch.Tensor:
-    """Draw ``x (*batch, D)`` one entry at a time in ``order``.
+    """Draw ``x (*batch, D)`` from ``net`` one entry at a time in ``net.order``.
 
-    Step ``k`` draws entry ``i = order[k]``: ``params = params_fn(carry, x, i)`` (``x``
-    holds the entries drawn so far, zero elsewhere), ``x_i = head.draw(params,
-    noise[..., i, ...])`` (or the prefix's value), then ``carry = update_fn(carry, i,
-    x_i)``. Deterministic given the noise.
+    Without ``step``, the naive sampler (:func:`ppgen.models.pyro.ar.naive_sample`). With
+    ``step = (params_fn, update_fn, carry)``, the cached one: entry ``i = order[k]`` gets
+    ``params = params_fn(carry, x, i)`` (``x`` holds the entries drawn so far, zero
+    elsewhere), ``x_i = head.draw(params, noise[..., i, ...])`` (or the prefix's value), then
+    ``carry = update_fn(carry, i, x_i)``. Both are deterministic given the noise.
 
     Args:
-        order: The entries in sampling order, a permutation of ``range(D)``.
-        noise: ``(*batch, D, *head.noise_shape)``, from ``head.noise``.
+        net: A dense network of the protocol (``event_shape == (D,)``, ``order``).
+        noise: ``(*batch, D, *head.noise_shape)`` uniforms.
         head: The conditional family.
-        params_fn: ``(carry, x, i) -> params (*batch, num_params)``.
-        update_fn: ``(carry, i, x_i (*batch,)) -> carry`` (``None``: no carried state).
-        carry: The initial carried state.
+        context: The network's context, or ``None``.
         prefix: ``(x_given (*batch, D), count)``: the first ``count`` entries in ``order``
             are taken from ``x_given`` (completion), see :func:`check_prefix`.
-        dtype: The float dtype of the ``x`` the model reads (default: torch's default).
-        name: The model's name, for messages.
+        step: The cached sampler's step, or ``None`` for the naive sampler.
 
     Returns:
-        ``x (*batch, D)`` with the head's value type (floats 0/1 for Bernoulli, int64 codes
-        for categorical heads).
+        ``x (*batch, D)``: floats 0/1 for a Bernoulli head, int64 codes otherwise.
 
     Raises:
         DataError: Noise of the wrong shape, or a bad prefix.
     """
-    dim = len(order)
+    dim = net.event_shape[0]
     event = (dim, *tuple(head.noise_shape))
     noise = torch.as_tensor(noise)
-    if noise.dim() < len(event) or tuple(noise.shape[noise.dim() - len(event) :]) != event:
-        raise DataError(
-            f"{name} needs noise of shape (*batch, {', '.join(map(str, event))}) "
-            f"(head.noise(key, (*batch, {dim}))), got {tuple(noise.shape)}"
-        )
-    batch = tuple(noise.shape[: noise.dim() - len(event)])
-    given, count = check_prefix(prefix, batch, dim)
-    x = torch.zeros(*batch, dim, dtype=dtype or torch.get_default_dtype(), device=noise.device)
     axis = noise.dim() - len(event)
-    draws = []
-    for k, i in enumerate(order):
+    if axis < 0 or tuple(noise.shape[axis:]) != event:
+        raise DataError(
+            f"{type(net).__name__} needs noise of shape (*batch, {', '.join(map(str, event))}), "
+            f"got {tuple(noise.shape)}"
+        )
+    batch = tuple(noise.shape[:axis])
+    given, count = check_prefix(prefix, batch, dim)
+    if step is None:
+        return naive_sample(net, noise, head, context, start=count, x=given)
+    params_fn, update_fn, carry = step
+    dtype = noise.dtype if isinstance(head, Bernoulli) else torch.long
+    x = torch.zeros(*batch, dim, dtype=noise.dtype, device=noise.device)
+    for k, i in enumerate(net.order):
         params = params_fn(carry, x, i)
-        if k < count:
-            xi = given[..., i]
-        else:
-            xi = head.draw(params, noise.select(axis, i))
-        draws.append(xi)
+        xi = given[..., i] if k < count else head.draw(params, noise.select(axis, i))
         x[..., i] = xi.to(x.dtype)
-        if update_fn is not None:
-            carry = update_fn(carry, i, x[..., i])
-    value_dtype = draws[-1].dtype if count < dim else given.dtype
-    return x.to(value_dtype) if not value_dtype.is_floating_point else x
+        carry = update_fn(carry, i, x[..., i])
+    return x.to(dtype)
 
 
 def observe(i: int, head: Any, params: torch.Tensor, x: torch.Tensor | None) -> torch.Tensor:

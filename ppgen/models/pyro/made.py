@@ -35,7 +35,8 @@ from ppgen.models.masks import (
     made_masks,
     sampling_order,
 )
-from ppgen.models.pyro.ar_dense import observe, sample_in_order
+from ppgen.models.pyro.ar import plated_conditionals
+from ppgen.models.pyro.ar_dense import sample_in_order
 from ppgen.models.pyro.nets import ACTIVATIONS
 from ppgen.models.pyro.params import get_weights, set_weights
 
@@ -254,17 +255,9 @@ class MADE(nn.Module):
         """
         check_head("MADE", head, self.num_params)
         check_context("MADE", self.context_dim, context)
-        dtype = self.layers[0].weight.dtype
+        noise = torch.as_tensor(noise, dtype=self.layers[0].weight.dtype)
         if not cached:
-            return sample_in_order(
-                self.order,
-                noise,
-                head,
-                lambda _, x, i: self(x, context)[..., i, :],
-                prefix=prefix,
-                dtype=dtype,
-                name="MADE",
-            )
+            return sample_in_order(self, noise, head, context, prefix)
         pairs = zip(self.layers, self.masks(), strict=True)
         ws = [torch.where(m, layer.weight, 0.0) for layer, m in pairs]
         carry = self.layers[0].bias
@@ -282,9 +275,7 @@ class MADE(nn.Module):
         def update_fn(a, i, xi):
             return a + xi[..., None] * ws[0][:, i]
 
-        return sample_in_order(
-            self.order, noise, head, params_fn, update_fn, carry, prefix, dtype, "MADE"
-        )
+        return sample_in_order(self, noise, head, context, prefix, (params_fn, update_fn, carry))
 
     def plated(
         self, x: torch.Tensor | None, head: Any, context: torch.Tensor | None = None
@@ -292,10 +283,12 @@ class MADE(nn.Module):
         """The plated-conditional form, inside the ``"data"`` plate: for each input ``i``
         in ``order``, ``x_i ~ head(MADE(x_<i)_i)`` (site ``x_{i}``, observed at ``x[...,
         i]``, drawn when ``x`` is ``None``), the network read on the inputs drawn so far
-        (zeros elsewhere).
+        (zeros elsewhere): the base's generic
+        :func:`~ppgen.models.pyro.ar.plated_conditionals` (the paper writes no other
+        recursion).
 
         Returns:
-            ``x (*batch, D)``, the observed or drawn values (as floats).
+            ``x (*batch, D)``, the observed or drawn values.
 
         Raises:
             ConfigError: A head with another ``num_params``; a missing or unexpected
@@ -305,14 +298,7 @@ class MADE(nn.Module):
         check_head("MADE", head, self.num_params)
         if x is not None:
             check_event_shape(tuple(x.shape), (self.input_dim,), "MADE")
-        dtype = self.layers[0].weight.dtype
-        zero = torch.zeros((), dtype=dtype)
-        values: dict[int, torch.Tensor] = {}
-        for i in self.order:
-            entries = torch.broadcast_tensors(*(values.get(j, zero) for j in range(self.input_dim)))
-            params = self(torch.stack(entries, -1), context)[..., i, :]
-            values[i] = observe(i, head, params, x).to(dtype)
-        return torch.stack(torch.broadcast_tensors(*(values[j] for j in range(self.input_dim))), -1)
+        return plated_conditionals(self, x, head, context)
 
     def get_weights(self) -> dict[str, np.ndarray]:
         """Parameters as numpy (``layers.0.weight`` ``(out, in)``, ``context.weight``)."""

@@ -100,23 +100,16 @@ class NADE(nn.Module):
         """
         check_head("NADE", head, 1, bernoulli_only=True)
         check_no_context("NADE", context)
-        if cached:
-            carry = self.c
+        noise = torch.as_tensor(noise, dtype=self.W.dtype)
 
-            def params_fn(a, x, i):
-                return (self.b[i] + torch.sigmoid(a) @ self.V[i])[..., None]
+        def params_fn(a, x, i):
+            return (self.b[i] + torch.sigmoid(a) @ self.V[i])[..., None]
 
-            def update_fn(a, i, xi):
-                return a + xi[..., None] * self.W[:, i]
-        else:
-            carry, update_fn = None, None
+        def update_fn(a, i, xi):
+            return a + xi[..., None] * self.W[:, i]
 
-            def params_fn(_, x, i):
-                return self(x)[..., i, :]
-
-        return sample_in_order(
-            self.order, noise, head, params_fn, update_fn, carry, prefix, self.W.dtype, "NADE"
-        )
+        step = (params_fn, update_fn, self.c)
+        return sample_in_order(self, noise, head, context, prefix, step if cached else None)
 
     def plated(self, x: torch.Tensor | None, head: Any, context: None = None) -> torch.Tensor:
         """The plated-conditional form, inside the ``"data"`` plate: the paper's recursion
