@@ -21,7 +21,7 @@ from ppgen.errors import DataError
 from ppgen.models.ar_dense import check_prefix_count
 from ppgen.models.pyro.ar import Bernoulli, naive_sample
 
-__all__ = ["Step", "check_prefix", "observe", "sample_in_order"]
+__all__ = ["check_prefix", "observe", "sample_in_order"]
 
 # A cached sampler's step: (params_fn(carry, x, i) -> params (*batch, num_params),
 # update_fn(carry, i, x_i (*batch,)) -> carry, the initial carry).
