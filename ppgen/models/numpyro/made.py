@@ -254,7 +254,7 @@ class MADE(eqx.Module):
         same ``x`` for the same noise. Jit-friendly (one ``lax.fori_loop``).
 
         Args:
-            noise: ``head.noise(key, (*batch, D))``, ``(*batch, D, *head.noise_shape)``.
+            noise: Uniforms ``(*batch, D, *head.noise_shape)`` (``ar.uniform_noise``).
             head: The conditional family (its ``num_params`` must be this MADE's).
             context: ``(*batch, C)`` when built with a context.
             cached: The fast sampler (default) or the naive one.

@@ -97,7 +97,7 @@ class NADE(eqx.Module):
         for the same noise. Jit-friendly (one ``lax.fori_loop``).
 
         Args:
-            noise: ``head.noise(key, (*batch, D))``.
+            noise: Uniforms ``(*batch, D)`` (``ar.uniform_noise``).
             head: The Bernoulli head.
             context: Must be ``None``.
             cached: The fast sampler (default) or the naive one.

@@ -83,7 +83,7 @@ class FVSBN(nn.Module):
         the same ``x`` for the same noise.
 
         Args:
-            noise: ``head.noise(None, (*batch, D))``.
+            noise: Uniforms ``(*batch, D)`` (``ar.uniform_noise``).
             head: The Bernoulli head.
             context: Must be ``None``.
             cached: The fast sampler (default) or the naive one.

@@ -241,7 +241,7 @@ class MADE(nn.Module):
         same ``x`` for the same noise.
 
         Args:
-            noise: ``head.noise(None, (*batch, D))``, ``(*batch, D, *head.noise_shape)``.
+            noise: Uniforms ``(*batch, D, *head.noise_shape)`` (``ar.uniform_noise``).
             head: The conditional family (its ``num_params`` must be this MADE's).
             context: ``(*batch, C)`` when built with a context.
             cached: The fast sampler (default) or the naive one.

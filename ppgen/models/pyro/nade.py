@@ -88,7 +88,7 @@ class NADE(nn.Module):
         for the same noise.
 
         Args:
-            noise: ``head.noise(None, (*batch, D))``.
+            noise: Uniforms ``(*batch, D)`` (``ar.uniform_noise``).
             head: The Bernoulli head.
             context: Must be ``None``.
             cached: The fast sampler (default) or the naive one.
