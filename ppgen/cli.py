@@ -182,9 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = parser.leaves["sample"] = sub.add_parser(
         "sample",
-        help="write a PNG grid of samples from a run",
-        description="Draw samples from a trained run (its best checkpoint) and write them as "
-        "one PNG grid; the path is printed.",
+        help="write samples from a run (a PNG grid of images, or the family's own file)",
+        description="Draw samples from a trained run (its best checkpoint) and write them: "
+        "one PNG grid for images and 2-D points, text or WAV for those families; the path is "
+        "printed.",
     )
     p.add_argument("run", type=Path, help="run directory")
     p.add_argument(
@@ -196,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out",
         type=Path,
-        help="PNG file to write, not an existing one (default: RUN/samples.png)",
+        help="file to write, not an existing one (default: RUN/samples.png, or .txt/.wav "
+        "for text and audio models)",
     )
     return parser
 
@@ -335,22 +337,25 @@ def _eval(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def _sample(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from ppgen import plots, runs
+    from ppgen import runs
 
+    suffix = runs.load_config(args.run).recipe.sample_suffix
+    kind = {".png": "PNG", ".txt": "text", ".wav": "WAV"}.get(suffix, suffix)
     path = args.out
     if path is not None:  # the user's own path: never a directory, never overwritten
         if path.is_dir():
-            raise ConfigError(f"--out {path} is a directory; name a PNG file, e.g. {path}/x.png")
-        if path.suffix.lower() != ".png":
-            raise ConfigError(f"--out {path} must name a .png file (ppgen writes PNG)")
+            raise ConfigError(
+                f"--out {path} is a directory; name a {kind} file, e.g. {path}/x{suffix}"
+            )
+        if path.suffix.lower() != suffix:
+            raise ConfigError(f"--out {path} must name a {suffix} file (this run writes {kind})")
         if path.exists():
             raise ConfigError(
                 f"{path} exists and ppgen does not overwrite it: choose another --out"
             )
     run = runs.load_trained(args.run)
-    path = path or args.run / "samples.png"
-    plots.save_image_grid(runs.sample(run, args.n, args.seed), path, run.data.image_shape)
-    print(path)
+    path = path or args.run / f"samples{suffix}"
+    print(run.recipe.save_samples(run, runs.sample(run, args.n, args.seed), path))
     return 0
 
 

@@ -32,34 +32,13 @@ from safetensors.numpy import load_file, save_file
 
 from ppgen import runs
 from ppgen.checkpoint import LOCK_FILE
-from ppgen.cli import main
+from tests.cli_helpers import cli, one_line
 
 TINY = ["--dataset", "digits", "--latent", "2", "--hidden", "8", "--batch-size", "50", "--quiet"]
 ROOT = os.geteuid() == 0
 
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-def cli(*args):
-    """Run ``ppgen ARGS`` in this process: (exit status, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main([str(a) for a in args])
-        except SystemExit as e:  # argparse's own errors
-            code = e.code
-    return code, out.getvalue(), err.getvalue()
-
-
-def one_line(result, code=2):
-    """The one stderr line of a refused command (exit ``code``, no traceback)."""
-    status, _, err = result
-    assert status == code, err
-    assert "Traceback" not in err, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 def snapshot(root: Path) -> dict[str, str]:

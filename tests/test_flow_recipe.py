@@ -1,8 +1,6 @@
 """The ``flow`` recipe through the command line: train, eval (exact NLL; bits/dim for
 images), sample and pictures on both backends, and every bad input as one line."""
 
-import contextlib
-import io
 import json
 import math
 
@@ -10,33 +8,12 @@ import numpy as np
 import pytest
 
 from ppgen import runs
-from ppgen.cli import main
 from ppgen.data import TOY_DATASETS, TOY_SPLIT_SIZES, load_dataset
 from ppgen.errors import DataError
 from ppgen.recipes import backend, get_recipe
+from tests.cli_helpers import cli, one_line
 
 TINY = ["--layers", "1", "--hidden", "8", "--epochs", "1", "--quiet"]
-
-
-def cli(*args):
-    """``ppgen ARGS`` in this process: (exit status, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main([str(a) for a in args])
-        except SystemExit as e:  # argparse's own errors
-            code = e.code
-    return code, out.getvalue(), err.getvalue()
-
-
-def one_line(result):
-    """The one stderr line of a refused command (exit 2, no traceback)."""
-    status, _, err = result
-    assert status == 2, err
-    assert "Traceback" not in err, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 def exact_test_log_px(run):
@@ -78,6 +55,15 @@ def test_toy_flow_trains_evaluates_samples_and_draws(tmp_path, backend_name, flo
     x = runs.sample(run, 5, seed=1)
     assert x.shape == (5, 2)
     np.testing.assert_array_equal(x, runs.sample(run, 5, seed=1))
+    # `ppgen sample` on points writes their histogram beside the data's, not an image grid
+    code, stdout, err = cli("sample", out, "-n", "500")
+    assert code == 0, err
+    assert stdout.strip() == str(out / "samples.png")
+    from PIL import Image
+
+    with Image.open(out / "samples.png") as image:
+        width, height = image.size
+    assert width >= 2 * height > 200  # two square panels, not a 1x2-pixel grid
 
 
 def test_image_flow_reports_bits_per_dim_of_the_8bit_style_data(tmp_path):

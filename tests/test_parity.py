@@ -48,6 +48,7 @@ MODULES = [
     "models.nade",
     "models.image_flows",
     "models.flow",
+    "models.charrnn",
     "inference",
     "inference.objectives",
     "inference.loglik",
@@ -100,6 +101,7 @@ NUMPYRO_WRITES = {
     "NADE": {"__call__"},
     "ConvNet": {"__call__", "state_dict", "load_state_dict"},
     "LatentFlow": {"state_dict", "load_state_dict"},
+    "CharRNN": {"__call__"},
 }
 # Flow transforms whose Pyro twin inherits these from Pyro's own class (Planar, Radial and
 # their conditional forms are Pyro's, given an inverse and a seeded constructor): the

@@ -363,7 +363,9 @@ class Recipe:
     - ``fixed_settings``: shared settings the family fixes, whose flags ``ppgen train NAME``
       does not offer (e.g. ``{"train_split": "train"}``: it selects on validation);
     - ``eval_flags``: the ``ppgen eval`` flags its :meth:`evaluate` uses (of ``k``,
-      ``limit``, ``batch_size``); the others are refused for its runs.
+      ``limit``, ``batch_size``); the others are refused for its runs;
+    - ``sample_suffix``: the file ``ppgen sample`` writes (``".png"``: an image grid; a
+      family of text or audio writes ``".txt"`` or ``".wav"`` in :meth:`save_samples`).
 
     Methods return plain values; the backend is passed in, never imported by name.
     """
@@ -376,6 +378,7 @@ class Recipe:
     datasets: tuple[str, ...] | None = None
     fixed_settings: Mapping[str, Any] = {}
     eval_flags: tuple[str, ...] = ()
+    sample_suffix: str = ".png"
 
     def from_v1(self, raw: Mapping[str, Any]) -> dict[str, Any]:
         """This family's options from a flat config written before recipes (format v1):
@@ -404,6 +407,14 @@ class Recipe:
     def sample(self, run: Run, n: int, seed: int = 0) -> np.ndarray:
         """``n`` images from a trained run, numpy ``(n, D)``."""
         raise NotImplementedError
+
+    def save_samples(self, run: Run, samples: np.ndarray, path: Path) -> Path:
+        """Write :meth:`sample`'s draws to ``path`` (a new file ending in
+        :attr:`sample_suffix`) for ``ppgen sample``; the default is one PNG grid of images.
+        Returns the path written."""
+        from ppgen import plots
+
+        return plots.save_image_grid(samples, path, run.data.image_shape)
 
     def pictures(self, run: Run, out_dir: Path) -> list[Path]:
         """Write the family's pictures of a trained run; return their paths."""

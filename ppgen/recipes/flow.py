@@ -258,6 +258,12 @@ class FlowRecipe(Recipe):
             x = np.clip(x, 0.0, 1.0)  # dequantised pixels: the image in [0, 1]
         return x
 
+    def save_samples(self, run: Run, samples: np.ndarray, path: Path) -> Path:
+        """Images: one PNG grid; 2-D points: their histogram beside the test data's."""
+        if grey_levels(run.config.dataset) is not None:
+            return super().save_samples(run, samples, path)
+        return plots.save_samples_2d(samples, run.data.test, path)
+
     def pictures(self, run: Run, out_dir: Path) -> list[Path]:
         out_dir = Path(out_dir)
         paths = []

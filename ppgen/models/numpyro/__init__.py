@@ -6,6 +6,7 @@ from ppgen.models.numpyro.ar import (
     DiscretizedMixLogistic,
 )
 from ppgen.models.numpyro.autoregressive import MaskedAutoregressive
+from ppgen.models.numpyro.charrnn import CharRNN
 from ppgen.models.numpyro.coupling import Additive, Affine, Coupling, RationalQuadraticSpline
 from ppgen.models.numpyro.flow import (
     ConditionalFlowDensity,
@@ -101,4 +102,5 @@ __all__ = [
     "reverse_permutation",
     "FVSBN",
     "NADE",
+    "CharRNN",
 ]

@@ -298,6 +298,9 @@ class AutoregressiveDistribution(dist.Distribution):
         length: Events ``(length,)`` of a sequence network (``net.event_shape is None``).
         batch_shape: The batch shape (default: ``context.shape[:-1]``, or ``()``).
         cached: Draw with the network's cached sampler (``False``: the naive one).
+        forward: What computes the parameters in :meth:`log_prob` (default ``net``; the
+            Pyro twin's model passes a param-site view there; NumPyro's ``eqx_module``
+            already returns the network holding the site's values).
 
     Raises:
         ConfigError: A head whose parameter count differs from the network's, or a sequence
@@ -305,7 +308,7 @@ class AutoregressiveDistribution(dist.Distribution):
     """
 
     arg_constraints: dict[str, Any] = {}
-    pytree_data_fields = ("net", "context")
+    pytree_data_fields = ("net", "context", "forward")
     pytree_aux_fields = ("head", "cached")
 
     def __init__(
@@ -316,6 +319,7 @@ class AutoregressiveDistribution(dist.Distribution):
         length: int | None = None,
         batch_shape: tuple[int, ...] | None = None,
         cached: bool = True,
+        forward: Any = None,
         *,
         validate_args: bool | None = None,
     ) -> None:
@@ -334,6 +338,7 @@ class AutoregressiveDistribution(dist.Distribution):
         if batch_shape is None:
             batch_shape = () if context is None else tuple(jnp.shape(context)[:-1])
         self.net, self.head, self.context, self.cached = net, head, context, bool(cached)
+        self.forward = net if forward is None else forward
         super().__init__(tuple(batch_shape), event_shape, validate_args=validate_args)
 
     @constraints.dependent_property(is_discrete=True)
@@ -343,7 +348,7 @@ class AutoregressiveDistribution(dist.Distribution):
     def log_prob(self, value: jax.Array) -> jax.Array:
         """``log p(x)`` in nats, summed over the event: shape ``(*batch)``."""
         value = self.head.values(value)
-        log_p = self.head.log_prob(self.net(value, self.context), value)
+        log_p = self.head.log_prob(self.forward(value, self.context), value)
         return jnp.sum(log_p, axis=tuple(range(-len(self.event_shape), 0)))
 
     def sample(self, key: jax.Array, sample_shape: tuple[int, ...] = ()) -> jax.Array:

@@ -6,6 +6,7 @@ from ppgen.models.pyro.ar import (
     DiscretizedMixLogistic,
 )
 from ppgen.models.pyro.autoregressive import MaskedAutoregressive
+from ppgen.models.pyro.charrnn import CharRNN
 from ppgen.models.pyro.coupling import Additive, Affine, Coupling, RationalQuadraticSpline
 from ppgen.models.pyro.flow import (
     ConditionalFlowDensity,
@@ -101,4 +102,5 @@ __all__ = [
     "reverse_permutation",
     "FVSBN",
     "NADE",
+    "CharRNN",
 ]

@@ -201,6 +201,7 @@ class DiscretizedMixLogistic(dist.TorchDistribution):
         means: torch.Tensor,
         log_scales: torch.Tensor,
         levels: int = 256,
+        *,
         validate_args: bool | None = None,
     ) -> None:
         self.logit_weights, self.means = logit_weights, means
@@ -319,6 +320,7 @@ class AutoregressiveDistribution(dist.TorchDistribution):
         batch_shape: tuple[int, ...] | None = None,
         cached: bool = True,
         forward: Any = None,
+        *,
         validate_args: bool | None = None,
     ) -> None:
         _check_head(net, head)
@@ -411,10 +413,12 @@ class AutoregressiveDensity(LatentVariableModel):
         return x.reshape(*x.shape[: x.dim() - len(self.event_shape)], -1)
 
     def distribution(
-        self, context: Any = None, length: int | None = None, **kw: Any
+        self, net: Any = None, context: Any = None, length: int | None = None, **kw: Any
     ) -> AutoregressiveDistribution:
-        """The :class:`AutoregressiveDistribution` of this model's network."""
-        return AutoregressiveDistribution(self.net, self.head, context, length, **kw)
+        """The :class:`AutoregressiveDistribution` of ``net`` (default: this model's)."""
+        return AutoregressiveDistribution(
+            self.net if net is None else net, self.head, context, length, **kw
+        )
 
     # -- model and guide ----------------------------------------------------------------
 
@@ -429,7 +433,7 @@ class AutoregressiveDensity(LatentVariableModel):
         x = self._check(x)
         forward = local_module("net", self.net)
         with self._plate(x, num_data):
-            d = self.distribution(context, x.shape[1], batch_shape=(len(x),), forward=forward)
+            d = self.distribution(None, context, x.shape[1], batch_shape=(len(x),), forward=forward)
             pyro.sample("x", d, obs=self._events(x))
 
     def guide(self, x: torch.Tensor, context: Any = None, num_data: int | None = None) -> None:
@@ -452,9 +456,8 @@ class AutoregressiveDensity(LatentVariableModel):
             DataError: as :meth:`model`.
         """
         x = self._check(x)
-        return self.distribution(context, x.shape[1], batch_shape=(len(x),)).log_prob(
-            self._events(x)
-        )
+        d = self.distribution(None, context, x.shape[1], batch_shape=(len(x),))
+        return d.log_prob(self._events(x))
 
     def sample(
         self,
@@ -466,7 +469,7 @@ class AutoregressiveDensity(LatentVariableModel):
         """``num_samples`` rows ``(n, D)`` (``(n, length)`` for a sequence network), one
         dimension at a time (the cached sampler unless ``cached=False``), from torch's
         global generator."""
-        d = self.distribution(context, length, batch_shape=(int(num_samples),), cached=cached)
+        d = self.distribution(None, context, length, batch_shape=(int(num_samples),), cached=cached)
         return self._rows(d.sample())
 
 

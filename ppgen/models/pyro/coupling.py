@@ -10,9 +10,9 @@ maps take their parameters last, ``params (..., D, p)``. Mirrors
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar, Protocol, Self
+from typing import ClassVar, Protocol
 
 import numpy as np
 import torch
@@ -27,7 +27,7 @@ from ppgen.models.elementwise import (
     check_spline,
 )
 from ppgen.models.masks import check_coupling_mask
-from ppgen.models.pyro.params import get_weights, set_weights
+from ppgen.models.pyro.params import ModuleWeights
 from ppgen.models.pyro.splines import rational_quadratic_spline
 
 __all__ = [
@@ -176,7 +176,7 @@ def zero_last_layer(net: nn.Module) -> nn.Module:
     return net
 
 
-class FusedTransform(TransformModule):
+class FusedTransform(ModuleWeights, TransformModule):
     """A ``TransformModule`` computing ``(output, forward log|det|)`` in one pass,
     ``_transform(v, inverse)``, shared by :class:`Coupling` and ``MaskedAutoregressive``.
 
@@ -221,20 +221,6 @@ class FusedTransform(TransformModule):
         if self._last is not None and self._last[0] is x and self._last[1] is y:
             return self._last[2]
         return self._ladj(x, y)
-
-    def get_weights(self) -> dict[str, np.ndarray]:
-        """Parameters as numpy by ``named_parameters`` name (``conditioner.layers.0.weight``,
-        ``made.layers.0.weight``)."""
-        return get_weights(self)
-
-    def set_weights(self, weights: Mapping[str, np.ndarray]) -> Self:
-        """Copy ``weights`` (as :meth:`get_weights`) in place; return ``self``.
-
-        Raises:
-            CheckpointError: Missing or unexpected keys, or a shape mismatch.
-        """
-        set_weights(self, weights)
-        return self
 
 
 class Coupling(FusedTransform):

@@ -17,10 +17,9 @@ back.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Self
 
-import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
@@ -29,7 +28,7 @@ from torch import nn
 from ppgen.errors import ConfigError, DataError
 from ppgen.models import flows
 from ppgen.models.pyro.base import LatentVariableModel, check_x
-from ppgen.models.pyro.params import get_weights, local_module, set_weights
+from ppgen.models.pyro.params import ModuleWeights, local_module, set_weights
 
 __all__ = [
     "ConditionalFlowDensity",
@@ -44,7 +43,7 @@ __all__ = [
 BASES = ("normal",)
 
 
-class Flow(nn.Module):
+class Flow(ModuleWeights, nn.Module):
     """A stack of transforms ``[T_1, ..., T_L]``, ``T_1`` next to the base noise and ``T_L``
     next to the data (the order of ``TransformedDistribution``).
 
@@ -112,19 +111,6 @@ class Flow(nn.Module):
         """``fn(self)``: under :func:`~ppgen.models.pyro.params.local_module`'s functional
         view the substituted parameters are in place while ``fn`` runs."""
         return fn(self)
-
-    def get_weights(self) -> dict[str, np.ndarray]:
-        """Every parameter as numpy by ``named_parameters`` name (``layers.0.u``, ...)."""
-        return get_weights(self)
-
-    def set_weights(self, weights: Mapping[str, np.ndarray]) -> Self:
-        """Copy ``weights`` (keys and shapes as :meth:`get_weights`) in place; return self.
-
-        Raises:
-            CheckpointError: Missing or unexpected keys, or a shape mismatch.
-        """
-        set_weights(self, weights)
-        return self
 
 
 class _Fixed(nn.Module):

@@ -42,7 +42,7 @@ from ppgen.models.image_flows import (
     squeeze_shape,
 )
 from ppgen.models.pyro.coupling import Affine, Coupling, FusedTransform
-from ppgen.models.pyro.params import get_weights, set_weights
+from ppgen.models.pyro.params import ModuleWeights
 
 __all__ = [
     "ActNorm",
@@ -72,7 +72,7 @@ def _check_event_dim(event_dim: int) -> int:
     return int(event_dim)
 
 
-class ImageTransform(TransformModule):
+class ImageTransform(ModuleWeights, TransformModule):
     """Base of this module's transforms: bijective, ``event_dim``-dimensional real events,
     numpy weights under ``named_parameters()``'s names (``get_weights``/``set_weights``)."""
 
@@ -89,19 +89,6 @@ class ImageTransform(TransformModule):
     @property
     def codomain(self) -> constraints.Constraint:
         return constraints.independent(constraints.real, self._event_dim)
-
-    def get_weights(self) -> dict[str, np.ndarray]:
-        """The parameters as numpy arrays, by their ``named_parameters()`` names."""
-        return get_weights(self)
-
-    def set_weights(self, weights: dict[str, np.ndarray]) -> ImageTransform:
-        """Copy ``weights`` (keys and shapes of :meth:`get_weights`) in place; return ``self``.
-
-        Raises:
-            CheckpointError: Missing or unexpected keys, or a shape mismatch.
-        """
-        set_weights(self, weights)
-        return self
 
     def _batch(self, x: torch.Tensor, value: torch.Tensor | float) -> torch.Tensor:
         """``value`` broadcast to the batch shape of ``x``."""
@@ -378,7 +365,7 @@ class Logit(ImageTransform):
         return terms.flatten(y.dim() - self._event_dim).sum(-1)
 
 
-class ConvNet(nn.Module):
+class ConvNet(ModuleWeights, nn.Module):
     """Conditioner of image couplings: a small pre-activation ResNet (He et al. 2016; the
     RealNVP conditioner without batch normalisation) of 3x3 same-padded convolutions,
     ``conv -> [h + conv(relu(conv(relu(h))))] * blocks -> relu -> conv``, the last
@@ -422,19 +409,6 @@ class ConvNet(nn.Module):
                 conv.bias.copy_(_tensor(bias))
             convs.append(conv)
         self.convs = nn.ModuleList(convs)
-
-    def get_weights(self) -> dict[str, np.ndarray]:
-        """Weights as numpy arrays by ``named_parameters()`` name (``convs.0.weight``, ...)."""
-        return get_weights(self)
-
-    def set_weights(self, weights: dict[str, np.ndarray]) -> ConvNet:
-        """Copy ``weights`` (keys and shapes of :meth:`get_weights`) in place; return ``self``.
-
-        Raises:
-            CheckpointError: Missing or unexpected keys, or a shape mismatch.
-        """
-        set_weights(self, weights)
-        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the network to the last three axes of ``x`` (any leading batch shape)."""

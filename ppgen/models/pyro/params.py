@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
+from typing import Self
 
 import numpy as np
 import torch
@@ -32,7 +33,14 @@ from torch.distributions import constraints
 
 from ppgen.models.conventions import check_weights
 
-__all__ = ["get_weights", "local_module", "local_param", "set_weights", "site_to_key"]
+__all__ = [
+    "ModuleWeights",
+    "get_weights",
+    "local_module",
+    "local_param",
+    "set_weights",
+    "site_to_key",
+]
 
 
 def _own_value(name: str, value: torch.Tensor, **_: object) -> torch.Tensor:
@@ -100,3 +108,26 @@ def set_weights(module: nn.Module, weights: Mapping[str, np.ndarray | torch.Tens
         value = value.detach() if torch.is_tensor(value) else torch.from_numpy(np.array(value))
         with torch.no_grad():
             p.copy_(value)
+
+
+class ModuleWeights:
+    """Mixin for an ``nn.Module``: its parameters as numpy arrays and back, by
+    ``named_parameters()`` name (torch layouts: ``Linear`` weight ``(out, in)``), as every
+    ppgen network, transform and flow offers them (:func:`get_weights`, :func:`set_weights`).
+    """
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        """Parameters (not buffers) as numpy copies, by ``named_parameters()`` name."""
+        return get_weights(self)
+
+    def set_weights(self, weights: Mapping[str, np.ndarray | torch.Tensor]) -> Self:
+        """Copy ``weights`` (same keys and shapes as :meth:`get_weights`) in place.
+
+        Returns:
+            ``self``.
+
+        Raises:
+            CheckpointError: Missing or unexpected keys, or a shape mismatch.
+        """
+        set_weights(self, weights)
+        return self

@@ -16,8 +16,7 @@ Every transform has ``get_weights() -> dict[str, np.ndarray]`` (Pyro's
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pyro.distributions.transforms as pyro_transforms
@@ -31,7 +30,7 @@ from torch.distributions import Transform, constraints
 
 from ppgen.models.conventions import spawn_seeds
 from ppgen.models.pyro.nets import MLP
-from ppgen.models.pyro.params import get_weights, set_weights
+from ppgen.models.pyro.params import ModuleWeights, set_weights
 from ppgen.models.transforms import (
     PLANAR_PARAMS,
     RADIAL_PARAMS,
@@ -69,25 +68,9 @@ __all__ = [
 PLANAR_INVERSE_ITERATIONS = 100
 
 
-class TransformWeights:
+class TransformWeights(ModuleWeights):
     """Mixin for an ``nn.Module`` transform: its parameters as numpy arrays and back
-    (:func:`ppgen.models.pyro.params.get_weights` / ``set_weights``)."""
-
-    def get_weights(self) -> dict[str, np.ndarray]:
-        """Parameters (not buffers) as numpy copies, by ``named_parameters()`` name."""
-        return get_weights(self)
-
-    def set_weights(self, weights: Mapping[str, Any]) -> TransformWeights:
-        """Copy ``weights`` (same keys and shapes as :meth:`get_weights`) in place.
-
-        Returns:
-            ``self``.
-
-        Raises:
-            CheckpointError: Missing or unexpected keys, or a shape mismatch.
-        """
-        set_weights(self, weights)
-        return self
+    (:class:`ppgen.models.pyro.params.ModuleWeights`; the NumPyro twin's name)."""
 
 
 class _SeededInit(TransformWeights):
