@@ -8,10 +8,8 @@ the ``D`` logistic regressions, one sample site each. Mirrors ``ppgen.models.num
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -20,12 +18,12 @@ from ppgen.models.ar_dense import check_head, check_no_context
 from ppgen.models.elementwise import check_event_shape
 from ppgen.models.masks import fvsbn_initial_weights, fvsbn_mask
 from ppgen.models.pyro.ar_dense import observe, sample_in_order
-from ppgen.models.pyro.params import get_weights, set_weights
+from ppgen.models.pyro.params import ModuleWeights, set_weights
 
 __all__ = ["FVSBN"]
 
 
-class FVSBN(nn.Module):
+class FVSBN(ModuleWeights, nn.Module):
     """``x (*batch, D)`` (floats 0/1) ``-> logits (*batch, D, 1)``, autoregressive in
     ``0, 1, ..., D - 1``; for the Bernoulli head only.
 
@@ -124,16 +122,3 @@ class FVSBN(nn.Module):
                 logit = logit + torch.stack(values, -1) @ self.weight[i, :i]
             values.append(observe(i, head, logit[..., None], x).to(self.weight.dtype))
         return torch.stack(values, -1)
-
-    def get_weights(self) -> dict[str, np.ndarray]:
-        """``{"weight": (D, D), "bias": (D,)}`` as numpy."""
-        return get_weights(self)
-
-    def set_weights(self, weights: Mapping[str, np.ndarray]) -> FVSBN:
-        """Copy ``weights`` (as :meth:`get_weights`) in place; return ``self``.
-
-        Raises:
-            CheckpointError: Missing or unexpected keys, or a shape mismatch.
-        """
-        set_weights(self, weights)
-        return self

@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -38,12 +37,12 @@ from ppgen.models.masks import (
 from ppgen.models.pyro.ar import plated_conditionals
 from ppgen.models.pyro.ar_dense import sample_in_order
 from ppgen.models.pyro.nets import ACTIVATIONS
-from ppgen.models.pyro.params import get_weights, set_weights
+from ppgen.models.pyro.params import ModuleWeights, set_weights
 
 __all__ = ["MADE"]
 
 
-class MADE(nn.Module):
+class MADE(ModuleWeights, nn.Module):
     """``(..., D) -> (..., D, num_params)``, autoregressive in ``order``.
 
     Hidden layers ``h_l = act((W_l * M_l) h_{l-1} + b_l)`` (the first also adds
@@ -299,16 +298,3 @@ class MADE(nn.Module):
         if x is not None:
             check_event_shape(tuple(x.shape), (self.input_dim,), "MADE")
         return plated_conditionals(self, x, head, context)
-
-    def get_weights(self) -> dict[str, np.ndarray]:
-        """Parameters as numpy (``layers.0.weight`` ``(out, in)``, ``context.weight``)."""
-        return get_weights(self)
-
-    def set_weights(self, weights: Mapping[str, np.ndarray]) -> MADE:
-        """Copy ``weights`` (as :meth:`get_weights`) in place; return ``self``.
-
-        Raises:
-            CheckpointError: Missing or unexpected keys, or a shape mismatch.
-        """
-        set_weights(self, weights)
-        return self

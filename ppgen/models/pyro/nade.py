@@ -10,10 +10,8 @@ cached sampler and the plated form carry ``a``. Mirrors ``ppgen.models.numpyro.n
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -21,12 +19,12 @@ from ppgen.models.ar_dense import check_head, check_no_context
 from ppgen.models.elementwise import check_event_shape
 from ppgen.models.masks import nade_initial_weights
 from ppgen.models.pyro.ar_dense import observe, sample_in_order
-from ppgen.models.pyro.params import get_weights, set_weights
+from ppgen.models.pyro.params import ModuleWeights, set_weights
 
 __all__ = ["NADE"]
 
 
-class NADE(nn.Module):
+class NADE(ModuleWeights, nn.Module):
     """``x (*batch, D)`` (floats 0/1) ``-> logits (*batch, D, 1)``, autoregressive in
     ``0, 1, ..., D - 1``; for the Bernoulli head only.
 
@@ -136,16 +134,3 @@ class NADE(nn.Module):
             a = a + xi[..., None] * self.W[:, i]
             values.append(xi)
         return torch.stack(values, -1)
-
-    def get_weights(self) -> dict[str, np.ndarray]:
-        """``{"W": (H, D), "c": (H,), "V": (D, H), "b": (D,)}`` as numpy."""
-        return get_weights(self)
-
-    def set_weights(self, weights: Mapping[str, np.ndarray]) -> NADE:
-        """Copy ``weights`` (as :meth:`get_weights`) in place; return ``self``.
-
-        Raises:
-            CheckpointError: Missing or unexpected keys, or a shape mismatch.
-        """
-        set_weights(self, weights)
-        return self
