@@ -48,6 +48,7 @@ MODULES = [
     "models.nade",
     "models.image_flows",
     "models.flow",
+    "models.wavenet",
     "models.charrnn",
     "inference",
     "inference.objectives",
@@ -100,6 +101,7 @@ NUMPYRO_WRITES = {
     "FVSBN": {"__call__"},
     "NADE": {"__call__"},
     "ConvNet": {"__call__", "state_dict", "load_state_dict"},
+    "WaveNet": {"__call__"},
     "LatentFlow": {"state_dict", "load_state_dict"},
     "CharRNN": {"__call__"},
 }

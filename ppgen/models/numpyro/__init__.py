@@ -52,6 +52,7 @@ from ppgen.models.numpyro.transforms import (
     reverse_permutation,
 )
 from ppgen.models.numpyro.vae import VAE, HierarchicalVAE
+from ppgen.models.numpyro.wavenet import WaveNet
 
 __all__ = [
     "AutoregressiveDensity",
@@ -102,5 +103,6 @@ __all__ = [
     "reverse_permutation",
     "FVSBN",
     "NADE",
+    "WaveNet",
     "CharRNN",
 ]

@@ -54,6 +54,7 @@ __all__ = [
     "Categorical",
     "DiscretizedMixLogistic",
     "DiscretizedLogisticMixture",
+    "context_batch_shape",
     "naive_sample",
     "plated_conditionals",
     "uniform_noise",
@@ -286,6 +287,17 @@ class DiscretizedLogisticMixture(Categorical):
 Head = Bernoulli | Categorical
 
 
+def context_batch_shape(net: Any, context: Any) -> tuple[int, ...]:
+    """The batch shape ``context`` stands for: ``()`` without one, what the network says
+    when it has a ``context_batch_shape`` method (e.g. WaveNet's local features ``(*batch,
+    T, local_dim)`` or its ``(global, local)`` pair), else ``context.shape[:-1]``."""
+    if context is None:
+        return ()
+    if hasattr(net, "context_batch_shape"):
+        return tuple(net.context_batch_shape(context))
+    return tuple(jnp.shape(context)[:-1])
+
+
 class AutoregressiveDistribution(dist.Distribution):
     """``p(x) = prod_i head(x_i | net(x)[..., i, :])``: every conditional scored in one
     teacher-forced pass of ``net``, draws made one dimension at a time by ``net.sample``.
@@ -296,7 +308,7 @@ class AutoregressiveDistribution(dist.Distribution):
             :class:`DiscretizedLogisticMixture`) with ``head.num_params == net.num_params``.
         context: What the network is conditioned on (``(*batch, context_dim)``), or ``None``.
         length: Events ``(length,)`` of a sequence network (``net.event_shape is None``).
-        batch_shape: The batch shape (default: ``context.shape[:-1]``, or ``()``).
+        batch_shape: The batch shape (default: :func:`context_batch_shape`).
         cached: Draw with the network's cached sampler (``False``: the naive one).
         forward: What computes the parameters in :meth:`log_prob` (default ``net``; the
             Pyro twin's model passes a param-site view there; NumPyro's ``eqx_module``
@@ -336,7 +348,7 @@ class AutoregressiveDistribution(dist.Distribution):
         else:
             event_shape = tuple(net.event_shape)
         if batch_shape is None:
-            batch_shape = () if context is None else tuple(jnp.shape(context)[:-1])
+            batch_shape = context_batch_shape(net, context)
         self.net, self.head, self.context, self.cached = net, head, context, bool(cached)
         self.forward = net if forward is None else forward
         super().__init__(tuple(batch_shape), event_shape, validate_args=validate_args)
@@ -355,9 +367,9 @@ class AutoregressiveDistribution(dist.Distribution):
         """``(*sample_shape, *batch, *event)`` draws, one dimension at a time."""
         shape = (*sample_shape, *self.batch_shape, *self.event_shape)
         noise = uniform_noise(key, (*shape, *self.head.noise_shape))
-        context = self.context
-        if context is not None and sample_shape:
-            context = jnp.broadcast_to(context, (*sample_shape, *jnp.shape(context)))
+        context = jax.tree_util.tree_map(
+            lambda c: jnp.broadcast_to(c, (*sample_shape, *jnp.shape(c))), self.context
+        )
         return self.net.sample(noise, self.head, context, cached=self.cached)
 
 

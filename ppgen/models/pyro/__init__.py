@@ -52,6 +52,7 @@ from ppgen.models.pyro.transforms import (
     reverse_permutation,
 )
 from ppgen.models.pyro.vae import VAE, HierarchicalVAE
+from ppgen.models.pyro.wavenet import WaveNet
 
 __all__ = [
     "AutoregressiveDensity",
@@ -102,5 +103,6 @@ __all__ = [
     "reverse_permutation",
     "FVSBN",
     "NADE",
+    "WaveNet",
     "CharRNN",
 ]

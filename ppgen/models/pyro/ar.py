@@ -50,6 +50,7 @@ __all__ = [
     "Categorical",
     "DiscretizedLogisticMixture",
     "DiscretizedMixLogistic",
+    "context_batch_shape",
     "naive_sample",
     "plated_conditionals",
     "uniform_noise",
@@ -288,6 +289,26 @@ def _check_head(net: Any, head: Head) -> None:
         )
 
 
+def context_batch_shape(net: Any, context: Any) -> tuple[int, ...]:
+    """The batch shape ``context`` stands for: ``()`` without one, what the network says
+    when it has a ``context_batch_shape`` method (e.g. WaveNet's local features ``(*batch,
+    T, local_dim)`` or its ``(global, local)`` pair), else ``context.shape[:-1]``."""
+    if context is None:
+        return ()
+    if hasattr(net, "context_batch_shape"):
+        return tuple(net.context_batch_shape(context))
+    return tuple(context.shape[:-1])
+
+
+def _tree_map(fn: Any, context: Any) -> Any:
+    """``fn`` on every tensor of a context (``None``, a tensor, or a tuple/list of them)."""
+    if context is None:
+        return None
+    if isinstance(context, tuple | list):
+        return type(context)(_tree_map(fn, c) for c in context)
+    return fn(context)
+
+
 class AutoregressiveDistribution(dist.TorchDistribution):
     """``p(x) = prod_i head(x_i | net(x)[..., i, :])``: every conditional scored in one
     teacher-forced pass of ``net``, draws made one dimension at a time by ``net.sample``.
@@ -298,7 +319,7 @@ class AutoregressiveDistribution(dist.TorchDistribution):
             :class:`DiscretizedLogisticMixture`) with ``head.num_params == net.num_params``.
         context: What the network is conditioned on (``(*batch, context_dim)``), or ``None``.
         length: Events ``(length,)`` of a sequence network (``net.event_shape is None``).
-        batch_shape: The batch shape (default: ``context.shape[:-1]``, or ``()``).
+        batch_shape: The batch shape (default: :func:`context_batch_shape`).
         cached: Draw with the network's cached sampler (``False``: the naive one).
         forward: What computes the parameters in :meth:`log_prob` (default ``net``; a model
             passes the network's param-site view so that substituted parameters count).
@@ -331,7 +352,7 @@ class AutoregressiveDistribution(dist.TorchDistribution):
         else:
             event_shape = tuple(net.event_shape)
         if batch_shape is None:
-            batch_shape = () if context is None else tuple(context.shape[:-1])
+            batch_shape = context_batch_shape(net, context)
         self.net, self.head, self.context, self.cached = net, head, context, bool(cached)
         self.forward = net if forward is None else forward
         super().__init__(
@@ -353,9 +374,7 @@ class AutoregressiveDistribution(dist.TorchDistribution):
         global generator)."""
         shape = (*sample_shape, *self.batch_shape, *self.event_shape)
         dtype = next(self.net.parameters()).dtype
-        context = self.context
-        if context is not None and len(sample_shape):
-            context = context.expand(*sample_shape, *context.shape)
+        context = _tree_map(lambda c: c.expand(*sample_shape, *c.shape), self.context)
         with torch.no_grad():
             noise = uniform_noise((*shape, *self.head.noise_shape), dtype)
             return self.net.sample(noise, self.head, context, cached=self.cached)
