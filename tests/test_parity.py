@@ -47,6 +47,7 @@ MODULES = [
     "models.fvsbn",
     "models.nade",
     "models.image_flows",
+    "models.pixelcnn",
     "models.flow",
     "models.wavenet",
     "models.charrnn",
@@ -103,6 +104,8 @@ NUMPYRO_WRITES = {
     "ConvNet": {"__call__", "state_dict", "load_state_dict"},
     "WaveNet": {"__call__"},
     "LatentFlow": {"state_dict", "load_state_dict"},
+    "PixelCNN": {"__call__"},
+    "GatedPixelCNN": {"__call__"},
     "CharRNN": {"__call__"},
 }
 # Flow transforms whose Pyro twin inherits these from Pyro's own class (Planar, Radial and

@@ -36,6 +36,7 @@ from ppgen.models.numpyro.made import MADE
 from ppgen.models.numpyro.mixture import GaussianMixture
 from ppgen.models.numpyro.nade import NADE
 from ppgen.models.numpyro.nets import MLP
+from ppgen.models.numpyro.pixelcnn import GatedPixelCNN, PixelCNN
 from ppgen.models.numpyro.sbn import SigmoidBeliefNet
 from ppgen.models.numpyro.ssvae import SSVAE
 from ppgen.models.numpyro.transforms import (
@@ -103,6 +104,8 @@ __all__ = [
     "reverse_permutation",
     "FVSBN",
     "NADE",
+    "GatedPixelCNN",
+    "PixelCNN",
     "WaveNet",
     "CharRNN",
 ]

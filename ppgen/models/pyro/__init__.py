@@ -36,6 +36,7 @@ from ppgen.models.pyro.made import MADE
 from ppgen.models.pyro.mixture import GaussianMixture
 from ppgen.models.pyro.nade import NADE
 from ppgen.models.pyro.nets import MLP
+from ppgen.models.pyro.pixelcnn import GatedPixelCNN, PixelCNN
 from ppgen.models.pyro.sbn import SigmoidBeliefNet
 from ppgen.models.pyro.ssvae import SSVAE
 from ppgen.models.pyro.transforms import (
@@ -103,6 +104,8 @@ __all__ = [
     "reverse_permutation",
     "FVSBN",
     "NADE",
+    "GatedPixelCNN",
+    "PixelCNN",
     "WaveNet",
     "CharRNN",
 ]
