@@ -43,6 +43,9 @@ MODULES = [
     "models.coupling",
     "models.made",
     "models.autoregressive",
+    "models.ar_dense",
+    "models.fvsbn",
+    "models.nade",
     "models.image_flows",
     "models.pixelcnn",
     "models.flow",
@@ -96,6 +99,8 @@ OWN_METHODS = {
 NUMPYRO_WRITES = {
     "MLP": {"__call__", "state_dict", "load_state_dict"},
     "MADE": {"__call__", "state_dict", "load_state_dict"},
+    "FVSBN": {"__call__"},
+    "NADE": {"__call__"},
     "ConvNet": {"__call__", "state_dict", "load_state_dict"},
     "WaveNet": {"__call__"},
     "LatentFlow": {"state_dict", "load_state_dict"},

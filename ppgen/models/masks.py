@@ -6,6 +6,11 @@ and output ``i`` sees the hidden units whose degree is below input ``i``'s, so o
 depends only on inputs generated before it. Masks are boolean and in torch's layout
 ``(out, in)``, the layout of both backends' weights.
 
+Order- and connectivity-agnostic training (Germain et al. 2015, section 4.2-4.3) cycles
+through ``num_masks`` mask sets: set 0 is the deterministic one above (the given order), set
+``k >= 1`` draws a new ordering and new hidden degrees from ``np.random.default_rng(seed +
+k)`` (as karpathy/pytorch-made's ``update_masks``), the same on both backends.
+
 Coupling masks (Dinh et al. 2014, 2016): ``True`` marks the coordinates passed through
 unchanged (and read by the conditioner), ``False`` those transformed.
 """
@@ -23,12 +28,18 @@ __all__ = [
     "alternating_mask",
     "channel_mask",
     "check_coupling_mask",
+    "check_mask_index",
     "check_order",
     "checkerboard_mask",
+    "fvsbn_initial_weights",
+    "fvsbn_mask",
     "half_mask",
     "made_degrees",
     "made_initial_weights",
+    "made_mask_positions",
     "made_masks",
+    "nade_initial_weights",
+    "sampling_order",
 ]
 
 
@@ -56,11 +67,33 @@ def check_order(input_dim: int, order: Sequence[int] | None) -> tuple[int, ...]:
     return order
 
 
+def check_mask_index(num_masks: int, mask_index: int) -> int:
+    """Check MADE's ``num_masks`` (an integer >= 1) and ``mask_index`` (an integer in
+    ``[0, num_masks)``); return ``mask_index`` as an int.
+
+    Raises:
+        ConfigError: Either is out of range or not an integer.
+    """
+    if isinstance(num_masks, bool) or not isinstance(num_masks, (int, np.integer)):
+        raise ConfigError(f"num_masks must be an integer >= 1, got {num_masks!r}")
+    if num_masks < 1:
+        raise ConfigError(f"num_masks must be an integer >= 1, got {num_masks!r}")
+    if (
+        isinstance(mask_index, bool)
+        or not isinstance(mask_index, (int, np.integer))
+        or not 0 <= mask_index < num_masks
+    ):
+        raise ConfigError(f"mask_index must be an integer in [0, {num_masks}), got {mask_index!r}")
+    return int(mask_index)
+
+
 def made_degrees(
     input_dim: int,
     hidden: Sequence[int],
     order: Sequence[int] | None = None,
     context: bool = False,
+    mask_index: int = 0,
+    seed: int = 0,
 ) -> list[np.ndarray]:
     """Degrees of MADE's units, input layer first (Germain et al. 2015, section 4).
 
@@ -71,29 +104,72 @@ def made_degrees(
     context only, so the first output in the order depends on the context too (as zuko's
     masked MLP connects its context to every output); without, that output is a constant.
 
+    Mask set ``mask_index = k >= 1`` (order- and connectivity-agnostic training, Germain et
+    al. 2015, sections 4.2-4.3) ignores ``order``: ``rng = np.random.default_rng(seed + k)``
+    draws the ordering ``rng.permutation(D)`` and then each hidden layer's degrees uniformly
+    from ``[lo, max(1, D - 1)]``, ``lo`` the smallest degree of the layer below (0 for the
+    first layer with a context), so no unit is left without inputs.
+
     Args:
         input_dim: ``D``.
         hidden: Widths of the hidden layers.
-        order: See :func:`check_order`.
+        order: See :func:`check_order` (mask set 0 only).
         context: Whether a context feeds every hidden unit of the first layer.
+        mask_index: Which mask set, ``k >= 0`` (0: the deterministic one).
+        seed: The seed mask sets ``k >= 1`` are drawn from (``seed + k``).
 
     Returns:
         ``[input degrees (D,), hidden degrees (h_1,), ...]`` as int arrays.
 
     Raises:
-        ConfigError: A bad order or a hidden width below 1.
+        ConfigError: A bad order, a hidden width below 1 or a negative ``mask_index``.
     """
     order = check_order(input_dim, order)
     hidden = [int(h) for h in hidden]
     if any(h < 1 for h in hidden):
         raise ConfigError(f"MADE hidden widths must be positive, got {tuple(hidden)}")
+    d = int(input_dim)
+    if int(mask_index) > 0:
+        rng = np.random.default_rng(int(seed) + int(mask_index))
+        degrees = [rng.permutation(d).astype(np.int64) + 1]
+        for layer, h in enumerate(hidden):
+            lo = 0 if (context and layer == 0) else int(degrees[-1].min())
+            degrees.append(rng.integers(lo, max(1, d - 1) + 1, size=h).astype(np.int64))
+        return degrees
+    if int(mask_index) < 0:
+        raise ConfigError(f"mask_index must be an integer >= 0, got {mask_index!r}")
     degrees = [np.asarray(order, dtype=np.int64) + 1]
     for h in hidden:
         if context:
-            degrees.append(np.arange(h, dtype=np.int64) % int(input_dim))
+            degrees.append(np.arange(h, dtype=np.int64) % d)
         else:
-            degrees.append(np.arange(h, dtype=np.int64) % max(1, int(input_dim) - 1) + 1)
+            degrees.append(np.arange(h, dtype=np.int64) % max(1, d - 1) + 1)
     return degrees
+
+
+def made_mask_positions(
+    input_dim: int, order: Sequence[int] | None = None, mask_index: int = 0, seed: int = 0
+) -> tuple[int, ...]:
+    """The positions (``order`` convention of :func:`check_order`) of MADE's mask set
+    ``mask_index``: ``order`` itself for set 0, the drawn ordering for ``k >= 1``
+    (:func:`made_degrees`).
+
+    Raises:
+        ConfigError: A bad order or a negative ``mask_index``.
+    """
+    degrees = made_degrees(input_dim, [1], order, mask_index=mask_index, seed=seed)
+    return tuple(int(p) - 1 for p in degrees[0])
+
+
+def sampling_order(positions: Sequence[int]) -> tuple[int, ...]:
+    """The inputs in the order they are generated: ``argsort(positions)``.
+
+    ``positions[i]`` is the position at which input ``i`` is generated (MADE's ``order``
+    argument); the result's ``k``-th entry is the input generated ``k``-th (the
+    autoregressive models' ``order`` attribute). The two agree for the identity and the
+    reversal.
+    """
+    return tuple(int(i) for i in np.argsort(np.asarray(positions), kind="stable"))
 
 
 @functools.lru_cache(maxsize=64)
@@ -103,8 +179,10 @@ def _cached_masks(
     num_params: int,
     order: tuple[int, ...],
     context: bool,
+    mask_index: int,
+    seed: int,
 ) -> tuple[np.ndarray, ...]:
-    degrees = made_degrees(input_dim, hidden, order, context)
+    degrees = made_degrees(input_dim, hidden, order, context, mask_index, seed)
     pairs = zip(degrees[:-1], degrees[1:], strict=True)
     masks = [d_out[:, None] >= d_in[None, :] for d_in, d_out in pairs]
     # Output unit i * num_params + j is parameter j of input i: it has input i's degree.
@@ -121,6 +199,8 @@ def made_masks(
     num_params: int = 1,
     order: Sequence[int] | None = None,
     context: bool = False,
+    mask_index: int = 0,
+    seed: int = 0,
 ) -> list[np.ndarray]:
     """MADE's connectivity masks, one per layer, in torch's layout ``(out, in)``.
 
@@ -134,12 +214,15 @@ def made_masks(
         num_params: Outputs per input, ``p``; the output layer has ``D * p`` units.
         order: See :func:`check_order`.
         context: Whether a context feeds the first hidden layer (see :func:`made_degrees`).
+        mask_index: The mask set, ``k >= 0`` (see :func:`made_degrees`).
+        seed: The seed mask sets ``k >= 1`` are drawn from.
 
     Returns:
         Boolean arrays ``(h_1, D), (h_2, h_1), ..., (D * p, h_L)`` (read-only, cached).
 
     Raises:
-        ConfigError: No hidden layer, a width or ``num_params`` below 1, a bad order.
+        ConfigError: No hidden layer, a width or ``num_params`` below 1, a bad order, a
+            negative ``mask_index``.
     """
     hidden = tuple(int(h) for h in hidden)
     if not hidden:
@@ -147,7 +230,21 @@ def made_masks(
     if int(num_params) < 1:
         raise ConfigError(f"num_params must be a positive integer, got {num_params!r}")
     order = check_order(input_dim, order)
-    return list(_cached_masks(int(input_dim), hidden, int(num_params), order, bool(context)))
+    if isinstance(mask_index, bool) or int(mask_index) < 0:
+        raise ConfigError(f"mask_index must be an integer >= 0, got {mask_index!r}")
+    if int(mask_index) == 0:
+        seed = 0  # set 0 does not depend on the seed: one cache entry
+    return list(
+        _cached_masks(
+            int(input_dim),
+            hidden,
+            int(num_params),
+            order,
+            bool(context),
+            int(mask_index),
+            int(seed),
+        )
+    )
 
 
 def made_initial_weights(
@@ -183,6 +280,59 @@ def made_initial_weights(
         )
         weights[f"layers.{i}.bias"] = np.zeros(n_out) if last else rng.uniform(-bound, bound, n_out)
     return weights
+
+
+def fvsbn_mask(dim: int) -> np.ndarray:
+    """``(D, D)`` boolean, ``True`` strictly below the diagonal: logit ``i`` of an FVSBN
+    reads ``x_j`` for ``j < i`` only (torch layout ``(out, in)``).
+
+    Raises:
+        ConfigError: ``dim < 1``.
+    """
+    dim = _check_positive(dim, "dim")
+    mask = np.tril(np.ones((dim, dim), dtype=bool), k=-1)
+    mask.setflags(write=False)
+    return mask
+
+
+def fvsbn_initial_weights(dim: int, seed: int) -> dict[str, np.ndarray]:
+    """An FVSBN's initial weights, the same on both backends: ``weight`` ``(D, D)`` drawn
+    uniform on ``[-1/sqrt(D), 1/sqrt(D)]`` (``torch.nn.Linear``'s rule) by numpy's generator
+    seeded ``seed`` (only the strictly lower triangle is used), ``bias`` ``(D,)`` zero.
+
+    Raises:
+        ConfigError: ``dim < 1``.
+    """
+    dim = _check_positive(dim, "dim")
+    rng = np.random.default_rng(seed)
+    bound = 1.0 / np.sqrt(dim)
+    return {"weight": rng.uniform(-bound, bound, (dim, dim)), "bias": np.zeros(dim)}
+
+
+def nade_initial_weights(dim: int, hidden: int, seed: int) -> dict[str, np.ndarray]:
+    """NADE's initial weights (Larochelle & Murray 2011), the same on both backends, by
+    the paper's names in torch layout: ``W`` ``(H, D)`` (input to hidden), ``c`` ``(H,)``,
+    ``V`` ``(D, H)`` (hidden to output), ``b`` ``(D,)``. ``W`` and ``V`` are uniform on
+    ``[-1/sqrt(fan_in), 1/sqrt(fan_in)]`` from numpy's generator seeded ``seed``; the
+    biases start at zero.
+
+    Raises:
+        ConfigError: ``dim`` or ``hidden`` below 1.
+    """
+    dim, hidden = _check_positive(dim, "dim"), _check_positive(hidden, "hidden")
+    rng = np.random.default_rng(seed)
+    return {
+        "W": rng.uniform(-1 / np.sqrt(dim), 1 / np.sqrt(dim), (hidden, dim)),
+        "c": np.zeros(hidden),
+        "V": rng.uniform(-1 / np.sqrt(hidden), 1 / np.sqrt(hidden), (dim, hidden)),
+        "b": np.zeros(dim),
+    }
+
+
+def _check_positive(value: int, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
 
 
 def half_mask(dim: int, flip: bool = False) -> np.ndarray:

@@ -17,6 +17,7 @@ from ppgen.models.numpyro.flow import (
     with_logit,
 )
 from ppgen.models.numpyro.flow_vae import FlowVAE, LatentFlow
+from ppgen.models.numpyro.fvsbn import FVSBN
 from ppgen.models.numpyro.image_flows import (
     ActNorm,
     ConvNet,
@@ -33,6 +34,7 @@ from ppgen.models.numpyro.image_flows import (
 from ppgen.models.numpyro.linear_gaussian import LinearGaussian
 from ppgen.models.numpyro.made import MADE
 from ppgen.models.numpyro.mixture import GaussianMixture
+from ppgen.models.numpyro.nade import NADE
 from ppgen.models.numpyro.nets import MLP
 from ppgen.models.numpyro.pixelcnn import GatedPixelCNN, PixelCNN
 from ppgen.models.numpyro.sbn import SigmoidBeliefNet
@@ -100,6 +102,8 @@ __all__ = [
     "Radial",
     "random_permutation",
     "reverse_permutation",
+    "FVSBN",
+    "NADE",
     "GatedPixelCNN",
     "PixelCNN",
     "WaveNet",

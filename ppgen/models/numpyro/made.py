@@ -4,14 +4,20 @@ Germain et al. 2015. Each weight matrix is multiplied by a fixed binary mask
 (:func:`ppgen.models.masks.made_masks`, in numpy, the same on both backends), so
 ``out[..., i, :]`` is a function of ``x[..., j]`` for ``order[j] < order[i]`` (and of the
 context) only: the conditioner of MAF/IAF (Papamakarios et al. 2017; Kingma et al. 2016)
-and, with ``num_params`` logits per input, an autoregressive density model. An Equinox
-module; the masks are rebuilt from static sizes (cached numpy), never trained. Mirrors
-``ppgen.models.pyro.made``.
+and, with ``num_params`` logits per input and a head (Bernoulli, Categorical, ...), an
+autoregressive density model with the network protocol of the autoregressive models
+(``event_shape``, ``order``, ``sample``, ``plated``). Order- and connectivity-agnostic
+training (the paper's section 4.2-4.3) uses ``num_masks`` mask sets, one per minibatch, and
+the test-time ensemble :meth:`MADE.log_prob_ensemble`. An Equinox module; the masks are
+rebuilt from static sizes (cached numpy), never trained. Mirrors ``ppgen.models.pyro.made``.
 """
 
 from __future__ import annotations
 
+import copy
+import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -19,9 +25,19 @@ import jax.numpy as jnp
 import numpy as np
 
 from ppgen.errors import ConfigError
+from ppgen.models.ar_dense import check_context, check_head
 from ppgen.models.conventions import check_mlp, check_weights
 from ppgen.models.elementwise import check_event_shape
-from ppgen.models.masks import check_order, made_initial_weights, made_masks
+from ppgen.models.masks import (
+    check_mask_index,
+    check_order,
+    made_initial_weights,
+    made_mask_positions,
+    made_masks,
+    sampling_order,
+)
+from ppgen.models.numpyro.ar import plated_conditionals
+from ppgen.models.numpyro.ar_dense import sample_in_order
 from ppgen.models.numpyro.nets import ACTIVATIONS
 
 __all__ = ["MADE"]
@@ -37,18 +53,41 @@ class MADE(eqx.Module):
     context, hidden units of degree 0 see only the context, so every output depends on it
     (:func:`ppgen.models.masks.made_degrees`).
 
+    As a density model (Germain et al. 2015): ``x (*batch, D)`` holds floats 0/1 for a
+    Bernoulli head, integer codes for a categorical one (read as numbers, cast to the
+    weights' float type); ``params[..., i, :]`` are the head's parameters of ``x_i`` given
+    the inputs before it. Mask sets (order- and connectivity-agnostic training, sections
+    4.2-4.3): set 0 is the deterministic one of ``order``; set ``k >= 1`` draws a new
+    ordering and new hidden degrees from seed ``seed + k``
+    (:func:`ppgen.models.masks.made_degrees`). ``mask_index`` picks the active set;
+    training draws or cycles a set per minibatch (:meth:`with_mask`, or the ``mask_index``
+    argument of :meth:`forward`) and the test-time ensemble averages the sets'
+    probabilities (:meth:`log_prob_ensemble`). With ``num_masks=1`` (the default) it is the
+    single-mask MADE.
+
+    Attributes:
+        order: The inputs in sampling order of the active mask set (``order[k]`` = the
+            input generated ``k``-th; the inverse permutation of the ``order`` argument).
+        positions: The active set's position of each input (the ``order`` argument's
+            convention).
+        event_shape: ``(D,)``.
+
     Args:
         input_dim: ``D``.
         hidden: Widths of the hidden layers (at least one).
         num_params: Outputs per input.
         context_dim: Width of the context input (0: none).
         order: ``order[i]`` is the position at which input ``i`` is generated, a
-            permutation of ``range(D)``; ``None`` for ``0, 1, ..., D - 1``.
+            permutation of ``range(D)``; ``None`` for ``0, 1, ..., D - 1`` (mask set 0).
         activation: One of ``"tanh"``, ``"relu"``, ``"softplus"``, ``"elu"``.
-        seed: Seed of the initial weights (numpy's generator, the same on both backends).
+        seed: Seed of the initial weights (numpy's generator, the same on both backends)
+            and of the mask sets ``k >= 1``.
+        num_masks: How many mask sets (1: the single-mask MADE).
+        mask_index: The active mask set, in ``[0, num_masks)``.
 
     Raises:
-        ConfigError: A bad width, order, activation or ``context_dim``.
+        ConfigError: A bad width, order, activation, ``context_dim``, ``num_masks`` or
+            ``mask_index``.
     """
 
     weights: list[jax.Array]
@@ -59,7 +98,13 @@ class MADE(eqx.Module):
     num_params: int = eqx.field(static=True)
     context_dim: int = eqx.field(static=True)
     order: tuple[int, ...] = eqx.field(static=True)
+    positions: tuple[int, ...] = eqx.field(static=True)
+    base_positions: tuple[int, ...] = eqx.field(static=True)
+    event_shape: tuple[int, ...] = eqx.field(static=True)
     activation: str = eqx.field(static=True)
+    seed: int = eqx.field(static=True)
+    num_masks: int = eqx.field(static=True)
+    mask_index: int = eqx.field(static=True)
 
     def __init__(
         self,
@@ -70,8 +115,13 @@ class MADE(eqx.Module):
         order: Sequence[int] | None = None,
         activation: str = "relu",
         seed: int = 0,
+        num_masks: int = 1,
+        mask_index: int = 0,
     ) -> None:
-        masks = made_masks(input_dim, hidden, num_params, order, context=bool(context_dim))
+        check_mask_index(num_masks, mask_index)
+        masks = made_masks(
+            input_dim, hidden, num_params, order, bool(context_dim), mask_index, seed
+        )
         check_mlp([input_dim, *hidden, num_params], activation)
         if isinstance(context_dim, bool) or int(context_dim) < 0:
             raise ConfigError(f"context_dim must be an integer >= 0, got {context_dim!r}")
@@ -81,7 +131,11 @@ class MADE(eqx.Module):
             int(context_dim),
         )
         self.hidden = tuple(int(h) for h in hidden)
-        self.order = check_order(input_dim, order)
+        self.base_positions = check_order(input_dim, order)  # mask set 0's
+        self.seed, self.num_masks, self.mask_index = int(seed), int(num_masks), int(mask_index)
+        self.positions = made_mask_positions(input_dim, order, mask_index, seed)
+        self.order = sampling_order(self.positions)
+        self.event_shape = (self.input_dim,)
         self.activation = activation
         w = made_initial_weights(input_dim, hidden, num_params, context_dim, seed)
         dtype = jnp.result_type(float)  # JAX's default float (float64 under x64)
@@ -89,35 +143,178 @@ class MADE(eqx.Module):
         self.biases = [jnp.asarray(w[f"layers.{i}.bias"], dtype) for i in range(len(masks))]
         self.context_weight = jnp.asarray(w["context.weight"], dtype) if context_dim else None
 
-    def masks(self) -> list[np.ndarray]:
-        """The boolean masks, ``(out, in)`` per layer."""
+    def masks(self, mask_index: int | None = None) -> list[np.ndarray]:
+        """The boolean masks, ``(out, in)`` per layer, of the active mask set (or of set
+        ``mask_index``, a Python int)."""
+        k = self.mask_index if mask_index is None else check_mask_index(self.num_masks, mask_index)
         return made_masks(
-            self.input_dim, self.hidden, self.num_params, self.order, context=self.context_dim > 0
+            self.input_dim,
+            self.hidden,
+            self.num_params,
+            self.base_positions,
+            self.context_dim > 0,
+            k,
+            self.seed,
         )
 
-    def __call__(self, x: jax.Array, context: jax.Array | None = None) -> jax.Array:
+    def with_mask(self, mask_index: int) -> MADE:
+        """This MADE (the same weights) with mask set ``mask_index`` active: its
+        ``order``, ``positions`` and masks are that set's.
+
+        Raises:
+            ConfigError: ``mask_index`` outside ``[0, num_masks)``.
+        """
+        k = check_mask_index(self.num_masks, mask_index)
+        new = copy.copy(self)
+        positions = made_mask_positions(self.input_dim, self.base_positions, k, self.seed)
+        # Static fields of a frozen module: set on the copy, as its own __init__ would.
+        object.__setattr__(new, "mask_index", k)
+        object.__setattr__(new, "positions", positions)
+        object.__setattr__(new, "order", sampling_order(positions))
+        return new
+
+    def _layer_masks(self, mask_index: int | jax.Array | None) -> list[Any]:
+        """Masks for a static set (numpy) or a traced index (all sets stacked, indexed)."""
+        if mask_index is None or isinstance(mask_index, (int, np.integer)):
+            return self.masks(mask_index)
+        sets = [self.masks(k) for k in range(self.num_masks)]
+        index = jnp.asarray(mask_index)
+        return [jnp.asarray(np.stack(layer))[index] for layer in zip(*sets, strict=True)]
+
+    def __call__(
+        self,
+        x: jax.Array,
+        context: jax.Array | None = None,
+        mask_index: int | jax.Array | None = None,
+    ) -> jax.Array:
         """``(..., D)`` (and ``context (..., C)``, leading dims broadcast) -> ``(..., D, p)``.
+
+        Args:
+            x: Inputs (floats; integer codes are cast to the weights' type).
+            context: The context, when built with ``context_dim > 0``.
+            mask_index: Compute with mask set ``mask_index`` (``None``: the active set); a
+                traced integer array selects among all sets stacked (inside ``jit``, e.g.
+                drawn per minibatch with ``jax.random.randint``; an out-of-range traced
+                index is clipped, as JAX indexing is).
 
         Raises:
             DataError: ``x`` does not end in ``D``.
-            ConfigError: A context given to a MADE built without one, or the reverse.
+            ConfigError: A context given to a MADE built without one, or the reverse; a
+                Python ``mask_index`` outside ``[0, num_masks)``.
         """
         check_event_shape(tuple(x.shape), (self.input_dim,), "MADE")
-        if (context is None) != (self.context_dim == 0):
-            raise ConfigError(
-                f"this MADE was built with context_dim={self.context_dim}; "
-                + ("pass a context" if context is None else "it takes no context")
-            )
+        check_context("MADE", self.context_dim, context)
         act = ACTIVATIONS[self.activation]
-        h = x
+        h = jnp.asarray(x, self.weights[0].dtype)
         last = len(self.weights) - 1
-        for i, (w, b, mask) in enumerate(zip(self.weights, self.biases, self.masks(), strict=True)):
+        masks = self._layer_masks(mask_index)
+        for i, (w, b, mask) in enumerate(zip(self.weights, self.biases, masks, strict=True)):
             h = h @ jnp.where(mask, w, 0.0).T + b
             if i == 0 and context is not None:
                 h = h + context @ self.context_weight.T
             if i < last:
                 h = act(h)
         return h.reshape(*h.shape[:-1], self.input_dim, self.num_params)
+
+    def log_prob_ensemble(
+        self, x: jax.Array, head: Any, context: jax.Array | None = None
+    ) -> jax.Array:
+        """The test-time ensemble over the ``num_masks`` mask sets, ``log (1/K) sum_k
+        p_k(x)`` in nats, ``(*batch,)``.
+
+        Germain et al. 2015 (section 4.2, table 2): a MADE trained order- (and
+        connectivity-) agnostically is an ensemble of ``K`` autoregressive models sharing
+        weights; at test time the probabilities of the mask sets used in training are
+        averaged (their 32-mask MNIST figure, 86.64 nats). Each ``p_k(x)`` is the exact
+        likelihood ``prod_i head(params_k[..., i, :])(x_i)`` under set ``k``.
+
+        Raises:
+            ConfigError: A head whose ``num_params`` is not this MADE's.
+            DataError: ``x`` does not end in ``D``.
+        """
+        check_head("MADE", head, self.num_params)
+        terms = [
+            head.log_prob(self(x, context, mask_index=k), x).sum(-1) for k in range(self.num_masks)
+        ]
+        return jax.nn.logsumexp(jnp.stack(terms), 0) - math.log(self.num_masks)
+
+    def sample(
+        self,
+        noise: jax.Array,
+        head: Any,
+        context: jax.Array | None = None,
+        cached: bool = True,
+        prefix: tuple[jax.Array, int] | None = None,
+    ) -> jax.Array:
+        """Draw ``x (*batch, D)`` one input at a time in the active set's ``order``.
+
+        ``cached=True`` carries the first layer's pre-activation (``+= (W_1 * M_1)[:, i]
+        x_i`` after each draw) and computes only output ``i``'s rows of the last layer;
+        ``cached=False`` runs the whole network per input (the reference). Both give the
+        same ``x`` for the same noise. Jit-friendly (one ``lax.fori_loop``).
+
+        Args:
+            noise: Uniforms ``(*batch, D, *head.noise_shape)`` (``ar.uniform_noise``).
+            head: The conditional family (its ``num_params`` must be this MADE's).
+            context: ``(*batch, C)`` when built with a context.
+            cached: The fast sampler (default) or the naive one.
+            prefix: ``(x_given (*batch, D), count)``: keep the first ``count`` inputs in
+                ``order`` (completion).
+
+        Raises:
+            ConfigError: A head with another ``num_params``; a missing or unexpected
+                context.
+            DataError: Noise or prefix of the wrong shape.
+        """
+        check_head("MADE", head, self.num_params)
+        check_context("MADE", self.context_dim, context)
+        noise = jnp.asarray(noise, self.weights[0].dtype)
+        if not cached:
+            return sample_in_order(self, noise, head, context, prefix)
+        act = ACTIVATIONS[self.activation]
+        pairs = zip(self.weights, self.masks(), strict=True)
+        ws = [jnp.where(m, w, 0.0) for w, m in pairs]
+        batch = noise.shape[: noise.ndim - 1 - len(tuple(head.noise_shape))]
+        carry = self.biases[0]
+        if context is not None:
+            carry = carry + context @ self.context_weight.T
+            batch = jnp.broadcast_shapes(batch, carry.shape[:-1])
+        carry = jnp.broadcast_to(carry, (*batch, carry.shape[-1]))
+        p = self.num_params
+
+        def params_fn(a, x, i):
+            h = act(a)
+            for w, b in zip(ws[1:-1], self.biases[1:-1], strict=True):
+                h = act(h @ w.T + b)
+            w_i = jax.lax.dynamic_slice_in_dim(ws[-1], i * p, p, axis=0)
+            b_i = jax.lax.dynamic_slice_in_dim(self.biases[-1], i * p, p, axis=0)
+            return h @ w_i.T + b_i
+
+        def update_fn(a, i, xi):
+            return a + xi[..., None] * ws[0][:, i]
+
+        return sample_in_order(self, noise, head, context, prefix, (params_fn, update_fn, carry))
+
+    def plated(self, x: jax.Array | None, head: Any, context: jax.Array | None = None) -> jax.Array:
+        """The plated-conditional form, inside the ``"data"`` plate: for each input ``i``
+        in ``order``, ``x_i ~ head(MADE(x_<i)_i)`` (site ``x_{i}``, observed at ``x[...,
+        i]``, drawn when ``x`` is ``None``), the network read on the inputs drawn so far
+        (zeros elsewhere): the base's generic
+        :func:`~ppgen.models.numpyro.ar.plated_conditionals` (the paper writes no other
+        recursion).
+
+        Returns:
+            ``x (*batch, D)``, the observed or drawn values.
+
+        Raises:
+            ConfigError: A head with another ``num_params``; a missing or unexpected
+                context.
+            DataError: ``x`` does not end in ``D``.
+        """
+        check_head("MADE", head, self.num_params)
+        if x is not None:
+            check_event_shape(tuple(x.shape), (self.input_dim,), "MADE")
+        return plated_conditionals(self, x, head, context)
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Weights as numpy under Pyro's names (``context.weight``, ``layers.0.weight``,

@@ -17,6 +17,7 @@ from ppgen.models.pyro.flow import (
     with_logit,
 )
 from ppgen.models.pyro.flow_vae import FlowVAE, LatentFlow
+from ppgen.models.pyro.fvsbn import FVSBN
 from ppgen.models.pyro.image_flows import (
     ActNorm,
     ConvNet,
@@ -33,6 +34,7 @@ from ppgen.models.pyro.image_flows import (
 from ppgen.models.pyro.linear_gaussian import LinearGaussian
 from ppgen.models.pyro.made import MADE
 from ppgen.models.pyro.mixture import GaussianMixture
+from ppgen.models.pyro.nade import NADE
 from ppgen.models.pyro.nets import MLP
 from ppgen.models.pyro.pixelcnn import GatedPixelCNN, PixelCNN
 from ppgen.models.pyro.sbn import SigmoidBeliefNet
@@ -100,6 +102,8 @@ __all__ = [
     "Radial",
     "random_permutation",
     "reverse_permutation",
+    "FVSBN",
+    "NADE",
     "GatedPixelCNN",
     "PixelCNN",
     "WaveNet",
