@@ -454,8 +454,27 @@ class AutoregressiveDensity:
         x = self._check(x)
         net = eqx_module("net", self.net)
         with self._plate(x, num_data):
-            d = self.distribution(net, context, jnp.shape(x)[1], batch_shape=(jnp.shape(x)[0],))
+            d = self.distribution(
+                net,
+                context,
+                jnp.shape(x)[1],
+                batch_shape=(jnp.shape(x)[0],),
+                forward=self._forward(net),
+            )
             numpyro.sample("x", d, obs=self._events(x))
+
+    def _forward(self, net: Any) -> Any:
+        """``net`` and, for a network with several mask sets (MADE's ``num_masks > 1``), one
+        set drawn per call from the model's PRNG key (the trainer seeds every step):
+        order- and connectivity-agnostic training (Germain et al. 2015, section 4.2).
+        Without a key (an unseeded call), the network's active set."""
+        if getattr(net, "num_masks", 1) <= 1:
+            return net
+        key = numpyro.prng_key()
+        if key is None:
+            return net
+        k = jax.random.randint(key, (), 0, net.num_masks)
+        return lambda x, context: net(x, context, mask_index=k)
 
     def guide(self, x: jax.Array, context: Any = None, num_data: int | None = None) -> None:
         """No latent sites: the model's ``log p(x)`` is exact."""

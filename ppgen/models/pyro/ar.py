@@ -450,10 +450,27 @@ class AutoregressiveDensity(LatentVariableModel):
                 head's support.
         """
         x = self._check(x)
-        forward = local_module("net", self.net)
+        forward = self._forward()
         with self._plate(x, num_data):
             d = self.distribution(None, context, x.shape[1], batch_shape=(len(x),), forward=forward)
             pyro.sample("x", d, obs=self._events(x))
+
+    def _forward(self) -> Any:
+        """The network as the model's param sites hold it (a functional view when a handler
+        substituted them) and, for a network with several mask sets (MADE's ``num_masks >
+        1``), with one set drawn from torch's generator per call: order- and
+        connectivity-agnostic training (Germain et al. 2015, section 4.2)."""
+        view = local_module("net", self.net)
+        kwargs: dict[str, Any] = {}
+        if getattr(self.net, "num_masks", 1) > 1:
+            kwargs["mask_index"] = int(torch.randint(self.net.num_masks, ()))
+
+        def forward(x: torch.Tensor, context: Any) -> torch.Tensor:
+            if view is self.net:
+                return self.net(x, context, **kwargs)
+            return view((x, context), kwargs)  # torch.func.functional_call's (args, kwargs)
+
+        return forward
 
     def guide(self, x: torch.Tensor, context: Any = None, num_data: int | None = None) -> None:
         """No latent sites: the model's ``log p(x)`` is exact."""
