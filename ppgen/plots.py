@@ -24,6 +24,7 @@ __all__ = [
     "save_density_2d",
     "save_samples_2d",
     "save_flow_path",
+    "save_spectrograms",
 ]
 
 
@@ -221,6 +222,39 @@ def save_flow_path(path_points: Sequence[np.ndarray], path: str | os.PathLike) -
         ax.set_xticks([])
         ax.set_yticks([])
     return _save(fig, path, dpi=100)
+
+
+def save_spectrograms(
+    clips: Sequence[np.ndarray],
+    titles: Sequence[str],
+    rate: int,
+    path: str | os.PathLike,
+    nfft: int = 512,
+) -> Path:
+    """Spectrograms of audio clips side by side (matplotlib's ``specgram``: a Hann window of
+    ``nfft`` samples, 75% overlap, power in dB), one panel per clip on a shared frequency
+    axis, e.g. a generated clip beside a real one.
+
+    Args:
+        clips: Float samples in [-1, 1], each ``(T_i,)`` with ``T_i > nfft``.
+        titles: One title per clip.
+        rate: Samples per second (Hz).
+        path: The PNG to write.
+        nfft: Samples per analysis window (32 ms at 16 kHz).
+    """
+    fig, axes = plt.subplots(
+        1, len(clips), figsize=(4.5 * len(clips), 3.6), squeeze=False, sharey=True
+    )
+    for ax, clip, title in zip(axes[0], clips, titles, strict=True):
+        clip = np.asarray(clip, dtype=np.float64)
+        ax.specgram(
+            clip, NFFT=nfft, Fs=rate, noverlap=3 * nfft // 4, window=np.hanning(nfft),
+            cmap="magma", scale="dB",
+        )  # fmt: skip
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("time (s)")
+    axes[0][0].set_ylabel("frequency (Hz)")
+    return _save(fig, path, dpi=110)
 
 
 def _save(fig: plt.Figure, path: str | os.PathLike, dpi: int = 110) -> Path:
