@@ -113,8 +113,7 @@ class CharRNNOptions(Options):
         super().__post_init__()
         if self.seq_len < 2:
             raise ConfigError(
-                f"--seq-len must be at least 2 (a window scores its characters), got "
-                f"{self.seq_len}"
+                f"--seq-len must be at least 2 (a window scores its characters), got {self.seq_len}"
             )
         if self.max_chars and self.max_chars < self.seq_len:
             raise ConfigError(

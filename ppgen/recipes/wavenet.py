@@ -82,9 +82,7 @@ class WaveNetOptions(Options):
         128, "width of the skip connections and output layers", parse=positive_int
     )
     kernel_size: int = option(2, "taps of every dilated convolution", parse=positive_int)
-    segment_len: int = option(
-        4096, "samples per training segment", parse=positive_int, metavar="T"
-    )
+    segment_len: int = option(4096, "samples per training segment", parse=positive_int, metavar="T")
     global_conditioning: str = option(
         "none", "condition on the utterance's voice (one-hot) or nothing", choices=CONDITIONING
     )
@@ -293,7 +291,10 @@ class WaveNetRecipe(Recipe):
         real = ppdata.mu_law_decode(corpus.mu_law()[0][:length])
         spectrogram = plots.save_spectrograms(
             [generated, real],
-            [f"generated ({voice or 'unconditioned'})", f"test utterance ({corpus.texts[0]!r})"[:60]],
+            [
+                f"generated ({voice or 'unconditioned'})",
+                f"test utterance ({corpus.texts[0]!r})"[:60],
+            ],
             ppdata.SPEECH_RATE,
             out_dir / "spectrogram.png",
             nfft=min(512, 2 ** int(math.log2(max(4, length // 4)))),
