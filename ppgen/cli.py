@@ -206,39 +206,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _sample_option_flags(recipe: Recipe) -> dict[str, dataclasses.Field]:
-    """The ``ppgen sample`` flags of a recipe's ``sample_options``, by flag."""
-    return {
-        f.metadata.get("flag") or "--" + f.name.replace("_", "-"): f
-        for f in dataclasses.fields(recipe.sample_options)
-    }
-
-
 def _sample_flags(p: argparse.ArgumentParser) -> None:
     """The flags of every recipe's ``sample_options`` (``Recipe.sample_options``), each
     once, unset unless given (dest ``sample_<field>``); each applies to the runs of the
     models named in its help, and :func:`_sample` refuses it for the others."""
     owners: dict[str, list[str]] = {}
-    first: dict[str, dataclasses.Field] = {}
+    first: dict[str, dict[str, Any]] = {}
     for recipe in RECIPES.values():
-        for flag, f in _sample_option_flags(recipe).items():
+        for flag, kwargs in recipe.sample_options.flags().items():
             owners.setdefault(flag, []).append(recipe.name)
-            first.setdefault(flag, f)
+            first.setdefault(flag, kwargs)
     if not first:
         return
     g = p.add_argument_group("model options (each for the runs of the models named)")
-    for flag, f in first.items():
-        meta = f.metadata
-        kwargs: dict[str, Any] = {
-            "dest": "sample_" + f.name,
+    for flag, kwargs in first.items():
+        kwargs = {
+            **kwargs,
+            "dest": "sample_" + kwargs["dest"],
             "default": argparse.SUPPRESS,
-            "help": f"{help_with_default(meta['help'], f.default)} [{', '.join(owners[flag])}]",
+            "help": f"{kwargs['help']} [{', '.join(owners[flag])}]",
         }
-        if isinstance(f.default, bool) and meta.get("parse") is None:
-            kwargs["action"] = "store_true"
-        else:
-            parse = meta.get("parse") or (type(f.default) if f.default is not None else str)
-            kwargs.update(type=parse, choices=meta.get("choices"), metavar=meta.get("metavar"))
         g.add_argument(flag, **kwargs)
 
 
@@ -397,7 +384,7 @@ def _sample(args: argparse.Namespace, argv: Sequence[str]) -> int:
     given = {k[len("sample_") :]: v for k, v in vars(args).items() if k.startswith("sample_")}
     foreign = sorted(k for k in given if k not in own)
     if foreign:
-        takes = ", ".join(_sample_option_flags(recipe)) or "none"
+        takes = ", ".join(recipe.sample_options.flags()) or "none"
         raise ConfigError(
             f"{', '.join('--' + k.replace('_', '-') for k in foreign)} not used by a "
             f"{recipe.name} run (its sampling options: {takes})"

@@ -13,6 +13,7 @@ from ppgen import runs
 from ppgen.data import SPEECH_RATE, load_speech, mu_law_decode, read_wav, to_float
 from ppgen.recipes.wavenet import WaveNetSampleOptions
 from tests.cli_helpers import cli, one_line
+from tests.test_charrnn_recipe import log_softmax_nats
 
 TINY = [
     *("--layers", "3", "--residual-channels", "4", "--skip-channels", "8"),
@@ -31,15 +32,6 @@ def trained(request, tmp_path_factory):
     return out
 
 
-def nll_nats(logits, codes):
-    """-sum log p of ``codes`` under ``logits (..., 256)``, in numpy float64."""
-    logits = np.asarray(logits, dtype=np.float64)
-    top = logits.max(-1, keepdims=True)
-    log_z = np.log(np.exp(logits - top).sum(-1)) + top[..., 0]
-    picked = np.take_along_axis(logits, codes[..., None].astype(np.int64), -1)[..., 0]
-    return float(np.sum(log_z - picked))
-
-
 def test_eval_is_the_models_nll_in_bits_per_sample(trained):
     for name in ("curves.png", "spectrogram.png"):
         assert (trained / name).stat().st_size > 0, name
@@ -54,7 +46,7 @@ def test_eval_is_the_models_nll_in_bits_per_sample(trained):
     if run.config.options.global_conditioning == "voice":
         context = np.eye(len(test.voice_names), dtype=np.float32)[test.voices[:1]]
     logits = run.backend.inference.compute(run.model.net, codes[None], context)
-    nats = nll_nats(logits, codes[None])
+    nats = log_softmax_nats(logits, codes[None])
     assert out["samples"] == len(codes) and out["utterances"] == 1 and out["exact"]
     np.testing.assert_allclose(out["test_nats_per_sample"], nats / len(codes), rtol=1e-5)
     np.testing.assert_allclose(

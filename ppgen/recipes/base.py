@@ -43,6 +43,7 @@ __all__ = [
     "Recipe",
     "Splits",
     "backend",
+    "exact_likelihood",
     "image_splits",
     "help_with_default",
     "layer_sizes",
@@ -213,11 +214,18 @@ class Options:
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         """One flag per field (see :func:`option`), under the group "model options"."""
         group = parser.add_argument_group(f"{cls.__name__} (model options)")
+        for flag, kwargs in cls.flags().items():
+            group.add_argument(flag, **kwargs)
+
+    @classmethod
+    def flags(cls) -> dict[str, dict[str, Any]]:
+        """``flag -> add_argument keywords`` of every field that has a flag (dest: the
+        field's name, default: its default)."""
+        out = {}
         for f in dataclasses.fields(cls):
             meta = f.metadata
             if not meta.get("cli", True):
                 continue
-            flag = meta.get("flag") or "--" + f.name.replace("_", "-")
             kwargs: dict[str, Any] = {
                 "dest": f.name,
                 "default": f.default,
@@ -228,7 +236,8 @@ class Options:
             else:
                 parse = meta.get("parse") or (type(f.default) if f.default is not None else str)
                 kwargs.update(type=parse, choices=meta.get("choices"), metavar=meta.get("metavar"))
-            group.add_argument(flag, **kwargs)
+            out[meta.get("flag") or "--" + f.name.replace("_", "-")] = kwargs
+        return out
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Options:
@@ -357,6 +366,21 @@ def image_splits(dataset: str, train_split: str, binarize: str, seed: int) -> Sp
         valid = ppdata.load_dataset(dataset, "valid", binarize=eval_mode, seed=0)
     test = ppdata.load_dataset(dataset, "test", binarize=eval_mode, seed=0)
     return Splits(train, valid, test)
+
+
+def exact_likelihood(config: RunConfig, data: FitData, backend: Backend, model: Any) -> Built:
+    """What a family without latent sites trains with: ``model`` (a model-guide pair with
+    an empty guide), the ELBO (for such a model the exact log-likelihood) and the backend's
+    ``Trainer`` with the run's shared settings, ``num_data`` training examples per epoch."""
+    objective = backend.inference.ELBO()
+    trainer = backend.inference.Trainer(
+        model.model,
+        model.guide,
+        objective,
+        num_data=data.num_data,
+        **trainer_settings(config, max(1, data.num_data // config.batch_size)),
+    )
+    return Built(model, objective, trainer)
 
 
 def trainer_settings(config: RunConfig, steps_per_epoch: int) -> dict[str, Any]:

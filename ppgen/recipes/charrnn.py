@@ -42,11 +42,11 @@ from ppgen.recipes.base import (
     FitData,
     Options,
     Recipe,
+    exact_likelihood,
     non_negative_int,
     option,
     positive,
     positive_int,
-    trainer_settings,
 )
 from ppgen.recipes.registry import register
 
@@ -274,18 +274,10 @@ class CharRNNRecipe(Recipe):
     def build(self, config: RunConfig, data: FitData, backend: Backend) -> Built:
         o = config.options
         size = _vocabulary(config).size
-        models, inference = backend.models, backend.inference
+        models = backend.models
         net = models.CharRNN(size, o.hidden, o.layers, o.embedding or None, seed=config.seed)
         model = models.AutoregressiveDensity(net, ar_heads(backend).Categorical(size))
-        objective = inference.ELBO()  # no latent site: the exact log-likelihood
-        trainer = inference.Trainer(
-            model.model,
-            model.guide,
-            objective,
-            num_data=data.num_data,
-            **trainer_settings(config, max(1, data.num_data // config.batch_size)),
-        )
-        return Built(model, objective, trainer)
+        return exact_likelihood(config, data, backend, model)
 
     def evaluate(
         self,

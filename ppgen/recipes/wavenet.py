@@ -37,11 +37,11 @@ from ppgen.recipes.base import (
     FitData,
     Options,
     Recipe,
+    exact_likelihood,
     non_negative_int,
     option,
     positive,
     positive_int,
-    trainer_settings,
 )
 from ppgen.recipes.charrnn import ar_heads
 from ppgen.recipes.registry import register
@@ -193,16 +193,7 @@ class WaveNetRecipe(Recipe):
         )
         head = ar_heads(backend).Categorical(ppdata.MU_LAW_CHANNELS)
         model = backend.models.AutoregressiveDensity(net, head)
-        inference = backend.inference
-        objective = inference.ELBO()  # no latent site: the exact log-likelihood
-        trainer = inference.Trainer(
-            model.model,
-            model.guide,
-            objective,
-            num_data=data.num_data,
-            **trainer_settings(config, max(1, data.num_data // config.batch_size)),
-        )
-        return Built(model, objective, trainer)
+        return exact_likelihood(config, data, backend, model)
 
     def evaluate(
         self, run: Run, *, limit: int | None = None, progress: bool = True, **_: Any
