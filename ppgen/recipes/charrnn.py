@@ -137,8 +137,10 @@ class CharRNNSampleOptions(Options):
         parse=positive(float),
         metavar="T",
     )
-    prompt: str = option("", "priming text every sample starts with (default: none)")
-    length: int = option(500, "characters drawn after the prompt", parse=positive_int)
+    prompt: str = option(
+        "", "priming text every sample starts with (default: none)", metavar="TEXT"
+    )
+    length: int = option(500, "characters drawn after the prompt", parse=positive_int, metavar="N")
 
     def __post_init__(self) -> None:
         super().__post_init__()

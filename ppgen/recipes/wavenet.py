@@ -117,6 +117,7 @@ class WaveNetSampleOptions(Options):
     voice: str = option(
         "",
         "the voice of a --global-conditioning voice run (default: the voices in turn)",
+        metavar="NAME",
     )
 
     def __post_init__(self) -> None:
