@@ -21,12 +21,20 @@ TINY = [
 ]
 
 
-@pytest.fixture(scope="module", params=["pyro", "numpyro"])
-def trained(request, tmp_path_factory):
-    out = tmp_path_factory.mktemp(f"charrnn_{request.param}") / "run"
-    code, _, err = cli("train", "charrnn", "--backend", request.param, *TINY, "--out", out)
-    assert code == 0, err
+@pytest.fixture(scope="module")
+def run_dirs(tmp_path_factory):
+    """One tiny run per backend (the same seed: the same initial weights)."""
+    out = {}
+    for name in ("pyro", "numpyro"):
+        out[name] = tmp_path_factory.mktemp(f"charrnn_{name}") / "run"
+        code, _, err = cli("train", "charrnn", "--backend", name, *TINY, "--out", out[name])
+        assert code == 0, err
     return out
+
+
+@pytest.fixture(params=["pyro", "numpyro"])
+def trained(request, run_dirs):
+    return run_dirs[request.param]
 
 
 def log_softmax_nats(logits, ids):
@@ -148,3 +156,18 @@ def test_bad_sample_input_is_one_line(trained, args, needle):
 def test_bad_training_input_is_one_line(tmp_path, args, needle):
     line = one_line(cli("train", "charrnn", "--out", tmp_path / "r", "--quiet", *args))
     assert needle in line
+
+
+def test_the_backends_score_and_sample_alike_on_the_same_weights(run_dirs):
+    """The numpyro run given the pyro run's weights: the same test figure (float32) and,
+    from the same seed (numpy noise), the same text."""
+    from ppgen.recipes.charrnn import CharRNNSampleOptions
+
+    pyro_run, numpyro_run = (runs.load_trained(run_dirs[b]) for b in ("pyro", "numpyro"))
+    numpyro_run.model.set_weights(pyro_run.model.get_weights())
+    a, b = (runs.evaluate(r, progress=False) for r in (pyro_run, numpyro_run))
+    np.testing.assert_allclose(a["test_nats_per_char"], b["test_nats_per_char"], rtol=1e-5)
+    options = CharRNNSampleOptions(prompt="KING", length=40, temperature=0.9)
+    np.testing.assert_array_equal(
+        runs.sample(pyro_run, 2, 5, options), runs.sample(numpyro_run, 2, 5, options)
+    )
