@@ -245,14 +245,19 @@ def save_spectrograms(
     fig, axes = plt.subplots(
         1, len(clips), figsize=(4.5 * len(clips), 3.6), squeeze=False, sharey=True
     )
+    images, peak = [], -np.inf
     for ax, clip, title in zip(axes[0], clips, titles, strict=True):
         clip = np.asarray(clip, dtype=np.float64)
-        ax.specgram(
+        power, _, _, image = ax.specgram(
             clip, NFFT=nfft, Fs=rate, noverlap=3 * nfft // 4, window=np.hanning(nfft),
             cmap="magma", scale="dB",
         )  # fmt: skip
+        images.append(image)
+        peak = max(peak, 10 * np.log10(max(float(power.max()), 1e-30)))
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("time (s)")
+    for image in images:  # one colour scale: the top 80 dB of all the panels
+        image.set_clim(peak - 80, peak)
     axes[0][0].set_ylabel("frequency (Hz)")
     return _save(fig, path, dpi=110)
 

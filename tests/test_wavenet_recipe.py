@@ -22,7 +22,7 @@ TINY = [
 ]
 
 
-@pytest.fixture(scope="module", params=[("numpyro", "voice"), ("pyro", "none")])
+@pytest.fixture(scope="module", params=[("pyro", "voice"), ("numpyro", "none")])
 def trained(request, tmp_path_factory):
     backend, conditioning = request.param
     out = tmp_path_factory.mktemp(f"wavenet_{backend}") / "run"

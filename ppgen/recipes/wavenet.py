@@ -146,12 +146,13 @@ def _one_hot(voices: np.ndarray, num_voices: int) -> np.ndarray:
 
 def _examples(config: RunConfig, split: str) -> Any:
     """Segments of ``split``: codes ``(N, segment_len)``, with their one-hot voices as
-    ``{"x": codes, "context": voices}`` when conditioned on the voice."""
+    ``(codes, voices)`` when conditioned on the voice (positional: the model's ``x`` and
+    ``context``; by keyword Pyro's handlers would take ``context`` as their own)."""
     corpus = _corpus(config, split)
     codes, voices = corpus.segments(config.options.segment_len)
     if config.options.global_conditioning == "none":
         return codes
-    return {"x": codes, "context": _one_hot(voices, len(corpus.voice_names))}
+    return codes, _one_hot(voices, len(corpus.voice_names))
 
 
 def _conditioned(config: RunConfig) -> bool:
@@ -176,7 +177,7 @@ class WaveNetRecipe(Recipe):
         train = _examples(config, config.train_split)
         valid = _examples(config, "valid") if config.train_split == "train" else None
         test = _examples(config, "test")
-        num = len(train["x"] if isinstance(train, dict) else train)
+        num = len(train[0] if isinstance(train, tuple) else train)
         return FitData(train=train, valid=valid, test=test, num_data=num)
 
     def build(self, config: RunConfig, data: FitData, backend: Backend) -> Built:
