@@ -189,7 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("run", type=Path, help="run directory")
     p.add_argument(
-        "-n", type=positive(int), default=64, help=help_with_default("number of samples", 64)
+        "-n",
+        type=positive(int),
+        help="number of samples (default: the model's, 64 images for image models)",
     )
     p.add_argument(
         "--seed", type=seed_int, default=0, help=help_with_default("seed of the draws", 0)
@@ -200,7 +202,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="file to write, not an existing one (default: RUN/samples.png, or .txt/.wav "
         "for text and audio models)",
     )
+    _sample_flags(p)
     return parser
+
+
+def _sample_flags(p: argparse.ArgumentParser) -> None:
+    """The flags of every recipe's ``sample_options`` (``Recipe.sample_options``), each
+    once, unset unless given (dest ``sample_<field>``); each applies to the runs of the
+    models named in its help, and :func:`_sample` refuses it for the others."""
+    owners: dict[str, list[str]] = {}
+    first: dict[str, dict[str, Any]] = {}
+    for recipe in RECIPES.values():
+        for flag, kwargs in recipe.sample_options.flags().items():
+            owners.setdefault(flag, []).append(recipe.name)
+            first.setdefault(flag, kwargs)
+    if not first:
+        return
+    g = p.add_argument_group("model options (each for the runs of the models named)")
+    for flag, kwargs in first.items():
+        kwargs = {
+            **kwargs,
+            "dest": "sample_" + kwargs["dest"],
+            "default": argparse.SUPPRESS,
+            "help": f"{kwargs['help']} [{', '.join(owners[flag])}]",
+        }
+        g.add_argument(flag, **kwargs)
 
 
 # Run settings whose flag holds the config's value as it is.
@@ -353,9 +379,24 @@ def _sample(args: argparse.Namespace, argv: Sequence[str]) -> int:
             raise ConfigError(
                 f"{path} exists and ppgen does not overwrite it: choose another --out"
             )
+    recipe = runs.load_config(args.run).recipe
+    own = {f.name for f in dataclasses.fields(recipe.sample_options)}
+    given = {k[len("sample_") :]: v for k, v in vars(args).items() if k.startswith("sample_")}
+    foreign = sorted(k for k in given if k not in own)
+    if foreign:
+        takes = ", ".join(recipe.sample_options.flags()) or "none"
+        raise ConfigError(
+            f"{', '.join('--' + k.replace('_', '-') for k in foreign)} not used by a "
+            f"{recipe.name} run (its sampling options: {takes})"
+        )
+    options = recipe.sample_options(**given) if own else None
     run = runs.load_trained(args.run)
     path = path or args.run / f"samples{suffix}"
-    print(run.recipe.save_samples(run, runs.sample(run, args.n, args.seed), path))
+    samples = runs.sample(run, args.n or recipe.sample_count, args.seed, options)
+    path = run.recipe.save_samples(run, samples, path)
+    if path.suffix == ".txt":  # text is shown as well as written
+        print(path.read_text(encoding="utf-8"))
+    print(path)
     return 0
 
 

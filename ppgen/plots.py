@@ -24,6 +24,7 @@ __all__ = [
     "save_density_2d",
     "save_samples_2d",
     "save_flow_path",
+    "save_spectrograms",
 ]
 
 
@@ -253,6 +254,44 @@ def save_receptive_fields(
         ax.set_xticks([])
         ax.set_yticks([])
     return _save(fig, path, dpi=100)
+
+
+def save_spectrograms(
+    clips: Sequence[np.ndarray],
+    titles: Sequence[str],
+    rate: int,
+    path: str | os.PathLike,
+    nfft: int = 512,
+) -> Path:
+    """Spectrograms of audio clips side by side (matplotlib's ``specgram``: a Hann window of
+    ``nfft`` samples, 75% overlap, power in dB), one panel per clip on a shared frequency
+    axis, e.g. a generated clip beside a real one.
+
+    Args:
+        clips: Float samples in [-1, 1], each ``(T_i,)`` with ``T_i > nfft``.
+        titles: One title per clip.
+        rate: Samples per second (Hz).
+        path: The PNG to write.
+        nfft: Samples per analysis window (32 ms at 16 kHz).
+    """
+    fig, axes = plt.subplots(
+        1, len(clips), figsize=(4.5 * len(clips), 3.6), squeeze=False, sharey=True
+    )
+    images, peak = [], -np.inf
+    for ax, clip, title in zip(axes[0], clips, titles, strict=True):
+        clip = np.asarray(clip, dtype=np.float64)
+        power, _, _, image = ax.specgram(
+            clip, NFFT=nfft, Fs=rate, noverlap=3 * nfft // 4, window=np.hanning(nfft),
+            cmap="magma", scale="dB",
+        )  # fmt: skip
+        images.append(image)
+        peak = max(peak, 10 * np.log10(max(float(power.max()), 1e-30)))
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("time (s)")
+    for image in images:  # one colour scale: the top 80 dB of all the panels
+        image.set_clim(peak - 80, peak)
+    axes[0][0].set_ylabel("frequency (Hz)")
+    return _save(fig, path, dpi=110)
 
 
 def _save(fig: plt.Figure, path: str | os.PathLike, dpi: int = 110) -> Path:

@@ -25,7 +25,7 @@ from ppgen.checkpoint import RUN_META, claim_run_dir, load_checkpoint, write_ato
 from ppgen.config import RunConfig, load_config, make_config
 from ppgen.driver import FitResult, fit
 from ppgen.errors import CheckpointError, ConfigError
-from ppgen.recipes import Backend, FitData, Recipe, backend
+from ppgen.recipes import Backend, FitData, Options, Recipe, backend
 
 __all__ = [
     "Run",
@@ -118,6 +118,7 @@ def train(
     """
     run_dir = Path(run_dir)
     data, built = _build(config)  # a bad setting or missing data fails before any write
+    config = config.recipe.settle(config, data)  # what it derives from the data, stored
     main = built.trainer.is_main_process
     with claim_run_dir(run_dir, resume=resume) if main else contextlib.nullcontext():
         if main:
@@ -184,14 +185,18 @@ def evaluate(run: Run, **settings: Any) -> dict[str, Any]:
     return out
 
 
-def sample(run: Run, n: int, seed: int = 0) -> np.ndarray:
-    """``n`` images from a trained run, numpy ``(n, D)``; the caller's random streams are
-    left as they were.
+def sample(run: Run, n: int, seed: int = 0, options: Options | None = None) -> np.ndarray:
+    """``n`` samples from a trained run, numpy (``(n, D)`` images; token or code sequences
+    for text and audio); the caller's random streams are left as they were. ``options``:
+    the recipe's ``sample_options`` (``None``: none given, the recipe's defaults).
 
     Raises:
         CheckpointError: The samples hold NaN or infinite values (unusable weights).
     """
-    x = run.recipe.sample(run, n, seed)
+    if options is None:
+        x = run.recipe.sample(run, n, seed)
+    else:
+        x = run.recipe.sample(run, n, seed, options=options)
     if not np.isfinite(x).all():
         raise CheckpointError(
             f"the checkpoint of {run.directory} (epoch {run.epoch + 1}) draws NaN or "

@@ -7,9 +7,11 @@ and one import line below; nothing else in ppgen changes (docs/ARCHITECTURE.md).
 # One line per family: importing its module registers its recipes.
 from ppgen.recipes import (
     ar_images,  # noqa: E402, F401  (fvsbn, nade, made, pixelcnn)
+    charrnn,  # noqa: E402, F401  (charrnn)
     flow,  # noqa: E402, F401  (flow)
     ssvae,  # noqa: E402, F401  (m2, m1m2)
     vae,  # noqa: E402, F401, I001  (vae, hvae, m1)
+    wavenet,  # noqa: E402, F401  (wavenet)
 )
 from ppgen.recipes.base import Backend, Built, FitData, Options, Recipe, backend, option
 from ppgen.recipes.registry import RECIPES, get_recipe, register

@@ -43,6 +43,7 @@ __all__ = [
     "Recipe",
     "Splits",
     "backend",
+    "exact_likelihood",
     "image_splits",
     "help_with_default",
     "layer_sizes",
@@ -139,6 +140,7 @@ def option(
     choices: tuple[str, ...] | None = None,
     parse: Callable[[str], Any] | None = None,
     metavar: str | None = None,
+    cli: bool = True,
 ) -> Any:
     """A field of a recipe's :class:`Options`, with what its command-line flag needs.
 
@@ -150,8 +152,18 @@ def option(
         parse: An argparse type for the flag's text (default: the default's type; a bool
             becomes a ``store_true`` switch).
         metavar: The flag's value name in the help.
+        cli: Offer a flag (``False``: a setting the recipe derives from the data and stores
+            in ``config.json`` through :meth:`Recipe.settle`, e.g. a text model's
+            vocabulary; the command line leaves it at its default).
     """
-    meta = {"help": help, "flag": flag, "choices": choices, "parse": parse, "metavar": metavar}
+    meta = {
+        "help": help,
+        "flag": flag,
+        "choices": choices,
+        "parse": parse,
+        "metavar": metavar,
+        "cli": cli,
+    }
     return field(default=default, metadata=meta)
 
 
@@ -202,9 +214,18 @@ class Options:
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         """One flag per field (see :func:`option`), under the group "model options"."""
         group = parser.add_argument_group(f"{cls.__name__} (model options)")
+        for flag, kwargs in cls.flags().items():
+            group.add_argument(flag, **kwargs)
+
+    @classmethod
+    def flags(cls) -> dict[str, dict[str, Any]]:
+        """``flag -> add_argument keywords`` of every field that has a flag (dest: the
+        field's name, default: its default)."""
+        out = {}
         for f in dataclasses.fields(cls):
             meta = f.metadata
-            flag = meta.get("flag") or "--" + f.name.replace("_", "-")
+            if not meta.get("cli", True):
+                continue
             kwargs: dict[str, Any] = {
                 "dest": f.name,
                 "default": f.default,
@@ -215,12 +236,20 @@ class Options:
             else:
                 parse = meta.get("parse") or (type(f.default) if f.default is not None else str)
                 kwargs.update(type=parse, choices=meta.get("choices"), metavar=meta.get("metavar"))
-            group.add_argument(flag, **kwargs)
+            out[meta.get("flag") or "--" + f.name.replace("_", "-")] = kwargs
+        return out
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Options:
-        """The options a parsed command line holds."""
-        return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
+        """The options a parsed command line holds (fields without a flag at their
+        defaults)."""
+        return cls(
+            **{
+                f.name: getattr(args, f.name)
+                for f in dataclasses.fields(cls)
+                if f.metadata.get("cli", True)
+            }
+        )
 
     def to_json(self) -> dict[str, Any]:
         """The options as JSON-able values (tuples as lists)."""
@@ -266,7 +295,8 @@ class FitData:
         valid: What ``Trainer.evaluate`` validates on (``None``: no validation).
         test: The test set in the same form (``x``, or ``(x, y)``).
         num_data: Examples per epoch of the schedule (the trainer's ``num_data``).
-        image_shape: ``(height, width)`` of the images the model draws, for pictures.
+        image_shape: ``(height, width)`` of the images the model draws, for pictures
+            (``None``: the data are not images, e.g. text or audio).
         num_classes: Classes of the dataset's labels (``None`` without labels).
     """
 
@@ -274,8 +304,8 @@ class FitData:
     valid: Any
     test: Any
     num_data: int
-    image_shape: tuple[int, int]
-    num_classes: int | None
+    image_shape: tuple[int, int] | None = None
+    num_classes: int | None = None
 
     @property
     def x_dim(self) -> int:
@@ -338,6 +368,21 @@ def image_splits(dataset: str, train_split: str, binarize: str, seed: int) -> Sp
     return Splits(train, valid, test)
 
 
+def exact_likelihood(config: RunConfig, data: FitData, backend: Backend, model: Any) -> Built:
+    """What a family without latent sites trains with: ``model`` (a model-guide pair with
+    an empty guide), the ELBO (for such a model the exact log-likelihood) and the backend's
+    ``Trainer`` with the run's shared settings, ``num_data`` training examples per epoch."""
+    objective = backend.inference.ELBO()
+    trainer = backend.inference.Trainer(
+        model.model,
+        model.guide,
+        objective,
+        num_data=data.num_data,
+        **trainer_settings(config, max(1, data.num_data // config.batch_size)),
+    )
+    return Built(model, objective, trainer)
+
+
 def trainer_settings(config: RunConfig, steps_per_epoch: int) -> dict[str, Any]:
     """The trainer arguments every family takes from the shared settings of a run: learning
     rate and its schedule over the run's steps, batch size, devices."""
@@ -365,7 +410,11 @@ class Recipe:
     - ``eval_flags``: the ``ppgen eval`` flags its :meth:`evaluate` uses (of ``k``,
       ``limit``, ``batch_size``); the others are refused for its runs;
     - ``sample_suffix``: the file ``ppgen sample`` writes (``".png"``: an image grid; a
-      family of text or audio writes ``".txt"`` or ``".wav"`` in :meth:`save_samples`).
+      family of text or audio writes ``".txt"`` or ``".wav"`` in :meth:`save_samples`);
+    - ``sample_options``: the :class:`Options` subclass of its sampling settings (e.g. a
+      text model's temperature and prompt), offered as flags of ``ppgen sample`` and
+      passed to :meth:`sample` as ``options=``; the base class has none;
+    - ``sample_count``: how many samples ``ppgen sample`` draws without ``-n``.
 
     Methods return plain values; the backend is passed in, never imported by name.
     """
@@ -379,6 +428,8 @@ class Recipe:
     fixed_settings: Mapping[str, Any] = {}
     eval_flags: tuple[str, ...] = ()
     sample_suffix: str = ".png"
+    sample_options: type[Options] = Options
+    sample_count: int = 64
 
     def from_v1(self, raw: Mapping[str, Any]) -> dict[str, Any]:
         """This family's options from a flat config written before recipes (format v1):
@@ -389,6 +440,12 @@ class Recipe:
     def prepare(self, config: RunConfig) -> FitData:
         """The data the run fits, validates on and is tested on."""
         raise NotImplementedError
+
+    def settle(self, config: RunConfig, data: FitData) -> RunConfig:
+        """The config a new run stores, with the settings it derives from its data filled
+        in (fields declared with ``option(..., cli=False)``, e.g. a text model's
+        vocabulary), so that a trained run is rebuilt with them; the default: ``config``."""
+        return config
 
     def build(self, config: RunConfig, data: FitData, backend: Backend) -> Built:
         """The backend's model, objective and trainer for ``config`` and ``data``."""
@@ -405,7 +462,8 @@ class Recipe:
         return ", ".join(f"{k} {v}" for k, v in result.items() if isinstance(v, int | float))
 
     def sample(self, run: Run, n: int, seed: int = 0) -> np.ndarray:
-        """``n`` images from a trained run, numpy ``(n, D)``."""
+        """``n`` images from a trained run, numpy ``(n, D)``. A recipe with
+        :attr:`sample_options` takes them too, as ``sample(run, n, seed, options=...)``."""
         raise NotImplementedError
 
     def save_samples(self, run: Run, samples: np.ndarray, path: Path) -> Path:
