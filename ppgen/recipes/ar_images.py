@@ -45,11 +45,11 @@ from ppgen.recipes.base import (
     FitData,
     Options,
     Recipe,
+    exact_likelihood,
     image_splits,
     layer_sizes,
     option,
     positive_int,
-    trainer_settings,
 )
 from ppgen.recipes.registry import register
 
@@ -224,19 +224,9 @@ class ARImageRecipe(Recipe):
     def build(self, config: RunConfig, data: FitData, backend: Backend) -> Built:
         head = self.head(config, backend)
         model = backend.models.AutoregressiveDensity(self.net(config, data, head, backend), head)
-        inference = backend.inference
-        objective = inference.ELBO()  # no latent site: the exact log-likelihood
-        dynamic = getattr(config.options, "binarize", "static") == "dynamic"
-        trainer = inference.Trainer(
-            model.model,
-            model.guide,
-            objective,
-            num_data=data.num_data,
-            transform=inference.DynamicBinarization() if dynamic and _levels(config) is None
-            else None,
-            **trainer_settings(config, max(1, data.num_data // config.batch_size)),
-        )  # fmt: skip
-        return Built(model, objective, trainer)
+        dynamic = _levels(config) is None and config.options.binarize == "dynamic"
+        transform = backend.inference.DynamicBinarization() if dynamic else None
+        return exact_likelihood(config, data, backend, model, transform)
 
     # -- evaluation --------------------------------------------------------------------------
 

@@ -368,16 +368,20 @@ def image_splits(dataset: str, train_split: str, binarize: str, seed: int) -> Sp
     return Splits(train, valid, test)
 
 
-def exact_likelihood(config: RunConfig, data: FitData, backend: Backend, model: Any) -> Built:
+def exact_likelihood(
+    config: RunConfig, data: FitData, backend: Backend, model: Any, transform: Any = None
+) -> Built:
     """What a family without latent sites trains with: ``model`` (a model-guide pair with
     an empty guide), the ELBO (for such a model the exact log-likelihood) and the backend's
-    ``Trainer`` with the run's shared settings, ``num_data`` training examples per epoch."""
+    ``Trainer`` with the run's shared settings, ``num_data`` training examples per epoch and
+    the trainer's data ``transform`` (e.g. dynamic binarization, dequantisation noise)."""
     objective = backend.inference.ELBO()
     trainer = backend.inference.Trainer(
         model.model,
         model.guide,
         objective,
         num_data=data.num_data,
+        transform=transform,
         **trainer_settings(config, max(1, data.num_data // config.batch_size)),
     )
     return Built(model, objective, trainer)

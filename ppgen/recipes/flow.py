@@ -38,12 +38,12 @@ from ppgen.recipes.base import (
     FitData,
     Options,
     Recipe,
+    exact_likelihood,
     image_splits,
     layer_sizes,
     non_negative_int,
     option,
     positive_int,
-    trainer_settings,
 )
 from ppgen.recipes.registry import register
 
@@ -186,18 +186,8 @@ class FlowRecipe(Recipe):
             events = rows.reshape(len(rows), *shape)
             flow = backend.inference.compute(flow.initialize, events)
         model = models.FlowDensity(shape, flow)
-        inference = backend.inference
-        objective = inference.ELBO()  # no latent site: the exact log-likelihood
-        transform = None if levels is None else inference.UniformNoise(1.0 / levels)
-        trainer = inference.Trainer(
-            model.model,
-            model.guide,
-            objective,
-            num_data=data.num_data,
-            transform=transform,
-            **trainer_settings(config, max(1, data.num_data // config.batch_size)),
-        )
-        return Built(model, objective, trainer)
+        transform = None if levels is None else backend.inference.UniformNoise(1.0 / levels)
+        return exact_likelihood(config, data, backend, model, transform)
 
     def evaluate(
         self,
