@@ -208,3 +208,31 @@ def test_bad_counts_are_refused_with_one_message(backend, bad):
             ConfigError, match=re.escape(f"{name} must be a positive integer, got {bad!r}")
         ):
             call()
+
+
+def test_pyro_log_likelihood_takes_integer_data(float64):
+    """Integer rows (counts as int64) are scored as the trainer trains on them: cast to the
+    parameters' dtype, the same log p(x) as float rows, not a dtype error in a user's
+    ``nn.Linear``."""
+    import pyro
+    import pyro.distributions as pdist
+    import torch
+
+    import ppgen.inference.pyro
+
+    linear = torch.nn.Linear(3, 3)
+
+    def model(x):
+        with pyro.plate("data", len(x)):
+            pyro.module("linear", linear)
+            pyro.sample("x", pdist.Normal(linear(x), 1.0).to_event(1), obs=x)
+
+    def guide(x):
+        pass
+
+    x = np.random.default_rng(0).integers(0, 5, (6, 3))
+    as_float = ppgen.inference.pyro.evaluate_log_likelihood(
+        model, guide, x.astype(np.float64), num_samples=1
+    )
+    as_int = ppgen.inference.pyro.evaluate_log_likelihood(model, guide, x, num_samples=1)
+    np.testing.assert_allclose(as_int, as_float, rtol=1e-12)

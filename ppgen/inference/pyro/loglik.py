@@ -163,9 +163,11 @@ def evaluate_log_likelihood(
     batch_size = check_count("batch_size", batch_size)
     arrays, names = Minibatches().batch(x, None)[0], argument_names(x)
     n = len(arrays[0])
-    first = _split(tuple(_as_tensor(a, torch.get_default_dtype()) for a in arrays), names, 0, 1)
+    # x follows the parameters' dtype (integer data too, as the trainer casts it); the
+    # other arrays keep integer labels.
+    first = _split(_tensors(arrays, torch.get_default_dtype()), names, 0, 1)
     dtype, sizes = _probe(model, guide, *first)
-    tensors = tuple(_as_tensor(a, dtype) for a in arrays)
+    tensors = _tensors(arrays, dtype)
     if sizes and (sizes != {n} or batch_size < n):
         raise ConfigError(
             f"the guide has one parameter per datapoint (e.g. AutoNormal) for {sorted(sizes)} "
@@ -196,6 +198,15 @@ _DATAPOINT_PLATE = (
     "built for another batch layout (an autoguide keeps its first call's subsample size); "
     "evaluate it with Trainer.evaluate on its training data, or use an amortized guide"
 )
+
+
+def _tensors(arrays: tuple, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    """The arrays as tensors: the first (``x``) in ``dtype``, the others as
+    :func:`_as_tensor` makes them."""
+    return tuple(
+        _as_tensor(a, dtype) if i else _as_tensor(a, dtype).to(dtype)
+        for i, a in enumerate(arrays)
+    )
 
 
 def _as_tensor(a: Any, dtype: torch.dtype) -> torch.Tensor:
