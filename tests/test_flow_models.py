@@ -272,3 +272,14 @@ def test_flow_density_refuses_a_flow_of_another_shape_or_kind():
             backend.FlowDensity((3,), flow, base="laplace")
         with pytest.raises(ConfigError, match="takes no context"):
             flow.transforms(context=np.zeros((1, 2)))
+
+
+def test_conditional_density_without_its_context_is_refused_in_one_line():
+    """A conditional flow density scored on x alone (e.g. the log-likelihood estimator
+    given rows but not their context) says what it needs, on both backends."""
+    p, n = pair("maf", context_dim=3)
+    x = rows()
+    with pytest.raises(ConfigError, match=r"conditional, p\(x \| y\): pass the context"):
+        pi.evaluate_log_likelihood(p.model, p.guide, x, num_samples=1)
+    with pytest.raises(ConfigError, match=r"conditional, p\(x \| y\): pass the context"):
+        ni.evaluate_log_likelihood(jax.random.PRNGKey(0), n.model, n.guide, x, num_samples=1)

@@ -204,8 +204,7 @@ def _tensors(arrays: tuple, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
     """The arrays as tensors: the first (``x``) in ``dtype``, the others as
     :func:`_as_tensor` makes them."""
     return tuple(
-        _as_tensor(a, dtype) if i else _as_tensor(a, dtype).to(dtype)
-        for i, a in enumerate(arrays)
+        _as_tensor(a, dtype) if i else _as_tensor(a, dtype).to(dtype) for i, a in enumerate(arrays)
     )
 
 

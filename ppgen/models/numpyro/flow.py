@@ -428,7 +428,12 @@ class ConditionalFlowDensity(FlowDensity):
 
     conditional = True
 
-    def _context(self, y: jax.Array, batch: int) -> jax.Array:
+    def _context(self, y: jax.Array | None, batch: int) -> jax.Array:
+        if y is None:
+            raise ConfigError(
+                "this flow is conditional, p(x | y): pass the context too, model(x, y) (train "
+                "and evaluate on the pair (x, y))"
+            )
         c = self.flow.context_dim
         if tuple(jnp.shape(y)) != (batch, c):
             raise DataError(
@@ -437,7 +442,7 @@ class ConditionalFlowDensity(FlowDensity):
             )
         return check_x(jnp.asarray(y, dtype=jnp.result_type(float)), c)
 
-    def model(self, x: jax.Array, y: jax.Array, num_data: int | None = None) -> None:
+    def model(self, x: jax.Array, y: jax.Array | None = None, num_data: int | None = None) -> None:
         """Observe ``x`` given the context ``y`` in the ``"data"`` plate.
 
         Raises:
@@ -446,10 +451,10 @@ class ConditionalFlowDensity(FlowDensity):
         x = self._check(x)
         self._observe(x, self._context(y, jnp.shape(x)[0]), num_data)
 
-    def guide(self, x: jax.Array, y: jax.Array, num_data: int | None = None) -> None:
+    def guide(self, x: jax.Array, y: jax.Array | None = None, num_data: int | None = None) -> None:
         """No latent sites."""
 
-    def log_prob(self, x: jax.Array, y: jax.Array) -> jax.Array:  # type: ignore[override]
+    def log_prob(self, x: jax.Array, y: jax.Array | None = None) -> jax.Array:  # type: ignore[override]
         """Exact ``log p(x | y)`` per row, ``(batch,)``."""
         x = self._check(x)
         y = self._context(y, jnp.shape(x)[0])

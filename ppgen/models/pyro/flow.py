@@ -398,7 +398,12 @@ class ConditionalFlowDensity(FlowDensity):
 
     conditional = True
 
-    def _context(self, y: torch.Tensor, batch: int) -> torch.Tensor:
+    def _context(self, y: torch.Tensor | None, batch: int) -> torch.Tensor:
+        if y is None:
+            raise ConfigError(
+                "this flow is conditional, p(x | y): pass the context too, model(x, y) (train "
+                "and evaluate on the pair (x, y))"
+            )
         c = self.flow.context_dim
         if not torch.is_tensor(y) or y.dim() != 2 or tuple(y.shape) != (batch, c):
             raise DataError(
@@ -408,7 +413,9 @@ class ConditionalFlowDensity(FlowDensity):
         with pyro.validation_enabled():
             return check_x(y.to(self._dtype()), c)
 
-    def model(self, x: torch.Tensor, y: torch.Tensor, num_data: int | None = None) -> None:
+    def model(
+        self, x: torch.Tensor, y: torch.Tensor | None = None, num_data: int | None = None
+    ) -> None:
         """Observe ``x`` given the context ``y`` in the ``"data"`` plate.
 
         Raises:
@@ -417,10 +424,12 @@ class ConditionalFlowDensity(FlowDensity):
         x = self._check(x)
         self._observe(x, self._context(y, len(x)), num_data)
 
-    def guide(self, x: torch.Tensor, y: torch.Tensor, num_data: int | None = None) -> None:
+    def guide(
+        self, x: torch.Tensor, y: torch.Tensor | None = None, num_data: int | None = None
+    ) -> None:
         """No latent sites."""
 
-    def log_prob(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def log_prob(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
         """Exact ``log p(x | y)`` per row, ``(batch,)``."""
         x = self._check(x)
         return self.distribution(context=self._context(y, len(x))).log_prob(self._events(x))
