@@ -186,6 +186,8 @@ def checkpoint(run_dir: Path, pointer="BEST") -> Path:
         (["train", "m2", "--alpha", "inf"], "argument --alpha: expected a finite number"),
         (["train", "m2", "--full-train"], "unrecognized arguments: --full-train"),
         (["train", "vae", "--objective", "iwae", "--analytic-kl"], "--objective elbo"),
+        (["train", "vae", "--flow-layers", "3"], "--flow-layers set the flows of"),
+        (["train", "vae", "--flow-hidden", "8"], "choose a flow, or drop them"),
     ],
 )
 def test_bad_values_are_one_line(tmp_path, args, expected):

@@ -9,6 +9,7 @@ fitted on the labelled examples and chosen on validation at evaluation time.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from dataclasses import dataclass
@@ -124,6 +125,17 @@ class FlowVAEOptions(VAEOptions):
             raise ConfigError(
                 "--analytic-kl needs a closed-form KL, which a flow posterior or prior has "
                 "not; drop --analytic-kl (the ELBO then uses the Monte Carlo KL)"
+            )
+        fields = {f.name: f.default for f in dataclasses.fields(self)}
+        changed = [
+            "--" + name.replace("_", "-")
+            for name in ("flow_layers", "flow_hidden")
+            if getattr(self, name) != fields[name]
+        ]
+        if changed and not self.has_flow:
+            raise ConfigError(
+                f"{' and '.join(changed)} set the flows of --posterior-flow or --prior-flow; "
+                "choose a flow, or drop them"
             )
 
     @property
