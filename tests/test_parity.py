@@ -163,7 +163,17 @@ def _ppgen_methods(cls):
         for name, value in vars(c).items()
         if callable(value) and (not name.startswith("_") or name == "__call__")
     }
-    return {n for n in names if not any(n in vars(c) for c in theirs if c is not object)}
+    return {n for n in names if not any(_framework_has(c, n) for c in theirs if c is not object)}
+
+
+def _framework_has(cls, name):
+    """Whether the framework class ``cls`` itself defines ``name``: not a function another
+    library patched in (zuko adds ``call_and_ladj`` to torch's ``Transform`` on import)."""
+    value = vars(cls).get(name)
+    if value is None:
+        return False
+    module = getattr(value, "__module__", None) or cls.__module__
+    return module.split(".")[0] == cls.__module__.split(".")[0]
 
 
 def _own_init(cls):
