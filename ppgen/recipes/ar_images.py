@@ -27,7 +27,6 @@ bits/dim (``NLL / (D log 2)``).
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +37,7 @@ import numpy as np
 from ppgen import data as ppdata
 from ppgen import plots
 from ppgen.errors import ConfigError
-from ppgen.metrics import bits_per_dim
+from ppgen.metrics import summarize_nll
 from ppgen.recipes.base import (
     Backend,
     Built,
@@ -46,6 +45,7 @@ from ppgen.recipes.base import (
     Options,
     Recipe,
     exact_likelihood,
+    exact_log_px,
     image_splits,
     layer_sizes,
     option,
@@ -245,24 +245,14 @@ class ARImageRecipe(Recipe):
         args = test if isinstance(test, tuple) else (test,)
         args = tuple(a[:limit] for a in args)
         t0 = time.perf_counter()
-        log_px = run.backend.inference.draw(
-            run.backend.inference.evaluate_log_likelihood,
-            run.model.model,
-            run.model.guide,
-            args if len(args) > 1 else args[0],
-            seed=run.config.seed,
-            num_samples=1,
-            batch_size=batch_size,
-            chunk_size=1,
-            progress=progress,
+        log_px = exact_log_px(
+            run, args if len(args) > 1 else args[0], batch_size=batch_size, progress=progress
         )
-        nll = -np.asarray(log_px, dtype=np.float64)
-        dim = args[0].shape[1]
         extra = {}
         masks = getattr(run.model.net, "num_masks", 1)
         if masks > 1:  # MADE's test-time ensemble over its mask sets (Germain et al. 2015)
-            extra["test_nll_one_mask"] = float(nll.mean())  # a mask set drawn per batch
-            nll = -np.concatenate(
+            extra["test_nll_one_mask"] = float(-log_px.mean())  # a mask set drawn per batch
+            log_px = np.concatenate(
                 [
                     np.asarray(
                         run.backend.inference.compute(
@@ -274,17 +264,17 @@ class ARImageRecipe(Recipe):
                 ]
             )
             extra["masks"] = masks
+        summary = summarize_nll(log_px, args[0].shape[1])
         return {
-            "test_nll": float(nll.mean()),
-            "test_nll_stderr": float(nll.std(ddof=1) / math.sqrt(len(nll))) if len(nll) > 1
-            else 0.0,
-            "test_bits_per_dim": float(bits_per_dim(nll.mean(), dim)),
+            "test_nll": summary["nll"],
+            "test_nll_stderr": summary["nll_stderr"],
+            "test_bits_per_dim": summary["bits_per_dim"],
             "exact": True,
-            "n": len(nll),
+            "n": summary["n"],
             "epoch": run.epoch + 1,
             "seconds": time.perf_counter() - t0,
             **extra,
-        }  # fmt: skip
+        }
 
     @staticmethod
     def _ensemble(run: Run) -> Any:

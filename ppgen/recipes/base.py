@@ -44,6 +44,7 @@ __all__ = [
     "Splits",
     "backend",
     "exact_likelihood",
+    "exact_log_px",
     "image_splits",
     "help_with_default",
     "layer_sizes",
@@ -385,6 +386,25 @@ def exact_likelihood(
         **trainer_settings(config, max(1, data.num_data // config.batch_size)),
     )
     return Built(model, objective, trainer)
+
+
+def exact_log_px(run: Run, data: Any, *, batch_size: int, progress: bool) -> np.ndarray:
+    """``log p(x)`` (nats, float64, one per row) of ``data`` (``x``, or ``(x, context,
+    ...)``) under a run of a family without latent sites, through ppgen's estimator: with an
+    empty guide every importance weight is ``p(x)`` itself, so one sample is exact."""
+    inference = run.backend.inference
+    log_px = inference.draw(
+        inference.evaluate_log_likelihood,
+        run.model.model,
+        run.model.guide,
+        data,
+        seed=run.config.seed,
+        num_samples=1,
+        batch_size=batch_size,
+        chunk_size=1,
+        progress=progress,
+    )
+    return np.asarray(log_px, dtype=np.float64)
 
 
 def trainer_settings(config: RunConfig, steps_per_epoch: int) -> dict[str, Any]:

@@ -31,7 +31,7 @@ import numpy as np
 from ppgen import data as ppdata
 from ppgen import plots
 from ppgen.errors import ConfigError
-from ppgen.metrics import bits_per_dim
+from ppgen.metrics import summarize_nll
 from ppgen.recipes.base import (
     Backend,
     Built,
@@ -39,6 +39,7 @@ from ppgen.recipes.base import (
     Options,
     Recipe,
     exact_likelihood,
+    exact_log_px,
     image_splits,
     layer_sizes,
     non_negative_int,
@@ -202,34 +203,21 @@ class FlowRecipe(Recipe):
         every importance weight is ``p(x)`` itself, so one sample is exact."""
         x = run.data.test[:limit]
         t0 = time.perf_counter()
-        log_px = run.backend.inference.draw(
-            run.backend.inference.evaluate_log_likelihood,
-            run.model.model,
-            run.model.guide,
-            x,
-            seed=run.config.seed,
-            num_samples=1,
-            batch_size=batch_size,
-            chunk_size=1,
-            progress=progress,
-        )
-        nll = -np.asarray(log_px, dtype=np.float64)
-        dim = x.shape[1]
+        log_px = exact_log_px(run, x, batch_size=batch_size, progress=progress)
         levels = grey_levels(run.config.dataset)
-        if levels is not None:
-            nll = nll + dim * math.log(levels)  # the density of L-level data, per image
+        if levels is not None:  # the density of L-level data, per image
+            log_px = log_px - x.shape[1] * math.log(levels)
+        summary = summarize_nll(log_px, x.shape[1])
         out = {
-            "test_nll": float(nll.mean()),
-            "test_nll_stderr": float(nll.std(ddof=1) / math.sqrt(len(nll)))
-            if len(nll) > 1
-            else 0.0,
+            "test_nll": summary["nll"],
+            "test_nll_stderr": summary["nll_stderr"],
             "exact": True,
-            "n": len(nll),
+            "n": summary["n"],
             "epoch": run.epoch + 1,
             "seconds": time.perf_counter() - t0,
         }
         if levels is not None:
-            out["test_bits_per_dim"] = float(bits_per_dim(nll.mean(), dim))
+            out["test_bits_per_dim"] = summary["bits_per_dim"]
         return out
 
     def summary(self, out: dict[str, Any]) -> str:
