@@ -7,8 +7,12 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpyro
+import pyro
 import pytest
 import torch
+from numpyro.infer.util import log_density
+from pyro import poutine
 from scipy.special import expit, logsumexp
 
 import ppgen.inference.numpyro as ni
@@ -259,3 +263,49 @@ def test_bad_input_is_refused_in_one_line(name):
     cat = m.AutoregressiveDensity(toy_net(name, 4, num_params=5), m.Categorical(5))
     with pytest.raises(DataError, match=r"integer codes in \[0, 5\)"):
         cat.log_prob(as_x(np.array([[0, 1, 7, 2]])))
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_value_check_runs_once_per_call_and_follows_validation(name, monkeypatch):
+    """The head's support check runs once per model call or ``log_prob`` (the density's own
+    check; the distribution it builds does not repeat it) while the backend's validation is
+    on, never with it off, as ``check_x`` does; Pyro's trainer checks each epoch's first
+    step only (it turns validation off after it), NumPyro's jitted epoch never (traced)."""
+    m, inference = heads(name), (pi if name == "pyro" else ni)
+    calls = []
+    check = m.Bernoulli.check_values
+    monkeypatch.setattr(m.Bernoulli, "check_values", lambda self, x: calls.append(check(self, x)))
+    density = m.AutoregressiveDensity(toy_net(name, 4, seed=7), m.Bernoulli())
+    x = all_binary(4).astype(np.float32)
+    grey = np.full((2, 4), 0.5, np.float32)
+    if name == "pyro":
+        density.net.float()
+        as_x, off = torch.as_tensor, pyro.validation_enabled(False)
+
+        def model_log_prob(v):
+            return poutine.trace(density.model).get_trace(as_x(v)).log_prob_sum().item()
+    else:
+        density.net = jax.tree_util.tree_map(lambda a: a.astype(jnp.float32), density.net)
+        as_x, off = jnp.asarray, numpyro.validation_enabled(False)
+
+        def model_log_prob(v):
+            return float(log_density(density.model, (as_x(v),), {}, {})[0])
+
+    lp = log_prob_of(density.net, density.head, x).sum()
+    calls.clear()
+    np.testing.assert_allclose(model_log_prob(x), lp, rtol=1e-5)
+    assert len(calls) == 1
+    density.log_prob(as_x(x))
+    assert len(calls) == 2
+    with pytest.raises(DataError, match="needs binary x"):
+        model_log_prob(grey)
+    with off:  # validation off: no pass over the values (grey ones are not refused)
+        calls.clear()
+        model_log_prob(x)
+        density.log_prob(as_x(grey))
+        assert calls == []
+    trainer = inference.Trainer(density.model, density.guide, inference.ELBO(), batch_size=4)
+    state = trainer.init(0, x)
+    calls.clear()
+    state, _ = trainer.train_epoch(state, x, 0)  # 4 steps
+    assert len(calls) == (1 if name == "pyro" else 0)

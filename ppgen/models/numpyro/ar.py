@@ -70,6 +70,11 @@ def uniform_noise(rng_key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     return jax.random.uniform(rng_key, shape, minval=tiny, maxval=1.0)
 
 
+def _validating(validate: bool | None) -> bool:
+    """Whether to check values: ``validate``, or NumPyro's distribution validation when None."""
+    return bool(dist.Distribution._validate_args) if validate is None else bool(validate)
+
+
 def _gumbel(u: jax.Array) -> jax.Array:
     return -jnp.log(-jnp.log(u))
 
@@ -97,19 +102,34 @@ class Bernoulli:
         """``1[u < sigmoid(logit)]`` as floats, shape ``params.shape[:-1]``."""
         return (noise < jax.nn.sigmoid(params[..., 0])).astype(params.dtype)
 
-    def values(self, x: jax.Array) -> jax.Array:
-        """``x`` as this head's values: floats, which must be 0 or 1 when concrete.
+    def values(self, x: jax.Array, validate: bool | None = None) -> jax.Array:
+        """``x`` as this head's values: floats, which must be 0 or 1.
+
+        Concrete values are checked (:meth:`check_values`, one pass over ``x``) while
+        NumPyro's distribution validation is on, as ``ppgen.models.numpyro.base.check_x``
+        checks them (``validate=None``; ``True``/``False`` decides for this call); traced
+        ones (inside ``jit``) never.
+
+        Raises:
+            DataError: Values other than 0 and 1 (when checked).
+        """
+        x = jnp.asarray(x, dtype=jnp.result_type(float))
+        if _validating(validate) and not_jax_tracer(x):
+            self.check_values(x)
+        return x
+
+    def check_values(self, x: jax.Array) -> None:
+        """Refuse concrete values other than 0 and 1 (NaN included).
 
         Raises:
             DataError: Values other than 0 and 1.
         """
-        x = jnp.asarray(x, dtype=jnp.result_type(float))
-        if not_jax_tracer(x) and np.any((np.asarray(x) != 0) & (np.asarray(x) != 1)):
+        arr = np.asarray(x)
+        if np.any((arr != 0) & (arr != 1)):
             raise DataError(
                 "a Bernoulli autoregressive model needs binary x (0 or 1); binarize the data "
                 "(--binarize static or dynamic)"
             )
-        return x
 
     @property
     def support(self) -> constraints.Constraint:
@@ -148,27 +168,35 @@ class Categorical:
         """The Gumbel-max draw, int32 codes of shape ``params.shape[:-1]``."""
         return jnp.argmax(params + _gumbel(noise), axis=-1).astype(jnp.int32)
 
-    def values(self, x: jax.Array) -> jax.Array:
-        """``x`` as int32 codes; concrete values must be integers in ``[0, K)``.
+    def values(self, x: jax.Array, validate: bool | None = None) -> jax.Array:
+        """``x`` as int32 codes; values must be integers in ``[0, K)``, checked as
+        :meth:`Bernoulli.values` checks them (concrete ones, while NumPyro's validation is
+        on, or as ``validate`` says).
+
+        Raises:
+            DataError: Values that are not integer codes below ``num_classes`` (when checked).
+        """
+        if _validating(validate) and not_jax_tracer(x):
+            self.check_values(x)
+        return jnp.asarray(x).astype(jnp.int32)
+
+    def check_values(self, x: jax.Array) -> None:
+        """Refuse concrete values that are not integer codes in ``[0, K)`` (NaN included).
 
         Raises:
             DataError: Values that are not integer codes below ``num_classes``.
         """
-        if not_jax_tracer(x):
-            arr = np.asarray(x)
-            if arr.size and (
-                np.any(arr != np.round(arr)) or arr.min() < 0 or arr.max() >= self.num_classes
-            ):
-                raise DataError(
-                    f"a {self.num_classes}-way categorical model needs integer codes in "
-                    f"[0, {self.num_classes}), got values in [{arr.min()}, {arr.max()}]"
-                    + (
-                        "; 8-bit images: pass the grey levels k (x * 255), not x"
-                        if arr.max() <= 1
-                        else ""
-                    )
-                )
-        return jnp.asarray(x).astype(jnp.int32)
+        arr = np.asarray(x)
+        if arr.size and (
+            np.any(arr != np.round(arr)) or arr.min() < 0 or arr.max() >= self.num_classes
+        ):
+            hint = (
+                "; 8-bit images: pass the grey levels k (x * 255), not x" if arr.max() <= 1 else ""
+            )
+            raise DataError(
+                f"a {self.num_classes}-way categorical model needs integer codes in "
+                f"[0, {self.num_classes}), got values in [{arr.min()}, {arr.max()}]" + hint
+            )
 
     @property
     def support(self) -> constraints.Constraint:
@@ -358,8 +386,14 @@ class AutoregressiveDistribution(dist.Distribution):
         return constraints.independent(self.head.support, len(self.event_shape))
 
     def log_prob(self, value: jax.Array) -> jax.Array:
-        """``log p(x)`` in nats, summed over the event: shape ``(*batch)``."""
-        value = self.head.values(value)
+        """``log p(x)`` in nats, summed over the event: shape ``(*batch)``. Concrete values
+        are checked against the head's support when this distribution validates (NumPyro's
+        ``validate_args``, by default its validation flag).
+
+        Raises:
+            DataError: Values outside the head's support (when validating).
+        """
+        value = self.head.values(value, validate=self._validate_args)
         log_p = self.head.log_prob(self.forward(value, self.context), value)
         return jnp.sum(log_p, axis=tuple(range(-len(self.event_shape), 0)))
 
@@ -404,6 +438,10 @@ class AutoregressiveDensity:
     # -- rows and events ----------------------------------------------------------------
 
     def _check(self, x: jax.Array) -> jax.Array:
+        """``x`` as the head's values: its shape always checked, concrete values finite and
+        (while NumPyro's validation is on) in the head's support, as ``check_x`` does; the
+        distributions this model builds then skip the check (``validate_args=False``), so it
+        runs once per call."""
         shape = jnp.shape(x)
         if len(shape) != 2 or (self.x_dim is not None and shape[1] != self.x_dim):
             want = f"(batch, {self.x_dim})" if self.x_dim is not None else "(batch, T)"
@@ -413,7 +451,7 @@ class AutoregressiveDensity:
             )
         if not_jax_tracer(x) and not np.all(np.isfinite(np.asarray(x, dtype=np.float64))):
             raise DataError("x contains NaN or Inf; drop or impute those examples first")
-        return self.head.values(x)
+        return self.head.values(x)  # its support, while validating
 
     def _events(self, x: jax.Array) -> jax.Array:
         if self.event_shape is None:
@@ -460,6 +498,7 @@ class AutoregressiveDensity:
                 jnp.shape(x)[1],
                 batch_shape=(jnp.shape(x)[0],),
                 forward=self._forward(net),
+                validate_args=False,
             )
             numpyro.sample("x", d, obs=self._events(x))
 
@@ -496,7 +535,9 @@ class AutoregressiveDensity:
             DataError: as :meth:`model`.
         """
         x = self._check(x)
-        d = self.distribution(None, context, jnp.shape(x)[1], batch_shape=(jnp.shape(x)[0],))
+        d = self.distribution(
+            None, context, jnp.shape(x)[1], batch_shape=(jnp.shape(x)[0],), validate_args=False
+        )
         return d.log_prob(self._events(x))
 
     def sample(

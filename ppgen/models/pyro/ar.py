@@ -41,7 +41,7 @@ from torch.distributions import constraints
 
 from ppgen.errors import ConfigError, DataError
 from ppgen.models.pyro.base import LatentVariableModel
-from ppgen.models.pyro.params import local_module
+from ppgen.models.pyro.params import local_method, local_module
 
 __all__ = [
     "AutoregressiveDensity",
@@ -65,6 +65,11 @@ def uniform_noise(shape: tuple[int, ...], dtype: torch.dtype | None = None) -> t
     logs stay finite)."""
     dtype = dtype or torch.get_default_dtype()
     return torch.rand(shape, dtype=dtype).clamp_min(torch.finfo(dtype).tiny)
+
+
+def _validating(validate: bool | None) -> bool:
+    """Whether to check values: ``validate``, or Pyro's distribution validation when None."""
+    return dist.is_validation_enabled() if validate is None else bool(validate)
 
 
 def _gumbel(u: torch.Tensor) -> torch.Tensor:
@@ -94,20 +99,34 @@ class Bernoulli:
         """``1[u < sigmoid(logit)]`` as floats, shape ``params.shape[:-1]``."""
         return (noise < torch.sigmoid(params[..., 0])).to(params.dtype)
 
-    def values(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` as this head's values: floats that must be 0 or 1.
+    def values(self, x: torch.Tensor, validate: bool | None = None) -> torch.Tensor:
+        """``x`` as this head's values: floats, which must be 0 or 1.
+
+        The values are checked (:meth:`check_values`, one pass over ``x``) while Pyro's
+        distribution validation is on, as ``ppgen.models.pyro.base.check_x`` checks them
+        (``validate=None``; ``True``/``False`` decides for this call): the trainer turns it
+        off after each epoch's first step.
+
+        Raises:
+            DataError: Values other than 0 and 1 (when checked).
+        """
+        if not torch.is_floating_point(x):
+            x = x.to(torch.get_default_dtype())
+        if _validating(validate):
+            self.check_values(x)
+        return x
+
+    def check_values(self, x: torch.Tensor) -> None:
+        """Refuse values other than 0 and 1 (NaN included).
 
         Raises:
             DataError: Values other than 0 and 1.
         """
-        if not torch.is_floating_point(x):
-            x = x.to(torch.get_default_dtype())
         if torch.any((x != 0) & (x != 1)):
             raise DataError(
                 "a Bernoulli autoregressive model needs binary x (0 or 1); binarize the data "
                 "(--binarize static or dynamic)"
             )
-        return x
 
     @property
     def support(self) -> constraints.Constraint:
@@ -146,8 +165,20 @@ class Categorical:
         """The Gumbel-max draw, int64 codes of shape ``params.shape[:-1]``."""
         return torch.argmax(params + _gumbel(noise), dim=-1)
 
-    def values(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` as int64 codes; values must be integers in ``[0, K)``.
+    def values(self, x: torch.Tensor, validate: bool | None = None) -> torch.Tensor:
+        """``x`` as int64 codes; values must be integers in ``[0, K)``, checked as
+        :meth:`Bernoulli.values` checks them (while Pyro's validation is on, or as
+        ``validate`` says).
+
+        Raises:
+            DataError: Values that are not integer codes below ``num_classes`` (when checked).
+        """
+        if _validating(validate):
+            self.check_values(x)
+        return x.long()
+
+    def check_values(self, x: torch.Tensor) -> None:
+        """Refuse values that are not integer codes in ``[0, K)`` (NaN included).
 
         Raises:
             DataError: Values that are not integer codes below ``num_classes``.
@@ -163,7 +194,6 @@ class Categorical:
                 f"[0, {self.num_classes}), got values in [{x.min().item()}, {x.max().item()}]"
                 + hint
             )
-        return x.long()
 
     @property
     def support(self) -> constraints.Constraint:
@@ -364,8 +394,14 @@ class AutoregressiveDistribution(dist.TorchDistribution):
         return constraints.independent(self.head.support, len(self.event_shape))
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        """``log p(x)`` in nats, summed over the event: shape ``(*batch)``."""
-        value = self.head.values(value)
+        """``log p(x)`` in nats, summed over the event: shape ``(*batch)``. The values are
+        checked against the head's support when this distribution validates (torch's
+        ``validate_args``, by default Pyro's validation flag).
+
+        Raises:
+            DataError: Values outside the head's support (when validating).
+        """
+        value = self.head.values(value, validate=self._validate_args)
         log_p = self.head.log_prob(self.forward(value, self.context), value)
         return log_p.sum(dim=tuple(range(-len(self.event_shape), 0)))
 
@@ -408,6 +444,10 @@ class AutoregressiveDensity(LatentVariableModel):
     # -- rows and events ----------------------------------------------------------------
 
     def _check(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` as the head's values: its type and shape always checked, its values (finite,
+        in the head's support) while Pyro's validation is on, as ``check_x`` does; the
+        distributions this model builds then skip the check (``validate_args=False``), so it
+        runs once per call."""
         if not torch.is_tensor(x):
             raise DataError(
                 f"x must be a torch tensor, got {type(x).__name__}; convert it once with "
@@ -419,9 +459,11 @@ class AutoregressiveDensity(LatentVariableModel):
                 f"x has shape {tuple(x.shape)} but this model needs {want}"
                 + (f": rows of the flattened {self.event_shape} events" if self.x_dim else "")
             )
+        if not dist.is_validation_enabled():
+            return self.head.values(x, validate=False)
         if torch.is_floating_point(x) and not torch.isfinite(x).all():
             raise DataError("x contains NaN or Inf; drop or impute those examples first")
-        return self.head.values(x)
+        return self.head.values(x, validate=True)
 
     def _events(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.event_shape is None else x.reshape(*x.shape[:-1], *self.event_shape)
@@ -452,7 +494,14 @@ class AutoregressiveDensity(LatentVariableModel):
         x = self._check(x)
         forward = self._forward()
         with self._plate(x, num_data):
-            d = self.distribution(None, context, x.shape[1], batch_shape=(len(x),), forward=forward)
+            d = self.distribution(
+                None,
+                context,
+                x.shape[1],
+                batch_shape=(len(x),),
+                forward=forward,
+                validate_args=False,
+            )
             pyro.sample("x", d, obs=self._events(x))
 
     def _forward(self) -> Any:
@@ -477,11 +526,13 @@ class AutoregressiveDensity(LatentVariableModel):
 
     def plated_model(self, x: torch.Tensor, context: Any = None, num_data: int | None = None):
         """The same model as one sample site ``x_{i}`` per dimension (the network's
-        ``plated`` form, as its paper writes it), in the ``"data"`` plate."""
+        ``plated`` form, as its paper writes it), in the ``"data"`` plate; the network's
+        parameters are the model's param sites, as in :meth:`model` (substituted values
+        count)."""
         x = self._check(x)
-        local_module("net", self.net)
+        plated = local_method("net", self.net, "plated")
         with self._plate(x, num_data):
-            self.net.plated(self._events(x), self.head, context)
+            plated(self._events(x), self.head, context)
 
     # -- exact density and samples ------------------------------------------------------
 
@@ -492,7 +543,7 @@ class AutoregressiveDensity(LatentVariableModel):
             DataError: as :meth:`model`.
         """
         x = self._check(x)
-        d = self.distribution(None, context, x.shape[1], batch_shape=(len(x),))
+        d = self.distribution(None, context, x.shape[1], batch_shape=(len(x),), validate_args=False)
         return d.log_prob(self._events(x))
 
     def sample(

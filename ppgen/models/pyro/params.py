@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
-from typing import Self
+from typing import Any, Self
 
 import numpy as np
 import torch
@@ -36,6 +36,7 @@ from ppgen.models.conventions import check_weights
 __all__ = [
     "ModuleWeights",
     "get_weights",
+    "local_method",
     "local_module",
     "local_param",
     "set_weights",
@@ -70,17 +71,57 @@ def local_module(name: str, net: nn.Module) -> Callable[..., torch.Tensor]:
     Returns:
         ``net`` itself, or a functional view of it when a handler substituted a parameter.
     """
+    substituted = _announce_module(name, net)
+    if substituted:
+        return functools.partial(torch.func.functional_call, net, substituted)
+    return net
+
+
+def _announce_module(name: str, net: nn.Module) -> dict[str, torch.Tensor]:
+    """Announce ``net``'s parameters as param sites; the values handlers substituted, by
+    parameter name (empty without handlers)."""
     if not am_i_wrapped():
-        return net
+        return {}
     substituted = {}
     for pname, p in net.named_parameters():
         full = param_with_module_name(name, pname)
         value = _announce(full, p, constraint=constraints.real, event_dim=None, name=full)
         if value is not p:
             substituted[pname] = value
-    if substituted:
-        return functools.partial(torch.func.functional_call, net, substituted)
-    return net
+    return substituted
+
+
+class _Method(nn.Module):
+    """``forward`` is ``net.<method>``, so ``functional_call`` can run any method of ``net``."""
+
+    def __init__(self, net: nn.Module, method: str) -> None:
+        super().__init__()
+        self.net, self.method = net, method
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self.net, self.method)(*args, **kwargs)
+
+
+def local_method(name: str, net: nn.Module, method: str) -> Callable[..., Any]:
+    """Announce ``net``'s parameters as :func:`local_module` does, and return its method
+    ``method`` (e.g. an autoregressive network's ``plated``) computing with whatever the
+    handlers put in the param sites: ``getattr(net, method)`` itself when nothing was
+    substituted, else a call of it under ``torch.func.functional_call`` with the
+    substituted tensors (every parameter the method reads, however it reads it).
+
+    Returns:
+        A callable taking the method's own arguments.
+    """
+    substituted = _announce_module(name, net)
+    if not substituted:
+        return getattr(net, method)
+    wrapper = _Method(net, method)
+    tensors = {f"net.{k}": v for k, v in substituted.items()}
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return torch.func.functional_call(wrapper, tensors, args, kwargs)
+
+    return call
 
 
 def site_to_key(name: str) -> str:
