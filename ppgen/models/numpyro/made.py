@@ -232,11 +232,25 @@ class MADE(eqx.Module):
             ConfigError: A head whose ``num_params`` is not this MADE's.
             DataError: ``x`` does not end in ``D``.
         """
+        return jax.nn.logsumexp(self.log_prob_masks(x, head, context), 0) - math.log(self.num_masks)
+
+    def log_prob_masks(
+        self, x: jax.Array, head: Any, context: jax.Array | None = None
+    ) -> jax.Array:
+        """Each mask set's exact ``log p_k(x)`` in nats, ``(num_masks, *batch)``: one pass
+        of the network per set (what :meth:`log_prob_ensemble` averages; their mean over
+        ``k`` is the expected log-likelihood of one set drawn at random, the figure of a
+        single order-agnostic MADE).
+
+        Raises:
+            ConfigError: A head whose ``num_params`` is not this MADE's.
+            DataError: ``x`` does not end in ``D``.
+        """
         check_head("MADE", head, self.num_params)
         terms = [
             head.log_prob(self(x, context, mask_index=k), x).sum(-1) for k in range(self.num_masks)
         ]
-        return jax.nn.logsumexp(jnp.stack(terms), 0) - math.log(self.num_masks)
+        return jnp.stack(terms)
 
     def sample(
         self,

@@ -218,11 +218,25 @@ class MADE(ModuleWeights, nn.Module):
             ConfigError: A head whose ``num_params`` is not this MADE's.
             DataError: ``x`` does not end in ``D``.
         """
+        return torch.logsumexp(self.log_prob_masks(x, head, context), 0) - math.log(self.num_masks)
+
+    def log_prob_masks(
+        self, x: torch.Tensor, head: Any, context: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Each mask set's exact ``log p_k(x)`` in nats, ``(num_masks, *batch)``: one pass
+        of the network per set (what :meth:`log_prob_ensemble` averages; their mean over
+        ``k`` is the expected log-likelihood of one set drawn at random, the figure of a
+        single order-agnostic MADE).
+
+        Raises:
+            ConfigError: A head whose ``num_params`` is not this MADE's.
+            DataError: ``x`` does not end in ``D``.
+        """
         check_head("MADE", head, self.num_params)
         terms = [
             head.log_prob(self(x, context, mask_index=k), x).sum(-1) for k in range(self.num_masks)
         ]
-        return torch.logsumexp(torch.stack(terms), 0) - math.log(self.num_masks)
+        return torch.stack(terms)
 
     def sample(
         self,
