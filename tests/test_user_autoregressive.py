@@ -34,28 +34,22 @@ def closed_form(x: np.ndarray) -> np.ndarray:
     return np.sum(x * log_expit(logits) + (1 - x) * log_expit(-logits), axis=-1)
 
 
-def pyro_pair():
-    pyro.clear_param_store()
+def user_pair(name: str):
+    """The model (a logistic regression per dimension, one site each, as a user writes it)
+    and its empty guide, in the backend's own names."""
+    ppl, dist, array = (
+        (pyro, pdist, torch.tensor) if name == "pyro" else (numpyro, ndist, jnp.asarray)
+    )
+    if name == "pyro":
+        pyro.clear_param_store()
 
     def model(x, num_data=None):
-        w = pyro.param("ar_w", torch.tensor(W))
-        b = pyro.param("ar_b", torch.tensor(B))
-        with pyro.plate("data", num_data or len(x), subsample_size=len(x)):
+        w = ppl.param("ar_w", array(W))
+        b = ppl.param("ar_b", array(B))
+        with ppl.plate("data", num_data or len(x), subsample_size=len(x)):
             for i in range(3):
                 logits = b[i] + x[..., :i] @ w[i, :i]
-                pyro.sample(f"x_{i}", pdist.Bernoulli(logits=logits), obs=x[..., i])
-
-    return model, lambda x, num_data=None: None
-
-
-def numpyro_pair():
-    def model(x, num_data=None):
-        w = numpyro.param("ar_w", jnp.asarray(W))
-        b = numpyro.param("ar_b", jnp.asarray(B))
-        with numpyro.plate("data", num_data or len(x), subsample_size=len(x)):
-            for i in range(3):
-                logits = b[i] + x[..., :i] @ w[i, :i]
-                numpyro.sample(f"x_{i}", ndist.Bernoulli(logits=logits), obs=x[..., i])
+                ppl.sample(f"x_{i}", dist.Bernoulli(logits=logits), obs=x[..., i])
 
     return model, lambda x, num_data=None: None
 
@@ -69,7 +63,7 @@ def test_ppgen_scores_a_plated_user_model_exactly(float64, name):
     """ELBO and IWAE (the trainer's evaluate) and ``evaluate_log_likelihood`` with one or
     several samples give the closed form's ``log p(x)`` of every binary vector (1e-10)."""
     inference = pi if name == "pyro" else ni
-    model, guide = pyro_pair() if name == "pyro" else numpyro_pair()
+    model, guide = user_pair(name)
     want = closed_form(X)
     for objective in (inference.ELBO(), inference.IWAE(3)):
         trainer = inference.Trainer(model, guide, objective, batch_size=8)
