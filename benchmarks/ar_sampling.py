@@ -55,7 +55,6 @@ JSON keys (last line, and ``benchmarks/results/ar_sampling.json``):
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -101,13 +100,8 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def limit_threads(threads: int) -> None:
-    """One thread (or ``threads``) for torch and XLA; call before jax is imported."""
-    if threads == 1:
-        flags = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flags).strip()
-    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
-
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import hardware, limit_threads, median, write_result  # noqa: E402
 
 ARGS = parse_args() if __name__ == "__main__" else None
 if ARGS is not None:
@@ -117,9 +111,6 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import hardware, median, write_result  # noqa: E402
 
 from ppgen import data as ppdata  # noqa: E402
 from ppgen.models import numpyro as nmodels  # noqa: E402
