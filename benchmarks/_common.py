@@ -74,6 +74,22 @@ def write_result(name: str, result: dict) -> None:
     print(text, flush=True)
 
 
+def probe_seconds_per_epoch(config, steps: int) -> float:
+    """Seconds per epoch of the run ``config``, from a timed probe of ``steps`` steps through
+    its recipe's own trainer (a first pass compiles; the second is timed)."""
+    from ppgen.recipes import backend
+
+    data = config.recipe.prepare(config)
+    trainer = config.recipe.build(config, data, backend(config.backend)).trainer
+    rows = data.train[: steps * config.batch_size]
+    state = trainer.init(config.seed, data.train)
+    state, _ = trainer.train_epoch(state, rows, 0)
+    t0 = time.perf_counter()
+    trainer.train_epoch(state, rows, 1)
+    per_step = (time.perf_counter() - t0) / (len(rows) // config.batch_size)
+    return per_step * (data.num_data // config.batch_size)
+
+
 def train_fresh(config, out: Path, *, progress: bool = True, time_limit: float | None = None):
     """Train ``config`` through ``ppgen.runs`` into ``out`` (emptied first) and load it back.
 

@@ -45,11 +45,17 @@ import dataclasses
 import math
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Stopwatch, hardware, limit_threads, train_fresh, write_result  # noqa: E402
+from _common import (  # noqa: E402
+    Stopwatch,
+    hardware,
+    limit_threads,
+    probe_seconds_per_epoch,
+    train_fresh,
+    write_result,
+)
 
 NAME = "wavenet"
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,7 +99,6 @@ import numpy as np  # noqa: E402
 from ppgen import data as ppdata  # noqa: E402
 from ppgen import runs  # noqa: E402
 from ppgen.config import RunConfig  # noqa: E402
-from ppgen.recipes import backend  # noqa: E402
 from ppgen.recipes.wavenet import WaveNetSampleOptions  # noqa: E402
 
 STEPS_LOOP = "epoch_loop" in {f.name for f in dataclasses.fields(RunConfig)}
@@ -123,16 +128,7 @@ def config(backend_name: str, epochs: int, args: argparse.Namespace) -> RunConfi
 def seconds_per_epoch(backend_name: str, args: argparse.Namespace) -> float:
     """Seconds per epoch on ``backend_name``, from a timed probe of ``args.probe_steps`` steps
     through the recipe's own trainer (a first pass compiles; the second is timed)."""
-    cfg = config(backend_name, 1, args)
-    data = cfg.recipe.prepare(cfg)
-    trainer = cfg.recipe.build(cfg, data, backend(cfg.backend)).trainer
-    rows = data.train[: args.probe_steps * args.batch_size]
-    state = trainer.init(cfg.seed, data.train)
-    state, _ = trainer.train_epoch(state, rows, 0)
-    t0 = time.perf_counter()
-    trainer.train_epoch(state, rows, 1)
-    per_step = (time.perf_counter() - t0) / (len(rows) // args.batch_size)
-    return per_step * (data.num_data // args.batch_size)
+    return probe_seconds_per_epoch(config(backend_name, 1, args), args.probe_steps)
 
 
 def mu_law_utterances(split: str, limit: int | None) -> list[np.ndarray]:
