@@ -8,8 +8,8 @@ and 128 skip channels, a ``Categorical(256)`` over 8-bit mu-law codes, unconditi
 training utterances cut into segments of 4096 samples, batch 8, Adam 1e-3 with a cosine
 schedule over the planned epochs. A timed probe (``--probe-steps`` steps, after a first pass
 that compiles) gives the seconds per epoch on each backend; the faster one trains (``--backend
-auto``; NumPyro with the trainer's ``epoch_loop="steps"`` where the trainer has it: XLA on CPU
-runs convolutions about 15x slower inside an epoch's ``lax.scan``), the number of epochs is
+auto``; NumPyro with the trainer's ``epoch_loop="steps"``, which the recipe chooses: XLA on
+CPU runs convolutions about 15x slower inside an epoch's ``lax.scan``), the number of epochs is
 set so that the schedule ends on time, and the driver's time limit stops training after the
 epoch in which the budget runs out. ``ppgen eval`` then scores every test utterance whole,
 from its first sample: the exact NLL in bits per sample.
@@ -41,7 +41,6 @@ to the repository), ``samples`` and ``utterances`` scored, ``setting``, ``hardwa
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import sys
 import tempfile
@@ -101,16 +100,12 @@ from ppgen import runs  # noqa: E402
 from ppgen.config import RunConfig  # noqa: E402
 from ppgen.recipes.wavenet import WaveNetSampleOptions  # noqa: E402
 
-STEPS_LOOP = "epoch_loop" in {f.name for f in dataclasses.fields(RunConfig)}
-
 
 def config(backend_name: str, epochs: int, args: argparse.Namespace) -> RunConfig:
     """The run (``ppgen train wavenet`` with these flags) on ``backend_name``."""
     extra: dict = {}
     if args.quick:
         extra = {**QUICK_ARCHITECTURE, "max_utterances": 4}
-    if backend_name == "numpyro" and STEPS_LOOP:
-        extra["epoch_loop"] = "steps"
     return runs.make_config(
         "wavenet",
         backend=backend_name,
@@ -240,7 +235,7 @@ def main(args: argparse.Namespace) -> None:
             "epochs": len(result.history),
             "epochs_planned": epochs,
             "backend": chosen,
-            "epoch_loop": "steps" if chosen == "numpyro" and STEPS_LOOP else "default",
+            "epoch_loop": run.config.recipe.epoch_loop(run.config),
             "probe_seconds_per_epoch": speed,
             **paths,
             "samples": ev["samples"],
