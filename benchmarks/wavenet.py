@@ -27,6 +27,11 @@ the two side by side (``plots.save_spectrograms``), with the training curves, in
     python benchmarks/wavenet.py                    # 30 minutes of training, then eval
     python benchmarks/wavenet.py --threads 1        # the same on one core
     python benchmarks/wavenet.py --quick            # about a minute: checks the script
+    python benchmarks/wavenet.py --minutes 2 --max-utterances 8 --eval-limit 1  # the probe path
+
+``--max-utterances N`` cuts every split to its first N utterances (the recipe's option), the
+baselines' training counts included; the baselines always score the test utterances WaveNet
+was scored on.
 
 JSON keys (last line, and ``benchmarks/results/wavenet.json``): ``wavenet_bits_per_sample``,
 ``bigram_bits_per_sample``, ``iid_bits_per_sample`` (test, bits per audio sample),
@@ -80,12 +85,18 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch and XLA threads")
     p.add_argument("--out", type=Path, default=Path("runs/bench_wavenet"), help="run directory")
     p.add_argument("--figures", type=Path, default=None, help="clips and pictures (see above)")
+    p.add_argument(
+        "--max-utterances",
+        type=int,
+        default=0,
+        help="train (and count the baselines) on the first N training utterances (0: all)",
+    )
     p.add_argument("--quick", action="store_true", help="a tiny WaveNet, one epoch")
     args = p.parse_args()
-    if args.minutes <= 0 or args.probe_steps < 1 or args.seconds <= 0:
-        p.error("--minutes, --probe-steps and --seconds must be positive")
+    if args.minutes <= 0 or args.probe_steps < 1 or args.seconds <= 0 or args.max_utterances < 0:
+        p.error("--minutes, --probe-steps and --seconds must be positive, --max-utterances >= 0")
     if args.quick:
-        args.seconds = 0.25
+        args.seconds, args.max_utterances = 0.25, 4
     return args
 
 
@@ -103,9 +114,7 @@ from ppgen.recipes.wavenet import WaveNetSampleOptions  # noqa: E402
 
 def config(backend_name: str, epochs: int, args: argparse.Namespace) -> RunConfig:
     """The run (``ppgen train wavenet`` with these flags) on ``backend_name``."""
-    extra: dict = {}
-    if args.quick:
-        extra = {**QUICK_ARCHITECTURE, "max_utterances": 4}
+    extra = {"max_utterances": args.max_utterances, **(QUICK_ARCHITECTURE if args.quick else {})}
     return runs.make_config(
         "wavenet",
         backend=backend_name,
@@ -211,8 +220,9 @@ def main(args: argparse.Namespace) -> None:
         )
         limit = 1 if args.quick else args.eval_limit
         ev = runs.evaluate(run, limit=limit, progress=not args.quick)
-        utterances = 4 if args.quick else None
-        base = baselines(mu_law_utterances("train", utterances), mu_law_utterances("test", limit))
+        train = mu_law_utterances("train", args.max_utterances or None)
+        # the test utterances WaveNet was scored on (the first ev["utterances"] of them)
+        base = baselines(train, mu_law_utterances("test", ev["utterances"]))
         paths = clips(run, figures, args.seconds)
     wavenet = ev["test_bits_per_sample"]
     ratio = wavenet / base["bigram_bits_per_sample"]
@@ -240,6 +250,7 @@ def main(args: argparse.Namespace) -> None:
             **paths,
             "samples": ev["samples"],
             "utterances": ev["utterances"],
+            "train_utterances": len(train),
             "setting": setting(run.config, limit),
             "threads": args.threads,
             "quick": args.quick,
