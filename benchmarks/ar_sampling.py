@@ -1,6 +1,6 @@
 """Cached against naive sampling of the autoregressive models, per CPU core, on both backends:
 WaveNet (one second of 16 kHz audio), Gated PixelCNN (one 28 x 28 binary image), NADE (one
-784-pixel binary image) and char-RNN (one sequence of characters).
+784-pixel binary image) and char-RNN (one sequence of 200 characters).
 
 Every model has the size its recipe trains by default, with its seeded initial weights
 (sampling speed does not depend on the weights): WaveNet 1 stack of 10 dilated layers,
@@ -15,7 +15,9 @@ same on both backends) by ``net.sample(noise, head, cached=True)`` and by
 - cached: WaveNet's per-layer queues (Paine et al. 2016), PixelCNN's row cache, NADE's
   running pre-activation (Larochelle & Murray 2011, algorithm 1), the LSTM state;
 - naive: a full network pass per dimension (WaveNet: over its receptive field plus one,
-  1025 samples, for every sample; char-RNN: over the whole sequence so far).
+  1025 samples, for every sample; char-RNN: over the sequence so far on Pyro, over the whole
+  ``--charrnn-length`` on NumPyro, whose loop has a fixed shape, so its naive cost grows as
+  the length squared: 200 characters keep it to minutes).
 
 Times are the median of ``--repeats`` runs (each a whole sample) on one thread:
 ``torch.set_num_threads(1)`` and XLA's CPU client single-threaded (``XLA_FLAGS`` set
@@ -71,7 +73,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--backends", default=",".join(BACKEND_NAMES), help="comma-separated")
     p.add_argument("--repeats", type=int, default=3, help="timed runs (median) per sampler")
     p.add_argument("--wavenet-seconds", type=float, default=1.0, help="audio per WaveNet draw")
-    p.add_argument("--charrnn-length", type=int, default=500, help="characters per draw")
+    p.add_argument("--charrnn-length", type=int, default=200, help="characters per draw")
     p.add_argument(
         "--naive-steps",
         type=int,
