@@ -153,7 +153,10 @@ def baselines(train: list[np.ndarray], test: list[np.ndarray]) -> dict:
     samples = sum(len(x) for x in test)
     iid = -sum(log_marginal[x].sum() for x in test)
     bigram = -sum(log_marginal[x[0]] + log_bigram[x[:-1], x[1:]].sum() for x in test)
-    return {"iid_bits_per_sample": iid / samples, "bigram_bits_per_sample": bigram / samples}
+    return {
+        "iid_bits_per_sample": float(iid / samples),
+        "bigram_bits_per_sample": float(bigram / samples),
+    }
 
 
 def relative(path: Path) -> str:
