@@ -39,7 +39,8 @@ PixelCNN 81.30 (van den Oord et al. 2016a; Gated PixelCNN about the same).
 
     python benchmarks/ar_mnist.py                      # all four, 30 + 30 + 30 + 60 minutes
     python benchmarks/ar_mnist.py --models made --minutes-dense 30 --threads 1
-    python benchmarks/ar_mnist.py --minutes-dense 1 --minutes-pixelcnn 2 --eval-limit 200
+    python benchmarks/ar_mnist.py --minutes-dense 1 --minutes-pixelcnn 2 --eval-limit 200 \
+        --train-limit 2000 --probe-steps 5          # minutes: checks the script
 
 Each run directory (``--out``/<model>) keeps the trained run (``ppgen eval``/``ppgen sample``
 work on it) and the recipes' pictures: ``samples.png`` (64 samples), ``completions.png`` (the
@@ -57,6 +58,7 @@ model's training), ``epochs`` (each model's epochs trained), ``backend`` (each m
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 import time
@@ -98,6 +100,25 @@ def config(model: str, backend_name: str, epochs: int, args: argparse.Namespace)
         **SETTINGS[model],
         **loop_settings(model, backend_name),
     )
+
+
+def limit_training(limit: int | None) -> None:
+    """Train (and probe) on the first ``limit`` training images only: a check of the script
+    that ends in minutes. It wraps the registered recipes' ``prepare`` in this process (the
+    recipes have no such option; their validation and test sets are left whole)."""
+    if limit is None:
+        return
+    from ppgen.recipes import get_recipe
+
+    for model in MODELS:
+        recipe = get_recipe(model)
+        prepare = recipe.prepare
+
+        def limited(config, prepare=prepare):
+            data = prepare(config)
+            return dataclasses.replace(data, train=data.train[:limit], num_data=limit)
+
+        recipe.prepare = limited
 
 
 def loop_settings(model: str, backend_name: str) -> dict:
@@ -178,6 +199,8 @@ def main() -> None:
                    help="compute threads of torch and XLA (default: theirs); 1 lets two "
                    "benchmarks share two cores")  # fmt: skip
     p.add_argument("--eval-limit", type=int, default=None, help="first N test images only")
+    p.add_argument("--train-limit", type=int, default=None,
+                   help="train on the first N training images (checks the script)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--probe-steps", type=int, default=20, help="steps of each timed probe")
@@ -187,7 +210,10 @@ def main() -> None:
     unknown = sorted(set(models) - set(MODELS))
     if unknown or not models:
         p.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
+    if args.train_limit is not None and not BATCH <= args.train_limit:
+        p.error(f"--train-limit must be at least the batch ({BATCH})")
     limit_threads(args.threads)  # before anything imports jax
+    limit_training(args.train_limit)
 
     clock = Stopwatch()
     budget = {m: args.minutes_pixelcnn if m == "pixelcnn" else args.minutes_dense for m in models}
@@ -237,7 +263,8 @@ def main() -> None:
             f"images, seed {args.seed}; validation and test: seed 0), 50k train / 10k "
             f"validation (best epoch kept), batch {BATCH}, Adam {args.lr} cosine over the "
             "planned epochs, exact test NLL in nats"
-            + (f" on the first {args.eval_limit} test images" if args.eval_limit else ""),
+            + (f" on the first {args.eval_limit} test images" if args.eval_limit else "")
+            + (f"; trained on the first {args.train_limit} images" if args.train_limit else ""),
             "threads": args.threads,
             "hardware": hardware(),
         },

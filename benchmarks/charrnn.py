@@ -25,7 +25,7 @@ configuration (a 4-layer 128-wide transformer, 2,000 iterations), 1.4697 with it
 
     python benchmarks/charrnn.py                          # timing, then 30 minutes of training
     python benchmarks/charrnn.py --threads 1              # sharing the machine with another
-    python benchmarks/charrnn.py --minutes 1 --rounds 2 --eval-limit 20   # checks the script
+    python benchmarks/charrnn.py --minutes 1 --rounds 2 --max-chars 40000  # checks the script
 
 JSON keys (``benchmarks/results/charrnn.json``): ``val_nats_per_char``, ``val_bits_per_char``,
 ``pyro_vs_torch``, ``numpyro_vs_torch``, ``seconds_per_step`` (median of each
@@ -66,6 +66,7 @@ def config(backend_name: str, epochs: int, args: argparse.Namespace):
         train_split="train",
         hidden=args.hidden,
         layers=args.layers,
+        max_chars=args.max_chars,
     )
 
 
@@ -104,7 +105,7 @@ class TorchLoop:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        return float(loss)
+        return float(loss.detach())
 
 
 def time_steps(args: argparse.Namespace) -> dict:
@@ -199,6 +200,9 @@ def main() -> None:
     p.add_argument("--round-steps", type=int, default=10, help="training steps per round")
     p.add_argument("--eval-limit", type=int, default=None,
                    help="score the first N validation windows only")  # fmt: skip
+    p.add_argument("--max-chars", type=int, default=0,
+                   help="the recipe's --max-chars: the first N characters of every split "
+                   "(0: all; a check of the script)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("runs/bench_charrnn"))
     args = p.parse_args()
@@ -266,6 +270,7 @@ def main() -> None:
             f"{timing['batch_size']}, Adam {run.config.lr} cosine over the planned epochs, "
             f"{chosen} backend, exact validation NLL in nats per character"
             + (f" on the first {args.eval_limit} windows" if args.eval_limit else "")
+            + (f"; every split cut to {args.max_chars} characters" if args.max_chars else "")
             + f"; timing: {args.rounds} interleaved rounds of {args.round_steps} steps, "
             "medians",
             "threads": args.threads,
