@@ -28,10 +28,10 @@ epoch; the number of epochs is set so that the cosine schedule ends within 90% o
 budget (the probe leaves out checkpoints and compiles), and the
 driver's time limit stops training after the epoch in which the budget runs out.
 ``--backend auto`` (default) probes both backends on each model and trains on the faster
-(the probe's steps per second are in the JSON); ``pyro`` or ``numpyro`` fixes one. On NumPyro
-the convolutional PixelCNN trains with the trainer's ``epoch_loop="steps"`` (a Python loop
-of jitted steps: XLA on CPU runs convolutions ~15x slower inside one epoch-long
-``lax.scan``).
+(the probe's seconds per step are in the JSON); ``pyro`` or ``numpyro`` fixes one. On NumPyro
+the recipe trains the convolutional PixelCNN with the trainer's ``epoch_loop="steps"`` (a
+Python loop of jitted steps: XLA on CPU runs convolutions ~15x slower inside one epoch-long
+``lax.scan``); the dense models run an epoch as one ``lax.scan``.
 
 Papers (static binarized MNIST, nats): FVSBN 97.45 and NADE 88.86 (Larochelle & Murray 2011;
 Uria et al. 2016), MADE 2 hidden layers, 32 masks 86.64 (Germain et al. 2015, table 6),
@@ -98,7 +98,6 @@ def config(model: str, backend_name: str, epochs: int, args: argparse.Namespace)
         train_split="train",
         binarize="static",
         **SETTINGS[model],
-        **loop_settings(model, backend_name),
     )
 
 
@@ -119,19 +118,6 @@ def limit_training(limit: int | None) -> None:
             return dataclasses.replace(data, train=data.train[:limit], num_data=limit)
 
         recipe.prepare = limited
-
-
-def loop_settings(model: str, backend_name: str) -> dict:
-    """``epoch_loop="steps"`` for the convolutional model on NumPyro (see the docstring)."""
-    from ppgen.config import RunConfig
-
-    if model != "pixelcnn" or backend_name != "numpyro":
-        return {}
-    if "epoch_loop" not in RunConfig.__dataclass_fields__:
-        print("warning: this ppgen has no epoch_loop setting; PixelCNN on NumPyro trains "
-              "in one lax.scan per epoch (slow on CPU)", flush=True)  # fmt: skip
-        return {}
-    return {"epoch_loop": "steps"}
 
 
 def probe(model: str, backend_name: str, args: argparse.Namespace) -> dict:
@@ -174,6 +160,7 @@ def train_and_eval(model: str, backend_name: str, epochs: int, minutes: float, a
     )
     return {
         "backend": backend_name,
+        "epoch_loop": run.recipe.epoch_loop(run.config) if backend_name == "numpyro" else None,
         "epochs": len(result.history),
         "epochs_planned": epochs,
         "best_epoch": run.epoch + 1,
