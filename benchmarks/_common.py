@@ -41,19 +41,6 @@ def hardware() -> dict:
     return info
 
 
-def limit_threads(threads: int | None) -> None:
-    """Run torch and XLA on ``threads`` CPU threads (``None``: their defaults). Call it before
-    jax is imported (XLA reads ``XLA_FLAGS`` once); the caller also calls
-    ``torch.set_num_threads``. One thread makes XLA's CPU client single-threaded, so two
-    benchmarks can share two cores, one each, and speed figures are per core."""
-    if threads is None:
-        return
-    if threads == 1:
-        flags = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flags).strip()
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-
-
 def median(xs: list[float]) -> float:
     return float(statistics.median(xs))
 

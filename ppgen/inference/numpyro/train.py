@@ -168,6 +168,7 @@ class Trainer(TrainerBase):
             self._epoch_body, static_argnames=("static", "names", "datapoint")
         )
         self._eval = jax.jit(self._eval_impl, static_argnames=("objective", "names", "plate"))
+        self._eval_one = jax.jit(self._eval_batch, static_argnames=("objective", "names", "plate"))
 
     # -- state ------------------------------------------------------------------------
 
@@ -549,29 +550,39 @@ class Trainer(TrainerBase):
 
     # -- evaluation -------------------------------------------------------------------
 
-    def _eval_impl(self, state, batches, objective, names, plate=None):
+    def _eval_batch(self, state, i, batch, objective, names, plate=None):
+        """Batch ``i``'s summed bound, on the evaluation's own stream of keys."""
         # Its own stream, derived from (seed, step): evaluating never shifts training noise.
         key = jax.random.fold_in(jax.random.PRNGKey(state.seed), _EVAL_STREAM)
         key = jax.random.fold_in(key, state.step)
-        params = self.params(state)
+        args, by_name = self._arguments(batch, names)
+        size = len(batch[0])
+        # per-datapoint parameters: each batch's rows and the plate as in training
+        rows = None if plate is None else i * size + jnp.arange(size)
+        model, guide = self._pair(rows)
+        kwargs = {} if plate is None or self.num_data is None else {"num_data": plate}
+        with handlers.substitute(data=self.params(state)):
+            value = objective(jax.random.fold_in(key, i), model, guide, *args, **by_name, **kwargs)
+        return value * size / plate if kwargs else value
 
+    def _eval_impl(self, state, batches, objective, names, plate=None):
         def body(total, inputs):
             i, batch = inputs
-            args, by_name = self._arguments(batch, names)
-            size = len(batch[0])
-            # per-datapoint parameters: each batch's rows and the plate as in training
-            rows = None if plate is None else i * size + jnp.arange(size)
-            model, guide = self._pair(rows)
-            kwargs = {} if plate is None or self.num_data is None else {"num_data": plate}
-            key_i = jax.random.fold_in(key, i)
-            with handlers.substitute(data=params):
-                value = objective(key_i, model, guide, *args, **by_name, **kwargs)
-            if kwargs:
-                value = value * size / plate
-            return total + value, None
+            return total + self._eval_batch(state, i, batch, objective, names, plate), None
 
         steps = jnp.arange(len(batches[0]))
         total, _ = jax.lax.scan(body, jnp.zeros(()), (steps, batches))
+        return total
+
+    def _eval_steps(self, state, batches, objective, names, plate=None):
+        """``epoch_loop="steps"``: the scan's body jitted alone, called once per batch."""
+        total = jnp.zeros(())
+        for i in range(len(batches[0])):
+            batch = tuple(b[i] for b in batches)
+            value = self._eval_one(
+                state, jnp.asarray(i), batch, objective=objective, names=names, plate=plate
+            )
+            total = total + value
         return total
 
     def evaluate_bound(self, state: TrainState, x: Any, *, objective=None) -> dict:
@@ -595,10 +606,11 @@ class Trainer(TrainerBase):
         full = n // size * size
         batches = tuple(to_device(a[:full]).reshape(-1, size, *a.shape[1:]) for a in arrays)
         plate = self._datapoint_eval(n)  # per-datapoint parameters: the plate's size
-        total = self._eval(state, batches, objective, names, plate)
+        evaluate = self._eval if self.epoch_loop == "scan" else self._eval_steps
+        total = evaluate(state, batches, objective, names, plate)
         if full < n:  # (never with per-datapoint parameters: _datapoint_eval refuses it)
             rest = tuple(to_device(a[None, full:]) for a in arrays)
-            total = total + self._eval(state, rest, objective, names)
+            total = total + evaluate(state, rest, objective, names)
         if not np.isfinite(float(total)):  # say why when it is the data
             model = handlers.substitute(self.model, data=self.params(state))
             for start in range(0, n, size):
