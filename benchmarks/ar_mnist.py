@@ -59,13 +59,21 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Stopwatch, hardware, limit_threads, train_fresh, write_result  # noqa: E402
+from _common import (  # noqa: E402
+    RESULTS,
+    Stopwatch,
+    hardware,
+    limit_threads,
+    train_fresh,
+    write_result,
+)
 
 NAME = "ar_mnist"
 MODELS = ("fvsbn", "nade", "made", "pixelcnn")
@@ -192,6 +200,9 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--probe-steps", type=int, default=20, help="steps of each timed probe")
     p.add_argument("--out", type=Path, default=Path("runs/bench_ar_mnist"))
+    p.add_argument("--merge", action="store_true",
+                   help="keep the other models' entries of ar_mnist.json (two processes, "
+                   "one core each, each running some of the models)")  # fmt: skip
     args = p.parse_args()
     models = [m for m in args.models.split(",") if m]
     unknown = sorted(set(models) - set(MODELS))
@@ -219,12 +230,14 @@ def main() -> None:
                   "training runs that one epoch", flush=True)  # fmt: skip
         results[model] = train_and_eval(model, chosen[model], epochs, budget[model], args)
 
+    previous = previous_runs(args, results)
+    results = {**previous["runs"], **results}
+
     def figure(model: str, key: str = "test_nll") -> float | None:
         return results[model].get(key) if model in results else None
 
     made_one = figure("made", "test_nll_one_mask")
-    write_result(
-        NAME,
+    result = dict(
         {
             "fvsbn_nll": figure("fvsbn"),
             "nade_nll": figure("nade"),
@@ -256,6 +269,28 @@ def main() -> None:
             "hardware": hardware(),
         },
     )
+    for key, old in previous.items():  # the other process's models, as it wrote them
+        if key != "runs" and isinstance(result.get(key), dict):
+            result[key] = {**old, **result[key]}
+    if previous["runs"]:
+        result["merged_from_earlier_run"] = sorted(previous["runs"])
+    write_result(NAME, result)
+
+
+def previous_runs(args: argparse.Namespace, results: dict) -> dict:
+    """With ``--merge``: the per-model entries of ``ar_mnist.json`` for the models this
+    process did not run (another process, run at the same time on the other core), else
+    nothing; ``{"runs": {...}, <per-model key>: {...}}``."""
+    path = RESULTS / f"{NAME}.json"
+    if not (args.merge and path.exists()):
+        return {"runs": {}}
+    old = json.loads(path.read_text())
+    kept = [m for m in old.get("runs", {}) if m not in results]
+    return {
+        key: {m: value[m] for m in kept if m in value}
+        for key, value in old.items()
+        if isinstance(value, dict) and (key == "runs" or set(value) & set(MODELS))
+    } | {"runs": {m: old["runs"][m] for m in kept}}
 
 
 if __name__ == "__main__":
