@@ -61,6 +61,22 @@ def write_result(name: str, result: dict) -> None:
     print(text, flush=True)
 
 
+def probe_seconds_per_epoch(config, steps: int) -> float:
+    """Seconds per epoch of the run ``config``, from a timed probe of ``steps`` steps through
+    its recipe's own trainer (a first pass compiles; the second is timed)."""
+    from ppgen.recipes import backend
+
+    data = config.recipe.prepare(config)
+    trainer = config.recipe.build(config, data, backend(config.backend)).trainer
+    rows = data.train[: steps * config.batch_size]
+    state = trainer.init(config.seed, data.train)
+    state, _ = trainer.train_epoch(state, rows, 0)
+    t0 = time.perf_counter()
+    trainer.train_epoch(state, rows, 1)
+    per_step = (time.perf_counter() - t0) / (len(rows) // config.batch_size)
+    return per_step * (data.num_data // config.batch_size)
+
+
 def train_fresh(config, out: Path, *, progress: bool = True, time_limit: float | None = None):
     """Train ``config`` through ``ppgen.runs`` into ``out`` (emptied first) and load it back.
 
@@ -75,3 +91,31 @@ def train_fresh(config, out: Path, *, progress: bool = True, time_limit: float |
     result = runs.train(config, out, progress=progress, time_limit=time_limit)
     minutes = clock.minutes()
     return result, runs.load_trained(out), minutes
+
+
+def limit_threads(threads: int | None) -> None:
+    """Give torch and XLA ``threads`` compute threads (``None``: leave the libraries' own
+    defaults), so that two benchmarks can share a machine, one core each.
+
+    XLA reads its flags once, when JAX starts: call this before anything imports ``jax``
+    (it refuses otherwise, rather than silently leaving XLA multi-threaded). With one thread
+    XLA's Eigen pool is switched off (``--xla_cpu_multi_thread_eigen=false
+    intra_op_parallelism_threads=1``); with more, XLA keeps its default pool.
+    """
+    import sys
+
+    if threads is None:
+        return
+    if threads < 1:
+        raise SystemExit(f"--threads must be at least 1, got {threads}")
+    if "jax" in sys.modules:
+        raise RuntimeError("limit_threads must run before jax is imported")
+    if threads == 1:
+        flags = os.environ.get("XLA_FLAGS", "")
+        if "xla_cpu_multi_thread_eigen" not in flags:
+            extra = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+            os.environ["XLA_FLAGS"] = f"{flags} {extra}".strip()
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.set_num_interop_threads(threads)

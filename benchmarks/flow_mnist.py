@@ -45,14 +45,18 @@ import argparse
 import math
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Stopwatch, hardware, train_fresh, write_result  # noqa: E402
+from _common import (  # noqa: E402
+    Stopwatch,
+    hardware,
+    probe_seconds_per_epoch,
+    train_fresh,
+    write_result,
+)  # noqa: E402
 
 from ppgen import runs  # noqa: E402
-from ppgen.recipes import backend  # noqa: E402
 from ppgen.recipes.base import BACKENDS  # noqa: E402
 
 NAME = "flow_mnist"
@@ -101,16 +105,7 @@ def config(flow: str, epochs: int, args: argparse.Namespace) -> runs.RunConfig:
 def seconds_per_epoch(flow: str, args: argparse.Namespace) -> float:
     """Seconds per epoch of ``flow``, from a timed probe of ``args.probe_steps`` steps (a
     first pass compiles; the second is timed) through the recipe's own trainer."""
-    cfg = config(flow, 1, args)
-    data = cfg.recipe.prepare(cfg)
-    trainer = cfg.recipe.build(cfg, data, backend(cfg.backend)).trainer
-    rows = data.train[: args.probe_steps * args.batch_size]
-    state = trainer.init(cfg.seed, data.train)
-    state, _ = trainer.train_epoch(state, rows, 0)
-    t0 = time.perf_counter()
-    trainer.train_epoch(state, rows, 1)
-    per_step = (time.perf_counter() - t0) / (len(rows) // args.batch_size)
-    return per_step * (data.num_data // args.batch_size)
+    return probe_seconds_per_epoch(config(flow, 1, args), args.probe_steps)
 
 
 def train_and_eval(flow: str, epochs: int, minutes: float, args: argparse.Namespace) -> dict:

@@ -191,3 +191,24 @@ def test_the_family_has_its_own_help_and_checks(toy, capsys):
     with pytest.raises(ConfigError, match="toygauss takes no setting"):
         runs.make_config("toygauss", latent=3)
     assert runs.make_config("toygauss", dataset="digits").options.init_scale == 1.0
+
+
+@pytest.mark.parametrize(
+    "model, options, loop",
+    [
+        ("vae", {}, "scan"),
+        ("flow", {"flow": "maf", "dataset": "moons"}, "scan"),
+        ("flow", {"flow": "realnvp", "dataset": "moons"}, "scan"),
+        ("flow", {"flow": "realnvp", "dataset": "digits"}, "steps"),
+        ("flow", {"flow": "glow", "dataset": "digits"}, "steps"),
+        ("pixelcnn", {"dataset": "digits"}, "steps"),
+        ("wavenet", {}, "steps"),
+        ("charrnn", {}, "scan"),
+    ],
+)
+def test_convolutional_families_train_a_jitted_step_per_batch(model, options, loop):
+    """Recipe.epoch_loop reaches the trainer: "steps" where the networks are convolutional
+    (XLA on CPU runs convolutions far slower inside a scan), "scan" elsewhere."""
+    config = runs.make_config(model, **options)
+    assert config.recipe.epoch_loop(config) == loop
+    assert trainer_settings(config, 10)["epoch_loop"] == loop

@@ -22,7 +22,10 @@ from ppgen.errors import ConfigError, DataError
 from ppgen.inference.checks import check_count, check_seed
 from ppgen.inference.optim import Group
 
-__all__ = ["TrainerBase"]
+__all__ = ["EPOCH_LOOPS", "TrainerBase"]
+
+#: How an epoch may be compiled (``TrainerBase(epoch_loop=...)``).
+EPOCH_LOOPS = ("scan", "steps")
 
 
 def _parts(data: Any) -> tuple[Any, ...]:
@@ -71,9 +74,17 @@ class TrainerBase:
             instead of the bound (e.g. ``ClassifierEvaluator()``).
         devices: Data-parallel devices (the backend's ``parallel.DataParallel``); ``None``
             or 1 trains on one.
+        epoch_loop: How a NumPyro epoch is compiled: ``"scan"`` (default), the whole epoch
+            one jitted ``lax.scan``, fastest for dense networks (no per-step dispatch), or
+            ``"steps"``, a host loop of one jitted step per batch, for convolutional
+            networks, which XLA on CPU runs many times slower inside a scan's loop (Glow on
+            MNIST: 1.54 s against 0.10 s per step). Both give the same updates from the same
+            keys and rows. On Pyro an epoch is always a loop of steps: both values are
+            accepted and mean the same.
 
     Raises:
-        ConfigError: An out-of-range option, options of the default group next to
+        ConfigError: An out-of-range option (an ``epoch_loop`` other than ``"scan"`` or
+            ``"steps"``), options of the default group next to
             ``groups``, repeated group names, a ``beta_schedule`` for an objective without a
             ``beta`` keyword, or both ``eval_objective`` and ``evaluator``.
     """
@@ -99,6 +110,7 @@ class TrainerBase:
         eval_objective: Callable | None = None,
         evaluator: Evaluator | None = None,
         devices: int | None = None,
+        epoch_loop: str = "scan",
     ) -> None:
         default = (lr, lr_schedule, total_steps, clip_norm)
         if groups is None:
@@ -126,6 +138,11 @@ class TrainerBase:
         if evaluator is not None and eval_objective is not None:
             raise ConfigError("give eval_objective (for the bound) or evaluator, not both")
         devices = 1 if devices is None else check_count("devices", devices)
+        if epoch_loop not in EPOCH_LOOPS:
+            raise ConfigError(
+                f"epoch_loop must be one of {', '.join(map(repr, EPOCH_LOOPS))}, got {epoch_loop!r}"
+            )
+        self.epoch_loop = epoch_loop
         self.model, self.guide, self.objective = model, guide, objective
         self.schedule = schedule if schedule is not None else Minibatches()
         if num_data is not None and not self.schedule.takes_num_data:

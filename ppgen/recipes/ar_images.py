@@ -440,5 +440,8 @@ class PixelCNNRecipe(ARImageRecipe):
     def network_name(self, config: RunConfig) -> str:
         return "GatedPixelCNN" if config.options.variant == "gated" else "PixelCNN"
 
+    def epoch_loop(self, config: RunConfig) -> str:
+        return "steps"  # masked convolutions: see Recipe.epoch_loop
+
 
 PIXELCNN = register(PixelCNNRecipe("pixelcnn", "PixelCNN", PixelCNNOptions, _HELP["pixelcnn"]))

@@ -409,8 +409,10 @@ def exact_log_px(run: Run, data: Any, *, batch_size: int, progress: bool) -> np.
 
 def trainer_settings(config: RunConfig, steps_per_epoch: int) -> dict[str, Any]:
     """The trainer arguments every family takes from the shared settings of a run: learning
-    rate and its schedule over the run's steps, batch size, devices."""
+    rate and its schedule over the run's steps, batch size, devices, and the recipe's
+    :meth:`Recipe.epoch_loop`."""
     return {
+        "epoch_loop": config.recipe.epoch_loop(config),
         "lr": config.lr,
         "lr_schedule": config.lr_schedule,
         "total_steps": config.epochs * max(1, steps_per_epoch),
@@ -474,6 +476,13 @@ class Recipe:
     def build(self, config: RunConfig, data: FitData, backend: Backend) -> Built:
         """The backend's model, objective and trainer for ``config`` and ``data``."""
         raise NotImplementedError
+
+    def epoch_loop(self, config: RunConfig) -> str:
+        """How the NumPyro trainer compiles an epoch of this run (``Trainer(epoch_loop=)``):
+        ``"scan"`` (the default: one ``lax.scan``) or ``"steps"`` (a jitted step per batch),
+        which a family with convolutional networks returns: XLA on CPU runs convolutions
+        many times slower inside a scan. The updates are the same either way."""
+        return "scan"
 
     def evaluate(self, run: Run, **settings: Any) -> dict[str, Any]:
         """The test figures of a trained run (JSON-able); ``settings`` are the ``ppgen

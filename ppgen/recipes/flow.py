@@ -169,6 +169,14 @@ class FlowRecipe(Recipe):
             num_classes=None,
         )
 
+    def epoch_loop(self, config: RunConfig) -> str:
+        """``"steps"`` for the image flows (conv conditioners, see Recipe.epoch_loop)."""
+        flow = config.options.flow
+        image_flow = flow == "glow" or (
+            flow == "realnvp" and grey_levels(config.dataset) is not None
+        )
+        return "steps" if image_flow else "scan"
+
     def build(self, config: RunConfig, data: FitData, backend: Backend) -> Built:
         o = config.options
         levels = grey_levels(config.dataset)

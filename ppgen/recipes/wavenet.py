@@ -180,6 +180,9 @@ class WaveNetRecipe(Recipe):
         num = len(train[0] if isinstance(train, tuple) else train)
         return FitData(train=train, valid=valid, test=test, num_data=num)
 
+    def epoch_loop(self, config: RunConfig) -> str:
+        return "steps"  # dilated convolutions: see Recipe.epoch_loop
+
     def build(self, config: RunConfig, data: FitData, backend: Backend) -> Built:
         o = config.options
         voices = ppdata.load_audio(config.dataset, "test").voice_names

@@ -100,6 +100,37 @@ def test_resume_from_state_arrays_equals_uninterrupted(data, options, new_traine
         np.testing.assert_array_equal(uninterrupted[key], resumed[key], err_msg=key)
 
 
+def test_an_epoch_of_jitted_steps_equals_the_scanned_epoch(data, float64):
+    """epoch_loop="steps" runs the scan's body once per batch: same keys, rows, noise,
+    schedules and annealing, so the same parameters, losses and bound (float64; the bound
+    over 230 rows: 5 full batches and a remainder)."""
+    options = {
+        "transform": DynamicBinarization(),
+        "lr_schedule": "cosine",
+        "total_steps": 12,
+        "beta_schedule": lambda t: min(1.0, t / 10),
+    }
+    results = []
+    for loop in ("scan", "steps"):
+        trainer = _trainer(_vae(), epoch_loop=loop, **options)
+        state = trainer.init(5, data[:40])
+        metrics = []
+        for epoch in range(2):
+            state, m = trainer.train_epoch(state, data, epoch)
+            metrics.append(m)
+        metrics.append(trainer.evaluate_bound(state, data[:230], objective=IWAE(3)))
+        results.append((trainer.state_arrays(state), metrics))
+    (scan, scan_meta), scan_metrics = results[0]
+    (steps, steps_meta), steps_metrics = results[1]
+    assert scan_meta == steps_meta and set(scan) == set(steps)
+    for key in scan:
+        np.testing.assert_allclose(steps[key], scan[key], rtol=1e-9, atol=1e-12, err_msg=key)
+    for a, b in zip(scan_metrics, steps_metrics, strict=True):
+        assert a.keys() == b.keys()
+        np.testing.assert_allclose([b[k] for k in b], [a[k] for k in a], rtol=1e-9)
+    assert not np.allclose(scan[next(iter(scan))], 0)  # it trained
+
+
 def test_checkpoint_of_another_model_is_rejected(data, shared):
     small, big = shared[1], _trainer(_vae((9,)))
     arrays, meta = big.state_arrays(big.init(0, data[:40]))
@@ -122,6 +153,8 @@ def test_bad_options_are_config_errors():
         _trainer(vae, IWAE(), beta_schedule=lambda t: 1.0)
     with pytest.raises(ConfigError, match="batch_size"):
         _trainer(vae, batch_size=0)
+    with pytest.raises(ConfigError, match="epoch_loop must be one of 'scan', 'steps'"):
+        _trainer(vae, epoch_loop="unrolled")
 
 
 def test_bad_data_is_a_data_error(data, shared):

@@ -15,7 +15,8 @@ transform, the evaluator, the devices).
   to the compiled epoch, so a schedule never recompiles.
 - A whole **epoch is one jitted** ``lax.scan`` over the steps of the batch schedule, the
   dataset on the device; the per-batch transform (``ppgen.inference.numpyro.noise``) runs
-  inside it.
+  inside it. ``epoch_loop="steps"`` runs the scan's body jitted alone, once per batch, for
+  convolutional networks (XLA on CPU runs convolutions many times slower inside a scan).
 - **Data parallelism** over ``devices`` (a JAX mesh, the batch axis sharded): see
   :mod:`ppgen.inference.numpyro.parallel`.
 
@@ -163,7 +164,11 @@ class Trainer(TrainerBase):
         self._cache: tuple[tuple, tuple[jax.Array, ...]] | None = None  # (host, device) data
         self._step = jax.jit(self._step_impl, static_argnames=("static", "names"))
         self._epoch = jax.jit(self._epoch_impl, static_argnames=("static", "names", "datapoint"))
+        self._epoch_step = jax.jit(
+            self._epoch_body, static_argnames=("static", "names", "datapoint")
+        )
         self._eval = jax.jit(self._eval_impl, static_argnames=("objective", "names", "plate"))
+        self._eval_one = jax.jit(self._eval_batch, static_argnames=("objective", "names", "plate"))
 
     # -- state ------------------------------------------------------------------------
 
@@ -422,29 +427,68 @@ class Trainer(TrainerBase):
             self._check_support(check_observed_support, model, args, argument_names(batch), kwargs)
         return state, {metric_name(g): float(v) / divisor for g, v in losses.items()}
 
+    def _epoch_keys(self, state, epoch):
+        """The epoch's data-noise and particle keys, from ``(seed, epoch)``."""
+        key = jax.random.fold_in(jax.random.PRNGKey(state.seed), epoch)
+        return jax.random.split(key)
+
+    def _epoch_body(self, state, arrays, inputs, transform, epoch, static, names, datapoint):
+        """Step ``s`` of the epoch on its rows: the same update in a scan or a host loop."""
+        s, rows, beta, lr = inputs
+        noise_key, step_key = self._epoch_keys(state, epoch)
+        gather = self.schedule.gather(arrays)
+        args = tuple(arrays[a][rows[i]] for a, i in gather)
+        arg_rows = tuple(rows[i] for _, i in gather)
+        args = self._transformed(args, jax.random.fold_in(noise_key, s), arg_rows, transform)
+        kwargs = dict(static) if beta is None else {**dict(static), "beta": beta}
+        plate_rows = rows[0] if datapoint else None
+        step = jax.random.fold_in(step_key, s)
+        return self._update(state, step, args, kwargs, lr, names, plate_rows)
+
     def _epoch_impl(
         self, state, arrays, indices, transform, epoch, betas, lrs, static, names, datapoint
     ):
-        gather = self.schedule.gather(arrays)
-        key = jax.random.fold_in(jax.random.PRNGKey(state.seed), epoch)
-        noise_key, step_key = jax.random.split(key)
-
         def body(state, inputs):
-            s, rows, beta, lr = inputs
-            args = tuple(arrays[a][rows[i]] for a, i in gather)
-            arg_rows = tuple(rows[i] for _, i in gather)
-            args = self._transformed(args, jax.random.fold_in(noise_key, s), arg_rows, transform)
-            kwargs = dict(static) if beta is None else {**dict(static), "beta": beta}
-            plate_rows = rows[0] if datapoint else None
-            step = jax.random.fold_in(step_key, s)
-            return self._update(state, step, args, kwargs, lr, names, plate_rows)
+            return self._epoch_body(
+                state, arrays, inputs, transform, epoch, static, names, datapoint
+            )
 
         steps = jnp.arange(indices[0].shape[0])
         state, losses = jax.lax.scan(body, state, (steps, indices, betas, lrs))
         return state._replace(epoch=jnp.asarray(epoch + 1, jnp.int32)), losses
 
+    def _epoch_steps(
+        self, state, arrays, indices, transform, epoch, betas, lrs, static, names, datapoint
+    ):
+        """``epoch_loop="steps"``: the scan's body jitted alone, called once per batch."""
+        indices = tuple(np.asarray(i) for i in indices)  # sliced on the host, not the device
+        betas = None if betas is None else np.asarray(betas)
+        lrs = {g: np.asarray(v) for g, v in lrs.items()}
+        per_step = []
+        for s in range(indices[0].shape[0]):
+            inputs = (
+                jnp.asarray(s),  # the dtype of the scan's jnp.arange
+                tuple(i[s] for i in indices),
+                None if betas is None else betas[s],
+                {g: v[s] for g, v in lrs.items()},
+            )
+            state, losses = self._epoch_step(
+                state,
+                arrays,
+                inputs,
+                transform,
+                epoch,
+                static=static,
+                names=names,
+                datapoint=datapoint,
+            )
+            per_step.append(losses)
+        losses = {g: jnp.stack([step[g] for step in per_step]) for g in per_step[0]}
+        return state._replace(epoch=jnp.asarray(epoch + 1, jnp.int32)), losses
+
     def train_epoch(self, state: TrainState, data: Any, epoch: int) -> tuple[TrainState, dict]:
-        """One pass of the schedule over ``data`` in a single compiled ``lax.scan``.
+        """One pass of the schedule over ``data``: a single compiled ``lax.scan``, or with
+        ``epoch_loop="steps"`` a host loop of the scan's jitted body (same keys, same rows).
 
         The rows (the last partial batch dropped), the per-batch noise and the particles all
         derive from ``(seed, epoch)``. A NaN/Inf loss is reported, never raised.
@@ -464,7 +508,8 @@ class Trainer(TrainerBase):
         num_steps = len(indices[0])
         first = int(state.step)
         before = state
-        state, losses = self._epoch(
+        run_epoch = self._epoch if self.epoch_loop == "scan" else self._epoch_steps
+        state, losses = run_epoch(
             state,
             arrays,
             tuple(jnp.asarray(i) for i in indices),
@@ -505,29 +550,39 @@ class Trainer(TrainerBase):
 
     # -- evaluation -------------------------------------------------------------------
 
-    def _eval_impl(self, state, batches, objective, names, plate=None):
+    def _eval_batch(self, state, i, batch, objective, names, plate=None):
+        """Batch ``i``'s summed bound, on the evaluation's own stream of keys."""
         # Its own stream, derived from (seed, step): evaluating never shifts training noise.
         key = jax.random.fold_in(jax.random.PRNGKey(state.seed), _EVAL_STREAM)
         key = jax.random.fold_in(key, state.step)
-        params = self.params(state)
+        args, by_name = self._arguments(batch, names)
+        size = len(batch[0])
+        # per-datapoint parameters: each batch's rows and the plate as in training
+        rows = None if plate is None else i * size + jnp.arange(size)
+        model, guide = self._pair(rows)
+        kwargs = {} if plate is None or self.num_data is None else {"num_data": plate}
+        with handlers.substitute(data=self.params(state)):
+            value = objective(jax.random.fold_in(key, i), model, guide, *args, **by_name, **kwargs)
+        return value * size / plate if kwargs else value
 
+    def _eval_impl(self, state, batches, objective, names, plate=None):
         def body(total, inputs):
             i, batch = inputs
-            args, by_name = self._arguments(batch, names)
-            size = len(batch[0])
-            # per-datapoint parameters: each batch's rows and the plate as in training
-            rows = None if plate is None else i * size + jnp.arange(size)
-            model, guide = self._pair(rows)
-            kwargs = {} if plate is None or self.num_data is None else {"num_data": plate}
-            key_i = jax.random.fold_in(key, i)
-            with handlers.substitute(data=params):
-                value = objective(key_i, model, guide, *args, **by_name, **kwargs)
-            if kwargs:
-                value = value * size / plate
-            return total + value, None
+            return total + self._eval_batch(state, i, batch, objective, names, plate), None
 
         steps = jnp.arange(len(batches[0]))
         total, _ = jax.lax.scan(body, jnp.zeros(()), (steps, batches))
+        return total
+
+    def _eval_steps(self, state, batches, objective, names, plate=None):
+        """``epoch_loop="steps"``: the scan's body jitted alone, called once per batch."""
+        total = jnp.zeros(())
+        for i in range(len(batches[0])):
+            batch = tuple(b[i] for b in batches)
+            value = self._eval_one(
+                state, jnp.asarray(i), batch, objective=objective, names=names, plate=plate
+            )
+            total = total + value
         return total
 
     def evaluate_bound(self, state: TrainState, x: Any, *, objective=None) -> dict:
@@ -551,10 +606,11 @@ class Trainer(TrainerBase):
         full = n // size * size
         batches = tuple(to_device(a[:full]).reshape(-1, size, *a.shape[1:]) for a in arrays)
         plate = self._datapoint_eval(n)  # per-datapoint parameters: the plate's size
-        total = self._eval(state, batches, objective, names, plate)
+        evaluate = self._eval if self.epoch_loop == "scan" else self._eval_steps
+        total = evaluate(state, batches, objective, names, plate)
         if full < n:  # (never with per-datapoint parameters: _datapoint_eval refuses it)
             rest = tuple(to_device(a[None, full:]) for a in arrays)
-            total = total + self._eval(state, rest, objective, names)
+            total = total + evaluate(state, rest, objective, names)
         if not np.isfinite(float(total)):  # say why when it is the data
             model = handlers.substitute(self.model, data=self.params(state))
             for start in range(0, n, size):

@@ -1,0 +1,297 @@
+"""Binarized MNIST test NLL (nats per image) of FVSBN, NADE, MADE and Gated PixelCNN, each
+within a wall-clock budget, trained and evaluated through ppgen's autoregressive recipes.
+
+Every model is what ``ppgen train {fvsbn,nade,made,pixelcnn} --dataset mnist`` builds, fitted
+by exact maximum likelihood (the ELBO of a model without latent sites) with Adam and a
+cosine-decayed learning rate, batch 100. Data: the recipes' default ``--binarize static``:
+the grey MNIST training images binarized once by one Bernoulli draw with the run's seed
+(``--seed``), the last 10,000 held out for validation (``train_split="train"``: 50,000 to train,
+as Larochelle & Murray and Germain et al. did); validation and test images binarized once
+with seed 0. This is static binarization in the papers' spirit but not Larochelle &
+Murray's file (ppgen does not ship it), so the figures are near, not equal to, the papers'
+setting; a draw of grey MNIST is a little harder to model than that file (the
+reimplementations that use dynamic binarization report figures about 1 nat apart). The
+checkpoint kept (``BEST``) is the epoch of the best validation NLL, the papers' early stopping.
+The figure is the exact test NLL ``-log p(x)`` in nats, mean over the 10,000 test images.
+
+Models (the recipes' options in ``SETTINGS``): FVSBN (one logistic regression per pixel on
+the pixels before it); NADE (Larochelle & Murray 2011) with 500 hidden units; MADE (Germain et
+al. 2015) with two hidden layers of 500 and 32 mask sets, trained order- and
+connectivity-agnostically (a mask set per minibatch) and scored by the ensemble
+``log (1/32) sum_k p_k(x)`` (``made_ensemble_nll``; ``made_nll`` is the same network scored with
+one mask set drawn per test batch); Gated PixelCNN (van den Oord et al. 2016b, vertical and
+horizontal stacks, no blind spot) with 32 channels and 7 gated layers, Bernoulli pixels.
+
+Budgets: 30 minutes each for the dense models, 60 for Gated PixelCNN. A timed probe (a few
+training steps after a compile, and a slice of the validation set) gives the seconds per
+epoch; the number of epochs is set so that the cosine schedule ends within 90% of the
+budget (the probe leaves out checkpoints and compiles), and the
+driver's time limit stops training after the epoch in which the budget runs out.
+``--backend auto`` (default) probes both backends on each model and trains on the faster
+(the probe's seconds per step are in the JSON); ``pyro`` or ``numpyro`` fixes one. On NumPyro
+the recipe trains the convolutional PixelCNN with the trainer's ``epoch_loop="steps"`` (a
+Python loop of jitted steps: XLA on CPU runs convolutions ~15x slower inside one epoch-long
+``lax.scan``); the dense models run an epoch as one ``lax.scan``.
+
+Papers (static binarized MNIST, nats): FVSBN 97.45 and NADE 88.86 (Larochelle & Murray 2011;
+Uria et al. 2016), MADE 2 hidden layers, 32 masks 86.64 (Germain et al. 2015, table 6),
+PixelCNN 81.30 (van den Oord et al. 2016a; Gated PixelCNN about the same).
+
+    python benchmarks/ar_mnist.py                      # all four, 30 + 30 + 30 + 60 minutes
+    python benchmarks/ar_mnist.py --models made --minutes-dense 30 --threads 1
+    python benchmarks/ar_mnist.py --minutes-dense 1 --minutes-pixelcnn 2 --eval-limit 200 \
+        --train-limit 2000 --probe-steps 5          # minutes: checks the script
+
+Each run directory (``--out``/<model>) keeps the trained run (``ppgen eval``/``ppgen sample``
+work on it) and the recipes' pictures: ``samples.png`` (64 samples), ``completions.png`` (the
+bottom half of 8 test images drawn given the top half; raster-order models),
+``receptive_field.png`` and ``curves.png``.
+
+JSON keys (``benchmarks/results/ar_mnist.json``): ``fvsbn_nll``, ``nade_nll``, ``made_nll``
+(one mask set), ``made_ensemble_nll`` (32 mask sets), ``pixelcnn_nll`` (Gated PixelCNN;
+``null`` for a model left out), ``minutes`` (the whole script), ``minutes_per_model`` (each
+model's training), ``epochs`` (each model's epochs trained), ``backend`` (each model's),
+``paper_nll``, ``probe_seconds_per_step`` (each backend probed), ``pictures``, ``runs``
+(every figure ``ppgen eval`` reports), ``setting``, ``hardware``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (  # noqa: E402
+    RESULTS,
+    Stopwatch,
+    hardware,
+    limit_threads,
+    train_fresh,
+    write_result,
+)
+
+NAME = "ar_mnist"
+MODELS = ("fvsbn", "nade", "made", "pixelcnn")
+PAPER = {"fvsbn": 97.45, "nade": 88.86, "made": 86.64, "pixelcnn": 81.30}
+SETTINGS = {  # the recipes' options of each model
+    "fvsbn": {},
+    "nade": {"hidden": 500},
+    "made": {"hidden": (500, 500), "masks": 32},
+    "pixelcnn": {"variant": "gated", "channels": 32, "layers": 7},
+}
+BACKENDS = ("pyro", "numpyro")
+BATCH = 100
+PLAN = 0.9  # the share of a budget the epochs are planned for: the probe leaves out the
+# checkpoints and the first epoch's compile, and the schedule should end within the budget
+
+
+def config(model: str, backend_name: str, epochs: int, args: argparse.Namespace):
+    """The run of ``model`` (``ppgen train MODEL`` with these flags)."""
+    from ppgen import runs
+
+    return runs.make_config(
+        model,
+        backend=backend_name,
+        dataset="mnist",
+        epochs=epochs,
+        batch_size=BATCH,
+        lr=args.lr,
+        lr_schedule="cosine",
+        seed=args.seed,
+        train_split="train",
+        binarize="static",
+        **SETTINGS[model],
+    )
+
+
+def limit_training(limit: int | None) -> None:
+    """Train (and probe) on the first ``limit`` training images only: a check of the script
+    that ends in minutes. It wraps the registered recipes' ``prepare`` in this process (the
+    recipes have no such option; their validation and test sets are left whole)."""
+    if limit is None:
+        return
+    from ppgen.recipes import get_recipe
+
+    for model in MODELS:
+        recipe = get_recipe(model)
+        prepare = recipe.prepare
+
+        def limited(config, prepare=prepare):
+            data = prepare(config)
+            return dataclasses.replace(data, train=data.train[:limit], num_data=limit)
+
+        recipe.prepare = limited
+
+
+def probe(model: str, backend_name: str, args: argparse.Namespace) -> dict:
+    """Seconds per training step (``args.probe_steps`` steps timed after a first pass that
+    compiles) and per validation image, through the recipe's own trainer."""
+    from ppgen.recipes import backend
+
+    cfg = config(model, backend_name, 1, args)
+    data = cfg.recipe.prepare(cfg)
+    trainer = cfg.recipe.build(cfg, data, backend(backend_name)).trainer
+    rows = data.train[: args.probe_steps * BATCH]
+    state = trainer.init(cfg.seed, data.train)
+    state, _ = trainer.train_epoch(state, rows, 0)
+    t0 = time.perf_counter()
+    state, _ = trainer.train_epoch(state, rows, 1)
+    per_step = (time.perf_counter() - t0) / args.probe_steps
+    valid = data.valid[:1000]
+    trainer.evaluate(state, valid)
+    t0 = time.perf_counter()
+    trainer.evaluate(state, valid)
+    per_valid = (time.perf_counter() - t0) / len(valid)
+    epoch = per_step * (data.num_data // BATCH) + per_valid * len(data.valid)
+    return {"step": per_step, "valid_image": per_valid, "epoch": epoch}
+
+
+def train_and_eval(model: str, backend_name: str, epochs: int, minutes: float, args) -> dict:
+    from ppgen import runs
+
+    out = args.out / model
+    result, run, train_minutes = train_fresh(
+        config(model, backend_name, epochs, args), out, time_limit=minutes * 60
+    )
+    ev = runs.evaluate(run, limit=args.eval_limit, progress=False)
+    pictures = [str(p) for p in runs.save_pictures(run)]
+    print(
+        f"{model} ({backend_name}): {len(result.history)} of {epochs} epochs in "
+        f"{train_minutes:.1f} min, test NLL {ev['test_nll']:.2f} nats "
+        f"(paper {PAPER[model]}); pictures in {out}",
+        flush=True,
+    )
+    return {
+        "backend": backend_name,
+        "epoch_loop": run.recipe.epoch_loop(run.config) if backend_name == "numpyro" else None,
+        "epochs": len(result.history),
+        "epochs_planned": epochs,
+        "best_epoch": run.epoch + 1,
+        "budget_minutes": minutes,
+        "train_minutes": train_minutes,
+        "eval_minutes": ev["seconds"] / 60,
+        "pictures": pictures,
+        **ev,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", default=",".join(MODELS),
+                   help="comma-separated subset of fvsbn, nade, made, pixelcnn")  # fmt: skip
+    p.add_argument("--backend", choices=("auto", *BACKENDS), default="auto",
+                   help="auto: probe both on each model, train on the faster")  # fmt: skip
+    p.add_argument("--minutes-dense", type=float, default=30.0,
+                   help="training budget of FVSBN, NADE and MADE each")  # fmt: skip
+    p.add_argument("--minutes-pixelcnn", type=float, default=60.0,
+                   help="training budget of Gated PixelCNN")  # fmt: skip
+    p.add_argument("--threads", type=int, default=None,
+                   help="compute threads of torch and XLA (default: theirs); 1 lets two "
+                   "benchmarks share two cores")  # fmt: skip
+    p.add_argument("--eval-limit", type=int, default=None, help="first N test images only")
+    p.add_argument("--train-limit", type=int, default=None,
+                   help="train on the first N training images (checks the script)")  # fmt: skip
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--probe-steps", type=int, default=20, help="steps of each timed probe")
+    p.add_argument("--out", type=Path, default=Path("runs/bench_ar_mnist"))
+    p.add_argument("--merge", action="store_true",
+                   help="keep the other models' entries of ar_mnist.json (two processes, "
+                   "one core each, each running some of the models)")  # fmt: skip
+    args = p.parse_args()
+    models = [m for m in args.models.split(",") if m]
+    unknown = sorted(set(models) - set(MODELS))
+    if unknown or not models:
+        p.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
+    if args.train_limit is not None and not BATCH <= args.train_limit:
+        p.error(f"--train-limit must be at least the batch ({BATCH})")
+    limit_threads(args.threads)  # before anything imports jax
+    limit_training(args.train_limit)
+
+    clock = Stopwatch()
+    budget = {m: args.minutes_pixelcnn if m == "pixelcnn" else args.minutes_dense for m in models}
+    speed, chosen, results = {}, {}, {}
+    for model in models:
+        tried = BACKENDS if args.backend == "auto" else (args.backend,)
+        speed[model] = {b: probe(model, b, args) for b in tried}
+        chosen[model] = min(tried, key=lambda b: speed[model][b]["epoch"])
+        seconds = speed[model][chosen[model]]["epoch"]
+        epochs = max(1, math.floor(PLAN * budget[model] * 60 / seconds))
+        steps = ", ".join(f"{b} {s['step'] * 1e3:.1f} ms/step" for b, s in speed[model].items())
+        print(f"{model}: {steps} -> {chosen[model]}, {seconds:.0f} s/epoch, {epochs} epochs",
+              flush=True)  # fmt: skip
+        if seconds > budget[model] * 60:
+            print(f"{model}: one epoch takes longer than its {budget[model]:g}-minute budget; "
+                  "training runs that one epoch", flush=True)  # fmt: skip
+        results[model] = train_and_eval(model, chosen[model], epochs, budget[model], args)
+
+    previous = previous_runs(args, results)
+    results = {**previous["runs"], **results}
+
+    def figure(model: str, key: str = "test_nll") -> float | None:
+        return results[model].get(key) if model in results else None
+
+    made_one = figure("made", "test_nll_one_mask")
+    result = dict(
+        {
+            "fvsbn_nll": figure("fvsbn"),
+            "nade_nll": figure("nade"),
+            "made_nll": made_one,
+            "made_ensemble_nll": figure("made"),
+            "pixelcnn_nll": figure("pixelcnn"),
+            "minutes": clock.minutes(),
+            "minutes_per_model": {m: r["train_minutes"] for m, r in results.items()},
+            "epochs": {m: r["epochs"] for m, r in results.items()},
+            "backend": chosen,
+            "budget_minutes": budget,
+            "paper_nll": PAPER,
+            "probe_seconds_per_step": {
+                m: {b: s["step"] for b, s in v.items()} for m, v in speed.items()
+            },
+            "probe_seconds_per_epoch": {
+                m: {b: s["epoch"] for b, s in v.items()} for m, v in speed.items()
+            },
+            "pictures": {m: r["pictures"] for m, r in results.items()},
+            "settings": {m: SETTINGS[m] for m in models},
+            "runs": results,
+            "setting": "MNIST statically binarized (one Bernoulli draw of the grey training "
+            f"images, seed {args.seed}; validation and test: seed 0), 50k train / 10k "
+            f"validation (best epoch kept), batch {BATCH}, Adam {args.lr} cosine over the "
+            "planned epochs, exact test NLL in nats"
+            + (f" on the first {args.eval_limit} test images" if args.eval_limit else "")
+            + (f"; trained on the first {args.train_limit} images" if args.train_limit else ""),
+            "threads": args.threads,
+            "hardware": hardware(),
+        },
+    )
+    for key, old in previous.items():  # the other process's models, as it wrote them
+        if key != "runs" and isinstance(result.get(key), dict):
+            result[key] = {**old, **result[key]}
+    if previous["runs"]:
+        result["merged_from_earlier_run"] = sorted(previous["runs"])
+    write_result(NAME, result)
+
+
+def previous_runs(args: argparse.Namespace, results: dict) -> dict:
+    """With ``--merge``: the per-model entries of ``ar_mnist.json`` for the models this
+    process did not run (another process, run at the same time on the other core), else
+    nothing; ``{"runs": {...}, <per-model key>: {...}}``."""
+    path = RESULTS / f"{NAME}.json"
+    if not (args.merge and path.exists()):
+        return {"runs": {}}
+    old = json.loads(path.read_text())
+    kept = [m for m in old.get("runs", {}) if m not in results]
+    return {
+        key: {m: value[m] for m in kept if m in value}
+        for key, value in old.items()
+        if isinstance(value, dict) and (key == "runs" or set(value) & set(MODELS))
+    } | {"runs": {m: old["runs"][m] for m in kept}}
+
+
+if __name__ == "__main__":
+    main()

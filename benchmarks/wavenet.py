@@ -1,0 +1,266 @@
+"""Test bits per audio sample of WaveNet on the speech corpus within a wall-clock budget,
+against two baselines counted on the same mu-law data: the i.i.d. marginal and a
+first-order Markov (bigram) model.
+
+WaveNet is what ``ppgen train wavenet --dataset speech`` builds (``ppgen.recipes.wavenet``):
+one stack of 10 dilated layers (receptive field 1024 samples, 64 ms at 16 kHz), 32 residual
+and 128 skip channels, a ``Categorical(256)`` over 8-bit mu-law codes, unconditioned; the
+training utterances cut into segments of 4096 samples, batch 8, Adam 1e-3 with a cosine
+schedule over the planned epochs. A timed probe (``--probe-steps`` steps, after a first pass
+that compiles) gives the seconds per epoch on each backend; the faster one trains (``--backend
+auto``; NumPyro with the trainer's ``epoch_loop="steps"``, which the recipe chooses: XLA on
+CPU runs convolutions about 15x slower inside an epoch's ``lax.scan``), the number of epochs is
+set so that the schedule ends on time, and the driver's time limit stops training after the
+epoch in which the budget runs out. ``ppgen eval`` then scores every test utterance whole,
+from its first sample: the exact NLL in bits per sample.
+
+Baselines, on the same test utterances (``--eval-limit`` applies to both): counts over the
+training utterances' mu-law codes with add-one (Laplace) smoothing, ``p(b | a) = (C[a, b] +
+1) / (C[a] + 256)`` for the bigram and ``p(b) = (n_b + 1) / (N + 256)`` for the marginal,
+which also scores the bigram's first sample of every utterance (it has no predecessor).
+
+Pictures: a generated clip of ``--seconds`` (the cached sampler, seed 0) written as a 16 kHz
+WAV, the start of the first test utterance as another, and the recipe's spectrogram picture of
+the two side by side (``plots.save_spectrograms``), with the training curves, in
+``--figures`` (default ``benchmarks/results/wavenet/``).
+
+    python benchmarks/wavenet.py                    # 30 minutes of training, then eval
+    python benchmarks/wavenet.py --threads 1        # the same on one core
+    python benchmarks/wavenet.py --quick            # about a minute: checks the script
+    python benchmarks/wavenet.py --minutes 2 --max-utterances 8 --eval-limit 1  # the probe path
+
+``--max-utterances N`` cuts every split to its first N utterances (the recipe's option), the
+baselines' training counts included; the baselines always score the test utterances WaveNet
+was scored on.
+
+JSON keys (last line, and ``benchmarks/results/wavenet.json``): ``wavenet_bits_per_sample``,
+``bigram_bits_per_sample``, ``iid_bits_per_sample`` (test, bits per audio sample),
+``ratio`` (WaveNet over bigram; the bar is ``<= 0.7``), ``minutes`` (the whole script),
+``train_minutes``, ``epochs``, ``backend`` (the one trained) and ``probe_seconds_per_epoch``
+(each backend probed), ``clip``, ``real_clip``, ``spectrogram``, ``curves`` (paths relative
+to the repository), ``samples`` and ``utterances`` scored, ``setting``, ``hardware``.
+``--quick`` trains a tiny WaveNet for one epoch on 4 utterances and writes
+``wavenet_quick.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (  # noqa: E402
+    Stopwatch,
+    hardware,
+    limit_threads,
+    probe_seconds_per_epoch,
+    train_fresh,
+    write_result,
+)
+
+NAME = "wavenet"
+ROOT = Path(__file__).resolve().parent.parent
+LEVELS = 256  # 8-bit mu-law
+QUICK_ARCHITECTURE = {"layers": 4, "residual_channels": 8, "skip_channels": 16, "segment_len": 512}
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--backend",
+        choices=("auto", "pyro", "numpyro"),
+        default="auto",
+        help="auto: probe both and train on the faster",
+    )
+    p.add_argument("--minutes", type=float, default=30.0, help="training budget")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--probe-steps", type=int, default=5, help="steps of the timed probe")
+    p.add_argument("--eval-limit", type=int, default=None, help="first N test utterances only")
+    p.add_argument("--seconds", type=float, default=2.0, help="length of the generated clip")
+    p.add_argument("--threads", type=int, default=None, help="torch and XLA threads")
+    p.add_argument("--out", type=Path, default=Path("runs/bench_wavenet"), help="run directory")
+    p.add_argument("--figures", type=Path, default=None, help="clips and pictures (see above)")
+    p.add_argument(
+        "--max-utterances",
+        type=int,
+        default=0,
+        help="train (and count the baselines) on the first N training utterances (0: all)",
+    )
+    p.add_argument("--quick", action="store_true", help="a tiny WaveNet, one epoch")
+    args = p.parse_args()
+    if args.minutes <= 0 or args.probe_steps < 1 or args.seconds <= 0 or args.max_utterances < 0:
+        p.error("--minutes, --probe-steps and --seconds must be positive, --max-utterances >= 0")
+    if args.quick:
+        args.seconds, args.max_utterances = 0.25, 4
+    return args
+
+
+ARGS = parse_args() if __name__ == "__main__" else None
+if ARGS is not None:
+    limit_threads(ARGS.threads)
+
+import numpy as np  # noqa: E402
+
+from ppgen import data as ppdata  # noqa: E402
+from ppgen import runs  # noqa: E402
+from ppgen.config import RunConfig  # noqa: E402
+from ppgen.recipes.wavenet import WaveNetSampleOptions  # noqa: E402
+
+
+def config(backend_name: str, epochs: int, args: argparse.Namespace) -> RunConfig:
+    """The run (``ppgen train wavenet`` with these flags) on ``backend_name``."""
+    extra = {"max_utterances": args.max_utterances, **(QUICK_ARCHITECTURE if args.quick else {})}
+    return runs.make_config(
+        "wavenet",
+        backend=backend_name,
+        dataset="speech",
+        epochs=epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        lr_schedule="cosine",
+        seed=args.seed,
+        picture_seconds=args.seconds,
+        **extra,
+    )
+
+
+def seconds_per_epoch(backend_name: str, args: argparse.Namespace) -> float:
+    """Seconds per epoch on ``backend_name``, from a timed probe of ``args.probe_steps`` steps
+    through the recipe's own trainer (a first pass compiles; the second is timed)."""
+    return probe_seconds_per_epoch(config(backend_name, 1, args), args.probe_steps)
+
+
+def mu_law_utterances(split: str, limit: int | None) -> list[np.ndarray]:
+    """The 8-bit mu-law codes of the first ``limit`` utterances of ``split`` (all: None)."""
+    return ppdata.load_audio("speech", split).mu_law(LEVELS)[:limit]
+
+
+def baselines(train: list[np.ndarray], test: list[np.ndarray]) -> dict:
+    """Test bits per sample of the add-one i.i.d. marginal and bigram counted on ``train``
+    (every test utterance's first sample scored by the marginal in the bigram)."""
+    unigram = np.ones(LEVELS)
+    pairs = np.ones((LEVELS, LEVELS))
+    for x in train:
+        unigram += np.bincount(x, minlength=LEVELS)
+        np.add.at(pairs, (x[:-1], x[1:]), 1)
+    log_marginal = np.log2(unigram / unigram.sum())
+    log_bigram = np.log2(pairs / pairs.sum(axis=1, keepdims=True))
+    samples = sum(len(x) for x in test)
+    iid = -sum(log_marginal[x].sum() for x in test)
+    bigram = -sum(log_marginal[x[0]] + log_bigram[x[:-1], x[1:]].sum() for x in test)
+    return {
+        "iid_bits_per_sample": float(iid / samples),
+        "bigram_bits_per_sample": float(bigram / samples),
+    }
+
+
+def relative(path: Path) -> str:
+    """``path`` relative to the repository when inside it (no machine paths in results)."""
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else path.name
+
+
+def clips(run, figures: Path, seconds: float) -> dict:
+    """The generated clip and the start of the first test utterance as WAVs, and the recipe's
+    pictures (its spectrogram draws the same clip: seed 0, ``seconds``)."""
+    figures.mkdir(parents=True, exist_ok=True)
+    recipe = run.config.recipe
+    generated = recipe.sample(run, 1, seed=0, options=WaveNetSampleOptions(seconds=seconds))
+    clip = recipe.save_samples(run, generated, figures / "generated.wav")
+    length = generated.shape[-1]
+    real = ppdata.mu_law_decode(mu_law_utterances("test", 1)[0][:length])
+    real_clip = ppdata.write_wav(figures / "real.wav", real, ppdata.SPEECH_RATE, overwrite=True)
+    curves, spectrogram = recipe.pictures(run, figures)
+    paths = {"clip": clip, "real_clip": real_clip, "spectrogram": spectrogram, "curves": curves}
+    return {k: relative(v) for k, v in paths.items()}
+
+
+def setting(cfg: RunConfig, limit: int | None) -> str:
+    """The run's data, network and optimiser in words."""
+    o = cfg.options
+    return (
+        f"speech corpus, 16 kHz, 8-bit mu-law; WaveNet {o.stacks} x {o.layers} layers, "
+        f"{o.residual_channels} residual / {o.skip_channels} skip channels, segments of "
+        f"{o.segment_len}, batch {cfg.batch_size}, Adam {cfg.lr} cosine over the planned "
+        f"epochs, {cfg.backend}; test utterances scored whole"
+        + (f" (the first {limit})" if limit else "")
+    )
+
+
+def main(args: argparse.Namespace) -> None:
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    clock = Stopwatch()
+    names = ("pyro", "numpyro") if args.backend == "auto" else (args.backend,)
+    speed = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        if args.quick:
+            args.out = Path(scratch) / "run"
+            args.figures = args.figures or Path(scratch) / "figures"
+            epochs, chosen = 1, names[-1]
+        else:
+            for name in names:
+                speed[name] = seconds_per_epoch(name, args)
+                print(f"{name}: {speed[name]:.0f} s/epoch (probe)", flush=True)
+            chosen = min(speed, key=speed.get)
+            epochs = max(1, math.floor(args.minutes * 60 / speed[chosen]))
+            if speed[chosen] > args.minutes * 60:
+                print("one epoch takes longer than the budget; training runs that one epoch")
+            print(f"training on {chosen}: {epochs} epochs", flush=True)
+        figures = args.figures or ROOT / "benchmarks" / "results" / NAME
+        result, run, train_minutes = train_fresh(
+            config(chosen, epochs, args),
+            args.out,
+            progress=not args.quick,
+            time_limit=args.minutes * 60,
+        )
+        limit = 1 if args.quick else args.eval_limit
+        ev = runs.evaluate(run, limit=limit, progress=not args.quick)
+        train = mu_law_utterances("train", args.max_utterances or None)
+        # the test utterances WaveNet was scored on (the first ev["utterances"] of them)
+        base = baselines(train, mu_law_utterances("test", ev["utterances"]))
+        paths = clips(run, figures, args.seconds)
+    wavenet = ev["test_bits_per_sample"]
+    ratio = wavenet / base["bigram_bits_per_sample"]
+    print(
+        f"WaveNet {wavenet:.4f} bits/sample, bigram {base['bigram_bits_per_sample']:.4f}, "
+        f"i.i.d. {base['iid_bits_per_sample']:.4f}: ratio {ratio:.3f} (bar 0.7)",
+        flush=True,
+    )
+    for key, path in paths.items():
+        print(f"{key}: {path}", flush=True)
+    write_result(
+        f"{NAME}_quick" if args.quick else NAME,
+        {
+            "wavenet_bits_per_sample": wavenet,
+            **base,
+            "ratio": ratio,
+            "minutes": clock.minutes(),
+            "train_minutes": train_minutes,
+            "budget_minutes": args.minutes,
+            "epochs": len(result.history),
+            "epochs_planned": epochs,
+            "backend": chosen,
+            "epoch_loop": run.config.recipe.epoch_loop(run.config),
+            "probe_seconds_per_epoch": speed,
+            **paths,
+            "samples": ev["samples"],
+            "utterances": ev["utterances"],
+            "train_utterances": len(train),
+            "setting": setting(run.config, limit),
+            "threads": args.threads,
+            "quick": args.quick,
+            "hardware": hardware(),
+        },
+    )
+
+
+if __name__ == "__main__":
+    main(ARGS)

@@ -1,0 +1,80 @@
+"""benchmarks/wavenet.py and benchmarks/ar_sampling.py: the baselines are the add-one counts
+they claim, the benchmark's run is the ``wavenet`` recipe's, and the naive sampler's prefix
+leaves the number of dimensions it reports."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def wn():
+    return load("wavenet")
+
+
+def test_baselines_are_the_add_one_counts(wn):
+    """Bits per sample equal a direct count, one sample at a time (the first sample of every
+    test utterance scored by the marginal in the bigram)."""
+    rng = np.random.default_rng(0)
+    train = [rng.integers(0, 256, n) for n in (300, 50)]
+    test = [rng.integers(0, 256, n) for n in (40, 7)]
+    every = np.concatenate(train)
+    pair = {}
+    for x in train:
+        for a, b in zip(x[:-1], x[1:], strict=True):
+            pair[a, b] = pair.get((a, b), 0) + 1
+    after = {a: sum(v for (p, _), v in pair.items() if p == a) for a in range(256)}
+
+    def marginal(b):
+        return (np.sum(every == b) + 1) / (len(every) + 256)
+
+    iid = bigram = 0.0
+    for x in test:
+        bigram -= math.log2(marginal(x[0]))
+        for t, b in enumerate(x):
+            iid -= math.log2(marginal(b))
+            if t:
+                bigram -= math.log2((pair.get((x[t - 1], b), 0) + 1) / (after[x[t - 1]] + 256))
+    n = sum(len(x) for x in test)
+    out = wn.baselines(train, test)
+    np.testing.assert_allclose(out["iid_bits_per_sample"], iid / n, rtol=1e-12)
+    np.testing.assert_allclose(out["bigram_bits_per_sample"], bigram / n, rtol=1e-12)
+
+
+def test_the_run_is_the_wavenet_recipe_on_speech(wn):
+    args = argparse.Namespace(batch_size=8, lr=1e-3, seed=0, seconds=2.0, max_utterances=0)
+    for backend, quick in (("pyro", False), ("numpyro", True)):
+        cfg = wn.config(backend, 3, argparse.Namespace(**vars(args), quick=quick))
+        assert (cfg.model, cfg.dataset, cfg.backend, cfg.epochs) == (
+            "wavenet",
+            "speech",
+            backend,
+            3,
+        )
+        assert cfg.lr_schedule == "cosine" and cfg.options.picture_seconds == 2.0
+        assert cfg.options.layers == (4 if quick else 10)
+
+
+def test_naive_prefix_leaves_the_steps_it_reports():
+    ar = load("ar_sampling")
+    x = np.arange(28 * 28).reshape(1, 28, 28)
+    prefix, steps = ar.prefix_of("pixelcnn", x, 400)  # whole rows: 15 rows drawn
+    assert prefix.shape == (1, 13, 28) and steps == 15 * 28
+    audio = np.arange(100)[None]
+    prefix, steps = ar.prefix_of("wavenet", audio, 30)
+    assert prefix.shape == (1, 70) and steps == 30
