@@ -18,9 +18,10 @@ Models (the recipes' options in ``SETTINGS``): FVSBN (one logistic regression pe
 the pixels before it); NADE (Larochelle & Murray 2011) with 500 hidden units; MADE (Germain et
 al. 2015) with two hidden layers of 500 and 32 mask sets, trained order- and
 connectivity-agnostically (a mask set per minibatch) and scored by the ensemble
-``log (1/32) sum_k p_k(x)`` (``made_ensemble_nll``; ``made_nll`` is the same network scored with
-one mask set drawn per test batch); Gated PixelCNN (van den Oord et al. 2016b, vertical and
-horizontal stacks, no blind spot) with 32 channels and 7 gated layers, Bernoulli pixels.
+``log (1/32) sum_k p_k(x)`` (``made_ensemble_nll``; ``made_nll`` is the same network's exact NLL
+under each mask set, averaged over the 32 sets: what one set drawn at random scores); Gated
+PixelCNN (van den Oord et al. 2016b, vertical and horizontal stacks, no blind spot) with 32
+channels and 7 gated layers, Bernoulli pixels.
 
 Budgets: 30 minutes each for the dense models, 60 for Gated PixelCNN. A timed probe (a few
 training steps after a compile, and a slice of the validation set) gives the seconds per
