@@ -9,6 +9,7 @@ sampling), samples and pictures, registered, and driven through the command line
 import dataclasses
 import json
 import math
+from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
@@ -92,6 +93,7 @@ class GaussianRecipe(Recipe):
     options = GaussianOptions
     defaults = {"lr": 0.05}
     datasets = ("digits",)
+    eval_report = "the exact test NLL of a diagonal Gaussian"
 
     def prepare(self, config):
         splits = image_splits(config.dataset, config.train_split, "none", config.seed)
@@ -191,3 +193,21 @@ def test_the_family_has_its_own_help_and_checks(toy, capsys):
     with pytest.raises(ConfigError, match="toygauss takes no setting"):
         runs.make_config("toygauss", latent=3)
     assert runs.make_config("toygauss", dataset="digits").options.init_scale == 1.0
+
+
+def test_eval_help_says_what_each_family_reports(toy, capsys):
+    """``ppgen eval --help`` is written from the recipes (``Recipe.eval_report``,
+    ``eval_flags``): a family defined here is described as every registered one is, flows
+    with their test NLL in nats and bits/dim, and cli.py names no family."""
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["eval", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "toygauss: the exact test NLL of a diagonal Gaussian" in text
+    assert "flow: the exact test NLL in nats per example, and in bits/dim for images" in text
+    assert "--k applies to vae, hvae" in text
+    for recipe in RECIPES.values():
+        assert recipe.eval_report and recipe.name in text, recipe.name
+    from ppgen import cli
+
+    source = Path(cli.__file__).read_text(encoding="utf-8")
+    assert not any(f'"{name}"' in source for name in RECIPES), "cli.py names a family"
