@@ -134,18 +134,27 @@ class Flow(eqx.Module):
         return eqx.tree_at(lambda f: f.layers, self, layers)
 
 
-def with_logit(flow: Flow, alpha: float = 0.05) -> Flow:
+def with_logit(flow: Flow, alpha: float = 0.05, levels: int | None = None) -> Flow:
     """``flow`` followed, on the data side, by the inverse of RealNVP's logit map
     (``image_flows.Logit``, Dinh et al. 2016): a density on ``[0, 1]^D`` (dequantised
     pixels) whose Jacobian is counted. The same transforms (and parameters), one layer more.
 
-    Raises:
-        ConfigError: ``alpha`` outside ``[0, 0.5)``.
-    """
-    from ppgen.models.numpyro.image_flows import Logit
+    With ``levels=L``, also by ``Dequantize(levels=L).inv`` (``image_flows.Dequantize``):
+    a density over ``k + u`` for pixels ``k`` of ``L`` grey levels and ``u ~ U[0, 1)^D``,
+    whose ``-log p`` is the dequantised NLL of the ``L``-level data in nats per image
+    (``-log p(v) + D log L`` for ``v = (k + u) / L``; Theis et al. 2016), the standard
+    figure, bits/dim its share per pixel in bits.
 
-    logit = Logit(alpha, event_dim=len(flow.event_shape))
-    return Flow([*flow.unconditioned(), logit.inv], flow.event_shape, flow.context_dim)
+    Raises:
+        ConfigError: ``alpha`` outside ``[0, 0.5)``, or ``levels`` not an integer >= 2.
+    """
+    from ppgen.models.numpyro.image_flows import Dequantize, Logit
+
+    event_dim = len(flow.event_shape)
+    layers = [*flow.unconditioned(), Logit(alpha, event_dim=event_dim).inv]
+    if levels is not None:
+        layers.append(Dequantize(event_dim=event_dim, levels=levels).inv)
+    return Flow(layers, flow.event_shape, flow.context_dim)
 
 
 def build_layer(layer: flows.Layer, dim: int, context_dim: int, bins: int, bound: float) -> Any:
