@@ -260,10 +260,11 @@ def _check_invertible(flow: Flow) -> None:
     they produced), found by running one zero event from the data side through each
     layer's inverse, as ``log_prob`` will. A failure of another kind (a probe outside a
     layer's domain) is not judged here: scoring data reports it."""
-    dtype = _dtype(flow)
-    context = torch.zeros(1, flow.context_dim, dtype=dtype) if flow.context_dim else None
+    first = next(flow.parameters(), None)
+    like = {"dtype": _dtype(flow), "device": None if first is None else first.device}
+    context = torch.zeros(1, flow.context_dim, **like) if flow.context_dim else None
     names = [f"{type(t).__module__}.{type(t).__qualname__}" for t in flow.unconditioned()]
-    y = torch.zeros(1, *flow.event_shape, dtype=dtype)
+    y = torch.zeros(1, *flow.event_shape, **like)
     with torch.no_grad():
         for i, t in reversed(list(enumerate(flow.transforms(context)))):
             try:
