@@ -148,13 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
         _shared_arguments(m, recipe)
         recipe.options.add_arguments(m)
 
-    nll = ", ".join(r.name for r in RECIPES.values() if "k" in r.eval_flags)
     p = parser.leaves["eval"] = sub.add_parser(
         "eval",
         help="test figures of a run (NLL and ELBO, or classification error)",
-        description="Evaluate a trained run on its test set, as its model's recipe does: the "
-        f"importance-sampled NLL and the ELBO in nats ({nll}), or the classification error "
-        "(semi-supervised models). --k, --limit and --batch-size apply to the NLL only.",
+        description="Evaluate a trained run on its test set, as its model's recipe does. "
+        f"{_eval_reports()}.",
     )
     p.add_argument("run", type=Path, help="run directory")
     p.add_argument(
@@ -199,11 +197,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out",
         type=Path,
-        help="file to write, not an existing one (default: RUN/samples.png, or .txt/.wav "
-        "for text and audio models)",
+        help="file to write, not an existing one; missing folders are created, as train's "
+        "--out creates its run directory's (default: RUN/samples.png, or .txt/.wav for text "
+        "and audio models)",
     )
     _sample_flags(p)
     return parser
+
+
+def _eval_reports() -> str:
+    """What ``ppgen eval`` reports for each model (``Recipe.eval_report``, models with the
+    same report named together) and which of its flags each uses (``Recipe.eval_flags``)."""
+    reports: dict[str, list[str]] = {}
+    flags: dict[str, list[str]] = {}
+    for recipe in RECIPES.values():
+        if recipe.eval_report:
+            reports.setdefault(recipe.eval_report, []).append(recipe.name)
+        for flag in recipe.eval_flags:
+            flags.setdefault("--" + flag.replace("_", "-"), []).append(recipe.name)
+    said = "; ".join(f"{', '.join(names)}: {report}" for report, names in reports.items())
+    used = "; ".join(f"{flag} applies to {', '.join(names)}" for flag, names in flags.items())
+    return f"It reports, by model: {said}. {used}" if said else used
 
 
 def _sample_flags(p: argparse.ArgumentParser) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -85,11 +86,13 @@ def save_training_curves(
     keys: Sequence[str] = ("loss", "valid_loss"),
     right_keys: Sequence[str] = (),
     right_label: str = "",
+    bits_per_dim: int | None = None,
 ) -> Path:
     """Plot per-epoch metrics from a run's ``metrics.jsonl`` (one line per epoch).
 
     ``keys`` are in nats per example; ``right_keys`` (e.g. ``"valid_error"``) go on a second
-    y-axis labelled ``right_label``.
+    y-axis labelled ``right_label``. ``bits_per_dim=D`` (images of ``D`` pixels) adds a
+    right axis reading the same curves in bits/dim, ``nats / (D log 2)``.
     """
     records = [json.loads(line) for line in Path(metrics_jsonl).read_text().splitlines() if line]
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -101,6 +104,10 @@ def save_training_curves(
     ax.set_ylabel("nats per example")
     ax.grid(alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()
+    if bits_per_dim is not None:
+        per_bit = float(bits_per_dim) * math.log(2)
+        bits = ax.secondary_yaxis("right", functions=(lambda v: v / per_bit, lambda b: b * per_bit))
+        bits.set_ylabel("bits/dim")
     if right_keys:
         right = ax.twinx()
         for i, key in enumerate(right_keys):

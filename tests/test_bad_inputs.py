@@ -334,6 +334,20 @@ def test_a_damaged_pointer_file(run):
     assert "BEST is damaged" in line and "epoch-000003" in line
 
 
+def test_sample_out_creates_missing_folders_as_train_out_does(run, tmp_path):
+    """The writing commands agree on a missing parent folder: ``ppgen train --out
+    a/b/run`` creates ``a/b`` (``checkpoint.claim_run_dir``), and so does ``ppgen sample
+    --out a/b/x.png`` (every family's writer); neither refuses it."""
+    from ppgen.checkpoint import claim_run_dir
+
+    with claim_run_dir(tmp_path / "new" / "deeper" / "run") as made:
+        assert made.is_dir()
+    target = tmp_path / "other" / "deeper" / "grid.png"
+    code, out, err = cli("sample", run, "-n", "4", "--out", target)
+    assert code == 0, err
+    assert out.strip() == str(target) and target.stat().st_size > 0
+
+
 def test_sample_out_must_be_a_new_png_file(run):
     (run.parent / "picture.png").write_bytes(b"the user's picture")
     with unchanged(run.parent):

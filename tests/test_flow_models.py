@@ -283,3 +283,93 @@ def test_conditional_density_without_its_context_is_refused_in_one_line():
         pi.evaluate_log_likelihood(p.model, p.guide, x, num_samples=1)
     with pytest.raises(ConfigError, match=r"conditional, p\(x \| y\): pass the context"):
         ni.evaluate_log_likelihood(jax.random.PRNGKey(0), n.model, n.guide, x, num_samples=1)
+
+
+# -- layers without an inverse, data of the wrong shape ---------------------------------------
+
+
+def _forward_only_layers():
+    """One forward-only layer of each kind the backends ship: Pyro's own planar (it inverts
+    only values it produced), Pyro's NAF and NumPyro's BNAF (no inverse at all)."""
+    import numpyro.distributions.flows as nflows
+    import pyro.distributions.transforms as ptransforms
+    from numpyro.nn import BlockNeuralAutoregressiveNN
+    from pyro.nn import AutoRegressiveNN
+
+    init, apply = BlockNeuralAutoregressiveNN(2)
+    _, params = init(jax.random.PRNGKey(0), (2,))
+    return {
+        "pyro_planar": (pm, ptransforms.Planar(2)),
+        "pyro_naf": (
+            pm,
+            ptransforms.NeuralAutoregressive(
+                AutoRegressiveNN(2, [8], param_dims=[4, 4, 4]), hidden_units=4
+            ),
+        ),
+        "numpyro_bnaf": (
+            nm,
+            nflows.BlockNeuralAutoregressiveTransform(lambda v: apply(params, v)),
+        ),
+    }
+
+
+def test_a_layer_without_inverse_in_a_density_model_is_one_line_on_both_backends():
+    """A density model scores data through the flow's inverse: a forward-only layer (good
+    in a VAE's posterior flow) is refused where the model is built, in the same line on
+    both backends, naming the layer and what to do (it was a KeyError traceback at Pyro's
+    Trainer.init and a wrong "leading dimensions" hint on NumPyro)."""
+    lines = {}
+    for label, (backend, layer) in _forward_only_layers().items():
+        name = f"{type(layer).__module__}.{type(layer).__qualname__}"
+        # the forward-only layer sits between two invertible ones: layer 1 is named
+        flow = backend.Flow([backend.Permutation([1, 0]), layer, backend.Permutation([1, 0])], (2,))
+        with pytest.raises(ConfigError) as info:
+            backend.FlowDensity((2,), flow)
+        line = str(info.value)
+        assert "\n" not in line
+        assert f"layer 1 of the flow ({name}) has no inverse" in line, line
+        assert "posterior flow" in line and "invertible transform" in line
+        lines[label] = line.replace(name, "T")
+    assert len(set(lines.values())) == 1, lines
+
+
+def test_numpyro_trainer_does_not_blame_leading_dims_for_a_failing_log_prob():
+    """A user's own NumPyro program observing data under a forward-only flow fails when
+    its site is scored; the trainer's broadcasting hint must not claim the program fails
+    only with particles (it fails alone too): NumPyro's own error comes through."""
+    import numpyro
+    import numpyro.distributions as ndist
+
+    _, layer = _forward_only_layers()["numpyro_bnaf"]
+
+    def model(x, num_data=None):
+        numpyro.param("unused", jnp.zeros(()))
+        with numpyro.plate("data", num_data or len(x), subsample_size=len(x)):
+            base = ndist.Normal(jnp.zeros(2), 1.0).to_event(1)
+            numpyro.sample("x", ndist.TransformedDistribution(base, [layer]), obs=x)
+
+    def guide(x, num_data=None):
+        pass
+
+    trainer = ni.Trainer(model, guide, ni.ELBO(), batch_size=10)
+    with pytest.raises(NotImplementedError, match="inverse"):
+        trainer.init(0, rows())
+
+
+def test_the_data_shape_error_names_the_flows_event_shape():
+    """Rows of the wrong width, or unflattened images, are refused naming the flow's
+    event_shape (a flow has no x_dim to rebuild with)."""
+    for backend in (pm, nm):
+        vector = backend.FlowDensity((2,), backend.build_flow("realnvp", (2,), layers=1))
+        image = backend.FlowDensity(
+            (1, 8, 8), backend.build_flow("realnvp_multiscale", (1, 8, 8), layers=1, hidden=(4,))
+        )
+        array = torch.as_tensor if backend is pm else jnp.asarray
+        for model, bad, message in (
+            (vector, rows(dim=3), r"event_shape \(2,\); or build the flow with event_shape=\(3,\)"),
+            (image, np.zeros((3, 1, 8, 8)), r"needs \(batch, 64\).*\(1, 8, 8\); flatten each"),
+            (image, np.zeros((3, 63)), r"\(1, 8, 8\); or build the flow on events of 63 values"),
+        ):
+            with pytest.raises(DataError, match=message) as info:
+                model.log_prob(array(np.asarray(bad, np.float32)))
+            assert "x_dim" not in str(info.value)

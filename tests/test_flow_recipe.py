@@ -81,14 +81,47 @@ def test_image_flow_reports_bits_per_dim_of_the_8bit_style_data(tmp_path):
     result = json.loads(stdout.strip().splitlines()[-1])
     run = runs.load_trained(out)
     dim = 64
-    expected = -exact_test_log_px(run).mean() + dim * math.log(17)
+    # the model's density is over k + u: its -log p is the 17-level data's NLL already
+    expected = -exact_test_log_px(run).mean()
     np.testing.assert_allclose(result["test_nll"], expected, rtol=1e-5)
     np.testing.assert_allclose(result["test_bits_per_dim"], expected / (dim * math.log(2)))
-    # the test images are dequantised once: (k + u) / 17 with u in [0, 1)
-    k = np.floor(run.data.test * 17)
-    assert k.min() >= 0 and k.max() <= 16
+    # the test images are dequantised once: k + u with k in 0..16 and u in [0, 1)
+    k = np.floor(run.data.test)
+    assert k.min() >= 0 and k.max() <= 16 and k.max() > 10
+    assert not np.array_equal(k, run.data.test)
     x = runs.sample(run, 4)
     assert x.shape == (4, 64) and x.min() >= 0 and x.max() <= 1
+
+
+@pytest.mark.parametrize("backend_name", ["pyro", "numpyro"])
+def test_image_flow_training_loss_is_the_eval_nll(tmp_path, backend_name):
+    """The training loss, the validation loss and ``ppgen eval``'s test NLL of an image flow
+    are one quantity, the dequantised NLL in nats per image (bits/dim its share per pixel):
+    a training step on the test images with their evaluation noise reports the eval figure
+    (the training loss was short of the D log L = 181 nats the evaluation adds)."""
+    out = tmp_path / "run"
+    code, _, err = cli(
+        "train", "flow", "--backend", backend_name, "--flow", "maf", "--dataset", "digits",
+        "--batch-size", "200", *TINY, "--out", out,
+    )  # fmt: skip
+    assert code == 0, err
+    run = runs.load_trained(out)
+    n = 200
+    result = runs.evaluate(run, limit=n, batch_size=n, progress=False)
+    x = run.data.test[:n]  # k + u, the evaluation's fixed noise
+    valid = run.trainer.evaluate(run.state, x)  # the validation loss's figure
+    np.testing.assert_allclose(-valid["elbo"], result["test_nll"], rtol=1e-4)
+    # the training loss on that batch (last: Pyro's step updates the parameters in place)
+    _, metrics = run.trainer.step(run.state, x)
+    np.testing.assert_allclose(metrics["loss"], result["test_nll"], rtol=1e-4)
+    np.testing.assert_allclose(
+        result["test_bits_per_dim"], result["test_nll"] / (64 * math.log(2)), rtol=1e-12
+    )
+    # the recorded curves are in those units: the one epoch's training loss is near the
+    # test figure (the model barely moved), not 181 nats below it
+    record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert abs(record["loss"] - result["test_nll"]) < 0.1 * 64 * math.log(17)
+    assert abs(record["valid_loss"] - result["test_nll"]) < 0.1 * 64 * math.log(17)
 
 
 @pytest.mark.parametrize(
@@ -100,6 +133,12 @@ def test_image_flow_reports_bits_per_dim_of_the_8bit_style_data(tmp_path):
         (["--flow", "nsf", "--bound", "0"], "--bound must be > 0"),
         (["--flow", "nsf", "--bound", "-2"], "--bound must be > 0"),
         (["--hidden", "0"], "layer sizes must be positive"),
+        (
+            ["--flow", "planar", "--hidden", "32"],
+            "--hidden sets the conditioner networks, and "
+            "planar has none (its parameters are bias, u, w); drop --hidden",
+        ),
+        (["--flow", "radial", "--hidden", "8,8"], "radial has none"),
         (["--dataset", "fashion"], "invalid choice: 'fashion'"),
     ],
 )

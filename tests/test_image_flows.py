@@ -489,6 +489,24 @@ def test_8bit_data_pass_the_check(side):
         assert np.all((noisy >= pixels) & (noisy < pixels + 1.0))
 
 
+def test_dequantize_of_other_grey_levels(float64, side):
+    """``Dequantize(levels=L)``: ``y = (x + u) / L``, log-det ``-D log L`` (digits: L = 17),
+    its data check on ``0..L-1``; a bad ``levels`` is one line."""
+    key = [] if side.name == "pyro" else [jax.random.key(0)]
+    t = side.flows.Dequantize(event_dim=1, levels=17)
+    x = np.arange(17.0)[None] + 0.5  # (1, 17)
+    y = side.numpy(t(side.array(x)))
+    np.testing.assert_allclose(y, x / 17, rtol=1e-12)
+    ladj = side.numpy(t.log_abs_det_jacobian(side.array(x), side.array(y)))
+    np.testing.assert_allclose(ladj, [-17 * math.log(17)], rtol=1e-12)
+    noisy = side.numpy(t.add_noise(*key, np.arange(17.0)[None]))
+    assert np.all((noisy >= np.arange(17)) & (noisy < np.arange(17) + 1))
+    with pytest.raises(DataError, match=r"pixel values of 17 levels \(integers 0..16\)"):
+        t.add_noise(*key, np.asarray([[3.0, 17.0]]))
+    with pytest.raises(ConfigError, match="levels must be an integer >= 2"):
+        side.flows.Dequantize(levels=1)
+
+
 def test_realnvp_plan_is_the_papers(float64):
     """MNIST: 3 checkerboard, squeeze, 3 channel, factor out 2 of 4 channels; again at 14x14;
     then 4 checkerboard couplings on (4, 7, 7)."""

@@ -52,6 +52,8 @@ __all__ = [
     "flow_plan",
     "image_scales",
     "mlp_initial_weights",
+    "no_inverse_message",
+    "shape_message",
 ]
 
 VECTOR_FLOWS = ("planar", "radial", "nice", "realnvp", "maf", "iaf", "nsf", "nsf_ar")
@@ -256,3 +258,48 @@ def image_scales(event_shape: Sequence[int], most: int = 2) -> int:
     while s < most and h % 2 ** (s + 1) == 0 and w % 2 ** (s + 1) == 0:
         s += 1
     return s
+
+
+def no_inverse_message(layer: int, name: str) -> str:
+    """The one line both backends' flow density models raise for a layer without an inverse
+    (Pyro's ``Planar``, ``Radial``, ``NeuralAutoregressive``, ``BlockAutoregressive``,
+    NumPyro's ``BlockNeuralAutoregressiveTransform``: they only go forward, noise to data).
+
+    A density model scores data by the inverse direction, ``z = T^-1(x)``, ``log p(x) =
+    log p(z) + log|det dz/dx|``; a forward-only layer serves where values are only drawn
+    forward and scored on the way (a VAE's posterior flow).
+
+    Args:
+        layer: The layer's index in the flow (0: next to the base noise).
+        name: The layer's class, by its qualified name (``module.Class``).
+    """
+    return (
+        f"layer {layer} of the flow ({name}) has no inverse, and a flow density model scores "
+        "data through the inverse, x -> z (log p(x) = log p(z) + log|det dz/dx|): use "
+        "it as a posterior flow (a VAE's q(z|x) draws forward only) or pick an "
+        f"invertible transform (every flow of build_flow inverts: {', '.join(VECTOR_FLOWS)})"
+    )
+
+
+def shape_message(shape: Sequence[int], event_shape: Sequence[int]) -> str:
+    """The one line both backends' flow density models raise for data of the wrong shape:
+    they take rows ``(batch, D)``, ``D = prod(event_shape)``, each row one event.
+
+    Args:
+        shape: The shape of the data given.
+        event_shape: The flow's event shape.
+    """
+    shape, event_shape = tuple(int(s) for s in shape), tuple(int(s) for s in event_shape)
+    dim = int(np.prod(event_shape))
+    if len(shape) > 2 and int(np.prod(shape[1:])) == dim:
+        hint = "flatten each example (x.reshape(len(x), -1))"
+    elif len(shape) == 2 and len(event_shape) == 1:
+        hint = f"or build the flow with event_shape=({shape[1]},)"
+    elif len(shape) == 2:
+        hint = f"or build the flow on events of {shape[1]} values"
+    else:
+        hint = "pass one row per example"
+    return (
+        f"x has shape {shape} but this flow density needs (batch, {dim}): each row one event "
+        f"of the flow's event_shape {event_shape}; {hint}"
+    )

@@ -30,6 +30,7 @@ __all__ = [
     "LEVELS",
     "Layer",
     "check_8bit",
+    "check_levels",
     "check_image_shape",
     "conv_weights",
     "dequantized_bits_per_dim",
@@ -78,26 +79,41 @@ def squeeze_shape(shape: Sequence[int]) -> tuple[int, int, int]:
     return 4 * c, h // 2, w // 2
 
 
-def check_8bit(x: np.ndarray) -> None:
-    """Refuse data that are not 8-bit pixel values (integers ``0..255``), in one line.
+def check_levels(levels: object) -> int:
+    """``levels`` as an int if it is a number of grey levels ``L >= 2`` (256 for 8-bit data).
+
+    Raises:
+        ConfigError: Not an integer >= 2.
+    """
+    if not (isinstance(levels, numbers.Integral) and not isinstance(levels, bool) and levels >= 2):
+        raise ConfigError(f"Dequantize levels must be an integer >= 2 (256: 8-bit), got {levels!r}")
+    return int(levels)
+
+
+def check_8bit(x: np.ndarray, levels: int = LEVELS) -> None:
+    """Refuse data that are not pixel values of ``levels`` grey levels (integers
+    ``0..levels - 1``; by default 8-bit, ``0..255``), in one line.
 
     Args:
         x: The data, any shape, integer or float dtype.
+        levels: The number of grey levels ``L``.
 
     Raises:
-        DataError: Non-numeric, NaN, non-integer or outside ``0..255`` (e.g. pixels scaled to
-            ``[0, 1]``: multiply by 255 and round first).
+        DataError: Non-numeric, NaN, non-integer or outside ``0..L - 1`` (e.g. pixels scaled
+            to ``[0, 1]``: multiply by ``L - 1`` and round first).
     """
+    top = check_levels(levels) - 1
+    what = "8-bit pixel values" if top == LEVELS - 1 else f"pixel values of {top + 1} levels"
     x = np.asarray(x)
     if x.dtype.kind not in "iuf" or x.size == 0:
-        raise DataError(f"Dequantize takes 8-bit pixel values 0..255, got dtype {x.dtype}")
+        raise DataError(f"Dequantize takes {what} 0..{top}, got dtype {x.dtype}")
     if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
-        raise DataError("Dequantize takes 8-bit pixel values 0..255, got NaN or Inf")
+        raise DataError(f"Dequantize takes {what} 0..{top}, got NaN or Inf")
     lo, hi = x.min(), x.max()
-    if lo < 0 or hi > LEVELS - 1 or (x.dtype.kind == "f" and np.any(x != np.round(x))):
-        hint = "; pixels in [0, 1]? use round(255 * x)" if hi <= 1 else ""
+    if lo < 0 or hi > top or (x.dtype.kind == "f" and np.any(x != np.round(x))):
+        hint = f"; pixels in [0, 1]? use round({top} * x)" if hi <= 1 else ""
         raise DataError(
-            f"Dequantize takes 8-bit pixel values (integers 0..255), got values in "
+            f"Dequantize takes {what} (integers 0..{top}), got values in "
             f"[{lo:g}, {hi:g}]{'' if x.dtype.kind != 'f' else ' (not all integers)'}{hint}"
         )
 

@@ -147,6 +147,7 @@ class ARImageRecipe(Recipe):
     defaults = {"lr": 1e-3, "dataset": "mnist"}
     datasets = ppdata.IMAGE_DATASETS
     eval_flags = ("limit", "batch_size")
+    eval_report = "the exact test NLL in nats per image and bits/dim"
     network = ""  # the class name in ppgen.models.<backend>
 
     def network_name(self, config: RunConfig) -> str:

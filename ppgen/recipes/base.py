@@ -435,6 +435,8 @@ class Recipe:
       does not offer (e.g. ``{"train_split": "train"}``: it selects on validation);
     - ``eval_flags``: the ``ppgen eval`` flags its :meth:`evaluate` uses (of ``k``,
       ``limit``, ``batch_size``); the others are refused for its runs;
+    - ``eval_report``: what :meth:`evaluate` reports, a phrase for ``ppgen eval --help``
+      (e.g. ``"the exact test NLL in nats (and bits/dim for images)"``);
     - ``sample_suffix``: the file ``ppgen sample`` writes (``".png"``: an image grid; a
       family of text or audio writes ``".txt"`` or ``".wav"`` in :meth:`save_samples`);
     - ``sample_options``: the :class:`Options` subclass of its sampling settings (e.g. a
@@ -453,6 +455,7 @@ class Recipe:
     datasets: tuple[str, ...] | None = None
     fixed_settings: Mapping[str, Any] = {}
     eval_flags: tuple[str, ...] = ()
+    eval_report: str = ""
     sample_suffix: str = ".png"
     sample_options: type[Options] = Options
     sample_count: int = 64

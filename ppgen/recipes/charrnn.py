@@ -251,6 +251,7 @@ class CharRNNRecipe(Recipe):
     defaults = {"lr": 2e-3, "dataset": "shakespeare", "batch_size": 64}
     datasets = tuple(ppdata.TEXT_DATASETS)
     eval_flags = ("limit", "batch_size")
+    eval_report = "the exact test NLL in nats and bits per character"
     sample_suffix = ".txt"
     sample_options = CharRNNSampleOptions
     sample_count = 3

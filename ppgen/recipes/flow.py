@@ -10,17 +10,20 @@ couplings, ``nsf_ar`` autoregressive splines) and Glow (Kingma & Dhariwal 2018).
 Data: the toy 2-D densities (``moons``, ``8gaussians``, ``checkerboard``, ``pinwheel``,
 ``spirals``; ``ppgen.data.toy``) as they are, and grey-scale images (``digits``, ``mnist``)
 uniformly dequantised (Theis et al. 2016): a pixel of ``L`` grey levels ``k / (L - 1)`` is
-trained on as ``(k + u) / L`` with fresh ``u ~ U[0, 1)`` every step, and scored on one fixed
-draw of ``u`` (seed 0) for validation and test. Image flows end with RealNVP's logit map
-(``x -> logit(alpha + (1 - 2 alpha) x)``, its Jacobian counted). ``ppgen eval`` reports the
-exact test NLL in nats; for images, of the ``L``-level data,
-``NLL = -log p(x + u) + D log L`` and bits/dim ``NLL / (D log 2)`` (the standard figures:
-``L = 256`` for MNIST, 17 for digits).
+trained on as ``k + u`` with fresh ``u ~ U[0, 1)`` every step, and scored on one fixed draw
+of ``u`` (seed 0) for validation and test. Image flows end with RealNVP's logit map
+(``v -> logit(alpha + (1 - 2 alpha) v)``) and the dequantisation ``v = (k + u) / L``, both
+Jacobians counted (``with_logit(flow, alpha, levels=L)``), so the model's ``-log p(k + u)``
+is the dequantised NLL of the ``L``-level data, ``-log p(v) + D log L`` nats per image: the
+training loss, the validation loss and ``ppgen eval``'s test NLL are that one figure, and
+bits/dim is ``NLL / (D log 2)`` (the standard figures: ``L = 256`` for MNIST, 17 for
+digits; the training curves carry a bits/dim axis for images). ``ppgen eval`` reports the
+exact test NLL in nats, and bits/dim for images.
 """
 
 from __future__ import annotations
 
-import math
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +35,7 @@ from ppgen import data as ppdata
 from ppgen import plots
 from ppgen.errors import ConfigError
 from ppgen.metrics import summarize_nll
+from ppgen.models.transforms import PLANAR_PARAMS, RADIAL_PARAMS
 from ppgen.recipes.base import (
     Backend,
     Built,
@@ -57,6 +61,8 @@ __all__ = ["FLOW_CHOICES", "FlowOptions", "FlowRecipe", "flow_event_shape", "gre
 FLOW_CHOICES = ("planar", "radial", "nice", "realnvp", "maf", "iaf", "nsf", "nsf_ar", "glow")
 """``--flow`` choices; ``realnvp`` on images is the multi-scale RealNVP."""
 
+# Unconditional planar and radial maps have no conditioner network, only these parameters.
+_NO_NETWORK = {"planar": PLANAR_PARAMS, "radial": RADIAL_PARAMS}
 _DEQUANTISE_SEED = 0  # the fixed noise draw of validation and test images
 _INIT_ROWS = 512  # training rows of Glow's data-dependent initialisation
 
@@ -74,7 +80,10 @@ class FlowOptions(Options):
         metavar="N",
     )
     hidden: tuple[int, ...] = option(
-        (64, 64), "hidden widths of every conditioner network, e.g. 64,64", parse=layer_sizes
+        (64, 64),
+        "hidden widths of every conditioner network, e.g. 64,64 (image flows: the first is "
+        "the conv nets' channels; planar and radial have no network and refuse it)",
+        parse=layer_sizes,
     )
     bins: int = option(8, "spline bins K (nsf, nsf_ar)", parse=positive_int)
     bound: float = option(
@@ -92,6 +101,12 @@ class FlowOptions(Options):
             raise ConfigError(f"--bound must be > 0 (the spline's half-width), got {self.bound}")
         if not 0 <= self.logit_alpha < 0.5:
             raise ConfigError(f"--logit-alpha must be in [0, 0.5), got {self.logit_alpha}")
+        default = next(f.default for f in dataclasses.fields(self) if f.name == "hidden")
+        if self.flow in _NO_NETWORK and self.hidden != default:
+            raise ConfigError(
+                f"--hidden sets the conditioner networks, and {self.flow} has none (its "
+                f"parameters are {', '.join(_NO_NETWORK[self.flow])}); drop --hidden"
+            )
 
 
 def grey_levels(dataset: str) -> int | None:
@@ -118,11 +133,15 @@ def flow_event_shape(flow: str, dataset: str, image_shape: tuple[int, int], dim:
     return flow, (dim,)
 
 
+def _grey_levels_k(x: np.ndarray, levels: int) -> np.ndarray:
+    """The levels ``k`` of pixels ``k / (L - 1)``, as floats."""
+    return np.rint(x.astype(np.float64) * (levels - 1)).astype(np.float32)
+
+
 def _dequantised(x: np.ndarray, levels: int, seed: int) -> np.ndarray:
-    """``(k + u) / L`` for pixels ``k / (L - 1)``, ``u ~ U[0, 1)`` drawn from ``seed``."""
-    k = np.rint(x.astype(np.float64) * (levels - 1))
+    """``k + u`` for pixels ``k / (L - 1)``, ``u ~ U[0, 1)`` drawn from ``seed``."""
     u = np.random.default_rng(seed).random(x.shape)
-    return ((k + u) / levels).astype(np.float32)
+    return (_grey_levels_k(x, levels) + u).astype(np.float32)
 
 
 class FlowRecipe(Recipe):
@@ -135,6 +154,7 @@ class FlowRecipe(Recipe):
     defaults = {"lr": 1e-3, "dataset": "moons"}
     datasets = (*ppdata.TOY_DATASETS, *ppdata.IMAGE_DATASETS)
     eval_flags = ("limit", "batch_size")
+    eval_report = "the exact test NLL in nats per example, and in bits/dim for images"
 
     def prepare(self, config: RunConfig) -> FitData:
         levels = grey_levels(config.dataset)
@@ -148,11 +168,10 @@ class FlowRecipe(Recipe):
         else:
             splits = image_splits(config.dataset, config.train_split, "none", config.seed)
             train, test = splits.train, splits.test
-            # Training pixels sit at the bottom of their bins, k / L; the trainer's
-            # UniformNoise adds u / L every step. Validation and test: one fixed draw.
-            lower = (np.rint(train.x * (levels - 1)) / levels).astype(np.float32)
+            # Training pixels are their levels k; the trainer's UniformNoise adds u every
+            # step. Validation and test: one fixed draw.
             xs = [
-                lower,
+                _grey_levels_k(train.x, levels),
                 None if splits.valid is None else _dequantised(splits.valid.x, levels, 1),
                 _dequantised(test.x, levels, _DEQUANTISE_SEED),
             ]
@@ -186,16 +205,15 @@ class FlowRecipe(Recipe):
             name, shape, layers=o.layers, hidden=o.hidden, bins=o.bins, bound=o.bound,
             seed=config.seed,
         )  # fmt: skip
-        if levels is not None:
-            flow = models.with_logit(flow, o.logit_alpha)
+        if levels is not None:  # -log p(k + u) in nats of the L-level data (module doc)
+            flow = models.with_logit(flow, o.logit_alpha, levels=levels)
         if name == "glow":  # ActNorm's data-dependent initialisation, on dequantised rows
-            rows = _dequantised(
-                data.train[:_INIT_ROWS] * levels / (levels - 1), levels, config.seed
-            )
+            k = data.train[:_INIT_ROWS]
+            rows = k + np.random.default_rng(config.seed).random(k.shape).astype(np.float32)
             events = rows.reshape(len(rows), *shape)
             flow = backend.inference.compute(flow.initialize, events)
         model = models.FlowDensity(shape, flow)
-        transform = None if levels is None else backend.inference.UniformNoise(1.0 / levels)
+        transform = None if levels is None else backend.inference.UniformNoise(1.0)
         return exact_likelihood(config, data, backend, model, transform)
 
     def evaluate(
@@ -211,10 +229,9 @@ class FlowRecipe(Recipe):
         every importance weight is ``p(x)`` itself, so one sample is exact."""
         x = run.data.test[:limit]
         t0 = time.perf_counter()
+        # Images: the model's density is already over k + u, the L-level data's NLL.
         log_px = exact_log_px(run, x, batch_size=batch_size, progress=progress)
         levels = grey_levels(run.config.dataset)
-        if levels is not None:  # the density of L-level data, per image
-            log_px = log_px - x.shape[1] * math.log(levels)
         summary = summarize_nll(log_px, x.shape[1])
         out = {
             "test_nll": summary["nll"],
@@ -237,8 +254,9 @@ class FlowRecipe(Recipe):
 
     def sample(self, run: Run, n: int, seed: int = 0) -> np.ndarray:
         x = np.asarray(run.backend.inference.draw(run.model.sample, n, seed=seed))
-        if grey_levels(run.config.dataset) is not None:
-            x = np.clip(x, 0.0, 1.0)  # dequantised pixels: the image in [0, 1]
+        levels = grey_levels(run.config.dataset)
+        if levels is not None:  # dequantised pixels k + u: the image (k + u) / L in [0, 1]
+            x = np.clip(x / levels, 0.0, 1.0)
         return x
 
     def save_samples(self, run: Run, samples: np.ndarray, path: Path) -> Path:
@@ -250,7 +268,8 @@ class FlowRecipe(Recipe):
     def pictures(self, run: Run, out_dir: Path) -> list[Path]:
         out_dir = Path(out_dir)
         paths = []
-        if grey_levels(run.config.dataset) is not None:
+        images = grey_levels(run.config.dataset) is not None
+        if images:
             paths.append(
                 plots.save_image_grid(
                     self.sample(run, 64), out_dir / "samples.png", run.data.image_shape
@@ -259,7 +278,11 @@ class FlowRecipe(Recipe):
         else:
             paths += self._pictures_2d(run, out_dir)
         paths.append(
-            plots.save_training_curves(run.directory / "metrics.jsonl", out_dir / "curves.png")
+            plots.save_training_curves(
+                run.directory / "metrics.jsonl",
+                out_dir / "curves.png",
+                bits_per_dim=run.data.x_dim if images else None,
+            )
         )
         return paths
 

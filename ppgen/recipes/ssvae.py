@@ -156,6 +156,7 @@ class SemiSupervisedRecipe(Recipe):
     defaults = {"lr": 3e-4}
     datasets = ppdata.IMAGE_DATASETS
     fixed_settings = {"train_split": "train"}  # the best epoch is chosen on validation
+    eval_report = "the test classification error of q(y|x)"
 
     def __init__(self, name: str, help: str, options: type[Options], *, stacked: bool) -> None:
         self.name, self.help, self.description = name, help, help

@@ -251,6 +251,10 @@ class VAERecipe(Recipe):
     defaults = {"lr": 1e-3}
     datasets = ppdata.IMAGE_DATASETS
     eval_flags = ("k", "limit", "batch_size")
+    eval_report = (
+        "the importance-sampled test NLL (--k samples per example) in nats and bits/dim, "
+        "and the test ELBO"
+    )
 
     def __init__(self, name: str, help: str, *, hierarchical: bool) -> None:
         self.name, self.help, self.description = name, help, __doc__.split("\n\n")[0]
@@ -361,6 +365,7 @@ class M1Recipe(Recipe):
     help = "semi-supervised M1 (Kingma et al. 2014): a VAE whose features feed a classifier"
     description = help
     options = M1Options
+    eval_report = "the test classification error of a classifier on the VAE's features"
     defaults = {"lr": 1e-3}
     datasets = ppdata.IMAGE_DATASETS
 

@@ -169,6 +169,7 @@ class WaveNetRecipe(Recipe):
     defaults = {"lr": 1e-3, "dataset": "speech", "batch_size": 8}
     datasets = tuple(ppdata.AUDIO_DATASETS)
     eval_flags = ("limit",)
+    eval_report = "the exact test NLL in bits and nats per audio sample"
     sample_suffix = ".wav"
     sample_options = WaveNetSampleOptions
     sample_count = 2

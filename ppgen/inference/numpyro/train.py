@@ -249,14 +249,19 @@ class Trainer(TrainerBase):
         return state if self.parallel is None else self.parallel.replicate(state)
 
     def _runs_alone(self, key: jax.Array, args: tuple, kwargs: dict[str, Any]) -> bool:
-        """Whether guide and model run as written, outside any particle plate (shapes only):
-        then a failure inside the objective's particle plate is the model's broadcasting."""
+        """Whether guide and model run and score their sample sites as written, outside any
+        particle plate (shapes only): then a failure inside the objective's particle plate
+        is the model's broadcasting. Scoring counts: NumPyro computes an observed site's
+        ``log_prob`` only when a trace is scored, and that is where e.g. a flow without an
+        inverse fails."""
         kwargs = {k: v for k, v in kwargs.items() if k != "beta"}
 
         def run() -> None:
             with handlers.block(), handlers.seed(rng_seed=key):
-                self.guide(*args, **kwargs)
-                self.model(*args, **kwargs)
+                for fn in (self.guide, self.model):
+                    for site in handlers.trace(fn).get_trace(*args, **kwargs).values():
+                        if site["type"] == "sample":
+                            site["fn"].log_prob(site["value"])
 
         try:
             jax.eval_shape(run)

@@ -134,18 +134,27 @@ class Flow(eqx.Module):
         return eqx.tree_at(lambda f: f.layers, self, layers)
 
 
-def with_logit(flow: Flow, alpha: float = 0.05) -> Flow:
+def with_logit(flow: Flow, alpha: float = 0.05, levels: int | None = None) -> Flow:
     """``flow`` followed, on the data side, by the inverse of RealNVP's logit map
     (``image_flows.Logit``, Dinh et al. 2016): a density on ``[0, 1]^D`` (dequantised
     pixels) whose Jacobian is counted. The same transforms (and parameters), one layer more.
 
-    Raises:
-        ConfigError: ``alpha`` outside ``[0, 0.5)``.
-    """
-    from ppgen.models.numpyro.image_flows import Logit
+    With ``levels=L``, also by ``Dequantize(levels=L).inv`` (``image_flows.Dequantize``):
+    a density over ``k + u`` for pixels ``k`` of ``L`` grey levels and ``u ~ U[0, 1)^D``,
+    whose ``-log p`` is the dequantised NLL of the ``L``-level data in nats per image
+    (``-log p(v) + D log L`` for ``v = (k + u) / L``; Theis et al. 2016), the standard
+    figure, bits/dim its share per pixel in bits.
 
-    logit = Logit(alpha, event_dim=len(flow.event_shape))
-    return Flow([*flow.unconditioned(), logit.inv], flow.event_shape, flow.context_dim)
+    Raises:
+        ConfigError: ``alpha`` outside ``[0, 0.5)``, or ``levels`` not an integer >= 2.
+    """
+    from ppgen.models.numpyro.image_flows import Dequantize, Logit
+
+    event_dim = len(flow.event_shape)
+    layers = [*flow.unconditioned(), Logit(alpha, event_dim=event_dim).inv]
+    if levels is not None:
+        layers.append(Dequantize(event_dim=event_dim, levels=levels).inv)
+    return Flow(layers, flow.event_shape, flow.context_dim)
 
 
 def build_layer(layer: flows.Layer, dim: int, context_dim: int, bins: int, bound: float) -> Any:
@@ -252,6 +261,23 @@ def build_flow(
     )
 
 
+def _check_invertible(flow: Flow) -> None:
+    """Refuse, in one line, a flow with a layer that has no inverse (NumPyro's
+    ``BlockNeuralAutoregressiveTransform``), found by tracing one event from the data side
+    through each layer's inverse, as ``log_prob`` will (shapes only: nothing is computed).
+    A failure of another kind is not judged here: scoring data reports it."""
+    context = jnp.zeros((1, flow.context_dim)) if flow.context_dim else None
+    names = [f"{type(t).__module__}.{type(t).__qualname__}" for t in flow.unconditioned()]
+    y = jax.ShapeDtypeStruct((1, *flow.event_shape), jnp.result_type(float))
+    for i, t in reversed(list(enumerate(flow.transforms(context)))):
+        try:
+            y = jax.eval_shape(t.inv, y)
+        except NotImplementedError:  # NumPyro's Transform._inverse
+            raise ConfigError(flows.no_inverse_message(i, names[i])) from None
+        except Exception:  # noqa: BLE001 - only asking whether an inverse exists
+            return
+
+
 def flow_distribution(flow: Flow, context: jax.Array | None = None) -> dist.TransformedDistribution:
     """``TransformedDistribution(Normal(0, I), flow.transforms(context))`` on the flow's
     event shape (the distribution of :class:`FlowDensity`; usable as a learned prior or
@@ -300,7 +326,9 @@ class FlowDensity:
 
     Raises:
         ConfigError: A flow on another event shape, a conditional flow (use
-            :class:`ConditionalFlowDensity`), or an unknown base.
+            :class:`ConditionalFlowDensity`), an unknown base, or a layer without an
+            inverse (:func:`ppgen.models.flows.no_inverse_message`: ``log_prob`` runs the
+            flow from data to noise; such a layer belongs in a posterior flow).
     """
 
     conditional = False
@@ -318,6 +346,7 @@ class FlowDensity:
             )
         if base not in BASES:
             raise ConfigError(f"unknown base {base!r}; choose one of {', '.join(BASES)}")
+        _check_invertible(flow)
         self.flow, self.base = flow, base
         self.x_dim = math.prod(self.event_shape)
 
@@ -337,6 +366,9 @@ class FlowDensity:
         return jnp.reshape(x, (*jnp.shape(x)[: jnp.ndim(x) - len(self.event_shape)], self.x_dim))
 
     def _check(self, x: jax.Array) -> jax.Array:
+        shape = jnp.shape(x)
+        if len(shape) != 2 or shape[-1] != self.x_dim:
+            raise DataError(flows.shape_message(shape, self.event_shape))
         return check_x(x, self.x_dim)
 
     # -- model and guide --------------------------------------------------------------

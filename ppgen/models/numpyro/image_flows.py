@@ -38,6 +38,7 @@ from ppgen.models.image_flows import (
     LEVELS,
     Layer,
     check_8bit,
+    check_levels,
     conv_weights,
     glow_plan,
     lu_weights,
@@ -331,37 +332,47 @@ class Squeeze(ImageTransform):
 class Dequantize(ImageTransform):
     """Uniform dequantisation of 8-bit data (Theis et al. 2016; RealNVP, Glow): the data side
     holds ``x + u``, ``x`` in ``{0..255}``, ``u ~ U[0, 1)`` (:meth:`add_noise`), and the
-    forward map is ``y = (x + u) / 256`` into ``[0, 1)``.
+    forward map is ``y = (x + u) / 256`` into ``[0, 1)``; with ``levels=L``, data of ``L``
+    grey levels ``{0..L-1}`` and ``y = (x + u) / L``.
 
-    ``log|det dy/dx| = -D log 256`` (``D`` values per event): a flow ending in
+    ``log|det dy/dx| = -D log L`` (``D`` values per event): a flow ending in
     ``Dequantize().inv`` has its ``log_prob(x + u)`` in the 8-bit space, so
     ``ppgen.metrics.bits_per_dim(-log_prob, D)`` is the papers' bits/dim,
     ``(-log p(v) + D log 256) / (D log 2)`` for ``v = (x + u) / 256``.
 
     Args:
         event_dim: 3 for images, 1 for vectors.
+        levels: Grey levels ``L`` of the data (256: 8-bit).
+
+    Raises:
+        ConfigError: ``levels`` not an integer >= 2.
     """
 
-    def __init__(self, event_dim: int = 3) -> None:
+    _static = ("event_dim", "levels")
+
+    def __init__(self, event_dim: int = 3, levels: int = LEVELS) -> None:
         self.event_dim = _check_event_dim(event_dim)
+        self.levels = check_levels(levels)
 
     @property
     def domain(self) -> constraints.Constraint:
-        return constraints.independent(constraints.interval(0.0, float(LEVELS)), self.event_dim)
+        return constraints.independent(
+            constraints.interval(0.0, float(self.levels)), self.event_dim
+        )
 
     @property
     def codomain(self) -> constraints.Constraint:
         return constraints.independent(constraints.unit_interval, self.event_dim)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return x / LEVELS
+        return x / self.levels
 
     def _inverse(self, y: jax.Array) -> jax.Array:
-        return y * LEVELS
+        return y * self.levels
 
     def log_abs_det_jacobian(self, x: jax.Array, y: jax.Array, intermediates=None) -> jax.Array:
         size = math.prod(x.shape[x.ndim - self.event_dim :])
-        return self._batch(x, -size * math.log(LEVELS))
+        return self._batch(x, -size * math.log(self.levels))
 
     def add_noise(self, rng_key: jax.Array, x: jax.Array | np.ndarray) -> jax.Array:
         """``x + u``, ``u ~ U[0, 1)`` drawn with ``rng_key``, in JAX's default float dtype.
@@ -369,10 +380,10 @@ class Dequantize(ImageTransform):
         The data are checked when concrete (not under ``jit``: check them before).
 
         Raises:
-            DataError: ``x`` is not 8-bit pixel values (integers ``0..255``).
+            DataError: ``x`` is not pixel values of the levels (integers ``0..255``).
         """
         if not isinstance(x, jax.core.Tracer):
-            check_8bit(np.asarray(x))
+            check_8bit(np.asarray(x), self.levels)
         x = jnp.asarray(x, dtype=float)
         return x + jax.random.uniform(rng_key, x.shape, dtype=x.dtype)
 

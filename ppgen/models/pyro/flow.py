@@ -121,18 +121,27 @@ class _Fixed(nn.Module):
         self.transform = transform
 
 
-def with_logit(flow: Flow, alpha: float = 0.05) -> Flow:
+def with_logit(flow: Flow, alpha: float = 0.05, levels: int | None = None) -> Flow:
     """``flow`` followed, on the data side, by the inverse of RealNVP's logit map
     (``image_flows.Logit``, Dinh et al. 2016): a density on ``[0, 1]^D`` (dequantised
     pixels) whose Jacobian is counted. The same transforms (and parameters), one layer more.
 
-    Raises:
-        ConfigError: ``alpha`` outside ``[0, 0.5)``.
-    """
-    from ppgen.models.pyro.image_flows import Logit
+    With ``levels=L``, also by ``Dequantize(levels=L).inv`` (``image_flows.Dequantize``):
+    a density over ``k + u`` for pixels ``k`` of ``L`` grey levels and ``u ~ U[0, 1)^D``,
+    whose ``-log p`` is the dequantised NLL of the ``L``-level data in nats per image
+    (``-log p(v) + D log L`` for ``v = (k + u) / L``; Theis et al. 2016), the standard
+    figure, bits/dim its share per pixel in bits.
 
-    logit = Logit(alpha, event_dim=len(flow.event_shape))
-    return Flow([*flow.unconditioned(), logit.inv], flow.event_shape, flow.context_dim)
+    Raises:
+        ConfigError: ``alpha`` outside ``[0, 0.5)``, or ``levels`` not an integer >= 2.
+    """
+    from ppgen.models.pyro.image_flows import Dequantize, Logit
+
+    event_dim = len(flow.event_shape)
+    layers = [*flow.unconditioned(), Logit(alpha, event_dim=event_dim).inv]
+    if levels is not None:
+        layers.append(Dequantize(event_dim=event_dim, levels=levels).inv)
+    return Flow(layers, flow.event_shape, flow.context_dim)
 
 
 def build_layer(layer: flows.Layer, dim: int, context_dim: int, bins: int, bound: float) -> Any:
@@ -245,6 +254,31 @@ def _dtype(flow: Flow) -> torch.dtype:
     return torch.get_default_dtype() if p is None else p.dtype
 
 
+def _check_invertible(flow: Flow) -> None:
+    """Refuse, in one line, a flow with a layer that has no inverse (Pyro's ``Planar``,
+    ``Radial``, ``NeuralAutoregressive``, ``BlockAutoregressive``: they invert only values
+    they produced), found by running one zero event from the data side through each
+    layer's inverse, as ``log_prob`` will. A failure of another kind (a probe outside a
+    layer's domain) is not judged here: scoring data reports it."""
+    first = next(flow.parameters(), None)
+    like = {"dtype": _dtype(flow), "device": None if first is None else first.device}
+    context = torch.zeros(1, flow.context_dim, **like) if flow.context_dim else None
+    names = [f"{type(t).__module__}.{type(t).__qualname__}" for t in flow.unconditioned()]
+    y = torch.zeros(1, *flow.event_shape, **like)
+    with torch.no_grad():
+        for i, t in reversed(list(enumerate(flow.transforms(context)))):
+            try:
+                y = t.inv(y)
+            except NotImplementedError:  # torch's Transform._inverse
+                raise ConfigError(flows.no_inverse_message(i, names[i])) from None
+            except KeyError as error:  # Pyro's forward-only maps: a cache miss
+                if "intermediates cache" in str(error):
+                    raise ConfigError(flows.no_inverse_message(i, names[i])) from None
+                return
+            except Exception:  # noqa: BLE001 - only asking whether an inverse exists
+                return
+
+
 def flow_distribution(
     flow: Flow, context: torch.Tensor | None = None
 ) -> dist.TransformedDistribution:
@@ -277,7 +311,9 @@ class FlowDensity(LatentVariableModel):
 
     Raises:
         ConfigError: A flow on another event shape, a conditional flow (use
-            :class:`ConditionalFlowDensity`), or an unknown base.
+            :class:`ConditionalFlowDensity`), an unknown base, or a layer without an
+            inverse (:func:`ppgen.models.flows.no_inverse_message`: ``log_prob`` runs the
+            flow from data to noise; such a layer belongs in a posterior flow).
     """
 
     conditional = False
@@ -296,6 +332,7 @@ class FlowDensity(LatentVariableModel):
             )
         if base not in BASES:
             raise ConfigError(f"unknown base {base!r}; choose one of {', '.join(BASES)}")
+        _check_invertible(flow)
         self.flow, self.base = flow, base
         self.x_dim = math.prod(self.event_shape)
 
@@ -318,6 +355,8 @@ class FlowDensity(LatentVariableModel):
         return x.reshape(*x.shape[: x.dim() - len(self.event_shape)], self.x_dim)
 
     def _check(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_tensor(x) and (x.dim() != 2 or x.shape[-1] != self.x_dim):
+            raise DataError(flows.shape_message(x.shape, self.event_shape))
         with pyro.validation_enabled():  # NaN in data is refused, whatever validation says
             return check_x(x, self.x_dim)
 

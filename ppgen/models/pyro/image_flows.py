@@ -35,6 +35,7 @@ from ppgen.models.image_flows import (
     LEVELS,
     Layer,
     check_8bit,
+    check_levels,
     conv_weights,
     glow_plan,
     lu_weights,
@@ -286,45 +287,53 @@ class Squeeze(ImageTransform):
 class Dequantize(ImageTransform):
     """Uniform dequantisation of 8-bit data (Theis et al. 2016; RealNVP, Glow): the data side
     holds ``x + u``, ``x`` in ``{0..255}``, ``u ~ U[0, 1)`` (:meth:`add_noise`), and the
-    forward map is ``y = (x + u) / 256`` into ``[0, 1)``.
+    forward map is ``y = (x + u) / 256`` into ``[0, 1)``; with ``levels=L``, data of ``L``
+    grey levels ``{0..L-1}`` and ``y = (x + u) / L``.
 
-    ``log|det dy/dx| = -D log 256`` (``D`` values per event): a flow ending in
+    ``log|det dy/dx| = -D log L`` (``D`` values per event): a flow ending in
     ``Dequantize().inv`` has its ``log_prob(x + u)`` in the 8-bit space, so
     ``ppgen.metrics.bits_per_dim(-log_prob, D)`` is the papers' bits/dim,
     ``(-log p(v) + D log 256) / (D log 2)`` for ``v = (x + u) / 256``.
 
     Args:
         event_dim: 3 for images, 1 for vectors.
+        levels: Grey levels ``L`` of the data (256: 8-bit).
+
+    Raises:
+        ConfigError: ``levels`` not an integer >= 2.
     """
 
-    def __init__(self, event_dim: int = 3) -> None:
+    def __init__(self, event_dim: int = 3, levels: int = LEVELS) -> None:
         super().__init__(_check_event_dim(event_dim))
+        self.levels = check_levels(levels)
 
     @property
     def domain(self) -> constraints.Constraint:
-        return constraints.independent(constraints.interval(0.0, float(LEVELS)), self._event_dim)
+        return constraints.independent(
+            constraints.interval(0.0, float(self.levels)), self._event_dim
+        )
 
     @property
     def codomain(self) -> constraints.Constraint:
         return constraints.independent(constraints.unit_interval, self._event_dim)
 
     def _call(self, x: torch.Tensor) -> torch.Tensor:
-        return x / LEVELS
+        return x / self.levels
 
     def _inverse(self, y: torch.Tensor) -> torch.Tensor:
-        return y * LEVELS
+        return y * self.levels
 
     def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         size = math.prod(x.shape[x.dim() - self._event_dim :])
-        return self._batch(x, -size * math.log(LEVELS))
+        return self._batch(x, -size * math.log(self.levels))
 
     def add_noise(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
         """``x + u``, ``u ~ U[0, 1)`` from torch's generator, in the default float dtype.
 
         Raises:
-            DataError: ``x`` is not 8-bit pixel values (integers ``0..255``).
+            DataError: ``x`` is not pixel values of the levels (integers ``0..255``).
         """
-        check_8bit(x.detach().cpu().numpy() if torch.is_tensor(x) else x)
+        check_8bit(x.detach().cpu().numpy() if torch.is_tensor(x) else x, self.levels)
         x = torch.as_tensor(x, dtype=torch.get_default_dtype())
         return x + torch.rand_like(x)
 
