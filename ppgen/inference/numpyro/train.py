@@ -437,10 +437,11 @@ class Trainer(TrainerBase):
         key = jax.random.fold_in(jax.random.PRNGKey(state.seed), epoch)
         return jax.random.split(key)
 
-    def _epoch_body(self, state, arrays, inputs, transform, epoch, static, names, datapoint):
-        """Step ``s`` of the epoch on its rows: the same update in a scan or a host loop."""
+    def _epoch_body(self, state, arrays, inputs, keys, transform, static, names, datapoint):
+        """Step ``s`` of the epoch on its rows (``keys``: the epoch's, from
+        :meth:`_epoch_keys`): the same update in a scan or a host loop."""
         s, rows, beta, lr = inputs
-        noise_key, step_key = self._epoch_keys(state, epoch)
+        noise_key, step_key = keys
         gather = self.schedule.gather(arrays)
         args = tuple(arrays[a][rows[i]] for a, i in gather)
         arg_rows = tuple(rows[i] for _, i in gather)
@@ -453,9 +454,11 @@ class Trainer(TrainerBase):
     def _epoch_impl(
         self, state, arrays, indices, transform, epoch, betas, lrs, static, names, datapoint
     ):
+        keys = self._epoch_keys(state, epoch)
+
         def body(state, inputs):
             return self._epoch_body(
-                state, arrays, inputs, transform, epoch, static, names, datapoint
+                state, arrays, inputs, keys, transform, static, names, datapoint
             )
 
         steps = jnp.arange(indices[0].shape[0])
@@ -469,6 +472,7 @@ class Trainer(TrainerBase):
         indices = tuple(np.asarray(i) for i in indices)  # sliced on the host, not the device
         betas = None if betas is None else np.asarray(betas)
         lrs = {g: np.asarray(v) for g, v in lrs.items()}
+        keys = self._epoch_keys(state, epoch)  # once per epoch, as in the scan
         per_step = []
         for s in range(indices[0].shape[0]):
             inputs = (
@@ -481,8 +485,8 @@ class Trainer(TrainerBase):
                 state,
                 arrays,
                 inputs,
+                keys,
                 transform,
-                epoch,
                 static=static,
                 names=names,
                 datapoint=datapoint,
@@ -555,25 +559,30 @@ class Trainer(TrainerBase):
 
     # -- evaluation -------------------------------------------------------------------
 
-    def _eval_batch(self, state, i, batch, objective, names, plate=None):
-        """Batch ``i``'s summed bound, on the evaluation's own stream of keys."""
-        # Its own stream, derived from (seed, step): evaluating never shifts training noise.
+    def _eval_inputs(self, state):
+        """The constrained parameters and the evaluation's key, once per evaluation. The key
+        is its own stream, derived from (seed, step): evaluating never shifts training noise."""
         key = jax.random.fold_in(jax.random.PRNGKey(state.seed), _EVAL_STREAM)
-        key = jax.random.fold_in(key, state.step)
+        return self.params(state), jax.random.fold_in(key, state.step)
+
+    def _eval_batch(self, params, key, i, batch, objective, names, plate=None):
+        """Batch ``i``'s summed bound under ``params``, with ``fold_in(key, i)``."""
         args, by_name = self._arguments(batch, names)
         size = len(batch[0])
         # per-datapoint parameters: each batch's rows and the plate as in training
         rows = None if plate is None else i * size + jnp.arange(size)
         model, guide = self._pair(rows)
         kwargs = {} if plate is None or self.num_data is None else {"num_data": plate}
-        with handlers.substitute(data=self.params(state)):
+        with handlers.substitute(data=params):
             value = objective(jax.random.fold_in(key, i), model, guide, *args, **by_name, **kwargs)
         return value * size / plate if kwargs else value
 
     def _eval_impl(self, state, batches, objective, names, plate=None):
+        params, key = self._eval_inputs(state)
+
         def body(total, inputs):
             i, batch = inputs
-            return total + self._eval_batch(state, i, batch, objective, names, plate), None
+            return total + self._eval_batch(params, key, i, batch, objective, names, plate), None
 
         steps = jnp.arange(len(batches[0]))
         total, _ = jax.lax.scan(body, jnp.zeros(()), (steps, batches))
@@ -581,11 +590,12 @@ class Trainer(TrainerBase):
 
     def _eval_steps(self, state, batches, objective, names, plate=None):
         """``epoch_loop="steps"``: the scan's body jitted alone, called once per batch."""
+        params, key = self._eval_inputs(state)
         total = jnp.zeros(())
         for i in range(len(batches[0])):
             batch = tuple(b[i] for b in batches)
             value = self._eval_one(
-                state, jnp.asarray(i), batch, objective=objective, names=names, plate=plate
+                params, key, jnp.asarray(i), batch, objective=objective, names=names, plate=plate
             )
             total = total + value
         return total
