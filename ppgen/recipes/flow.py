@@ -114,6 +114,13 @@ def grey_levels(dataset: str) -> int | None:
     return ppdata.GREY_LEVELS.get(dataset)
 
 
+def is_image_flow(flow: str, dataset: str) -> bool:
+    """Whether ``--flow`` on ``dataset`` builds an image flow (convolutional conditioners):
+    ``glow`` always (refused on non-images by :func:`flow_event_shape`), ``realnvp`` as
+    multi-scale RealNVP on image datasets."""
+    return flow == "glow" or (flow == "realnvp" and grey_levels(dataset) is not None)
+
+
 def flow_event_shape(flow: str, dataset: str, image_shape: tuple[int, int], dim: int):
     """``(name, event_shape)`` of the flow a run builds: image flows (``glow``, and
     ``realnvp`` as multi-scale RealNVP) on ``(1, H, W)`` images, vector flows on ``(D,)``.
@@ -121,7 +128,7 @@ def flow_event_shape(flow: str, dataset: str, image_shape: tuple[int, int], dim:
     Raises:
         ConfigError: An image flow on data that are not images (the toy densities).
     """
-    if flow == "glow" or (flow == "realnvp" and grey_levels(dataset) is not None):
+    if is_image_flow(flow, dataset):
         if grey_levels(dataset) is None:
             raise ConfigError(
                 f"--flow {flow} is an image flow: it needs image data (--dataset "
@@ -190,11 +197,7 @@ class FlowRecipe(Recipe):
 
     def epoch_loop(self, config: RunConfig) -> str:
         """``"steps"`` for the image flows (conv conditioners, see Recipe.epoch_loop)."""
-        flow = config.options.flow
-        image_flow = flow == "glow" or (
-            flow == "realnvp" and grey_levels(config.dataset) is not None
-        )
-        return "steps" if image_flow else "scan"
+        return "steps" if is_image_flow(config.options.flow, config.dataset) else "scan"
 
     def build(self, config: RunConfig, data: FitData, backend: Backend) -> Built:
         o = config.options
