@@ -326,6 +326,41 @@ def test_made_mask_sets_change_the_order_and_stay_autoregressive(float64, lib):
 
 
 @pytest.mark.parametrize("lib", [P, N], ids=["pyro", "numpyro"])
+def test_made_connectivity_agnostic_sets_keep_the_order(float64, lib):
+    """``agnostic="connectivity"``: every mask set keeps the given order (so each is
+    autoregressive in it) but draws its own hidden connectivity (the sets are different
+    models), and the ensemble still sums to one over the 2^D vectors."""
+    order = [2, 0, 3, 1]
+    net = lib.MADE(D, [9, 9], 1, order=order, activation="tanh", seed=0, num_masks=4,
+                   agnostic="connectivity")  # fmt: skip
+    net = net.set_weights(random_weights(net.get_weights(), 5))
+    nets = [net.with_mask(k) for k in range(4)]
+    x = np.random.default_rng(0).uniform(size=D)
+    for m in nets:
+        assert m.positions == tuple(order)
+        ar_checks.assert_autoregressive(ar_checks.dependencies(m, x), m.order)
+    assert any(
+        not np.array_equal(a, b) for a, b in zip(nets[1].masks(), nets[2].masks(), strict=True)
+    )
+    head, xs = bernoulli(lib), all_binary(D)
+    singles = np.stack([log_prob(lib, m, head, xs) for m in nets])
+    assert np.ptp(singles, 0).max() > 1e-3
+    assert abs(np.logaddexp.reduce(num(net.log_prob_ensemble(arr(lib, xs), head)))) < 1e-10
+
+
+def test_made_connectivity_agnostic_parity(float64):
+    """Both backends draw the same connectivity-agnostic sets: the same ensemble."""
+    p, n = (lib.MADE(D, [9, 9], 1, seed=3, num_masks=3, agnostic="connectivity") for lib in (P, N))
+    w = random_weights(p.get_weights(), 1)
+    x = all_binary(D)
+    np.testing.assert_allclose(
+        num(p.set_weights(w).log_prob_ensemble(arr(P, x), par.Bernoulli())),
+        num(n.set_weights(w).log_prob_ensemble(arr(N, x), nar.Bernoulli())),
+        atol=1e-5,
+    )
+
+
+@pytest.mark.parametrize("lib", [P, N], ids=["pyro", "numpyro"])
 def test_made_ensemble_is_log_mean_exp_and_normalised(float64, lib):
     """``log_prob_ensemble`` is ``log mean_k p_k(x)`` over the mask sets' exact
     likelihoods, and sums to one over the 2^D vectors (a mixture of densities)."""
@@ -425,6 +460,7 @@ def test_bad_input_one_line_errors(float64, lib):
         (lambda: lib.NADE(4, 0), ConfigError, "hidden"),
         (lambda: lib.MADE(4, [5], 1, num_masks=0), ConfigError, "num_masks"),
         (lambda: lib.MADE(4, [5], 1, num_masks=2, mask_index=2), ConfigError, "mask_index"),
+        (lambda: lib.MADE(4, [5], 1, agnostic="orders"), ConfigError, "mask-set kind"),
         (lambda: made.with_mask(1), ConfigError, "mask_index"),
         (lambda: made(arr(lib, np.zeros(D)), mask_index=3), ConfigError, "mask_index"),
         (lambda: made.sample(arr(lib, np.zeros((2, D))), categorical(lib, 2)), ConfigError, "2"),

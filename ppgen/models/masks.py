@@ -9,7 +9,9 @@ depends only on inputs generated before it. Masks are boolean and in torch's lay
 Order- and connectivity-agnostic training (Germain et al. 2015, section 4.2-4.3) cycles
 through ``num_masks`` mask sets: set 0 is the deterministic one above (the given order), set
 ``k >= 1`` draws a new ordering and new hidden degrees from ``np.random.default_rng(seed +
-k)`` (as karpathy/pytorch-made's ``update_masks``), the same on both backends.
+k)`` (as karpathy/pytorch-made's ``update_masks``), the same on both backends. With
+``agnostic="connectivity"`` (connectivity-agnostic only, section 4.3) every set keeps the
+given order and draws only the hidden degrees.
 
 Coupling masks (Dinh et al. 2014, 2016): ``True`` marks the coordinates passed through
 unchanged (and read by the conditioner), ``False`` those transformed.
@@ -28,6 +30,8 @@ __all__ = [
     "alternating_mask",
     "channel_mask",
     "check_coupling_mask",
+    "AGNOSTIC",
+    "check_agnostic",
     "check_mask_index",
     "check_order",
     "checkerboard_mask",
@@ -87,6 +91,20 @@ def check_mask_index(num_masks: int, mask_index: int) -> int:
     return int(mask_index)
 
 
+AGNOSTIC = ("order", "connectivity")
+
+
+def check_agnostic(agnostic: str) -> str:
+    """Check what MADE's mask sets ``k >= 1`` draw: ``"order"`` (an ordering and the
+    hidden degrees; order- and connectivity-agnostic) or ``"connectivity"`` (the hidden
+    degrees only). Raises ConfigError otherwise."""
+    if agnostic not in AGNOSTIC:
+        raise ConfigError(
+            f"unknown MADE mask-set kind {agnostic!r}; choose one of {', '.join(AGNOSTIC)}"
+        )
+    return agnostic
+
+
 def made_degrees(
     input_dim: int,
     hidden: Sequence[int],
@@ -94,6 +112,7 @@ def made_degrees(
     context: bool = False,
     mask_index: int = 0,
     seed: int = 0,
+    agnostic: str = "order",
 ) -> list[np.ndarray]:
     """Degrees of MADE's units, input layer first (Germain et al. 2015, section 4).
 
@@ -108,7 +127,10 @@ def made_degrees(
     al. 2015, sections 4.2-4.3) ignores ``order``: ``rng = np.random.default_rng(seed + k)``
     draws the ordering ``rng.permutation(D)`` and then each hidden layer's degrees uniformly
     from ``[lo, max(1, D - 1)]``, ``lo`` the smallest degree of the layer below (0 for the
-    first layer with a context), so no unit is left without inputs.
+    first layer with a context), so no unit is left without inputs. With
+    ``agnostic="connectivity"`` (connectivity-agnostic training only, section 4.3) set ``k``
+    keeps ``order`` and draws only the hidden degrees, so every set is autoregressive in the
+    same order (what the paper's binarized-MNIST results use, as we read section 6.2).
 
     Args:
         input_dim: ``D``.
@@ -117,21 +139,28 @@ def made_degrees(
         context: Whether a context feeds every hidden unit of the first layer.
         mask_index: Which mask set, ``k >= 0`` (0: the deterministic one).
         seed: The seed mask sets ``k >= 1`` are drawn from (``seed + k``).
+        agnostic: ``"order"`` (sets ``k >= 1`` draw an ordering and the connectivity) or
+            ``"connectivity"`` (they keep ``order``).
 
     Returns:
         ``[input degrees (D,), hidden degrees (h_1,), ...]`` as int arrays.
 
     Raises:
-        ConfigError: A bad order, a hidden width below 1 or a negative ``mask_index``.
+        ConfigError: A bad order, a hidden width below 1, a negative ``mask_index`` or an
+            unknown ``agnostic``.
     """
     order = check_order(input_dim, order)
+    check_agnostic(agnostic)
     hidden = [int(h) for h in hidden]
     if any(h < 1 for h in hidden):
         raise ConfigError(f"MADE hidden widths must be positive, got {tuple(hidden)}")
     d = int(input_dim)
     if int(mask_index) > 0:
         rng = np.random.default_rng(int(seed) + int(mask_index))
-        degrees = [rng.permutation(d).astype(np.int64) + 1]
+        if agnostic == "order":
+            degrees = [rng.permutation(d).astype(np.int64) + 1]
+        else:
+            degrees = [np.asarray(order, dtype=np.int64) + 1]
         for layer, h in enumerate(hidden):
             lo = 0 if (context and layer == 0) else int(degrees[-1].min())
             degrees.append(rng.integers(lo, max(1, d - 1) + 1, size=h).astype(np.int64))
@@ -148,16 +177,22 @@ def made_degrees(
 
 
 def made_mask_positions(
-    input_dim: int, order: Sequence[int] | None = None, mask_index: int = 0, seed: int = 0
+    input_dim: int,
+    order: Sequence[int] | None = None,
+    mask_index: int = 0,
+    seed: int = 0,
+    agnostic: str = "order",
 ) -> tuple[int, ...]:
     """The positions (``order`` convention of :func:`check_order`) of MADE's mask set
-    ``mask_index``: ``order`` itself for set 0, the drawn ordering for ``k >= 1``
-    (:func:`made_degrees`).
+    ``mask_index``: ``order`` itself for set 0 and for every set when ``agnostic`` is
+    ``"connectivity"``, the drawn ordering for ``k >= 1`` otherwise (:func:`made_degrees`).
 
     Raises:
-        ConfigError: A bad order or a negative ``mask_index``.
+        ConfigError: A bad order, a negative ``mask_index`` or an unknown ``agnostic``.
     """
-    degrees = made_degrees(input_dim, [1], order, mask_index=mask_index, seed=seed)
+    degrees = made_degrees(
+        input_dim, [1], order, mask_index=mask_index, seed=seed, agnostic=agnostic
+    )
     return tuple(int(p) - 1 for p in degrees[0])
 
 
@@ -181,8 +216,9 @@ def _cached_masks(
     context: bool,
     mask_index: int,
     seed: int,
+    agnostic: str,
 ) -> tuple[np.ndarray, ...]:
-    degrees = made_degrees(input_dim, hidden, order, context, mask_index, seed)
+    degrees = made_degrees(input_dim, hidden, order, context, mask_index, seed, agnostic)
     pairs = zip(degrees[:-1], degrees[1:], strict=True)
     masks = [d_out[:, None] >= d_in[None, :] for d_in, d_out in pairs]
     # Output unit i * num_params + j is parameter j of input i: it has input i's degree.
@@ -201,6 +237,7 @@ def made_masks(
     context: bool = False,
     mask_index: int = 0,
     seed: int = 0,
+    agnostic: str = "order",
 ) -> list[np.ndarray]:
     """MADE's connectivity masks, one per layer, in torch's layout ``(out, in)``.
 
@@ -216,14 +253,16 @@ def made_masks(
         context: Whether a context feeds the first hidden layer (see :func:`made_degrees`).
         mask_index: The mask set, ``k >= 0`` (see :func:`made_degrees`).
         seed: The seed mask sets ``k >= 1`` are drawn from.
+        agnostic: What sets ``k >= 1`` draw, see :func:`made_degrees`.
 
     Returns:
         Boolean arrays ``(h_1, D), (h_2, h_1), ..., (D * p, h_L)`` (read-only, cached).
 
     Raises:
         ConfigError: No hidden layer, a width or ``num_params`` below 1, a bad order, a
-            negative ``mask_index``.
+            negative ``mask_index``, an unknown ``agnostic``.
     """
+    check_agnostic(agnostic)
     hidden = tuple(int(h) for h in hidden)
     if not hidden:
         raise ConfigError("MADE needs at least one hidden layer")
@@ -243,6 +282,7 @@ def made_masks(
             bool(context),
             int(mask_index),
             int(seed),
+            agnostic,
         )
     )
 

@@ -10,7 +10,8 @@ the ELBO is the exact log-likelihood), and ``ppgen eval`` reports the exact test
   pixels before it (Frey 1998; Bengio & Bengio 2000).
 - ``nade``: NADE (Larochelle & Murray 2011), shared weights, O(DH).
 - ``made``: MADE (Germain et al. 2015): a masked MLP; ``--masks K`` trains order- and
-  connectivity-agnostically (a mask set per minibatch) and evaluates the ensemble
+  connectivity-agnostically (a mask set per minibatch; ``--agnostic connectivity`` keeps the
+  raster order and draws only the hidden connectivity) and evaluates the ensemble
   ``log mean_k p_k(x)`` over the ``K`` sets.
 - ``pixelcnn``: PixelCNN (van den Oord et al. 2016a, masked convolutions type A/B) or Gated
   PixelCNN (van den Oord et al. 2016b, ``--variant gated``: vertical and horizontal stacks,
@@ -38,6 +39,7 @@ from ppgen import data as ppdata
 from ppgen import plots
 from ppgen.errors import ConfigError
 from ppgen.metrics import logmeanexp, summarize_nll
+from ppgen.models.masks import AGNOSTIC
 from ppgen.recipes.base import (
     Backend,
     Built,
@@ -103,6 +105,12 @@ class MADEOptions(BinaryImageOptions):
     masks: int = option(
         1, "mask sets K (order/connectivity-agnostic training; the test ensemble)",
         parse=positive_int,
+    )  # fmt: skip
+    agnostic: str = option(
+        "order",
+        "what mask sets 2..K draw: order (a new ordering and connectivity) or connectivity "
+        "(new hidden connectivity, raster order kept)",
+        choices=AGNOSTIC,
     )  # fmt: skip
 
 
@@ -209,7 +217,9 @@ class ARImageRecipe(Recipe):
         if self.name == "nade":
             return cls(dim, o.hidden, seed=seed)
         if self.name == "made":
-            return cls(dim, o.hidden, head.num_params, seed=seed, num_masks=o.masks)
+            return cls(
+                dim, o.hidden, head.num_params, seed=seed, num_masks=o.masks, agnostic=o.agnostic
+            )
         kw = {
             "channels": o.channels,
             "layers": o.layers,

@@ -58,7 +58,8 @@ class MADE(eqx.Module):
     weights' float type); ``params[..., i, :]`` are the head's parameters of ``x_i`` given
     the inputs before it. Mask sets (order- and connectivity-agnostic training, sections
     4.2-4.3): set 0 is the deterministic one of ``order``; set ``k >= 1`` draws a new
-    ordering and new hidden degrees from seed ``seed + k``
+    ordering and new hidden degrees from seed ``seed + k`` (only new hidden degrees with
+    ``agnostic="connectivity"``)
     (:func:`ppgen.models.masks.made_degrees`). ``mask_index`` picks the active set;
     training draws or cycles a set per minibatch (:meth:`with_mask`, or the ``mask_index``
     argument of :meth:`forward`) and the test-time ensemble averages the sets'
@@ -84,10 +85,13 @@ class MADE(eqx.Module):
             and of the mask sets ``k >= 1``.
         num_masks: How many mask sets (1: the single-mask MADE).
         mask_index: The active mask set, in ``[0, num_masks)``.
+        agnostic: What the sets ``k >= 1`` draw: ``"order"`` (a new ordering and new
+            hidden degrees; order- and connectivity-agnostic) or ``"connectivity"`` (new
+            hidden degrees, ``order`` kept; connectivity-agnostic only).
 
     Raises:
-        ConfigError: A bad width, order, activation, ``context_dim``, ``num_masks`` or
-            ``mask_index``.
+        ConfigError: A bad width, order, activation, ``context_dim``, ``num_masks``,
+            ``mask_index`` or ``agnostic``.
     """
 
     weights: list[jax.Array]
@@ -105,6 +109,7 @@ class MADE(eqx.Module):
     seed: int = eqx.field(static=True)
     num_masks: int = eqx.field(static=True)
     mask_index: int = eqx.field(static=True)
+    agnostic: str = eqx.field(static=True)
 
     def __init__(
         self,
@@ -117,10 +122,11 @@ class MADE(eqx.Module):
         seed: int = 0,
         num_masks: int = 1,
         mask_index: int = 0,
+        agnostic: str = "order",
     ) -> None:
         check_mask_index(num_masks, mask_index)
         masks = made_masks(
-            input_dim, hidden, num_params, order, bool(context_dim), mask_index, seed
+            input_dim, hidden, num_params, order, bool(context_dim), mask_index, seed, agnostic
         )
         check_mlp([input_dim, *hidden, num_params], activation)
         if isinstance(context_dim, bool) or int(context_dim) < 0:
@@ -133,7 +139,8 @@ class MADE(eqx.Module):
         self.hidden = tuple(int(h) for h in hidden)
         self.base_positions = check_order(input_dim, order)  # mask set 0's
         self.seed, self.num_masks, self.mask_index = int(seed), int(num_masks), int(mask_index)
-        self.positions = made_mask_positions(input_dim, order, mask_index, seed)
+        self.agnostic = agnostic
+        self.positions = made_mask_positions(input_dim, order, mask_index, seed, agnostic)
         self.order = sampling_order(self.positions)
         self.event_shape = (self.input_dim,)
         self.activation = activation
@@ -155,6 +162,7 @@ class MADE(eqx.Module):
             self.context_dim > 0,
             k,
             self.seed,
+            self.agnostic,
         )
 
     def with_mask(self, mask_index: int) -> MADE:
@@ -166,7 +174,9 @@ class MADE(eqx.Module):
         """
         k = check_mask_index(self.num_masks, mask_index)
         new = copy.copy(self)
-        positions = made_mask_positions(self.input_dim, self.base_positions, k, self.seed)
+        positions = made_mask_positions(
+            self.input_dim, self.base_positions, k, self.seed, self.agnostic
+        )
         # Static fields of a frozen module: set on the copy, as its own __init__ would.
         object.__setattr__(new, "mask_index", k)
         object.__setattr__(new, "positions", positions)

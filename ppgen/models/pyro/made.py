@@ -57,7 +57,8 @@ class MADE(ModuleWeights, nn.Module):
     weights' float type); ``params[..., i, :]`` are the head's parameters of ``x_i`` given
     the inputs before it. Mask sets (order- and connectivity-agnostic training, sections
     4.2-4.3): set 0 is the deterministic one of ``order``; set ``k >= 1`` draws a new
-    ordering and new hidden degrees from seed ``seed + k``
+    ordering and new hidden degrees from seed ``seed + k`` (only new hidden degrees with
+    ``agnostic="connectivity"``)
     (:func:`ppgen.models.masks.made_degrees`). ``mask_index`` picks the active set;
     training draws or cycles a set per minibatch (:meth:`with_mask`, or the ``mask_index``
     argument of :meth:`forward`) and the test-time ensemble averages the sets'
@@ -83,10 +84,13 @@ class MADE(ModuleWeights, nn.Module):
             and of the mask sets ``k >= 1``.
         num_masks: How many mask sets (1: the single-mask MADE).
         mask_index: The active mask set, in ``[0, num_masks)``.
+        agnostic: What the sets ``k >= 1`` draw: ``"order"`` (a new ordering and new
+            hidden degrees; order- and connectivity-agnostic) or ``"connectivity"`` (new
+            hidden degrees, ``order`` kept; connectivity-agnostic only).
 
     Raises:
-        ConfigError: A bad width, order, activation, ``context_dim``, ``num_masks`` or
-            ``mask_index``.
+        ConfigError: A bad width, order, activation, ``context_dim``, ``num_masks``,
+            ``mask_index`` or ``agnostic``.
     """
 
     def __init__(
@@ -100,11 +104,12 @@ class MADE(ModuleWeights, nn.Module):
         seed: int = 0,
         num_masks: int = 1,
         mask_index: int = 0,
+        agnostic: str = "order",
     ) -> None:
         super().__init__()
         check_mask_index(num_masks, mask_index)
         masks = made_masks(
-            input_dim, hidden, num_params, order, bool(context_dim), mask_index, seed
+            input_dim, hidden, num_params, order, bool(context_dim), mask_index, seed, agnostic
         )
         check_mlp([input_dim, *hidden, num_params], activation)
         if isinstance(context_dim, bool) or int(context_dim) < 0:
@@ -117,7 +122,8 @@ class MADE(ModuleWeights, nn.Module):
         self.hidden = tuple(int(h) for h in hidden)
         self.base_positions = check_order(input_dim, order)  # mask set 0's
         self.seed, self.num_masks, self.mask_index = int(seed), int(num_masks), int(mask_index)
-        self.positions = made_mask_positions(input_dim, order, mask_index, seed)
+        self.agnostic = agnostic
+        self.positions = made_mask_positions(input_dim, order, mask_index, seed, agnostic)
         self.order = sampling_order(self.positions)
         self.event_shape = (self.input_dim,)
         self.activation = ACTIVATIONS[activation]()
@@ -151,6 +157,7 @@ class MADE(ModuleWeights, nn.Module):
                 self.context_dim > 0,
                 k,
                 self.seed,
+                self.agnostic,
             )
         ]
 
@@ -167,7 +174,9 @@ class MADE(ModuleWeights, nn.Module):
         for i, m in enumerate(self.masks(k)):
             new._buffers[f"mask_{i}"] = m
         new.mask_index = k
-        new.positions = made_mask_positions(self.input_dim, self.base_positions, k, self.seed)
+        new.positions = made_mask_positions(
+            self.input_dim, self.base_positions, k, self.seed, self.agnostic
+        )
         new.order = sampling_order(new.positions)
         return new
 
