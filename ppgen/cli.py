@@ -34,7 +34,13 @@ from ppgen.data import DATASETS
 from ppgen.errors import ConfigError, PPGenError
 from ppgen.inference.optim import LR_SCHEDULES
 from ppgen.recipes import RECIPES, Recipe
-from ppgen.recipes.base import BACKENDS, help_with_default, positive, seed_int
+from ppgen.recipes.base import (
+    BACKENDS,
+    help_with_default,
+    non_negative_float,
+    positive,
+    seed_int,
+)
 
 __all__ = ["build_parser", "main", "os_error_line"]
 
@@ -76,6 +82,8 @@ def _shared_arguments(p: argparse.ArgumentParser, recipe: Recipe) -> None:
         default=d["lr"])  # fmt: skip
     add("--lr-schedule", "constant, or decaying over the run", choices=LR_SCHEDULES,
         default=d["lr_schedule"])  # fmt: skip
+    add("--weight-decay", "weight decay (AdamW's decoupled decay; default 0: none)",
+        type=non_negative_float, default=d["weight_decay"], metavar="LAMBDA")  # fmt: skip
     add("--seed", "seed of the whole run: weights, labelled examples, every epoch's "
         "randomness", type=seed_int, default=d["seed"])  # fmt: skip
     add("--eval-every", "evaluate on the validation set every N epochs (and after the last)",
@@ -245,7 +253,7 @@ def _sample_flags(p: argparse.ArgumentParser) -> None:
 
 # Run settings whose flag holds the config's value as it is.
 _AS_GIVEN = (
-    *("backend", "dataset", "batch_size", "lr", "lr_schedule", "seed"),
+    *("backend", "dataset", "batch_size", "lr", "lr_schedule", "weight_decay", "seed"),
     *("eval_every", "patience", "devices", "tensorboard"),
 )
 # Flags that are not settings of the run, or that a resumed run may change.

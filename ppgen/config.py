@@ -58,6 +58,8 @@ class RunConfig:
         batch_size: Examples per training step.
         lr: Learning rate (peak rate under a schedule).
         lr_schedule: ``"constant"``, ``"cosine"`` or ``"exponential"`` over the run.
+        weight_decay: Weight decay ``lambda >= 0`` (AdamW's decoupled decay; see
+            :class:`ppgen.inference.optim.Group`); 0: none.
         seed: Seed of the whole run (weights, labels drawn, every epoch's randomness).
         eval_every: Evaluate on the validation set every this many epochs.
         patience: Stop after this many evaluations without improvement (None: never).
@@ -78,6 +80,7 @@ class RunConfig:
     batch_size: int = 100
     lr: float = 1e-3
     lr_schedule: str = "constant"
+    weight_decay: float = 0.0
     seed: int = 0
     eval_every: int = 1
     patience: int | None = None
@@ -115,6 +118,9 @@ class RunConfig:
             isinstance(self.lr, int | float) and self.lr > 0 and math.isfinite(self.lr)
         ):
             raise ConfigError(f"lr must be a positive number, got {self.lr!r}")
+        wd = self.weight_decay
+        if isinstance(wd, bool) or not (isinstance(wd, int | float) and 0 <= wd < math.inf):
+            raise ConfigError(f"weight_decay must be a number >= 0, got {wd!r}")
         if not isinstance(self.tensorboard, bool):
             raise ConfigError(f"tensorboard must be true or false, got {self.tensorboard!r}")
         options = self.options if self.options is not None else recipe.options()

@@ -548,10 +548,13 @@ def test_same_semi_supervised_parts_for_same_weights_and_noise(float64, beta):
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
-@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-def test_same_trainer_step(float64, case, optimizer):
+@pytest.mark.parametrize(
+    "optimizer, weight_decay", [("sgd", 0.0), ("adam", 0.0), ("sgd", 0.5), ("adam", 0.5)]
+)
+def test_same_trainer_step(float64, case, optimizer, weight_decay):
     """One trainer step on the same weights, batch and latent draws moves both backends'
-    weights to the same values (the loss, its gradient and the optimiser's update agree)."""
+    weights to the same values (the loss, its gradient and the optimiser's update agree),
+    with and without weight decay (Adam: torch's AdamW against optax's decoupled decay)."""
     from ppgen.inference.optim import Group
 
     x, z = _data(case, 5, 1)
@@ -559,18 +562,30 @@ def test_same_trainer_step(float64, case, optimizer):
     before = t.get_weights()
     tg = _FixLatents({s: [torch.from_numpy(v)] for s, v in z.items()})(t.guide)
     jg = nh.substitute(j.guide, data={s: jnp.asarray(v) for s, v in z.items()})
-    settings = dict(groups=[Group(optimizer=optimizer, lr=0.05)], batch_size=5, num_data=20)
-    trainer_t = inf_t.Trainer(t.model, tg, inf_t.ELBO(), **settings)
-    trainer_j = inf_j.Trainer(j.model, jg, inf_j.ELBO(), **settings)
-    state_t, metrics_t = trainer_t.step(trainer_t.init(0, x), x)
-    state_j, metrics_j = trainer_j.step(trainer_j.init(0, x), x)
-    np.testing.assert_allclose(metrics_t["loss"], metrics_j["loss"], rtol=0, atol=ATOL)
-    after_t = t.bind(trainer_t.params(state_t)).get_weights()
-    after_j = j.bind(trainer_j.params(state_j)).get_weights()
+
+    def step(wd):
+        settings = dict(
+            groups=[Group(optimizer=optimizer, lr=0.05, weight_decay=wd)],
+            batch_size=5,
+            num_data=20,
+        )
+        trainer_t = inf_t.Trainer(t.model, tg, inf_t.ELBO(), **settings)
+        trainer_j = inf_j.Trainer(j.model, jg, inf_j.ELBO(), **settings)
+        state_t, metrics_t = trainer_t.step(trainer_t.init(0, x), x)
+        state_j, metrics_j = trainer_j.step(trainer_j.init(0, x), x)
+        np.testing.assert_allclose(metrics_t["loss"], metrics_j["loss"], rtol=0, atol=ATOL)
+        after_t = t.bind(trainer_t.params(state_t)).get_weights()
+        t.set_weights(before)  # bind wrote the trained weights into the Pyro twin
+        return after_t, j.bind(trainer_j.params(state_j)).get_weights()
+
+    after_t, after_j = step(weight_decay)
     assert after_t.keys() == after_j.keys() == before.keys()
     for key in before:
         np.testing.assert_allclose(after_t[key], after_j[key], rtol=0, atol=ATOL, err_msg=key)
     assert max(np.abs(after_t[k] - before[k]).max() for k in before) > 1e-3  # it did move
+    if weight_decay:  # the decay moved the weights further: lr * wd * w = 0.025 w
+        plain = step(0.0)[1]
+        assert max(np.abs(after_j[k] - plain[k]).max() for k in before) > 1e-3
 
 
 # -- score-function objectives and the discrete-latent models ------------------------------

@@ -216,6 +216,23 @@ def test_convolutional_families_train_a_jitted_step_per_batch(model, options, lo
     assert trainer_settings(config, 10)["epoch_loop"] == loop
 
 
+def test_weight_decay_reaches_the_optimiser_and_is_checked():
+    """``--weight-decay`` (RunConfig.weight_decay) is one of the shared settings every
+    family's trainer takes, lands in its optimiser group, and a negative value is refused."""
+    config = runs.make_config("made", weight_decay=0.01)
+    settings = trainer_settings(config, 10)
+    assert settings["weight_decay"] == 0.01
+    from ppgen.inference.numpyro import Trainer
+
+    trainer = Trainer(lambda x: None, lambda x: None, lambda *a, **k: 0.0, **settings)
+    assert trainer.groups[0].weight_decay == 0.01
+    assert runs.make_config("made").weight_decay == 0.0
+    with pytest.raises(ConfigError, match="weight_decay must be a number >= 0"):
+        runs.make_config("made", weight_decay=-1.0)
+    args = build_parser().parse_args(["train", "made", "--weight-decay", "0.001", "--out", "r"])
+    assert args.weight_decay == 0.001
+
+
 def test_eval_help_says_what_each_family_reports(toy, capsys):
     """``ppgen eval --help`` is written from the recipes (``Recipe.eval_report``,
     ``eval_flags``): a family defined here is described as every registered one is, flows

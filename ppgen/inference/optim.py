@@ -95,6 +95,11 @@ class Group:
             counted in this group's updates.
         total_steps: Length of the schedule in this group's updates.
         clip_norm: Clip the global norm of this group's gradient to this value.
+        weight_decay: Decay of the weights, ``lambda >= 0``: with Adam the decoupled decay
+            of AdamW (Loshchilov & Hutter 2019; ``torch.optim.AdamW``, optax's
+            ``add_decayed_weights`` after ``scale_by_adam``), with SGD the L2 penalty's
+            gradient ``lambda w`` (``torch.optim.SGD(weight_decay=)``); both scaled by the
+            step's learning rate. 0 (default): none.
         updates: Optimiser updates of this group per training step (e.g. ``n_critic`` = 5
             critic updates per generator update, Arjovsky et al. 2017), each with fresh
             randomness on the step's batch.
@@ -112,6 +117,7 @@ class Group:
     total_steps: int | None = None
     clip_norm: float | None = None
     updates: int = 1
+    weight_decay: float = 0.0
 
     def __post_init__(self) -> None:
         if not (isinstance(self.name, str) and self.name.isidentifier()):
@@ -139,6 +145,12 @@ class Group:
         lr_factor(self.lr_schedule, self.total_steps)  # validates both
         if self.clip_norm is not None:
             _positive_number(f"group {self.name!r}: clip_norm", self.clip_norm)
+        wd = self.weight_decay
+        if isinstance(wd, bool) or not (isinstance(wd, int | float) and 0 <= wd < math.inf):
+            raise ConfigError(
+                f"group {self.name!r}: weight_decay must be a number >= 0, got {wd!r}"
+            )
+        object.__setattr__(self, "weight_decay", float(wd))
         if isinstance(self.updates, bool) or not (
             isinstance(self.updates, int) and self.updates >= 1
         ):

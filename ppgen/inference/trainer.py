@@ -59,7 +59,7 @@ class TrainerBase:
         clip_norm: Clip the gradient's global norm to this value.
         groups: Parameter groups (:class:`~ppgen.inference.optim.Group`), one per player of
             the objective, updated in this order at every step; replaces ``lr``,
-            ``lr_schedule``, ``total_steps`` and ``clip_norm``.
+            ``lr_schedule``, ``total_steps``, ``clip_norm`` and ``weight_decay``.
         batch_size: Minibatch size of the schedule and of the bound's evaluation.
         num_data: If given, passed as ``num_data=`` to model and guide, so the loss is a
             per-dataset estimate; metrics divide by ``num_data or batch_size``.
@@ -101,6 +101,7 @@ class TrainerBase:
         lr_schedule: str = "constant",
         total_steps: int | None = None,
         clip_norm: float | None = None,
+        weight_decay: float = 0.0,
         groups: Sequence[Group] | None = None,
         batch_size: int = 100,
         num_data: int | None = None,
@@ -112,14 +113,21 @@ class TrainerBase:
         devices: int | None = None,
         epoch_loop: str = "scan",
     ) -> None:
-        default = (lr, lr_schedule, total_steps, clip_norm)
+        default = (lr, lr_schedule, total_steps, clip_norm, weight_decay)
         if groups is None:
             groups = [
-                Group(lr=lr, lr_schedule=lr_schedule, total_steps=total_steps, clip_norm=clip_norm)
+                Group(
+                    lr=lr,
+                    lr_schedule=lr_schedule,
+                    total_steps=total_steps,
+                    clip_norm=clip_norm,
+                    weight_decay=weight_decay,
+                )
             ]
-        elif default != (1e-3, "constant", None, None):
+        elif default != (1e-3, "constant", None, None, 0.0):
             raise ConfigError(
-                "with groups=, give lr, lr_schedule, total_steps and clip_norm to each Group"
+                "with groups=, give lr, lr_schedule, total_steps, clip_norm and weight_decay "
+                "to each Group"
             )
         self.groups = tuple(groups)
         if not self.groups or not all(isinstance(g, Group) for g in self.groups):

@@ -48,6 +48,7 @@ __all__ = [
     "image_splits",
     "help_with_default",
     "layer_sizes",
+    "non_negative_float",
     "non_negative_int",
     "option",
     "positive",
@@ -94,6 +95,17 @@ def non_negative_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a value >= 0, got {text!r}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """An argparse type: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
     return value
 
 
@@ -409,12 +421,13 @@ def exact_log_px(run: Run, data: Any, *, batch_size: int, progress: bool) -> np.
 
 def trainer_settings(config: RunConfig, steps_per_epoch: int) -> dict[str, Any]:
     """The trainer arguments every family takes from the shared settings of a run: learning
-    rate and its schedule over the run's steps, batch size, devices, and the recipe's
+    rate and its schedule over the run's steps, weight decay, batch size, devices, and the recipe's
     :meth:`Recipe.epoch_loop`."""
     return {
         "epoch_loop": config.recipe.epoch_loop(config),
         "lr": config.lr,
         "lr_schedule": config.lr_schedule,
+        "weight_decay": config.weight_decay,
         "total_steps": config.epochs * max(1, steps_per_epoch),
         "batch_size": config.batch_size,
         "devices": config.devices,

@@ -139,6 +139,8 @@ def _direction(group: Group) -> optax.GradientTransformation:
     parts = [] if group.clip_norm is None else [optax.clip_by_global_norm(group.clip_norm)]
     if group.optimizer == "adam":
         parts.append(optax.scale_by_adam(*group.betas))
+    if group.weight_decay:  # AdamW's decoupled decay after Adam; SGD's L2 gradient
+        parts.append(optax.add_decayed_weights(group.weight_decay))
     return optax.chain(*parts) if parts else optax.identity()
 
 
