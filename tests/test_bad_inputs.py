@@ -181,6 +181,8 @@ def checkpoint(run_dir: Path, pointer="BEST") -> Path:
         (["sample", "RUN", "--seed", "-1"], "--seed"),
         (["train", "vae", "--lr", "-1e-3"], "argument --lr: expected a positive value"),
         (["train", "vae", "--lr", "inf"], "argument --lr: expected a positive value"),
+        (["train", "flow", "--flow", "maf", "--bins", "16"], "drop --bins or choose --flow nsf"),
+        (["train", "flow", "--bound", "3", "--bins", "4"], "--bins and --bound set the"),
         (["train", "vae", "--weight-decay", "-0.1"], "--weight-decay: expected a number >= 0"),
         (["train", "made", "--agnostic", "orders"], "argument --agnostic: invalid choice"),
         (["train", "vae", "--latent", "x"], "expected an integer, got 'x'"),

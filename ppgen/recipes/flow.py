@@ -63,6 +63,7 @@ FLOW_CHOICES = ("planar", "radial", "nice", "realnvp", "maf", "iaf", "nsf", "nsf
 
 # Unconditional planar and radial maps have no conditioner network, only these parameters.
 _NO_NETWORK = {"planar": PLANAR_PARAMS, "radial": RADIAL_PARAMS}
+_SPLINE_FLOWS = ("nsf", "nsf_ar")  # the flows --bins and --bound configure
 _DEQUANTISE_SEED = 0  # the fixed noise draw of validation and test images
 _INIT_ROWS = 512  # training rows of Glow's data-dependent initialisation
 
@@ -101,8 +102,15 @@ class FlowOptions(Options):
             raise ConfigError(f"--bound must be > 0 (the spline's half-width), got {self.bound}")
         if not 0 <= self.logit_alpha < 0.5:
             raise ConfigError(f"--logit-alpha must be in [0, 0.5), got {self.logit_alpha}")
-        default = next(f.default for f in dataclasses.fields(self) if f.name == "hidden")
-        if self.flow in _NO_NETWORK and self.hidden != default:
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        changed = [k for k in ("bins", "bound") if getattr(self, k) != defaults[k]]
+        if changed and self.flow not in _SPLINE_FLOWS:
+            flags = " and ".join(f"--{k}" for k in changed)
+            raise ConfigError(
+                f"{flags} set the rational-quadratic splines of nsf and nsf_ar, and "
+                f"{self.flow} has none; drop {flags} or choose --flow nsf"
+            )
+        if self.flow in _NO_NETWORK and self.hidden != defaults["hidden"]:
             raise ConfigError(
                 f"--hidden sets the conditioner networks, and {self.flow} has none (its "
                 f"parameters are {', '.join(_NO_NETWORK[self.flow])}); drop --hidden"
