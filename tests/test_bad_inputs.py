@@ -183,7 +183,10 @@ def checkpoint(run_dir: Path, pointer="BEST") -> Path:
         (["train", "vae", "--lr", "inf"], "argument --lr: expected a positive value"),
         (["train", "flow", "--flow", "maf", "--bins", "16"], "drop --bins or choose --flow nsf"),
         (["train", "flow", "--bound", "3", "--bins", "4"], "--bins and --bound set the"),
-        (["train", "vae", "--weight-decay", "-0.1"], "--weight-decay: expected a number >= 0"),
+        (
+            ["train", "vae", "--weight-decay", "-0.1"],
+            "--weight-decay: expected a finite number >= 0",
+        ),
         (["train", "made", "--agnostic", "orders"], "argument --agnostic: invalid choice"),
         (["train", "vae", "--latent", "x"], "expected an integer, got 'x'"),
         (["train", "vae", "--lr", "x"], "expected a number, got 'x'"),

@@ -10,7 +10,6 @@ run is evaluated by its test classification error.
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import time
@@ -38,17 +37,6 @@ if TYPE_CHECKING:
 __all__ = ["M1M2Options", "M2Options", "StackedData"]
 
 
-def _alpha(text: str) -> float:
-    """An argparse type: a finite number >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (value >= 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
-    return value
-
-
 @dataclass(frozen=True)
 class _SemiSupervisedOptions(Options):
     labels: int = option(
@@ -61,7 +49,7 @@ class _SemiSupervisedOptions(Options):
         None,
         "weight of the classification term per labelled example (default: the paper's "
         "0.1 N, i.e. 0.1 * N / labels)",
-        parse=_alpha,
+        parse=base.non_negative_float,
     )
     labelled_batch_size: int | None = option(
         None, "labelled examples per step (default: --batch-size)", parse=base.positive_int
