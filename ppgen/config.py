@@ -23,7 +23,7 @@ from typing import Any
 
 from ppgen.data import DATASETS
 from ppgen.errors import CheckpointError, ConfigError, PPGenError
-from ppgen.inference.optim import LR_SCHEDULES
+from ppgen.inference.optim import LR_SCHEDULES, weight_decay_value
 from ppgen.recipes.base import BACKENDS, Options
 
 __all__ = [
@@ -118,9 +118,7 @@ class RunConfig:
             isinstance(self.lr, int | float) and self.lr > 0 and math.isfinite(self.lr)
         ):
             raise ConfigError(f"lr must be a positive number, got {self.lr!r}")
-        wd = self.weight_decay
-        if isinstance(wd, bool) or not (isinstance(wd, int | float) and 0 <= wd < math.inf):
-            raise ConfigError(f"weight_decay must be a number >= 0, got {wd!r}")
+        weight_decay_value("weight_decay", self.weight_decay)
         if not isinstance(self.tensorboard, bool):
             raise ConfigError(f"tensorboard must be true or false, got {self.tensorboard!r}")
         options = self.options if self.options is not None else recipe.options()

@@ -229,6 +229,10 @@ def test_weight_decay_reaches_the_optimiser_and_is_checked():
     assert runs.make_config("made").weight_decay == 0.0
     with pytest.raises(ConfigError, match="weight_decay must be a number >= 0"):
         runs.make_config("made", weight_decay=-1.0)
+    from ppgen.inference.optim import Group
+
+    with pytest.raises(ConfigError, match="group 'loss': weight_decay must be a number >= 0"):
+        Group(weight_decay=float("nan"))
     args = build_parser().parse_args(["train", "made", "--weight-decay", "0.001", "--out", "r"])
     assert args.weight_decay == 0.001
 

@@ -35,6 +35,7 @@ __all__ = [
     "group_losses",
     "lr_factor",
     "metric_name",
+    "weight_decay_value",
 ]
 
 DEFAULT_GROUP = "loss"
@@ -75,6 +76,17 @@ def _positive_number(name: str, value: Any) -> float:
         raise ConfigError(f"{name} must be a positive number, got {value!r}")
     if not math.isfinite(value):
         raise ConfigError(f"{name} must be finite, got {value!r}")
+    return float(value)
+
+
+def weight_decay_value(name: str, value: Any) -> float:
+    """``value`` as a weight decay (a finite number >= 0), as a float.
+
+    Raises:
+        ConfigError: Anything else, in one line naming ``name``.
+    """
+    if isinstance(value, bool) or not (isinstance(value, int | float) and 0 <= value < math.inf):
+        raise ConfigError(f"{name} must be a number >= 0, got {value!r}")
     return float(value)
 
 
@@ -145,12 +157,8 @@ class Group:
         lr_factor(self.lr_schedule, self.total_steps)  # validates both
         if self.clip_norm is not None:
             _positive_number(f"group {self.name!r}: clip_norm", self.clip_norm)
-        wd = self.weight_decay
-        if isinstance(wd, bool) or not (isinstance(wd, int | float) and 0 <= wd < math.inf):
-            raise ConfigError(
-                f"group {self.name!r}: weight_decay must be a number >= 0, got {wd!r}"
-            )
-        object.__setattr__(self, "weight_decay", float(wd))
+        wd = weight_decay_value(f"group {self.name!r}: weight_decay", self.weight_decay)
+        object.__setattr__(self, "weight_decay", wd)
         if isinstance(self.updates, bool) or not (
             isinstance(self.updates, int) and self.updates >= 1
         ):

@@ -57,6 +57,8 @@ class TrainerBase:
             ``"exponential"`` (to ``0.1 * lr`` at ``total_steps``), stepped every update.
         total_steps: Length of the schedule; required unless it is constant.
         clip_norm: Clip the gradient's global norm to this value.
+        weight_decay: Weight decay of the default group (AdamW's decoupled decay with Adam,
+            the L2 gradient with SGD; see :class:`~ppgen.inference.optim.Group`); 0: none.
         groups: Parameter groups (:class:`~ppgen.inference.optim.Group`), one per player of
             the objective, updated in this order at every step; replaces ``lr``,
             ``lr_schedule``, ``total_steps``, ``clip_norm`` and ``weight_decay``.
