@@ -38,7 +38,30 @@ def hardware() -> dict:
             info[mod] = __import__(mod).__version__
         except ImportError:
             pass
+    info.update(accelerators())
     return info
+
+
+def accelerators() -> dict:
+    """The GPUs JAX and torch compute on, if any: ``{"jax_devices": [...], "torch_cuda":
+    name}``; empty on a machine without one (JAX's CPU device is not listed)."""
+    found: dict = {}
+    try:
+        import jax
+
+        gpus = [d.device_kind for d in jax.devices() if d.platform != "cpu"]
+        if gpus:
+            found["jax_devices"] = gpus
+    except (ImportError, RuntimeError):
+        pass
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            found["torch_cuda"] = torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    return found
 
 
 def median(xs: list[float]) -> float:

@@ -47,6 +47,8 @@ PixelCNN 81.30 (van den Oord et al. 2016a; Gated PixelCNN about the same).
     python benchmarks/ar_mnist.py --models made --minutes-dense 30 --threads 1
     python benchmarks/ar_mnist.py --minutes-dense 1 --minutes-pixelcnn 2 --eval-limit 200 \
         --train-limit 2000 --probe-steps 5          # minutes: checks the script
+    python benchmarks/ar_mnist.py --models pixelcnn --backend numpyro --minutes-pixelcnn 6 \
+        --pixelcnn-channels 64 --pixelcnn-layers 10 --result ar_mnist_gpu   # on a GPU
 
 Each run directory (``--out``/<model>) keeps the trained run (``ppgen eval``/``ppgen sample``
 work on it) and the recipes' pictures: ``samples.png`` (64 samples), ``completions.png`` (the
@@ -103,6 +105,18 @@ PLAN = 0.9  # the share of a budget the epochs are planned for: the probe leaves
 # checkpoints and the first epoch's compile, and the schedule should end within the budget
 
 
+def settings(model: str, args: argparse.Namespace) -> dict:
+    """The recipe options of ``model``: ``SETTINGS`` with ``--pixelcnn-channels`` and
+    ``--pixelcnn-layers`` applied."""
+    chosen = dict(SETTINGS[model])
+    if model == "pixelcnn":
+        if args.pixelcnn_channels is not None:
+            chosen["channels"] = args.pixelcnn_channels
+        if args.pixelcnn_layers is not None:
+            chosen["layers"] = args.pixelcnn_layers
+    return chosen
+
+
 def config(model: str, backend_name: str, epochs: int, args: argparse.Namespace):
     """The run of ``model`` (``ppgen train MODEL`` with these flags)."""
     from ppgen import runs
@@ -117,7 +131,7 @@ def config(model: str, backend_name: str, epochs: int, args: argparse.Namespace)
         seed=args.seed,
         train_split="train",
         **{"lr": args.lr, **RUN_SETTINGS.get(model, {})},
-        **{"binarize": "static", **SETTINGS[model]},
+        **{"binarize": "static", **settings(model, args)},
     )
 
 
@@ -171,13 +185,14 @@ def train_and_eval(model: str, backend_name: str, epochs: int, minutes: float, a
         config(model, backend_name, epochs, args), out, time_limit=minutes * 60
     )
     ev = runs.evaluate(run, limit=args.eval_limit, progress=False)
-    pictures = [str(p) for p in runs.save_pictures(run)]
     print(
         f"{model} ({backend_name}): {len(result.history)} of {epochs} epochs in "
         f"{train_minutes:.1f} min, test NLL {ev['test_nll']:.2f} nats "
-        f"(paper {PAPER[model]}); pictures in {out}",
+        f"(paper {PAPER[model]})",
         flush=True,
     )
+    pictures = [str(p) for p in runs.save_pictures(run)]
+    print(f"{model}: pictures in {out}", flush=True)
     return {
         "backend": backend_name,
         "epoch_loop": run.recipe.epoch_loop(run.config) if backend_name == "numpyro" else None,
@@ -212,6 +227,21 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--probe-steps", type=int, default=20, help="steps of each timed probe")
     p.add_argument("--out", type=Path, default=Path("runs/bench_ar_mnist"))
+    p.add_argument(
+        "--pixelcnn-channels",
+        type=int,
+        default=None,
+        help=f"Gated PixelCNN channels (default {SETTINGS['pixelcnn']['channels']})",
+    )
+    p.add_argument(
+        "--pixelcnn-layers",
+        type=int,
+        default=None,
+        help=f"Gated PixelCNN layers (default {SETTINGS['pixelcnn']['layers']})",
+    )
+    p.add_argument("--result", default=NAME,
+                   help="name of the JSON written to benchmarks/results/ (a GPU run: "
+                   "ar_mnist_gpu, to keep the CPU figures)")  # fmt: skip
     p.add_argument("--merge", action="store_true",
                    help="keep the other models' entries of ar_mnist.json (two processes, "
                    "one core each, each running some of the models)")  # fmt: skip
@@ -270,14 +300,14 @@ def main() -> None:
                 m: {b: s["epoch"] for b, s in v.items()} for m, v in speed.items()
             },
             "pictures": {m: r["pictures"] for m, r in results.items()},
-            "settings": {m: {**RUN_SETTINGS.get(m, {}), **SETTINGS[m]} for m in models},
+            "settings": {m: {**RUN_SETTINGS.get(m, {}), **settings(m, args)} for m in models},
             "max_epochs": {m: MAX_EPOCHS[m] for m in models if m in MAX_EPOCHS},
             "runs": results,
             "setting": "MNIST binarized: training images statically (one Bernoulli draw, seed "
             f"{args.seed}) or dynamically (a draw every step) as settings[model]['binarize'] "
             "says (static where absent); validation and test statically, seed 0; 50k train / 10k "
-            f"validation (best epoch kept), batch {BATCH}, Adam {args.lr} (or "
-            "settings[model]['lr']) cosine over the planned epochs, exact test NLL in nats"
+            f"validation (best epoch kept), batch {BATCH}, Adam at settings[model]['lr'] (else "
+            f"{args.lr}) cosine over the planned epochs, exact test NLL in nats"
             + (f" on the first {args.eval_limit} test images" if args.eval_limit else "")
             + (f"; trained on the first {args.train_limit} images" if args.train_limit else ""),
             "threads": args.threads,
@@ -289,14 +319,14 @@ def main() -> None:
             result[key] = {**old, **result[key]}
     if previous["runs"]:
         result["merged_from_earlier_run"] = sorted(previous["runs"])
-    write_result(NAME, result)
+    write_result(args.result, result)
 
 
 def previous_runs(args: argparse.Namespace, results: dict) -> dict:
     """With ``--merge``: the per-model entries of ``ar_mnist.json`` for the models this
     process did not run (another process, run at the same time on the other core), else
     nothing; ``{"runs": {...}, <per-model key>: {...}}``."""
-    path = RESULTS / f"{NAME}.json"
+    path = RESULTS / f"{args.result}.json"
     if not (args.merge and path.exists()):
         return {"runs": {}}
     old = json.loads(path.read_text())
