@@ -191,8 +191,11 @@ def sample(run: Run, n: int, seed: int = 0, options: Options | None = None) -> n
     the recipe's ``sample_options`` (``None``: none given, the recipe's defaults).
 
     Raises:
+        ConfigError: ``n`` is not a positive integer, or more than the family draws at once
+            (``Recipe.check_sample_count``).
         CheckpointError: The samples hold NaN or infinite values (unusable weights).
     """
+    run.recipe.check_sample_count(n, options)
     if options is None:
         x = run.recipe.sample(run, n, seed)
     else:

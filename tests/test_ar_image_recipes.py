@@ -150,9 +150,34 @@ def test_receptive_fields_show_the_order_and_the_blind_spot(tmp_path):
         (["fvsbn", "--dataset", "moons"], "moons"),
         (["fvsbn", "--likelihood", "categorical"], "unrecognized arguments"),
         (["made", "--masks", "0"], "positive"),
+        (["made", "--agnostic", "connectivity"], "--masks is 1"),
+        (["pixelcnn", "--components", "3"], "--components sizes the logistic mixture"),
+        (
+            ["pixelcnn", "--likelihood", "categorical", "--binarize", "dynamic"],
+            "--binarize dynamic binarizes the pixels",
+        ),  # fmt: skip
     ],
 )
 def test_bad_settings_are_refused_in_one_line(tmp_path, args, message):
     line = one_line(cli("train", *args, "--out", tmp_path / "run"))
     assert message in line
     assert not (tmp_path / "run").exists()
+
+
+def test_draws_too_large_for_memory_are_refused_before_they_start():
+    """``runs.sample`` asks the recipe first: more images than the cached samplers hold, or
+    more audio than ppgen draws at once, is one ``ConfigError``, not an out-of-memory crash
+    (``ppgen sample -n 100000000`` used to allocate 25 GB and print a traceback)."""
+    from ppgen.errors import ConfigError
+    from ppgen.recipes import get_recipe
+    from ppgen.recipes.wavenet import WaveNetSampleOptions
+
+    fvsbn, wavenet = get_recipe("fvsbn"), get_recipe("wavenet")
+    fvsbn.check_sample_count(fvsbn.max_samples)
+    for bad in (fvsbn.max_samples + 1, 0, -3, True, 2.0):
+        with pytest.raises(ConfigError) as err:
+            fvsbn.check_sample_count(bad)
+        assert "\n" not in str(err.value)
+    wavenet.check_sample_count(3, WaveNetSampleOptions(seconds=10.0))
+    with pytest.raises(ConfigError, match="5000 clips of 0.01 s are 50 s of audio"):
+        wavenet.check_sample_count(5000, WaveNetSampleOptions(seconds=0.01))

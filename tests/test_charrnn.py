@@ -338,12 +338,29 @@ def test_any_length_works(b):
 # -- bad input: one line -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("temperature", [0, -1.0, float("nan"), float("inf"), True])
+@pytest.mark.parametrize(
+    "temperature", [0, -1.0, float("nan"), float("inf"), True, 1e-45, 1e-300, 1e300]
+)
 def test_temperature_must_be_positive(b, temperature):
+    """Zero, negative, not a number, and the tiny or huge values float32 logits cannot be
+    divided by (1e-45 is 0 in float32: the draws were silently all code 0)."""
     net, head = _net(b), b.head(V)
     with pytest.raises(ConfigError, match="temperature") as err:
         net.sample(b.noise(head, (2, T), seed=0), head, temperature=temperature)
     _one_line(err)
+
+
+def test_the_smallest_temperature_draws_greedily(b):
+    """At ``MIN_TEMPERATURE`` every draw is the argmax of the logits: the same text from any
+    noise (the greedy limit the refused smaller temperatures stand for)."""
+    from ppgen.models.charrnn import MIN_TEMPERATURE
+
+    net, head = _net(b), b.head(V)
+    draws = [
+        np.asarray(net.sample(b.noise(head, (2, T), seed=s), head, temperature=MIN_TEMPERATURE))
+        for s in (0, 1)
+    ]
+    np.testing.assert_array_equal(draws[0], draws[1])
 
 
 @pytest.mark.parametrize("bad", [-1, V, 1.5])

@@ -20,6 +20,8 @@ from ppgen.errors import ConfigError, DataError
 
 __all__ = [
     "LSTM_PARAMS",
+    "MAX_TEMPERATURE",
+    "MIN_TEMPERATURE",
     "charrnn_initial_weights",
     "check_charrnn",
     "check_prefix",
@@ -106,18 +108,28 @@ def charrnn_initial_weights(
     return out
 
 
+MIN_TEMPERATURE = 1e-6
+MAX_TEMPERATURE = 1e6
+
+
 def check_temperature(temperature: Any) -> float:
     """Return the sampling temperature as a float.
 
+    The float32 logits are divided by it, so it must lie in ``[MIN_TEMPERATURE,
+    MAX_TEMPERATURE]``: a smaller one underflows to 0 in float32 (the division then gives
+    NaN, where ``1e-6`` already draws greedily), a larger one leaves every logit about 0
+    (uniform draws) and overflows float32 on the way.
+
     Raises:
-        ConfigError: Not a finite number > 0 (``T -> 0`` is greedy decoding; ask for a
-            small positive value).
+        ConfigError: Not a finite number in ``[1e-6, 1e6]`` (``T -> 0`` is greedy decoding:
+            ask for ``1e-6``).
     """
     bad = isinstance(temperature, bool) or not isinstance(temperature, numbers.Real)
-    if bad or not math.isfinite(temperature) or temperature <= 0:
+    if bad or not MIN_TEMPERATURE <= temperature <= MAX_TEMPERATURE:
         raise ConfigError(
-            f"temperature must be a finite number > 0 (the logits are divided by it), "
-            f"got {temperature!r}; use e.g. 0.01 for near-greedy samples"
+            f"temperature must be a number from {MIN_TEMPERATURE:g} to {MAX_TEMPERATURE:g} "
+            f"(the float32 logits are divided by it), got {temperature!r}; use e.g. 0.01 for "
+            f"near-greedy samples, {MIN_TEMPERATURE:g} for greedy ones"
         )
     return float(temperature)
 

@@ -113,6 +113,14 @@ class MADEOptions(BinaryImageOptions):
         choices=AGNOSTIC,
     )  # fmt: skip
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.masks == 1 and self.agnostic != "order":
+            raise ConfigError(
+                f"--agnostic {self.agnostic} draws mask sets 2..K, and --masks is 1: give "
+                "--masks K > 1 (Germain et al. used 32), or leave --agnostic out"
+            )
+
 
 @dataclass(frozen=True)
 class PixelCNNOptions(BinaryImageOptions):
@@ -140,6 +148,17 @@ class PixelCNNOptions(BinaryImageOptions):
             raise ConfigError(f"--kernel-size must be odd, got {self.kernel_size}")
         if self.conditional and self.variant != "gated":
             raise ConfigError("--conditional needs --variant gated (the gates take the label)")
+        if self.likelihood != "bernoulli" and self.binarize != "static":
+            raise ConfigError(
+                f"--binarize {self.binarize} binarizes the pixels, and --likelihood "
+                f"{self.likelihood} models the grey levels: leave --binarize out, or use "
+                "--likelihood bernoulli"
+            )
+        if self.likelihood != "logistic_mixture" and self.components != 5:
+            raise ConfigError(
+                f"--components sizes the logistic mixture, and --likelihood is "
+                f"{self.likelihood}: use --likelihood logistic_mixture, or leave --components out"
+            )
 
 
 def _levels(config: RunConfig) -> int | None:
@@ -157,6 +176,7 @@ class ARImageRecipe(Recipe):
     eval_flags = ("limit", "batch_size")
     eval_report = "the exact test NLL in nats per image and bits/dim"
     network = ""  # the class name in ppgen.models.<backend>
+    max_samples = 1024  # the cached samplers hold every layer's activations of each image
 
     def network_name(self, config: RunConfig) -> str:
         """The network's class name in ``ppgen.models.<backend>``."""

@@ -19,6 +19,7 @@ import argparse
 import dataclasses
 import importlib
 import math
+import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -455,7 +456,9 @@ class Recipe:
     - ``sample_options``: the :class:`Options` subclass of its sampling settings (e.g. a
       text model's temperature and prompt), offered as flags of ``ppgen sample`` and
       passed to :meth:`sample` as ``options=``; the base class has none;
-    - ``sample_count``: how many samples ``ppgen sample`` draws without ``-n``.
+    - ``sample_count``: how many samples ``ppgen sample`` draws without ``-n``;
+    - ``max_samples``: the most :meth:`sample` draws in one call (they are held in memory
+      together; :meth:`check_sample_count` refuses more).
 
     Methods return plain values; the backend is passed in, never imported by name.
     """
@@ -472,6 +475,7 @@ class Recipe:
     sample_suffix: str = ".png"
     sample_options: type[Options] = Options
     sample_count: int = 64
+    max_samples: int = 10_000
 
     def from_v1(self, raw: Mapping[str, Any]) -> dict[str, Any]:
         """This family's options from a flat config written before recipes (format v1):
@@ -509,6 +513,23 @@ class Recipe:
     def summary(self, result: Mapping[str, Any]) -> str:
         """One line of :meth:`evaluate`'s result for ``ppgen eval``."""
         return ", ".join(f"{k} {v}" for k, v in result.items() if isinstance(v, int | float))
+
+    def check_sample_count(self, n: int, options: Options | None = None) -> None:
+        """Refuse a draw too large to hold in memory at once, before it starts (the default:
+        more than :attr:`max_samples` samples; a family whose samples vary in size, text or
+        audio, also bounds their total length).
+
+        Raises:
+            ConfigError: ``n`` is not a positive integer, or the draw is too large.
+        """
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+            raise ConfigError(f"the number of samples must be a positive integer, got {n!r}")
+        if n > self.max_samples:
+            raise ConfigError(
+                f"{n} samples are more than the {self.max_samples} {self.name} draws at once "
+                "(they are held in memory together); ask for fewer, and draw again with "
+                "another --seed for more"
+            )
 
     def sample(self, run: Run, n: int, seed: int = 0) -> np.ndarray:
         """``n`` images from a trained run, numpy ``(n, D)``. A recipe with

@@ -36,6 +36,7 @@ from ppgen import data as ppdata
 from ppgen import plots
 from ppgen.checkpoint import write_atomic
 from ppgen.errors import ConfigError, DataError
+from ppgen.models.charrnn import check_temperature
 from ppgen.recipes.base import (
     Backend,
     Built,
@@ -144,8 +145,10 @@ class CharRNNSampleOptions(Options):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not (self.temperature > 0 and math.isfinite(self.temperature)):
-            raise ConfigError(f"--temperature must be a number > 0, got {self.temperature}")
+        try:
+            check_temperature(self.temperature)
+        except ConfigError as err:
+            raise ConfigError(f"--{err}") from None
         if len(self.prompt) + self.length > MAX_SAMPLE_LENGTH:
             raise ConfigError(
                 f"a sample of {len(self.prompt)} prompt and {self.length} drawn characters is "
@@ -255,6 +258,23 @@ class CharRNNRecipe(Recipe):
     sample_suffix = ".txt"
     sample_options = CharRNNSampleOptions
     sample_count = 3
+
+    def check_sample_count(self, n: int, options: Options | None = None) -> None:
+        """Refuse more than ``MAX_SAMPLE_LENGTH`` characters in all (``n`` samples of the
+        prompt and ``--length`` drawn characters) in one draw, before it starts.
+
+        Raises:
+            ConfigError: ``n`` is not a positive integer, or the samples are too long together.
+        """
+        super().check_sample_count(n, options)
+        o = options or CharRNNSampleOptions()
+        total = n * (len(o.prompt) + o.length)
+        if total > MAX_SAMPLE_LENGTH:
+            raise ConfigError(
+                f"{n} samples of {len(o.prompt) + o.length} characters are {total} in all, "
+                f"more than the {MAX_SAMPLE_LENGTH} ppgen draws at once; ask for fewer or "
+                "shorter samples"
+            )
 
     def prepare(self, config: RunConfig) -> FitData:
         length = config.options.seq_len

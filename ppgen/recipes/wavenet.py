@@ -174,6 +174,21 @@ class WaveNetRecipe(Recipe):
     sample_options = WaveNetSampleOptions
     sample_count = 2
 
+    def check_sample_count(self, n: int, options: Options | None = None) -> None:
+        """Refuse more than ``MAX_SAMPLE_SECONDS`` of audio in all (``n`` clips of
+        ``--seconds``) in one draw, before it starts.
+
+        Raises:
+            ConfigError: ``n`` is not a positive integer, or the clips are too long together.
+        """
+        super().check_sample_count(n, options)
+        seconds = (options or WaveNetSampleOptions()).seconds
+        if n * seconds > MAX_SAMPLE_SECONDS:
+            raise ConfigError(
+                f"{n} clips of {seconds:g} s are {n * seconds:g} s of audio, more than the "
+                f"{MAX_SAMPLE_SECONDS:g} s ppgen draws at once; ask for fewer or shorter clips"
+            )
+
     def prepare(self, config: RunConfig) -> FitData:
         train = _examples(config, config.train_split)
         valid = _examples(config, "valid") if config.train_split == "train" else None
