@@ -174,9 +174,17 @@ def read_pointer(run_dir: str | os.PathLike, pointer: str = "LATEST") -> str | N
         name = ""
     if not _POINTER.fullmatch(name) or not (root / name).is_dir():
         shown = repr(name) if name else "no checkpoint name"
+        folders = sorted(
+            p.name for p in root.iterdir() if p.is_dir() and _POINTER.fullmatch(p.name)
+        )
+        there = (
+            f"write the name of one of them ({', '.join(folders[-3:])}) into it"
+            if folders
+            else "it has none: train the run again"
+        )
         raise CheckpointError(
             f"{path} is damaged: it holds {shown}, not the name of a checkpoint folder in "
-            f"{root}; write the name of one of them (e.g. epoch-000003) into it"
+            f"{root}; {there}"
         )
     return name
 
@@ -260,8 +268,9 @@ def load_checkpoint(
     if bad:
         raise CheckpointError(
             f"checkpoint {path} holds NaN or infinite values (in {', '.join(sorted(bad)[:3])}"
-            f"{', ...' if len(bad) > 3 else ''}): its weights are unusable; train the run "
-            "again, with a lower learning rate"
+            f"{', ...' if len(bad) > 3 else ''}), which ppgen never saves (a diverging run "
+            "stops first): the file is damaged or was replaced; restore it from a copy, or "
+            "train the run again"
         )
     return arrays, meta
 

@@ -401,6 +401,12 @@ def _sample(args: argparse.Namespace, argv: Sequence[str]) -> int:
             raise ConfigError(
                 f"{path} exists and ppgen does not overwrite it: choose another --out"
             )
+        blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        if blocking is not None:
+            raise ConfigError(
+                f"--out {path}: a part of the path, {blocking}, is a file, not a directory; "
+                "check the path"
+            )
     recipe = runs.load_config(args.run).recipe
     own = {f.name for f in dataclasses.fields(recipe.sample_options)}
     given = {k[len("sample_") :]: v for k, v in vars(args).items() if k.startswith("sample_")}
@@ -415,7 +421,12 @@ def _sample(args: argparse.Namespace, argv: Sequence[str]) -> int:
     run = runs.load_trained(args.run)
     path = path or args.run / f"samples{suffix}"
     samples = runs.sample(run, args.n or recipe.sample_count, args.seed, options)
-    path = run.recipe.save_samples(run, samples, path)
+    try:
+        path = run.recipe.save_samples(run, samples, path)
+    except OSError as e:  # named by the user's path, not the temporary file beside it
+        if e.filename and Path(e.filename).parent == path.parent:
+            raise OSError(e.errno, e.strerror, str(path)) from None
+        raise
     if path.suffix == ".txt":  # text is shown as well as written
         print(path.read_text(encoding="utf-8"))
     print(path)

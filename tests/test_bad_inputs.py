@@ -19,6 +19,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -338,7 +339,9 @@ def test_a_damaged_pointer_file(run):
     (run / "checkpoints" / "BEST").write_bytes(b"\xff\x00\x01")
     with unchanged(run.parent):
         line = one_line(cli("eval", run, "--k", "5"))
-    assert "BEST is damaged" in line and "epoch-000003" in line
+    assert "BEST is damaged" in line
+    named = set(re.findall(r"epoch-\d{6}", line))  # the hint names folders that exist
+    assert named and all((run / "checkpoints" / name).is_dir() for name in named)
 
 
 def test_sample_out_creates_missing_folders_as_train_out_does(run, tmp_path):
@@ -362,6 +365,16 @@ def test_sample_out_must_be_a_new_png_file(run):
         assert "is a directory" in one_line(cli("sample", run, "--out", run.parent))
         line = one_line(cli("sample", run, "--out", run.parent / "picture.png"))
         assert "does not overwrite" in line
+        line = one_line(cli("sample", run, "--out", run.parent / "picture.png" / "x.png"))
+        assert "picture.png, is a file, not a directory" in line
+
+
+@pytest.mark.skipif(not Path("/sys/kernel").is_dir(), reason="needs Linux's sysfs")
+def test_an_unwritable_sample_out_is_named_as_given(run):
+    """The error names the user's ``--out``, not the temporary file written beside it
+    (sysfs refuses new files, to root too)."""
+    line = one_line(cli("sample", run, "-n", "4", "--out", "/sys/x.png"))
+    assert "/sys/x.png" in line and "/sys/." not in line
 
 
 @pytest.mark.parametrize("backend", ["pyro", "numpyro"])
