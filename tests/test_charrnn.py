@@ -381,6 +381,24 @@ def test_tokens_outside_the_vocabulary_are_refused(b, bad):
             assert str(bad) in str(err.value) and f"{V} tokens" in str(err.value)
 
 
+@pytest.mark.parametrize("length", [0, -3, 2.5, True])
+def test_a_sequence_length_below_one_is_refused_in_one_line(b, length):
+    """``length=0`` drew an empty array and ``-3`` failed inside the backend."""
+    net, head = _net(b), b.head(V)
+    with pytest.raises(ConfigError, match="sequence length must be an integer >= 1") as err:
+        b.ar.AutoregressiveDistribution(net, head, length=length, batch_shape=(2,))
+    _one_line(err)
+
+
+def test_non_integer_codes_are_named(b):
+    """A fractional code is named as such, not as a range that looks valid."""
+    head = b.head(V)
+    x = _ids((2, T)).astype(float)
+    x[1, 2] = 1.5
+    with pytest.raises(DataError, match="non-integer values such as 1.5"):
+        head.check_values(b.array(x))
+
+
 def test_integral_float_ids_are_read_as_ids(b, float64):
     """A trainer that casts data to the parameters' dtype passes ids as floats."""
     net, x = _net(b), _ids((2, T))

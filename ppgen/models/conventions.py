@@ -25,6 +25,7 @@ __all__ = [
     "PRIOR_FLOWS",
     "UNIT_SCALE_RAW",
     "check_flow_vae",
+    "check_length",
     "check_likelihood",
     "check_mlp",
     "check_weights",
@@ -158,3 +159,15 @@ def check_flow_vae(
     if not hidden or min(hidden) < 1:
         raise ConfigError(f"flow_hidden must be positive widths, got {tuple(flow_hidden)}")
     return int(flow_layers), hidden
+
+
+def check_length(length: Any) -> int:
+    """Return a sequence length (the ``T`` of a sequence model's events) as an int.
+
+    Raises:
+        ConfigError: Not an integer >= 1 (a length of 0 drew an empty array, a negative one
+            failed deep inside the backend).
+    """
+    if isinstance(length, bool) or not isinstance(length, numbers.Integral) or length < 1:
+        raise ConfigError(f"the sequence length must be an integer >= 1, got {length!r}")
+    return int(length)

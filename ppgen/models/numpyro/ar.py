@@ -45,7 +45,7 @@ from numpyro.distributions import constraints
 from numpyro.util import not_jax_tracer
 
 from ppgen.errors import ConfigError, DataError
-from ppgen.models.conventions import check_weights
+from ppgen.models.conventions import check_length, check_weights
 
 __all__ = [
     "AutoregressiveDensity",
@@ -193,9 +193,15 @@ class Categorical:
             hint = (
                 "; 8-bit images: pass the grey levels k (x * 255), not x" if arr.max() <= 1 else ""
             )
+            fractional = arr[arr != np.round(arr)]
+            found = (
+                f"non-integer values such as {fractional.flat[0]}"
+                if fractional.size
+                else f"values in [{arr.min()}, {arr.max()}]"
+            )
             raise DataError(
                 f"a {self.num_classes}-way categorical model needs integer codes in "
-                f"[0, {self.num_classes}), got values in [{arr.min()}, {arr.max()}]" + hint
+                f"[0, {self.num_classes}), got {found}" + hint
             )
 
     @property
@@ -372,7 +378,7 @@ class AutoregressiveDistribution(dist.Distribution):
         if net.event_shape is None:
             if length is None:
                 raise ConfigError("a sequence model needs the sequence length (length=T)")
-            event_shape = (int(length),)
+            event_shape = (check_length(length),)
         else:
             event_shape = tuple(net.event_shape)
         if batch_shape is None:

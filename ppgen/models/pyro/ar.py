@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch.distributions import constraints
 
 from ppgen.errors import ConfigError, DataError
+from ppgen.models.conventions import check_length
 from ppgen.models.pyro.base import LatentVariableModel
 from ppgen.models.pyro.params import local_method, local_module
 
@@ -189,10 +190,15 @@ class Categorical:
             or x.max() >= self.num_classes
         ):
             hint = "; 8-bit images: pass the grey levels k (x * 255), not x" if x.max() <= 1 else ""
+            fractional = x[x != torch.round(x)] if torch.is_floating_point(x) else x[:0]
+            found = (
+                f"non-integer values such as {fractional.flatten()[0].item()}"
+                if fractional.numel()
+                else f"values in [{x.min().item()}, {x.max().item()}]"
+            )
             raise DataError(
                 f"a {self.num_classes}-way categorical model needs integer codes in "
-                f"[0, {self.num_classes}), got values in [{x.min().item()}, {x.max().item()}]"
-                + hint
+                f"[0, {self.num_classes}), got {found}" + hint
             )
 
     @property
@@ -378,7 +384,7 @@ class AutoregressiveDistribution(dist.TorchDistribution):
         if net.event_shape is None:
             if length is None:
                 raise ConfigError("a sequence model needs the sequence length (length=T)")
-            event_shape = (int(length),)
+            event_shape = (check_length(length),)
         else:
             event_shape = tuple(net.event_shape)
         if batch_shape is None:
