@@ -46,7 +46,9 @@ class Run:
 
     Attributes:
         config: Its :class:`~ppgen.config.RunConfig`.
-        data: What it was fitted and is tested on (the recipe's :class:`FitData`).
+        data: What it was fitted and is tested on (the recipe's :class:`FitData`); for a
+            run loaded with ``load_trained(..., data=False)``, the data's shapes only
+            (``data.stand_in``).
         model: The backend's model, holding the checkpoint's weights (``model.bind``).
         objective: The training objective.
         trainer: The backend's trainer.
@@ -75,9 +77,11 @@ class Run:
         return backend(self.config.backend)
 
 
-def _build(config: RunConfig) -> tuple[FitData, Any]:
-    data = config.recipe.prepare(config)
-    if config.batch_size > data.num_data:
+def _build(config: RunConfig, data: FitData | None = None) -> tuple[FitData, Any]:
+    """The run's data (``data``, else the recipe's ``prepare``) and its built model."""
+    if data is None:
+        data = config.recipe.prepare(config)
+    if not data.stand_in and config.batch_size > data.num_data:
         raise ConfigError(
             f"--batch-size {config.batch_size} is more than the {data.num_data} training "
             f"examples of this {config.model} run on {config.dataset} (per epoch); choose "
@@ -143,23 +147,45 @@ def train(
         )
 
 
-def load_trained(run_dir: str | os.PathLike, pointer: str = "BEST") -> Run:
+def load_trained(run_dir: str | os.PathLike, pointer: str = "BEST", *, data: bool = True) -> Run:
     """Rebuild a finished run: its config, data, trainer state (the checkpoint ``pointer``
     names: ``"BEST"`` or ``"LATEST"``) and the model holding the trained weights.
 
+    Args:
+        run_dir: The run directory.
+        pointer: ``"BEST"`` or ``"LATEST"``.
+        data: Read the run's data (``True``, what evaluating and pictures need). ``False``:
+            build the model from ``config.json`` and the data's shapes alone
+            (``Recipe.shapes``), to sample a run from its directory on a machine without
+            the corpus; ``run.data`` is then a stand-in (``run.data.stand_in``, no test
+            set), which :func:`sample` draws from as usual and :func:`evaluate` and
+            :func:`save_pictures` refuse. A family (or an older run's config) that cannot
+            be built without its data reads it as with ``True``.
+
     Raises:
         CheckpointError: Not a run directory, no such checkpoint, or one of another model.
+        DataError: The data are needed and cannot be read (one line naming where to put
+            them).
     """
     config = load_config(run_dir)
     arrays, meta = load_checkpoint(run_dir, pointer, require={"epoch": int, "trainer": dict})
     # Evaluating and sampling run in this one process, whatever the run trained on.
-    data, built = _build(dataclasses.replace(config, devices=1))
-    state = built.trainer.init(config.seed, data.train)
+    alone = dataclasses.replace(config, devices=1)
+    fit_data, built = _build(alone, None if data else config.recipe.shapes(alone))
+    state = built.trainer.init(config.seed, fit_data.train)
     state = built.trainer.load_state_arrays(state, arrays, meta["trainer"])
     model = built.model.bind(built.trainer.params(state))
     return Run(
-        config, data, model, built.objective, built.trainer, state, meta["epoch"], Path(run_dir)
+        config, fit_data, model, built.objective, built.trainer, state, meta["epoch"], Path(run_dir)
     )
+
+
+def _refuse_stand_in(run: Run, what: str) -> None:
+    if run.data.stand_in:
+        raise ConfigError(
+            f"{what} {run.directory} needs its data, and it was loaded without them "
+            "(load_trained(..., data=False), for sampling): load it with load_trained(run_dir)"
+        )
 
 
 def evaluate(run: Run, **settings: Any) -> dict[str, Any]:
@@ -169,7 +195,9 @@ def evaluate(run: Run, **settings: Any) -> dict[str, Any]:
     Raises:
         CheckpointError: A figure is NaN or infinite (the weights are finite, but the model
             they make gives no usable figure): never reported as a result.
+        ConfigError: The run was loaded without its data (``load_trained(..., data=False)``).
     """
+    _refuse_stand_in(run, "evaluating")
     out = run.recipe.evaluate(run, **settings)
     bad = [
         k
@@ -188,7 +216,8 @@ def evaluate(run: Run, **settings: Any) -> dict[str, Any]:
 def sample(run: Run, n: int, seed: int = 0, options: Options | None = None) -> np.ndarray:
     """``n`` samples from a trained run, numpy (``(n, D)`` images; token or code sequences
     for text and audio); the caller's random streams are left as they were. ``options``:
-    the recipe's ``sample_options`` (``None``: none given, the recipe's defaults).
+    the recipe's ``sample_options`` (``None``: none given, the recipe's defaults). A run
+    loaded with ``load_trained(..., data=False)`` draws the same samples as with its data.
 
     Raises:
         ConfigError: ``n`` is not a positive integer, or more than the family draws at once
@@ -212,7 +241,13 @@ def sample(run: Run, n: int, seed: int = 0, options: Options | None = None) -> n
 def save_pictures(run: Run, out_dir: str | os.PathLike | None = None) -> list[Path]:
     """Write the recipe's pictures of a trained run into ``out_dir`` (default: the run's
     directory, whose ``metrics.jsonl`` the training curves read); with the config's
-    ``tensorboard`` they are also logged as images at the run's last epoch."""
+    ``tensorboard`` they are also logged as images at the run's last epoch.
+
+    Raises:
+        ConfigError: The run was loaded without its data (``load_trained(..., data=False)``):
+            pictures may show test examples.
+    """
+    _refuse_stand_in(run, "the pictures of")
     out_dir = Path(out_dir or run.directory)
     paths = run.recipe.pictures(run, out_dir)
     if run.config.tensorboard:

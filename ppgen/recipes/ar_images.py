@@ -28,6 +28,7 @@ bits/dim (``NLL / (D log 2)``).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,7 @@ from ppgen.recipes.base import (
     exact_likelihood,
     exact_log_px,
     image_splits,
+    image_stand_in,
     layer_sizes,
     option,
     positive_int,
@@ -215,6 +217,13 @@ class ARImageRecipe(Recipe):
             image_shape=test.image_shape,
             num_classes=test.num_classes if conditional else None,
         )
+
+    def shapes(self, config: RunConfig) -> FitData:
+        """Placeholder images (zeros, float32 ``(2, H * W)``; with their one-hot labels
+        for a class-conditional run), the dataset's image shape (:data:`IMAGE_SHAPES`)."""
+        conditional = getattr(config.options, "conditional", False)
+        data = image_stand_in(config, labels=conditional)
+        return data if conditional else dataclasses.replace(data, num_classes=None)
 
     # -- model -------------------------------------------------------------------------------
 

@@ -37,9 +37,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BACKENDS",
+    "STAND_IN_ROWS",
     "Backend",
     "Built",
     "FitData",
+    "IMAGE_SHAPES",
     "Options",
     "Recipe",
     "Splits",
@@ -48,6 +50,7 @@ __all__ = [
     "exact_log_px",
     "image_splits",
     "help_with_default",
+    "image_stand_in",
     "layer_sizes",
     "non_negative_float",
     "non_negative_int",
@@ -55,10 +58,23 @@ __all__ = [
     "positive",
     "positive_int",
     "seed_int",
+    "stand_in",
     "trainer_settings",
 ]
 
 BACKENDS = ("pyro", "numpyro")
+
+IMAGE_SHAPES: Mapping[str, tuple[tuple[int, int], int]] = {
+    "mnist": ((28, 28), 10),
+    "digits": ((8, 8), 10),
+}
+"""``(image_shape, num_classes)`` of every image dataset (``ppgen.data.IMAGE_DATASETS``), as
+its loader's :class:`~ppgen.data.Dataset` has them: what :meth:`Recipe.shapes` builds an
+image model from without reading the images."""
+
+STAND_IN_ROWS = 2
+"""Rows of the placeholder batch of a :func:`stand_in` (the trainer's ``init`` runs the
+objective once on them to find the parameters)."""
 
 
 # -- option values from the command line ---------------------------------------------------
@@ -312,6 +328,11 @@ class FitData:
         image_shape: ``(height, width)`` of the images the model draws, for pictures
             (``None``: the data are not images, e.g. text or audio).
         num_classes: Classes of the dataset's labels (``None`` without labels).
+        stand_in: ``True`` where the data were not read (:meth:`Recipe.shapes`, for
+            sampling a run from its directory alone): ``train`` is then a placeholder batch
+            of the training data's shapes and dtypes, ``valid`` and ``test`` are ``None``,
+            ``num_data`` is the run's batch size; ``image_shape`` and ``num_classes`` are
+            the dataset's. Nothing is evaluated on it (``ppgen.runs.evaluate`` refuses).
     """
 
     train: Any
@@ -320,11 +341,14 @@ class FitData:
     num_data: int
     image_shape: tuple[int, int] | None = None
     num_classes: int | None = None
+    stand_in: bool = False
 
     @property
     def x_dim(self) -> int:
-        """Features per training example."""
-        return int(np.shape(self.test_x)[1])
+        """Features per training example (the second dimension of ``train``, or of its
+        ``x``)."""
+        x = self.train[0] if isinstance(self.train, tuple) else self.train
+        return int(np.shape(x)[1])
 
     @property
     def test_x(self) -> np.ndarray:
@@ -361,6 +385,50 @@ def backend(name: str) -> Backend:
         importlib.import_module(f"ppgen.models.{name}"),
         importlib.import_module(f"ppgen.inference.{name}"),
     )
+
+
+def stand_in(
+    config: RunConfig,
+    train: Any,
+    *,
+    image_shape: tuple[int, int] | None = None,
+    num_classes: int | None = None,
+) -> FitData:
+    """The :class:`FitData` of :meth:`Recipe.shapes`: the placeholder batch ``train`` (``x``,
+    ``(N, ...)``, or a tuple of arrays of ``N`` rows, shaped and typed as the training data:
+    any values the model's likelihood takes, they never train anything), no validation or
+    test set, the dataset's ``image_shape`` and ``num_classes``, and ``num_data`` the run's
+    batch size (a trainer takes no fewer examples per epoch than one batch)."""
+    return FitData(
+        train=train,
+        valid=None,
+        test=None,
+        num_data=config.batch_size,
+        image_shape=image_shape,
+        num_classes=num_classes,
+        stand_in=True,
+    )
+
+
+def image_stand_in(
+    config: RunConfig, *, labels: bool = False, x: np.ndarray | None = None
+) -> FitData:
+    """:func:`stand_in` of an image dataset (:data:`IMAGE_SHAPES`): ``x`` (default: zeros,
+    float32 ``(STAND_IN_ROWS, H * W)``) and, with ``labels``, the one-hot classes
+    ``(STAND_IN_ROWS, C)`` as ``(x, labels)``; ``num_classes`` is the dataset's.
+
+    Raises:
+        ConfigError: ``config.dataset`` is not an image dataset.
+    """
+    if config.dataset not in IMAGE_SHAPES:
+        raise ConfigError(
+            f"{config.dataset!r} is not an image dataset; choose one of {', '.join(IMAGE_SHAPES)}"
+        )
+    (h, w), classes = IMAGE_SHAPES[config.dataset]
+    if x is None:
+        x = np.zeros((STAND_IN_ROWS, h * w), np.float32)
+    train = (x, np.eye(classes, dtype=np.float32)[np.arange(len(x)) % classes]) if labels else x
+    return stand_in(config, train, image_shape=(h, w), num_classes=classes)
 
 
 def image_splits(dataset: str, train_split: str, binarize: str, seed: int) -> Splits:
@@ -486,6 +554,22 @@ class Recipe:
     def prepare(self, config: RunConfig) -> FitData:
         """The data the run fits, validates on and is tested on."""
         raise NotImplementedError
+
+    def shapes(self, config: RunConfig) -> FitData | None:
+        """What :meth:`build` needs of the data, without reading it: a :func:`stand_in`
+        (``FitData.stand_in``: a placeholder training batch of the data's shapes and
+        dtypes, the dataset's image shape and classes), from the config (e.g. a stored
+        vocabulary) and what is known of the dataset (:data:`IMAGE_SHAPES`).
+        ``ppgen.runs.load_trained(..., data=False)`` builds a trained run from it to sample
+        it from its directory alone; the checkpoint's weights replace whatever the
+        placeholder made. ``None`` (the default): the family needs its data to build the
+        model (or this run's config does not hold what it needs), and :meth:`prepare`
+        reads them.
+
+        Raises:
+            ConfigError: A setting the data's shapes refuse (as :meth:`prepare` would).
+        """
+        return None
 
     def settle(self, config: RunConfig, data: FitData) -> RunConfig:
         """The config a new run stores, with the settings it derives from its data filled

@@ -38,6 +38,7 @@ from ppgen.checkpoint import write_atomic
 from ppgen.errors import ConfigError, DataError
 from ppgen.models.charrnn import check_temperature
 from ppgen.recipes.base import (
+    STAND_IN_ROWS,
     Backend,
     Built,
     FitData,
@@ -48,6 +49,7 @@ from ppgen.recipes.base import (
     option,
     positive,
     positive_int,
+    stand_in,
 )
 from ppgen.recipes.registry import register
 
@@ -284,6 +286,14 @@ class CharRNNRecipe(Recipe):
             valid = _windows(_ids(config, "valid"), length, "valid")
         test = _windows(_ids(config, "test"), length, "test")
         return FitData(train=train, valid=valid, test=test, num_data=len(train))
+
+    def shapes(self, config: RunConfig) -> FitData | None:
+        """Placeholder windows ``(2, seq_len)`` (int32 token ids, as the training windows);
+        the model's size is the stored vocabulary's (``None`` for a run whose config.json
+        has none: its vocabulary is the text's)."""
+        if config.options.vocabulary is None:
+            return None
+        return stand_in(config, np.zeros((STAND_IN_ROWS, config.options.seq_len), np.int32))
 
     def settle(self, config: RunConfig, data: FitData) -> RunConfig:
         """The config with the vocabulary stored (``options.vocabulary``)."""

@@ -37,6 +37,8 @@ from ppgen.errors import ConfigError
 from ppgen.metrics import summarize_nll
 from ppgen.models.transforms import PLANAR_PARAMS, RADIAL_PARAMS
 from ppgen.recipes.base import (
+    IMAGE_SHAPES,
+    STAND_IN_ROWS,
     Backend,
     Built,
     FitData,
@@ -45,6 +47,7 @@ from ppgen.recipes.base import (
     exact_likelihood,
     exact_log_px,
     image_splits,
+    image_stand_in,
     layer_sizes,
     non_negative_int,
     option,
@@ -202,6 +205,18 @@ class FlowRecipe(Recipe):
             image_shape=test.image_shape,
             num_classes=None,
         )
+
+    def shapes(self, config: RunConfig) -> FitData | None:
+        """Images: placeholder grey levels ``k`` (float32 ``(2, H * W)``, drawn at random
+        so that Glow's data-dependent initialisation stays finite; the checkpoint replaces
+        what it sets). The toy densities are drawn, not read (``None``: :meth:`prepare`,
+        whose test points the 2-D sample picture shows)."""
+        levels = grey_levels(config.dataset)
+        if levels is None:
+            return None
+        (h, w), _ = IMAGE_SHAPES[config.dataset]
+        k = np.random.default_rng(0).integers(0, levels, (STAND_IN_ROWS, h * w))
+        return dataclasses.replace(image_stand_in(config, x=k.astype(np.float32)), num_classes=None)
 
     def epoch_loop(self, config: RunConfig) -> str:
         """``"steps"`` for the image flows (conv conditioners, see Recipe.epoch_loop)."""

@@ -174,11 +174,49 @@ class SemiSupervisedRecipe(Recipe):
             num_classes=num_classes,
         )
 
-    def _stacked(self, config: RunConfig) -> StackedData:
+    def shapes(self, config: RunConfig) -> FitData | None:
+        """Placeholder examples: one labelled example of every class and two unlabelled
+        ones (zeros, float32 ``(C + 2, D)``, with their labels); M1+M2 loads its M1 run
+        for sampling too (``None`` with ``--m1-units active``: which of M1's units M2
+        models is found on M1's features of the training images)."""
+        if config.train_split != "train":
+            raise ConfigError("semi-supervised runs select their model on the validation split")
+        image = base.image_stand_in(config)
+        classes = image.num_classes
+        y = np.concatenate([np.arange(classes), np.full(base.STAND_IN_ROWS, ppdata.MISSING)])
+        if not self.stacked:
+            x = np.zeros((len(y), image.x_dim), np.float32)
+            shape = image.image_shape
+            return base.stand_in(config, (x, y), image_shape=shape, num_classes=classes)
+        o = config.options
+        if o.m1_units != "all":
+            return None
+        m1 = self._m1(config, data=False)
+        units = np.arange(m1.config.options.latent)
+        x = np.zeros((len(y), len(units)), np.float32)
+        return StackedData(
+            train=(x, y),
+            valid=None,
+            test=None,
+            num_data=config.batch_size,
+            image_shape=m1.data.image_shape,
+            num_classes=m1.data.num_classes,
+            stand_in=True,
+            m1=m1,
+            units=units,
+            input_scale=np.ones_like(x) if o.m1_features == "sample" else None,
+        )
+
+    def _m1(self, config: RunConfig, *, data: bool = True) -> Run:
+        """The trained M1 run of an M1+M2 config (``data``: as ``load_trained``'s).
+
+        Raises:
+            ConfigError: It is not an M1 (VAE) run, or of another dataset.
+        """
         from ppgen.runs import load_trained
 
         o = config.options
-        m1 = load_trained(o.m1_run)
+        m1 = load_trained(o.m1_run, data=data)
         if m1.config.model not in ("m1", "vae"):
             raise ConfigError(
                 f"{o.m1_run} holds a {m1.config.model} run; M1+M2 needs an m1 (VAE) run"
@@ -188,6 +226,11 @@ class SemiSupervisedRecipe(Recipe):
                 f"the M1 run {o.m1_run} was trained on {m1.config.dataset}, but this run's "
                 f"--dataset is {config.dataset}: pass --dataset {m1.config.dataset}"
             )
+        return m1
+
+    def _stacked(self, config: RunConfig) -> StackedData:
+        o = config.options
+        m1 = self._m1(config)
         f = m1_features(m1)
         keep = stacked_units(f["train"].x, o.m1_units, o.m1_run)
         f = {s: Features(f[s].x[:, keep], f[s].scale[:, keep], f[s].y) for s in EVAL_SPLITS}

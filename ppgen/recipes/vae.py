@@ -30,6 +30,7 @@ from ppgen.recipes.base import (
     Options,
     Recipe,
     image_splits,
+    image_stand_in,
     layer_sizes,
     non_negative_int,
     option,
@@ -265,6 +266,11 @@ class VAERecipe(Recipe):
     def prepare(self, config: RunConfig) -> FitData:
         return _images(config)
 
+    def shapes(self, config: RunConfig) -> FitData:
+        """Placeholder images (zeros, float32 ``(2, H * W)``), the dataset's image shape
+        and classes (:data:`IMAGE_SHAPES`)."""
+        return image_stand_in(config)
+
     def build(self, config: RunConfig, data: FitData, backend: Backend) -> Built:
         return build_vae(config, data, backend, hierarchical=self.hierarchical)
 
@@ -371,6 +377,10 @@ class M1Recipe(Recipe):
 
     def prepare(self, config: RunConfig) -> FitData:
         return _images(config)
+
+    def shapes(self, config: RunConfig) -> FitData:
+        """As the VAE's (:meth:`VAERecipe.shapes`)."""
+        return image_stand_in(config)
 
     def build(self, config: RunConfig, data: FitData, backend: Backend) -> Built:
         return build_vae(config, data, backend)

@@ -8,7 +8,8 @@ utterances (16 kHz) are companded to 8-bit mu-law codes (``ppgen.data.mu_law_enc
 cut into consecutive segments of ``--segment-len`` samples, shuffled every epoch; each
 segment is one example, its first sample read from the network's zero padding (the causal
 convolutions see nothing before it). ``--global-conditioning voice`` conditions every gate
-on the one-hot voice of the utterance (the corpus's voices, sorted).
+on the one-hot voice of the utterance (the corpus's voices, sorted, stored in the run's
+``config.json`` as option ``voices``, so a run samples without the corpus).
 
 ``ppgen eval`` scores every test utterance whole, from its first sample, and reports the
 exact NLL in bits per audio sample (and nats). ``ppgen sample RUN`` draws clips with the
@@ -20,6 +21,7 @@ curves and the spectrogram of a generated clip beside that of a test utterance.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -32,6 +34,7 @@ from ppgen import data as ppdata
 from ppgen import plots
 from ppgen.errors import ConfigError
 from ppgen.recipes.base import (
+    STAND_IN_ROWS,
     Backend,
     Built,
     FitData,
@@ -42,6 +45,7 @@ from ppgen.recipes.base import (
     option,
     positive,
     positive_int,
+    stand_in,
 )
 from ppgen.recipes.charrnn import ar_heads
 from ppgen.recipes.registry import register
@@ -95,6 +99,10 @@ class WaveNetOptions(Options):
     picture_seconds: float = option(
         1.0, "length of the generated clip in the spectrogram picture", parse=positive(float)
     )
+    voices: tuple[str, ...] | None = option(
+        None, "the corpus's voices, sorted: the one-hot order of the conditioning (stored)",
+        cli=False,
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -107,6 +115,14 @@ class WaveNetOptions(Options):
                 f"--picture-seconds must be in (0, {MAX_SAMPLE_SECONDS:g}], got "
                 f"{self.picture_seconds}"
             )
+        voices = self.voices
+        if voices is not None and not (
+            isinstance(voices, tuple)
+            and voices
+            and all(isinstance(v, str) and v for v in voices)
+            and len(set(voices)) == len(voices)
+        ):
+            raise ConfigError(f"the stored voices must be distinct non-empty names, got {voices!r}")
 
 
 @dataclass(frozen=True)
@@ -159,6 +175,13 @@ def _conditioned(config: RunConfig) -> bool:
     return config.options.global_conditioning == "voice"
 
 
+def _voice_names(config: RunConfig) -> tuple[str, ...]:
+    """The run's voices: the stored ones, else the corpus's."""
+    if config.options.voices is not None:
+        return config.options.voices
+    return ppdata.load_audio(config.dataset, "test").voice_names
+
+
 class WaveNetRecipe(Recipe):
     """``wavenet``: evaluated by the exact test NLL in bits per audio sample."""
 
@@ -196,12 +219,34 @@ class WaveNetRecipe(Recipe):
         num = len(train[0] if isinstance(train, tuple) else train)
         return FitData(train=train, valid=valid, test=test, num_data=num)
 
+    def shapes(self, config: RunConfig) -> FitData | None:
+        """Placeholder segments: int32 codes ``(2, segment_len)``, as the training codes,
+        with their one-hot voices when conditioned (``None`` for a conditioned run whose
+        config.json does not store the voices: they are the corpus's)."""
+        codes = np.zeros((STAND_IN_ROWS, config.options.segment_len), np.int32)
+        if not _conditioned(config):
+            return stand_in(config, codes)
+        if config.options.voices is None:
+            return None
+        return stand_in(
+            config, (codes, _one_hot(np.zeros(len(codes), int), len(config.options.voices)))
+        )
+
+    def settle(self, config: RunConfig, data: FitData) -> RunConfig:
+        """The config with the corpus's voices stored (``options.voices``)."""
+        if config.options.voices is not None:
+            return config
+        voices = _voice_names(config)
+        return dataclasses.replace(
+            config, options=dataclasses.replace(config.options, voices=voices)
+        )
+
     def epoch_loop(self, config: RunConfig) -> str:
         return "steps"  # dilated convolutions: see Recipe.epoch_loop
 
     def build(self, config: RunConfig, data: FitData, backend: Backend) -> Built:
         o = config.options
-        voices = ppdata.load_audio(config.dataset, "test").voice_names
+        voices = _voice_names(config) if _conditioned(config) else ()
         net = backend.models.WaveNet(
             channels=ppdata.MU_LAW_CHANNELS,
             residual_channels=o.residual_channels,
@@ -258,7 +303,6 @@ class WaveNetRecipe(Recipe):
             ConfigError: A voice the corpus does not have, or a voice for a run that is
                 not conditioned on it.
         """
-        names = ppdata.load_audio(run.config.dataset, "test").voice_names
         if not _conditioned(run.config):
             if voice:
                 raise ConfigError(
@@ -266,6 +310,7 @@ class WaveNetRecipe(Recipe):
                     "trained without --global-conditioning voice)"
                 )
             return None
+        names = _voice_names(run.config)
         if voice and voice not in names:
             raise ConfigError(f"unknown voice {voice!r}; choose one of {', '.join(names)}")
         ids = np.full(n, names.index(voice)) if voice else np.arange(n) % len(names)
