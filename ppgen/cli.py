@@ -418,7 +418,7 @@ def _sample(args: argparse.Namespace, argv: Sequence[str]) -> int:
             f"{recipe.name} run (its sampling options: {takes})"
         )
     options = recipe.sample_options(**given) if own else None
-    run = runs.load_trained(args.run)
+    run = runs.load_trained(args.run, data=False)  # the run's directory is enough
     path = path or args.run / f"samples{suffix}"
     samples = runs.sample(run, args.n or recipe.sample_count, args.seed, options)
     try:

@@ -6,6 +6,7 @@ cached sampler equal to the naive one on the same noise, and one-line errors."""
 
 import copy
 import itertools
+import json
 
 import ar_checks
 import equinox as eqx
@@ -491,3 +492,59 @@ def test_base_density_samples_and_scores(float64, lib, kind):
         lp = np.asarray(density.log_prob(jnp.asarray(x)))
     assert x.shape == (6, D) and set(np.unique(x)) <= {0.0, 1.0}
     np.testing.assert_allclose(lp, log_prob(lib, net, head, x), atol=1e-12)
+
+
+# -- MADE's hidden degrees: spread, and the cyclic scheme old runs keep -----------------------
+
+
+def _reach(masks):
+    """``reach[i, j]``: output ``i`` depends on input ``j`` through some path of the masks."""
+    reach = masks[0].astype(np.int64)
+    for m in masks[1:]:
+        reach = (m.astype(np.int64) @ reach > 0).astype(np.int64)
+    return reach.astype(bool)
+
+
+@pytest.mark.parametrize("hidden", [(3,), (5, 4), (40,), (9, 60)])
+@pytest.mark.parametrize("context", [False, True])
+def test_spread_degrees_are_autoregressive_and_reach_the_last_input(hidden, context):
+    """Set 0 with ``degrees="spread"``: output ``i`` reads only inputs before it, and the
+    last output reads every other input, whatever the widths (cyclic degrees in layers
+    narrower than ``D - 1`` left the last inputs unread)."""
+    from ppgen.models.masks import made_degrees, made_masks
+
+    d = 30
+    order = np.random.default_rng(3).permutation(d)
+    masks = made_masks(d, hidden, order=order, context=context)
+    reach = _reach(masks)
+    before = order[None, :] < order[:, None]  # input j is generated before input i
+    assert not (reach & ~before).any()
+    last = int(np.argmax(order))
+    assert reach[last].sum() == d - 1
+    for layer in made_degrees(d, hidden, order=order, context=context)[1:]:
+        assert layer.min() == (0 if context else 1) and layer.max() == d - 1
+
+
+def test_cyclic_degrees_are_what_earlier_runs_were_trained_with():
+    """``degrees="cyclic"`` is the scheme runs before 2026-12 used: a layer of 500 on 784
+    inputs holds degrees 1..500, so the last output reads only the first 500 inputs. A run
+    config without ``degrees`` reads back as cyclic; a new one is spread."""
+    from ppgen.config import RunConfig, make_config
+    from ppgen.models.masks import made_degrees, made_masks
+
+    assert made_degrees(784, (500,), degrees="cyclic")[1].max() == 500
+    assert _reach(made_masks(784, (500, 500), degrees="cyclic"))[-1].sum() == 500
+    assert _reach(made_masks(784, (500, 500)))[-1].sum() == 783
+    new = make_config("made", dataset="digits")
+    assert new.options.degrees == "spread"
+    raw = json.loads(new.to_json())
+    assert RunConfig.from_json(raw).options.degrees == "spread"
+    del raw["options"]["degrees"]
+    assert RunConfig.from_json(raw).options.degrees == "cyclic"
+
+
+@pytest.mark.parametrize("models", [N, P], ids=["numpyro", "pyro"])
+def test_an_unknown_degree_scheme_is_refused_in_one_line(models):
+    with pytest.raises(ConfigError, match="unknown MADE degree scheme 'even'") as err:
+        models.MADE(6, (4,), 1, degrees="even")
+    assert "\n" not in str(err.value)

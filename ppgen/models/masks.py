@@ -31,7 +31,9 @@ __all__ = [
     "channel_mask",
     "check_coupling_mask",
     "AGNOSTIC",
+    "DEGREES",
     "check_agnostic",
+    "check_degrees",
     "check_mask_index",
     "check_order",
     "checkerboard_mask",
@@ -92,6 +94,23 @@ def check_mask_index(num_masks: int, mask_index: int) -> int:
 
 
 AGNOSTIC = ("order", "connectivity")
+DEGREES = ("spread", "cyclic")
+"""How mask set 0 gives its hidden units degrees: ``"spread"`` (the default) spreads them
+evenly over ``1..D-1``; ``"cyclic"`` (ppgen before 2026-12) cycles ``1, 2, ...`` and, in a
+layer narrower than ``D - 1``, never reaches the last inputs (see :func:`made_degrees`)."""
+
+
+def check_degrees(degrees: str) -> str:
+    """Return ``degrees`` if it is one of :data:`DEGREES`.
+
+    Raises:
+        ConfigError: Anything else.
+    """
+    if degrees not in DEGREES:
+        raise ConfigError(
+            f"unknown MADE degree scheme {degrees!r}; choose one of {', '.join(DEGREES)}"
+        )
+    return degrees
 
 
 def check_agnostic(agnostic: str) -> str:
@@ -113,15 +132,25 @@ def made_degrees(
     mask_index: int = 0,
     seed: int = 0,
     agnostic: str = "order",
+    degrees: str = "spread",
 ) -> list[np.ndarray]:
     """Degrees of MADE's units, input layer first (Germain et al. 2015, section 4).
 
-    Input ``i`` has degree ``order[i] + 1`` (in ``1..D``); the ``h`` units of each hidden
-    layer have the deterministic degrees ``arange(h) % max(1, D - 1) + 1`` (in ``1..D-1``),
-    so every hidden layer covers every degree when it is at least ``D - 1`` wide. With a
-    context, the degrees are ``arange(h) % D`` (in ``0..D-1``): units of degree 0 see the
-    context only, so the first output in the order depends on the context too (as zuko's
-    masked MLP connects its context to every output); without, that output is a constant.
+    Input ``i`` has degree ``order[i] + 1`` (in ``1..D``). In mask set 0 the ``h`` units of
+    each hidden layer have deterministic degrees in ``1..D-1``: with ``degrees="spread"``
+    (the default), ``1 + floor(k (D - 2) / (h - 1))`` for unit ``k``, spread evenly from 1 to
+    ``D - 1``, so that output ``i`` sees about ``h (i - 1) / (D - 1)`` units of the last
+    layer (the paper's expectation for degrees drawn uniformly) and the last output sees
+    every input before it; a layer at least ``D - 1`` wide gets the cyclic degrees below.
+    With ``degrees="cyclic"`` (ppgen before 2026-12, kept to load runs trained with it),
+    ``arange(h) % max(1, D - 1) + 1``: a layer narrower than ``D - 1`` then holds only
+    degrees ``1..h``, so the inputs after the ``h``-th in the order feed no unit, and the
+    last ``D - h - 1`` outputs never see their nearest predecessors (a MADE of 500 units on
+    MNIST's 784 pixels predicted its bottom 283 pixels from the top 500 alone). With a
+    context, the degrees are in ``0..D-1`` (spread from 0, or ``arange(h) % D``): units of
+    degree 0 see the context only, so the first output in the order depends on the context
+    too (as zuko's masked MLP connects its context to every output); without, that output
+    is a constant.
 
     Mask set ``mask_index = k >= 1`` (order- and connectivity-agnostic training, Germain et
     al. 2015, sections 4.2-4.3) ignores ``order``: ``rng = np.random.default_rng(seed + k)``
@@ -141,16 +170,18 @@ def made_degrees(
         seed: The seed mask sets ``k >= 1`` are drawn from (``seed + k``).
         agnostic: ``"order"`` (sets ``k >= 1`` draw an ordering and the connectivity) or
             ``"connectivity"`` (they keep ``order``).
+        degrees: Mask set 0's hidden degrees, ``"spread"`` or ``"cyclic"`` (above).
 
     Returns:
         ``[input degrees (D,), hidden degrees (h_1,), ...]`` as int arrays.
 
     Raises:
         ConfigError: A bad order, a hidden width below 1, a negative ``mask_index`` or an
-            unknown ``agnostic``.
+            unknown ``agnostic`` or ``degrees``.
     """
     order = check_order(input_dim, order)
     check_agnostic(agnostic)
+    check_degrees(degrees)
     hidden = [int(h) for h in hidden]
     if any(h < 1 for h in hidden):
         raise ConfigError(f"MADE hidden widths must be positive, got {tuple(hidden)}")
@@ -167,13 +198,16 @@ def made_degrees(
         return degrees
     if int(mask_index) < 0:
         raise ConfigError(f"mask_index must be an integer >= 0, got {mask_index!r}")
-    degrees = [np.asarray(order, dtype=np.int64) + 1]
+    out = [np.asarray(order, dtype=np.int64) + 1]
+    low, high = (0 if context else 1), max(1, d - 1)  # the degrees a hidden unit can take
+    span = high - low + 1
     for h in hidden:
-        if context:
-            degrees.append(np.arange(h, dtype=np.int64) % d)
+        k = np.arange(h, dtype=np.int64)
+        if degrees == "spread" and h < span:  # low .. high, both ends included
+            out.append(low + k * (high - low) // max(1, h - 1))
         else:
-            degrees.append(np.arange(h, dtype=np.int64) % max(1, d - 1) + 1)
-    return degrees
+            out.append(k % span + low)
+    return out
 
 
 def made_mask_positions(
@@ -217,8 +251,9 @@ def _cached_masks(
     mask_index: int,
     seed: int,
     agnostic: str,
+    scheme: str,
 ) -> tuple[np.ndarray, ...]:
-    degrees = made_degrees(input_dim, hidden, order, context, mask_index, seed, agnostic)
+    degrees = made_degrees(input_dim, hidden, order, context, mask_index, seed, agnostic, scheme)
     pairs = zip(degrees[:-1], degrees[1:], strict=True)
     masks = [d_out[:, None] >= d_in[None, :] for d_in, d_out in pairs]
     # Output unit i * num_params + j is parameter j of input i: it has input i's degree.
@@ -238,6 +273,7 @@ def made_masks(
     mask_index: int = 0,
     seed: int = 0,
     agnostic: str = "order",
+    degrees: str = "spread",
 ) -> list[np.ndarray]:
     """MADE's connectivity masks, one per layer, in torch's layout ``(out, in)``.
 
@@ -254,15 +290,18 @@ def made_masks(
         mask_index: The mask set, ``k >= 0`` (see :func:`made_degrees`).
         seed: The seed mask sets ``k >= 1`` are drawn from.
         agnostic: What sets ``k >= 1`` draw, see :func:`made_degrees`.
+        degrees: Set 0's hidden degrees, ``"spread"`` or ``"cyclic"``, see
+            :func:`made_degrees`.
 
     Returns:
         Boolean arrays ``(h_1, D), (h_2, h_1), ..., (D * p, h_L)`` (read-only, cached).
 
     Raises:
         ConfigError: No hidden layer, a width or ``num_params`` below 1, a bad order, a
-            negative ``mask_index``, an unknown ``agnostic``.
+            negative ``mask_index``, an unknown ``agnostic`` or ``degrees``.
     """
     check_agnostic(agnostic)
+    check_degrees(degrees)
     hidden = tuple(int(h) for h in hidden)
     if not hidden:
         raise ConfigError("MADE needs at least one hidden layer")
@@ -283,6 +322,7 @@ def made_masks(
             int(mask_index),
             int(seed),
             agnostic,
+            degrees,
         )
     )
 

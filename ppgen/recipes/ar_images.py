@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,7 +41,7 @@ from ppgen import data as ppdata
 from ppgen import plots
 from ppgen.errors import ConfigError
 from ppgen.metrics import logmeanexp, summarize_nll
-from ppgen.models.masks import AGNOSTIC
+from ppgen.models.masks import AGNOSTIC, DEGREES
 from ppgen.recipes.base import (
     Backend,
     Built,
@@ -114,6 +115,20 @@ class MADEOptions(BinaryImageOptions):
         "(new hidden connectivity, raster order kept)",
         choices=AGNOSTIC,
     )  # fmt: skip
+
+    degrees: str = option(
+        "spread",
+        "mask set 0's hidden degrees: spread evenly over 1..D-1 (runs from 2026-12 on) or "
+        "cyclic (earlier runs, read back as they were trained)",
+        choices=DEGREES,
+        cli=False,
+    )
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> MADEOptions:
+        """As :meth:`Options.from_json`; a run stored before ``degrees`` existed was
+        trained with the ``"cyclic"`` degrees, and is read back with them."""
+        return super().from_json({"degrees": "cyclic", **raw})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -247,7 +262,13 @@ class ARImageRecipe(Recipe):
             return cls(dim, o.hidden, seed=seed)
         if self.name == "made":
             return cls(
-                dim, o.hidden, head.num_params, seed=seed, num_masks=o.masks, agnostic=o.agnostic
+                dim,
+                o.hidden,
+                head.num_params,
+                seed=seed,
+                num_masks=o.masks,
+                agnostic=o.agnostic,
+                degrees=o.degrees,
             )
         kw = {
             "channels": o.channels,

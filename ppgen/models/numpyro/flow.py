@@ -190,6 +190,9 @@ def build_layer(layer: flows.Layer, dim: int, context_dim: int, bins: int, bound
             order=layer.order,
             activation=flows.ACTIVATION,
             seed=seed,
+            # The flows keep MADE's first degree scheme, which runs trained so far used; with
+            # hidden widths below D - 1 it leaves the last inputs unseen (docs/RESULTS.md).
+            degrees="cyclic",
         )
         net = coupling.zero_last_layer(net)
         return autoregressive.MaskedAutoregressive(net, elementwise, direction=layer.direction)

@@ -104,7 +104,10 @@ def _autoregressive(
     layers = []
     for k, seed in enumerate(seeds):
         order = np.arange(latent)[:: -1 if k % 2 else 1].copy()
-        made = MADE(latent, hidden, elementwise.num_params, context, order=order, seed=seed)
+        made = MADE(  # the degrees runs trained so far used (as the flows' MADEs)
+            latent, hidden, elementwise.num_params, context, order=order, seed=seed,
+            degrees="cyclic",
+        )  # fmt: skip
         layers.append(MaskedAutoregressive(made, elementwise, direction=direction))
     return LatentFlow(layers)
 

@@ -88,10 +88,14 @@ class MADE(eqx.Module):
         agnostic: What the sets ``k >= 1`` draw: ``"order"`` (a new ordering and new
             hidden degrees; order- and connectivity-agnostic) or ``"connectivity"`` (new
             hidden degrees, ``order`` kept; connectivity-agnostic only).
+        degrees: Mask set 0's hidden degrees: ``"spread"`` evenly over ``1..D-1`` (the
+            default) or ``"cyclic"`` (ppgen before 2026-12, which leaves the last inputs
+            unseen in a layer narrower than ``D - 1``; kept to load runs trained with it)
+            (:func:`ppgen.models.masks.made_degrees`).
 
     Raises:
         ConfigError: A bad width, order, activation, ``context_dim``, ``num_masks``,
-            ``mask_index`` or ``agnostic``.
+            ``mask_index``, ``agnostic`` or ``degrees``.
     """
 
     weights: list[jax.Array]
@@ -110,6 +114,7 @@ class MADE(eqx.Module):
     num_masks: int = eqx.field(static=True)
     mask_index: int = eqx.field(static=True)
     agnostic: str = eqx.field(static=True)
+    degrees: str = eqx.field(static=True)
 
     def __init__(
         self,
@@ -123,10 +128,19 @@ class MADE(eqx.Module):
         num_masks: int = 1,
         mask_index: int = 0,
         agnostic: str = "order",
+        degrees: str = "spread",
     ) -> None:
         check_mask_index(num_masks, mask_index)
         masks = made_masks(
-            input_dim, hidden, num_params, order, bool(context_dim), mask_index, seed, agnostic
+            input_dim,
+            hidden,
+            num_params,
+            order,
+            bool(context_dim),
+            mask_index,
+            seed,
+            agnostic,
+            degrees,
         )
         check_mlp([input_dim, *hidden, num_params], activation)
         if isinstance(context_dim, bool) or int(context_dim) < 0:
@@ -139,7 +153,7 @@ class MADE(eqx.Module):
         self.hidden = tuple(int(h) for h in hidden)
         self.base_positions = check_order(input_dim, order)  # mask set 0's
         self.seed, self.num_masks, self.mask_index = int(seed), int(num_masks), int(mask_index)
-        self.agnostic = agnostic
+        self.agnostic, self.degrees = agnostic, degrees
         self.positions = made_mask_positions(input_dim, order, mask_index, seed, agnostic)
         self.order = sampling_order(self.positions)
         self.event_shape = (self.input_dim,)
@@ -163,6 +177,7 @@ class MADE(eqx.Module):
             k,
             self.seed,
             self.agnostic,
+            self.degrees,
         )
 
     def with_mask(self, mask_index: int) -> MADE:
