@@ -38,6 +38,7 @@ import numpy as np
 
 from ppgen.errors import ConfigError
 from ppgen.models.conventions import spawn_seeds
+from ppgen.models.masks import check_degrees
 
 __all__ = [
     "ACTIVATION",
@@ -101,6 +102,8 @@ class Layer:
             is generated).
         direction: ``"maf"`` or ``"iaf"`` (autoregressive layers).
         hidden: Hidden widths of the layer's conditioner (or hypernetwork, when conditional).
+        degrees: The MADE's hidden degrees (autoregressive layers): ``"spread"`` or
+            ``"cyclic"`` (:func:`ppgen.models.masks.made_degrees`).
     """
 
     kind: str
@@ -110,6 +113,7 @@ class Layer:
     order: np.ndarray | None = None
     direction: str | None = None
     hidden: tuple[int, ...] = field(default=())
+    degrees: str = "spread"
 
 
 def _is_int(value: object, minimum: int) -> bool:
@@ -181,6 +185,7 @@ def flow_plan(
     bins: int = 8,
     bound: float = 5.0,
     seed: int = 0,
+    degrees: str = "spread",
 ) -> list[Layer]:
     """The layers ``T_1 .. T_L`` (noise side first) of the vector flow ``name`` on ``(dim,)``.
 
@@ -189,11 +194,14 @@ def flow_plan(
     (0-based from the noise side) alternates with ``j = L - 1 - i``, its position from the
     data side: coupling masks ``mask[k] = (k % 2 == j % 2)`` and autoregressive orders
     natural for even ``j``, reversed for odd ``j``. Each layer's seed is spawned from
-    ``seed`` (:func:`ppgen.models.conventions.spawn_seeds`).
+    ``seed`` (:func:`ppgen.models.conventions.spawn_seeds`). ``degrees`` is the hidden
+    degree scheme of the autoregressive layers' MADEs (``"cyclic"``: what runs stored before
+    2026-12 were trained with; :func:`ppgen.models.masks.made_degrees`).
 
     Raises:
-        ConfigError: See :func:`check_flow`.
+        ConfigError: See :func:`check_flow`, and an unknown ``degrees``.
     """
+    check_degrees(degrees)
     (dim,) = check_flow(
         name, (dim,), layers=layers, hidden=hidden, context_dim=context_dim, bins=bins,
         bound=bound,
@@ -220,6 +228,7 @@ def flow_plan(
                     order=order,
                     direction=_AUTOREGRESSIVE[name],
                     hidden=hidden,
+                    degrees=degrees,
                 )
             )
     if name == "nice":

@@ -190,9 +190,7 @@ def build_layer(layer: flows.Layer, dim: int, context_dim: int, bins: int, bound
             order=layer.order,
             activation=flows.ACTIVATION,
             seed=seed,
-            # The flows keep MADE's first degree scheme, which runs trained so far used; with
-            # hidden widths below D - 1 it leaves the last inputs unseen (docs/RESULTS.md).
-            degrees="cyclic",
+            degrees=layer.degrees,
         )
         net = coupling.zero_last_layer(net)
         return autoregressive.MaskedAutoregressive(net, elementwise, direction=layer.direction)
@@ -217,6 +215,7 @@ def build_flow(
     bins: int = 8,
     bound: float = 5.0,
     seed: int = 0,
+    degrees: str = "spread",
 ) -> Flow:
     """The flow called ``name`` (:data:`ppgen.models.flows.FLOWS`) on ``event_shape``.
 
@@ -238,6 +237,8 @@ def build_flow(
         bins: Spline bins ``K`` (``nsf``, ``nsf_ar``).
         bound: Spline half-width ``B``: identity outside ``[-B, B]``.
         seed: Seed of the initial weights.
+        degrees: The hidden degrees of the autoregressive layers' MADEs, ``"spread"`` or
+            ``"cyclic"`` (runs stored before 2026-12; :func:`ppgen.models.masks.made_degrees`).
 
     Raises:
         ConfigError: See :func:`ppgen.models.flows.check_flow` (unknown name, zero layers,
@@ -256,7 +257,9 @@ def build_flow(
             )
         transforms = builder(shape, scales=scales, steps=layers, hidden=int(hidden[0]), seed=seed)
         return Flow(transforms, shape)
-    plan = flows.flow_plan(name, shape[0], bins=bins, bound=bound, seed=seed, **settings)
+    plan = flows.flow_plan(
+        name, shape[0], bins=bins, bound=bound, seed=seed, degrees=degrees, **settings
+    )
     return Flow(
         [build_layer(layer, shape[0], context_dim, bins, bound) for layer in plan],
         shape,

@@ -104,7 +104,9 @@ def _autoregressive(
     layers = []
     for k, seed in enumerate(seeds):
         order = np.arange(latent)[:: -1 if k % 2 else 1].copy()
-        made = MADE(  # the degrees runs trained so far used (as the flows' MADEs)
+        # The degrees VAE runs so far were trained with; they equal "spread" whenever the
+        # widths are at least latent - 1 (every setting ppgen ships), so no stored run changes.
+        made = MADE(
             latent, hidden, elementwise.num_params, context, order=order, seed=seed,
             degrees="cyclic",
         )  # fmt: skip
