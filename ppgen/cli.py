@@ -351,7 +351,8 @@ def _train(args: argparse.Namespace, argv: Sequence[str]) -> int:
     error = f", validation error {100 * last['valid_error']:.2f}%" if "valid_error" in last else ""
     print(
         f"trained {config.model} ({config.backend}) for {len(result.history)} epochs; "
-        f"last train loss {last.get('loss', float('nan')):.2f} nats{error}, best epoch "
+        f"last train loss {last.get('loss', float('nan')):.2f} "
+        f"{config.recipe.loss_unit(config)}{error}, best epoch "
         f"{(result.best_epoch or 0) + 1}{' (stopped early)' if result.stopped_early else ''}"
     )
     for path in paths:

@@ -87,12 +87,15 @@ def save_training_curves(
     right_keys: Sequence[str] = (),
     right_label: str = "",
     bits_per_dim: int | None = None,
+    unit: str = "nats per example",
 ) -> Path:
     """Plot per-epoch metrics from a run's ``metrics.jsonl`` (one line per epoch).
 
-    ``keys`` are in nats per example; ``right_keys`` (e.g. ``"valid_error"``) go on a second
-    y-axis labelled ``right_label``. ``bits_per_dim=D`` (images of ``D`` pixels) adds a
-    right axis reading the same curves in bits/dim, ``nats / (D log 2)``.
+    ``keys`` are in ``unit`` (nats per training example; a family whose example is a window
+    or segment says so, e.g. ``"nats per 128-character window"``); ``right_keys`` (e.g.
+    ``"valid_error"``) go on a second y-axis labelled ``right_label``. ``bits_per_dim=D``
+    (images of ``D`` pixels) adds a right axis reading the same curves in bits/dim,
+    ``nats / (D log 2)``.
     """
     records = [json.loads(line) for line in Path(metrics_jsonl).read_text().splitlines() if line]
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -101,7 +104,7 @@ def save_training_curves(
         if pts:
             ax.plot(*zip(*pts, strict=True), label=key, marker="." if len(pts) < 30 else None)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("nats per example")
+    ax.set_ylabel(unit)
     ax.grid(alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()
     if bits_per_dim is not None:

@@ -27,8 +27,11 @@ def run_dirs(tmp_path_factory):
     out = {}
     for name in ("pyro", "numpyro"):
         out[name] = tmp_path_factory.mktemp(f"charrnn_{name}") / "run"
-        code, _, err = cli("train", "charrnn", "--backend", name, *TINY, "--out", out[name])
+        code, stdout, err = cli("train", "charrnn", "--backend", name, *TINY, "--out", out[name])
         assert code == 0, err
+        seq_len = json.loads((out[name] / "config.json").read_text())["options"]["seq_len"]
+        # the training loss is per window, and the summary says so (eval: per character)
+        assert f"nats per {seq_len}-character window" in stdout
     return out
 
 

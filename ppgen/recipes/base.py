@@ -588,6 +588,11 @@ class Recipe:
         many times slower inside a scan. The updates are the same either way."""
         return "scan"
 
+    def loss_unit(self, config: RunConfig) -> str:
+        """The unit of the training loss and curves, per training example (the default:
+        ``"nats per example"``; a family whose example is a window or segment names it)."""
+        return "nats per example"
+
     def evaluate(self, run: Run, **settings: Any) -> dict[str, Any]:
         """The test figures of a trained run (JSON-able); ``settings`` are the ``ppgen
         eval`` flags (``k``, ``limit``, ``batch_size``, ``progress``), each family using

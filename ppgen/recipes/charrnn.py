@@ -278,6 +278,10 @@ class CharRNNRecipe(Recipe):
                 "shorter samples"
             )
 
+    def loss_unit(self, config: RunConfig) -> str:
+        """A training example is one window of ``--seq-len`` characters."""
+        return f"nats per {config.options.seq_len}-character window"
+
     def prepare(self, config: RunConfig) -> FitData:
         length = config.options.seq_len
         train = _windows(_ids(config, config.train_split), length, config.train_split)
@@ -384,10 +388,12 @@ class CharRNNRecipe(Recipe):
         return path
 
     def pictures(self, run: Run, out_dir: Path) -> list[Path]:
-        """Training curves (nats per window)."""
+        """Training curves (nats per window of ``--seq-len`` characters)."""
         return [
             plots.save_training_curves(
-                run.directory / "metrics.jsonl", Path(out_dir) / "curves.png"
+                run.directory / "metrics.jsonl",
+                Path(out_dir) / "curves.png",
+                unit=self.loss_unit(run.config),
             )
         ]
 

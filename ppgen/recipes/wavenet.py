@@ -212,6 +212,10 @@ class WaveNetRecipe(Recipe):
                 f"{MAX_SAMPLE_SECONDS:g} s ppgen draws at once; ask for fewer or shorter clips"
             )
 
+    def loss_unit(self, config: RunConfig) -> str:
+        """A training example is one segment of ``--segment-len`` samples."""
+        return f"nats per {config.options.segment_len}-sample segment"
+
     def prepare(self, config: RunConfig) -> FitData:
         train = _examples(config, config.train_split)
         valid = _examples(config, "valid") if config.train_split == "train" else None
@@ -356,7 +360,9 @@ class WaveNetRecipe(Recipe):
             out_dir / "spectrogram.png",
             nfft=min(512, 2 ** int(math.log2(max(4, length // 4)))),
         )
-        curves = plots.save_training_curves(run.directory / "metrics.jsonl", out_dir / "curves.png")
+        curves = plots.save_training_curves(
+            run.directory / "metrics.jsonl", out_dir / "curves.png", unit=self.loss_unit(run.config)
+        )
         return [curves, spectrogram]
 
 
