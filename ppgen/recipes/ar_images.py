@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,11 +40,12 @@ from ppgen import data as ppdata
 from ppgen import plots
 from ppgen.errors import ConfigError
 from ppgen.metrics import logmeanexp, summarize_nll
-from ppgen.models.masks import AGNOSTIC, DEGREES
+from ppgen.models.masks import AGNOSTIC
 from ppgen.recipes.base import (
     Backend,
     Built,
     FitData,
+    MADEDegrees,
     Options,
     Recipe,
     exact_likelihood,
@@ -99,7 +99,7 @@ class NADEOptions(BinaryImageOptions):
 
 
 @dataclass(frozen=True)
-class MADEOptions(BinaryImageOptions):
+class MADEOptions(BinaryImageOptions, MADEDegrees):
     """Settings of ``made`` (Germain et al. 2015's MNIST model: one or two hidden layers of
     500 ReLU units; 32 mask sets for the ensemble)."""
 
@@ -115,20 +115,6 @@ class MADEOptions(BinaryImageOptions):
         "(new hidden connectivity, raster order kept)",
         choices=AGNOSTIC,
     )  # fmt: skip
-
-    degrees: str = option(
-        "spread",
-        "mask set 0's hidden degrees: spread evenly over 1..D-1 (runs from 2026-12 on) or "
-        "cyclic (earlier runs, read back as they were trained)",
-        choices=DEGREES,
-        cli=False,
-    )
-
-    @classmethod
-    def from_json(cls, raw: Mapping[str, Any]) -> MADEOptions:
-        """As :meth:`Options.from_json`; a run stored before ``degrees`` existed was
-        trained with the ``"cyclic"`` degrees, and is read back with them."""
-        return super().from_json({"degrees": "cyclic", **raw})
 
     def __post_init__(self) -> None:
         super().__post_init__()

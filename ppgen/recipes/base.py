@@ -30,6 +30,7 @@ import numpy as np
 
 from ppgen import data as ppdata
 from ppgen.errors import ConfigError
+from ppgen.models.masks import DEGREES
 
 if TYPE_CHECKING:
     from ppgen.config import RunConfig
@@ -302,6 +303,28 @@ class Options:
                 f"{', '.join(names)}"
             )
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
+
+
+@dataclass(frozen=True)
+class MADEDegrees(Options):
+    """The stored ``degrees`` setting of a family whose networks are MADEs (``made``; the
+    ``maf``, ``iaf`` and ``nsf_ar`` flows): mask set 0's hidden degrees, ``"spread"`` over
+    ``1..D-1`` for new runs; a run stored before the setting existed was trained with the
+    ``"cyclic"`` degrees and is read back with them (:func:`ppgen.models.masks.made_degrees`).
+    No flag: a new run always spreads."""
+
+    degrees: str = option(
+        "spread",
+        "MADE's hidden degrees: spread evenly over 1..D-1 (runs from 2026-12 on) or cyclic "
+        "(earlier runs, read back as they were trained)",
+        choices=DEGREES,
+        cli=False,
+    )
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> Options:
+        """As :meth:`Options.from_json`, with ``degrees`` ``"cyclic"`` where it is absent."""
+        return super().from_json({"degrees": "cyclic", **raw})
 
 
 # -- what a recipe hands back ----------------------------------------------------------------

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,7 +35,6 @@ from ppgen import data as ppdata
 from ppgen import plots
 from ppgen.errors import ConfigError
 from ppgen.metrics import summarize_nll
-from ppgen.models.masks import DEGREES
 from ppgen.models.transforms import PLANAR_PARAMS, RADIAL_PARAMS
 from ppgen.recipes.base import (
     IMAGE_SHAPES,
@@ -44,7 +42,7 @@ from ppgen.recipes.base import (
     Backend,
     Built,
     FitData,
-    Options,
+    MADEDegrees,
     Recipe,
     exact_likelihood,
     exact_log_px,
@@ -74,7 +72,7 @@ _INIT_ROWS = 512  # training rows of Glow's data-dependent initialisation
 
 
 @dataclass(frozen=True)
-class FlowOptions(Options):
+class FlowOptions(MADEDegrees):
     """Settings of ``flow`` (defaults: 5 transforms with two hidden layers of 64, the
     architecture of ``benchmarks/flow_toy.py``)."""
 
@@ -98,19 +96,6 @@ class FlowOptions(Options):
     logit_alpha: float = option(
         0.05, "images: the logit map's alpha, logit(alpha + (1 - 2 alpha) x) (RealNVP's 0.05)"
     )
-    degrees: str = option(
-        "spread",
-        "the hidden degrees of the MADEs of maf, iaf and nsf_ar: spread over 1..D-1 (runs "
-        "from 2026-12 on) or cyclic (earlier runs, read back as they were trained)",
-        choices=DEGREES,
-        cli=False,
-    )
-
-    @classmethod
-    def from_json(cls, raw: Mapping[str, Any]) -> FlowOptions:
-        """As :meth:`Options.from_json`; a run stored before ``degrees`` existed was
-        trained with the ``"cyclic"`` degrees, and is read back with them."""
-        return super().from_json({"degrees": "cyclic", **raw})
 
     def __post_init__(self) -> None:
         super().__post_init__()
