@@ -64,6 +64,23 @@ def direct_log_px(run):
     return logsumexp(np.stack(each).astype(np.float64), axis=0) - math.log(masks)
 
 
+def naive_completions(run, n, seed):
+    """The recipe's completions drawn by the naive sampler (a full pass per pixel), from
+    the noise the recipe draws: the reference its cached completions must equal."""
+    net, head = run.model.net, run.model.head
+    test = run.data.test
+    x, context = (test[0][:n], test[1][:n]) if isinstance(test, tuple) else (test[:n], None)
+    events = x.reshape(len(x), *net.event_shape)
+    noise = np.random.default_rng(seed).uniform(
+        1e-12, 1.0, (len(x), *net.event_shape, *head.noise_shape)
+    )
+    ar = run.backend.models.ar
+    done = run.backend.inference.compute(
+        lambda nz, xx, c: ar.naive_sample(net, nz, head, c, start=32, x=xx), noise, events, context
+    )
+    return run.recipe._images(run, np.asarray(done).reshape(len(x), -1))
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_trains_evaluates_samples_and_draws(tmp_path, case):
     backend_name, extra = CASES[case]
@@ -82,6 +99,10 @@ def test_trains_evaluates_samples_and_draws(tmp_path, case):
     np.testing.assert_allclose(result["test_bits_per_dim"], expected.mean() / (64 * math.log(2)),
                                rtol=1e-5)  # fmt: skip
     assert result["exact"] and result["n"] == len(expected)
+    original, given, done = run.recipe.completions(run, n=3, seed=2)
+    np.testing.assert_array_equal(done[:, :32], original[:, :32])  # the top half is kept
+    np.testing.assert_array_equal(given[:, 32:], 0.0)
+    np.testing.assert_array_equal(done, naive_completions(run, n=3, seed=2))
     x = runs.sample(run, 6, seed=1)
     assert x.shape == (6, 64) and x.min() >= 0 and x.max() <= 1
     np.testing.assert_array_equal(x, runs.sample(run, 6, seed=1))

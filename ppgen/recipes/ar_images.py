@@ -376,7 +376,8 @@ class ARImageRecipe(Recipe):
 
     def completions(self, run: Run, n: int = 8, seed: int = 0) -> tuple[np.ndarray, ...]:
         """The top half of ``n`` test images given, the bottom half drawn in the network's
-        order: ``(originals, given halves, completions)``, images in [0, 1].
+        order by its cached sampler (the same draws as the naive one for the same noise):
+        ``(originals, given halves, completions)``, images in [0, 1].
 
         Raises:
             ConfigError: A network whose order does not start with the top half (a MADE
@@ -397,13 +398,13 @@ class ARImageRecipe(Recipe):
         noise = np.random.default_rng(seed).uniform(
             1e-12, 1.0, (len(x), *net.event_shape, *head.noise_shape)
         )
-        ar = run.backend.models.ar
-        done = run.backend.inference.compute(
-            lambda nz, xx, c: ar.naive_sample(net, nz, head, c, start=start, x=xx),
-            noise,
-            events,
-            context,
-        )
+
+        def draw(nz: Any, xx: Any, c: Any) -> Any:  # the cached sampler, given the top half
+            if self.name == "pixelcnn":  # the top rows
+                return net.sample(nz, head, c, prefix=xx[..., : h // 2, :])
+            return net.sample(nz, head, c, prefix=(xx, start))  # the first `start` in order
+
+        done = run.backend.inference.compute(draw, noise, events, context)
         given = x.copy()
         given[:, start:] = 0.0
         done = np.asarray(done).reshape(len(x), -1)
