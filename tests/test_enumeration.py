@@ -244,6 +244,25 @@ def test_enumeration_refusals(backend, float64):
         backend.loss(inf.ELBO(beta=0.5), enumerated, guide, x)
 
 
+def test_a_latent_the_guide_lacks_is_named_with_a_hint_for_data(backend, float64):
+    """A site the model samples and the guide does not: one line naming it, and saying
+    what to do if it was meant as data (a second array left out of the data)."""
+    ppl, dist, inf = backend.ppl, backend.dist, backend.inference
+
+    def model(x, s=None, num_data=None):
+        with ppl.plate("data", x.shape[0]):
+            s = ppl.sample("s", dist.Normal(0.0, 1.0), obs=s)
+            ppl.sample("x", dist.Normal(s, 1.0), obs=x[:, 0])
+
+    def guide(x, s=None, num_data=None):
+        pass
+
+    with pytest.raises(ConfigError, match="latent site 's'") as err:
+        backend.loss(inf.ELBO(), model, guide, backend.array(X))
+    assert "if 's' is data, pass it with the rest of the data" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
 def test_semi_supervised_training_needs_unlabelled_examples(backend):
     """Every label present: one line saying unlabelled data is needed (not 'lower the batch
     size', which cannot help)."""

@@ -99,6 +99,10 @@ def test_a_run_samples_without_its_data_as_with_it(trained, name, request, tmp_p
         runs.evaluate(run)
     with pytest.raises(ConfigError, match="loaded without them"):
         runs.save_pictures(run, tmp_path / "pictures")
+    if hasattr(run.recipe, "completions"):  # the image AR families' own picture
+        with pytest.raises(ConfigError, match="loaded without them") as err:
+            run.recipe.completions(run)
+        assert "\n" not in str(err.value)
 
 
 @pytest.mark.parametrize("name", sorted(RUNS))

@@ -381,8 +381,14 @@ class ARImageRecipe(Recipe):
 
         Raises:
             ConfigError: A network whose order does not start with the top half (a MADE
-                mask set with a random order).
+                mask set with a random order), or a run loaded without its data.
         """
+        if run.data.stand_in:
+            raise ConfigError(
+                f"completing test images of {run.directory} needs its data, and it was loaded "
+                "without them (load_trained(..., data=False), for sampling): load it with "
+                "load_trained(run_dir)"
+            )
         test = run.data.test
         x = (test[0] if isinstance(test, tuple) else test)[:n]
         context = None if not isinstance(test, tuple) else test[1][:n]

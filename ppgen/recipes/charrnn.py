@@ -153,7 +153,7 @@ class CharRNNSampleOptions(Options):
             raise ConfigError(f"--{err}") from None
         if len(self.prompt) + self.length > MAX_SAMPLE_LENGTH:
             raise ConfigError(
-                f"a sample of {len(self.prompt)} prompt and {self.length} drawn characters is "
+                f"a sample of {len(self.prompt)} prompt characters and {self.length} drawn ones is "
                 f"longer than the {MAX_SAMPLE_LENGTH} ppgen draws; lower --length"
             )
 

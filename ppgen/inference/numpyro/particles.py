@@ -359,7 +359,9 @@ def particle_terms(
             raise ConfigError(
                 f"the guide does not sample the model's latent site {name!r}; "
                 "every latent of the model needs a site of the same name in the guide "
-                "(or infer={'enumerate': 'parallel'} on a discrete one, to sum it out)"
+                "(or infer={'enumerate': 'parallel'} on a discrete one, to sum it out); if "
+                f"{name!r} is data, pass it with the rest of the data (the same layout to "
+                "init and train_epoch, e.g. a tuple (x, y))"
             )
         if require_rsample and not guide_site["is_observed"] and not guide_site["fn"].has_rsample:
             raise ConfigError(
