@@ -170,6 +170,9 @@ def main() -> None:
     p.add_argument(
         "--quick", action="store_true", help="seconds: tiny flows on 8x8 digits, two epochs"
     )
+    p.add_argument("--result", default="flow_mnist",
+                   help="name of the JSON written to benchmarks/results/ (a partial run: "
+                   "keep the full table apart)")  # fmt: skip
     args = p.parse_args()
     flows = args.flows.split(",")
     unknown = sorted(set(flows) - set(FLOWS))
@@ -204,7 +207,7 @@ def main() -> None:
     best = min(results, key=lambda f: results[f]["test_bits_per_dim"])
     settings = {f: architecture(f, args) for f in results}
     write_result(
-        f"{NAME}_quick" if args.quick else NAME,
+        f"{args.result}_quick" if args.quick else args.result,
         {
             "best_bits_per_dim": bpd[best],
             "best_flow": best,
