@@ -26,6 +26,7 @@ from ppgen.config import RunConfig, load_config, make_config
 from ppgen.driver import FitResult, fit
 from ppgen.errors import CheckpointError, ConfigError
 from ppgen.recipes import Backend, FitData, Options, Recipe, backend
+from ppgen.recipes.base import refuse_stand_in
 
 __all__ = [
     "Run",
@@ -180,14 +181,6 @@ def load_trained(run_dir: str | os.PathLike, pointer: str = "BEST", *, data: boo
     )
 
 
-def _refuse_stand_in(run: Run, what: str) -> None:
-    if run.data.stand_in:
-        raise ConfigError(
-            f"{what} {run.directory} needs its data, and it was loaded without them "
-            "(load_trained(..., data=False), for sampling): load it with load_trained(run_dir)"
-        )
-
-
 def evaluate(run: Run, **settings: Any) -> dict[str, Any]:
     """The test figures of a trained run, as its recipe computes them (``settings``: the
     ``ppgen eval`` flags ``k``, ``limit``, ``batch_size``, ``progress``).
@@ -197,7 +190,7 @@ def evaluate(run: Run, **settings: Any) -> dict[str, Any]:
             they make gives no usable figure): never reported as a result.
         ConfigError: The run was loaded without its data (``load_trained(..., data=False)``).
     """
-    _refuse_stand_in(run, "evaluating")
+    refuse_stand_in(run, "evaluating")
     out = run.recipe.evaluate(run, **settings)
     bad = [
         k
@@ -247,7 +240,7 @@ def save_pictures(run: Run, out_dir: str | os.PathLike | None = None) -> list[Pa
         ConfigError: The run was loaded without its data (``load_trained(..., data=False)``):
             pictures may show test examples.
     """
-    _refuse_stand_in(run, "the pictures of")
+    refuse_stand_in(run, "the pictures of")
     out_dir = Path(out_dir or run.directory)
     paths = run.recipe.pictures(run, out_dir)
     if run.config.tensorboard:

@@ -55,6 +55,7 @@ from ppgen.recipes.base import (
     layer_sizes,
     option,
     positive_int,
+    refuse_stand_in,
 )
 from ppgen.recipes.registry import register
 
@@ -383,12 +384,7 @@ class ARImageRecipe(Recipe):
             ConfigError: A network whose order does not start with the top half (a MADE
                 mask set with a random order), or a run loaded without its data.
         """
-        if run.data.stand_in:
-            raise ConfigError(
-                f"completing test images of {run.directory} needs its data, and it was loaded "
-                "without them (load_trained(..., data=False), for sampling): load it with "
-                "load_trained(run_dir)"
-            )
+        refuse_stand_in(run, "completing test images of")
         test = run.data.test
         x = (test[0] if isinstance(test, tuple) else test)[:n]
         context = None if not isinstance(test, tuple) else test[1][:n]

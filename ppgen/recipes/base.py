@@ -58,6 +58,7 @@ __all__ = [
     "option",
     "positive",
     "positive_int",
+    "refuse_stand_in",
     "seed_int",
     "stand_in",
     "trainer_settings",
@@ -431,6 +432,19 @@ def stand_in(
         num_classes=num_classes,
         stand_in=True,
     )
+
+
+def refuse_stand_in(run: Run, what: str) -> None:
+    """Refuse ``what`` (a phrase: ``"evaluating"``) on a run loaded without its data.
+
+    Raises:
+        ConfigError: ``run.data.stand_in`` (``load_trained(..., data=False)``).
+    """
+    if run.data.stand_in:
+        raise ConfigError(
+            f"{what} {run.directory} needs its data, and it was loaded without them "
+            "(load_trained(..., data=False), for sampling): load it with load_trained(run_dir)"
+        )
 
 
 def image_stand_in(
