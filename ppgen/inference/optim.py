@@ -99,6 +99,9 @@ class Group:
             (``"loss"`` for an objective that returns one scalar).
         params: Glob pattern(s) over param site names (``fnmatch``), e.g. ``"critic*"``
             matches Pyro's ``critic$$$layers.0.weight`` and NumPyro's ``critic$params``.
+        exclude: Glob pattern(s) of sites this group leaves to others even where ``params``
+            matches them: ``Group("generator", params="*", exclude="critic*")`` owns every
+            parameter but the critic's, whatever the user's model names its own.
         optimizer: ``"adam"`` (Kingma & Ba 2015; ``torch.optim.Adam`` / ``optax.scale_by_adam``,
             eps 1e-8) or ``"sgd"`` (plain gradient descent).
         lr: Learning rate (peak rate under a schedule).
@@ -122,6 +125,7 @@ class Group:
 
     name: str = DEFAULT_GROUP
     params: str | tuple[str, ...] = "*"
+    exclude: str | tuple[str, ...] = ()
     optimizer: str = "adam"
     lr: float = 1e-3
     betas: tuple[float, float] = (0.9, 0.999)
@@ -142,6 +146,12 @@ class Group:
                 f"group {self.name!r}: params must be glob patterns, got {self.params!r}"
             )
         object.__setattr__(self, "params", patterns)
+        excluded = (self.exclude,) if isinstance(self.exclude, str) else tuple(self.exclude)
+        if not all(isinstance(p, str) and p for p in excluded):
+            raise ConfigError(
+                f"group {self.name!r}: exclude must be glob patterns, got {self.exclude!r}"
+            )
+        object.__setattr__(self, "exclude", excluded)
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(
                 f"group {self.name!r}: unknown optimizer {self.optimizer!r}; choose one of "
@@ -168,7 +178,9 @@ class Group:
 
     def matches(self, site: str) -> bool:
         """Whether the param site ``site`` belongs to this group."""
-        return any(fnmatch.fnmatchcase(site, pattern) for pattern in self.params)
+        return any(fnmatch.fnmatchcase(site, p) for p in self.params) and not any(
+            fnmatch.fnmatchcase(site, p) for p in self.exclude
+        )
 
     def lr_at(self, update: int) -> float:
         """The learning rate of this group's update number ``update`` (0-based)."""
@@ -200,23 +212,26 @@ def assign_params(sites: Iterable[str], groups: Sequence[Group]) -> dict[str, tu
     return {name: tuple(names) for name, names in owned.items()}
 
 
-def group_losses(out: Any, groups: Sequence[Group]) -> dict[str, Any]:
+def group_losses(out: Any, groups: Sequence[Group], player: str | None = None) -> dict[str, Any]:
     """The loss each group minimises, from what an objective returned.
 
     One scalar serves a single group; several groups need a dict (a mapping) with one loss
-    per group name (other entries are ignored).
+    per group name (other entries are ignored). ``player``: the one group being updated,
+    when the objective was asked for that player's loss alone (its ``player=`` keyword);
+    the dict then needs only that entry.
 
     Raises:
         ConfigError: A scalar for several groups, or a dict without some group's loss.
     """
     if isinstance(out, Mapping):
-        missing = [g.name for g in groups if g.name not in out]
+        wanted = [g for g in groups if player is None or g.name == player]
+        missing = [g.name for g in wanted if g.name not in out]
         if missing:
             raise ConfigError(
                 f"the objective returned losses for {sorted(out)}, none for the group(s) "
                 f"{missing}; name each Group after one of the objective's players"
             )
-        return {g.name: out[g.name] for g in groups}
+        return {g.name: out[g.name] for g in wanted}
     if len(groups) != 1:
         raise ConfigError(
             f"the objective returned one loss, but {len(groups)} parameter groups need one "

@@ -43,6 +43,14 @@ def _fingerprint(arrays: tuple[np.ndarray, ...]) -> tuple[int, ...]:
 Evaluator = Callable[..., dict]
 
 
+def _has_keyword(fn: Callable, name: str) -> bool:
+    """Whether ``fn`` takes the keyword argument ``name``."""
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # a builtin or C callable
+        return False
+
+
 class TrainerBase:
     """Minibatch stochastic optimisation of an objective on a model/guide pair: the options.
 
@@ -154,6 +162,10 @@ class TrainerBase:
             )
         self.epoch_loop = epoch_loop
         self.model, self.guide, self.objective = model, guide, objective
+        # An objective with a ``player=`` keyword (the adversarial ones) computes the loss
+        # of the group being updated alone: a generator update skips the critic's gradient
+        # penalty, a critic update the generator's graph.
+        self.takes_player = len(self.groups) > 1 and _has_keyword(objective, "player")
         self.schedule = schedule if schedule is not None else Minibatches()
         if num_data is not None and not self.schedule.takes_num_data:
             raise ConfigError(

@@ -319,19 +319,21 @@ class Trainer(TrainerBase):
     # -- training ---------------------------------------------------------------------
 
     def _losses(
-        self, params, mutable, key, args, kwargs, names=None, rows=None
+        self, params, mutable, key, args, kwargs, names=None, rows=None, player=None
     ) -> tuple[dict[str, jax.Array], dict]:
         """Each group's loss at ``params`` (unconstrained): the objective with every param
         site (model, guide and the objective's own) and every mutable site substituted; and
         the mutable sites' values after the run (their dtypes kept, no gradient).
         ``names``: the data's keyword names, when it was a dict; ``rows``: the batch's row
-        indices (see :meth:`_pair`)."""
+        indices (see :meth:`_pair`); ``player``: the group being updated, passed to an
+        objective that takes ``player=``, which then needs to compute that loss only."""
         args, by_name = self._arguments(args, names)
         model, guide = self._pair(rows)
         data = {**self._constrain(params), **mutable}
         sites = _MutableSites()
+        asked = {"player": player} if player is not None and self.takes_player else {}
         with sites, handlers.substitute(data=data):
-            out = self.objective(key, model, guide, *args, **by_name, **kwargs)
+            out = self.objective(key, model, guide, *args, **by_name, **kwargs, **asked)
         updated = {
             name: jax.tree_util.tree_map(
                 lambda new, old: jax.lax.stop_gradient(jnp.asarray(new).astype(old.dtype)),
@@ -340,7 +342,7 @@ class Trainer(TrainerBase):
             )
             for name, old_value in mutable.items()
         }
-        return group_losses(out, self.groups), updated
+        return group_losses(out, self.groups, asked.get("player")), updated
 
     def _update(
         self, state: TrainState, key, args, kwargs, lrs, data_names=None, rows=None
@@ -358,7 +360,7 @@ class Trainer(TrainerBase):
 
                 def loss_of(own, k=k, group=group, mutable=mutable):
                     losses, updated = self._losses(
-                        {**params, **own}, mutable, k, args, kwargs, data_names, rows
+                        {**params, **own}, mutable, k, args, kwargs, data_names, rows, group.name
                     )
                     return losses[group.name], updated
 

@@ -239,14 +239,15 @@ class Trainer(TrainerBase):
         for group in self.groups:
             params = state.optimizers[group.name].param_groups[0]["params"]
             total = 0.0
+            player = {"player": group.name} if self.takes_player else {}
             for _ in range(group.updates):
                 try:
                     with draws:
-                        out = self.objective(model, guide, *args, **kwargs)
+                        out = self.objective(model, guide, *args, **kwargs, **player)
                 except ValueError:  # e.g. torch's support validation: say which value
                     self._check_support(check_observed_support, model, args, None, kwargs)
                     raise
-                loss = group_losses(out, self.groups)[group.name]
+                loss = group_losses(out, self.groups, player.get("player"))[group.name]
                 value = loss.item() if self.parallel is None else self.parallel.mean(loss.item())
                 if not math.isfinite(value):
                     self._check_support(check_observed_support, model, args, None, kwargs)

@@ -1,0 +1,170 @@
+"""What the likelihood-free objectives share whatever the backend: their names, their option
+checks and the parameter groups of their players.
+
+An adversarial objective has two players (Goodfellow et al. 2014): the **critic**, a network
+the objective owns and registers under the name ``"critic"``, and the **generator**, every
+other parameter (the user's model, and the guide's where one is used). Each player is a
+:class:`~ppgen.inference.optim.Group` of the trainer, with its own optimiser and number of
+updates per step (``n_critic``, Arjovsky et al. 2017); :func:`adversarial_groups` builds
+them. MMD and the Sinkhorn divergence have one player, the generator, and train with the
+trainer's default group.
+
+The backends' objectives (``ppgen.inference.pyro.adversarial`` /
+``ppgen.inference.numpyro.adversarial``, ``.discrepancy``) are mirrors built on these names.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from ppgen.errors import ConfigError
+from ppgen.inference.optim import Group
+
+__all__ = [
+    "ADVERSARIAL_LOSSES",
+    "CRITIC",
+    "F_DIVERGENCES",
+    "GENERATOR",
+    "MMD_KERNELS",
+    "PLAYERS",
+    "adversarial_groups",
+    "check_adversarial_loss",
+    "check_bandwidths",
+    "check_epsilon",
+    "check_n_critic",
+    "check_penalty",
+]
+
+CRITIC, GENERATOR = "critic", "generator"
+PLAYERS = (CRITIC, GENERATOR)
+
+#: f-GAN divergences (Nowozin, Cseke & Tomioka 2016, table 2), by their ``--loss`` names.
+F_DIVERGENCES = {
+    "f-kl": "Kullback-Leibler",
+    "f-rkl": "reverse Kullback-Leibler",
+    "f-js": "Jensen-Shannon",
+    "f-pearson": "Pearson chi^2",
+    "f-hellinger": "squared Hellinger",
+}
+
+#: The adversarial losses: Goodfellow et al. 2014's minimax game and its non-saturating
+#: generator loss, least squares (Mao et al. 2017), hinge (Lim & Ye 2017; Miyato et al.
+#: 2018), WGAN-GP (Gulrajani et al. 2017) and the f-GANs.
+ADVERSARIAL_LOSSES = ("nonsaturating", "minimax", "lsgan", "hinge", "wgan-gp", *F_DIVERGENCES)
+
+#: Kernels of MMD: a sum of Gaussians ``exp(-|x - y|^2 / (2 s^2))`` over the bandwidths ``s``
+#: (Li et al. 2015; Dziugaite et al. 2015), or of inverse multiquadrics ``c / (c + |x - y|^2)``
+#: over the scales ``c`` (Tolstikhin et al. 2018, WAE-MMD).
+MMD_KERNELS = ("gaussian", "imq")
+
+#: Gradient-penalty weight of WGAN-GP when none is given (Gulrajani et al. 2017, lambda = 10).
+WGAN_GP_PENALTY = 10.0
+
+
+def check_adversarial_loss(loss: Any) -> str:
+    """Return ``loss`` if it names an adversarial loss; ConfigError in one line otherwise."""
+    if loss not in ADVERSARIAL_LOSSES:
+        raise ConfigError(
+            f"unknown adversarial loss {loss!r}; choose one of {', '.join(ADVERSARIAL_LOSSES)}"
+        )
+    return loss
+
+
+def check_n_critic(n_critic: Any) -> int:
+    """Return ``n_critic`` if it is an integer >= 1; ConfigError otherwise."""
+    if isinstance(n_critic, bool) or not isinstance(n_critic, int) or n_critic < 1:
+        raise ConfigError(
+            f"n_critic must be an integer >= 1 (critic updates per generator update), "
+            f"got {n_critic!r}"
+        )
+    return n_critic
+
+
+def check_penalty(loss: str, penalty: Any) -> float:
+    """The gradient-penalty weight: ``penalty``, or 10 for WGAN-GP and 0 for the others when
+    ``None``; ConfigError if it is negative or not a finite number."""
+    if penalty is None:
+        return WGAN_GP_PENALTY if loss == "wgan-gp" else 0.0
+    if (
+        isinstance(penalty, bool)
+        or not isinstance(penalty, int | float)
+        or not (math.isfinite(penalty) and penalty >= 0)
+    ):
+        raise ConfigError(f"gradient_penalty must be a finite number >= 0, got {penalty!r}")
+    return float(penalty)
+
+
+def check_epsilon(epsilon: Any) -> float:
+    """Return the entropic regularisation ``epsilon`` if it is a finite number > 0."""
+    if (
+        isinstance(epsilon, bool)
+        or not isinstance(epsilon, int | float)
+        or not (math.isfinite(epsilon) and epsilon > 0)
+    ):
+        raise ConfigError(f"epsilon must be a finite number > 0, got {epsilon!r}")
+    return float(epsilon)
+
+
+def check_bandwidths(kernel: Any, bandwidths: Any) -> tuple[float, ...]:
+    """Return MMD's kernel bandwidths (or IMQ scales) as a tuple of positive floats.
+
+    Raises:
+        ConfigError: An unknown kernel, or bandwidths that are not positive finite numbers.
+    """
+    if kernel not in MMD_KERNELS:
+        raise ConfigError(f"unknown MMD kernel {kernel!r}; choose one of {', '.join(MMD_KERNELS)}")
+    values = (bandwidths,) if isinstance(bandwidths, int | float) else tuple(bandwidths)
+    if not values or not all(
+        isinstance(b, int | float) and not isinstance(b, bool) and math.isfinite(b) and b > 0
+        for b in values
+    ):
+        raise ConfigError(f"MMD bandwidths must be positive numbers, got {bandwidths!r}")
+    return tuple(float(b) for b in values)
+
+
+def adversarial_groups(
+    *,
+    lr_critic: float = 1e-4,
+    lr_generator: float = 1e-4,
+    n_critic: int = 1,
+    betas: tuple[float, float] = (0.5, 0.9),
+    critic_first: bool = True,
+    total_steps: int | None = None,
+    lr_schedule: str = "constant",
+    clip_norm: float | None = None,
+    critic: str = CRITIC,
+) -> list[Group]:
+    """The two players' parameter groups for :class:`~ppgen.inference.pyro.Trainer` (or
+    NumPyro's): the critic owns the param sites named ``critic*``, the generator every other.
+
+    Args:
+        lr_critic: The critic's Adam learning rate.
+        lr_generator: The generator's Adam learning rate.
+        n_critic: Critic updates per generator update (5 in WGAN-GP, Gulrajani et al. 2017).
+        betas: Adam's ``(beta1, beta2)``; ``(0.5, 0.9)`` is WGAN-GP's and DCGAN's choice
+            (Radford et al. 2015 use beta1 = 0.5).
+        critic_first: Update the critic first in each step (the usual order) or last.
+        total_steps: Length of the learning-rate schedule, in each group's own updates of
+            the *generator*; the critic's is ``n_critic`` times longer.
+        lr_schedule: ``"constant"``, ``"cosine"`` or ``"exponential"``.
+        clip_norm: Clip each player's gradient norm to this value.
+        critic: The name the objective registers its critic under.
+
+    Raises:
+        ConfigError: ``n_critic`` < 1 or an out-of-range option of a group.
+    """
+    n_critic = check_n_critic(n_critic)
+    critic_total = None if total_steps is None else total_steps * n_critic
+    groups = [
+        Group(
+            CRITIC, params=f"{critic}*", lr=lr_critic, betas=betas, updates=n_critic,
+            lr_schedule=lr_schedule, total_steps=critic_total, clip_norm=clip_norm,
+        ),
+        Group(
+            GENERATOR, params="*", exclude=f"{critic}*", lr=lr_generator, betas=betas,
+            lr_schedule=lr_schedule, total_steps=total_steps, clip_norm=clip_norm,
+        ),
+    ]  # fmt: skip
+    return groups if critic_first else groups[::-1]

@@ -1,0 +1,254 @@
+"""Adversarial objectives: a critic network tells the data from a generator's samples
+(mirrors :mod:`ppgen.inference.numpyro.adversarial`).
+
+``Adversarial(critic, loss=...)`` is a loss on any model-guide pair whose model is a
+generator (:mod:`~ppgen.inference.pyro.implicit`), with the ELBO's call
+``loss(model, guide, *args, **kwargs)``; it returns one loss per player,
+``{"critic": ..., "generator": ...}``, for the trainer's parameter groups
+(:func:`~ppgen.inference.games.adversarial_groups`). Losses are per-dataset estimates as the
+ELBO's are: ``N`` times the batch mean, ``N`` the ``"data"`` plate's size, so the trainer's
+metrics (divided by ``N``) read as per-example values.
+
+With ``D`` the critic's score (a logit) on real data ``x ~ P`` and on samples ``G(z) ~ Q``:
+
+=============== ==================================================== ==========================
+loss            critic minimises                                     generator minimises
+=============== ==================================================== ==========================
+minimax         ``softplus(-D(x)) + softplus(D(G))``                 ``-softplus(D(G))``
+nonsaturating   same                                                 ``softplus(-D(G))``
+lsgan           ``((D(x) - 1)^2 + D(G)^2) / 2``                      ``(D(G) - 1)^2 / 2``
+hinge           ``relu(1 - D(x)) + relu(1 + D(G))``                  ``-D(G)``
+wgan-gp         ``D(G) - D(x) + lambda (|grad D(x_hat)| - 1)^2``     ``-D(G)``
+f-<name>        ``-g(D(x)) + f*(g(D(G)))``                           ``-g(D(G))``
+=============== ==================================================== ==========================
+
+Goodfellow et al. 2014 (minimax, and the non-saturating generator loss of their section 3);
+Mao et al. 2017 (least squares, a-b-c = 0-1-1); Lim & Ye 2017, Miyato et al. 2018 (hinge);
+Gulrajani et al. 2017 (WGAN-GP: ``x_hat = u x + (1 - u) G(z)``, ``u ~ U(0, 1)`` per
+example, ``lambda = 10``); Nowozin, Cseke & Tomioka 2016 (f-GAN: output activation ``g`` and
+Fenchel conjugate ``f*`` of table 6; the critic's negated loss is the variational lower
+bound on ``D_f(P || Q)``, and the generator takes the paper's alternative update of section
+3.2, maximising ``E_Q[g(D(G))]``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.functional import relu, softplus
+
+from ppgen.errors import ConfigError
+from ppgen.inference.games import (
+    CRITIC,
+    F_DIVERGENCES,
+    GENERATOR,
+    PLAYERS,
+    adversarial_groups,
+    check_adversarial_loss,
+    check_n_critic,
+    check_penalty,
+)
+from ppgen.inference.optim import Group
+from ppgen.inference.pyro.implicit import model_samples
+from ppgen.models.pyro.params import local_module
+
+__all__ = [
+    "Adversarial",
+    "critic_loss",
+    "f_activation",
+    "f_conjugate",
+    "generator_loss",
+    "gradient_penalty",
+    "scores_of",
+]
+
+LOG2 = math.log(2.0)
+
+
+def f_activation(name: str, v: torch.Tensor) -> torch.Tensor:
+    """``g(v)``, the output activation of an f-GAN critic (Nowozin et al. 2016, table 6),
+    mapping a score to the conjugate's domain."""
+    if name == "f-kl" or name == "f-pearson":
+        return v
+    if name == "f-rkl":
+        return -torch.exp(-v)
+    if name == "f-hellinger":
+        return 1.0 - torch.exp(-v)
+    if name == "f-js":
+        return LOG2 - softplus(-v)
+    raise ConfigError(f"unknown f-divergence {name!r}; choose one of {', '.join(F_DIVERGENCES)}")
+
+
+def f_conjugate(name: str, v: torch.Tensor) -> torch.Tensor:
+    """``f*(g(v))``, the Fenchel conjugate at the activated score, in closed form (stable
+    where ``f*`` alone would take the log or the ratio of small numbers)."""
+    if name == "f-kl":  # f*(t) = exp(t - 1)
+        return torch.exp(v - 1.0)
+    if name == "f-rkl":  # f*(t) = -1 - log(-t), t = -exp(-v)
+        return v - 1.0
+    if name == "f-pearson":  # f*(t) = t^2 / 4 + t
+        return v**2 / 4.0 + v
+    if name == "f-hellinger":  # f*(t) = t / (1 - t), t = 1 - exp(-v)
+        return torch.exp(v) - 1.0
+    if name == "f-js":  # f*(t) = -log(2 - exp(t)), t = log 2 - softplus(-v)
+        return softplus(v) - LOG2
+    raise ConfigError(f"unknown f-divergence {name!r}; choose one of {', '.join(F_DIVERGENCES)}")
+
+
+def critic_loss(loss: str, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """The critic's loss per example (without a gradient penalty), ``(batch,)``, from its
+    scores on real data and on samples, each ``(batch,)``."""
+    if loss in ("nonsaturating", "minimax"):
+        return softplus(-real) + softplus(fake)
+    if loss == "lsgan":
+        return ((real - 1.0) ** 2 + fake**2) / 2.0
+    if loss == "hinge":
+        return relu(1.0 - real) + relu(1.0 + fake)
+    if loss == "wgan-gp":
+        return fake - real
+    return -f_activation(loss, real) + f_conjugate(loss, fake)
+
+
+def generator_loss(loss: str, fake: torch.Tensor) -> torch.Tensor:
+    """The generator's loss per example, ``(batch,)``, from the critic's scores on samples."""
+    if loss == "minimax":
+        return -softplus(fake)
+    if loss == "nonsaturating":
+        return softplus(-fake)
+    if loss == "lsgan":
+        return (fake - 1.0) ** 2 / 2.0
+    if loss in ("hinge", "wgan-gp"):
+        return -fake
+    return -f_activation(loss, fake)
+
+
+def scores_of(
+    critic: Callable, x: torch.Tensor, extras: Sequence[torch.Tensor] = ()
+) -> torch.Tensor:
+    """``critic(x, *extras)`` as one score per example, ``(batch,)``.
+
+    Raises:
+        ConfigError: The critic returns another shape than ``(batch,)`` or ``(batch, 1)``.
+    """
+    out = critic(x, *extras)
+    batch = x.shape[0]
+    if tuple(out.shape) not in ((batch,), (batch, 1)):
+        raise ConfigError(
+            f"the critic must return one score per example, shape ({batch},) or ({batch}, 1), "
+            f"got {tuple(out.shape)}"
+        )
+    return out.reshape(batch)
+
+
+def gradient_penalty(
+    critic: Callable,
+    x: torch.Tensor,
+    x_fake: torch.Tensor,
+    u: torch.Tensor,
+    extras: Sequence[torch.Tensor] = (),
+) -> torch.Tensor:
+    """WGAN-GP's penalty per example, ``(|grad_x D(x_hat)|_2 - 1)^2``, ``(batch,)``
+    (Gulrajani et al. 2017, algorithm 1), at ``x_hat = u x + (1 - u) x_fake``; differentiable
+    (the gradient is built with ``create_graph=True``).
+
+    Args:
+        critic: The critic, ``(batch, *event) -> (batch,)`` scores.
+        x: Real data, ``(batch, *event)``.
+        x_fake: Samples, same shape.
+        u: Interpolation weights in [0, 1], ``(batch,)``.
+        extras: Further inputs of the critic (cGAN's labels), held fixed.
+    """
+    u = u.reshape(u.shape + (1,) * (x.dim() - 1))
+    x_hat = u * x + (1.0 - u) * x_fake
+    if not x_hat.requires_grad:
+        x_hat.requires_grad_(True)
+    scores = scores_of(critic, x_hat, extras)
+    (grad,) = torch.autograd.grad(scores.sum(), x_hat, create_graph=True)
+    # The critic scores each example alone, so row i of the gradient is grad D(x_hat_i).
+    norm = torch.sqrt(grad.reshape(len(x), -1).pow(2).sum(-1) + 1e-12)
+    return (norm - 1.0) ** 2
+
+
+@dataclass(frozen=True, eq=False)
+class Adversarial:
+    """A GAN objective on a generator program: one loss for the critic, one for the generator.
+
+    Args:
+        critic: The critic network (an ``nn.Module``, ``critic(x, *conditions)`` -> one
+            score per example); the objective announces its parameters as the module-local
+            param sites ``"critic$$$..."``, so the trainer finds and optimises them.
+        loss: One of :data:`~ppgen.inference.games.ADVERSARIAL_LOSSES` (see the module's
+            table).
+        gradient_penalty: ``lambda`` of the gradient penalty added to the critic's loss;
+            default 10 for ``"wgan-gp"``, 0 (none) for the others.
+        n_critic: Critic updates per generator update, used by :meth:`groups`.
+        site: The model's site holding the samples.
+        conditions: Observed sites of the model the critic also sees, as further
+            arguments after ``x`` (a class-conditional GAN's ``("y",)``, Mirza & Osindero
+            2014).
+
+    Call ``adversarial(model, guide, *args, player=None, **kwargs)`` -> ``{"critic": loss,
+    "generator": loss}``, or only ``player``'s entry when the trainer asks for one.
+
+    Raises:
+        ConfigError: An unknown loss, ``n_critic`` < 1, a negative penalty; when called, a
+            critic whose output is not one score per example, or a model without the sites.
+        DataError: When called, samples whose shape differs from the data's.
+    """
+
+    critic: nn.Module
+    loss: str = "nonsaturating"
+    gradient_penalty: float | None = None
+    n_critic: int = 1
+    site: str = "x"
+    conditions: tuple[str, ...] = field(default=())
+    players = PLAYERS
+
+    def __post_init__(self) -> None:
+        check_adversarial_loss(self.loss)
+        penalty = check_penalty(self.loss, self.gradient_penalty)
+        object.__setattr__(self, "gradient_penalty", penalty)
+        check_n_critic(self.n_critic)
+        object.__setattr__(self, "conditions", tuple(self.conditions))
+
+    def groups(self, **options: Any) -> list[Group]:
+        """The trainer's parameter groups for this game, with ``n_critic`` critic updates
+        per step; ``options`` go to :func:`~ppgen.inference.games.adversarial_groups`."""
+        return adversarial_groups(n_critic=self.n_critic, **options)
+
+    def __call__(
+        self,
+        model: Callable,
+        guide: Callable,
+        *args: Any,
+        player: str | None = None,
+        **kwargs: Any,
+    ) -> dict[str, torch.Tensor]:
+        if player not in (None, *PLAYERS):
+            raise ConfigError(f"player must be one of {PLAYERS}, got {player!r}")
+        if player == CRITIC:  # the critic's update never needs the generator's graph
+            with torch.no_grad():
+                out = model_samples(model, args, kwargs, site=self.site,
+                                    conditions=self.conditions)  # fmt: skip
+        else:
+            out = model_samples(model, args, kwargs, site=self.site, conditions=self.conditions)
+        critic = local_module(CRITIC, self.critic)
+        fake = scores_of(critic, out.x, out.conditions)
+        losses = {}
+        if player in (None, CRITIC):
+            real = scores_of(critic, out.data, out.conditions)
+            per_example = critic_loss(self.loss, real, fake)
+            if self.gradient_penalty > 0:
+                u = torch.rand(len(out.data), dtype=out.data.dtype, device=out.data.device)
+                x_fake = out.x.detach()
+                penalty = gradient_penalty(critic, out.data, x_fake, u, out.conditions)
+                per_example = per_example + self.gradient_penalty * penalty
+            losses[CRITIC] = out.num_data * per_example.mean()
+        if player in (None, GENERATOR):
+            losses[GENERATOR] = out.num_data * generator_loss(self.loss, fake).mean()
+        return losses
