@@ -175,7 +175,10 @@ def load_trained(run_dir: str | os.PathLike, pointer: str = "BEST", *, data: boo
     fit_data, built = _build(alone, None if data else config.recipe.shapes(alone))
     state = built.trainer.init(config.seed, fit_data.train)
     state = built.trainer.load_state_arrays(state, arrays, meta["trainer"])
-    model = built.model.bind(built.trainer.params(state))
+    # The objective's own networks (a GAN's critic) trained with the model but are not its.
+    owned = tuple(f"{prefix}$" for prefix in getattr(built.objective, "param_prefixes", ()))
+    params = {k: v for k, v in built.trainer.params(state).items() if not k.startswith(owned)}
+    model = built.model.bind(params)
     return Run(
         config, fit_data, model, built.objective, built.trainer, state, meta["epoch"], Path(run_dir)
     )

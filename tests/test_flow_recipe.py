@@ -22,7 +22,9 @@ def exact_test_log_px(run):
 
 
 def test_toy_datasets_are_registered_with_fixed_splits():
-    assert set(TOY_DATASETS) == {"moons", "8gaussians", "checkerboard", "pinwheel", "spirals"}
+    assert set(TOY_DATASETS) == {
+        "moons", "8gaussians", "checkerboard", "pinwheel", "spirals", "ring8", "grid25",
+    }  # fmt: skip
     for name in TOY_DATASETS:
         test = load_dataset(name, "test")
         assert test.x.shape == (TOY_SPLIT_SIZES["test"], 2) and test.x.dtype == np.float32

@@ -51,6 +51,7 @@ MODULES = [
     "models.flow",
     "models.wavenet",
     "models.charrnn",
+    "models.gan",
     "inference",
     "inference.objectives",
     "inference.loglik",
@@ -58,6 +59,10 @@ MODULES = [
     "inference.handlers",
     "inference.mcmc",
     "inference.train",
+    "inference.adversarial",
+    "inference.discrepancy",
+    "inference.implicit",
+    "inference.sinkhorn",
     "inference.ssvae",
     "inference.noise",
     "inference.parallel",
@@ -107,6 +112,9 @@ NUMPYRO_WRITES = {
     "PixelCNN": {"__call__"},
     "GatedPixelCNN": {"__call__"},
     "CharRNN": {"__call__"},
+    "MLPCritic": {"__call__", "state_dict", "load_state_dict"},
+    "DCGANCritic": {"__call__", "state_dict", "load_state_dict"},
+    "DCGANGenerator": {"__call__", "state_dict", "load_state_dict"},
 }
 # Flow transforms whose Pyro twin inherits these from Pyro's own class (Planar, Radial and
 # their conditional forms are Pyro's, given an inverse and a seeded constructor): the

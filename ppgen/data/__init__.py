@@ -60,7 +60,14 @@ from ppgen.data.text import (
     load_shakespeare,
     shakespeare_dir,
 )
-from ppgen.data.toy import TOY_DATASETS, TOY_DENSITIES, TOY_SPLIT_SIZES, load_toy, sample_toy
+from ppgen.data.toy import (
+    TOY_DATASETS,
+    TOY_DENSITIES,
+    TOY_SPLIT_SIZES,
+    load_toy,
+    sample_toy,
+    toy_modes,
+)
 
 __all__ = [
     "AUDIO_DATASETS",
@@ -121,6 +128,7 @@ __all__ = [
     "read_idx",
     "read_wav",
     "sample_toy",
+    "toy_modes",
     "seeded_rng",
     "semi_supervised_indices",
     "shakespeare_dir",

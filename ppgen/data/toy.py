@@ -3,7 +3,10 @@
 The definitions (scales, noise levels) are those of the toy data of FFJORD (Grathwohl et
 al., 2019, "FFJORD: Free-form Continuous Dynamics for Scalable Reversible Generative
 Models"), which most of the flow literature reuses, so plots and log-likelihoods are
-comparable. Every sampler draws from one ``np.random.default_rng(seed)``; samples are
+comparable. The mode-collapse sets ``ring8`` and ``grid25`` are those of VEEGAN
+(Srivastava et al., 2017) and PacGAN (Lin et al., 2018); `toy_modes` gives their centres and
+standard deviation, which the mode-coverage metrics of `ppgen.sample_quality` read. Every
+sampler draws from one ``np.random.default_rng(seed)``; samples are
 returned in random order (no class is grouped at the start), so any prefix of a sample is a
 sample too.
 """
@@ -23,6 +26,7 @@ __all__ = [
     "load_toy",
     "sample_toy",
     "toy_loader",
+    "toy_modes",
 ]
 
 
@@ -78,12 +82,74 @@ def _two_spirals(rng: np.random.Generator, n: int) -> np.ndarray:
     return x + 0.1 * rng.standard_normal((n, 2))
 
 
+def _ring8_centers() -> np.ndarray:
+    """The 8 centres of ``ring8``: equally spaced on the circle of radius 2, the first at
+    (2, 0). Returns ``(8, 2)`` float64."""
+    angles = np.arange(8) * (2 * np.pi / 8)
+    return 2.0 * np.stack([np.cos(angles), np.sin(angles)], axis=1)
+
+
+def _grid25_centers() -> np.ndarray:
+    """The 25 centres of ``grid25``: the grid {-4, -2, 0, 2, 4}^2, row-major. Returns
+    ``(25, 2)`` float64."""
+    axis = np.arange(-4.0, 5.0, 2.0)
+    return np.stack(np.meshgrid(axis, axis, indexing="ij"), axis=-1).reshape(-1, 2)
+
+
+# name -> (centres function, standard deviation of every component)
+_MODES: dict[str, tuple[Callable[[], np.ndarray], float]] = {
+    "ring8": (_ring8_centers, 0.02),  # VEEGAN's 2D Ring (Srivastava et al., 2017)
+    "grid25": (_grid25_centers, 0.05),  # PacGAN's 2D-grid (Lin et al., 2018)
+}
+
+
+def _mixture_sampler(name: str) -> Callable[[np.random.Generator, int], np.ndarray]:
+    """The sampler of the equal mixture of isotropic Gaussians ``name`` of `_MODES`."""
+    centers_fn, std = _MODES[name]
+
+    def sample(rng: np.random.Generator, n: int) -> np.ndarray:
+        centers = centers_fn()
+        return centers[rng.integers(len(centers), size=n)] + std * rng.standard_normal((n, 2))
+
+    sample.__doc__ = f"An equal mixture of isotropic Gaussians (std {std}): {name!r}."
+    return sample
+
+
+def toy_modes(name: str) -> tuple[np.ndarray, float]:
+    """The mode centres and the common standard deviation of a mode-collapse toy set.
+
+    ``ring8``: 8 Gaussians of std 0.02 equally spaced on the circle of radius 2 (VEEGAN's
+    2D Ring, Srivastava et al., 2017, "VEEGAN: Reducing Mode Collapse in GANs using Implicit
+    Variational Learning"); ``grid25``: 25 Gaussians of std 0.05 centred on {-4, -2, 0, 2,
+    4}^2 (PacGAN's 2D-grid, Lin et al., 2018, "PacGAN: The power of two samples in generative
+    adversarial networks"). Both are equal mixtures.
+
+    Args:
+        name: ``"ring8"`` or ``"grid25"``.
+
+    Returns:
+        ``(centers, std)``: a new float64 array ``(K, 2)`` of the K mode centres and the
+        standard deviation of every (isotropic) component.
+
+    Raises:
+        ConfigError: for any other name (naming those with modes).
+    """
+    if name not in _MODES:
+        raise ConfigError(
+            f"toy set {name!r} has no listed modes; toy_modes knows {', '.join(_MODES)}"
+        )
+    centers_fn, std = _MODES[name]
+    return centers_fn(), std
+
+
 _SAMPLERS: dict[str, Callable[[np.random.Generator, int], np.ndarray]] = {
     "two_moons": _two_moons,
     "8gaussians": _eight_gaussians,
     "checkerboard": _checkerboard,
     "pinwheel": _pinwheel,
     "2spirals": _two_spirals,
+    "ring8": _mixture_sampler("ring8"),
+    "grid25": _mixture_sampler("grid25"),
 }
 
 TOY_DENSITIES = tuple(_SAMPLERS)
@@ -95,7 +161,8 @@ def sample_toy(name: str, n: int, seed: int = 0) -> np.ndarray:
 
     Args:
         name: one of `TOY_DENSITIES`: ``"two_moons"``, ``"8gaussians"``,
-            ``"checkerboard"``, ``"pinwheel"``, ``"2spirals"``, or its dataset name
+            ``"checkerboard"``, ``"pinwheel"``, ``"2spirals"``, ``"ring8"``, ``"grid25"``,
+            or its dataset name
             (`TOY_DATASETS`: ``"moons"``, ``"spirals"``, the names ``--dataset`` takes).
         n: number of points (at least 1).
         seed: seed of ``np.random.default_rng``; the same seed gives the same points.
@@ -125,6 +192,8 @@ TOY_DATASETS = {
     "checkerboard": "checkerboard",
     "pinwheel": "pinwheel",
     "spirals": "2spirals",
+    "ring8": "ring8",
+    "grid25": "grid25",
 }
 """Dataset names (``ppgen train flow --dataset``) -> the toy density each samples."""
 
@@ -142,7 +211,7 @@ def load_toy(name: str, split: str = "train") -> Dataset:
 
     Args:
         name: A key of `TOY_DATASETS` (``"moons"``, ``"8gaussians"``, ``"checkerboard"``,
-            ``"pinwheel"``, ``"spirals"``).
+            ``"pinwheel"``, ``"spirals"``, ``"ring8"``, ``"grid25"``).
         split: ``"train"``, ``"valid"``, ``"train_full"`` or ``"test"`` (sizes in
             `TOY_SPLIT_SIZES`).
 

@@ -16,7 +16,6 @@ The backends' objectives (``ppgen.inference.pyro.adversarial`` /
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any
 
 from ppgen.errors import ConfigError

@@ -9,6 +9,7 @@ from ppgen.recipes import (
     ar_images,  # noqa: E402, F401  (fvsbn, nade, made, pixelcnn)
     charrnn,  # noqa: E402, F401  (charrnn)
     flow,  # noqa: E402, F401  (flow)
+    likelihood_free,  # noqa: E402, F401  (gan, mmd, sinkhorn)
     ssvae,  # noqa: E402, F401  (m2, m1m2)
     vae,  # noqa: E402, F401, I001  (vae, hvae, m1)
     wavenet,  # noqa: E402, F401  (wavenet)

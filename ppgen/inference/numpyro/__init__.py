@@ -1,5 +1,8 @@
 """NumPyro inference: objectives, log-likelihood estimation, training, MCMC (mirrors Pyro's)."""
 
+from ppgen.inference.numpyro.adversarial import Adversarial
+from ppgen.inference.numpyro.discrepancy import MMD, Sinkhorn
+from ppgen.inference.numpyro.implicit import SampleEvaluator
 from ppgen.inference.numpyro.interop import compute, draw
 from ppgen.inference.numpyro.loglik import (
     evaluate_log_likelihood,
@@ -18,6 +21,10 @@ from ppgen.inference.numpyro.ssvae import (
 from ppgen.inference.numpyro.train import Trainer, TrainState
 
 __all__ = [
+    "Adversarial",
+    "MMD",
+    "SampleEvaluator",
+    "Sinkhorn",
     "ClassifierEvaluator",
     "DynamicBinarization",
     "ELBO",

@@ -1,5 +1,8 @@
 """Pyro inference for any model/guide pair: objectives, log-likelihoods, training, MCMC."""
 
+from ppgen.inference.pyro.adversarial import Adversarial
+from ppgen.inference.pyro.discrepancy import MMD, Sinkhorn
+from ppgen.inference.pyro.implicit import SampleEvaluator
 from ppgen.inference.pyro.interop import compute, draw
 from ppgen.inference.pyro.loglik import (
     evaluate_log_likelihood,
@@ -18,6 +21,10 @@ from ppgen.inference.pyro.ssvae import (
 from ppgen.inference.pyro.train import Trainer, TrainState
 
 __all__ = [
+    "Adversarial",
+    "MMD",
+    "SampleEvaluator",
+    "Sinkhorn",
     "ClassifierEvaluator",
     "DynamicBinarization",
     "ELBO",

@@ -208,6 +208,8 @@ class Adversarial:
     site: str = "x"
     conditions: tuple[str, ...] = field(default=())
     players = PLAYERS
+    #: Param sites of the objective's own (``critic$...``): trained with the model, not in it.
+    param_prefixes = (CRITIC,)
 
     def __post_init__(self) -> None:
         check_adversarial_loss(self.loss)

@@ -18,6 +18,7 @@ from ppgen.models.numpyro.flow import (
 )
 from ppgen.models.numpyro.flow_vae import FlowVAE, LatentFlow
 from ppgen.models.numpyro.fvsbn import FVSBN
+from ppgen.models.numpyro.gan import DCGANCritic, DCGANGenerator, Generator, MLPCritic
 from ppgen.models.numpyro.image_flows import (
     ActNorm,
     ConvNet,
@@ -56,6 +57,10 @@ from ppgen.models.numpyro.vae import VAE, HierarchicalVAE
 from ppgen.models.numpyro.wavenet import WaveNet
 
 __all__ = [
+    "DCGANCritic",
+    "DCGANGenerator",
+    "Generator",
+    "MLPCritic",
     "AutoregressiveDensity",
     "AutoregressiveDistribution",
     "DiscretizedMixLogistic",

@@ -18,6 +18,7 @@ from ppgen.models.pyro.flow import (
 )
 from ppgen.models.pyro.flow_vae import FlowVAE, LatentFlow
 from ppgen.models.pyro.fvsbn import FVSBN
+from ppgen.models.pyro.gan import DCGANCritic, DCGANGenerator, Generator, MLPCritic
 from ppgen.models.pyro.image_flows import (
     ActNorm,
     ConvNet,
@@ -56,6 +57,10 @@ from ppgen.models.pyro.vae import VAE, HierarchicalVAE
 from ppgen.models.pyro.wavenet import WaveNet
 
 __all__ = [
+    "DCGANCritic",
+    "DCGANGenerator",
+    "Generator",
+    "MLPCritic",
     "AutoregressiveDensity",
     "AutoregressiveDistribution",
     "DiscretizedMixLogistic",

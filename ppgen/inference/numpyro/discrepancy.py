@@ -1,0 +1,148 @@
+"""Moment matching and optimal transport as losses on a generator program: MMD and the
+Sinkhorn divergence (mirrors :mod:`ppgen.inference.pyro.discrepancy`).
+
+Both compare a batch of the model's samples with the data batch through a statistic of the
+two sets and need no critic: one player, the trainer's default group. Like the ELBO's, the
+loss is a per-dataset estimate, ``N`` (the ``"data"`` plate's size) times the batch
+statistic, so the trainer's metric (divided by ``N``) reads as the statistic itself.
+Examples are flattened to vectors, ``(batch, *event) -> (batch, D)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from ppgen.inference.games import check_bandwidths, check_epsilon
+from ppgen.inference.numpyro.implicit import model_samples
+from ppgen.inference.numpyro.sinkhorn import check_p, sinkhorn_divergence
+
+__all__ = ["MMD", "Sinkhorn", "kernel_matrix", "mmd2_unbiased"]
+
+
+def _squared_distances(a: jax.Array, b: jax.Array) -> jax.Array:
+    """``|a_i - b_j|^2``, ``(n, m)``, from ``(n, D)`` and ``(m, D)`` (clipped at 0)."""
+    sq = jnp.sum(a**2, -1)[:, None] + jnp.sum(b**2, -1)[None, :] - 2.0 * a @ b.T
+    return jnp.maximum(sq, 0.0)
+
+
+def kernel_matrix(
+    a: jax.Array, b: jax.Array, kernel: str, bandwidths: Sequence[float]
+) -> jax.Array:
+    """``k(a_i, b_j)``, ``(n, m)``: a sum over ``bandwidths`` of Gaussian kernels
+    ``exp(-|a - b|^2 / (2 s^2))`` or inverse multiquadrics ``c / (c + |a - b|^2)``."""
+    sq = _squared_distances(a, b)
+    if kernel == "gaussian":
+        return sum(jnp.exp(-sq / (2.0 * s**2)) for s in bandwidths)
+    return sum(c / (c + sq) for c in bandwidths)
+
+
+def mmd2_unbiased(
+    x: jax.Array,
+    y: jax.Array,
+    kernel: str = "gaussian",
+    bandwidths: Sequence[float] = (1.0,),
+) -> jax.Array:
+    """The unbiased estimate of ``MMD^2(P, Q)`` from ``x ~ P``, ``(n, D)``, and ``y ~ Q``,
+    ``(m, D)`` (Gretton et al. 2012, eq. 3): the within-set means exclude the diagonal.
+
+    ``MMD^2 = E k(x, x') + E k(y, y') - 2 E k(x, y)``; its estimate has expectation
+    ``MMD^2`` exactly, so it is 0 on average (and can be negative) when ``P = Q``.
+
+    Raises:
+        ConfigError: An unknown kernel or a non-positive bandwidth.
+    """
+    bandwidths = check_bandwidths(kernel, bandwidths)
+    n, m = x.shape[0], y.shape[0]
+    k_xx = kernel_matrix(x, x, kernel, bandwidths)
+    k_yy = kernel_matrix(y, y, kernel, bandwidths)
+    k_xy = kernel_matrix(x, y, kernel, bandwidths)
+    within_x = (jnp.sum(k_xx) - jnp.trace(k_xx)) / (n * (n - 1))
+    within_y = (jnp.sum(k_yy) - jnp.trace(k_yy)) / (m * (m - 1))
+    return within_x + within_y - 2.0 * jnp.mean(k_xy)
+
+
+@dataclass(frozen=True, eq=False)
+class MMD:
+    """Generative moment matching: ``N`` times the unbiased ``MMD^2`` between the model's
+    samples and the data batch (Li, Swersky & Zemel 2015; Dziugaite, Roy & Ghahramani 2015).
+
+    Args:
+        kernel: ``"gaussian"`` (a sum of Gaussian kernels over ``bandwidths``, the
+            standard deviations ``s``) or ``"imq"`` (inverse multiquadrics ``c / (c + r^2)``
+            over the scales ``c``, Tolstikhin et al. 2018).
+        bandwidths: The bandwidths (or IMQ scales), in the data's units.
+        site: The model's site holding the samples.
+
+    Call ``mmd(rng_key, model, guide, *args, **kwargs)`` -> the loss (a scalar).
+
+    Raises:
+        ConfigError: An unknown kernel or a non-positive bandwidth; when called, a model
+            without the site.
+        DataError: When called, samples whose shape differs from the data's.
+    """
+
+    kernel: str = "gaussian"
+    bandwidths: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0)
+    site: str = "x"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "bandwidths", check_bandwidths(self.kernel, self.bandwidths))
+
+    def __call__(
+        self, rng_key: jax.Array, model: Callable, guide: Callable, *args: Any, **kwargs: Any
+    ) -> jax.Array:
+        out = model_samples(rng_key, model, args, kwargs, site=self.site)
+        x, data = out.x.reshape(len(out.x), -1), out.data.reshape(len(out.data), -1)
+        return out.num_data * mmd2_unbiased(x, data, self.kernel, self.bandwidths)
+
+
+@dataclass(frozen=True, eq=False)
+class Sinkhorn:
+    """Minimum Sinkhorn divergence: ``N`` times the debiased Sinkhorn divergence between the
+    model's samples and the data batch (Genevay, Peyre & Cuturi 2018), through
+    :func:`~ppgen.inference.numpyro.sinkhorn.sinkhorn_divergence` (ott-jax).
+
+    Args:
+        epsilon: Entropic regularisation (> 0), in the cost's units.
+        p: Cost power, ``C(x, y) = |x - y|_2^p`` (1 or 2).
+        threshold: Sinkhorn's stopping tolerance on the marginals (see
+            ``sinkhorn_divergence``).
+        max_iterations: Sinkhorn's iteration cap.
+        site: The model's site holding the samples.
+
+    Call ``sinkhorn(rng_key, model, guide, *args, **kwargs)`` -> the loss (a scalar).
+
+    Raises:
+        ConfigError: ``epsilon`` <= 0 or an unsupported ``p``; when called, a model without
+            the site.
+        DataError: When called, samples whose shape differs from the data's.
+    """
+
+    epsilon: float = 1.0
+    p: int = 2
+    threshold: float = 1e-4
+    max_iterations: int = 1000
+    site: str = "x"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "epsilon", check_epsilon(self.epsilon))
+        check_p(self.p)
+
+    def __call__(
+        self, rng_key: jax.Array, model: Callable, guide: Callable, *args: Any, **kwargs: Any
+    ) -> jax.Array:
+        out = model_samples(rng_key, model, args, kwargs, site=self.site)
+        x, data = out.x.reshape(len(out.x), -1), out.data.reshape(len(out.data), -1)
+        return out.num_data * sinkhorn_divergence(
+            x,
+            data,
+            epsilon=self.epsilon,
+            p=self.p,
+            threshold=self.threshold,
+            max_iterations=self.max_iterations,
+        )
