@@ -307,3 +307,38 @@ def test_the_players_groups_split_every_parameter():
         adversarial_groups(n_critic=0)
     with pytest.raises(ConfigError, match="exclude must be glob patterns"):
         Group("generator", exclude=("",))
+
+
+@pytest.mark.parametrize("loss", ["wgan-gp", "f-js"])
+def test_backends_agree_on_a_class_conditional_game(float64, loss):
+    """cGAN: ppgen's conditional generator (``y`` observed) and critic ``D(x, y)`` with the
+    same weights and the same ``z`` give the same losses on both backends, and the labels
+    reach the critic (other labels, other losses)."""
+    import ppgen.models.numpyro.gan as gan_n
+    import ppgen.models.pyro.gan as gan_p
+
+    gen_p = gan_p.Generator((D,), z_dim=Z, hidden=(8,), num_classes=3, output="identity")
+    gen_n = gan_n.Generator((D,), z_dim=Z, hidden=(8,), num_classes=3, output="identity")
+    gen_n.set_weights(gen_p.get_weights())
+    crit_p = gan_p.MLPCritic(D, hidden=(8,), num_classes=3, seed=1)
+    crit_n = nnets.load_net_weights(gan_n.MLPCritic(D, hidden=(8,), num_classes=3),
+                                    pnets.net_weights(crit_p))  # fmt: skip
+    x, z = batch()
+    y = np.arange(B) % 3
+    options = {"loss": loss, "gradient_penalty": 0.0, "conditions": ("y",)}
+
+    def both(labels):
+        model_p = pyro.poutine.condition(gen_p.model, data={"z": torch.as_tensor(z)})
+        out_p = padv.Adversarial(crit_p, **options)(
+            model_p, gen_p.guide, torch.as_tensor(x), torch.as_tensor(labels)
+        )
+        model_n = numpyro.handlers.condition(gen_n.model, data={"z": jnp.asarray(z)})
+        with numpyro.handlers.seed(rng_seed=0):
+            out_n = nadv.Adversarial(crit_n, **options)(
+                jax.random.PRNGKey(0), model_n, gen_n.guide, jnp.asarray(x), jnp.asarray(labels)
+            )
+        for player in ("critic", "generator"):
+            np.testing.assert_allclose(out_p[player].item(), float(out_n[player]), rtol=1e-10)
+        return out_p["critic"].item()
+
+    assert both(y) != pytest.approx(both((y + 1) % 3), rel=1e-6)

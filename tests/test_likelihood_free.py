@@ -101,3 +101,25 @@ def test_bad_settings_are_one_line(tmp_path, args, message):
                         *(("grid25",) if "--dataset" not in args else ()),
                         "--out", tmp_path / "run"))  # fmt: skip
     assert message in line, line
+
+
+def test_cgan_trains_on_labelled_images_and_draws_each_class(tmp_path):
+    """``cgan`` on MNIST (one short epoch without validation, so no classifier is needed):
+    the labels reach the generator, and its picture has one row per class."""
+    out = tmp_path / "run"
+    code, _, err = cli(
+        "train", "cgan", "--architecture", "mlp", "--hidden", "16", "--epochs", "1",
+        "--batch-size", "5000", "--full-train", "--backend", "numpyro", "--quiet", "--out", out,
+    )  # fmt: skip
+    assert code == 0, err
+    assert (out / "class_samples.png").stat().st_size > 0
+    run = runs.load_trained(out, data=False)  # sampling needs no data
+    x = runs.sample(run, 20, seed=0)
+    assert x.shape == (20, 784) and 0 < x.min() and x.max() < 1
+    y = np.zeros(4, np.int64)
+    draw = run.backend.inference.draw
+    same = np.asarray(draw(run.model.sample, 4, seed=2, y=y))
+    other = np.asarray(draw(run.model.sample, 4, seed=2, y=y + 7))
+    assert not np.allclose(same, other)  # the label changes the image, the noise being equal
+    line = one_line(cli("train", "cgan", "--dataset", "grid25", "--out", tmp_path / "bad"))
+    assert "grid25" in line

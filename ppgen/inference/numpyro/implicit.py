@@ -137,17 +137,19 @@ class SampleEvaluator:
     sample per row of ``data`` (the model called on ``data``'s rows in batches, its
     conditions such as cGAN's labels taken from them) with the state's parameters and a
     fixed key, and returns ``metric(samples, x)``, a dict with a ``"loss"`` (lower is
-    better), by which the driver keeps the best checkpoint. Sampling is compiled once per
+    better), by which the driver keeps the best checkpoint; with data ``(x, y)`` (cGAN's
+    labels) the metric is called as ``metric(samples, x, y)``. Sampling is compiled once per
     trainer (mirrors the Pyro evaluator, which seeds torch's generator).
 
     Args:
-        metric: ``metric(samples, x) -> dict`` on numpy arrays ``(n, *event)``.
+        metric: ``metric(samples, x, *rest) -> dict`` on numpy arrays, ``samples`` and ``x``
+            ``(n, *event)``, ``rest`` the data's further arrays.
         site: The model's site holding the samples.
         seed: Seed of the evaluation draws (the same every evaluation).
     """
 
     def __init__(
-        self, metric: Callable[[np.ndarray, np.ndarray], Mapping[str, float]], *,
+        self, metric: Callable[..., Mapping[str, float]], *,
         site: str = "x", seed: int = 0,
     ) -> None:  # fmt: skip
         self.metric, self.site, self.seed = metric, site, seed
@@ -176,5 +178,5 @@ class SampleEvaluator:
         return np.concatenate(out)
 
     def __call__(self, trainer: Any, state: Any, data: Any) -> dict[str, float]:
-        values = self.metric(self.samples(trainer, state, data), _parts(data)[0])
+        values = self.metric(self.samples(trainer, state, data), *_parts(data))
         return {k: float(v) for k, v in values.items()}

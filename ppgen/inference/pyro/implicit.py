@@ -138,16 +138,18 @@ class SampleEvaluator:
     conditions such as cGAN's labels taken from them) with the state's parameters, torch's
     generator seeded with ``seed`` (and restored after), and returns ``metric(samples,
     x)``, a dict with a ``"loss"`` (lower is better), by which the driver keeps the best
-    checkpoint (mirrors the NumPyro evaluator).
+    checkpoint; with data ``(x, y)`` (cGAN's labels) the metric is called as
+    ``metric(samples, x, y)`` (mirrors the NumPyro evaluator).
 
     Args:
-        metric: ``metric(samples, x) -> dict`` on numpy arrays ``(n, *event)``.
+        metric: ``metric(samples, x, *rest) -> dict`` on numpy arrays, ``samples`` and ``x``
+            ``(n, *event)``, ``rest`` the data's further arrays.
         site: The model's site holding the samples.
         seed: Seed of the evaluation draws (the same every evaluation).
     """
 
     def __init__(
-        self, metric: Callable[[np.ndarray, np.ndarray], Mapping[str, float]], *,
+        self, metric: Callable[..., Mapping[str, float]], *,
         site: str = "x", seed: int = 0,
     ) -> None:  # fmt: skip
         self.metric, self.site, self.seed = metric, site, seed
@@ -172,5 +174,5 @@ class SampleEvaluator:
         return np.concatenate(out)
 
     def __call__(self, trainer: Any, state: Any, data: Any) -> dict[str, float]:
-        values = self.metric(self.samples(trainer, state, data), _parts(data)[0])
+        values = self.metric(self.samples(trainer, state, data), *_parts(data))
         return {k: float(v) for k, v in values.items()}
