@@ -342,3 +342,45 @@ def test_backends_agree_on_a_class_conditional_game(float64, loss):
         return out_p["critic"].item()
 
     assert both(y) != pytest.approx(both((y + 1) % 3), rel=1e-6)
+
+
+@pytest.mark.parametrize("name", ["pyro", "numpyro"])
+def test_flow_gan_adds_lambda_times_the_exact_nll(name):
+    """Flow-GAN (Grover et al. 2018) on ppgen's flow density: the generator's loss is the
+    adversarial one plus lambda times the exact NLL (the ELBO of a model without latents),
+    the flow's samples drawn by its reparameterised sampler; the critic's loss is unchanged."""
+    models = __import__(f"ppgen.models.{name}", fromlist=["build_flow"])
+    inference = __import__(f"ppgen.inference.{name}", fromlist=["FlowGAN"])
+    nets = pnets if name == "pyro" else nnets
+    density = models.FlowDensity((2,), models.build_flow("realnvp", (2,), layers=2, hidden=(8,)))
+    critic = nets.MLP((2, 8, 1), seed=3)
+    x = np.random.default_rng(0).normal(size=(32, 2)).astype(np.float32)
+    flowgan = inference.FlowGAN(critic, loss="hinge", weight=0.5)
+    adversarial = inference.Adversarial(critic, loss="hinge")
+    if name == "pyro":
+        xt = torch.as_tensor(x)
+        with torch.random.fork_rng():
+            torch.manual_seed(1)
+            out = flowgan(density.model, density.guide, xt)
+            torch.manual_seed(1)
+            adv = adversarial(density.model, density.guide, xt)
+        nll = inference.ELBO()(density.model, density.guide, xt)
+        out, adv, nll = {k: v.item() for k, v in out.items()}, {
+            k: v.item() for k, v in adv.items()}, nll.item()  # fmt: skip
+    else:
+        key_adv, key_nll = jax.random.split(jax.random.PRNGKey(1))
+        with numpyro.handlers.seed(rng_seed=0):
+            out = flowgan(jax.random.PRNGKey(1), density.model, density.guide, jnp.asarray(x))
+            adv = adversarial(key_adv, density.model, density.guide, jnp.asarray(x))
+            nll = inference.ELBO()(key_nll, density.model, density.guide, jnp.asarray(x))
+        out, adv, nll = {k: float(v) for k, v in out.items()}, {
+            k: float(v) for k, v in adv.items()}, float(nll)  # fmt: skip
+    exact = -np.asarray(
+        inference.compute(density.log_prob, x) if name == "numpyro" else
+        density.log_prob(torch.as_tensor(x)).detach().numpy()
+    ).sum()  # fmt: skip
+    assert nll == pytest.approx(exact, rel=1e-4)
+    assert out["critic"] == pytest.approx(adv["critic"], rel=1e-6)
+    assert out["generator"] == pytest.approx(adv["generator"] + 0.5 * nll, rel=1e-6)
+    with pytest.raises(ConfigError, match="likelihood weight must be a finite number >= 0"):
+        inference.FlowGAN(critic, weight=-1.0)

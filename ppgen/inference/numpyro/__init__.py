@@ -1,6 +1,6 @@
 """NumPyro inference: objectives, log-likelihood estimation, training, MCMC (mirrors Pyro's)."""
 
-from ppgen.inference.numpyro.adversarial import Adversarial
+from ppgen.inference.numpyro.adversarial import Adversarial, FlowGAN
 from ppgen.inference.numpyro.discrepancy import MMD, Sinkhorn
 from ppgen.inference.numpyro.implicit import SampleEvaluator
 from ppgen.inference.numpyro.interop import compute, draw
@@ -22,6 +22,7 @@ from ppgen.inference.numpyro.train import Trainer, TrainState
 
 __all__ = [
     "Adversarial",
+    "FlowGAN",
     "MMD",
     "SampleEvaluator",
     "Sinkhorn",

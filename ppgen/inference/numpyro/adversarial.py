@@ -54,10 +54,12 @@ from ppgen.inference.games import (
     check_penalty,
 )
 from ppgen.inference.numpyro.implicit import model_samples
+from ppgen.inference.numpyro.objectives import ELBO
 from ppgen.inference.optim import Group
 
 __all__ = [
     "Adversarial",
+    "FlowGAN",
     "critic_loss",
     "f_activation",
     "f_conjugate",
@@ -247,4 +249,80 @@ class Adversarial:
             losses[CRITIC] = out.num_data * jnp.mean(per_example)
         if player in (None, GENERATOR):
             losses[GENERATOR] = out.num_data * jnp.mean(generator_loss(self.loss, fake))
+        return losses
+
+
+@dataclass(frozen=True, eq=False)
+class FlowGAN:
+    """Flow-GAN's hybrid objective (Grover, Dhar & Ermon 2018): an adversarial game on a
+    model with a likelihood, the generator's loss plus ``lambda`` times the model's negative
+    log-likelihood of the data batch.
+
+    ``min_G max_D V(G, D) - lambda E_data[log p_G(x)]``: the generator (a flow: its ``"x"``
+    an observed site whose distribution draws reparameterised samples, e.g. ``FlowDensity``)
+    is fitted by :class:`Adversarial`'s ``loss`` against the critic and by maximum
+    likelihood at once; ``lambda = 0`` is adversarial training alone. The likelihood term is
+    ppgen's :class:`ELBO`, which for a model without latent sites (a flow, with its empty
+    guide) is the exact ``log p(x)``; for a latent-variable model it is the bound. Both terms
+    are per-dataset estimates (``N`` times the batch mean), so ``lambda`` weighs nats per
+    example against the adversarial loss per example.
+
+    Args:
+        critic: The critic network (see :class:`Adversarial`).
+        loss: The adversarial loss (the paper's is the Wasserstein GAN; ``"wgan-gp"`` here).
+        weight: ``lambda >= 0``, the weight of the negative log-likelihood.
+        gradient_penalty: As :class:`Adversarial`'s.
+        n_critic: Critic updates per generator update, used by :meth:`groups`.
+        site: The model's site holding the samples (and the data).
+
+    Call ``flowgan(rng_key, model, guide, *args, player=None, **kwargs)``
+    -> ``{"critic": ..., "generator": ...}``.
+
+    Raises:
+        ConfigError: A negative or non-finite ``weight``, and :class:`Adversarial`'s errors.
+    """
+
+    critic: Any
+    loss: str = "wgan-gp"
+    weight: float = 1.0
+    gradient_penalty: float | None = None
+    n_critic: int = 1
+    site: str = "x"
+    players = PLAYERS
+    param_prefixes = (CRITIC,)
+
+    def __post_init__(self) -> None:
+        if (
+            isinstance(self.weight, bool)
+            or not isinstance(self.weight, int | float)
+            or not (math.isfinite(self.weight) and self.weight >= 0)
+        ):
+            raise ConfigError(
+                f"the likelihood weight must be a finite number >= 0, got {self.weight!r}"
+            )
+        adversarial = Adversarial(
+            self.critic, loss=self.loss, gradient_penalty=self.gradient_penalty,
+            n_critic=self.n_critic, site=self.site,
+        )  # fmt: skip
+        object.__setattr__(self, "_adversarial", adversarial)
+        object.__setattr__(self, "_likelihood", ELBO())
+
+    def groups(self, **options: Any) -> list[Group]:
+        """The trainer's parameter groups (see :meth:`Adversarial.groups`)."""
+        return adversarial_groups(n_critic=self.n_critic, **options)
+
+    def __call__(
+        self,
+        rng_key: jax.Array,
+        model: Callable,
+        guide: Callable,
+        *args: Any,
+        player: str | None = None,
+        **kwargs: Any,
+    ) -> dict[str, jax.Array]:
+        adversarial_key, likelihood_key = jax.random.split(rng_key)
+        losses = self._adversarial(adversarial_key, model, guide, *args, player=player, **kwargs)
+        if player in (None, GENERATOR) and self.weight > 0:
+            nll = self._likelihood(likelihood_key, model, guide, *args, **kwargs)
+            losses[GENERATOR] = losses[GENERATOR] + self.weight * nll
         return losses

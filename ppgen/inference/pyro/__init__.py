@@ -1,6 +1,6 @@
 """Pyro inference for any model/guide pair: objectives, log-likelihoods, training, MCMC."""
 
-from ppgen.inference.pyro.adversarial import Adversarial
+from ppgen.inference.pyro.adversarial import Adversarial, FlowGAN
 from ppgen.inference.pyro.discrepancy import MMD, Sinkhorn
 from ppgen.inference.pyro.implicit import SampleEvaluator
 from ppgen.inference.pyro.interop import compute, draw
@@ -22,6 +22,7 @@ from ppgen.inference.pyro.train import Trainer, TrainState
 
 __all__ = [
     "Adversarial",
+    "FlowGAN",
     "MMD",
     "SampleEvaluator",
     "Sinkhorn",
