@@ -284,6 +284,9 @@ def train_classifier(
         "train_minutes": (time.perf_counter() - clock) / 60,
         "ppgen_version": __version__,
         "torch_version": torch.__version__,
+        # float sums depend on how many threads split them: the weights are reproducible
+        # given the seed, this thread count and the CPU's kind
+        "torch_threads": torch.get_num_threads(),
     }
     return DatasetClassifier(net, info)
 
@@ -490,8 +493,8 @@ def image_sample_metrics(
         reference: real images, same forms (e.g. MNIST's test set).
         classifier: the classifier; `load_classifier()` by default.
         kid_subsets: KID's number of subsets.
-        kid_subset_size: KID's subset size, lowered to the smaller set's size if needed
-            (the value used is returned).
+        kid_subset_size: KID's subset size, lowered to half the smaller set's size if needed
+            (so the subsets differ; the value used is returned).
         seed: seed of KID's subsets.
 
     Returns:
@@ -507,7 +510,9 @@ def image_sample_metrics(
     feats_s = classifier.features(samples)
     feats_r = classifier.features(reference)
     probs = classifier.predict_proba(samples)
-    subset_size = min(kid_subset_size, len(feats_s), len(feats_r))
+    # At most half of each set: subsets as large as a set would all be that set, and KID's
+    # spread over them would read 0 as if the estimate were exact.
+    subset_size = max(2, min(kid_subset_size, len(feats_s) // 2, len(feats_r) // 2))
     kid, kid_std = kernel_inception_distance(
         feats_s, feats_r, subsets=kid_subsets, subset_size=subset_size, seed=seed
     )

@@ -65,8 +65,8 @@ def _shared_arguments(p: argparse.ArgumentParser, recipe: Recipe) -> None:
     add("--backend", "pyro (PyTorch) or numpyro (JAX)", choices=BACKENDS, default=d["backend"])
     add(
         "--dataset",
-        "training data: mnist (28x28, read from $PPGEN_DATA) or digits (scikit-learn's "
-        "8x8, no files needed)",
+        "training data: mnist (28x28, read from $PPGEN_DATA), digits (scikit-learn's 8x8, "
+        "no files needed), or the family's others (2-D toy sets are drawn, no files)",
         choices=datasets,
         default=d["dataset"],
     )
@@ -349,10 +349,15 @@ def _train(args: argparse.Namespace, argv: Sequence[str]) -> int:
     paths = runs.save_pictures(runs.load_trained(args.out))
     last = result.history[-1] if result.history else {}
     error = f", validation error {100 * last['valid_error']:.2f}%" if "valid_error" in last else ""
+    players = {k[5:]: v for k, v in last.items() if k.startswith("loss_")}
+    if players:  # several players: each one's loss (their sum means nothing)
+        losses = ", ".join(f"{name} {value:.2f}" for name, value in players.items())
+        loss = f"last train losses {losses}"
+    else:
+        loss = f"last train loss {last.get('loss', float('nan')):.2f}"
     print(
         f"trained {config.model} ({config.backend}) for {len(result.history)} epochs; "
-        f"last train loss {last.get('loss', float('nan')):.2f} "
-        f"{config.recipe.loss_unit(config)}{error}, best epoch "
+        f"{loss} {config.recipe.loss_unit(config)}{error}, best epoch "
         f"{(result.best_epoch or 0) + 1}{' (stopped early)' if result.stopped_early else ''}"
     )
     for path in paths:

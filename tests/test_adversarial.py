@@ -384,3 +384,47 @@ def test_flow_gan_adds_lambda_times_the_exact_nll(name):
     assert out["generator"] == pytest.approx(adv["generator"] + 0.5 * nll, rel=1e-6)
     with pytest.raises(ConfigError, match="likelihood weight must be a finite number >= 0"):
         inference.FlowGAN(critic, weight=-1.0)
+
+
+def test_review_fixes_labels_players_and_critics(float64):
+    """From the fresh-clone review: labels out of range anywhere in the data are refused
+    once, before training; a two-player objective without groups, and a critic of (x, y)
+    without conditions, say what to do."""
+    from ppgen.data.schedules import Minibatches
+    from ppgen.inference.pyro import Trainer
+
+    x = np.zeros((50, 2), np.float32)
+    y = np.arange(50) % 3
+    for bad, match in ((np.where(np.arange(50) == 49, 3, y), "some are 3"),
+                       (np.where(np.arange(50) == 49, -1, y), "negative"),
+                       (y + 0.5, "not whole numbers")):  # fmt: skip
+        with pytest.raises(DataError, match=match):
+            Minibatches(labels=(1,), num_classes=3).arrays((x, bad), 10)
+    import ppgen.models.pyro.gan as gan_p
+
+    gen = gan_p.Generator((2,), hidden=(4,), num_classes=3, output="identity")
+    with pytest.raises(DataError, match=r"labels must lie in 0..2, got values in \[0, 5\]"):
+        pyro.enable_validation(False)
+        try:
+            gen.generate(torch.zeros(2, 2), torch.tensor([0, 5]))
+        finally:
+            pyro.enable_validation(True)
+    critic = pnets.MLP((2, 4, 1))
+    trainer = Trainer(gen.model, gen.guide, padv.Adversarial(critic), batch_size=10,
+                      schedule=Minibatches(labels=(1,), num_classes=3))  # fmt: skip
+    with pytest.raises(ConfigError, match=r"groups=objective.groups\(\.\.\.\)"):
+        trainer.init(0, (x, y))
+
+    class CriticOfXY(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = pnets.MLP((3, 4, 1))
+
+        def forward(self, x, y):
+            return self.net(torch.cat([x, y[:, None].to(x.dtype)], -1))
+
+    gen_p, gen_n = pair_of_nets((Z, 4, D), seed=0)
+    pm, _, guide = generators(gen_p, gen_n)
+    xb, z = batch()
+    with pytest.raises(ConfigError, match=r'conditions=\("y",\)'):
+        padv.Adversarial(CriticOfXY())(pm, guide, torch.as_tensor(xb), z=torch.as_tensor(z))

@@ -279,7 +279,8 @@ def test_image_sample_metrics(tiny):
     collapsed = np.repeat(x[y == 0][:1], 200, axis=0)
     far = image_sample_metrics(collapsed, x_test, clf, kid_subsets=3, kid_subset_size=500)
     near = image_sample_metrics(x[:200], x_test, clf, kid_subsets=3)
-    assert far["kid_subset_size"] == 100  # lowered to the smaller set
+    assert far["kid_subset_size"] == 50  # lowered to half the smaller set (the subsets differ)
+    assert far["kid_std"] > 0
     assert far["classes"] == 1 and far["inception_score"] == pytest.approx(1.0)
     assert far["kid"] > near["kid"]
     with pytest.raises(DataError, match="at least 9 samples") as err:

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
+import pyro
 import pytest
 import torch
 from test_adversarial import batch, generators, pair_of_nets
@@ -140,3 +141,35 @@ def test_backends_agree_on_the_sinkhorn_objective(float64, p):
     assert value_p.item() > 0
     value_p.backward()  # a gradient reaches the generator
     assert all(w.grad is not None and w.grad.abs().sum() > 0 for w in gen_p.parameters())
+
+
+def test_review_fixes_one_line_errors_and_numpy_numbers(float64):
+    """From the fresh-clone review: a batch of one is refused, not a NaN; NumPy numbers are
+    numbers; N is the "data" plate's size on both backends wherever the model writes "x"."""
+    with pytest.raises(DataError, match="at least 2 examples in each set"):
+        pdis.mmd2_unbiased(torch.zeros(1, 2), torch.zeros(3, 2))
+    with pytest.raises(DataError, match="at least 2 examples in each set"):
+        ndis.mmd2_unbiased(jnp.zeros((3, 2)), jnp.zeros((1, 2)))
+    for module in (pdis, ndis):
+        s = module.Sinkhorn(epsilon=np.float32(0.5), p=np.int64(1))
+        assert (s.epsilon, s.p) == (0.5, 1) and type(s.p) is int
+        assert module.MMD(bandwidths=np.float32(2.0)).bandwidths == (2.0,)
+
+    def pyro_model(x, num_data=None):
+        with pyro.plate("data", num_data or len(x), subsample=torch.arange(len(x))):
+            z = pyro.sample("z", pyro.distributions.Normal(torch.zeros(len(x), 2), 1).to_event(1))
+        pyro.deterministic("x", z + 1, event_dim=1)  # after the plate
+
+    def numpyro_model(x, num_data=None):
+        with numpyro.plate("data", num_data or len(x), subsample_size=len(x)):
+            z = numpyro.sample("z", numpyro.distributions.Normal(jnp.zeros((len(x), 2)), 1)
+                               .to_event(1))  # fmt: skip
+        numpyro.deterministic("x", z + 1)
+
+    from ppgen.inference.numpyro.implicit import model_samples as n_samples
+    from ppgen.inference.pyro.implicit import model_samples as p_samples
+
+    x = np.zeros((10, 2))
+    assert p_samples(pyro_model, (torch.as_tensor(x),), {"num_data": 400}).num_data == 400
+    key = jax.random.PRNGKey(0)
+    assert n_samples(key, numpyro_model, (jnp.asarray(x),), {"num_data": 400}).num_data == 400

@@ -130,6 +130,17 @@ def check_training_array(
         )
     if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
         raise DataError(f"{name} contains NaN or Inf; drop or impute those examples first")
+    if labels and (x.dtype.kind in "fc" and np.any(x != np.round(x.real))):
+        raise DataError(
+            f"{name} holds class labels, but some are not whole numbers; pass class indices "
+            "0, 1, ... (e.g. y.astype(np.int64) after mapping class names to indices)"
+        )
+    if labels and x.size and x.min() < 0:
+        raise DataError(
+            f"{name} holds class labels, but some are negative ({x.min():g}); pass class "
+            "indices 0, 1, ... (partly labelled data, -1 where missing, train with "
+            "LabelledBatches)"
+        )
     return x
 
 

@@ -122,10 +122,14 @@ class Minibatches(Schedule):
 
     Args:
         labels: Positions of integer arrays in a tuple of data arrays (e.g. ``(1,)`` for
-            ``(x, y)`` with class labels ``y``), passed as integers instead of floats.
+            ``(x, y)`` with class labels ``y``), passed as integers instead of floats; their
+            values must be whole numbers >= 0.
+        num_classes: If given, every label must be below it (checked once over the whole
+            data: inside a compiled step an out-of-range label would one-hot to zeros).
     """
 
     labels: tuple[int, ...] = ()
+    num_classes: int | None = None
 
     def arrays(self, data, batch_size):
         parts = _as_tuple(data)
@@ -172,9 +176,20 @@ class Minibatches(Schedule):
             name = f"data[{list(data)[i]!r}]"
         else:
             name = f"data[{i}]" if isinstance(data, tuple) and len(data) > 1 else "x"
-        return check_training_array(
+        a = check_training_array(
             a, min_rows=min_rows, name=name, labels=i in self.labels, min_ndim=1 if several else 2
         )
+        if (
+            i in self.labels
+            and self.num_classes is not None
+            and a.size
+            and a.max() >= self.num_classes
+        ):
+            raise DataError(
+                f"{name} holds class labels 0..{self.num_classes - 1}, but some are "
+                f"{a.max():g}; map the classes to indices below {self.num_classes}"
+            )
+        return a
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,10 @@ The backends' objectives (``ppgen.inference.pyro.adversarial`` /
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
+
+import numpy as np
 
 from ppgen.errors import ConfigError
 from ppgen.inference.optim import Group
@@ -73,12 +76,12 @@ def check_adversarial_loss(loss: Any) -> str:
 
 def check_n_critic(n_critic: Any) -> int:
     """Return ``n_critic`` if it is an integer >= 1; ConfigError otherwise."""
-    if isinstance(n_critic, bool) or not isinstance(n_critic, int) or n_critic < 1:
+    if isinstance(n_critic, bool) or not isinstance(n_critic, numbers.Integral) or n_critic < 1:
         raise ConfigError(
             f"n_critic must be an integer >= 1 (critic updates per generator update), "
             f"got {n_critic!r}"
         )
-    return n_critic
+    return int(n_critic)
 
 
 def check_penalty(loss: str, penalty: Any) -> float:
@@ -88,7 +91,7 @@ def check_penalty(loss: str, penalty: Any) -> float:
         return WGAN_GP_PENALTY if loss == "wgan-gp" else 0.0
     if (
         isinstance(penalty, bool)
-        or not isinstance(penalty, int | float)
+        or not isinstance(penalty, numbers.Real)
         or not (math.isfinite(penalty) and penalty >= 0)
     ):
         raise ConfigError(f"gradient_penalty must be a finite number >= 0, got {penalty!r}")
@@ -99,7 +102,7 @@ def check_epsilon(epsilon: Any) -> float:
     """Return the entropic regularisation ``epsilon`` if it is a finite number > 0."""
     if (
         isinstance(epsilon, bool)
-        or not isinstance(epsilon, int | float)
+        or not isinstance(epsilon, numbers.Real)
         or not (math.isfinite(epsilon) and epsilon > 0)
     ):
         raise ConfigError(f"epsilon must be a finite number > 0, got {epsilon!r}")
@@ -114,9 +117,11 @@ def check_bandwidths(kernel: Any, bandwidths: Any) -> tuple[float, ...]:
     """
     if kernel not in MMD_KERNELS:
         raise ConfigError(f"unknown MMD kernel {kernel!r}; choose one of {', '.join(MMD_KERNELS)}")
-    values = (bandwidths,) if isinstance(bandwidths, int | float) else tuple(bandwidths)
+    if isinstance(bandwidths, numbers.Real) or np.ndim(bandwidths) == 0:
+        bandwidths = (bandwidths,)
+    values = tuple(bandwidths)
     if not values or not all(
-        isinstance(b, int | float) and not isinstance(b, bool) and math.isfinite(b) and b > 0
+        isinstance(b, numbers.Real) and not isinstance(b, bool) and math.isfinite(b) and b > 0
         for b in values
     ):
         raise ConfigError(f"MMD bandwidths must be positive numbers, got {bandwidths!r}")

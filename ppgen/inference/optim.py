@@ -226,6 +226,11 @@ def group_losses(out: Any, groups: Sequence[Group], player: str | None = None) -
     if isinstance(out, Mapping):
         wanted = [g for g in groups if player is None or g.name == player]
         missing = [g.name for g in wanted if g.name not in out]
+        if missing == [DEFAULT_GROUP] and len(groups) == 1:
+            raise ConfigError(
+                f"the objective has the players {sorted(out)}, one loss each: train it with "
+                "one parameter group per player, Trainer(..., groups=objective.groups(...))"
+            )
         if missing:
             raise ConfigError(
                 f"the objective returned losses for {sorted(out)}, none for the group(s) "

@@ -6,7 +6,7 @@
 two players with their own Adam optimisers and ``--n-critic`` critic updates per generator
 update; ``ppgen train mmd`` by the unbiased MMD^2 between a batch of samples and a data
 batch (generative moment matching); ``ppgen train sinkhorn`` by the debiased Sinkhorn
-divergence (ott-jax on NumPyro, geomloss/POT on Pyro).
+divergence (ott-jax on NumPyro, POT on Pyro).
 
 Data: the mode-collapse toy sets ``ring8`` and ``grid25`` (VEEGAN, PacGAN), on which the
 validation and ``ppgen eval`` report the modes covered and the share of high-quality
@@ -181,7 +181,7 @@ class SinkhornOptions(GeneratorOptions):
     """Settings of ``sinkhorn``."""
 
     epsilon: float = option(0.0, "entropic regularisation epsilon > 0, in the cost's units "
-                            "(0: 0.01 on 2-D sets, 10 on images for p=2)",
+                            "(0: 0.01 on 2-D sets, 10 on images)",
                             parse=non_negative_float)  # fmt: skip
     p: int = option(2, "cost |x - y|_2^p: 1 or 2", parse=int)
 
@@ -261,7 +261,7 @@ class _GeneratorRecipe(Recipe):
     def objective(self, config: RunConfig, data: FitData, backend: Backend) -> Any:
         raise NotImplementedError
 
-    def schedule(self) -> Any:
+    def schedule(self, data: FitData) -> Any:
         """The trainer's batch schedule: plain minibatches of ``x``."""
         from ppgen.data.schedules import Minibatches
 
@@ -289,7 +289,7 @@ class _GeneratorRecipe(Recipe):
             devices=config.devices,
             epoch_loop=self.epoch_loop(config),
             evaluator=backend.inference.SampleEvaluator(self._valid_metric(config)),
-            schedule=self.schedule(),
+            schedule=self.schedule(data),
             **self.groups(config, steps),
         )
         return Built(model, objective, trainer)
@@ -325,6 +325,7 @@ class _GeneratorRecipe(Recipe):
         images = _is_images(run.config.dataset)
         n = EVAL_SAMPLES["images" if images else "modes"]
         n = n if limit is None else min(n, limit)
+        _check_fid_count(n, images)
         samples = self.sample(run, n, seed=run.config.seed)
         if images:
             from ppgen.classifier import image_sample_metrics
@@ -380,6 +381,21 @@ class _GeneratorRecipe(Recipe):
         return ("loss",)
 
 
+def _check_fid_count(n: int, images: bool) -> None:
+    """Refuse ``ppgen eval --limit n`` below what FID's covariances need (images: more
+    samples than the dataset classifier's features)."""
+    if not images:
+        return
+    from ppgen.classifier import load_classifier
+
+    features = int(load_classifier().info["features"])
+    if n <= features:
+        raise ConfigError(
+            f"FID needs more samples than the classifier's {features} features: use --limit "
+            f">= {features + 1} (thousands give a usable figure; the default is 10,000)"
+        )
+
+
 def _modes_picture(samples: np.ndarray, dataset: str, path: Path) -> Path:
     from ppgen.data.toy import toy_modes
 
@@ -392,7 +408,10 @@ class GANRecipe(_GeneratorRecipe):
 
     name = "gan"
     help = "GAN: a generator fitted against a critic (non-saturating, WGAN-GP, hinge, f-GAN, ...)"
-    description = __doc__.split("\n\n")[0]
+    description = (
+        "A generator fitted against a critic network by an adversarial loss: the two players "
+        "are parameter groups with their own Adam, the critic updated --n-critic times a step."
+    )
     options = GANOptions
 
     def objective(self, config: RunConfig, data: FitData, backend: Backend) -> Any:
@@ -416,7 +435,7 @@ class GANRecipe(_GeneratorRecipe):
         }  # fmt: skip
 
     def loss_unit(self, config: RunConfig) -> str:
-        return "per example (each player's loss)"
+        return "per example"
 
     def curve_keys(self, config: RunConfig) -> tuple[str, ...]:
         return ("loss_critic", "loss_generator")
@@ -489,10 +508,11 @@ class CGANRecipe(GANRecipe):
         y = np.arange(len(stand.train)) % stand.num_classes
         return dataclasses.replace(stand, train=(stand.train, y))
 
-    def schedule(self) -> Any:
+    def schedule(self, data: FitData) -> Any:
         from ppgen.data.schedules import Minibatches
 
-        return Minibatches(labels=(1,))  # y passed as integer class labels
+        # y passed as integer class labels, checked against the classes over the whole data
+        return Minibatches(labels=(1,), num_classes=data.num_classes)
 
     def generator(self, config: RunConfig, data: FitData, backend: Backend) -> Any:
         o = config.options
@@ -545,6 +565,7 @@ class CGANRecipe(GANRecipe):
         t0 = time.perf_counter()
         x, y = run.data.test
         n = len(x) if limit is None else min(len(x), limit)
+        _check_fid_count(n, True)
         samples = np.asarray(run.backend.inference.draw(run.model.sample, n, seed=run.config.seed,
                                                         y=y[:n]))  # fmt: skip
         classifier = load_classifier()

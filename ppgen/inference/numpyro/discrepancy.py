@@ -17,6 +17,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from ppgen.errors import DataError
 from ppgen.inference.games import check_bandwidths, check_epsilon
 from ppgen.inference.numpyro.implicit import model_samples
 from ppgen.inference.numpyro.sinkhorn import check_p, sinkhorn_divergence
@@ -55,9 +56,15 @@ def mmd2_unbiased(
 
     Raises:
         ConfigError: An unknown kernel or a non-positive bandwidth.
+        DataError: A set of fewer than 2 examples.
     """
     bandwidths = check_bandwidths(kernel, bandwidths)
     n, m = x.shape[0], y.shape[0]
+    if n < 2 or m < 2:
+        raise DataError(
+            f"the unbiased MMD^2 needs at least 2 examples in each set, got {n} and {m}; use "
+            "a batch size of at least 2"
+        )
     k_xx = kernel_matrix(x, x, kernel, bandwidths)
     k_yy = kernel_matrix(y, y, kernel, bandwidths)
     k_xy = kernel_matrix(x, y, kernel, bandwidths)
@@ -131,7 +138,7 @@ class Sinkhorn:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "epsilon", check_epsilon(self.epsilon))
-        check_p(self.p)
+        object.__setattr__(self, "p", check_p(self.p))
 
     def __call__(
         self, rng_key: jax.Array, model: Callable, guide: Callable, *args: Any, **kwargs: Any

@@ -57,7 +57,8 @@ def _site_value(rng_key: jax.Array, trace: dict, name: str) -> jax.Array:
     fn = site["fn"]
     if not getattr(fn, "has_rsample", False):
         raise ConfigError(
-            f"site {name!r} ({type(fn).__name__}) has no reparameterised sampler, so no "
+            f"site {name!r} ({type(getattr(fn, 'base_dist', fn)).__name__}) has no "
+            "reparameterised sampler, so no "
             f"gradient reaches the generator; make it numpyro.deterministic({name!r}, G(z))"
         )
     if site["is_observed"]:

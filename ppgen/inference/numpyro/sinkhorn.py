@@ -25,6 +25,8 @@ iterations, and the function can be compiled (``jax.jit``) and differentiated
 
 from __future__ import annotations
 
+import numbers
+
 import jax
 import jax.numpy as jnp
 from ott.geometry import costs, geometry, pointcloud
@@ -46,9 +48,9 @@ def check_p(p: object) -> int:
     Raises:
         ConfigError: ``p`` is not the integer 1 or 2 (``2.0`` and ``True`` are refused).
     """
-    if isinstance(p, bool) or not isinstance(p, int) or p not in SUPPORTED_P:
+    if isinstance(p, bool) or not isinstance(p, numbers.Integral) or p not in SUPPORTED_P:
         raise ConfigError(f"p must be 1 or 2 (the cost |x - y|^p), got {p!r}")
-    return p
+    return int(p)
 
 
 def _check_points(x: jax.Array, y: jax.Array) -> None:

@@ -137,7 +137,15 @@ def scores_of(
     Raises:
         ConfigError: The critic returns another shape than ``(batch,)`` or ``(batch, 1)``.
     """
-    out = critic(x, *extras)
+    try:
+        out = critic(x, *extras)
+    except TypeError as err:  # e.g. a critic of (x, y) without conditions=("y",)
+        if "argument" not in str(err):
+            raise
+        raise ConfigError(
+            f"calling the critic with x and {len(extras)} condition(s) failed ({err}); a "
+            'critic of (x, y) needs Adversarial(..., conditions=("y",))'
+        ) from err
     batch = x.shape[0]
     if tuple(out.shape) not in ((batch,), (batch, 1)):
         raise ConfigError(

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from ppgen.errors import DataError
 from ppgen.inference.games import check_bandwidths, check_epsilon
 from ppgen.inference.pyro.implicit import model_samples
 from ppgen.inference.pyro.sinkhorn import check_p, sinkhorn_divergence
@@ -54,9 +55,15 @@ def mmd2_unbiased(
 
     Raises:
         ConfigError: An unknown kernel or a non-positive bandwidth.
+        DataError: A set of fewer than 2 examples.
     """
     bandwidths = check_bandwidths(kernel, bandwidths)
     n, m = x.shape[0], y.shape[0]
+    if n < 2 or m < 2:
+        raise DataError(
+            f"the unbiased MMD^2 needs at least 2 examples in each set, got {n} and {m}; use "
+            "a batch size of at least 2"
+        )
     k_xx = kernel_matrix(x, x, kernel, bandwidths)
     k_yy = kernel_matrix(y, y, kernel, bandwidths)
     k_xy = kernel_matrix(x, y, kernel, bandwidths)
@@ -102,7 +109,7 @@ class MMD:
 class Sinkhorn:
     """Minimum Sinkhorn divergence: ``N`` times the debiased Sinkhorn divergence between the
     model's samples and the data batch (Genevay, Peyre & Cuturi 2018), through
-    :func:`~ppgen.inference.pyro.sinkhorn.sinkhorn_divergence` (geomloss or POT).
+    :func:`~ppgen.inference.pyro.sinkhorn.sinkhorn_divergence` (POT).
 
     Args:
         epsilon: Entropic regularisation (> 0), in the cost's units.
@@ -128,7 +135,7 @@ class Sinkhorn:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "epsilon", check_epsilon(self.epsilon))
-        check_p(self.p)
+        object.__setattr__(self, "p", check_p(self.p))
 
     def __call__(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> torch.Tensor:
         out = model_samples(model, args, kwargs, site=self.site)

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 from pyro import poutine
+from pyro.poutine.util import site_is_subsample
 
 from ppgen.errors import ConfigError, DataError
 
@@ -56,7 +57,8 @@ def _site_value(trace: poutine.Trace, name: str) -> torch.Tensor:
     fn = site["fn"]
     if not getattr(fn, "has_rsample", False):
         raise ConfigError(
-            f"site {name!r} ({type(fn).__name__}) has no reparameterised sampler, so no "
+            f"site {name!r} ({type(getattr(fn, 'base_dist', fn)).__name__}) has no "
+            "reparameterised sampler, so no "
             f"gradient reaches the generator; make it pyro.deterministic({name!r}, G(z))"
         )
     if site["is_observed"]:
@@ -110,10 +112,11 @@ def model_samples(
             f"data batch has shape {tuple(data.shape)}; make G(z) return the data's shape "
             "(one sample per example)"
         )
-    frame = next((f for f in trace.nodes[site]["cond_indep_stack"] if f.name == DATA), None)
+    # N: the trace's "data" plate's full size, wherever x is (as NumPyro's trace has it)
+    plate = trace.nodes.get(DATA)
     num_data = float(len(data))
-    if frame is not None and frame.full_size is not None:
-        num_data = float(frame.full_size)
+    if plate is not None and site_is_subsample(plate):
+        num_data = float(plate["fn"].size)
     return ModelSamples(
         x=x,
         data=data,

@@ -33,6 +33,7 @@ them far faster.
 
 from __future__ import annotations
 
+import numbers
 import warnings
 
 import ot
@@ -54,9 +55,9 @@ def check_p(p: object) -> int:
     Raises:
         ConfigError: ``p`` is not the integer 1 or 2 (``2.0`` and ``True`` are refused).
     """
-    if isinstance(p, bool) or not isinstance(p, int) or p not in SUPPORTED_P:
+    if isinstance(p, bool) or not isinstance(p, numbers.Integral) or p not in SUPPORTED_P:
         raise ConfigError(f"p must be 1 or 2 (the cost |x - y|^p), got {p!r}")
-    return p
+    return int(p)
 
 
 def _check_points(x: torch.Tensor, y: torch.Tensor) -> None:

@@ -112,6 +112,11 @@ def _one_hot(y: torch.Tensor, num_classes: int, like: torch.Tensor) -> torch.Ten
             f"labels must be an integer tensor of class indices 0..{num_classes - 1}, got "
             f"{y.dtype if torch.is_tensor(y) else type(y).__name__}; convert with y.long()"
         )
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        raise DataError(
+            f"labels must lie in 0..{num_classes - 1}, got values in [{int(y.min())}, "
+            f"{int(y.max())}]"
+        )
     return F.one_hot(y.long(), num_classes).to(like.dtype)
 
 
