@@ -186,6 +186,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
 
+    p = parser.leaves["fid"] = sub.add_parser(
+        "fid",
+        help="FID and KID of a MNIST run of any family, with ppgen's dataset classifier",
+        description="Score samples of a trained MNIST run (any family: VAE, flow, "
+        "autoregressive, GAN, ...) against MNIST's test images: FID and KID on the "
+        "dataset classifier's features, classes covered, inception-score analogue. The "
+        "classifier is read from $PPGEN_DATA/classifiers (trained there first if missing).",
+    )
+    p.add_argument("run", type=Path, help="run directory")
+    p.add_argument("-n", type=positive(int), default=10_000,
+                   help=help_with_default("number of samples", 10_000))  # fmt: skip
+    p.add_argument(
+        "--seed", type=seed_int, default=0, help=help_with_default("seed of the draws", 0)
+    )
+    p.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
+
     p = parser.leaves["sample"] = sub.add_parser(
         "sample",
         help="write samples from a run (a PNG grid of images, or the family's own file)",
@@ -390,6 +406,20 @@ def _eval(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
+def _fid(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from ppgen import runs
+
+    out = runs.fid(runs.load_trained(args.run), args.n, args.seed)
+    print(
+        f"FID {out['fid']:.2f}, KID {out['kid']:.4f} ± {out['kid_std']:.4f}, "
+        f"{out['classes']}/10 classes, inception score {out['inception_score']:.2f} "
+        f"({out['num_samples']} samples, epoch {out['epoch']})"
+    )
+    if args.json:
+        print(json.dumps(out))
+    return 0
+
+
 def _sample(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from ppgen import runs
 
@@ -499,7 +529,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         leaf = ("train", args.model) if args.command == "train" else args.command
         parser.leaves[leaf].error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        return {"train": _train, "eval": _eval, "sample": _sample}[args.command](args, argv)
+        commands = {"train": _train, "eval": _eval, "sample": _sample, "fid": _fid}
+        return commands[args.command](args, argv)
     except PPGenError as e:
         message = " ".join(str(e).split())
     except OSError as e:  # the environment's: unreadable paths, a full disk

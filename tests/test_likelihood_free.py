@@ -123,3 +123,31 @@ def test_cgan_trains_on_labelled_images_and_draws_each_class(tmp_path):
     assert not np.allclose(same, other)  # the label changes the image, the noise being equal
     line = one_line(cli("train", "cgan", "--dataset", "grid25", "--out", tmp_path / "bad"))
     assert "grid25" in line
+
+
+def test_fid_scores_a_run_of_another_family(tmp_path, monkeypatch):
+    """``ppgen fid RUN`` on a VAE run: FID, KID and classes with the classifier of the data
+    directory (a tiny one here, stored beside a link to the real MNIST files)."""
+    import os
+
+    from ppgen.classifier import save_classifier, train_classifier
+    from ppgen.data import data_dir
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "mnist").symlink_to(data_dir() / "mnist")
+    rng = np.random.default_rng(0)
+    x, y = rng.random((64, 784)).astype(np.float32), np.arange(64) % 10
+    tiny = train_classifier(x, y, x, y, width=2, features=8, epochs=1, batch_size=32, seed=0)
+    save_classifier(tiny, data / "classifiers")
+    monkeypatch.setenv("PPGEN_DATA", os.fspath(data))
+    out = tmp_path / "vae"
+    code, _, err = cli("train", "vae", "--hidden", "16", "--latent", "2", "--epochs", "1",
+                       "--batch-size", "5000", "--full-train", "--quiet", "--out", out)  # fmt: skip
+    assert code == 0, err
+    code, stdout, err = cli("fid", out, "-n", "300", "--json")
+    assert code == 0, err
+    result = json.loads(stdout.strip().splitlines()[-1])
+    assert result["num_samples"] == 300 and result["fid"] > 0 and 1 <= result["classes"] <= 10
+    line = one_line(cli("fid", out, "-n", "8"))
+    assert "-n >= 9" in line
