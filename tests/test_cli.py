@@ -105,7 +105,7 @@ def test_kill_9_then_resume_equals_uninterrupted(tmp_path, capsys, backend):
         (["train", "vae", "--out", "x", "--hidden", "ten"], "layer sizes"),
         (["train", "vae", "--out", "x", "--k", "0"], "positive"),
         (["train", "vae", "--out", "x", "--backend", "tensorflow"], "invalid choice"),
-        (["train", "gan", "--out", "x"], "invalid choice"),
+        (["train", "gam", "--out", "x"], "invalid choice"),
         (["eval"], "required"),
         (["train", "vae", "--out", "x", "--objective", "iwae", "--kl-warmup", "2"], "elbo"),
         (["train", "m1", "--out", "x", "--binarize", "none"], "binary pixels"),
