@@ -52,6 +52,7 @@ __all__ = [
     "CLASSIFIER_FORMAT",
     "CLASSIFIER_META",
     "DatasetClassifier",
+    "check_fid_count",
     "classifier_dir",
     "image_sample_metrics",
     "load_classifier",
@@ -472,6 +473,22 @@ def load_classifier(
     )
     save_classifier(classifier, directory)
     return classifier
+
+
+def check_fid_count(n: int, classifier: DatasetClassifier, flag: str) -> None:
+    """Refuse ``n`` samples for FID unless they outnumber ``classifier``'s features (the
+    covariances need more); ``flag`` names the option that sets ``n`` (``"-n"``,
+    ``"--limit"``).
+
+    Raises:
+        ConfigError: ``n`` is at most the feature count (one line naming ``flag``).
+    """
+    features = int(classifier.info["features"])
+    if n <= features:
+        raise ConfigError(
+            f"FID needs more samples than the classifier's {features} features: use {flag} >= "
+            f"{features + 1} (thousands give a usable figure; the default is 10,000)"
+        )
 
 
 def image_sample_metrics(

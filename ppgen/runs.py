@@ -247,20 +247,17 @@ def fid(run: Run, n: int = 10_000, seed: int = 0) -> dict[str, Any]:
             classifier's feature count (FID's covariances need more).
         CheckpointError: Non-finite samples.
     """
-    from ppgen.classifier import image_sample_metrics, load_classifier
+    from ppgen.classifier import check_fid_count, image_sample_metrics, load_classifier
 
     if run.config.dataset != "mnist":
         raise ConfigError(
             f"ppgen fid scores MNIST samples with ppgen's MNIST classifier; this run is on "
             f"{run.config.dataset!r}"
         )
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise ConfigError(f"the number of samples must be a positive integer, got {n!r}")
     classifier = load_classifier()
-    features = int(classifier.info["features"])
-    if isinstance(n, bool) or not isinstance(n, int) or n <= features:
-        raise ConfigError(
-            f"FID needs more samples than the classifier's {features} features: use -n >= "
-            f"{features + 1} (thousands give a usable figure; the default is 10,000)"
-        )
+    check_fid_count(n, classifier, "-n")
     step = run.recipe.max_samples
     draws = [sample(run, min(step, n - i), seed + j) for j, i in enumerate(range(0, n, step))]
     x = np.concatenate(draws)

@@ -20,6 +20,7 @@ normalisation, as WGAN-GP's critic needs).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -306,7 +307,7 @@ class _GeneratorRecipe(Recipe):
                 from ppgen.classifier import image_sample_metrics
 
                 n = min(len(x), VALID_SAMPLES["images"])
-                out = image_sample_metrics(samples[:n], x[:n], kid_subsets=10,
+                out = image_sample_metrics(samples[:n], x[:n], _classifier(), kid_subsets=10,
                                            kid_subset_size=min(n, 500))  # fmt: skip
                 return {"loss": out["fid"], "fid": out["fid"], "classes": out["classes"]}
             from ppgen.sample_quality import mode_metrics
@@ -325,12 +326,14 @@ class _GeneratorRecipe(Recipe):
         images = _is_images(run.config.dataset)
         n = EVAL_SAMPLES["images" if images else "modes"]
         n = n if limit is None else min(n, limit)
-        _check_fid_count(n, images)
+        if images:
+            from ppgen.classifier import check_fid_count, image_sample_metrics, load_classifier
+
+            classifier = load_classifier()
+            check_fid_count(n, classifier, "--limit")  # before drawing the samples
         samples = self.sample(run, n, seed=run.config.seed)
         if images:
-            from ppgen.classifier import image_sample_metrics
-
-            out = image_sample_metrics(samples, run.data.test[: max(n, 10_000)])
+            out = image_sample_metrics(samples, run.data.test[: max(n, 10_000)], classifier)
         else:
             from ppgen.sample_quality import mode_metrics
 
@@ -381,19 +384,19 @@ class _GeneratorRecipe(Recipe):
         return ("loss",)
 
 
-def _check_fid_count(n: int, images: bool) -> None:
-    """Refuse ``ppgen eval --limit n`` below what FID's covariances need (images: more
-    samples than the dataset classifier's features)."""
-    if not images:
-        return
+def _classifier() -> Any:
+    """The dataset classifier of the validations, read (and its checksum checked) once per
+    data directory in a process rather than at every evaluation."""
+    from ppgen.classifier import classifier_dir
+
+    return _classifier_in(classifier_dir())
+
+
+@functools.cache
+def _classifier_in(directory: Path) -> Any:
     from ppgen.classifier import load_classifier
 
-    features = int(load_classifier().info["features"])
-    if n <= features:
-        raise ConfigError(
-            f"FID needs more samples than the classifier's {features} features: use --limit "
-            f">= {features + 1} (thousands give a usable figure; the default is 10,000)"
-        )
+    return load_classifier(directory.parent)
 
 
 def _modes_picture(samples: np.ndarray, dataset: str, path: Path) -> Path:
@@ -545,10 +548,10 @@ class CGANRecipe(GANRecipe):
         """FID of 2,000 samples drawn for the validation labels, and label accuracy."""
 
         def metric(samples: np.ndarray, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
-            from ppgen.classifier import image_sample_metrics, load_classifier
+            from ppgen.classifier import image_sample_metrics
 
             n = min(len(x), VALID_SAMPLES["images"])
-            classifier = load_classifier()
+            classifier = _classifier()
             out = image_sample_metrics(samples[:n], x[:n], classifier, kid_subsets=10,
                                        kid_subset_size=min(n, 500))  # fmt: skip
             hits = classifier.predict_proba(samples[:n]).argmax(-1) == y[:n]
@@ -559,16 +562,16 @@ class CGANRecipe(GANRecipe):
     def evaluate(self, run: Run, *, limit: int | None = None, **_: Any) -> dict[str, Any]:
         """FID, KID and classes of 10,000 samples drawn for the test labels (``limit``: the
         first ``limit``), and the label accuracy of the dataset classifier on them."""
-        from ppgen.classifier import image_sample_metrics, load_classifier
+        from ppgen.classifier import check_fid_count, image_sample_metrics, load_classifier
 
         refuse_stand_in(run, "evaluating")
         t0 = time.perf_counter()
         x, y = run.data.test
         n = len(x) if limit is None else min(len(x), limit)
-        _check_fid_count(n, True)
+        classifier = load_classifier()
+        check_fid_count(n, classifier, "--limit")  # before drawing the samples
         samples = np.asarray(run.backend.inference.draw(run.model.sample, n, seed=run.config.seed,
                                                         y=y[:n]))  # fmt: skip
-        classifier = load_classifier()
         out = image_sample_metrics(samples, x[:n], classifier)
         hits = classifier.predict_proba(samples).argmax(-1) == y[:n]
         return {**out, "label_accuracy": float(hits.mean()), "samples": n,

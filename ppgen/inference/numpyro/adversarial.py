@@ -317,7 +317,7 @@ class FlowGAN:
 
     def groups(self, **options: Any) -> list[Group]:
         """The trainer's parameter groups (see :meth:`Adversarial.groups`)."""
-        return adversarial_groups(n_critic=self.n_critic, **options)
+        return self._adversarial.groups(**options)
 
     def __call__(
         self,
