@@ -19,7 +19,6 @@ normalisation, as WGAN-GP's critic needs).
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import time
 from dataclasses import dataclass
@@ -56,7 +55,6 @@ if TYPE_CHECKING:
     from ppgen.runs import Run
 
 __all__ = [
-    "CGANRecipe",
     "GANOptions",
     "GANRecipe",
     "GeneratorOptions",
@@ -64,6 +62,9 @@ __all__ = [
     "MMDRecipe",
     "SinkhornOptions",
     "SinkhornRecipe",
+    "dataset_classifier",
+    "is_images",
+    "modes_picture",
 ]
 
 MODE_DATASETS = ("ring8", "grid25")
@@ -76,7 +77,8 @@ EVAL_SAMPLES = {"modes": 2500, "images": 10_000}
 VALID_SAMPLES = {"modes": 2500, "images": 2000}
 
 
-def _is_images(dataset: str) -> bool:
+def is_images(dataset: str) -> bool:
+    """Whether ``dataset`` holds 28x28 images (else 2-D points of a mode-collapse set)."""
     return dataset in IMAGE_DATASETS
 
 
@@ -111,7 +113,7 @@ class GeneratorOptions(Options):
         Raises:
             ConfigError: ``dcgan`` on data that are not 28x28 images.
         """
-        images = _is_images(dataset)
+        images = is_images(dataset)
         arch = self.architecture if self.architecture != "auto" else ("dcgan" if images else "mlp")
         if arch == "dcgan" and not images:
             raise ConfigError(
@@ -172,7 +174,7 @@ class MMDOptions(GeneratorOptions):
     def kernel_bandwidths(self, dataset: str) -> tuple[float, ...]:
         if self.bandwidths:
             return self.bandwidths
-        if _is_images(dataset):
+        if is_images(dataset):
             return (2.0, 5.0, 10.0, 20.0, 40.0, 80.0)
         return (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 
@@ -194,7 +196,7 @@ class SinkhornOptions(GeneratorOptions):
     def regularisation(self, dataset: str) -> float:
         if self.epsilon:
             return self.epsilon
-        return 10.0 if _is_images(dataset) else 0.01
+        return 10.0 if is_images(dataset) else 0.01
 
 
 class _GeneratorRecipe(Recipe):
@@ -212,7 +214,7 @@ class _GeneratorRecipe(Recipe):
     # -- data ---------------------------------------------------------------------------
 
     def prepare(self, config: RunConfig) -> FitData:
-        if _is_images(config.dataset):
+        if is_images(config.dataset):
             splits = image_splits(config.dataset, config.train_split, "none", config.seed)
             valid = None if splits.valid is None else splits.valid.x
             return FitData(
@@ -228,7 +230,7 @@ class _GeneratorRecipe(Recipe):
 
     def shapes(self, config: RunConfig) -> FitData | None:
         """A placeholder batch: the generator's shapes are the data's."""
-        if _is_images(config.dataset):
+        if is_images(config.dataset):
             return image_stand_in(config)
         return stand_in(config, np.zeros((2, 2), np.float32))
 
@@ -244,7 +246,7 @@ class _GeneratorRecipe(Recipe):
     def generator(self, config: RunConfig, data: FitData, backend: Backend) -> Any:
         o = config.options
         arch, z_dim = o.resolved(config.dataset)
-        images = _is_images(config.dataset)
+        images = is_images(config.dataset)
         return backend.models.Generator(
             (data.x_dim,), z_dim=z_dim, architecture=arch,
             hidden=o.channels if arch == "dcgan" else o.hidden,
@@ -303,11 +305,11 @@ class _GeneratorRecipe(Recipe):
         dataset = config.dataset
 
         def metric(samples: np.ndarray, x: np.ndarray, *_: np.ndarray) -> dict[str, float]:
-            if _is_images(dataset):
+            if is_images(dataset):
                 from ppgen.classifier import image_sample_metrics
 
                 n = min(len(x), VALID_SAMPLES["images"])
-                out = image_sample_metrics(samples[:n], x[:n], _classifier(), kid_subsets=10,
+                out = image_sample_metrics(samples[:n], x[:n], dataset_classifier(), kid_subsets=10,
                                            kid_subset_size=min(n, 500))  # fmt: skip
                 return {"loss": out["fid"], "fid": out["fid"], "classes": out["classes"]}
             from ppgen.sample_quality import mode_metrics
@@ -323,7 +325,7 @@ class _GeneratorRecipe(Recipe):
         classes covered of 10,000 samples against the test set (images)."""
         refuse_stand_in(run, "evaluating")
         t0 = time.perf_counter()
-        images = _is_images(run.config.dataset)
+        images = is_images(run.config.dataset)
         n = EVAL_SAMPLES["images" if images else "modes"]
         n = n if limit is None else min(n, limit)
         if images:
@@ -357,19 +359,19 @@ class _GeneratorRecipe(Recipe):
         return np.asarray(run.backend.inference.draw(run.model.sample, n, seed=seed))
 
     def save_samples(self, run: Run, samples: np.ndarray, path: Path) -> Path:
-        if _is_images(run.config.dataset):
+        if is_images(run.config.dataset):
             return super().save_samples(run, samples, path)
-        return _modes_picture(samples, run.config.dataset, path)
+        return modes_picture(samples, run.config.dataset, path)
 
     def pictures(self, run: Run, out_dir: Path) -> list[Path]:
         refuse_stand_in(run, "drawing the pictures of")
         out_dir = Path(out_dir)
-        images = _is_images(run.config.dataset)
+        images = is_images(run.config.dataset)
         if images:
             first = plots.save_image_grid(self.sample(run, 64), out_dir / "samples.png",
                                           run.data.image_shape)  # fmt: skip
         else:
-            first = _modes_picture(self.sample(run, 2500), run.config.dataset,
+            first = modes_picture(self.sample(run, 2500), run.config.dataset,
                                    out_dir / "samples_2d.png")  # fmt: skip
         losses = self.curve_keys(run.config)
         right = ("valid_fid",) if images else ("valid_modes",)
@@ -384,7 +386,7 @@ class _GeneratorRecipe(Recipe):
         return ("loss",)
 
 
-def _classifier() -> Any:
+def dataset_classifier() -> Any:
     """The dataset classifier of the validations, read (and its checksum checked) once per
     data directory in a process rather than at every evaluation."""
     from ppgen.classifier import classifier_dir
@@ -399,7 +401,9 @@ def _classifier_in(directory: Path) -> Any:
     return load_classifier(directory.parent)
 
 
-def _modes_picture(samples: np.ndarray, dataset: str, path: Path) -> Path:
+def modes_picture(samples: np.ndarray, dataset: str, path: Path) -> Path:
+    """2-D ``samples`` ``(n, 2)`` over ``dataset``'s modes, each ringed at three standard
+    deviations (the high-quality region), written to ``path``; returns it."""
     from ppgen.data.toy import toy_modes
 
     centers, std = toy_modes(dataset)
@@ -476,132 +480,6 @@ class SinkhornRecipe(_GeneratorRecipe):
         return "Sinkhorn divergence of a batch"
 
 
-class CGANRecipe(GANRecipe):
-    """``cgan``: a class-conditional GAN (Mirza & Osindero 2014) on labelled images: ``y``
-    observed in the generator, the critic scoring ``(x, y)`` pairs."""
-
-    name = "cgan"
-    help = "class-conditional GAN: y observed in the generator, the critic scores (x, y)"
-    description = (
-        "A class-conditional GAN (Mirza & Osindero 2014): the generator draws x given the "
-        "observed label y, the critic scores (x, y) pairs; evaluated by FID and by how often "
-        "the dataset classifier agrees with the label asked for."
-    )
-    datasets = IMAGE_DATASETS
-    defaults = {"dataset": "mnist", "lr": 2e-4, "batch_size": 64, "epochs": 20}
-    eval_report = (
-        "FID and KID of 10,000 samples drawn for the test set's labels, and label accuracy: "
-        "how often the dataset classifier predicts the label each sample was drawn for"
-    )
-
-    def prepare(self, config: RunConfig) -> FitData:
-        splits = image_splits(config.dataset, config.train_split, "none", config.seed)
-
-        def pair(d: Any) -> Any:
-            return None if d is None else (d.x, d.y.astype(np.int64))
-
-        return FitData(
-            train=pair(splits.train), valid=pair(splits.valid), test=pair(splits.test),
-            num_data=len(splits.train), image_shape=splits.test.image_shape,
-            num_classes=splits.test.num_classes,
-        )  # fmt: skip
-
-    def shapes(self, config: RunConfig) -> FitData | None:
-        stand = image_stand_in(config)
-        y = np.arange(len(stand.train)) % stand.num_classes
-        return dataclasses.replace(stand, train=(stand.train, y))
-
-    def schedule(self, data: FitData) -> Any:
-        from ppgen.data.schedules import Minibatches
-
-        # y passed as integer class labels, checked against the classes over the whole data
-        return Minibatches(labels=(1,), num_classes=data.num_classes)
-
-    def generator(self, config: RunConfig, data: FitData, backend: Backend) -> Any:
-        o = config.options
-        arch, z_dim = o.resolved(config.dataset)
-        return backend.models.Generator(
-            (data.x_dim,), z_dim=z_dim, architecture=arch,
-            hidden=o.channels if arch == "dcgan" else o.hidden,
-            num_classes=data.num_classes, output="sigmoid", seed=config.seed,
-        )  # fmt: skip
-
-    def critic(self, config: RunConfig, data: FitData, backend: Backend) -> Any:
-        o = config.options
-        arch, _ = o.resolved(config.dataset)
-        if arch == "dcgan":
-            return backend.models.DCGANCritic((data.x_dim,), channels=o.channels[1],
-                                              num_classes=data.num_classes,
-                                              seed=config.seed + 1)  # fmt: skip
-        return backend.models.MLPCritic(
-            data.x_dim, hidden=o.hidden, num_classes=data.num_classes, seed=config.seed + 1
-        )
-
-    def objective(self, config: RunConfig, data: FitData, backend: Backend) -> Any:
-        o = config.options
-        return backend.inference.Adversarial(
-            self.critic(config, data, backend), loss=o.loss, gradient_penalty=o.penalty,
-            n_critic=o.n_critic, conditions=("y",),
-        )  # fmt: skip
-
-    def _valid_metric(self, config: RunConfig):
-        """FID of 2,000 samples drawn for the validation labels, and label accuracy."""
-
-        def metric(samples: np.ndarray, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
-            from ppgen.classifier import image_sample_metrics
-
-            n = min(len(x), VALID_SAMPLES["images"])
-            classifier = _classifier()
-            out = image_sample_metrics(samples[:n], x[:n], classifier, kid_subsets=10,
-                                       kid_subset_size=min(n, 500))  # fmt: skip
-            hits = classifier.predict_proba(samples[:n]).argmax(-1) == y[:n]
-            return {"loss": out["fid"], "fid": out["fid"], "label_accuracy": float(hits.mean())}
-
-        return metric
-
-    def evaluate(self, run: Run, *, limit: int | None = None, **_: Any) -> dict[str, Any]:
-        """FID, KID and classes of 10,000 samples drawn for the test labels (``limit``: the
-        first ``limit``), and the label accuracy of the dataset classifier on them."""
-        from ppgen.classifier import check_fid_count, image_sample_metrics, load_classifier
-
-        refuse_stand_in(run, "evaluating")
-        t0 = time.perf_counter()
-        x, y = run.data.test
-        n = len(x) if limit is None else min(len(x), limit)
-        classifier = load_classifier()
-        check_fid_count(n, classifier, "--limit")  # before drawing the samples
-        samples = np.asarray(run.backend.inference.draw(run.model.sample, n, seed=run.config.seed,
-                                                        y=y[:n]))  # fmt: skip
-        out = image_sample_metrics(samples, x[:n], classifier)
-        hits = classifier.predict_proba(samples).argmax(-1) == y[:n]
-        return {**out, "label_accuracy": float(hits.mean()), "samples": n,
-                "epoch": run.epoch + 1, "seconds": time.perf_counter() - t0}  # fmt: skip
-
-    def summary(self, out: dict[str, Any]) -> str:
-        return (
-            super().summary(out)
-            + f"; label accuracy {100 * out['label_accuracy']:.1f}% (the classifier agrees "
-            "with the label asked for)"
-        )
-
-    def pictures(self, run: Run, out_dir: Path) -> list[Path]:
-        """One row per class (``class_samples.png``) and the training curves."""
-        refuse_stand_in(run, "drawing the pictures of")
-        out_dir = Path(out_dir)
-        classes = run.data.num_classes
-        y = np.repeat(np.arange(classes), 10)
-        samples = np.asarray(run.backend.inference.draw(run.model.sample, len(y), seed=0, y=y))
-        grid = plots.save_image_grid(samples, out_dir / "class_samples.png",
-                                     run.data.image_shape, ncol=10)  # fmt: skip
-        curves = plots.save_training_curves(
-            run.directory / "metrics.jsonl", out_dir / "curves.png", keys=self.curve_keys(
-                run.config), right_keys=("valid_fid",), right_label="validation FID",
-            unit=self.loss_unit(run.config),
-        )  # fmt: skip
-        return [grid, curves]
-
-
 GAN = register(GANRecipe())
-CGAN = register(CGANRecipe())
 MMD = register(MMDRecipe())
 SINKHORN = register(SinkhornRecipe())
