@@ -384,6 +384,8 @@ def test_bad_generator_options(backend, kwargs, match):
         ("MLPCritic", dict(x_dim=2, hidden=(4, 0)), "hidden"),
         ("DCGANCritic", dict(x_shape=(2,)), "28x28"),
         ("DCGANCritic", dict(num_classes=0), "num_classes"),
+        ("MLPCritic", dict(x_dim=2, input_scale=0.0), "input_scale"),
+        ("DCGANCritic", dict(input_scale=float("nan")), "input_scale"),
     ],
 )
 def test_bad_critic_options(backend, name, kwargs, match):
@@ -429,3 +431,18 @@ def test_bad_data_and_labels(backend):
     with pytest.raises(DataError, match="integer") as error:
         mod.MLPCritic(2, num_classes=3)(arr(np.zeros((2, 2))), arr(np.array([0.0, 1.0])))
     one_line(error)
+
+
+@pytest.mark.parametrize("backend", ["pyro", "numpyro"])
+@pytest.mark.parametrize("name", ["MLPCritic", "DCGANCritic"])
+def test_input_scale_scores_the_scaled_input(backend, name):
+    """``input_scale=s`` scores ``s x`` with the same weights (Flow-GAN's critic sees a
+    flow's dequantised pixels ``k + u`` as ``(k + u) / L``)."""
+    kwargs = dict(x_dim=6, hidden=(8,)) if name == "MLPCritic" else dict(channels=2)
+    make = getattr(MODULES[backend], name)
+    plain, scaled = make(seed=4, **kwargs), make(seed=4, input_scale=0.25, **kwargs)
+    x = np.random.default_rng(3).uniform(0, 4, size=(3, 6 if name == "MLPCritic" else 784))
+    conv = to_t if backend == "pyro" else to_j
+    out = numpy(scaled(conv(x)))
+    np.testing.assert_allclose(out, numpy(plain(conv(0.25 * x))), rtol=1e-6, atol=1e-7)
+    assert not np.allclose(out, numpy(plain(conv(x))))

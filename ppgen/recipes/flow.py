@@ -222,7 +222,11 @@ class FlowRecipe(Recipe):
         """``"steps"`` for the image flows (conv conditioners, see Recipe.epoch_loop)."""
         return "steps" if is_image_flow(config.options.flow, config.dataset) else "scan"
 
-    def build(self, config: RunConfig, data: FitData, backend: Backend) -> Built:
+    def density(self, config: RunConfig, data: FitData, backend: Backend) -> tuple[Any, Any]:
+        """``(FlowDensity, transform)``: the run's flow model (with the logit map and the
+        dequantisation's Jacobian on images, and Glow's data-dependent initialisation) and
+        the trainer's data transform (uniform dequantisation noise on images, else
+        ``None``)."""
         o = config.options
         levels = grey_levels(config.dataset)
         name, shape = flow_event_shape(o.flow, config.dataset, data.image_shape, data.x_dim)
@@ -238,8 +242,11 @@ class FlowRecipe(Recipe):
             rows = k + np.random.default_rng(config.seed).random(k.shape).astype(np.float32)
             events = rows.reshape(len(rows), *shape)
             flow = backend.inference.compute(flow.initialize, events)
-        model = models.FlowDensity(shape, flow)
         transform = None if levels is None else backend.inference.UniformNoise(1.0)
+        return models.FlowDensity(shape, flow), transform
+
+    def build(self, config: RunConfig, data: FitData, backend: Backend) -> Built:
+        model, transform = self.density(config, data, backend)
         return exact_likelihood(config, data, backend, model, transform)
 
     def evaluate(

@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from ppgen.runs import Run
 
 __all__ = [
+    "CriticOptions",
     "GANOptions",
     "GANRecipe",
     "GeneratorOptions",
@@ -124,8 +125,9 @@ class GeneratorOptions(Options):
 
 
 @dataclass(frozen=True)
-class GANOptions(GeneratorOptions):
-    """Settings of ``gan`` (defaults: WGAN-GP's Adam, lr 1e-4 with betas (0.5, 0.9))."""
+class CriticOptions(Options):
+    """The adversarial game's settings, shared by every recipe with a critic (``gan``,
+    ``cgan``, ``flowgan``, ...; defaults: WGAN-GP's Adam betas (0.5, 0.9))."""
 
     loss: str = option("nonsaturating", "the adversarial loss", choices=ADVERSARIAL_LOSSES)
     n_critic: int = option(1, "critic updates per generator update (WGAN-GP: 5)",
@@ -155,6 +157,30 @@ class GANOptions(GeneratorOptions):
     def penalty(self) -> float | None:
         """The objective's ``gradient_penalty`` (``None``: the loss's default)."""
         return None if self.gradient_penalty == -1 else self.gradient_penalty
+
+    def player_groups(self, config: RunConfig, steps_per_epoch: int) -> dict[str, Any]:
+        """The trainer's two parameter groups (``groups=``), each player with its own Adam.
+
+        Raises:
+            ConfigError: A ``--weight-decay`` (not offered to the players).
+        """
+        if config.weight_decay:
+            raise ConfigError(
+                f"{config.model} takes no --weight-decay (each player has its own Adam)"
+            )
+        return {
+            "groups": adversarial_groups(
+                lr_critic=self.lr_critic or config.lr, lr_generator=config.lr,
+                n_critic=self.n_critic, betas=(self.beta1, self.beta2),
+                lr_schedule=config.lr_schedule,
+                total_steps=config.epochs * steps_per_epoch,
+            )
+        }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class GANOptions(GeneratorOptions, CriticOptions):
+    """Settings of ``gan`` (defaults: WGAN-GP's Adam, lr 1e-4 with betas (0.5, 0.9))."""
 
 
 @dataclass(frozen=True)
@@ -429,17 +455,7 @@ class GANRecipe(_GeneratorRecipe):
         )  # fmt: skip
 
     def groups(self, config: RunConfig, steps_per_epoch: int) -> dict[str, Any]:
-        o = config.options
-        if config.weight_decay:
-            raise ConfigError("gan takes no --weight-decay (each player has its own Adam)")
-        return {
-            "groups": adversarial_groups(
-                lr_critic=o.lr_critic or config.lr, lr_generator=config.lr,
-                n_critic=o.n_critic, betas=(o.beta1, o.beta2),
-                lr_schedule=config.lr_schedule,
-                total_steps=config.epochs * steps_per_epoch,
-            )
-        }  # fmt: skip
+        return config.options.player_groups(config, steps_per_epoch)
 
     def loss_unit(self, config: RunConfig) -> str:
         return "per example"

@@ -209,6 +209,17 @@ def _rows(x: jax.Array, x_shape: tuple[int, ...], who: str) -> jax.Array:
     return jnp.reshape(x, (*shape[: len(shape) - len(x_shape)], math.prod(x_shape)))
 
 
+def _input_scale(value: float) -> float:
+    """A critic's ``input_scale``, checked: a positive finite number."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not (math.isfinite(value) and value > 0)
+    ):
+        raise ConfigError(f"input_scale must be a positive finite number, got {value!r}")
+    return float(value)
+
+
 def _cat(parts: Sequence[jax.Array]) -> jax.Array:
     """Concatenate on the last axis, broadcasting the leading (particle, batch) dims."""
     shape = jnp.broadcast_shapes(*(p.shape[:-1] for p in parts))
@@ -224,6 +235,7 @@ class _Critic(_TorchNamed):
     x_shape: tuple[int, ...] = eqx.field(static=True)
     num_classes: int | None = eqx.field(static=True)
     z_dim: int | None = eqx.field(static=True)
+    input_scale: float = eqx.field(static=True)
 
     def _usage(self) -> str:
         extras = ["y"] * (self.num_classes is not None) + ["z"] * (self.z_dim is not None)
@@ -261,9 +273,12 @@ class MLPCritic(_Critic):
         activation: ``"leaky_relu"`` (slope 0.2), ``"relu"``, ``"tanh"``, ``"softplus"`` or
             ``"elu"``.
         seed: Seed of numpy's generator that draws the initial weights.
+        input_scale: A fixed factor on ``x`` before the first layer (e.g. ``1 / L`` for a
+            flow's dequantised pixels ``k + u`` in ``[0, L]``); 1: none.
 
     Raises:
-        ConfigError: An unknown activation, a width below 1, ``num_classes < 2``.
+        ConfigError: An unknown activation, a width below 1, ``num_classes < 2``, an
+            ``input_scale`` that is not a positive finite number.
     """
 
     layers: list[_Layer]
@@ -277,8 +292,10 @@ class MLPCritic(_Critic):
         z_dim: int | None = None,
         activation: str = "leaky_relu",
         seed: int = 0,
+        input_scale: float = 1.0,
     ) -> None:
         self.x_shape = _shape(x_dim, "x_dim")
+        self.input_scale = _input_scale(input_scale)
         self.num_classes = _optional_size(num_classes, "num_classes", 2)
         self.z_dim = _optional_size(z_dim, "z_dim", 1)
         extra = (self.num_classes or 0) + (self.z_dim or 0)
@@ -295,7 +312,7 @@ class MLPCritic(_Critic):
             DataError: ``x`` or ``z`` of another width, labels not integers.
             ConfigError: Another number of inputs than the critic was built for.
         """
-        h = _rows(x, self.x_shape, "MLPCritic's x")
+        h = _rows(x, self.x_shape, "MLPCritic's x") * self.input_scale
         h = _cat([h, *self._conditions(extras, h)])
         *hidden, last = self.layers
         for layer in hidden:
@@ -325,9 +342,12 @@ class DCGANCritic(_Critic):
         z_dim: Width of the latent of a joint critic, called as ``critic(x, z)``.
         hidden: Width of the conditioned head's hidden layer (no effect without ``y``/``z``).
         seed: Seed of numpy's generator that draws the initial weights.
+        input_scale: A fixed factor on ``x`` before the first layer (e.g. ``1 / L`` for a
+            flow's dequantised pixels ``k + u`` in ``[0, L]``); 1: none.
 
     Raises:
-        ConfigError: Another ``x_shape``, a size below 1, ``num_classes < 2``.
+        ConfigError: Another ``x_shape``, a size below 1, ``num_classes < 2``, an
+            ``input_scale`` that is not a positive finite number.
     """
 
     convs: list[_Layer]
@@ -341,8 +361,10 @@ class DCGANCritic(_Critic):
         z_dim: int | None = None,
         hidden: int = 256,
         seed: int = 0,
+        input_scale: float = 1.0,
     ) -> None:
         self.x_shape = _image_shape(x_shape)
+        self.input_scale = _input_scale(input_scale)
         self.num_classes = _optional_size(num_classes, "num_classes", 2)
         self.z_dim = _optional_size(z_dim, "z_dim", 1)
         extra = (self.num_classes or 0) + (self.z_dim or 0)
@@ -364,7 +386,7 @@ class DCGANCritic(_Critic):
             DataError: ``x`` of another shape, ``z`` of another width, labels not integers.
             ConfigError: Another number of inputs than the critic was built for.
         """
-        rows = _rows(x, self.x_shape, "DCGANCritic's x")
+        rows = _rows(x, self.x_shape, "DCGANCritic's x") * self.input_scale
         batch = rows.shape[:-1]
         h = rows.reshape(-1, *IMAGE)
         for conv in self.convs:
@@ -394,6 +416,8 @@ class DCGANGenerator(_TorchNamed):
         in_features: Width of the input (``z``, or ``[z, onehot(y)]``).
         channels: ``(C1, C2)``, the channels of the 7x7 and the 14x14 feature maps.
         seed: Seed of numpy's generator that draws the initial weights.
+        input_scale: A fixed factor on ``x`` before the first layer (e.g. ``1 / L`` for a
+            flow's dequantised pixels ``k + u`` in ``[0, L]``); 1: none.
 
     Raises:
         ConfigError: Not two channel counts, or a size below 1.

@@ -136,6 +136,7 @@ class _Critic(nn.Module):
     x_shape: tuple[int, ...]
     num_classes: int | None
     z_dim: int | None
+    input_scale: float
 
     def _init_conditions(self, num_classes: int | None, z_dim: int | None) -> int:
         """Set ``num_classes``, ``z_dim``; return the width of the conditioning features."""
@@ -162,6 +163,17 @@ class _Critic(nn.Module):
         return out
 
 
+def _input_scale(value: float) -> float:
+    """A critic's ``input_scale``, checked: a positive finite number."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not (math.isfinite(value) and value > 0)
+    ):
+        raise ConfigError(f"input_scale must be a positive finite number, got {value!r}")
+    return float(value)
+
+
 def _cat(parts: Sequence[torch.Tensor]) -> torch.Tensor:
     """Concatenate on the last axis, broadcasting the leading (particle, batch) dims."""
     shape = torch.broadcast_shapes(*(p.shape[:-1] for p in parts))
@@ -185,9 +197,12 @@ class MLPCritic(_Critic):
         activation: ``"leaky_relu"`` (slope 0.2), ``"relu"``, ``"tanh"``, ``"softplus"`` or
             ``"elu"``.
         seed: Seed of the local generator that draws the initial weights.
+        input_scale: A fixed factor on ``x`` before the first layer (e.g. ``1 / L`` for a
+            flow's dequantised pixels ``k + u`` in ``[0, L]``); 1: none.
 
     Raises:
-        ConfigError: An unknown activation, a width below 1, ``num_classes < 2``.
+        ConfigError: An unknown activation, a width below 1, ``num_classes < 2``, an
+            ``input_scale`` that is not a positive finite number.
     """
 
     def __init__(
@@ -198,9 +213,11 @@ class MLPCritic(_Critic):
         z_dim: int | None = None,
         activation: str = "leaky_relu",
         seed: int = 0,
+        input_scale: float = 1.0,
     ) -> None:
         super().__init__()
         self.x_shape = _shape(x_dim, "x_dim")
+        self.input_scale = _input_scale(input_scale)
         extra = self._init_conditions(num_classes, z_dim)
         sizes = [self.x_shape[0] + extra, *(int(h) for h in hidden), 1]
         if min(sizes) < 1:
@@ -215,7 +232,7 @@ class MLPCritic(_Critic):
             DataError: ``x`` or ``z`` of another width, labels not integers.
             ConfigError: Another number of inputs than the critic was built for.
         """
-        h = _rows(x, self.x_shape, "MLPCritic's x")
+        h = _rows(x, self.x_shape, "MLPCritic's x") * self.input_scale
         h = _cat([h, *self._conditions(extras, h)])
         *hidden, last = self.layers
         for layer in hidden:
@@ -245,9 +262,12 @@ class DCGANCritic(_Critic):
         z_dim: Width of the latent of a joint critic, called as ``critic(x, z)``.
         hidden: Width of the conditioned head's hidden layer (no effect without ``y``/``z``).
         seed: Seed of the local generator that draws the initial weights.
+        input_scale: A fixed factor on ``x`` before the first layer (e.g. ``1 / L`` for a
+            flow's dequantised pixels ``k + u`` in ``[0, L]``); 1: none.
 
     Raises:
-        ConfigError: Another ``x_shape``, a size below 1, ``num_classes < 2``.
+        ConfigError: Another ``x_shape``, a size below 1, ``num_classes < 2``, an
+            ``input_scale`` that is not a positive finite number.
     """
 
     def __init__(
@@ -258,9 +278,11 @@ class DCGANCritic(_Critic):
         z_dim: int | None = None,
         hidden: int = 256,
         seed: int = 0,
+        input_scale: float = 1.0,
     ) -> None:
         super().__init__()
         self.x_shape = _image_shape(x_shape)
+        self.input_scale = _input_scale(input_scale)
         extra = self._init_conditions(num_classes, z_dim)
         c = _optional_size(channels, "channels", 1)
         generator = torch.Generator().manual_seed(int(seed))
@@ -282,7 +304,7 @@ class DCGANCritic(_Critic):
             DataError: ``x`` of another shape, ``z`` of another width, labels not integers.
             ConfigError: Another number of inputs than the critic was built for.
         """
-        rows = _rows(x, self.x_shape, "DCGANCritic's x")
+        rows = _rows(x, self.x_shape, "DCGANCritic's x") * self.input_scale
         batch = rows.shape[:-1]
         h = rows.reshape(-1, *IMAGE)
         for conv in self.convs:
@@ -309,6 +331,8 @@ class DCGANGenerator(nn.Module):
         in_features: Width of the input (``z``, or ``[z, onehot(y)]``).
         channels: ``(C1, C2)``, the channels of the 7x7 and the 14x14 feature maps.
         seed: Seed of the local generator that draws the initial weights.
+        input_scale: A fixed factor on ``x`` before the first layer (e.g. ``1 / L`` for a
+            flow's dequantised pixels ``k + u`` in ``[0, L]``); 1: none.
 
     Raises:
         ConfigError: Not two channel counts, or a size below 1.
