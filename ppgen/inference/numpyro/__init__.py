@@ -1,6 +1,7 @@
 """NumPyro inference: objectives, log-likelihood estimation, training, MCMC (mirrors Pyro's)."""
 
 from ppgen.inference.numpyro.adversarial import Adversarial, FlowGAN
+from ppgen.inference.numpyro.bigan import BiGAN
 from ppgen.inference.numpyro.discrepancy import MMD, Sinkhorn
 from ppgen.inference.numpyro.implicit import SampleEvaluator
 from ppgen.inference.numpyro.interop import compute, draw
@@ -22,6 +23,7 @@ from ppgen.inference.numpyro.train import Trainer, TrainState
 
 __all__ = [
     "Adversarial",
+    "BiGAN",
     "FlowGAN",
     "MMD",
     "SampleEvaluator",

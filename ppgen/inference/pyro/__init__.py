@@ -1,6 +1,7 @@
 """Pyro inference for any model/guide pair: objectives, log-likelihoods, training, MCMC."""
 
 from ppgen.inference.pyro.adversarial import Adversarial, FlowGAN
+from ppgen.inference.pyro.bigan import BiGAN
 from ppgen.inference.pyro.discrepancy import MMD, Sinkhorn
 from ppgen.inference.pyro.implicit import SampleEvaluator
 from ppgen.inference.pyro.interop import compute, draw
@@ -22,6 +23,7 @@ from ppgen.inference.pyro.train import Trainer, TrainState
 
 __all__ = [
     "Adversarial",
+    "BiGAN",
     "FlowGAN",
     "MMD",
     "SampleEvaluator",

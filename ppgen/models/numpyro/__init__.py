@@ -6,6 +6,7 @@ from ppgen.models.numpyro.ar import (
     DiscretizedMixLogistic,
 )
 from ppgen.models.numpyro.autoregressive import MaskedAutoregressive
+from ppgen.models.numpyro.bigan import BiGANModel
 from ppgen.models.numpyro.charrnn import CharRNN
 from ppgen.models.numpyro.coupling import Additive, Affine, Coupling, RationalQuadraticSpline
 from ppgen.models.numpyro.flow import (
@@ -57,6 +58,7 @@ from ppgen.models.numpyro.vae import VAE, HierarchicalVAE
 from ppgen.models.numpyro.wavenet import WaveNet
 
 __all__ = [
+    "BiGANModel",
     "DCGANCritic",
     "DCGANGenerator",
     "Generator",

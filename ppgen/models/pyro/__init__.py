@@ -6,6 +6,7 @@ from ppgen.models.pyro.ar import (
     DiscretizedMixLogistic,
 )
 from ppgen.models.pyro.autoregressive import MaskedAutoregressive
+from ppgen.models.pyro.bigan import BiGANModel
 from ppgen.models.pyro.charrnn import CharRNN
 from ppgen.models.pyro.coupling import Additive, Affine, Coupling, RationalQuadraticSpline
 from ppgen.models.pyro.flow import (
@@ -57,6 +58,7 @@ from ppgen.models.pyro.vae import VAE, HierarchicalVAE
 from ppgen.models.pyro.wavenet import WaveNet
 
 __all__ = [
+    "BiGANModel",
     "DCGANCritic",
     "DCGANGenerator",
     "Generator",
