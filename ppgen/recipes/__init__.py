@@ -12,6 +12,7 @@ from ppgen.recipes import (
     charrnn,  # noqa: E402, F401  (charrnn)
     flow,  # noqa: E402, F401  (flow)
     flowgan,  # noqa: E402, F401  (flowgan)
+    infogan,  # noqa: E402, F401  (infogan)
     likelihood_free,  # noqa: E402, F401  (gan, mmd, sinkhorn)
     ssvae,  # noqa: E402, F401  (m2, m1m2)
     vae,  # noqa: E402, F401, I001  (vae, hvae, m1)

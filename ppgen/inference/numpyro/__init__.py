@@ -4,6 +4,7 @@ from ppgen.inference.numpyro.adversarial import Adversarial, FlowGAN
 from ppgen.inference.numpyro.bigan import BiGAN
 from ppgen.inference.numpyro.discrepancy import MMD, Sinkhorn
 from ppgen.inference.numpyro.implicit import SampleEvaluator
+from ppgen.inference.numpyro.infogan import InfoGAN
 from ppgen.inference.numpyro.interop import compute, draw
 from ppgen.inference.numpyro.loglik import (
     evaluate_log_likelihood,
@@ -25,6 +26,7 @@ __all__ = [
     "Adversarial",
     "BiGAN",
     "FlowGAN",
+    "InfoGAN",
     "MMD",
     "SampleEvaluator",
     "Sinkhorn",

@@ -4,6 +4,7 @@ from ppgen.inference.pyro.adversarial import Adversarial, FlowGAN
 from ppgen.inference.pyro.bigan import BiGAN
 from ppgen.inference.pyro.discrepancy import MMD, Sinkhorn
 from ppgen.inference.pyro.implicit import SampleEvaluator
+from ppgen.inference.pyro.infogan import InfoGAN
 from ppgen.inference.pyro.interop import compute, draw
 from ppgen.inference.pyro.loglik import (
     evaluate_log_likelihood,
@@ -25,6 +26,7 @@ __all__ = [
     "Adversarial",
     "BiGAN",
     "FlowGAN",
+    "InfoGAN",
     "MMD",
     "SampleEvaluator",
     "Sinkhorn",

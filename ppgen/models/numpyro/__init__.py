@@ -33,6 +33,7 @@ from ppgen.models.numpyro.image_flows import (
     initialize_flow,
     multiscale_realnvp,
 )
+from ppgen.models.numpyro.infogan import InfoGenerator
 from ppgen.models.numpyro.linear_gaussian import LinearGaussian
 from ppgen.models.numpyro.made import MADE
 from ppgen.models.numpyro.mixture import GaussianMixture
@@ -62,6 +63,7 @@ __all__ = [
     "DCGANCritic",
     "DCGANGenerator",
     "Generator",
+    "InfoGenerator",
     "MLPCritic",
     "AutoregressiveDensity",
     "AutoregressiveDistribution",

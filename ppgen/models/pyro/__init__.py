@@ -33,6 +33,7 @@ from ppgen.models.pyro.image_flows import (
     initialize_flow,
     multiscale_realnvp,
 )
+from ppgen.models.pyro.infogan import InfoGenerator
 from ppgen.models.pyro.linear_gaussian import LinearGaussian
 from ppgen.models.pyro.made import MADE
 from ppgen.models.pyro.mixture import GaussianMixture
@@ -62,6 +63,7 @@ __all__ = [
     "DCGANCritic",
     "DCGANGenerator",
     "Generator",
+    "InfoGenerator",
     "MLPCritic",
     "AutoregressiveDensity",
     "AutoregressiveDistribution",
