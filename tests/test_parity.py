@@ -61,6 +61,7 @@ MODULES = [
     "inference.handlers",
     "inference.mcmc",
     "inference.train",
+    "inference.aae",
     "inference.adversarial",
     "inference.infogan",
     "inference.bigan",

@@ -25,9 +25,12 @@ from ppgen.errors import ConfigError
 from ppgen.inference.optim import Group
 
 __all__ = [
+    "AAE_MATCHES",
     "ADVERSARIAL_LOSSES",
     "CRITIC",
     "F_DIVERGENCES",
+    "GAUSSIAN_MULTIPLES",
+    "IMQ_MULTIPLES",
     "GENERATOR",
     "MMD_KERNELS",
     "PLAYERS",
@@ -37,6 +40,7 @@ __all__ = [
     "check_epsilon",
     "check_n_critic",
     "check_penalty",
+    "latent_bandwidths",
 ]
 
 CRITIC, GENERATOR = "critic", "generator"
@@ -60,6 +64,29 @@ ADVERSARIAL_LOSSES = ("nonsaturating", "minimax", "lsgan", "hinge", "wgan-gp", *
 #: (Li et al. 2015; Dziugaite et al. 2015), or of inverse multiquadrics ``c / (c + |x - y|^2)``
 #: over the scales ``c`` (Tolstikhin et al. 2018, WAE-MMD).
 MMD_KERNELS = ("gaussian", "imq")
+
+#: How an autoencoder's aggregate posterior is matched to its prior (``AAE``: Makhzani et al.
+#: 2015; WAE-MMD, Tolstikhin et al. 2018; Sinkhorn autoencoders, Patrini et al. 2019).
+AAE_MATCHES = ("adversarial", "mmd", "sinkhorn")
+#: Multiples of ``2 d`` (``d`` the latent's width) of the default IMQ scales: WAE-MMD's
+#: ``C = 2 d sigma^2`` for the ``N(0, I)`` prior, summed over these multiples as in the
+#: authors' code (Tolstikhin et al. 2018).
+IMQ_MULTIPLES = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
+#: Multiples of ``sqrt(d / 2)`` of the default Gaussian bandwidths: InfoVAE's kernel
+#: ``exp(-|z - z'|^2 / d)`` (Zhao et al. 2017) is the middle one.
+GAUSSIAN_MULTIPLES = (0.5, 1.0, 2.0)
+
+
+def latent_bandwidths(kernel: str, latent_dim: int) -> tuple[float, ...]:
+    """MMD's default bandwidths for a latent of width ``d = latent_dim`` under an ``N(0, I)``
+    prior: IMQ scales ``c = 2 d m`` for ``m`` in :data:`IMQ_MULTIPLES` (WAE-MMD), or
+    Gaussian standard deviations ``sqrt(d / 2) m`` for ``m`` in :data:`GAUSSIAN_MULTIPLES`
+    (InfoVAE's at ``m = 1``)."""
+    d = int(latent_dim)
+    if kernel == "imq":
+        return tuple(2.0 * d * m for m in IMQ_MULTIPLES)
+    return tuple(math.sqrt(d / 2.0) * m for m in GAUSSIAN_MULTIPLES)
+
 
 #: Gradient-penalty weight of WGAN-GP when none is given (Gulrajani et al. 2017, lambda = 10).
 WGAN_GP_PENALTY = 10.0

@@ -6,6 +6,7 @@ and one import line below; nothing else in ppgen changes (docs/ARCHITECTURE.md).
 
 # One line per family: importing its module registers its recipes.
 from ppgen.recipes import (
+    aae,  # noqa: E402, F401  (aae)
     ar_images,  # noqa: E402, F401  (fvsbn, nade, made, pixelcnn)
     bigan,  # noqa: E402, F401  (bigan)
     cgan,  # noqa: E402, F401  (cgan)

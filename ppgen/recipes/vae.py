@@ -234,7 +234,9 @@ def _images(config: RunConfig) -> FitData:
     )
 
 
-def _samples_and_reconstructions(run: Run, out_dir: Path, n: int = 64) -> list[Path]:
+def samples_and_reconstructions(run: Run, out_dir: Path, n: int = 64) -> list[Path]:
+    """``samples.png`` (``n`` draws of the model) and ``reconstructions.png`` (the first
+    ``n`` test images over their reconstructions) of an image model in ``out_dir``."""
     x = run.data.test[:n]
     recon = run.backend.inference.draw(run.model.reconstruct, x, seed=0)
     return [
@@ -324,7 +326,7 @@ class VAERecipe(Recipe):
 
     def pictures(self, run: Run, out_dir: Path) -> list[Path]:
         return [
-            *_samples_and_reconstructions(run, out_dir),
+            *samples_and_reconstructions(run, out_dir),
             plots.save_training_curves(out_dir / "metrics.jsonl", out_dir / "curves.png"),
         ]
 

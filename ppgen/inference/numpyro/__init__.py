@@ -1,5 +1,6 @@
 """NumPyro inference: objectives, log-likelihood estimation, training, MCMC (mirrors Pyro's)."""
 
+from ppgen.inference.numpyro.aae import AAE
 from ppgen.inference.numpyro.adversarial import Adversarial, FlowGAN
 from ppgen.inference.numpyro.bigan import BiGAN
 from ppgen.inference.numpyro.discrepancy import MMD, Sinkhorn
@@ -23,6 +24,7 @@ from ppgen.inference.numpyro.ssvae import (
 from ppgen.inference.numpyro.train import Trainer, TrainState
 
 __all__ = [
+    "AAE",
     "Adversarial",
     "BiGAN",
     "FlowGAN",

@@ -1,5 +1,6 @@
 """Pyro inference for any model/guide pair: objectives, log-likelihoods, training, MCMC."""
 
+from ppgen.inference.pyro.aae import AAE
 from ppgen.inference.pyro.adversarial import Adversarial, FlowGAN
 from ppgen.inference.pyro.bigan import BiGAN
 from ppgen.inference.pyro.discrepancy import MMD, Sinkhorn
@@ -23,6 +24,7 @@ from ppgen.inference.pyro.ssvae import (
 from ppgen.inference.pyro.train import Trainer, TrainState
 
 __all__ = [
+    "AAE",
     "Adversarial",
     "BiGAN",
     "FlowGAN",
