@@ -3,7 +3,17 @@
 ``backend`` runs a test once on Pyro and once on NumPyro through a small adapter: the same
 test body converts arrays, draws randomness, traces programs and fixes latent draws the way
 each backend does. ``float64`` switches both backends to 64-bit floats for the test.
+
+One JAX compilation cache serves the whole session (every xdist worker and every
+subprocess a test starts): many tests build the same small model afresh and jit it, and XLA
+compiles each distinct program once instead of once per test. The cache is keyed by the
+program itself, so a hit runs the very executable a compile would have built; it is a new
+directory per session, removed at the end.
 """
+
+import os
+import shutil
+import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +37,34 @@ import ppgen.inference.pyro.handlers
 import ppgen.inference.pyro.particles
 import ppgen.models.numpyro
 import ppgen.models.pyro
+
+_CACHE_ENV = "PPGEN_TEST_JAX_CACHE"
+_CACHE_SETTINGS = {  # jax's own flags, also read from the environment by subprocesses
+    "JAX_COMPILATION_CACHE_DIR": None,
+    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.2",
+    "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+}
+
+
+def pytest_configure(config):
+    """The session's JAX compilation cache: made by the controller (or a run without
+    xdist) before any worker starts, inherited by the workers and subprocesses through the
+    environment."""
+    if _CACHE_ENV not in os.environ:
+        directory = tempfile.mkdtemp(prefix="ppgen-test-jax-cache-")
+        os.environ[_CACHE_ENV] = directory
+        config._ppgen_jax_cache = directory  # this process made it: it removes it
+        for name, value in _CACHE_SETTINGS.items():
+            os.environ[name] = directory if value is None else value
+    jax.config.update("jax_compilation_cache_dir", os.environ[_CACHE_ENV])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def pytest_unconfigure(config):
+    directory = getattr(config, "_ppgen_jax_cache", None)
+    if directory is not None:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 class _FixLatents(Messenger):

@@ -1,9 +1,11 @@
 """Data-parallel training runs for test_parallel.py, in float64 (run as a script).
 
-    python parallel_script.py BACKEND CASE ROOT DEVICES...
+    python parallel_script.py BACKEND CASES ROOT DEVICES...
 
-trains ``ROOT/one`` on one device (when ``1`` is among DEVICES) and, on two (when ``2``
-is), ``ROOT/two`` for two epochs and ``ROOT/part`` for one epoch, resumed to two. Pyro runs
+trains, for each CASE of the comma-separated CASES, ``ROOT/CASE/one`` on one device (when
+``1`` is among DEVICES) and, on two (when ``2`` is), ``ROOT/CASE/two`` for two epochs and
+``ROOT/CASE/part`` for one epoch, resumed to two (one process for every case: the imports
+and the process group are paid once). Pyro runs
 with devices 2 under ``torchrun --nproc_per_node 2``; NumPyro with two forced host devices
 (``XLA_FLAGS``), so one process does everything.
 
@@ -59,7 +61,12 @@ def trainer(backend: str, case: str, devices: int):
 
 
 def main() -> None:
-    backend, case, root, *devices = sys.argv[1:]
+    backend, cases, root, *devices = sys.argv[1:]
+    for case in cases.split(","):
+        train_case(backend, case, f"{root}/{case}", devices)
+
+
+def train_case(backend: str, case: str, root: str, devices: list[str]) -> None:
     runs = []
     if "1" in devices:
         runs.append(("one", 1, 2, False))

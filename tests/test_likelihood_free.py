@@ -1,16 +1,13 @@
 """The likelihood-free recipes (``gan``, ``mmd``, ``sinkhorn``) through the command line: they
-train, evaluate (modes covered, high-quality share), sample and draw on both backends; a
-two-player run killed with SIGKILL resumes to exactly the uninterrupted one; bad settings
-are refused in one line."""
+train, evaluate (modes covered, high-quality share), sample and draw on both backends; bad
+settings are refused in one line. (A two-player run killed with SIGKILL resumes to exactly
+the uninterrupted one on both backends: tests/test_two_player.py, through the same driver.)"""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from safetensors.numpy import load_file
 
 from ppgen import runs
 from tests.cli_helpers import cli, one_line
@@ -53,35 +50,6 @@ def test_recipes_train_evaluate_sample_and_draw(tmp_path, backend_name, recipe, 
     code, stdout, err = cli("sample", out, "-n", "300")
     assert code == 0, err
     assert (out / "samples.png").stat().st_size > 0
-
-
-def _resume_run(backend_name, run_dir, epochs, resume=False, kill_after=None):
-    args = [backend_name, str(run_dir), str(epochs), "1" if resume else "0"]
-    args.append("-" if kill_after is None else str(kill_after))
-    return subprocess.run(
-        [sys.executable, str(HERE / "likelihood_free_run.py"), *args], capture_output=True
-    )
-
-
-def _latest(run_dir):
-    ckpt = run_dir / "checkpoints"
-    return load_file(str(ckpt / (ckpt / "LATEST").read_text().strip() / "state.safetensors"))
-
-
-# Pyro's two-player resume is tests/test_two_player.py's (the same trainer code); here the
-# recipe's whole run, critic and generator, on NumPyro.
-@pytest.mark.parametrize("backend_name", ["numpyro"])
-def test_gan_killed_with_sigkill_resumes_exactly(tmp_path, backend_name):
-    whole = _resume_run(backend_name, tmp_path / "whole", 3)
-    assert whole.returncode == 0, whole.stderr.decode()
-    killed = _resume_run(backend_name, tmp_path / "killed", 3, kill_after=1)
-    assert killed.returncode == -9, killed.stderr.decode()
-    resumed = _resume_run(backend_name, tmp_path / "killed", 3, resume=True)
-    assert resumed.returncode == 0, resumed.stderr.decode()
-    a, b = _latest(tmp_path / "whole"), _latest(tmp_path / "killed")
-    assert set(a) == set(b) and any("critic" in k for k in a) and any("generator" in k for k in a)
-    for key in a:  # both players' weights and Adam states
-        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
 @pytest.mark.parametrize(
