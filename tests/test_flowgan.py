@@ -66,6 +66,7 @@ def test_lambda_moves_the_fit_towards_maximum_likelihood(tmp_path):
         (("--weight-decay", "0.1"), "flowgan takes no --weight-decay"),
         (("--gradient-penalty", "-2"), "--gradient-penalty must be >= 0"),
         (("--flow", "glow"), "--flow glow is an image flow"),
+        (("--critic", "dcgan"), "--critic dcgan scores 28x28 images"),
     ],
 )
 def test_bad_settings_are_refused_in_one_line(tmp_path, flags, message):
