@@ -216,6 +216,24 @@ def save_samples_2d(samples: np.ndarray, data: np.ndarray, path: str | os.PathLi
     return _save(fig, path)
 
 
+def save_picture_row(
+    pictures: Sequence[str | os.PathLike], labels: Sequence[str], path: str | os.PathLike
+) -> Path:
+    """Saved pictures (PNG files) side by side in one figure, each titled by its label (e.g.
+    sample grids at several epochs of training); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(1, len(pictures), figsize=(3 * len(pictures), 3.2), squeeze=False)
+    for ax, picture, label in zip(axes[0], pictures, labels, strict=True):
+        ax.imshow(plt.imread(picture))
+        ax.set_title(label, fontsize=10)
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def save_samples_over_modes(
     samples: np.ndarray, centers: np.ndarray, radius: float, path: str | os.PathLike
 ) -> Path:

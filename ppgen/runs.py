@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 import os
 import time
@@ -132,6 +133,9 @@ def train(
             if resume:  # a damaged checkpoint is refused before config.json changes
                 load_checkpoint(run_dir, require=RUN_META)
             write_atomic(run_dir / "config.json", config.to_json())  # on resume: a raised total
+        hooks = [h for h in (on_epoch,) if h is not None]
+        if built.on_epoch is not None and main:  # the recipe's pictures over training
+            hooks.insert(0, functools.partial(_recipe_epoch, built.on_epoch, run_dir))
         return fit(
             built.trainer,
             data.train,
@@ -143,11 +147,15 @@ def train(
             patience=config.patience,
             resume=resume,
             progress=progress,
-            on_epoch=on_epoch,
+            on_epoch=(lambda record: [h(record) for h in hooks]) if hooks else None,
             time_limit=time_limit,
             monitor={"test": data.test} if monitor_test else None,
             tensorboard=config.tensorboard,
         )
+
+
+def _recipe_epoch(hook: Callable, run_dir: Path, record: dict) -> None:
+    hook(record, run_dir)
 
 
 def load_trained(run_dir: str | os.PathLike, pointer: str = "BEST", *, data: bool = True) -> Run:

@@ -32,7 +32,8 @@ def test_recipes_train_evaluate_sample_and_draw(tmp_path, backend_name, recipe, 
         "--out", out,
     )  # fmt: skip
     assert code == 0, err
-    for name in ("samples_2d.png", "curves.png"):
+    for name in ("samples_2d.png", "curves.png", "samples_over_training.png",
+                 "progress/samples_epoch_0001.png"):  # fmt: skip
         assert (out / name).stat().st_size > 0, name
     record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert {"valid_modes", "valid_hq_share"} <= set(record)

@@ -381,11 +381,14 @@ class FitData:
 
 
 class Built(NamedTuple):
-    """A backend's model, objective and trainer, as a recipe builds them."""
+    """A backend's model, objective and trainer, as a recipe builds them; ``on_epoch``, if
+    given, is called as ``on_epoch(record, run_dir)`` after every epoch of a run's training
+    (e.g. to draw the samples of the epoch's validation: pictures over training)."""
 
     model: Any
     objective: Any
     trainer: Any
+    on_epoch: Any = None
 
 
 class Backend(NamedTuple):

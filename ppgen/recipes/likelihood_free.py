@@ -62,6 +62,7 @@ __all__ = [
     "MMDOptions",
     "MMDRecipe",
     "SinkhornOptions",
+    "SampleProgress",
     "SinkhornRecipe",
     "dataset_classifier",
     "is_images",
@@ -306,6 +307,7 @@ class _GeneratorRecipe(Recipe):
         }
 
     def build(self, config: RunConfig, data: FitData, backend: Backend) -> Built:
+        progress = SampleProgress(config.dataset, data.image_shape)
         model = self.generator(config, data, backend)
         objective = self.objective(config, data, backend)
         steps = max(1, data.num_data // config.batch_size)
@@ -317,11 +319,11 @@ class _GeneratorRecipe(Recipe):
             batch_size=config.batch_size,
             devices=config.devices,
             epoch_loop=self.epoch_loop(config),
-            evaluator=backend.inference.SampleEvaluator(self._valid_metric(config)),
+            evaluator=backend.inference.SampleEvaluator(progress.watch(self._valid_metric(config))),
             schedule=self.schedule(data),
             **self.groups(config, steps),
         )
-        return Built(model, objective, trainer)
+        return Built(model, objective, trainer, on_epoch=progress)
 
     # -- evaluation -----------------------------------------------------------------------
 
@@ -399,6 +401,7 @@ class _GeneratorRecipe(Recipe):
         else:
             first = modes_picture(self.sample(run, 2500), run.config.dataset,
                                    out_dir / "samples_2d.png")  # fmt: skip
+        over_training = SampleProgress.montage(run.directory, out_dir)
         losses = self.curve_keys(run.config)
         right = ("valid_fid",) if images else ("valid_modes",)
         curves = plots.save_training_curves(
@@ -406,10 +409,61 @@ class _GeneratorRecipe(Recipe):
             right_keys=right, right_label="validation FID" if images else "modes covered",
             unit=self.loss_unit(run.config),
         )  # fmt: skip
-        return [first, curves]
+        return [first, curves, *over_training]
 
     def curve_keys(self, config: RunConfig) -> tuple[str, ...]:
         return ("loss",)
+
+
+class SampleProgress:
+    """Pictures of a generator's samples over training: the samples of each validation
+    (drawn with a fixed seed, so epochs compare like with like) saved by the driver after
+    that epoch as ``RUN/progress/samples_epoch_<epoch>.png`` (64 images, or 2,500 points
+    over the modes), where mode collapse or steady progress shows; :meth:`montage` puts a
+    few of them side by side.
+
+    Args:
+        dataset: The run's dataset.
+        image_shape: ``(H, W)`` of image data (``None`` for 2-D points).
+    """
+
+    DIRECTORY = "progress"
+
+    def __init__(self, dataset: str, image_shape: tuple[int, int] | None) -> None:
+        self.dataset, self.image_shape = dataset, image_shape
+        self.latest: np.ndarray | None = None
+
+    def watch(self, metric: Any) -> Any:
+        """``metric`` that also keeps the samples it scores for the epoch's picture."""
+
+        def watched(samples: np.ndarray, *data: np.ndarray) -> dict[str, float]:
+            self.latest = np.asarray(samples[: 64 if is_images(self.dataset) else 2500])
+            return metric(samples, *data)
+
+        return watched
+
+    def __call__(self, record: dict, run_dir: Path) -> None:
+        """Save the last validation's samples as the picture of ``record``'s epoch."""
+        if self.latest is None:
+            return
+        path = Path(run_dir) / self.DIRECTORY / f"samples_epoch_{record['epoch'] + 1:04d}.png"
+        if is_images(self.dataset) and self.image_shape is not None:
+            plots.save_image_grid(self.latest, path, self.image_shape)
+        else:
+            modes_picture(self.latest, self.dataset, path)
+        self.latest = None
+
+    @classmethod
+    def montage(cls, run_dir: Path, out_dir: Path, count: int = 6) -> list[Path]:
+        """``samples_over_training.png``: up to ``count`` of a run's epoch pictures, evenly
+        spaced from the first to the last, side by side (none: no picture)."""
+        paths = sorted((Path(run_dir) / cls.DIRECTORY).glob("samples_epoch_*.png"))
+        if not paths:
+            return []
+        picks = sorted({round(i) for i in np.linspace(0, len(paths) - 1, min(count, len(paths)))})
+        chosen = [paths[i] for i in picks]
+        labels = [f"epoch {int(p.stem.rsplit('_', 1)[1])}" for p in chosen]
+        return [plots.save_picture_row(chosen, labels, Path(out_dir) / "samples_over_training.png")]
 
 
 def dataset_classifier() -> Any:
