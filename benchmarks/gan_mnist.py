@@ -13,6 +13,7 @@ analogue). The VAE's samples are its decoder's pixel means ``p(x = 1 | z)``, ``z
 
     python benchmarks/gan_mnist.py                     # 30 minutes a model, 3 seeds
     python benchmarks/gan_mnist.py --minutes 5 --seeds 1
+    python benchmarks/gan_mnist.py --architecture mlp --hidden 512 512   # MLP networks
 
 The classifier is read from (or trained into) ``$PPGEN_DATA/classifiers``.
 
@@ -53,6 +54,8 @@ def run_model(name: str, seed: int, args, out: Path, classifier) -> dict:
 
     recipe_name, options, lr = MODELS[name]
     recipe = get_recipe(recipe_name)
+    if recipe_name != "vae" and args.architecture != "dcgan":  # the generators' networks
+        options = {**options, "architecture": args.architecture, "hidden": tuple(args.hidden)}
     config = RunConfig(
         model=recipe_name, backend=args.backend, dataset="mnist", epochs=1000, batch_size=64,
         lr=lr, seed=seed, options=recipe.options(**options),
@@ -80,6 +83,10 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=30.0, help="training budget a model")
     parser.add_argument("--seeds", type=int, default=3, help="seeds of the best GAN")
     parser.add_argument("--backend", default="numpyro", choices=("pyro", "numpyro"))
+    parser.add_argument("--architecture", default="dcgan", choices=("dcgan", "mlp"),
+                        help="the generators' (and critics') networks")  # fmt: skip
+    parser.add_argument("--hidden", type=int, nargs="+", default=[512, 512],
+                        help="--architecture mlp: hidden widths")  # fmt: skip
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--result", default="gan_mnist")
     args = parser.parse_args()
@@ -99,7 +106,8 @@ def main() -> None:
             rows.append(run_model(best, seed, args, Path(tmp) / f"{best}_{seed}", classifier))
             print(rows[-1], flush=True)
     result = {"models": rows, "best_adversarial": best, "minutes_per_model": args.minutes,
-              "backend": args.backend}  # fmt: skip
+              "backend": args.backend, "architecture": args.architecture,
+              "hidden": args.hidden if args.architecture == "mlp" else None}  # fmt: skip
     for name in {r["name"] for r in rows}:
         mine = [r for r in rows if r["name"] == name]
         result[f"fid_{name}"] = statistics.mean(r["fid"] for r in mine)
