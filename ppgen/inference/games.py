@@ -40,6 +40,7 @@ __all__ = [
     "check_epsilon",
     "check_n_critic",
     "check_penalty",
+    "check_weight",
     "latent_bandwidths",
 ]
 
@@ -111,18 +112,28 @@ def check_n_critic(n_critic: Any) -> int:
     return int(n_critic)
 
 
+def check_weight(value: Any, what: str) -> float:
+    """A term's weight (a gradient penalty's, the likelihood's of Flow-GAN, the mutual
+    information's of InfoGAN, a latent match's), as a float.
+
+    Raises:
+        ConfigError: Not a finite number >= 0 (``what`` names it in the message).
+    """
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not (math.isfinite(value) and value >= 0)
+    ):
+        raise ConfigError(f"{what} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
 def check_penalty(loss: str, penalty: Any) -> float:
     """The gradient-penalty weight: ``penalty``, or 10 for WGAN-GP and 0 for the others when
     ``None``; ConfigError if it is negative or not a finite number."""
     if penalty is None:
         return WGAN_GP_PENALTY if loss == "wgan-gp" else 0.0
-    if (
-        isinstance(penalty, bool)
-        or not isinstance(penalty, numbers.Real)
-        or not (math.isfinite(penalty) and penalty >= 0)
-    ):
-        raise ConfigError(f"gradient_penalty must be a finite number >= 0, got {penalty!r}")
-    return float(penalty)
+    return check_weight(penalty, "gradient_penalty")
 
 
 def check_epsilon(epsilon: Any) -> float:

@@ -52,6 +52,7 @@ from ppgen.inference.games import (
     check_adversarial_loss,
     check_n_critic,
     check_penalty,
+    check_weight,
 )
 from ppgen.inference.numpyro.implicit import model_samples
 from ppgen.inference.numpyro.objectives import ELBO
@@ -300,14 +301,7 @@ class FlowGAN:
     param_prefixes = (CRITIC,)
 
     def __post_init__(self) -> None:
-        if (
-            isinstance(self.weight, bool)
-            or not isinstance(self.weight, int | float)
-            or not (math.isfinite(self.weight) and self.weight >= 0)
-        ):
-            raise ConfigError(
-                f"the likelihood weight must be a finite number >= 0, got {self.weight!r}"
-            )
+        object.__setattr__(self, "weight", check_weight(self.weight, "the likelihood weight"))
         adversarial = Adversarial(
             self.critic, loss=self.loss, gradient_penalty=self.gradient_penalty,
             n_critic=self.n_critic, site=self.site,

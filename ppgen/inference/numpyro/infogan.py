@@ -22,8 +22,6 @@ game's losses are (each site's sum over the ``"data"`` plate times its scale ``N
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +31,7 @@ import jax.numpy as jnp
 from numpyro import handlers
 
 from ppgen.errors import ConfigError
-from ppgen.inference.games import CRITIC, GENERATOR, PLAYERS
+from ppgen.inference.games import CRITIC, GENERATOR, PLAYERS, check_weight
 from ppgen.inference.numpyro.adversarial import Adversarial
 from ppgen.inference.optim import Group
 
@@ -184,13 +182,7 @@ class InfoGAN:
     param_prefixes = (CRITIC,)
 
     def __post_init__(self) -> None:
-        weight = self.info_weight
-        if (
-            isinstance(weight, bool)
-            or not isinstance(weight, numbers.Real)
-            or not (math.isfinite(weight) and weight >= 0)
-        ):
-            raise ConfigError(f"info_weight must be a finite number >= 0, got {weight!r}")
+        object.__setattr__(self, "info_weight", check_weight(self.info_weight, "info_weight"))
         object.__setattr__(self, "codes", _code_names(self.codes))
         adversarial = Adversarial(
             self.critic, loss=self.loss, gradient_penalty=self.gradient_penalty,

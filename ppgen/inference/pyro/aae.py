@@ -36,8 +36,6 @@ model must have no latent site but ``"z"``, which lies in the ``"data"`` plate.
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -61,6 +59,7 @@ from ppgen.inference.games import (
     check_epsilon,
     check_n_critic,
     check_penalty,
+    check_weight,
     latent_bandwidths,
 )
 from ppgen.inference.optim import DEFAULT_GROUP, Group
@@ -78,16 +77,6 @@ from ppgen.models.pyro.params import local_module
 __all__ = ["AAE"]
 
 DATA = "data"
-
-
-def _check_weight(weight: Any) -> float:
-    if (
-        isinstance(weight, bool)
-        or not isinstance(weight, numbers.Real)
-        or not (math.isfinite(weight) and weight >= 0)
-    ):
-        raise ConfigError(f"the matching weight must be a finite number >= 0, got {weight!r}")
-    return float(weight)
 
 
 @dataclass(frozen=True, eq=False)
@@ -159,7 +148,7 @@ class AAE:
             raise ConfigError(
                 f"the {self.match} match has no critic; drop critic= or use match='adversarial'"
             )
-        object.__setattr__(self, "weight", _check_weight(self.weight))
+        object.__setattr__(self, "weight", check_weight(self.weight, "the matching weight"))
         check_adversarial_loss(self.loss)
         object.__setattr__(
             self, "gradient_penalty", check_penalty(self.loss, self.gradient_penalty)
