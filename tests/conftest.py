@@ -9,6 +9,12 @@ subprocess a test starts): many tests build the same small model afresh and jit 
 compiles each distinct program once instead of once per test. The cache is keyed by the
 program itself, so a hit runs the very executable a compile would have built; it is a new
 directory per session, removed at the end.
+
+Every process of the suite computes on one thread (torch's intra-op pool, OpenMP, MKL; XLA
+keeps its own): pytest-xdist runs one worker per core, and Pyro's eager operations on the
+tests' tiny batches only pay synchronisation for more threads, up to 20 times slower on a
+loaded machine. Subprocesses inherit the setting through the environment, so a run split
+between this process and another (kill -9, then resume) computes alike.
 """
 
 import os
@@ -37,6 +43,10 @@ import ppgen.inference.pyro.handlers
 import ppgen.inference.pyro.particles
 import ppgen.models.numpyro
 import ppgen.models.pyro
+
+for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_name] = "1"
+torch.set_num_threads(1)
 
 _CACHE_ENV = "PPGEN_TEST_JAX_CACHE"
 _CACHE_SETTINGS = {  # jax's own flags, also read from the environment by subprocesses

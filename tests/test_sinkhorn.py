@@ -30,17 +30,6 @@ TIGHT = {"threshold": 1e-8, "max_iterations": 100_000}
 EPSILONS = (0.1, 1.0, 10.0)
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """POT's Sinkhorn is thousands of tiny torch operations: intra-op threads only add
-    synchronisation, and on a loaded machine (pytest-xdist's two workers on two cores) they
-    make each one up to 100 times slower. The previous setting comes back after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def samples(n: int = 60, m: int = 90, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """``x ~ N(0, 0.3^2 I)`` ``(n, 2)`` and ``y ~ N((0.5, -0.3), 0.4^2 I)`` ``(m, 2)``."""
     rng = np.random.default_rng(seed)
