@@ -63,7 +63,8 @@ def run_model(name: str, seed: int, args, out: Path, classifier) -> dict:
     t0 = time.perf_counter()
     runs.train(config, out, progress=False, time_limit=60 * args.minutes)
     minutes = (time.perf_counter() - t0) / 60
-    run = runs.load_trained(out)
+    trained = len((out / "metrics.jsonl").read_text().splitlines())  # epochs in the budget
+    run = runs.load_trained(out)  # the best validation epoch's checkpoint
     samples = recipe.sample(run, 10_000, seed=seed)
     test = load_dataset("mnist", "test").x
     figures = image_sample_metrics(samples, test, classifier)
@@ -72,7 +73,8 @@ def run_model(name: str, seed: int, args, out: Path, classifier) -> dict:
         if path.exists():
             path.unlink()  # ours: a rerun replaces the picture it wrote
         plots.save_image_grid(samples[:64], path, (28, 28))
-    return {"name": name, "seed": seed, "epochs": run.epoch + 1, "train_minutes": minutes,
+    return {"name": name, "seed": seed, "epochs_trained": trained,
+            "epoch_kept": run.epoch + 1, "train_minutes": minutes,
             **{k: figures[k] for k in ("fid", "kid", "kid_std", "classes", "kl_to_uniform",
                                        "inception_score")}}  # fmt: skip
 
