@@ -51,8 +51,8 @@ torch.set_num_threads(1)
 _CACHE_ENV = "PPGEN_TEST_JAX_CACHE"
 _CACHE_SETTINGS = {  # jax's own flags, also read from the environment by subprocesses
     "JAX_COMPILATION_CACHE_DIR": None,
-    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.2",
-    "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": 0.2,
+    "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": 0,
 }
 
 
@@ -65,10 +65,9 @@ def pytest_configure(config):
         os.environ[_CACHE_ENV] = directory
         config._ppgen_jax_cache = directory  # this process made it: it removes it
         for name, value in _CACHE_SETTINGS.items():
-            os.environ[name] = directory if value is None else value
-    jax.config.update("jax_compilation_cache_dir", os.environ[_CACHE_ENV])
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+            os.environ[name] = directory if value is None else str(value)
+    for name, value in _CACHE_SETTINGS.items():  # this process: jax is already imported
+        jax.config.update(name.lower(), os.environ[_CACHE_ENV] if value is None else value)
 
 
 def pytest_unconfigure(config):

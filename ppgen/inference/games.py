@@ -39,7 +39,9 @@ __all__ = [
     "check_bandwidths",
     "check_epsilon",
     "check_n_critic",
+    "check_game",
     "check_penalty",
+    "check_player",
     "check_weight",
     "latent_bandwidths",
 ]
@@ -110,6 +112,25 @@ def check_n_critic(n_critic: Any) -> int:
             f"got {n_critic!r}"
         )
     return int(n_critic)
+
+
+def check_game(loss: Any, gradient_penalty: Any, n_critic: Any) -> float:
+    """The settings of a game with a critic, checked (:func:`check_adversarial_loss`,
+    :func:`check_n_critic`); returns the gradient penalty's weight (:func:`check_penalty`).
+
+    Raises:
+        ConfigError: An unknown loss, a negative penalty, ``n_critic`` < 1.
+    """
+    check_adversarial_loss(loss)
+    penalty = check_penalty(loss, gradient_penalty)
+    check_n_critic(n_critic)
+    return penalty
+
+
+def check_player(player: Any) -> None:
+    """Raises ConfigError: ``player`` neither ``None`` (every loss) nor one of :data:`PLAYERS`."""
+    if player not in (None, *PLAYERS):
+        raise ConfigError(f"player must be one of {PLAYERS}, got {player!r}")
 
 
 def check_weight(value: Any, what: str) -> float:

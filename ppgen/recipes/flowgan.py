@@ -30,7 +30,7 @@ import numpy as np
 
 from ppgen import plots
 from ppgen.errors import ConfigError
-from ppgen.inference.games import ADVERSARIAL_LOSSES
+from ppgen.inference.games import ADVERSARIAL_LOSSES, check_weight
 from ppgen.recipes.base import (
     Backend,
     Built,
@@ -85,10 +85,7 @@ class FlowGANOptions(FlowOptions, CriticOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not (np.isfinite(self.likelihood_weight) and self.likelihood_weight >= 0):
-            raise ConfigError(
-                f"--lambda must be a finite number >= 0, got {self.likelihood_weight}"
-            )
+        check_weight(self.likelihood_weight, "--lambda")
 
     def check_data(self, dataset: str) -> None:
         """Raises ConfigError: the DCGAN critic on data that are not 28x28 images."""

@@ -49,9 +49,8 @@ from ppgen.inference.games import (
     GENERATOR,
     PLAYERS,
     adversarial_groups,
-    check_adversarial_loss,
-    check_n_critic,
-    check_penalty,
+    check_game,
+    check_player,
     check_weight,
 )
 from ppgen.inference.numpyro.implicit import model_samples
@@ -216,10 +215,8 @@ class Adversarial:
     param_prefixes = (CRITIC,)
 
     def __post_init__(self) -> None:
-        check_adversarial_loss(self.loss)
-        penalty = check_penalty(self.loss, self.gradient_penalty)
+        penalty = check_game(self.loss, self.gradient_penalty, self.n_critic)
         object.__setattr__(self, "gradient_penalty", penalty)
-        check_n_critic(self.n_critic)
         object.__setattr__(self, "conditions", tuple(self.conditions))
 
     def groups(self, **options: Any) -> list[Group]:
@@ -236,8 +233,7 @@ class Adversarial:
         player: str | None = None,
         **kwargs: Any,
     ) -> dict[str, jax.Array]:
-        if player not in (None, *PLAYERS):
-            raise ConfigError(f"player must be one of {PLAYERS}, got {player!r}")
+        check_player(player)
         model_key, u_key = jax.random.split(rng_key)
         out = model_samples(model_key, model, args, kwargs, site=self.site,
                             conditions=self.conditions)  # fmt: skip

@@ -52,9 +52,8 @@ from ppgen.inference.games import (
     GENERATOR,
     PLAYERS,
     adversarial_groups,
-    check_adversarial_loss,
-    check_n_critic,
-    check_penalty,
+    check_game,
+    check_player,
 )
 from ppgen.inference.numpyro.adversarial import (
     critic_loss,
@@ -162,10 +161,8 @@ class BiGAN:
     param_prefixes = (CRITIC,)
 
     def __post_init__(self) -> None:
-        check_adversarial_loss(self.loss)
-        penalty = check_penalty(self.loss, self.gradient_penalty)
+        penalty = check_game(self.loss, self.gradient_penalty, self.n_critic)
         object.__setattr__(self, "gradient_penalty", penalty)
-        check_n_critic(self.n_critic)
 
     def groups(self, **options: Any) -> list[Group]:
         """The trainer's parameter groups: the critic's, and the generator's, which holds
@@ -182,8 +179,7 @@ class BiGAN:
         player: str | None = None,
         **kwargs: Any,
     ) -> dict[str, jax.Array]:
-        if player not in (None, *PLAYERS):
-            raise ConfigError(f"player must be one of {PLAYERS}, got {player!r}")
+        check_player(player)
         model_key, guide_key, u_key = jax.random.split(rng_key, 3)
         out = model_samples(model_key, model, args, kwargs, site=self.site,
                             latents=(self.latent,))  # fmt: skip

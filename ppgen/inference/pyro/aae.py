@@ -54,11 +54,9 @@ from ppgen.inference.games import (
     GENERATOR,
     PLAYERS,
     adversarial_groups,
-    check_adversarial_loss,
     check_bandwidths,
     check_epsilon,
-    check_n_critic,
-    check_penalty,
+    check_game,
     check_weight,
     latent_bandwidths,
 )
@@ -149,11 +147,8 @@ class AAE:
                 f"the {self.match} match has no critic; drop critic= or use match='adversarial'"
             )
         object.__setattr__(self, "weight", check_weight(self.weight, "the matching weight"))
-        check_adversarial_loss(self.loss)
-        object.__setattr__(
-            self, "gradient_penalty", check_penalty(self.loss, self.gradient_penalty)
-        )
-        check_n_critic(self.n_critic)
+        penalty = check_game(self.loss, self.gradient_penalty, self.n_critic)
+        object.__setattr__(self, "gradient_penalty", penalty)
         if self.bandwidths is None:
             check_bandwidths(self.kernel, (1.0,))  # the kernel's name
         else:

@@ -53,9 +53,8 @@ from ppgen.inference.games import (
     GENERATOR,
     PLAYERS,
     adversarial_groups,
-    check_adversarial_loss,
-    check_n_critic,
-    check_penalty,
+    check_game,
+    check_player,
 )
 from ppgen.inference.optim import Group
 from ppgen.inference.pyro.adversarial import (
@@ -167,10 +166,8 @@ class BiGAN:
     param_prefixes = (CRITIC,)
 
     def __post_init__(self) -> None:
-        check_adversarial_loss(self.loss)
-        penalty = check_penalty(self.loss, self.gradient_penalty)
+        penalty = check_game(self.loss, self.gradient_penalty, self.n_critic)
         object.__setattr__(self, "gradient_penalty", penalty)
-        check_n_critic(self.n_critic)
 
     def groups(self, **options: Any) -> list[Group]:
         """The trainer's parameter groups: the critic's, and the generator's, which holds
@@ -186,8 +183,7 @@ class BiGAN:
         player: str | None = None,
         **kwargs: Any,
     ) -> dict[str, torch.Tensor]:
-        if player not in (None, *PLAYERS):
-            raise ConfigError(f"player must be one of {PLAYERS}, got {player!r}")
+        check_player(player)
         # the critic's update never needs the generator's or the encoder's graph
         graph = torch.no_grad() if player == CRITIC else contextlib.nullcontext()
         with graph:
