@@ -23,6 +23,7 @@ import errno
 import json
 import re
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from ppgen import __version__
 from ppgen.checkpoint import RUN_META, has_checkpoint, load_checkpoint
 from ppgen.config import RUN_DEFAULTS
 from ppgen.data import DATASETS
-from ppgen.errors import ConfigError, PPGenError
+from ppgen.errors import ConfigError, ConvergenceWarning, PPGenError
 from ppgen.inference.optim import LR_SCHEDULES
 from ppgen.recipes import RECIPES, Recipe
 from ppgen.recipes.base import (
@@ -52,6 +53,23 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
+#: What the help says of each dataset a recipe may offer; the others are 2-D toy sets.
+DATASET_NOTES = {
+    "mnist": "mnist (28x28, read from $PPGEN_DATA)",
+    "digits": "digits (scikit-learn's 8x8, no files needed)",
+    "shakespeare": "shakespeare (Tiny Shakespeare, read from $PPGEN_DATA)",
+    "speech": "speech (16 kHz WAV, read from $PPGEN_DATA)",
+}
+
+
+def _dataset_help(datasets: Sequence[str]) -> str:
+    """The ``--dataset`` help of one recipe: only the datasets it takes."""
+    named = [DATASET_NOTES[d] for d in datasets if d in DATASET_NOTES]
+    if any(d not in DATASET_NOTES for d in datasets):
+        named.append("2-D toy densities (drawn, no files)")
+    return "training data: " + ", ".join(named)
+
+
 def _shared_arguments(p: argparse.ArgumentParser, recipe: Recipe) -> None:
     """The settings of every run, with the recipe's defaults; the flags of settings the
     recipe fixes (``Recipe.fixed_settings``) are not offered."""
@@ -63,13 +81,7 @@ def _shared_arguments(p: argparse.ArgumentParser, recipe: Recipe) -> None:
         g.add_argument(flag, help=help_with_default(text, kw.get("default")), **kw)
 
     add("--backend", "pyro (PyTorch) or numpyro (JAX)", choices=BACKENDS, default=d["backend"])
-    add(
-        "--dataset",
-        "training data: mnist (28x28, read from $PPGEN_DATA), digits (scikit-learn's 8x8, "
-        "no files needed), or the family's others (2-D toy sets are drawn, no files)",
-        choices=datasets,
-        default=d["dataset"],
-    )
+    add("--dataset", _dataset_help(datasets), choices=datasets, default=d["dataset"])
     add(
         "--epochs",
         f"total epochs (default {d['epochs']}; with --resume, the new total)",
@@ -136,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"ppgen {__version__}")
     sub = parser.add_subparsers(
-        dest="command", required=True, parser_class=_Parser, metavar="{train,eval,sample}"
+        dest="command", required=True, parser_class=_Parser, metavar="{train,eval,sample,fid}"
     )
 
     p = sub.add_parser(
@@ -519,6 +531,19 @@ def _interrupted(args: argparse.Namespace) -> str:
     return "interrupted"
 
 
+def _one_line_warnings(show: Any) -> Any:
+    """A ``warnings.showwarning`` that prints ppgen's own warnings
+    (:class:`ConvergenceWarning`) as one line on stderr, without the source location, and
+    passes any other warning to ``show``."""
+
+    def show_warning(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001, ANN202
+        if not issubclass(category, ConvergenceWarning):
+            return show(message, category, filename, lineno, file, line)
+        print(f"ppgen: warning: {' '.join(str(message).split())}", file=file or sys.stderr)
+
+    return show_warning
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ppgen`` console script; returns the exit status (0; 2 for a
     mistake in the input or the environment, printed as one line; 130 on Ctrl-C)."""
@@ -530,7 +555,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.leaves[leaf].error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         commands = {"train": _train, "eval": _eval, "sample": _sample, "fid": _fid}
-        return commands[args.command](args, argv)
+        with warnings.catch_warnings():  # restores the caller's warning display afterwards
+            warnings.showwarning = _one_line_warnings(warnings.showwarning)
+            return commands[args.command](args, argv)
     except PPGenError as e:
         message = " ".join(str(e).split())
     except OSError as e:  # the environment's: unreadable paths, a full disk

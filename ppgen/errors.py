@@ -6,7 +6,14 @@ one line with exit status 2, no traceback; every other exception is a bug.
 
 import re
 
-__all__ = ["PPGenError", "DataError", "CheckpointError", "ConfigError", "DivergenceError"]
+__all__ = [
+    "PPGenError",
+    "DataError",
+    "CheckpointError",
+    "ConfigError",
+    "ConvergenceWarning",
+    "DivergenceError",
+]
 
 
 class PPGenError(Exception):
@@ -36,3 +43,10 @@ class ConfigError(PPGenError, ValueError):
 
 class DivergenceError(PPGenError, FloatingPointError):
     """Training produced a NaN or infinite loss; the checkpoints written before it are kept."""
+
+
+class ConvergenceWarning(UserWarning):
+    """An iterative solver stopped at its iteration cap before reaching its tolerance, so
+    the value it returned (and its gradient) is approximate. Issued, not raised: training
+    may go on with the approximation, but never silently (``warnings.simplefilter("error",
+    ConvergenceWarning)`` turns it into an error)."""

@@ -129,7 +129,7 @@ def test_backends_agree_on_the_sinkhorn_objective(float64, p):
     gen_p, gen_n = pair_of_nets((2, 8, 3), seed=4)
     pyro_model, numpyro_model, guide = generators(gen_p, gen_n)
     x, z = batch()
-    options = {"epsilon": 0.5, "p": p, "threshold": 1e-10, "max_iterations": 5000}
+    options = {"epsilon": 0.5, "p": p, "threshold": 1e-9, "max_iterations": 20000}
     value_p = pdis.Sinkhorn(**options)(
         pyro_model, guide, torch.as_tensor(x), z=torch.as_tensor(z), num_data=80
     )

@@ -4,12 +4,14 @@ settings are refused in one line. (A two-player run killed with SIGKILL resumes 
 the uninterrupted one on both backends: tests/test_two_player.py, through the same driver.)"""
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from ppgen import runs
+from ppgen.errors import ConvergenceWarning
 from tests.cli_helpers import cli, one_line
 
 HERE = Path(__file__).parent
@@ -51,6 +53,23 @@ def test_recipes_train_evaluate_sample_and_draw(tmp_path, backend_name, recipe, 
     code, stdout, err = cli("sample", out, "-n", "300")
     assert code == 0, err
     assert (out / "samples.png").stat().st_size > 0
+
+
+def test_an_unconverged_sinkhorn_is_one_warning_line(tmp_path):
+    """The command line shows the ConvergenceWarning of a Sinkhorn stopped at
+    ``--max-iterations`` as one line, once, and trains on (the figure is approximate)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("default", ConvergenceWarning)  # as a user's Python shows it
+        code, _, err = cli(
+            "train", "sinkhorn", "--backend", "pyro", "--dataset", "grid25", "--epsilon", "0.003",
+            "--max-iterations", "3", *TINY, "--out", tmp_path / "run",
+        )  # fmt: skip
+    assert code == 0, err
+    assert err.splitlines() == [
+        "ppgen: warning: Sinkhorn did not reach threshold 0.0001 within 3 iterations at "
+        "epsilon 0.003: the divergence and its gradient are approximate; raise max_iterations "
+        "or epsilon"
+    ]
 
 
 @pytest.mark.parametrize(

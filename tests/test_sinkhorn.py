@@ -20,7 +20,7 @@ import ot
 import pytest
 import torch
 
-from ppgen.errors import ConfigError, DataError
+from ppgen.errors import ConfigError, ConvergenceWarning, DataError
 from ppgen.inference.numpyro import sinkhorn as sinkhorn_jax
 from ppgen.inference.pyro import sinkhorn as sinkhorn_torch
 
@@ -153,6 +153,24 @@ def test_default_options_in_float32():
         torch.tensor(x), torch.tensor(y, dtype=torch.float64), epsilon=0.5
     )
     assert mixed.dtype == torch.float64
+
+
+@pytest.mark.parametrize(("backend", "epsilon"), [("pyro", 1e-3), ("numpyro", 2e-3)])
+def test_an_unconverged_solve_warns_and_a_converged_one_does_not(backend, epsilon):
+    """Stopped by ``max_iterations`` above its threshold, the divergence is approximate: a
+    ConvergenceWarning says so, from compiled code too, never a silent wrong value. A
+    converged solve warns nothing (the suite turns warnings into errors). Once per setting
+    and process: each backend has its own epsilon here."""
+    x, y = (v.astype(np.float32) for v in samples(n=64, m=64))
+    if backend == "numpyro":
+        f = jax.jit(sinkhorn_jax.sinkhorn_divergence, static_argnames=("epsilon", "max_iterations"))
+        x, y = jnp.asarray(x), jnp.asarray(y)
+    else:
+        f, x, y = sinkhorn_torch.sinkhorn_divergence, torch.tensor(x), torch.tensor(y)
+    with pytest.warns(ConvergenceWarning, match=f"within 3 iterations at epsilon {epsilon:g}: "):
+        float(f(x, y, epsilon=epsilon, max_iterations=3))  # float(): waits for the callback
+    float(f(x, y, epsilon=epsilon, max_iterations=3))  # said once: no second warning (error)
+    assert float(f(x, y, epsilon=0.5, max_iterations=1000)) > 0
 
 
 BAD_OPTIONS = [

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from typing import Any
 
 import numpy as np
 
-from ppgen.errors import ConfigError
+from ppgen.errors import ConfigError, ConvergenceWarning
 from ppgen.inference.optim import Group
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "check_player",
     "check_weight",
     "latent_bandwidths",
+    "warn_unconverged_sinkhorn",
 ]
 
 CRITIC, GENERATOR = "critic", "generator"
@@ -166,6 +168,32 @@ def check_epsilon(epsilon: Any) -> float:
     ):
         raise ConfigError(f"epsilon must be a finite number > 0, got {epsilon!r}")
     return float(epsilon)
+
+
+def warn_unconverged_sinkhorn(epsilon: float, threshold: float, max_iterations: int) -> None:
+    """Issue a :class:`~ppgen.errors.ConvergenceWarning` for a Sinkhorn divergence whose
+    solves stopped at ``max_iterations`` with the marginal violation above ``threshold``.
+
+    Once per setting ``(epsilon, threshold, max_iterations)`` and process, not every step.
+    (Python's own once-per-location filter cannot do it on the Pyro side, where silencing
+    POT's warning changes the filters, which resets that memory.) A small ``epsilon``
+    against the cost's spread (e.g. 1e-2 on clustered 2-D points spread over a few units,
+    squared cost) can need thousands of iterations.
+    """
+    key = (epsilon, threshold, max_iterations)
+    if key in _WARNED_SINKHORN:
+        return
+    _WARNED_SINKHORN.add(key)
+    warnings.warn(
+        f"Sinkhorn did not reach threshold {threshold:g} within {max_iterations} iterations "
+        f"at epsilon {epsilon:g}: the divergence and its gradient are approximate; raise "
+        "max_iterations or epsilon",
+        ConvergenceWarning,
+        stacklevel=3,
+    )
+
+
+_WARNED_SINKHORN: set[tuple[float, float, int]] = set()
 
 
 def check_bandwidths(kernel: Any, bandwidths: Any) -> tuple[float, ...]:

@@ -68,7 +68,7 @@ __all__ = ["AAEOptions", "AAERecipe"]
 MATCH_OPTIONS = {
     "adversarial": ("loss", "n_critic", "gradient_penalty", "critic_hidden", "lr_critic"),
     "mmd": ("kernel", "bandwidths"),
-    "sinkhorn": ("epsilon", "p"),
+    "sinkhorn": ("epsilon", "p", "max_iterations"),
 }
 #: Each match's default ``--weight``: on binarized MNIST (z of width 8, 3 epochs) a weight of
 #: 1 leaves the MMD match's latent MMD^2 at 0.20 against 0.04 with 10 (WAE-MMD's lambda),
@@ -137,6 +137,11 @@ class AAEOptions(Options):
     epsilon: float = option(1.0, "sinkhorn: entropic regularisation epsilon > 0, in the cost's "
                             "units", parse=positive(float))  # fmt: skip
     p: int = option(2, "sinkhorn: the cost |z - z'|_2^p, p = 1 or 2", parse=int)
+    max_iterations: int = option(
+        1000,
+        "sinkhorn: iteration cap of each Sinkhorn solve (a warning says when it is reached)",
+        parse=positive_int,
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -251,7 +256,7 @@ class AAERecipe(VAERecipe):
         objective = inference.AAE(
             o.match, critic=critic, weight=o.match_weight, loss=o.loss, gradient_penalty=o.penalty,
             n_critic=o.n_critic, kernel=o.kernel, bandwidths=o.bandwidths or None,
-            epsilon=o.epsilon, p=o.p,
+            epsilon=o.epsilon, p=o.p, max_iterations=o.max_iterations,
         )  # fmt: skip
         steps = max(1, data.num_data // config.batch_size)
         settings = trainer_settings(config, steps)

@@ -214,6 +214,10 @@ class SinkhornOptions(GeneratorOptions):
                             "(0: 0.01 on 2-D sets, 10 on images)",
                             parse=non_negative_float)  # fmt: skip
     p: int = option(2, "cost |x - y|_2^p: 1 or 2", parse=int)
+    max_iterations: int = option(
+        1000, "iteration cap of each Sinkhorn solve (three a step; a warning says when it is "
+        "reached)", parse=positive_int,
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -544,7 +548,9 @@ class SinkhornRecipe(_GeneratorRecipe):
 
     def objective(self, config: RunConfig, data: FitData, backend: Backend) -> Any:
         o = config.options
-        return backend.inference.Sinkhorn(epsilon=o.regularisation(config.dataset), p=o.p)
+        return backend.inference.Sinkhorn(
+            epsilon=o.regularisation(config.dataset), p=o.p, max_iterations=o.max_iterations
+        )
 
     def loss_unit(self, config: RunConfig) -> str:
         return "Sinkhorn divergence of a batch"

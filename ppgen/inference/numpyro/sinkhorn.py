@@ -14,14 +14,14 @@ Sinkhorn divergences"). ``OT_eps`` includes its entropic term, the convention of
 ``exp(-C / epsilon)`` of p = 1 and 2 are universal); POT's ``empirical_sinkhorn_divergence``
 drops that term (the "sharp" variant) and is not this quantity.
 
-The three problems are solved by ott's Sinkhorn in the log domain until the marginal
-violation ``|P^T 1 - b|_2`` falls under ``threshold`` (checked every 10 iterations) or
-``max_iterations`` is reached; an unconverged run returns its last iterate, silently, as on
-the Pyro side. The gradient is the envelope theorem's (ott's Danskin rule:
-``dOT_eps / dC = P``), exact at convergence; it needs no backpropagation through the
-iterations, and the function can be compiled (``jax.jit``) and differentiated
-(``jax.grad``) with respect to ``x`` and ``y``.
-"""
+The three problems are solved by ott's Sinkhorn in the log domain until the marginal violation
+``|P^T 1 - b|_2`` falls under ``threshold`` (checked every 10 iterations) or ``max_iterations``
+is reached; an unconverged run returns its last iterate with a
+:class:`~ppgen.errors.ConvergenceWarning` (issued from the compiled code through
+``jax.debug.callback``), as on the Pyro side. The gradient is the envelope theorem's (ott's
+Danskin rule: ``dOT_eps / dC = P``), exact at convergence; it needs no backpropagation through
+the iterations, and the function can be compiled (``jax.jit``) and differentiated
+(``jax.grad``) with respect to ``x`` and ``y``."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ from ott.tools import sinkhorn_divergence as ott_sinkhorn_divergence
 
 from ppgen.errors import ConfigError, DataError
 from ppgen.inference.checks import check_count, check_non_negative
-from ppgen.inference.games import check_epsilon
+from ppgen.inference.games import check_epsilon, warn_unconverged_sinkhorn
 
 __all__ = ["SUPPORTED_P", "check_p", "sinkhorn_divergence"]
 
@@ -142,7 +142,7 @@ def sinkhorn_divergence(
 
     # cost matrices built once: a PointCloud geometry recomputes its costs at every
     # iteration (4 times slower for p = 2, d = 784)
-    divergence, _ = ott_sinkhorn_divergence.sinkhorn_divergence(
+    divergence, out = ott_sinkhorn_divergence.sinkhorn_divergence(
         geometry.Geometry,
         _cost_matrix(x, y, p),
         _cost_matrix(x, x, p),
@@ -154,4 +154,10 @@ def sinkhorn_divergence(
             "norm_error": 2,  # the L2 norm, POT's criterion
         },
     )
+
+    def warn(converged: object) -> None:
+        if not all(bool(c) for c in converged):
+            warn_unconverged_sinkhorn(epsilon, threshold, max_iterations)
+
+    jax.debug.callback(warn, out.converged)
     return divergence

@@ -17,12 +17,13 @@ drops that term (the "sharp" variant) and is not this quantity.
 Each ``OT_eps`` is POT's ``ot.solve(C, reg=epsilon, reg_type="KL")``: log-domain Sinkhorn
 (``ot.bregman.sinkhorn_log``) until the marginal violation ``|P^T 1 - b|_2`` falls under
 ``threshold`` (checked every 10 iterations) or ``max_iterations`` is reached; an unconverged
-run returns its last iterate without POT's "did not converge" warning, as on the NumPyro
-side. The value is the primal ``<P, C> + epsilon KL(P || a (x) b)`` of the final plan. The
-gradient is the envelope theorem's (``grad="envelope"``: ``dOT_eps / dC = P``, the
-iterations detached), exact at convergence. geomloss's ``SamplesLoss`` was not used: its
-epsilon-scaling runs a fixed schedule with no convergence test, 1e-3 to 2e-2 (relative) off
-the converged value at its default ``scaling=0.5``, 1e-6 only at ``scaling=0.999``.
+run returns its last iterate with a :class:`~ppgen.errors.ConvergenceWarning` (in place of
+POT's own "did not converge"), as on the NumPyro side. The value is the primal ``<P, C> +
+epsilon KL(P || a (x) b)`` of the final plan. The gradient is the envelope theorem's
+(``grad="envelope"``: ``dOT_eps / dC = P``, the iterations detached), exact at convergence.
+geomloss's ``SamplesLoss`` was not used: its epsilon-scaling runs a fixed schedule with no
+convergence test, 1e-3 to 2e-2 (relative) off the converged value at its default
+``scaling=0.5``, 1e-6 only at ``scaling=0.999``.
 
 Speed: POT has no symmetric update for ``OT_eps(a, a)`` (ott uses the averaged one of Feydy
 et al. 2019, eq. 25), so with an ``epsilon`` small against the squared spread of
@@ -41,7 +42,7 @@ import torch
 
 from ppgen.errors import ConfigError, DataError
 from ppgen.inference.checks import check_count, check_non_negative
-from ppgen.inference.games import check_epsilon
+from ppgen.inference.games import check_epsilon, warn_unconverged_sinkhorn
 
 __all__ = ["SUPPORTED_P", "check_p", "sinkhorn_divergence"]
 
@@ -86,9 +87,9 @@ def _entropic_ot(
     c: torch.Tensor, epsilon: float, threshold: float, max_iterations: int
 ) -> torch.Tensor:
     """``OT_eps`` of the cost matrix ``c`` between uniform marginals (a 0-d tensor)."""
-    with warnings.catch_warnings():
-        # an unconverged run returns its last iterate, as ott does (no warning there either)
-        warnings.filterwarnings("ignore", message="Sinkhorn did not converge", category=UserWarning)
+    with warnings.catch_warnings(record=True) as caught:
+        # POT's "did not converge" becomes ppgen's ConvergenceWarning, worded as on NumPyro
+        warnings.filterwarnings("always", message="Sinkhorn did not converge", category=UserWarning)
         result = ot.solve(
             c,
             reg=epsilon,
@@ -98,6 +99,14 @@ def _entropic_ot(
             tol=threshold,
             grad="envelope",
         )
+    unconverged = False
+    for w in caught:
+        if issubclass(w.category, UserWarning) and "did not converge" in str(w.message):
+            unconverged = True
+        else:  # any other warning passes through unchanged
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if unconverged:
+        warn_unconverged_sinkhorn(epsilon, threshold, max_iterations)
     return result.value
 
 
