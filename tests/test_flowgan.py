@@ -31,6 +31,7 @@ def test_flowgan_trains_validates_by_nll_evaluates_and_samples(tmp_path, backend
     assert {"loss_critic", "loss_generator", "valid_nll", "valid_loss"} <= set(last)
     assert last["valid_loss"] == last["valid_nll"]  # lambda > 0: the best epoch by NLL
     assert np.isfinite(last["valid_nll"])
+    assert np.isfinite(last["nll"])  # the training NLL term, logged beside the losses
     for name in ("density.png", "samples_2d.png", "curves.png"):
         assert (out / name).stat().st_size > 0, name
     code, stdout, err = cli("eval", out, "--json", "--limit", "300")
@@ -55,6 +56,7 @@ def test_lambda_moves_the_fit_towards_maximum_likelihood(tmp_path):
                            "--out", out)  # fmt: skip
         assert code == 0, err
         nll[weight] = _records(out)[-1]["valid_nll"]
+        assert ("nll" in _records(out)[-1]) == (weight != "0")  # no term at lambda 0
     assert nll["1"] < nll["0"] - 0.1, nll
 
 

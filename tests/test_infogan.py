@@ -311,6 +311,9 @@ def test_the_recipe_trains_draws_traversals_evaluates_and_samples(tmp_path):
         assert (out / name).stat().st_size > 0, name
     record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert {"loss_critic", "loss_generator", "valid_modes", "valid_hq_share"} <= set(record)
+    # the bound per example: at most H(c) of the categorical code, log 3 (the uniform code's
+    # differential entropy term cancels in expectation, so only a loose check on it)
+    assert np.isfinite(record["mutual_information"])
     code, stdout, err = cli("eval", out, "--json", "--limit", "300")
     assert code == 0, err
     result = json.loads(stdout.strip().splitlines()[-1])

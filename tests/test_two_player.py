@@ -87,6 +87,59 @@ def test_groups_must_cover_every_parameter_once():
         scalar.init(0, x)
 
 
+class _Reporting:
+    """The game, reporting ``twice_mean``: twice the batch's sum of x (a per-dataset-style
+    figure the trainer divides by the batch size), so its logged value is 2 mean(x)."""
+
+    reported = ("twice_mean",)
+
+    def __init__(self, backend):
+        self.backend = backend
+
+    def __call__(self, *args, num_data=None):
+        if self.backend == "numpyro":
+            out = game.numpyro_game(*args, num_data=num_data)
+        else:
+            out = game.pyro_game(*args, num_data=num_data)
+        return {**out, "twice_mean": 2 * args[-1].sum()}
+
+
+@pytest.mark.parametrize("backend", ["pyro", "numpyro"])
+def test_reported_entries_are_logged_per_example_beside_the_losses(backend):
+    """An objective's ``reported`` entries reach the metrics: averaged over the steps (and
+    over each step's three calls: two critic updates, one generator update), divided into a
+    per-example figure as the losses are, and never added to the loss."""
+    from ppgen.inference import optim
+
+    if backend == "numpyro":
+        from ppgen.inference.numpyro import Trainer
+
+        pair = (game.numpyro_model, game.numpyro_guide)
+    else:
+        from ppgen.inference.pyro import Trainer
+
+        pair = (game.pyro_model, game.pyro_guide)
+    trainer = Trainer(*pair, _Reporting(backend), groups=game.groups(optim), batch_size=40)
+    x = game.data()
+    state = trainer.init(0, x)
+    state, metrics = trainer.step(state, x[:40])
+    assert metrics["twice_mean"] == pytest.approx(2 * x[:40].mean(), rel=1e-5)
+    for epoch in range(2):
+        state, metrics = trainer.train_epoch(state, x, epoch)
+    assert metrics["twice_mean"] == pytest.approx(2 * x.mean(), rel=1e-5)  # all 10 batches
+    assert metrics["loss"] == pytest.approx(metrics["loss_critic"] + metrics["loss_generator"])
+    if backend == "numpyro":  # the host loop of jitted steps logs the same
+        steps = Trainer(*pair, _Reporting(backend), groups=game.groups(optim), batch_size=40,
+                        epoch_loop="steps")  # fmt: skip
+        _, by_steps = steps.train_epoch(steps.init(0, x), x, 0)
+        assert by_steps["twice_mean"] == pytest.approx(2 * x.mean(), rel=1e-5)
+    for bad, message in ((("loss_critic",), "a name the trainer"), ("twice_mean", "tuple")):
+        objective = _Reporting(backend)
+        objective.reported = bad
+        with pytest.raises(ConfigError, match=message):
+            Trainer(*pair, objective, groups=game.groups(optim), batch_size=40)
+
+
 def _run(backend, run_dir, epochs, resume=False, kill_after=None):
     args = [backend, str(run_dir), str(epochs), "1" if resume else "0"]
     args.append("-" if kill_after is None else str(kill_after))

@@ -33,6 +33,7 @@ __all__ = [
     "GAUSSIAN_MULTIPLES",
     "IMQ_MULTIPLES",
     "GENERATOR",
+    "NLL",
     "MMD_KERNELS",
     "PLAYERS",
     "adversarial_groups",
@@ -50,6 +51,8 @@ __all__ = [
 
 CRITIC, GENERATOR = "critic", "generator"
 PLAYERS = (CRITIC, GENERATOR)
+#: Flow-GAN's reported entry: the negative log-likelihood term before its weight.
+NLL = "nll"
 
 #: f-GAN divergences (Nowozin, Cseke & Tomioka 2016, table 2), by their ``--loss`` names.
 F_DIVERGENCES = {

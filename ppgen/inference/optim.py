@@ -35,6 +35,8 @@ __all__ = [
     "group_losses",
     "lr_factor",
     "metric_name",
+    "reported_names",
+    "reported_values",
     "weight_decay_value",
 ]
 
@@ -251,14 +253,55 @@ def metric_name(group: str) -> str:
     return "loss" if group == DEFAULT_GROUP else f"loss_{group}"
 
 
+def reported_names(objective: Any, groups: Sequence[Group]) -> tuple[str, ...]:
+    """The entries an objective asks the trainer to log beside the losses: its
+    ``reported`` attribute (default none), e.g. InfoGAN's ``("mutual_information",)``.
+
+    A reported entry is a scalar of what the objective returns (a dict), in the losses'
+    units (a whole-data-set estimate, which the trainer divides into a per-example figure as
+    it does the losses); it is averaged over the epoch's steps and written under its own
+    name to the epoch's metrics, never added to the loss or optimised.
+
+    Raises:
+        ConfigError: ``reported`` not a sequence of names, or a name that is a group's or a
+            metric's the trainer writes itself (``loss``, ``finite``, ``lr``,
+            ``loss_<group>``, ``lr_<group>``, ``valid_...``).
+    """
+    names = getattr(objective, "reported", ())
+    if isinstance(names, str) or not all(isinstance(n, str) and n for n in names):
+        raise ConfigError(f"an objective's reported must be a tuple of entry names, got {names!r}")
+    taken = {"loss", "finite", "lr"} | {g.name for g in groups}
+    taken |= {metric_name(g.name) for g in groups} | {f"lr_{g.name}" for g in groups}
+    for name in names:
+        if name in taken or name.startswith("valid_"):
+            raise ConfigError(
+                f"the objective reports an entry {name!r}, a name the trainer's own metrics "
+                "or parameter groups use; rename the entry"
+            )
+    return tuple(names)
+
+
+def reported_values(out: Any, names: Sequence[str]) -> dict[str, Any]:
+    """The ``names`` entries (:func:`reported_names`) present in what an objective
+    returned; none when it returned a single loss."""
+    if not names or not isinstance(out, Mapping):
+        return {}
+    return {name: out[name] for name in names if name in out}
+
+
 def epoch_metrics(
-    losses: Mapping[str, Sequence[float]], divisor: float, lrs: Mapping[str, float]
+    losses: Mapping[str, Sequence[float]],
+    divisor: float,
+    lrs: Mapping[str, float],
+    reported: Mapping[str, Sequence[float]] | None = None,
 ) -> dict[str, float]:
     """One epoch's metrics from each group's per-step losses (a step's whole-set estimate).
 
     Returns ``{"loss": mean per-example loss, "finite": 1.0 or 0.0, "lr": rate of the next
     update}`` for one group; with several, ``loss_<group>`` and ``lr_<group>`` per group and
     ``loss`` their sum. A non-finite step makes the loss non-finite and ``finite`` 0.
+    ``reported``: the objective's reported entries per step (:func:`reported_names`), each
+    written as its per-example mean over the steps.
     """
     metrics, finite = {}, True
     for group, values in losses.items():
@@ -269,6 +312,8 @@ def epoch_metrics(
     if "loss" not in metrics:
         metrics["loss"] = float(sum(metrics.values()))
     metrics["finite"] = float(finite)
+    for name, values in (reported or {}).items():
+        metrics[name] = float(np.mean(np.asarray(values, dtype=np.float64))) / divisor
     for group, lr in lrs.items():
         metrics["lr" if group == DEFAULT_GROUP else f"lr_{group}"] = float(lr)
     return metrics

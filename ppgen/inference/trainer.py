@@ -20,7 +20,7 @@ import numpy as np
 from ppgen.data.schedules import Minibatches, Schedule, argument_names
 from ppgen.errors import ConfigError, DataError
 from ppgen.inference.checks import check_count, check_seed
-from ppgen.inference.optim import Group
+from ppgen.inference.optim import Group, reported_names
 
 __all__ = ["EPOCH_LOOPS", "TrainerBase"]
 
@@ -59,7 +59,10 @@ class TrainerBase:
         guide: The guide, with the same signature.
         objective: A ppgen loss (``ELBO()``, ``IWAE(5)``, ``SemiSupervisedELBO()``, or a
             user's own with the same call), or one returning a dict of losses, one per
-            player (then train with ``groups``).
+            player (then train with ``groups``). The dict's entries that the objective
+            names in its ``reported`` attribute (InfoGAN's ``"mutual_information"``,
+            Flow-GAN's ``"nll"``) are logged under their names beside the losses, per
+            example, as the losses are (:func:`~ppgen.inference.optim.reported_names`).
         lr: Learning rate of the default (single) parameter group.
         lr_schedule: ``"constant"``, ``"cosine"`` (to 0 at ``total_steps``) or
             ``"exponential"`` (to ``0.1 * lr`` at ``total_steps``), stepped every update.
@@ -96,7 +99,8 @@ class TrainerBase:
         ConfigError: An out-of-range option (an ``epoch_loop`` other than ``"scan"`` or
             ``"steps"``), options of the default group next to
             ``groups``, repeated group names, a ``beta_schedule`` for an objective without a
-            ``beta`` keyword, or both ``eval_objective`` and ``evaluator``.
+            ``beta`` keyword, both ``eval_objective`` and ``evaluator``, or a reported
+            entry named like a metric of the trainer's own.
     """
 
     _parallel: type | None = None  # the backend's DataParallel
@@ -166,6 +170,8 @@ class TrainerBase:
         # of the group being updated alone: a generator update skips the critic's gradient
         # penalty, a critic update the generator's graph.
         self.takes_player = len(self.groups) > 1 and _has_keyword(objective, "player")
+        # entries of the objective's dict logged beside the losses (InfoGAN's bound, ...)
+        self.reported = reported_names(objective, self.groups)
         self.schedule = schedule if schedule is not None else Minibatches()
         if num_data is not None and not self.schedule.takes_num_data:
             raise ConfigError(

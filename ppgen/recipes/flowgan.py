@@ -216,11 +216,14 @@ class FlowGANRecipe(FlowRecipe):
         NLL (and FID on MNIST)."""
         paths = super().pictures(run, out_dir)
         curves = Path(out_dir) / "curves.png"
-        right = ("valid_fid",) if is_images(run.config.dataset) else ("valid_nll",)
+        images = is_images(run.config.dataset)
+        # 2-D data: the training NLL term (logged beside the losses when lambda > 0) with the
+        # validation NLL; images: FID (the NLL in thousands of nats is in metrics.jsonl)
+        right = ("valid_fid",) if images else ("nll", "valid_nll")
         plots.save_training_curves(
             run.directory / "metrics.jsonl", curves, keys=("loss_critic", "loss_generator"),
             right_keys=right, unit="per example",
-            right_label="validation FID" if is_images(run.config.dataset) else "validation NLL",
+            right_label="validation FID" if images else "NLL (nats per example)",
         )  # fmt: skip
         return paths
 

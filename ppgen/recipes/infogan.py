@@ -129,6 +129,10 @@ class InfoGANRecipe(GANRecipe):
     options = InfoGANOptions
     defaults = {"dataset": "mnist", "lr": 2e-4, "batch_size": 64, "epochs": 20}
 
+    def curve_keys(self, config: RunConfig) -> tuple[str, ...]:
+        # the bound L_I per example (the trainer logs InfoGAN's reported entry), in nats
+        return (*super().curve_keys(config), "mutual_information")
+
     def generator(self, config: RunConfig, data: FitData, backend: Backend) -> Any:
         o = config.options
         arch, z_dim = o.resolved(config.dataset)

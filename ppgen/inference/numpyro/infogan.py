@@ -163,7 +163,8 @@ class InfoGAN:
     Call ``infogan(rng_key, model, guide, *args, player=None, **kwargs)`` -> ``{"critic":
     ..., "generator": ..., "mutual_information": L_I}``; with ``player="critic"`` only the
     critic's entry, with ``player="generator"`` the generator's and ``L_I`` (no group's
-    loss: a diagnostic, per dataset as the losses are).
+    loss: a diagnostic, per dataset as the losses are, which the trainer logs per example
+    as ``mutual_information``, the ``reported`` entry).
 
     Raises:
         ConfigError: A negative or non-finite ``info_weight``, ``codes`` not site names, and
@@ -180,6 +181,7 @@ class InfoGAN:
     site: str = "x"
     players = PLAYERS
     param_prefixes = (CRITIC,)
+    reported = (MUTUAL_INFORMATION,)  # logged by the trainer beside the losses
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "info_weight", check_weight(self.info_weight, "info_weight"))

@@ -59,6 +59,7 @@ from ppgen.inference.optim import (
     epoch_metrics,
     group_losses,
     metric_name,
+    reported_values,
 )
 from ppgen.inference.trainer import TrainerBase
 
@@ -320,10 +321,11 @@ class Trainer(TrainerBase):
 
     def _losses(
         self, params, mutable, key, args, kwargs, names=None, rows=None, player=None
-    ) -> tuple[dict[str, jax.Array], dict]:
+    ) -> tuple[dict[str, jax.Array], dict, dict[str, jax.Array]]:
         """Each group's loss at ``params`` (unconstrained): the objective with every param
-        site (model, guide and the objective's own) and every mutable site substituted; and
-        the mutable sites' values after the run (their dtypes kept, no gradient).
+        site (model, guide and the objective's own) and every mutable site substituted; the
+        mutable sites' values after the run (their dtypes kept, no gradient); and the
+        objective's reported entries (no gradient).
         ``names``: the data's keyword names, when it was a dict; ``rows``: the batch's row
         indices (see :meth:`_pair`); ``player``: the group being updated, passed to an
         objective that takes ``player=``, which then needs to compute that loss only."""
@@ -342,16 +344,23 @@ class Trainer(TrainerBase):
             )
             for name, old_value in mutable.items()
         }
-        return group_losses(out, self.groups, asked.get("player")), updated
+        reported = {
+            name: jax.lax.stop_gradient(value)
+            for name, value in reported_values(out, self.reported).items()
+        }
+        return group_losses(out, self.groups, asked.get("player")), updated, reported
 
     def _update(
         self, state: TrainState, key, args, kwargs, lrs, data_names=None, rows=None
     ) -> tuple[TrainState, dict]:
-        """One step: every group's updates in order, each on its own loss and parameters."""
+        """One step: every group's updates in order, each on its own loss and parameters.
+        Returns the new state and ``{"losses": each group's mean loss, "reported": each
+        reported entry's mean over the step's updates that returned it}``."""
         if self.parallel is not None:
             args = tuple(self.parallel.shard(a) for a in args)
         params, opt_state, losses = dict(state.params), dict(state.opt_state), {}
         mutable = state.mutable
+        reported: dict[str, list] = {}
         for g_index, group in enumerate(self.groups):
             names = self._owned[group.name]
             total = jnp.zeros(())
@@ -359,13 +368,15 @@ class Trainer(TrainerBase):
                 k = jax.random.fold_in(jax.random.fold_in(key, g_index), u)
 
                 def loss_of(own, k=k, group=group, mutable=mutable):
-                    losses, updated = self._losses(
+                    losses, updated, reports = self._losses(
                         {**params, **own}, mutable, k, args, kwargs, data_names, rows, group.name
                     )
-                    return losses[group.name], updated
+                    return losses[group.name], (updated, reports)
 
                 own = {n: params[n] for n in names}
-                (value, mutable), grads = jax.value_and_grad(loss_of, has_aux=True)(own)
+                (value, (mutable, reports)), grads = jax.value_and_grad(loss_of, has_aux=True)(own)
+                for name, v in reports.items():
+                    reported.setdefault(name, []).append(v)
                 direction, opt_state[group.name] = self._directions[group.name].update(
                     grads, opt_state[group.name], own
                 )
@@ -378,7 +389,8 @@ class Trainer(TrainerBase):
         state = state._replace(
             params=params, opt_state=opt_state, step=state.step + 1, mutable=mutable
         )
-        return state, losses
+        means = {name: sum(vs) / len(vs) for name, vs in reported.items()}
+        return state, {"losses": losses, "reported": means}
 
     def _static(self, kwargs: dict[str, Any]) -> tuple:
         return tuple(sorted(kwargs.items()))
@@ -386,10 +398,7 @@ class Trainer(TrainerBase):
     def _step_impl(self, state, args, lrs, beta, rows, static, names):
         kwargs = dict(static) if beta is None else {**dict(static), "beta": beta}
         key, step_key = jax.random.split(state.rng_key)
-        state, losses = self._update(
-            state._replace(rng_key=key), step_key, args, kwargs, lrs, names, rows
-        )
-        return state, losses
+        return self._update(state._replace(rng_key=key), step_key, args, kwargs, lrs, names, rows)
 
     def _lrs(self, first_step: int, steps: int) -> dict[str, jax.Array]:
         """Every group's learning rate for ``steps`` steps from ``first_step``: (steps, updates)."""
@@ -415,14 +424,15 @@ class Trainer(TrainerBase):
         state's key.
 
         Returns:
-            The new state and ``{"loss": per-example loss}`` (``loss_<group>`` per group).
+            The new state and ``{"loss": per-example loss}`` (``loss_<group>`` per group,
+            and the objective's reported entries per example under their names).
         """
         args, kwargs, divisor = self.schedule.batch(batch, self.num_data)
         first = int(state.step)
         before = state
         lrs = {g: v[0] for g, v in self._lrs(first, 1).items()}
         betas = self._betas(first, 1)
-        state, losses = self._step(
+        state, out = self._step(
             state,
             self._device_args(args),
             lrs,
@@ -431,10 +441,12 @@ class Trainer(TrainerBase):
             static=self._static(kwargs),
             names=argument_names(batch),
         )
+        losses = out["losses"]
         if not all(np.isfinite(float(v)) for v in losses.values()):  # say why if the data
             model = handlers.substitute(self.model, data=self.params(before))
             self._check_support(check_observed_support, model, args, argument_names(batch), kwargs)
-        return state, {metric_name(g): float(v) / divisor for g, v in losses.items()}
+        metrics = {metric_name(g): float(v) / divisor for g, v in losses.items()}
+        return state, {**metrics, **{n: float(v) / divisor for n, v in out["reported"].items()}}
 
     def _epoch_keys(self, state, epoch):
         """The epoch's data-noise and particle keys, from ``(seed, epoch)``."""
@@ -466,8 +478,8 @@ class Trainer(TrainerBase):
             )
 
         steps = jnp.arange(indices[0].shape[0])
-        state, losses = jax.lax.scan(body, state, (steps, indices, betas, lrs))
-        return state._replace(epoch=jnp.asarray(epoch + 1, jnp.int32)), losses
+        state, out = jax.lax.scan(body, state, (steps, indices, betas, lrs))
+        return state._replace(epoch=jnp.asarray(epoch + 1, jnp.int32)), out
 
     def _epoch_steps(
         self, state, arrays, indices, transform, epoch, betas, lrs, static, names, datapoint
@@ -485,7 +497,7 @@ class Trainer(TrainerBase):
                 None if betas is None else betas[s],
                 {g: v[s] for g, v in lrs.items()},
             )
-            state, losses = self._epoch_step(
+            state, out = self._epoch_step(
                 state,
                 arrays,
                 inputs,
@@ -495,9 +507,9 @@ class Trainer(TrainerBase):
                 names=names,
                 datapoint=datapoint,
             )
-            per_step.append(losses)
-        losses = {g: jnp.stack([step[g] for step in per_step]) for g in per_step[0]}
-        return state._replace(epoch=jnp.asarray(epoch + 1, jnp.int32)), losses
+            per_step.append(out)
+        stacked = jax.tree_util.tree_map(lambda *steps: jnp.stack(steps), *per_step)
+        return state._replace(epoch=jnp.asarray(epoch + 1, jnp.int32)), stacked
 
     def train_epoch(self, state: TrainState, data: Any, epoch: int) -> tuple[TrainState, dict]:
         """One pass of the schedule over ``data``: a single compiled ``lax.scan``, or with
@@ -509,7 +521,7 @@ class Trainer(TrainerBase):
         Returns:
             The new state and ``{"loss": mean per-example loss, "finite": 1.0 or 0.0,
             "lr": learning rate at the epoch's end}`` (``loss_<group>``, ``lr_<group>`` for
-            several groups).
+            several groups; the objective's reported entries per example under their names).
         """
         host, arrays = self._on_device(data)
         indices = self.schedule.indices(
@@ -522,7 +534,7 @@ class Trainer(TrainerBase):
         first = int(state.step)
         before = state
         run_epoch = self._epoch if self.epoch_loop == "scan" else self._epoch_steps
-        state, losses = run_epoch(
+        state, out = run_epoch(
             state,
             arrays,
             tuple(jnp.asarray(i) for i in indices),
@@ -534,7 +546,7 @@ class Trainer(TrainerBase):
             names=argument_names(data),
             datapoint=datapoint,
         )
-        losses = {g: np.asarray(v) for g, v in losses.items()}
+        losses = {g: np.asarray(v) for g, v in out["losses"].items()}
         finite = np.all([np.isfinite(v) for v in losses.values()], axis=0)
         if not finite.all() and self.transform is None:  # say why when it is the data
             s = int(np.argmin(finite))
@@ -545,7 +557,8 @@ class Trainer(TrainerBase):
         divisor = self.schedule.divisor(host, self.batch_size, self.num_data)
         end = int(state.step)
         lrs = {g.name: g.lr_at(end * g.updates) for g in self.groups}
-        return state, epoch_metrics(losses, divisor, lrs)
+        reported = {n: np.asarray(v) for n, v in out["reported"].items()}
+        return state, epoch_metrics(losses, divisor, lrs, reported)
 
     def _on_device(self, data: Any) -> tuple[tuple[np.ndarray, ...], tuple[jax.Array, ...]]:
         """The schedule's checked arrays of ``data`` and their copies on the device

@@ -47,6 +47,7 @@ from ppgen.inference.games import (
     CRITIC,
     F_DIVERGENCES,
     GENERATOR,
+    NLL,
     PLAYERS,
     adversarial_groups,
     check_game,
@@ -287,7 +288,10 @@ class FlowGAN:
         site: The model's site holding the samples (and the data).
 
     Call ``flowgan(model, guide, *args, player=None, **kwargs)``
-    -> ``{"critic": ..., "generator": ...}``.
+    -> ``{"critic": ..., "generator": ..., "nll": -ELBO}``; ``"nll"`` (the negative
+    log-likelihood term before its weight, per dataset, no group's loss) only in the
+    generator's call and when ``lambda > 0``. The trainer logs it per example as ``nll``
+    (the ``reported`` entry): with the validation NLL, both of the paper's figures.
 
     Raises:
         ConfigError: A negative or non-finite ``weight``, and :class:`Adversarial`'s errors.
@@ -301,6 +305,7 @@ class FlowGAN:
     site: str = "x"
     players = PLAYERS
     param_prefixes = (CRITIC,)
+    reported = (NLL,)  # logged by the trainer beside the losses
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "weight", check_weight(self.weight, "the likelihood weight"))
@@ -327,4 +332,5 @@ class FlowGAN:
         if player in (None, GENERATOR) and self.weight > 0:
             nll = self._likelihood(model, guide, *args, **kwargs)
             losses[GENERATOR] = losses[GENERATOR] + self.weight * nll
+            losses[NLL] = nll
         return losses

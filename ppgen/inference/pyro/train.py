@@ -50,6 +50,7 @@ from ppgen.inference.optim import (
     group_losses,
     lr_factor,
     metric_name,
+    reported_values,
 )
 from ppgen.inference.pyro.interop import GlobalRNG
 from ppgen.inference.pyro.objectives import ELBO
@@ -222,9 +223,10 @@ class Trainer(TrainerBase):
         kwargs: dict[str, Any],
         names: tuple[str, ...] | None = None,
         rows: torch.Tensor | None = None,
-    ) -> dict[str, float]:
-        """One training step: every group's updates in order. Returns each group's mean loss;
-        at the first non-finite loss it returns at once, without stepping on it. ``names``:
+    ) -> tuple[dict[str, float], dict[str, float]]:
+        """One training step: every group's updates in order. Returns each group's mean loss,
+        and each reported entry's mean over the step's updates that returned it; at the first
+        non-finite loss it returns at once, without stepping on it. ``names``:
         the data's keyword names, when it was a dict; ``rows``: the batch's row indices,
         given to the ``"data"`` plate (per-datapoint parameters)."""
         if self.beta_schedule is not None:
@@ -235,7 +237,11 @@ class Trainer(TrainerBase):
         kwargs = {**by_name, **kwargs}
         model, guide = self._pair(rows)
         draws = self.parallel.draws if self.parallel is not None else contextlib.nullcontext()
-        losses = {}
+        losses, reported = {}, {}
+
+        def means() -> dict[str, float]:
+            return {name: sum(vs) / len(vs) for name, vs in reported.items()}
+
         for group in self.groups:
             params = state.optimizers[group.name].param_groups[0]["params"]
             total = 0.0
@@ -249,10 +255,15 @@ class Trainer(TrainerBase):
                     raise
                 loss = group_losses(out, self.groups, player.get("player"))[group.name]
                 value = loss.item() if self.parallel is None else self.parallel.mean(loss.item())
+                for name, v in reported_values(out, self.reported).items():
+                    v = float(v.detach()) if torch.is_tensor(v) else float(v)
+                    reported.setdefault(name, []).append(
+                        v if self.parallel is None else self.parallel.mean(v)
+                    )
                 if not math.isfinite(value):
                     self._check_support(check_observed_support, model, args, None, kwargs)
                     losses[group.name] = value
-                    return losses  # report, never step: the parameters stay finite
+                    return losses, means()  # report, never step: the parameters stay finite
                 optimizer = state.optimizers[group.name]
                 optimizer.zero_grad(set_to_none=True)
                 if len(self.groups) == 1:
@@ -271,7 +282,7 @@ class Trainer(TrainerBase):
                 state.schedulers[group.name].step()
                 total += value
             losses[group.name] = total / group.updates
-        return losses
+        return losses, means()
 
     def step(self, state: TrainState, batch: Any) -> tuple[TrainState, dict[str, float]]:
         """One optimisation step on ``batch`` as given (no transform): an array ``x`` for
@@ -279,7 +290,8 @@ class Trainer(TrainerBase):
         is reported, not stepped on.
 
         Returns:
-            ``(state, {"loss": loss per example, ...})`` (``loss_<group>`` per group).
+            ``(state, {"loss": loss per example, ...})`` (``loss_<group>`` per group, and
+            the objective's reported entries per example under their names).
         """
         args, kwargs, divisor = self.schedule.batch(batch, self.num_data)
         args = self._tensors(args, self._dtype(state))
@@ -287,12 +299,13 @@ class Trainer(TrainerBase):
             torch.arange(len(args[0])) if self._datapoint_rows(len(args[0]), "the batch") else None
         )
         with GlobalRNG(state.rng_state) as rng:
-            losses = self._update(state, args, kwargs, argument_names(batch), rows)
+            losses, reported = self._update(state, args, kwargs, argument_names(batch), rows)
         done = int(
             all(math.isfinite(v) for v in losses.values()) and len(losses) == len(self.groups)
         )
         state = state._replace(step=state.step + done, rng_state=rng.state)
-        return state, {metric_name(g): v / divisor for g, v in losses.items()}
+        metrics = {metric_name(g): v / divisor for g, v in losses.items()}
+        return state, {**metrics, **{n: v / divisor for n, v in reported.items()}}
 
     def train_epoch(
         self, state: TrainState, data: Any, epoch: int
@@ -306,7 +319,8 @@ class Trainer(TrainerBase):
         Returns:
             ``(state, {"loss": mean per-example loss, "finite": 1.0 or 0.0, "lr": learning
             rate at the epoch's end})``, with ``loss_<group>`` and ``lr_<group>`` for
-            several groups; on divergence the loss is the non-finite one.
+            several groups and the objective's reported entries per example under their
+            names; on divergence the loss is the non-finite one.
         """
         arrays = self._epoch_arrays(data)
         names = argument_names(data)
@@ -327,6 +341,7 @@ class Trainer(TrainerBase):
         rows = [torch.from_numpy(np.asarray(idx, dtype=np.int64)) for idx in indices]
         noise = self._noise_generator(state.seed, epoch)
         per_step = {g.name: [] for g in self.groups}
+        per_step_reported: dict[str, list[float]] = {}
         steps = 0
         with GlobalRNG(state.rng_state) as rng, contextlib.ExitStack() as unchecked:
             for s in range(len(rows[0])):
@@ -340,7 +355,7 @@ class Trainer(TrainerBase):
                     if self.transform is not None and j in self.schedule.inputs:
                         value = self.transform(noise, value, rows[i][s])
                     args.append(value)
-                losses = self._update(
+                losses, reported = self._update(
                     state._replace(step=state.step + steps),
                     tuple(args),
                     kwargs,
@@ -349,6 +364,8 @@ class Trainer(TrainerBase):
                 )
                 for g, v in losses.items():
                     per_step[g].append(v)
+                for n, v in reported.items():
+                    per_step_reported.setdefault(n, []).append(v)
                 if not self._finite(losses):
                     break  # not stepped on: report it, the driver decides
                 steps += 1
@@ -357,7 +374,7 @@ class Trainer(TrainerBase):
             step=state.step + steps, epoch=int(epoch) + (not diverged), rng_state=rng.state
         )
         lrs = {name: opt.param_groups[0]["lr"] for name, opt in state.optimizers.items()}
-        return state, epoch_metrics(per_step, divisor, lrs)
+        return state, epoch_metrics(per_step, divisor, lrs, per_step_reported)
 
     def _pair(self, rows: torch.Tensor | None) -> tuple[Callable, Callable]:
         """Model and guide, with the ``"data"`` plate's subsample set to ``rows`` when given
