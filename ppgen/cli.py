@@ -28,6 +28,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from ppgen import __version__
 from ppgen.checkpoint import RUN_META, has_checkpoint, load_checkpoint
 from ppgen.config import RUN_DEFAULTS
@@ -533,13 +535,15 @@ def _interrupted(args: argparse.Namespace) -> str:
 
 def _one_line_warnings(show: Any) -> Any:
     """A ``warnings.showwarning`` that prints ppgen's own warnings
-    (:class:`ConvergenceWarning`) as one line on stderr, without the source location, and
-    passes any other warning to ``show``."""
+    (:class:`ConvergenceWarning`) as one line on stderr, on a line of their own beside a
+    progress bar and without the source location, and passes any other warning to
+    ``show``."""
 
     def show_warning(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001, ANN202
         if not issubclass(category, ConvergenceWarning):
             return show(message, category, filename, lineno, file, line)
-        print(f"ppgen: warning: {' '.join(str(message).split())}", file=file or sys.stderr)
+        # through tqdm: a progress bar on the same stream is cleared first and redrawn after
+        tqdm.write(f"ppgen: warning: {' '.join(str(message).split())}", file=file or sys.stderr)
 
     return show_warning
 
