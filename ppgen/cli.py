@@ -535,15 +535,20 @@ def _interrupted(args: argparse.Namespace) -> str:
 
 def _one_line_warnings(show: Any) -> Any:
     """A ``warnings.showwarning`` that prints ppgen's own warnings
-    (:class:`ConvergenceWarning`) as one line on stderr, on a line of their own beside a
-    progress bar and without the source location, and passes any other warning to
-    ``show``."""
+    (:class:`ConvergenceWarning`) as one line on stderr, each message once, on a line of
+    its own beside a progress bar and without the source location, and passes any other
+    warning to ``show``."""
+
+    seen = set()  # each message once per command, whatever resets Python's own memory
 
     def show_warning(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001, ANN202
         if not issubclass(category, ConvergenceWarning):
             return show(message, category, filename, lineno, file, line)
-        # through tqdm: a progress bar on the same stream is cleared first and redrawn after
-        tqdm.write(f"ppgen: warning: {' '.join(str(message).split())}", file=file or sys.stderr)
+        text = " ".join(str(message).split())
+        if text not in seen:
+            seen.add(text)
+            # through tqdm: a progress bar on the stream is cleared first and redrawn after
+            tqdm.write(f"ppgen: warning: {text}", file=file or sys.stderr)
 
     return show_warning
 

@@ -13,6 +13,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: ppgen never opens a window
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 __all__ = [
     "tile_images",
@@ -105,6 +106,7 @@ def save_training_curves(
         if pts:
             ax.plot(*zip(*pts, strict=True), label=key, marker="." if len(pts) < 30 else None)
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs, even for 2 of them
     ax.set_ylabel(unit)
     ax.grid(alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()

@@ -366,8 +366,16 @@ def test_recipe_trains_evaluates_samples_and_draws(tmp_path, backend_name, datas
 @pytest.mark.parametrize(
     ("flags", "expected"),
     [
-        (("--match", "mmd", "--loss", "hinge"), "--loss set another match than --match mmd"),
-        (("--match", "adversarial", "--epsilon", "2"), "--epsilon set another match"),
+        (
+            ("--match", "mmd", "--loss", "hinge"),
+            "--loss belongs to --match adversarial, not --match mmd; drop it or use --match "
+            "adversarial",
+        ),
+        (("--match", "adversarial", "--epsilon", "2"), "--epsilon belongs to --match sinkhorn"),
+        (
+            ("--match", "mmd", "--max-iterations", "5"),
+            "--max-iterations belongs to --match sinkhorn",
+        ),
         (("--match", "sinkhorn", "--p", "3"), "--p must be 1 or 2"),
         (("--match", "mmd", "--weight", "-2"), "--weight must be >= 0"),
         (("--match", "adversarial", "--weight-decay", "0.1"), "takes no --weight-decay"),

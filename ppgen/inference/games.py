@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ppgen.errors import ConfigError, ConvergenceWarning
+from ppgen.inference.checks import check_count
 from ppgen.inference.optim import Group
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "check_game",
     "check_penalty",
     "check_player",
+    "check_sinkhorn_iterations",
     "check_weight",
     "latent_bandwidths",
     "warn_unconverged_sinkhorn",
@@ -173,20 +175,33 @@ def check_epsilon(epsilon: Any) -> float:
     return float(epsilon)
 
 
+#: The largest Sinkhorn iteration cap: ott counts iterations in 32-bit integers.
+MAX_SINKHORN_ITERATIONS = 2**31 - 1
+
+
+def check_sinkhorn_iterations(max_iterations: Any) -> int:
+    """Return ``max_iterations`` if it is an integer in ``1 .. 2**31 - 1``.
+
+    Raises:
+        ConfigError: Not an integer, < 1, or above the 32-bit limit.
+    """
+    value = check_count("max_iterations", max_iterations)
+    if value > MAX_SINKHORN_ITERATIONS:
+        raise ConfigError(
+            f"max_iterations must be at most {MAX_SINKHORN_ITERATIONS} (2**31 - 1), got {value}"
+        )
+    return value
+
+
 def warn_unconverged_sinkhorn(epsilon: float, threshold: float, max_iterations: int) -> None:
     """Issue a :class:`~ppgen.errors.ConvergenceWarning` for a Sinkhorn divergence whose
     solves stopped at ``max_iterations`` with the marginal violation above ``threshold``.
 
-    Once per setting ``(epsilon, threshold, max_iterations)`` and process, not every step.
-    (Python's own once-per-location filter cannot do it on the Pyro side, where silencing
-    POT's warning changes the filters, which resets that memory.) A small ``epsilon``
-    against the cost's spread (e.g. 1e-2 on clustered 2-D points spread over a few units,
-    squared cost) can need thousands of iterations.
+    Every such call warns, under the caller's warning filters: Python's default shows one
+    message per setting and place, ``"error"`` raises it. A small ``epsilon`` against the
+    cost's spread (e.g. 1e-2 on clustered 2-D points spread over a few units, squared cost)
+    can need thousands of iterations.
     """
-    key = (epsilon, threshold, max_iterations)
-    if key in _WARNED_SINKHORN:
-        return
-    _WARNED_SINKHORN.add(key)
     warnings.warn(
         f"Sinkhorn did not reach threshold {threshold:g} within {max_iterations} iterations "
         f"at epsilon {epsilon:g}: the divergence and its gradient are approximate; raise "
@@ -194,9 +209,6 @@ def warn_unconverged_sinkhorn(epsilon: float, threshold: float, max_iterations: 
         ConvergenceWarning,
         stacklevel=3,
     )
-
-
-_WARNED_SINKHORN: set[tuple[float, float, int]] = set()
 
 
 def check_bandwidths(kernel: Any, bandwidths: Any) -> tuple[float, ...]:

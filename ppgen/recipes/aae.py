@@ -159,18 +159,19 @@ class AAEOptions(Options):
                 f"{self.gradient_penalty}"
             )
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
-        changed = [
-            "--" + name.replace("_", "-")
-            for match, names in MATCH_OPTIONS.items()
-            if match != self.match
-            for name in names
-            if getattr(self, name) != defaults[name]
-        ]
-        if changed:
-            raise ConfigError(
-                f"{' and '.join(changed)} set another match than --match {self.match}; drop "
-                "them or choose their match"
-            )
+        for match, names in MATCH_OPTIONS.items():
+            changed = [
+                "--" + name.replace("_", "-")
+                for name in names
+                if match != self.match and getattr(self, name) != defaults[name]
+            ]
+            if changed:
+                one = len(changed) == 1
+                raise ConfigError(
+                    f"{' and '.join(changed)} {'belongs' if one else 'belong'} to --match "
+                    f"{match}, not --match {self.match}; drop {'it' if one else 'them'} or use "
+                    f"--match {match}"
+                )
 
     def latent_dim(self, dataset: str) -> int:
         """The width of z: ``--latent``, or 8 on images and 2 on 2-D data."""

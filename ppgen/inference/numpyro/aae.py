@@ -57,6 +57,7 @@ from ppgen.inference.games import (
     check_bandwidths,
     check_epsilon,
     check_game,
+    check_sinkhorn_iterations,
     check_weight,
     latent_bandwidths,
 )
@@ -146,6 +147,7 @@ class AAE:
                 f"the {self.match} match has no critic; drop critic= or use match='adversarial'"
             )
         object.__setattr__(self, "weight", check_weight(self.weight, "the matching weight"))
+        object.__setattr__(self, "max_iterations", check_sinkhorn_iterations(self.max_iterations))
         penalty = check_game(self.loss, self.gradient_penalty, self.n_critic)
         object.__setattr__(self, "gradient_penalty", penalty)
         if self.bandwidths is None:

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from ppgen.errors import DataError
-from ppgen.inference.games import check_bandwidths, check_epsilon
+from ppgen.inference.games import check_bandwidths, check_epsilon, check_sinkhorn_iterations
 from ppgen.inference.numpyro.implicit import model_samples
 from ppgen.inference.numpyro.sinkhorn import check_p, sinkhorn_divergence
 
@@ -139,6 +139,7 @@ class Sinkhorn:
     def __post_init__(self) -> None:
         object.__setattr__(self, "epsilon", check_epsilon(self.epsilon))
         object.__setattr__(self, "p", check_p(self.p))
+        object.__setattr__(self, "max_iterations", check_sinkhorn_iterations(self.max_iterations))
 
     def __call__(
         self, rng_key: jax.Array, model: Callable, guide: Callable, *args: Any, **kwargs: Any

@@ -33,8 +33,12 @@ from ott.geometry import costs, geometry, pointcloud
 from ott.tools import sinkhorn_divergence as ott_sinkhorn_divergence
 
 from ppgen.errors import ConfigError, DataError
-from ppgen.inference.checks import check_count, check_non_negative
-from ppgen.inference.games import check_epsilon, warn_unconverged_sinkhorn
+from ppgen.inference.checks import check_non_negative
+from ppgen.inference.games import (
+    check_epsilon,
+    check_sinkhorn_iterations,
+    warn_unconverged_sinkhorn,
+)
 
 __all__ = ["SUPPORTED_P", "check_p", "sinkhorn_divergence"]
 
@@ -128,13 +132,13 @@ def sinkhorn_divergence(
 
     Raises:
         ConfigError: ``epsilon`` not a finite number > 0, ``p`` not 1 or 2, a negative
-            ``threshold`` or a ``max_iterations`` that is not a positive integer.
+            ``threshold`` or a ``max_iterations`` that is not an integer in 1 .. 2**31 - 1.
         DataError: ``x`` or ``y`` not a non-empty 2-D array, or different feature counts.
     """
     epsilon = check_epsilon(epsilon)
     p = check_p(p)
     threshold = check_non_negative("threshold", threshold)
-    max_iterations = check_count("max_iterations", max_iterations)
+    max_iterations = check_sinkhorn_iterations(max_iterations)
     x, y = jnp.asarray(x), jnp.asarray(y)
     _check_points(x, y)
     dtype = jnp.result_type(x, y, float)  # a float dtype; a Python float is weakly typed

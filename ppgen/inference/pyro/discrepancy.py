@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from ppgen.errors import DataError
-from ppgen.inference.games import check_bandwidths, check_epsilon
+from ppgen.inference.games import check_bandwidths, check_epsilon, check_sinkhorn_iterations
 from ppgen.inference.pyro.implicit import model_samples
 from ppgen.inference.pyro.sinkhorn import check_p, sinkhorn_divergence
 
@@ -136,6 +136,7 @@ class Sinkhorn:
     def __post_init__(self) -> None:
         object.__setattr__(self, "epsilon", check_epsilon(self.epsilon))
         object.__setattr__(self, "p", check_p(self.p))
+        object.__setattr__(self, "max_iterations", check_sinkhorn_iterations(self.max_iterations))
 
     def __call__(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> torch.Tensor:
         out = model_samples(model, args, kwargs, site=self.site)

@@ -14,16 +14,16 @@ Sinkhorn divergences"). ``OT_eps`` includes its entropic term, the convention of
 ``exp(-C / epsilon)`` of p = 1 and 2 are universal); POT's ``empirical_sinkhorn_divergence``
 drops that term (the "sharp" variant) and is not this quantity.
 
-Each ``OT_eps`` is POT's ``ot.solve(C, reg=epsilon, reg_type="KL")``: log-domain Sinkhorn
-(``ot.bregman.sinkhorn_log``) until the marginal violation ``|P^T 1 - b|_2`` falls under
-``threshold`` (checked every 10 iterations) or ``max_iterations`` is reached; an unconverged
-run returns its last iterate with a :class:`~ppgen.errors.ConvergenceWarning` (in place of
-POT's own "did not converge"), as on the NumPyro side. The value is the primal ``<P, C> +
-epsilon KL(P || a (x) b)`` of the final plan. The gradient is the envelope theorem's
-(``grad="envelope"``: ``dOT_eps / dC = P``, the iterations detached), exact at convergence.
-geomloss's ``SamplesLoss`` was not used: its epsilon-scaling runs a fixed schedule with no
-convergence test, 1e-3 to 2e-2 (relative) off the converged value at its default
-``scaling=0.5``, 1e-6 only at ``scaling=0.999``.
+Each ``OT_eps`` is what POT's ``ot.solve(C, reg=epsilon, reg_type="KL")`` computes: log-domain
+Sinkhorn (``ot.bregman.sinkhorn_log``, called directly to read its convergence) until the
+marginal violation ``|P^T 1 - b|_2`` falls under ``threshold`` (checked every 10 iterations) or
+``max_iterations`` is reached; an unconverged run returns its last iterate with a
+:class:`~ppgen.errors.ConvergenceWarning` (in place of POT's own "did not converge"), as on the
+NumPyro side. The value is the primal ``<P, C> + epsilon KL(P || a (x) b)`` of the final plan.
+The gradient is the envelope theorem's (``grad="envelope"``: ``dOT_eps / dC = P``, the
+iterations detached), exact at convergence. geomloss's ``SamplesLoss`` was not used: its
+epsilon-scaling runs a fixed schedule with no convergence test, 1e-3 to 2e-2 (relative) off the
+converged value at its default ``scaling=0.5``, 1e-6 only at ``scaling=0.999``.
 
 Speed: POT has no symmetric update for ``OT_eps(a, a)`` (ott uses the averaged one of Feydy
 et al. 2019, eq. 25), so with an ``epsilon`` small against the squared spread of
@@ -35,14 +35,17 @@ them far faster.
 from __future__ import annotations
 
 import numbers
-import warnings
 
 import ot
 import torch
 
 from ppgen.errors import ConfigError, DataError
-from ppgen.inference.checks import check_count, check_non_negative
-from ppgen.inference.games import check_epsilon, warn_unconverged_sinkhorn
+from ppgen.inference.checks import check_non_negative
+from ppgen.inference.games import (
+    check_epsilon,
+    check_sinkhorn_iterations,
+    warn_unconverged_sinkhorn,
+)
 
 __all__ = ["SUPPORTED_P", "check_p", "sinkhorn_divergence"]
 
@@ -86,28 +89,26 @@ def _cost(x: torch.Tensor, y: torch.Tensor, p: int) -> torch.Tensor:
 def _entropic_ot(
     c: torch.Tensor, epsilon: float, threshold: float, max_iterations: int
 ) -> torch.Tensor:
-    """``OT_eps`` of the cost matrix ``c`` between uniform marginals (a 0-d tensor)."""
-    with warnings.catch_warnings(record=True) as caught:
-        # POT's "did not converge" becomes ppgen's ConvergenceWarning, worded as on NumPyro
-        warnings.filterwarnings("always", message="Sinkhorn did not converge", category=UserWarning)
-        result = ot.solve(
-            c,
-            reg=epsilon,
-            reg_type="KL",
-            method="sinkhorn_log",
-            max_iter=max_iterations,
-            tol=threshold,
-            grad="envelope",
-        )
-    unconverged = False
-    for w in caught:
-        if issubclass(w.category, UserWarning) and "did not converge" in str(w.message):
-            unconverged = True
-        else:  # any other warning passes through unchanged
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    if unconverged:
+    """``OT_eps`` of the cost matrix ``c`` between uniform marginals (a 0-d tensor): what
+    ``ot.solve(c, reg=epsilon, reg_type="KL", method="sinkhorn_log", grad="envelope")``
+    computes, through POT's ``sinkhorn_log`` itself so that its convergence is read from
+    its log (``ot.solve`` reports it only as a warning, which would have to be caught by
+    changing the warning filters at every call)."""
+    n, m = c.shape
+    a = torch.full((n,), 1.0 / n, dtype=c.dtype, device=c.device)
+    b = torch.full((m,), 1.0 / m, dtype=c.dtype, device=c.device)
+    fixed = c.detach()
+    plan, log = ot.bregman.sinkhorn_log(
+        a, b, fixed, epsilon, numItermax=max_iterations, stopThr=threshold, log=True, warn=False
+    )
+    # the marginal violation is checked every 10 iterations; the last check decides
+    if not (log["err"] and float(log["err"][-1]) < threshold):
         warn_unconverged_sinkhorn(epsilon, threshold, max_iterations)
-    return result.value
+    outer = a[:, None] * b[None, :]
+    kl = torch.sum(plan * torch.log(plan / (outer + 1e-15) + 1e-16))  # POT's kl_div, as solve
+    value = (plan * fixed).sum() + epsilon * kl
+    # the envelope theorem's gradient, exact at convergence: d OT_eps / d C = P
+    return value + (plan * (c - fixed)).sum()
 
 
 def sinkhorn_divergence(
@@ -137,13 +138,13 @@ def sinkhorn_divergence(
 
     Raises:
         ConfigError: ``epsilon`` not a finite number > 0, ``p`` not 1 or 2, a negative
-            ``threshold`` or a ``max_iterations`` that is not a positive integer.
+            ``threshold`` or a ``max_iterations`` that is not an integer in 1 .. 2**31 - 1.
         DataError: ``x`` or ``y`` not a non-empty 2-D array, or different feature counts.
     """
     epsilon = check_epsilon(epsilon)
     p = check_p(p)
     threshold = check_non_negative("threshold", threshold)
-    max_iterations = check_count("max_iterations", max_iterations)
+    max_iterations = check_sinkhorn_iterations(max_iterations)
     x, y = torch.as_tensor(x), torch.as_tensor(y)
     _check_points(x, y)
     dtype = torch.promote_types(x.dtype, y.dtype)
