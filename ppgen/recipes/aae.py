@@ -160,10 +160,12 @@ class AAEOptions(Options):
             )
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
         for match, names in MATCH_OPTIONS.items():
+            if match == self.match:
+                continue
             changed = [
                 "--" + name.replace("_", "-")
                 for name in names
-                if match != self.match and getattr(self, name) != defaults[name]
+                if getattr(self, name) != defaults[name]
             ]
             if changed:
                 one = len(changed) == 1

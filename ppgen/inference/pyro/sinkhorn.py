@@ -88,8 +88,9 @@ def _cost(x: torch.Tensor, y: torch.Tensor, p: int) -> torch.Tensor:
 
 def _entropic_ot(
     c: torch.Tensor, epsilon: float, threshold: float, max_iterations: int
-) -> torch.Tensor:
-    """``OT_eps`` of the cost matrix ``c`` between uniform marginals (a 0-d tensor): what
+) -> tuple[torch.Tensor, bool]:
+    """``OT_eps`` of the cost matrix ``c`` between uniform marginals (a 0-d tensor), and
+    whether its solve converged: what
     ``ot.solve(c, reg=epsilon, reg_type="KL", method="sinkhorn_log", grad="envelope")``
     computes, through POT's ``sinkhorn_log`` itself so that its convergence is read from
     its log (``ot.solve`` reports it only as a warning, which would have to be caught by
@@ -102,13 +103,12 @@ def _entropic_ot(
         a, b, fixed, epsilon, numItermax=max_iterations, stopThr=threshold, log=True, warn=False
     )
     # the marginal violation is checked every 10 iterations; the last check decides
-    if not (log["err"] and float(log["err"][-1]) < threshold):
-        warn_unconverged_sinkhorn(epsilon, threshold, max_iterations)
+    converged = bool(log["err"]) and float(log["err"][-1]) < threshold
     outer = a[:, None] * b[None, :]
     kl = torch.sum(plan * torch.log(plan / (outer + 1e-15) + 1e-16))  # POT's kl_div, as solve
     value = (plan * fixed).sum() + epsilon * kl
     # the envelope theorem's gradient, exact at convergence: d OT_eps / d C = P
-    return value + (plan * (c - fixed)).sum()
+    return value + (plan * (c - fixed)).sum(), converged
 
 
 def sinkhorn_divergence(
@@ -152,7 +152,10 @@ def sinkhorn_divergence(
         dtype = torch.get_default_dtype()
     x, y = x.to(dtype), y.to(dtype)
 
-    def ot_eps(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        return _entropic_ot(_cost(u, v, p), epsilon, threshold, max_iterations)
-
-    return ot_eps(x, y) - 0.5 * (ot_eps(x, x) + ot_eps(y, y))
+    (xy, ok_xy), (xx, ok_xx), (yy, ok_yy) = (
+        _entropic_ot(_cost(u, v, p), epsilon, threshold, max_iterations)
+        for u, v in ((x, y), (x, x), (y, y))
+    )
+    if not (ok_xy and ok_xx and ok_yy):  # one warning a call, as on NumPyro
+        warn_unconverged_sinkhorn(epsilon, threshold, max_iterations)
+    return xy - 0.5 * (xx + yy)
