@@ -110,6 +110,10 @@ def test_bad_mmd_options_are_refused_in_one_line(module):
     for epsilon in (0.0, -1.0, float("nan")):
         with pytest.raises(ConfigError, match="epsilon must be a finite number > 0"):
             module.Sinkhorn(epsilon=epsilon)
+    for rho in (0.0, -1.0, float("nan")):
+        with pytest.raises(ConfigError, match="rho must be a number > 0"):
+            module.Sinkhorn(rho=rho)
+    assert module.Sinkhorn(rho=float("inf")).rho is None  # POT's spelling of balanced
 
 
 def test_samples_of_another_shape_are_refused(float64):
@@ -124,12 +128,12 @@ def test_samples_of_another_shape_are_refused(float64):
                        z=jnp.asarray(z))  # fmt: skip
 
 
-@pytest.mark.parametrize("p", [1, 2])
-def test_backends_agree_on_the_sinkhorn_objective(float64, p):
+@pytest.mark.parametrize(("p", "rho"), [(1, None), (2, None), (2, 1.0)])
+def test_backends_agree_on_the_sinkhorn_objective(float64, p, rho):
     gen_p, gen_n = pair_of_nets((2, 8, 3), seed=4)
     pyro_model, numpyro_model, guide = generators(gen_p, gen_n)
     x, z = batch()
-    options = {"epsilon": 0.5, "p": p, "threshold": 1e-9, "max_iterations": 20000}
+    options = {"epsilon": 0.5, "p": p, "rho": rho, "threshold": 1e-9, "max_iterations": 20000}
     value_p = pdis.Sinkhorn(**options)(
         pyro_model, guide, torch.as_tensor(x), z=torch.as_tensor(z), num_data=80
     )

@@ -55,6 +55,22 @@ def test_recipes_train_evaluate_sample_and_draw(tmp_path, backend_name, recipe, 
     assert (out / "samples.png").stat().st_size > 0
 
 
+def test_sinkhorns_transport_defaults_to_unbalanced_on_2d_sets():
+    """``--rho -1`` (the default) is unbalanced transport (rho 1) on the 2-D mixtures, whose
+    minibatches never hold the same count in each mode, and balanced on images; ``--rho 0``
+    is balanced; any other value is taken as it is."""
+    from ppgen.recipes.registry import get_recipe
+
+    options = get_recipe("sinkhorn").options
+    assert options().marginal_penalty("grid25") == 1.0
+    assert options().regularisation("grid25") == 0.1
+    assert options().marginal_penalty("mnist") is None
+    assert options(rho=0.0).marginal_penalty("grid25") is None
+    assert options(rho=0.25).marginal_penalty("mnist") == 0.25
+    with pytest.raises(Exception, match="--rho must be a finite number > 0, 0"):
+        options(rho=-3.0)
+
+
 def test_an_unconverged_sinkhorn_is_one_warning_line(tmp_path):
     """The command line shows the ConvergenceWarning of a Sinkhorn stopped at
     ``--max-iterations`` as one line, once, and trains on (the figure is approximate)."""
@@ -83,6 +99,8 @@ def test_an_unconverged_sinkhorn_is_one_warning_line(tmp_path):
         (("mmd", "--bandwidths", "1,-2"), "bandwidths"),
         (("sinkhorn", "--epsilon", "-1"), "epsilon"),
         (("sinkhorn", "--p", "3"), "--p must be 1 or 2"),
+        (("sinkhorn", "--rho", "-2"), "--rho: expected a finite number >= 0"),
+        (("sinkhorn", "--rho", "nan"), "--rho: expected a finite number >= 0"),
         (("gan", "--dataset", "moons"), "moons"),
     ],
 )

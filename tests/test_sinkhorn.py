@@ -186,6 +186,10 @@ BAD_OPTIONS = [
     ({"epsilon": 1.0, "threshold": -1e-3}, "threshold must be >= 0"),
     ({"epsilon": 1.0, "max_iterations": 0}, "max_iterations must be a positive integer"),
     ({"epsilon": 1.0, "max_iterations": 2**31}, "max_iterations must be at most 2147483647"),
+    ({"epsilon": 1.0, "rho": 0.0}, "rho must be a number > 0"),
+    ({"epsilon": 1.0, "rho": -1.0}, "rho must be a number > 0"),
+    ({"epsilon": 1.0, "rho": float("nan")}, "rho must be a number > 0"),
+    ({"epsilon": 1.0, "rho": "1"}, "rho must be a number > 0"),
 ]
 
 BAD_SHAPES = [
@@ -215,3 +219,146 @@ def test_bad_points(module, x_shape, y_shape, message):
     with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)")) as error:
         module.sinkhorn_divergence(array(x_shape), array(y_shape), epsilon=1.0)
     assert "\n" not in str(error.value)
+
+
+# -- unbalanced transport (Sejourne et al. 2019) -------------------------------------------
+
+
+def unbalanced_ot_numpy(c: np.ndarray, epsilon: float, rho: float) -> float:
+    """Unbalanced ``OT_eps`` between uniform measures of mass 1 from POT's plain scaling solver
+    (``ot.unbalanced.sinkhorn_unbalanced``, numpy backend; well-conditioned problems only):
+    ``<P, C> + epsilon KL(P || a b^T) + rho KL(P 1 || a) + rho KL(P^T 1 || b)`` of its plan,
+    generalised KL."""
+    n, m = c.shape
+    a, b = np.full(n, 1.0 / n), np.full(m, 1.0 / m)
+    plan = ot.unbalanced.sinkhorn_unbalanced(
+        a, b, c, epsilon, rho, method="sinkhorn", stopThr=1e-14, numItermax=10**6
+    )
+
+    def kl(p, q):
+        return float(np.sum(p * np.log(p / q) - p + q))
+
+    return (
+        float(np.sum(plan * c))
+        + epsilon * kl(plan, np.outer(a, b))
+        + rho * (kl(plan.sum(1), a) + kl(plan.sum(0), b))
+    )
+
+
+@pytest.mark.parametrize("backend", ["pyro", "numpyro"])
+def test_unbalanced_matches_pots_plain_scaling_solver(backend, float64):
+    """Unbalanced ``S_eps`` is POT's unbalanced Sinkhorn composed into Sejourne et al.'s
+    definition (the entropy relative to ``a (x) b``, generalised KL on the marginals), on a
+    problem where POT's scaling solver does not underflow. NumPyro's ott takes its entropy
+    relative to the counting measure: without ppgen's shift of the cost it would solve
+    another problem."""
+    x, y = samples(n=7, m=9, seed=2)
+    options = [(p, eps, rho) for p in (1, 2) for eps in (0.3, 3.0) for rho in (0.1, 1.0)]
+    calls = [(x, y, {"epsilon": eps, "p": p, "rho": rho, **TIGHT}) for p, eps, rho in options]
+    s = divergences(backend, calls)
+    for value, (p, eps, rho) in zip(s, options, strict=True):
+
+        def ot_eps(u, v, p=p, eps=eps, rho=rho):
+            return unbalanced_ot_numpy(ot.dist(u, v, metric="euclidean") ** p, eps, rho)
+
+        expected = ot_eps(x, y) - 0.5 * (ot_eps(x, x) + ot_eps(y, y))
+        np.testing.assert_allclose(value, expected, rtol=1e-6)
+
+
+def test_unbalanced_backends_agree_in_value_and_gradient(float64):
+    """Parity of the unbalanced divergence, float64: values to 1e-7, gradients to 1e-6 of
+    their largest entry, p = 1, 2; the gradient also matches central finite differences."""
+    x, y = samples()
+    options = [(p, eps, rho) for p in (1, 2) for eps, rho in ((0.1, 1.0), (1.0, 0.5))]
+
+    @jax.jit
+    def jax_values_and_grads(x, y):
+        return [
+            jax.value_and_grad(sinkhorn_jax.sinkhorn_divergence)(
+                x, y, epsilon=eps, p=p, rho=rho, **TIGHT
+            )
+            for p, eps, rho in options
+        ]
+
+    jax_out = jax_values_and_grads(jnp.asarray(x), jnp.asarray(y))
+    for (value_jax, grad_jax), (p, eps, rho) in zip(jax_out, options, strict=True):
+        xt = torch.tensor(x, requires_grad=True)
+        kw = {"epsilon": eps, "p": p, "rho": rho, **TIGHT}
+        value = sinkhorn_torch.sinkhorn_divergence(xt, torch.tensor(y), **kw)
+        value.backward()
+        np.testing.assert_allclose(float(value_jax), value.item(), rtol=1e-7)
+        grad = xt.grad.numpy()
+        np.testing.assert_allclose(np.asarray(grad_jax), grad, atol=1e-6 * np.abs(grad).max())
+        i, h = 5, 1e-5  # one coordinate by central differences (the envelope gradient)
+        shifted = [x.copy(), x.copy()]
+        shifted[0][i, 0] += h
+        shifted[1][i, 0] -= h
+        plus, minus = (
+            sinkhorn_torch.sinkhorn_divergence(torch.tensor(u), torch.tensor(y), **kw).item()
+            for u in shifted
+        )
+        np.testing.assert_allclose(grad[i, 0], (plus - minus) / (2 * h), rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("backend", ["pyro", "numpyro"])
+def test_unbalanced_invariants_and_balanced_limit(backend, float64):
+    """0 for identical samples, symmetric, > 0; as rho grows the value tends to the
+    balanced one (the penalty becomes the constraint), and rho=inf is balanced exactly."""
+    x, y = samples(n=20, m=25)
+    base = {"epsilon": 0.5, **TIGHT}
+    calls = [
+        (x, x, {**base, "rho": 1.0}),
+        (x, y, {**base, "rho": 1.0}),
+        (y, x, {**base, "rho": 1.0}),
+        (x, y, {**base, "rho": 100.0}),
+        (x, y, {**base, "rho": float("inf")}),
+        (x, y, base),
+    ]
+    s = divergences(backend, calls)
+    np.testing.assert_allclose(s[0], 0.0, atol=1e-7)
+    np.testing.assert_allclose(s[1], s[2], rtol=1e-7)
+    assert s[1] > 0
+    assert s[1] < s[5]  # relaxing the marginals can only lower the cost of the xy transport
+    assert abs(s[3] - s[5]) < 0.02 * s[5] and abs(s[3] - s[5]) < 0.1 * abs(s[1] - s[5])
+    assert s[4] == s[5]
+
+
+@pytest.mark.parametrize("backend", ["pyro", "numpyro"])
+def test_unbalanced_transport_keeps_mass_on_its_modes(backend, float64):
+    """Why rho exists: samples that sit exactly on the data's two modes, but with the counts
+    split 60/40 against the data's 40/60. Balanced transport must carry a fifth of the mass
+    across, so its gradient pulls the surplus mode's points towards the other mode (a
+    distance of 4); with rho 1 (a reach of about 1) it barely moves them."""
+    modes = np.array([[-2.0, 0.0], [2.0, 0.0]])
+    x = np.repeat(modes, [60, 40], axis=0)  # the model's samples: too many on the left
+    y = np.repeat(modes, [40, 60], axis=0)  # the data
+    pulls = []
+    for rho in (None, 1.0):
+        kw = {"epsilon": 0.1, "rho": rho, **TIGHT}
+        if backend == "numpyro":
+            grad = np.asarray(jax.grad(sinkhorn_jax.sinkhorn_divergence)(x, y, **kw))
+        else:
+            xt = torch.tensor(x, requires_grad=True)
+            sinkhorn_torch.sinkhorn_divergence(xt, torch.tensor(y), **kw).backward()
+            grad = xt.grad.numpy()
+        # gradient descent moves the left points by -grad: their mean pull to the right
+        pulls.append(-grad[:60, 0].mean() * len(x))
+    balanced, unbalanced = pulls
+    assert balanced > 0.5  # every left point is pulled right (the surplus shared out)
+    assert unbalanced < 0.2 * balanced
+
+
+@pytest.mark.parametrize("backend", ["pyro", "numpyro"])
+def test_an_unconverged_unbalanced_solve_warns(backend):
+    x, y = (v.astype(np.float32) for v in samples(n=64, m=64))
+    if backend == "numpyro":
+        f = jax.jit(
+            sinkhorn_jax.sinkhorn_divergence,
+            static_argnames=("epsilon", "rho", "max_iterations"),
+        )
+        x, y = jnp.asarray(x), jnp.asarray(y)
+    else:
+        f, x, y = sinkhorn_torch.sinkhorn_divergence, torch.tensor(x), torch.tensor(y)
+    with pytest.warns(ConvergenceWarning, match="within 3 iterations at epsilon 0.001"):
+        float(f(x, y, epsilon=1e-3, rho=10.0, max_iterations=3))
+    assert float(f(x, y, epsilon=0.5, rho=1.0, max_iterations=1000)) > 0

@@ -45,6 +45,7 @@ __all__ = [
     "check_game",
     "check_penalty",
     "check_player",
+    "check_rho",
     "check_sinkhorn_iterations",
     "check_weight",
     "latent_bandwidths",
@@ -173,6 +174,22 @@ def check_epsilon(epsilon: Any) -> float:
     ):
         raise ConfigError(f"epsilon must be a finite number > 0, got {epsilon!r}")
     return float(epsilon)
+
+
+def check_rho(rho: Any) -> float | None:
+    """Return unbalanced OT's marginal penalty ``rho`` (a finite number > 0), or ``None`` for
+    balanced transport (``None`` or ``inf``, POT's convention for an exact marginal).
+
+    Raises:
+        ConfigError: ``rho`` not a number, ``<= 0`` or NaN.
+    """
+    if rho is None:
+        return None
+    if isinstance(rho, bool) or not isinstance(rho, numbers.Real) or math.isnan(rho) or not rho > 0:
+        raise ConfigError(
+            f"rho must be a number > 0 (unbalanced transport) or None/inf (balanced), got {rho!r}"
+        )
+    return None if math.isinf(rho) else float(rho)
 
 
 #: The largest Sinkhorn iteration cap: ott counts iterations in 32-bit integers.

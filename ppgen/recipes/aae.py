@@ -18,6 +18,7 @@ draws, and the samples' FID and KID (MNIST) or modes covered (2-D sets).
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,7 +69,7 @@ __all__ = ["AAEOptions", "AAERecipe"]
 MATCH_OPTIONS = {
     "adversarial": ("loss", "n_critic", "gradient_penalty", "critic_hidden", "lr_critic"),
     "mmd": ("kernel", "bandwidths"),
-    "sinkhorn": ("epsilon", "p", "max_iterations"),
+    "sinkhorn": ("epsilon", "p", "rho", "max_iterations"),
 }
 #: Each match's default ``--weight``: on binarized MNIST (z of width 8, 3 epochs) a weight of
 #: 1 leaves the MMD match's latent MMD^2 at 0.20 against 0.04 with 10 (WAE-MMD's lambda),
@@ -137,6 +138,10 @@ class AAEOptions(Options):
     epsilon: float = option(1.0, "sinkhorn: entropic regularisation epsilon > 0, in the cost's "
                             "units", parse=positive(float))  # fmt: skip
     p: int = option(2, "sinkhorn: the cost |z - z'|_2^p, p = 1 or 2", parse=int)
+    rho: float = option(
+        0.0, "sinkhorn: unbalanced transport, the KL penalty rho > 0 on the marginals, in the "
+        "cost's units (Sejourne et al. 2019); 0: balanced", parse=non_negative_float,
+    )  # fmt: skip
     max_iterations: int = option(
         1000,
         "sinkhorn: iteration cap of each Sinkhorn solve (a warning says when it is reached)",
@@ -149,6 +154,8 @@ class AAEOptions(Options):
             raise ConfigError(f"--p must be 1 or 2 (the cost |z - z'|^p), got {self.p}")
         if not self.epsilon > 0:
             raise ConfigError(f"--epsilon must be > 0, got {self.epsilon}")
+        if not (self.rho >= 0 and math.isfinite(self.rho)):
+            raise ConfigError(f"--rho must be a finite number >= 0 (0: balanced), got {self.rho}")
         if self.weight < 0 and self.weight != -1:
             raise ConfigError(
                 f"--weight must be >= 0 (or -1: the match's default), got {self.weight}"
@@ -259,7 +266,7 @@ class AAERecipe(VAERecipe):
         objective = inference.AAE(
             o.match, critic=critic, weight=o.match_weight, loss=o.loss, gradient_penalty=o.penalty,
             n_critic=o.n_critic, kernel=o.kernel, bandwidths=o.bandwidths or None,
-            epsilon=o.epsilon, p=o.p, max_iterations=o.max_iterations,
+            epsilon=o.epsilon, p=o.p, rho=o.rho or None, max_iterations=o.max_iterations,
         )  # fmt: skip
         steps = max(1, data.num_data // config.batch_size)
         settings = trainer_settings(config, steps)

@@ -57,6 +57,7 @@ from ppgen.inference.games import (
     check_bandwidths,
     check_epsilon,
     check_game,
+    check_rho,
     check_sinkhorn_iterations,
     check_weight,
     latent_bandwidths,
@@ -100,6 +101,8 @@ class AAE:
             ``None``: scaled to the latent's width ``d`` (:meth:`kernel_bandwidths`).
         epsilon: Sinkhorn's entropic regularisation (> 0), in the cost's units.
         p: Sinkhorn's cost power, ``|z - z'|_2^p`` (1 or 2).
+        rho: Sinkhorn's unbalanced transport, the KL penalty on the marginals in the cost's
+            units (Sejourne et al. 2019); ``None``: balanced.
         threshold: Sinkhorn's stopping tolerance on the marginals.
         max_iterations: Sinkhorn's iteration cap.
         latent: The latent site matched (in the guide and the model).
@@ -111,8 +114,8 @@ class AAE:
 
     Raises:
         ConfigError: An unknown match, a critic missing for the adversarial match or given
-            for another, a negative weight, ``epsilon <= 0``, an unknown kernel or loss, a bad
-            bandwidth, ``p`` or ``n_critic``; when called, a guide or model without the
+            for another, a negative weight, ``epsilon <= 0``, ``rho <= 0``, an unknown kernel or
+            loss, a bad bandwidth, ``p`` or ``n_critic``; when called, a guide or model without the
             latent site (or a model with other latent sites, or the latent outside the
             ``"data"`` plate), a model without the observed site.
         DataError: When called, fewer than 2 examples for the mmd match.
@@ -128,6 +131,7 @@ class AAE:
     bandwidths: tuple[float, ...] | None = None
     epsilon: float = 1.0
     p: int = 2
+    rho: float | None = None
     threshold: float = 1e-4
     max_iterations: int = 1000
     latent: str = "z"
@@ -156,6 +160,7 @@ class AAE:
             object.__setattr__(self, "bandwidths", check_bandwidths(self.kernel, self.bandwidths))
         object.__setattr__(self, "epsilon", check_epsilon(self.epsilon))
         object.__setattr__(self, "p", check_p(self.p))
+        object.__setattr__(self, "rho", check_rho(self.rho))
 
     @property
     def players(self) -> tuple[str, ...]:
@@ -325,6 +330,6 @@ class AAE:
             bandwidths = self.kernel_bandwidths(z_q.shape[1])
             return mmd2_unbiased(z_q, z_p, self.kernel, bandwidths)
         return sinkhorn_divergence(
-            z_q, z_p, epsilon=self.epsilon, p=self.p, threshold=self.threshold,
+            z_q, z_p, epsilon=self.epsilon, p=self.p, rho=self.rho, threshold=self.threshold,
             max_iterations=self.max_iterations,
         )  # fmt: skip

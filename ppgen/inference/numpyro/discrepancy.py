@@ -18,7 +18,12 @@ import jax
 import jax.numpy as jnp
 
 from ppgen.errors import DataError
-from ppgen.inference.games import check_bandwidths, check_epsilon, check_sinkhorn_iterations
+from ppgen.inference.games import (
+    check_bandwidths,
+    check_epsilon,
+    check_rho,
+    check_sinkhorn_iterations,
+)
 from ppgen.inference.numpyro.implicit import model_samples
 from ppgen.inference.numpyro.sinkhorn import check_p, sinkhorn_divergence
 
@@ -117,6 +122,9 @@ class Sinkhorn:
     Args:
         epsilon: Entropic regularisation (> 0), in the cost's units.
         p: Cost power, ``C(x, y) = |x - y|_2^p`` (1 or 2).
+        rho: Unbalanced transport (Sejourne et al. 2019): the weight of the KL penalties on
+            the marginals, in the cost's units; ``None``: balanced. Between minibatches of a
+            multi-modal distribution it keeps mass on its modes (see ``sinkhorn_divergence``).
         threshold: Sinkhorn's stopping tolerance on the marginals (see
             ``sinkhorn_divergence``).
         max_iterations: Sinkhorn's iteration cap.
@@ -125,13 +133,14 @@ class Sinkhorn:
     Call ``sinkhorn(rng_key, model, guide, *args, **kwargs)`` -> the loss (a scalar).
 
     Raises:
-        ConfigError: ``epsilon`` <= 0 or an unsupported ``p``; when called, a model without
-            the site.
+        ConfigError: ``epsilon`` <= 0, an unsupported ``p``, ``rho`` <= 0; when called, a
+            model without the site.
         DataError: When called, samples whose shape differs from the data's.
     """
 
     epsilon: float = 1.0
     p: int = 2
+    rho: float | None = None
     threshold: float = 1e-4
     max_iterations: int = 1000
     site: str = "x"
@@ -140,6 +149,7 @@ class Sinkhorn:
         object.__setattr__(self, "epsilon", check_epsilon(self.epsilon))
         object.__setattr__(self, "p", check_p(self.p))
         object.__setattr__(self, "max_iterations", check_sinkhorn_iterations(self.max_iterations))
+        object.__setattr__(self, "rho", check_rho(self.rho))
 
     def __call__(
         self, rng_key: jax.Array, model: Callable, guide: Callable, *args: Any, **kwargs: Any
@@ -151,6 +161,7 @@ class Sinkhorn:
             data,
             epsilon=self.epsilon,
             p=self.p,
+            rho=self.rho,
             threshold=self.threshold,
             max_iterations=self.max_iterations,
         )

@@ -21,21 +21,39 @@ is reached; an unconverged run returns its last iterate with a
 ``jax.debug.callback``), as on the Pyro side. The gradient is the envelope theorem's (ott's
 Danskin rule: ``dOT_eps / dC = P``), exact at convergence; it needs no backpropagation through
 the iterations, and the function can be compiled (``jax.jit``) and differentiated
-(``jax.grad``) with respect to ``x`` and ``y``."""
+(``jax.grad``) with respect to ``x`` and ``y``.
+
+**Unbalanced transport** (``rho``; Sejourne et al. 2019, "Sinkhorn divergences for unbalanced
+optimal transport"): the marginal constraints become penalties ``rho KL(P 1 || a) +
+rho KL(P^T 1 || b)`` (generalised KL), so that mass is not carried much farther than a
+distance of about ``rho^(1/p)``. Between minibatches this is what keeps a model's samples on
+their modes: two batches of a mixture never hold the same count of points in each mode, and
+balanced transport must carry the surplus to another mode on every step, which pulls samples
+between modes (Fatras et al. 2021, "Unbalanced minibatch optimal transport"). ``OT_eps`` keeps
+the entropic term relative to ``a (x) b``, the paper's, and ``S_eps`` adds the paper's
+``epsilon (m(a) - m(b))^2 / 2``, 0 here (both measures have mass 1). ott's unbalanced solver
+takes its entropy relative to the counting measure, a different problem once mass may be
+created or destroyed; the cost ``C + epsilon log(n m)`` turns it into this one (the same plan
+to float precision), and the value is the primal of that plan, as on the Pyro side. The
+stopping rule is ott's (the violation of the relaxed marginal, every 10 iterations)."""
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import jax
 import jax.numpy as jnp
+from jax.scipy.special import xlogy
 from ott.geometry import costs, geometry, pointcloud
+from ott.solvers import linear
 from ott.tools import sinkhorn_divergence as ott_sinkhorn_divergence
 
 from ppgen.errors import ConfigError, DataError
 from ppgen.inference.checks import check_non_negative
 from ppgen.inference.games import (
     check_epsilon,
+    check_rho,
     check_sinkhorn_iterations,
     warn_unconverged_sinkhorn,
 )
@@ -110,11 +128,13 @@ def sinkhorn_divergence(
     *,
     epsilon: float,
     p: int = 2,
+    rho: float | None = None,
     threshold: float = 1e-4,
     max_iterations: int = 1000,
 ) -> jax.Array:
     """The debiased Sinkhorn divergence ``S_eps(a, b)`` between the uniform measures on the
-    rows of ``x`` and ``y`` (module docstring; Feydy et al. 2019, entropic term included).
+    rows of ``x`` and ``y`` (module docstring; Feydy et al. 2019, entropic term included), or
+    its unbalanced version (``rho``; Sejourne et al. 2019).
 
     Args:
         x: ``(n, d)`` points, e.g. a generator's samples; differentiable.
@@ -122,27 +142,45 @@ def sinkhorn_divergence(
         epsilon: Entropic regularisation, > 0, in the cost's units (distance^p). A Python
             number (a static hyper-parameter of the compiled function).
         p: Cost power, ``C(x, y) = |x - y|_2^p``: 1 or 2 (:data:`SUPPORTED_P`).
+        rho: Unbalanced transport: the weight (> 0, in the cost's units) of the KL penalties
+            that replace the marginal constraints; mass rarely travels farther than about
+            ``rho^(1/p)`` (geomloss's ``reach``). ``None`` or ``inf``: balanced.
         threshold: Sinkhorn stops when the L2 norm of the violation of the second marginal,
-            ``|P^T 1 - b|_2``, is below it (marginals sum to 1). The default 1e-4 is about
-            ott's default of 1e-3 on the L1 norm, for 128 points.
+            ``|P^T 1 - b|_2``, is below it (marginals sum to 1; unbalanced: ott's violation
+            of the relaxed marginal). The default 1e-4 is about ott's default of 1e-3 on the
+            L1 norm, for 128 points.
         max_iterations: Cap on the Sinkhorn iterations of each of the three problems.
 
     Returns:
         The scalar ``S_eps``, in the cost's units, in the promoted dtype.
 
     Raises:
-        ConfigError: ``epsilon`` not a finite number > 0, ``p`` not 1 or 2, a negative
-            ``threshold`` or a ``max_iterations`` that is not an integer in 1 .. 2**31 - 1.
+        ConfigError: ``epsilon`` not a finite number > 0, ``p`` not 1 or 2, ``rho`` not a
+            number > 0 (or None), a negative ``threshold`` or a ``max_iterations`` that is
+            not an integer in 1 .. 2**31 - 1.
         DataError: ``x`` or ``y`` not a non-empty 2-D array, or different feature counts.
     """
     epsilon = check_epsilon(epsilon)
     p = check_p(p)
+    rho = check_rho(rho)
     threshold = check_non_negative("threshold", threshold)
     max_iterations = check_sinkhorn_iterations(max_iterations)
     x, y = jnp.asarray(x), jnp.asarray(y)
     _check_points(x, y)
     dtype = jnp.result_type(x, y, float)  # a float dtype; a Python float is weakly typed
     x, y = x.astype(dtype), y.astype(dtype)
+
+    def warn(converged: object) -> None:
+        if not all(bool(c) for c in converged):
+            warn_unconverged_sinkhorn(epsilon, threshold, max_iterations)
+
+    if rho is not None:
+        (xy, ok_xy), (xx, ok_xx), (yy, ok_yy) = (
+            _unbalanced_ot(_cost_matrix(u, v, p), epsilon, rho, threshold, max_iterations)
+            for u, v in ((x, y), (x, x), (y, y))
+        )
+        jax.debug.callback(warn, (ok_xy, ok_xx, ok_yy))
+        return xy - 0.5 * (xx + yy)  # + epsilon (m(a) - m(b))^2 / 2 = 0: both masses are 1
 
     # cost matrices built once: a PointCloud geometry recomputes its costs at every
     # iteration (4 times slower for p = 2, d = 784)
@@ -158,10 +196,40 @@ def sinkhorn_divergence(
             "norm_error": 2,  # the L2 norm, POT's criterion
         },
     )
-
-    def warn(converged: object) -> None:
-        if not all(bool(c) for c in converged):
-            warn_unconverged_sinkhorn(epsilon, threshold, max_iterations)
-
     jax.debug.callback(warn, out.converged)
     return divergence
+
+
+def _kl(p: jax.Array, q: jax.Array) -> jax.Array:
+    """The generalised KL divergence ``sum p log(p / q) - p + q`` (0 log 0 = 0)."""
+    return jnp.sum(xlogy(p, p) - xlogy(p, q) - p + q)
+
+
+def _unbalanced_ot(
+    c: jax.Array, epsilon: float, rho: float, threshold: float, max_iterations: int
+) -> tuple[jax.Array, jax.Array]:
+    """Unbalanced ``OT_eps`` of the cost matrix ``c`` ``(n, m)`` between uniform measures of
+    mass 1 (Sejourne et al. 2019), and whether ott's solve converged.
+
+    ``OT_eps = <P, C> + epsilon KL(P || a (x) b) + rho KL(P 1 || a) + rho KL(P^T 1 || b)`` at
+    the optimal plan ``P``; its gradient in ``c`` is ``P`` (the envelope theorem, exact at
+    convergence; the solve is not differentiated)."""
+    n, m = c.shape
+    fixed = jax.lax.stop_gradient(c)
+    tau = rho / (rho + epsilon)  # ott's tau_a = tau_b for the penalty rho
+    # ott's entropy is relative to the counting measure; relative to a (x) b = 1 / (n m) it is
+    # the same problem with the cost C + epsilon log(n m)
+    shifted = geometry.Geometry(fixed + epsilon * math.log(n * m), epsilon=epsilon)
+    out = linear.solve(
+        shifted, tau_a=tau, tau_b=tau, threshold=threshold, max_iterations=max_iterations,
+        norm_error=2,
+    )  # fmt: skip
+    plan = jax.lax.stop_gradient(out.matrix)
+    a = jnp.full((n,), 1.0 / n, c.dtype)
+    b = jnp.full((m,), 1.0 / m, c.dtype)
+    value = (
+        jnp.sum(plan * fixed)
+        + epsilon * _kl(plan, a[:, None] * b[None, :])
+        + rho * (_kl(plan.sum(1), a) + _kl(plan.sum(0), b))
+    )
+    return value + jnp.sum(plan * (c - fixed)), out.converged
