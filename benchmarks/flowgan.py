@@ -52,7 +52,7 @@ def run_model(name: str, args, out: Path, classifier) -> dict:
         weight = 0.0 if name == "adv" else args.lam
         recipe = get_recipe("flowgan")
         options = {**flow, "likelihood_weight": weight, "n_critic": args.n_critic,
-                   "lr_critic": args.lr_critic}  # fmt: skip
+                   "lr_critic": args.lr_critic, "keep": args.keep}  # fmt: skip
         lr = args.lr
     config = RunConfig(
         model=recipe.name, backend=args.backend, dataset="mnist", epochs=1000,
@@ -91,6 +91,9 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-4, help="the flow's (flowgan)")
     parser.add_argument("--lr-critic", type=float, default=0.0, help="the critic's (0: --lr)")
     parser.add_argument("--lr-mle", type=float, default=1e-3, help="the MLE flow's")
+    parser.add_argument("--keep", default="auto", choices=("auto", "nll", "fid"),
+                        help="flowgan's kept checkpoint: auto (the hybrid by its NLL, "
+                        "adversarial alone by FID), or nll or fid for both")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--backend", default="numpyro", choices=("pyro", "numpyro"))
     parser.add_argument("--threads", type=int, default=None)
@@ -108,7 +111,7 @@ def main() -> None:
             print(rows[-1], flush=True)
     result = {"models": rows, "lambda": args.lam, "minutes_per_model": args.minutes,
               "lr": args.lr, "lr_critic": args.lr_critic or args.lr, "lr_mle": args.lr_mle,
-              "n_critic": args.n_critic, "batch_size": args.batch_size,
+              "keep": args.keep, "n_critic": args.n_critic, "batch_size": args.batch_size,
               "flow": {"name": "nice", "layers": args.layers, "hidden": args.hidden},
               "backend": args.backend}  # fmt: skip
     for row in rows:

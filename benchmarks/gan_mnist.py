@@ -71,7 +71,9 @@ def run_model(name: str, seed: int, args, out: Path, classifier) -> dict:
     test = load_dataset("mnist", "test").x
     figures = image_sample_metrics(samples, test, classifier)
     if seed == 0:
-        path = RESULTS / "gan_mnist" / f"{name}.png"
+        # another --result keeps its own pictures: gan_mnist_c64 -> <name>_c64.png
+        suffix = args.result.removeprefix("gan_mnist").lstrip("_")
+        path = RESULTS / "gan_mnist" / (f"{name}_{suffix}.png" if suffix else f"{name}.png")
         if path.exists():
             path.unlink()  # ours: a rerun replaces the picture it wrote
         plots.save_image_grid(samples[:64], path, (28, 28))

@@ -69,6 +69,8 @@ def test_lambda_moves_the_fit_towards_maximum_likelihood(tmp_path):
         (("--gradient-penalty", "-2"), "--gradient-penalty must be >= 0"),
         (("--flow", "glow"), "--flow glow is an image flow"),
         (("--critic", "dcgan"), "--critic dcgan scores 28x28 images"),
+        (("--keep", "fid"), "--keep fid needs images"),
+        (("--keep", "best"), "invalid choice: 'best'"),
     ],
 )
 def test_bad_settings_are_refused_in_one_line(tmp_path, flags, message):
@@ -76,3 +78,27 @@ def test_bad_settings_are_refused_in_one_line(tmp_path, flags, message):
                         tmp_path / "run"))  # fmt: skip
     assert message in line, line
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_keep_chooses_the_validation_figure_that_keeps_the_checkpoint():
+    """``--keep auto`` keeps a hybrid by its NLL and adversarial training alone by FID (on
+    MNIST); ``--keep nll|fid`` overrides either; the validation loss is then that figure."""
+    from ppgen.recipes.flowgan import FLOWGAN, _NLLAndSamples
+
+    options = FLOWGAN.options
+    assert options().kept_by("mnist") == "nll"
+    assert options(likelihood_weight=0.0).kept_by("mnist") == "fid"
+    assert options(likelihood_weight=0.0).kept_by("moons") == "nll"  # no FID off MNIST
+    assert options(keep="fid").kept_by("mnist") == "fid"
+    assert options(likelihood_weight=0.0, keep="nll").kept_by("mnist") == "nll"
+
+    class Trainer:
+        def evaluate_bound(self, state, data):
+            return {"elbo": -3.0}
+
+    def fid(trainer, state, data):
+        return {"fid": 42.0, "classes": 10}
+
+    by_fid = _NLLAndSamples(fid, nll_is_loss=False)(Trainer(), None, None)
+    assert by_fid == {"nll": 3.0, "loss": 42.0, "fid": 42.0, "classes": 10}
+    assert _NLLAndSamples(fid, nll_is_loss=True)(Trainer(), None, None)["loss"] == 3.0

@@ -13,10 +13,12 @@ Data and units are the ``flow`` recipe's: the toy 2-D densities, and images dequ
 NLL is in nats of the ``L``-level data (bits/dim for images). The critic sees the flow's
 samples and the data in the same dequantised space, scaled by ``1 / L`` to ``[0, 1]``.
 
-Validation and ``ppgen eval`` report both of the paper's figures: the exact NLL (the
-validation loss of a hybrid, by which the best epoch is kept) and, on MNIST, FID and KID of
+Validation and ``ppgen eval`` report both of the paper's figures: the exact NLL (by default
+the validation loss of a hybrid, by which the best epoch is kept) and, on MNIST, FID and KID of
 samples with ppgen's dataset classifier (the validation loss of adversarial training alone,
-``--lambda 0``, whose likelihood is not what it fits).
+``--lambda 0``, whose likelihood is not what it fits). ``--keep nll|fid`` chooses the figure
+that keeps the checkpoint whatever lambda is: a hybrid fitted for its samples is kept by
+FID.
 """
 
 from __future__ import annotations
@@ -82,17 +84,34 @@ class FlowGANOptions(FlowOptions, CriticOptions):
     critic_channels: int = option(
         64, "channels of the DCGAN critic's first convolution", parse=positive_int
     )
+    keep: str = option(
+        "auto", "the validation figure that picks the checkpoint kept: nll, fid (MNIST: FID of "
+        "2,000 samples), or auto: nll when lambda > 0, else fid on MNIST",
+        choices=("auto", "nll", "fid"),
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_weight(self.likelihood_weight, "--lambda")
 
     def check_data(self, dataset: str) -> None:
-        """Raises ConfigError: the DCGAN critic on data that are not 28x28 images."""
+        """Raises ConfigError: the DCGAN critic, or ``--keep fid``, on data that are not
+        28x28 images."""
         if self.critic == "dcgan" and not is_images(dataset):
             raise ConfigError(
                 f"--critic dcgan scores 28x28 images; {dataset!r} is not MNIST: use --critic mlp"
             )
+        if self.keep == "fid" and not is_images(dataset):
+            raise ConfigError(
+                f"--keep fid needs images (FID with the MNIST classifier); {dataset!r} is not "
+                "MNIST: use --keep nll"
+            )
+
+    def kept_by(self, dataset: str) -> str:
+        """``"nll"`` or ``"fid"``: the validation figure that picks the checkpoint kept."""
+        if self.keep != "auto":
+            return self.keep
+        return "nll" if self.likelihood_weight > 0 or not is_images(dataset) else "fid"
 
 
 class FlowGANRecipe(FlowRecipe):
@@ -152,8 +171,9 @@ class FlowGANRecipe(FlowRecipe):
             epoch_loop=self.epoch_loop(config),
             transform=transform,
             evaluator=_NLLAndSamples(
-                self._sample_evaluator(config, backend), nll_is_loss=o.likelihood_weight > 0
-            ),  # fmt: skip
+                self._sample_evaluator(config, backend),
+                nll_is_loss=o.kept_by(config.dataset) == "nll",
+            ),
             **o.player_groups(config, steps),
         )
         return Built(model, objective, trainer)
@@ -231,8 +251,8 @@ class FlowGANRecipe(FlowRecipe):
 class _NLLAndSamples:
     """The validation of ``flowgan``: the exact NLL per example (``"nll"``, nats) of the
     validation data, and a sample metric (FID) where one is given; ``"loss"`` is the NLL when
-    the likelihood is part of the objective (``lambda > 0``), else the sample metric's FID
-    (without one, the NLL either way)."""
+    ``nll_is_loss`` (``--keep``, by default: the likelihood is part of the objective), else
+    the sample metric's FID (without one, the NLL either way)."""
 
     def __init__(self, samples: Any, *, nll_is_loss: bool) -> None:
         self.samples, self.nll_is_loss = samples, nll_is_loss
