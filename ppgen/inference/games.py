@@ -258,6 +258,7 @@ def adversarial_groups(
     lr_schedule: str = "constant",
     clip_norm: float | None = None,
     critic: str = CRITIC,
+    ema_generator: float | None = None,
 ) -> list[Group]:
     """The two players' parameter groups for :class:`~ppgen.inference.pyro.Trainer` (or
     NumPyro's): the critic owns the param sites named ``critic*``, the generator every other.
@@ -274,6 +275,9 @@ def adversarial_groups(
         lr_schedule: ``"constant"``, ``"cosine"`` or ``"exponential"``.
         clip_norm: Clip each player's gradient norm to this value.
         critic: The name the objective registers its critic under.
+        ema_generator: Decay of an exponential moving average of the generator's weights
+            (``Group.ema``; Yazici et al. 2019), which evaluation and sampling then use;
+            ``None``: none.
 
     Raises:
         ConfigError: ``n_critic`` < 1 or an out-of-range option of a group.
@@ -288,6 +292,7 @@ def adversarial_groups(
         Group(
             GENERATOR, params="*", exclude=f"{critic}*", lr=lr_generator, betas=betas,
             lr_schedule=lr_schedule, total_steps=total_steps, clip_norm=clip_norm,
+            ema=ema_generator,
         ),
     ]  # fmt: skip
     return groups if critic_first else groups[::-1]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
+import numbers
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -120,6 +121,13 @@ class Group:
         updates: Optimiser updates of this group per training step (e.g. ``n_critic`` = 5
             critic updates per generator update, Arjovsky et al. 2017), each with fresh
             randomness on the step's batch.
+        ema: Decay ``d`` of an exponential moving average of this group's parameters,
+            ``avg <- d avg + (1 - d) w`` after each of the group's training steps, started at
+            the initial weights (Yazici et al. 2019, "The unusual effectiveness of averaging
+            in GAN training"; ``torch.optim.swa_utils.get_ema_multi_avg_fn``). The trainer's
+            ``params(state)``, and so evaluation, sampling and the checkpoint a run keeps,
+            use the average; training continues from the raw weights. ``None`` (default):
+            none. A decay in ``(0, 1)``, e.g. 0.999.
 
     Raises:
         ConfigError: An unknown optimiser or schedule, or an out-of-range value.
@@ -136,6 +144,7 @@ class Group:
     clip_norm: float | None = None
     updates: int = 1
     weight_decay: float = 0.0
+    ema: float | None = None
 
     def __post_init__(self) -> None:
         if not (isinstance(self.name, str) and self.name.isidentifier()):
@@ -177,6 +186,15 @@ class Group:
             raise ConfigError(
                 f"group {self.name!r}: updates must be an integer >= 1, got {self.updates!r}"
             )
+        if self.ema is not None:
+            if isinstance(self.ema, bool) or not (
+                isinstance(self.ema, numbers.Real) and 0 < self.ema < 1
+            ):
+                raise ConfigError(
+                    f"group {self.name!r}: ema must be a decay in (0, 1), e.g. 0.999, or None, "
+                    f"got {self.ema!r}"
+                )
+            object.__setattr__(self, "ema", float(self.ema))
 
     def matches(self, site: str) -> bool:
         """Whether the param site ``site`` belongs to this group."""

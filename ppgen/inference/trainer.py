@@ -9,6 +9,7 @@ mean the same on both backends; see docs/ARCHITECTURE.md ("Training").
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import weakref
 import zlib
@@ -231,10 +232,18 @@ class TrainerBase:
 
     def evaluate(self, state: Any, data: Any, **options: Any) -> dict[str, float]:
         """What the evaluator reports on ``data`` (default: the backend's ``evaluate_bound``:
-        the bound per example, ``{"elbo": ...}`` in nats)."""
-        if self.evaluator is not None:
-            return self.evaluator(self, state, data, **options)
-        return self.evaluate_bound(state, data, **options)
+        the bound per example, ``{"elbo": ...}`` in nats), under :meth:`evaluation_weights`."""
+        with self.evaluation_weights(state):
+            if self.evaluator is not None:
+                return self.evaluator(self, state, data, **options)
+            return self.evaluate_bound(state, data, **options)
+
+    def evaluation_weights(self, state: Any) -> contextlib.AbstractContextManager:
+        """A context in which the model runs with the weights evaluation uses: the moving
+        averages of the groups with an ``ema`` decay. NumPyro's trainer substitutes
+        :meth:`params` wherever it evaluates, so this does nothing there; Pyro's model reads
+        its live parameter tensors, which the context swaps for the averages and back."""
+        return contextlib.nullcontext()
 
     def _epoch_arrays(self, data: Any) -> tuple[np.ndarray, ...]:
         """The schedule's arrays of ``data``, checked (and against the transform) once per

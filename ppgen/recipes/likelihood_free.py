@@ -143,9 +143,16 @@ class CriticOptions(Options):
     )  # fmt: skip
     beta1: float = option(0.5, "Adam's beta1 of both players (DCGAN, WGAN-GP: 0.5)")
     beta2: float = option(0.9, "Adam's beta2 of both players (WGAN-GP: 0.9)")
+    ema: float = option(
+        0.0, "decay of an exponential moving average of the generator's weights, which "
+        "validation, samples and the checkpoint kept use (Yazici et al. 2019), e.g. 0.999; "
+        "0: none", parse=non_negative_float,
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if not 0 <= self.ema < 1:
+            raise ConfigError(f"--ema must be a decay in [0, 1) (0: none), got {self.ema}")
         if self.gradient_penalty < 0 and self.gradient_penalty != -1:
             raise ConfigError(
                 f"--gradient-penalty must be >= 0 (or -1: the loss's default), got "
@@ -175,7 +182,7 @@ class CriticOptions(Options):
                 lr_critic=self.lr_critic or config.lr, lr_generator=config.lr,
                 n_critic=self.n_critic, betas=(self.beta1, self.beta2),
                 lr_schedule=config.lr_schedule,
-                total_steps=config.epochs * steps_per_epoch,
+                total_steps=config.epochs * steps_per_epoch, ema_generator=self.ema or None,
             )
         }  # fmt: skip
 

@@ -83,6 +83,8 @@ class TrainState(NamedTuple):
         mutable: Values of the objective's ``numpyro.mutable`` sites (e.g. a score-function
             estimator's moving averages), threaded through every loss evaluation as
             ``numpyro.infer.SVI`` threads ``mutable_state``; empty for most objectives.
+        averages: The exponential moving averages of the (unconstrained) parameters of the
+            groups with an ``ema`` decay, by site name; empty without one.
     """
 
     params: dict[str, Any]
@@ -92,6 +94,7 @@ class TrainState(NamedTuple):
     step: jax.Array
     epoch: jax.Array
     mutable: dict[str, Any] = {}
+    averages: dict[str, Any] = {}
 
 
 class _ParamSites(Messenger):
@@ -240,6 +243,12 @@ class Trainer(TrainerBase):
             g.name: self._directions[g.name].init({n: params[n] for n in self._owned[g.name]})
             for g in self.groups
         }
+        averages = {  # started at the initial weights (copies: the state owns its leaves)
+            n: jax.tree_util.tree_map(jnp.array, params[n])
+            for g in self.groups
+            if g.ema is not None
+            for n in self._owned[g.name]
+        }
         state = TrainState(
             params,
             opt_state,
@@ -248,6 +257,7 @@ class Trainer(TrainerBase):
             jnp.asarray(0, jnp.int32),
             jnp.asarray(0, jnp.int32),
             jax.tree_util.tree_map(jnp.asarray, sites.mutable),
+            averages,
         )
         return state if self.parallel is None else self.parallel.replicate(state)
 
@@ -290,8 +300,9 @@ class Trainer(TrainerBase):
         return {n: biject_to(self._constraints[n])(v) for n, v in params.items()}
 
     def params(self, state: TrainState) -> dict[str, Any]:
-        """Constrained parameter values by site name, for ``model.bind``."""
-        return self._constrain(state.params)
+        """Constrained parameter values by site name, for ``model.bind``: a group with an
+        ``ema`` decay gives its moving averages (``state.params`` holds the raw weights)."""
+        return self._constrain({**state.params, **state.averages})
 
     def _device_args(self, args: Sequence[Any]) -> tuple[jax.Array, ...]:
         labels = {
@@ -359,7 +370,7 @@ class Trainer(TrainerBase):
         if self.parallel is not None:
             args = tuple(self.parallel.shard(a) for a in args)
         params, opt_state, losses = dict(state.params), dict(state.opt_state), {}
-        mutable = state.mutable
+        mutable, averages = state.mutable, dict(state.averages)
         reported: dict[str, list] = {}
         for g_index, group in enumerate(self.groups):
             names = self._owned[group.name]
@@ -386,8 +397,24 @@ class Trainer(TrainerBase):
                 )
                 total = total + value
             losses[group.name] = total / group.updates
+            if group.ema is not None:  # avg <- d avg + (1 - d) w, once a step
+                d = group.ema
+                averages.update(
+                    {
+                        n: jax.tree_util.tree_map(
+                            lambda a, w, d=d: (d * a + (1.0 - d) * w).astype(a.dtype),
+                            averages[n],
+                            params[n],
+                        )
+                        for n in names
+                    }
+                )
         state = state._replace(
-            params=params, opt_state=opt_state, step=state.step + 1, mutable=mutable
+            params=params,
+            opt_state=opt_state,
+            step=state.step + 1,
+            mutable=mutable,
+            averages=averages,
         )
         means = {name: sum(vs) / len(vs) for name, vs in reported.items()}
         return state, {"losses": losses, "reported": means}

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -71,7 +71,8 @@ class TrainState(NamedTuple):
     ``params`` are the unconstrained leaf tensors by param-site name (updated in place by the
     optimisers); ``optimizers`` and ``schedulers`` hold one ``torch.optim`` optimiser and
     learning-rate schedule per parameter group; ``rng_state`` is the torch generator state
-    the run samples from.
+    the run samples from; ``averages`` the exponential moving averages of the unconstrained
+    parameters of the groups with an ``ema`` decay, by site name (empty without one).
     """
 
     params: dict[str, torch.Tensor]
@@ -82,6 +83,7 @@ class TrainState(NamedTuple):
     epoch: int
     seed: int
     rng_state: torch.Tensor
+    averages: dict[str, torch.Tensor] = {}  # never mutated: init always gives its own dict
 
 
 def _optimizer(group: Group, params: list[torch.Tensor]) -> torch.optim.Optimizer:
@@ -161,7 +163,15 @@ class Trainer(TrainerBase):
             optimizers[group.name] = _optimizer(group, [params[n] for n in owned[group.name]])
             factor = lr_factor(group.lr_schedule, group.total_steps)
             schedulers[group.name] = LambdaLR(optimizers[group.name], factor)
-        return TrainState(params, constraint, optimizers, schedulers, 0, 0, seed, rng.state)
+        averages = {  # started at the initial weights
+            n: params[n].detach().clone()
+            for g in self.groups
+            if g.ema is not None
+            for n in owned[g.name]
+        }
+        return TrainState(
+            params, constraint, optimizers, schedulers, 0, 0, seed, rng.state, averages
+        )
 
     _first_param_dtype: torch.dtype | None = None
 
@@ -282,6 +292,12 @@ class Trainer(TrainerBase):
                 state.schedulers[group.name].step()
                 total += value
             losses[group.name] = total / group.updates
+            if group.ema is not None:  # avg <- d avg + (1 - d) w, once a step
+                d = group.ema
+                with torch.no_grad():
+                    for name, average in state.averages.items():
+                        if group.matches(name):  # the group's own sites (assign_params)
+                            average.copy_(d * average + (1.0 - d) * state.params[name])
         return losses, means()
 
     def step(self, state: TrainState, batch: Any) -> tuple[TrainState, dict[str, float]]:
@@ -425,7 +441,7 @@ class Trainer(TrainerBase):
         # Its own generator, derived from (seed, step): evaluating never shifts training noise.
         eval_seed = int(np.random.SeedSequence([state.seed, state.step, 1]).generate_state(1)[0])
         total = 0.0
-        with torch.no_grad(), GlobalRNG.from_seed(eval_seed):
+        with torch.no_grad(), GlobalRNG.from_seed(eval_seed), self.evaluation_weights(state):
             for start in range(0, n, self.batch_size):
                 batch = tuple(t[start : start + self.batch_size] for t in tensors)
                 size = len(batch[0])
@@ -444,11 +460,33 @@ class Trainer(TrainerBase):
                 total += value * size / num_data if self.num_data is not None else value
         return {"elbo": -total / n}
 
+    @contextlib.contextmanager
+    def evaluation_weights(self, state: TrainState) -> Iterator[None]:
+        """The moving averages of the groups with an ``ema`` decay in place of their raw
+        weights inside the context (the model reads its live parameter tensors), the raw
+        weights restored after, whatever happens inside."""
+        if not state.averages:
+            yield
+            return
+        with torch.no_grad():
+            raw = {n: state.params[n].detach().clone() for n in state.averages}
+            for n, average in state.averages.items():
+                state.params[n].copy_(average)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for n, value in raw.items():
+                    state.params[n].copy_(value)
+
     def params(self, state: TrainState) -> dict[str, torch.Tensor]:
-        """Constrained parameter values by site name (detached copies)."""
+        """Constrained parameter values by site name (detached copies): a group with an
+        ``ema`` decay gives its moving averages (``state.params`` holds the raw weights)."""
         with torch.no_grad():
             return {
-                name: transform_to(state.constraints[name])(p).detach().clone()
+                name: transform_to(state.constraints[name])(state.averages.get(name, p))
+                .detach()
+                .clone()
                 for name, p in state.params.items()
             }
 
@@ -486,6 +524,8 @@ class Trainer(TrainerBase):
                 "scheduler": {k: v for k, v in scheduler.items() if k != "lr_lambdas"},
             }
         arrays["rng_state"] = state.rng_state.numpy().copy()
+        for n, average in state.averages.items():
+            arrays[f"averages/{n}"] = average.detach().cpu().numpy().copy()
         meta = {
             "backend": "pyro",
             "step": state.step,
@@ -573,9 +613,17 @@ class Trainer(TrainerBase):
                 state.schedulers[name].load_state_dict(scheduler)
         except (KeyError, ValueError) as error:
             raise CheckpointError(f"checkpoint's optimizer state does not fit: {error}") from None
+        saved = sorted(k[len("averages/") :] for k in arrays if k.startswith("averages/"))
+        if saved != sorted(state.averages):
+            raise CheckpointError(
+                f"checkpoint has moving averages (ema) of {saved or 'no parameters'}, this "
+                f"trainer of {sorted(state.averages) or 'none'}: train with the same groups' ema"
+            )
         with torch.no_grad():
             for name, p in state.params.items():
                 p.copy_(values[name])
+            for name, average in state.averages.items():
+                average.copy_(torch.from_numpy(np.array(arrays[f"averages/{name}"])))
         return state._replace(step=step, epoch=epoch, seed=seed, rng_state=rng_state)
 
 
