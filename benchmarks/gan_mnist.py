@@ -58,6 +58,8 @@ def run_model(name: str, seed: int, args, out: Path, classifier) -> dict:
         options = {**options, "architecture": args.architecture, "hidden": tuple(args.hidden)}
     elif recipe_name != "vae" and args.channels:
         options = {**options, "channels": tuple(args.channels)}
+    if name in ADVERSARIAL and args.ema:
+        options = {**options, "ema": args.ema}
     config = RunConfig(
         model=recipe_name, backend=args.backend, dataset="mnist", epochs=1000, batch_size=64,
         lr=lr, seed=seed, options=recipe.options(**options),
@@ -96,6 +98,9 @@ def main() -> None:
     parser.add_argument("--channels", type=int, nargs=2, default=None,
                         help="dcgan: the generator's channels on the 7x7 and 14x14 maps (the "
                         "critic's first conv has the second); default 128 64")  # fmt: skip
+    parser.add_argument("--ema", type=float, default=0.0,
+                        help="the GANs' generator moving average (the recipes' --ema; 0: "
+                        "none)")  # fmt: skip
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--result", default="gan_mnist")
     args = parser.parse_args()
@@ -117,7 +122,7 @@ def main() -> None:
     result = {"models": rows, "best_adversarial": best, "minutes_per_model": args.minutes,
               "backend": args.backend, "architecture": args.architecture,
               "hidden": args.hidden if args.architecture == "mlp" else None,
-              "channels": args.channels}  # fmt: skip
+              "channels": args.channels, "ema": args.ema}  # fmt: skip
     for name in {r["name"] for r in rows}:
         mine = [r for r in rows if r["name"] == name]
         result[f"fid_{name}"] = statistics.mean(r["fid"] for r in mine)

@@ -69,7 +69,7 @@ def test_lambda_moves_the_fit_towards_maximum_likelihood(tmp_path):
         (("--gradient-penalty", "-2"), "--gradient-penalty must be >= 0"),
         (("--flow", "glow"), "--flow glow is an image flow"),
         (("--critic", "dcgan"), "--critic dcgan scores 28x28 images"),
-        (("--keep", "fid"), "--keep fid needs images"),
+        (("--keep", "fid"), "--keep fid needs MNIST"),
         (("--keep", "best"), "invalid choice: 'best'"),
     ],
 )

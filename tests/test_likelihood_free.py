@@ -99,7 +99,7 @@ def test_an_unconverged_sinkhorn_is_one_warning_line(tmp_path):
         (("mmd", "--bandwidths", "1,-2"), "bandwidths"),
         (("sinkhorn", "--epsilon", "-1"), "epsilon"),
         (("sinkhorn", "--p", "3"), "--p must be 1 or 2"),
-        (("sinkhorn", "--rho", "-2"), "--rho: expected a finite number >= 0"),
+        (("sinkhorn", "--rho", "-2"), "got '-2' (or -1: the default)"),
         (("sinkhorn", "--rho", "nan"), "--rho: expected a finite number >= 0"),
         (("gan", "--dataset", "moons"), "moons"),
     ],

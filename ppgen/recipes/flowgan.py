@@ -95,16 +95,16 @@ class FlowGANOptions(FlowOptions, CriticOptions):
         check_weight(self.likelihood_weight, "--lambda")
 
     def check_data(self, dataset: str) -> None:
-        """Raises ConfigError: the DCGAN critic, or ``--keep fid``, on data that are not
-        28x28 images."""
+        """Raises ConfigError: the DCGAN critic on data that are not 28x28 images, or
+        ``--keep fid`` on data that are not MNIST."""
         if self.critic == "dcgan" and not is_images(dataset):
             raise ConfigError(
                 f"--critic dcgan scores 28x28 images; {dataset!r} is not MNIST: use --critic mlp"
             )
         if self.keep == "fid" and not is_images(dataset):
             raise ConfigError(
-                f"--keep fid needs images (FID with the MNIST classifier); {dataset!r} is not "
-                "MNIST: use --keep nll"
+                f"--keep fid needs MNIST (FID with ppgen's MNIST classifier); {dataset!r} is "
+                "not MNIST: use --keep nll"
             )
 
     def kept_by(self, dataset: str) -> str:

@@ -19,6 +19,7 @@ normalisation, as WGAN-GP's critic needs).
 
 from __future__ import annotations
 
+import argparse
 import functools
 import math
 import time
@@ -222,7 +223,10 @@ def rho_value(text: str) -> float:
             return -1.0
     except ValueError:
         pass  # non_negative_float says what is wrong
-    return non_negative_float(text)
+    try:
+        return non_negative_float(text)
+    except argparse.ArgumentTypeError as error:
+        raise argparse.ArgumentTypeError(f"{error} (or -1: the default)") from None
 
 
 @dataclass(frozen=True)
