@@ -205,21 +205,22 @@ def _unbalanced_ot(
     f = torch.zeros_like(log_a)
     g = torch.zeros_like(log_b)
     converged = False
+
+    def log_plan() -> torch.Tensor:  # log P_ij = log a_i + log b_j + (f_i + g_j - C_ij) / eps
+        return log_a[:, None] + log_b[None, :] + (f[:, None] + g[None, :] - fixed) / epsilon
+
     with torch.no_grad():
         for it in range(1, max_iterations + 1):
             f = -tau * epsilon * torch.logsumexp(log_b[None, :] + (g[None, :] - fixed) / epsilon, 1)
             g = -tau * epsilon * torch.logsumexp(log_a[:, None] + (f[:, None] - fixed) / epsilon, 0)
             if it % 10 == 0 or it == max_iterations:
                 # after the g-update P^T 1 = b exp(-g / rho) holds; the rows are checked
-                log_plan = (
-                    log_a[:, None] + log_b[None, :] + (f[:, None] + g[None, :] - fixed) / epsilon
-                )
-                rows = torch.logsumexp(log_plan, 1).exp()
+                rows = torch.logsumexp(log_plan(), 1).exp()
                 error = torch.linalg.vector_norm(rows - (log_a - f / rho).exp())
                 if bool(error < threshold):
                     converged = True
                     break
-        plan = (log_a[:, None] + log_b[None, :] + (f[:, None] + g[None, :] - fixed) / epsilon).exp()
+        plan = log_plan().exp()
     a, b = log_a.exp(), log_b.exp()
     value = (
         (plan * fixed).sum()
