@@ -76,6 +76,20 @@ class Stopwatch:
         return (time.perf_counter() - self.t0) / 60
 
 
+def result_name(text: str) -> str:
+    """``--result``'s type: a plain file name (letters, digits, ``_``, ``-``, ``.``), never a
+    path, since it names ``benchmarks/results/<name>.json`` and the pictures beside it."""
+    import argparse
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*", text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a plain name (letters, digits, _ - .): --result names "
+            "benchmarks/results/<name>.json"
+        )
+    return text
+
+
 def write_result(name: str, result: dict) -> None:
     """Write ``result`` to ``benchmarks/results/<name>.json`` and print it as the last line."""
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -82,6 +82,7 @@ from _common import (  # noqa: E402
     Stopwatch,
     hardware,
     limit_threads,
+    result_name,
     train_fresh,
     write_result,
 )
@@ -246,7 +247,7 @@ def main() -> None:
         default=None,
         help=f"Gated PixelCNN layers (default {SETTINGS['pixelcnn']['layers']})",
     )
-    p.add_argument("--result", default=NAME,
+    p.add_argument("--result", type=result_name, default=NAME,
                    help="name of the JSON written to benchmarks/results/ (a GPU run: "
                    "ar_mnist_gpu, to keep the CPU figures)")  # fmt: skip
     p.add_argument("--merge", action="store_true",

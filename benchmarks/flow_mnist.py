@@ -52,6 +52,7 @@ from _common import (  # noqa: E402
     Stopwatch,
     hardware,
     probe_seconds_per_epoch,
+    result_name,
     train_fresh,
     write_result,
 )  # noqa: E402
@@ -170,7 +171,7 @@ def main() -> None:
     p.add_argument(
         "--quick", action="store_true", help="seconds: tiny flows on 8x8 digits, two epochs"
     )
-    p.add_argument("--result", default="flow_mnist",
+    p.add_argument("--result", type=result_name, default="flow_mnist",
                    help="name of the JSON written to benchmarks/results/ (a partial run: "
                    "keep the full table apart)")  # fmt: skip
     args = p.parse_args()

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, hardware, limit_threads, write_result  # noqa: E402
+from _common import RESULTS, hardware, limit_threads, result_name, write_result  # noqa: E402
 
 NAMES = ("mle", "adv", "hybrid")
 
@@ -97,7 +97,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--backend", default="numpyro", choices=("pyro", "numpyro"))
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--result", default="flowgan")
+    parser.add_argument("--result", type=result_name, default="flowgan")
     args = parser.parse_args()
     limit_threads(args.threads)
     from ppgen.classifier import load_classifier

@@ -17,13 +17,24 @@ analogue). The VAE's samples are its decoder's pixel means ``p(x = 1 | z)``, ``z
 
 The classifier is read from (or trained into) ``$PPGEN_DATA/classifiers``.
 
+Two processes, one core each, can share the protocol: each runs some models (or some seeds,
+``--first-seed``) into its own ``--result``, and ``--combine`` joins their rows:
+
+    python benchmarks/gan_mnist.py --models wgan-gp mmd --seeds 1 --threads 1 --result part_a
+    python benchmarks/gan_mnist.py --models hinge --seeds 2 --first-seed 1 --threads 1 \
+        --result part_b
+    python benchmarks/gan_mnist.py --combine part_a part_b        # -> gan_mnist.json
+    python benchmarks/gan_mnist.py --combine part_a earlier:vae   # only earlier's VAE rows
+
 JSON keys: ``fid_<name>``, ``kid_<name>`` (best adversarial model: mean over seeds),
-``classifier_accuracy``, ``minutes`` (the whole run), ``models`` (every run's figures).
+``classifier_accuracy``, ``minutes`` (the whole run), ``models`` (every run's figures and
+settings).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -31,7 +42,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, hardware, limit_threads, write_result  # noqa: E402
+from _common import RESULTS, hardware, limit_threads, result_name, write_result  # noqa: E402
 
 #: name -> (recipe, options, learning rate)
 MODELS = {
@@ -60,6 +71,10 @@ def run_model(name: str, seed: int, args, out: Path, classifier) -> dict:
         options = {**options, "channels": tuple(args.channels)}
     if name in ADVERSARIAL and args.ema:
         options = {**options, "ema": args.ema}
+    if name in ADVERSARIAL and args.lr:
+        lr = args.lr
+    if name in ADVERSARIAL and args.lr_critic:
+        options = {**options, "lr_critic": args.lr_critic}
     config = RunConfig(
         model=recipe_name, backend=args.backend, dataset="mnist", epochs=1000, batch_size=64,
         lr=lr, seed=seed, options=recipe.options(**options),
@@ -81,8 +96,75 @@ def run_model(name: str, seed: int, args, out: Path, classifier) -> dict:
         plots.save_image_grid(samples[:64], path, (28, 28))
     return {"name": name, "seed": seed, "epochs_trained": trained,
             "epoch_kept": run.epoch + 1, "train_minutes": minutes,
+            "settings": {"lr": lr, **{k: v for k, v in options.items()
+                                      if not isinstance(v, tuple)},
+                         **{k: list(v) for k, v in options.items() if isinstance(v, tuple)}},
             **{k: figures[k] for k in ("fid", "kid", "kid_std", "classes", "kl_to_uniform",
                                        "inception_score")}}  # fmt: skip
+
+
+def summarise(rows: list[dict]) -> dict:
+    """The JSON keys of a table of runs: the best adversarial model (lowest FID at its first
+    seed), each model's mean FID and KID over its seeds, the best GAN's FID over the VAE's."""
+    gans = [r for r in rows if r["name"] in ADVERSARIAL]
+    first = {}
+    for r in sorted(gans, key=lambda r: r["seed"]):
+        first.setdefault(r["name"], r)
+    best = min(first.values(), key=lambda r: r["fid"])["name"] if first else None
+    result: dict = {"models": rows, "best_adversarial": best}
+    for name in {r["name"] for r in rows}:
+        mine = [r for r in rows if r["name"] == name]
+        result[f"fid_{name}"] = statistics.mean(r["fid"] for r in mine)
+        result[f"kid_{name}"] = statistics.mean(r["kid"] for r in mine)
+    if best and "fid_vae" in result:
+        result["best_gan_fid_vs_vae"] = result[f"fid_{best}"] / result["fid_vae"]
+    return result
+
+
+def combine_part(text: str) -> tuple[str, list[str] | None]:
+    """``--combine``'s type: ``RESULT`` (all its rows) or ``RESULT:model,model`` (those)."""
+    name, _, models = text.partition(":")
+    chosen = [m for m in models.split(",") if m] if models else None
+    unknown = sorted(set(chosen or ()) - set(MODELS))
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown model(s) {unknown} in {text!r}")
+    return result_name(name), chosen
+
+
+def combine(parts: list[tuple[str, list[str] | None]], into: str) -> None:
+    """Join the rows of the results ``parts`` (runs of this script, e.g. one per core; each
+    ``(name, models or None for all)``) into ``into``; a row without its own ``settings``
+    takes its file's; ``minutes`` is then the rows' training minutes. Stops on a model and
+    seed found twice, or a file that is missing or not this script's."""
+    rows, accuracy, hardware_of = [], None, None
+    for name, models in parts:
+        path = RESULTS / f"{name}.json"
+        try:
+            part = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise SystemExit(
+                f"--combine: cannot read {path} ({err}); run that part first"
+            ) from None
+        if "models" not in part or "classifier_accuracy" not in part:
+            raise SystemExit(f"--combine: {path} is not a gan_mnist.py result")
+        for row in part["models"]:
+            if models is not None and row["name"] not in models:
+                continue
+            row = dict(row)
+            row.setdefault(
+                "settings", {k: part.get(k) for k in ("channels", "ema", "architecture", "hidden")}
+            )
+            row["from"] = name
+            if any((r["name"], r["seed"]) == (row["name"], row["seed"]) for r in rows):
+                raise SystemExit(f"--combine: {row['name']} seed {row['seed']} is in two parts")
+            rows.append(row)
+        accuracy = part["classifier_accuracy"] if accuracy is None else accuracy
+        hardware_of = hardware_of or part.get("hardware")
+    result = summarise(rows)
+    result.update(combined_from=[f"{n}:{','.join(m)}" if m else n for n, m in parts],
+                  minutes=round(sum(r["train_minutes"] for r in rows), 2),
+                  classifier_accuracy=accuracy, hardware=hardware_of)  # fmt: skip
+    write_result(into, result)
 
 
 def main() -> None:
@@ -101,9 +183,27 @@ def main() -> None:
     parser.add_argument("--ema", type=float, default=0.0,
                         help="the GANs' generator moving average (the recipes' --ema; 0: "
                         "none)")  # fmt: skip
+    parser.add_argument("--lr", type=float, default=0.0,
+                        help="the GANs' learning rate (0: each loss's own, above)")  # fmt: skip
+    parser.add_argument("--lr-critic", type=float, default=0.0,
+                        help="the GANs' critic learning rate (0: --lr; two time-scale "
+                        "updates, Heusel et al. 2017, when higher)")  # fmt: skip
+    parser.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="seed of the first run; the best GAN's further seeds follow it",
+    )
+    parser.add_argument("--combine", nargs="+", metavar="RESULT[:MODELS]", type=combine_part,
+                        help="train nothing: join these results' rows (or only those of "
+                        "the models named after a colon) into --result")  # fmt: skip
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--result", default="gan_mnist")
+    parser.add_argument("--result", type=result_name, default="gan_mnist")
     args = parser.parse_args()
+    if args.combine:
+        return combine(args.combine, args.result)
+    if args.lr < 0 or args.lr_critic < 0:
+        parser.error("--lr and --lr-critic must be >= 0 (0: the defaults)")
     limit_threads(args.threads)
     from ppgen.classifier import load_classifier
 
@@ -111,24 +211,20 @@ def main() -> None:
     t0 = time.perf_counter()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        first = args.first_seed
         for name in args.models:
-            rows.append(run_model(name, 0, args, Path(tmp) / f"{name}_0", classifier))
+            rows.append(run_model(name, first, args, Path(tmp) / f"{name}_{first}", classifier))
             print(rows[-1], flush=True)
         gans = [r for r in rows if r["name"] in ADVERSARIAL]
         best = min(gans, key=lambda r: r["fid"])["name"] if gans else None
-        for seed in range(1, args.seeds if best else 1):
+        for seed in range(first + 1, first + args.seeds if best else 0):
             rows.append(run_model(best, seed, args, Path(tmp) / f"{best}_{seed}", classifier))
             print(rows[-1], flush=True)
-    result = {"models": rows, "best_adversarial": best, "minutes_per_model": args.minutes,
-              "backend": args.backend, "architecture": args.architecture,
-              "hidden": args.hidden if args.architecture == "mlp" else None,
-              "channels": args.channels, "ema": args.ema}  # fmt: skip
-    for name in {r["name"] for r in rows}:
-        mine = [r for r in rows if r["name"] == name]
-        result[f"fid_{name}"] = statistics.mean(r["fid"] for r in mine)
-        result[f"kid_{name}"] = statistics.mean(r["kid"] for r in mine)
-    if best and "fid_vae" in result:
-        result["best_gan_fid_vs_vae"] = result[f"fid_{best}"] / result["fid_vae"]
+    result = summarise(rows)
+    result.update(minutes_per_model=args.minutes, backend=args.backend,
+                  architecture=args.architecture,
+                  hidden=args.hidden if args.architecture == "mlp" else None,
+                  channels=args.channels, ema=args.ema)  # fmt: skip
     result["classifier_accuracy"] = classifier.accuracy
     result["minutes"] = round((time.perf_counter() - t0) / 60, 2)
     result["hardware"] = hardware()

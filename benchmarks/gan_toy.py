@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, hardware, limit_threads, write_result  # noqa: E402
+from _common import RESULTS, hardware, limit_threads, result_name, write_result  # noqa: E402
 
 #: objective name -> (recipe, recipe options, learning rate, batch size, share of --epochs)
 OBJECTIVES = {
@@ -95,7 +95,9 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, nargs="+", default=[256, 256, 256])
     parser.add_argument("--backend", default="numpyro", choices=("pyro", "numpyro"))
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--result", default="gan_toy", help="name of the JSON result")
+    parser.add_argument(
+        "--result", type=result_name, default="gan_toy", help="name of the JSON result"
+    )
     parser.add_argument("--quick", action="store_true", help="1 seed, 2 epochs (smoke test)")
     args = parser.parse_args()
     if args.quick:

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Stopwatch, hardware, write_result  # noqa: E402
+from _common import Stopwatch, hardware, result_name, write_result  # noqa: E402
 
 from ppgen import data as ppdata  # noqa: E402
 from ppgen import runs  # noqa: E402
@@ -132,6 +132,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/ssl_mnist"))
     parser.add_argument(
         "--result",
+        type=result_name,
         default="ssl_mnist",
         help="name of the JSON written to benchmarks/results/ (keep a partial table apart)",
     )

@@ -102,7 +102,8 @@ def call_numpyro(objective, model, guide, *args, **kwargs):
 def test_backends_agree_on_each_match(float64, match):
     (pm, pg), (nm, ng) = programs(pair_of_nets((D, 6, 2 * Z), 0), pair_of_nets((Z, 6, D), 1))
     crit_p, crit_n = critics() if match == "adversarial" else (None, None)
-    options = {"weight": 2.5, "gradient_penalty": 0.0, **TIGHT}
+    options = {"weight": 2.5}  # and each match's own settings (another's are refused)
+    options |= {"adversarial": {"gradient_penalty": 0.0}, "sinkhorn": TIGHT}.get(match, {})
     x, z_prior, eps = batch()
     out_p = paae.AAE(match, critic=crit_p, **options)(
         pm, pg, *map(torch.as_tensor, (x, z_prior, eps)), num_data=N
@@ -282,6 +283,12 @@ def test_bad_options_are_refused_in_one_line(module):
         (("mmd",), {"bandwidths": (1.0, -2.0)}, "MMD bandwidths must be positive"),
         (("adversarial",), {"critic": critic, "n_critic": 0}, "n_critic must be an integer"),
         (("adversarial",), {"critic": critic, "loss": "wgan"}, "unknown adversarial loss"),
+        # a setting another match reads would be silently ignored
+        (("mmd",), {"rho": 1.0}, "rho=1.0 is a setting of the sinkhorn match"),
+        (("sinkhorn",), {"kernel": "gaussian"}, "kernel='gaussian' is a setting of the mmd"),
+        (("mmd",), {"loss": "hinge"}, "loss='hinge' is a setting of the adversarial match"),
+        (("adversarial",), {"critic": critic, "bandwidths": (1.0,)}, "of the mmd match"),
+        (("adversarial",), {"critic": critic, "epsilon": 0.5}, "of the sinkhorn match"),
     ):
         with pytest.raises(ConfigError, match=match) as err:
             module.AAE(*args, **kwargs)

@@ -79,6 +79,14 @@ MMD_KERNELS = ("gaussian", "imq")
 #: How an autoencoder's aggregate posterior is matched to its prior (``AAE``: Makhzani et al.
 #: 2015; WAE-MMD, Tolstikhin et al. 2018; Sinkhorn autoencoders, Patrini et al. 2019).
 AAE_MATCHES = ("adversarial", "mmd", "sinkhorn")
+
+#: The settings of :class:`AAE` that only one match reads; the other matches refuse them
+#: changed from their defaults (:func:`check_match_settings`).
+AAE_MATCH_SETTINGS = {
+    "adversarial": ("loss", "gradient_penalty", "n_critic"),
+    "mmd": ("kernel", "bandwidths"),
+    "sinkhorn": ("epsilon", "p", "rho", "threshold", "max_iterations"),
+}
 #: Multiples of ``2 d`` (``d`` the latent's width) of the default IMQ scales: WAE-MMD's
 #: ``C = 2 d sigma^2`` for the ``N(0, I)`` prior, summed over these multiples as in the
 #: authors' code (Tolstikhin et al. 2018).
@@ -190,6 +198,29 @@ def check_rho(rho: Any) -> float | None:
             f"rho must be a number > 0 (unbalanced transport) or None/inf (balanced), got {rho!r}"
         )
     return None if math.isinf(rho) else float(rho)
+
+
+def check_match_settings(objective: Any) -> None:
+    """Refuse settings of an AAE (a dataclass with a ``match`` field) that belong to another
+    match than its own and differ from their defaults: they would be silently ignored
+    (:data:`AAE_MATCH_SETTINGS`).
+
+    Raises:
+        ConfigError: e.g. ``AAE("mmd", rho=1.0)``, naming the setting and its match.
+    """
+    import dataclasses
+
+    defaults = {f.name: f.default for f in dataclasses.fields(objective)}
+    for match, names in AAE_MATCH_SETTINGS.items():
+        if match == objective.match:
+            continue
+        for name in names:
+            value = getattr(objective, name)
+            if value is not defaults[name] and value != defaults[name]:
+                raise ConfigError(
+                    f"{name}={value!r} is a setting of the {match} match, which "
+                    f"match={objective.match!r} does not read; drop it or use match={match!r}"
+                )
 
 
 #: The largest Sinkhorn iteration cap: ott counts iterations in 32-bit integers.

@@ -57,6 +57,7 @@ from ppgen.inference.games import (
     check_bandwidths,
     check_epsilon,
     check_game,
+    check_match_settings,
     check_rho,
     check_sinkhorn_iterations,
     check_weight,
@@ -115,10 +116,11 @@ class AAE:
 
     Raises:
         ConfigError: An unknown match, a critic missing for the adversarial match or given
-            for another, a negative weight, ``epsilon <= 0``, ``rho <= 0``, an unknown kernel or
-            loss, a bad bandwidth, ``p`` or ``n_critic``; when called, a guide or model without the
-            latent site (or a model with other latent sites, or the latent outside the
-            ``"data"`` plate), a model without the observed site.
+            for another, a setting of another match changed from its default (e.g.
+            ``AAE("mmd", rho=1.0)``), a negative weight, ``epsilon <= 0``, ``rho <= 0``, an
+            unknown kernel or loss, a bad bandwidth, ``p`` or ``n_critic``; when called, a
+            guide or model without the latent site (or a model with other latent sites, or the
+            latent outside the ``"data"`` plate), a model without the observed site.
         DataError: When called, fewer than 2 examples for the mmd match.
     """
 
@@ -151,6 +153,7 @@ class AAE:
             raise ConfigError(
                 f"the {self.match} match has no critic; drop critic= or use match='adversarial'"
             )
+        check_match_settings(self)
         object.__setattr__(self, "weight", check_weight(self.weight, "the matching weight"))
         object.__setattr__(self, "max_iterations", check_sinkhorn_iterations(self.max_iterations))
         penalty = check_game(self.loss, self.gradient_penalty, self.n_critic)

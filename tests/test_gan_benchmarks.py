@@ -1,0 +1,80 @@
+"""benchmarks/gan_mnist.py's bookkeeping: ``--combine`` joins parts run on separate cores
+into one table whose summary keys are recomputed from the joined rows, refuses a model and
+seed found twice, and every benchmark's ``--result`` is a plain name, never a path."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture
+def gm(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+    spec = importlib.util.spec_from_file_location("gan_mnist_bench", BENCH / "gan_mnist.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    import _common
+
+    monkeypatch.setattr(_common, "RESULTS", tmp_path)
+    monkeypatch.setattr(module, "RESULTS", tmp_path)
+    return module
+
+
+def row(name: str, seed: int, fid: float) -> dict:
+    return {"name": name, "seed": seed, "fid": fid, "kid": fid / 2, "train_minutes": 30.0}
+
+
+def write(tmp_path: Path, name: str, rows: list[dict], **top) -> None:
+    part = {"models": rows, "classifier_accuracy": 0.99, "minutes": 99.0, **top}
+    (tmp_path / f"{name}.json").write_text(json.dumps(part))
+
+
+def test_combine_recomputes_the_summary_from_the_joined_rows(gm, tmp_path, capsys):
+    write(tmp_path, "a", [row("hinge", 0, 50.0), row("wgan-gp", 0, 70.0)], channels=[64, 32])
+    write(tmp_path, "b", [row("hinge", 1, 54.0), row("hinge", 2, 46.0)])
+    write(tmp_path, "c", [row("nonsaturating", 0, 40.0), row("vae", 0, 64.0)])
+    # only c's VAE: its GAN (FID 40) must not take part
+    gm.combine([("a", None), ("b", None), ("c", ["vae"])], "joined")
+    out = json.loads((tmp_path / "joined.json").read_text())
+    assert json.loads(capsys.readouterr().out.splitlines()[-1]) == out
+    assert out["best_adversarial"] == "hinge"  # 50 against WGAN-GP's 70, at the first seed
+    assert out["fid_hinge"] == pytest.approx(statistics.mean([50.0, 54.0, 46.0]))
+    assert out["kid_hinge"] == pytest.approx(25.0)
+    assert "fid_nonsaturating" not in out
+    assert out["best_gan_fid_vs_vae"] == pytest.approx(50.0 / 64.0)
+    assert out["minutes"] == pytest.approx(5 * 30.0)  # the rows' training, not the files'
+    assert out["combined_from"] == ["a", "b", "c:vae"]
+    first = next(r for r in out["models"] if r["from"] == "a")
+    assert first["settings"]["channels"] == [64, 32]  # the file's settings, on its rows
+
+
+def test_combine_refuses_a_row_found_twice_and_missing_parts(gm, tmp_path):
+    write(tmp_path, "a", [row("hinge", 0, 50.0)])
+    with pytest.raises(SystemExit, match="hinge seed 0 is in two parts"):
+        gm.combine([("a", None), ("a", None)], "joined")
+    with pytest.raises(SystemExit, match="cannot read .*nothere.json.*run that part first"):
+        gm.combine([("nothere", None)], "joined")
+    (tmp_path / "other.json").write_text(json.dumps({"nll": 1.0}))
+    with pytest.raises(SystemExit, match="is not a gan_mnist.py result"):
+        gm.combine([("other", None)], "joined")
+    assert not (tmp_path / "joined.json").exists()
+    with pytest.raises(argparse.ArgumentTypeError, match="unknown model"):
+        gm.combine_part("a:vea")
+    assert gm.combine_part("a:vae,hinge") == ("a", ["vae", "hinge"])
+
+
+@pytest.mark.parametrize("name", ["a/b", "../x", "", ".hidden", "x y"])
+def test_result_names_are_plain_names(gm, name):
+    import _common
+
+    with pytest.raises(argparse.ArgumentTypeError, match="not a plain name"):
+        _common.result_name(name)
+    assert _common.result_name("gan_mnist_c64-2.v1") == "gan_mnist_c64-2.v1"
