@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import tempfile
@@ -131,6 +132,29 @@ def combine_part(text: str) -> tuple[str, list[str] | None]:
     return result_name(name), chosen
 
 
+def is_result(part: object) -> bool:
+    """Whether ``part`` (a parsed JSON file) is this script's result: a classifier accuracy
+    and a list of rows, each with a known model, an integer seed and numeric figures."""
+
+    def is_row(row: object) -> bool:
+        return (
+            isinstance(row, dict)
+            and row.get("name") in MODELS
+            and type(row.get("seed")) is int
+            and all(
+                isinstance(row.get(k), int | float) and not isinstance(row.get(k), bool)
+                for k in ("fid", "kid", "train_minutes")
+            )
+        )
+
+    return (
+        isinstance(part, dict)
+        and isinstance(part.get("classifier_accuracy"), int | float)
+        and isinstance(part.get("models"), list)
+        and all(is_row(r) for r in part["models"])
+    )
+
+
 def combine(parts: list[tuple[str, list[str] | None]], into: str) -> None:
     """Join the rows of the results ``parts`` (runs of this script, e.g. one per core; each
     ``(name, models or None for all)``) into ``into``; a row without its own ``settings``
@@ -145,16 +169,17 @@ def combine(parts: list[tuple[str, list[str] | None]], into: str) -> None:
             raise SystemExit(
                 f"--combine: cannot read {path} ({err}); run that part first"
             ) from None
-        if "models" not in part or "classifier_accuracy" not in part:
+        if not is_result(part):
             raise SystemExit(f"--combine: {path} is not a gan_mnist.py result")
-        for row in part["models"]:
-            if models is not None and row["name"] not in models:
-                continue
+        chosen = [r for r in part["models"] if models is None or r["name"] in models]
+        if not chosen:
+            raise SystemExit(f"--combine: {path} has no rows of {', '.join(models or ['any'])}")
+        for row in chosen:
             row = dict(row)
             row.setdefault(
                 "settings", {k: part.get(k) for k in ("channels", "ema", "architecture", "hidden")}
             )
-            row["from"] = name
+            row.setdefault("from", name)  # a part that was itself joined keeps its sources
             if any((r["name"], r["seed"]) == (row["name"], row["seed"]) for r in rows):
                 raise SystemExit(f"--combine: {row['name']} seed {row['seed']} is in two parts")
             rows.append(row)
@@ -196,14 +221,23 @@ def main() -> None:
     )
     parser.add_argument("--combine", nargs="+", metavar="RESULT[:MODELS]", type=combine_part,
                         help="train nothing: join these results' rows (or only those of "
-                        "the models named after a colon) into --result")  # fmt: skip
+                        "the models named after a colon) into --result (the JSON only: the "
+                        "pictures stay under each part's name)")  # fmt: skip
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--result", type=result_name, default="gan_mnist")
     args = parser.parse_args()
     if args.combine:
+        ignored = [f"--{k.replace('_', '-')}" for k, v in vars(args).items()
+                   if k not in ("combine", "result") and v != parser.get_default(k)]  # fmt: skip
+        if ignored:
+            parser.error(f"--combine trains nothing: drop {', '.join(ignored)}")
         return combine(args.combine, args.result)
-    if args.lr < 0 or args.lr_critic < 0:
-        parser.error("--lr and --lr-critic must be >= 0 (0: the defaults)")
+    if not all(math.isfinite(v) and v >= 0 for v in (args.lr, args.lr_critic)):
+        parser.error("--lr and --lr-critic must be finite and >= 0 (0: the defaults)")
+    if not (math.isfinite(args.minutes) and args.minutes > 0):
+        parser.error(f"--minutes must be a positive number, got {args.minutes}")
+    if args.seeds < 1 or args.first_seed < 0:
+        parser.error("--seeds must be >= 1 and --first-seed >= 0")
     limit_threads(args.threads)
     from ppgen.classifier import load_classifier
 

@@ -5,6 +5,7 @@ MMD match of a posterior equal to the prior is 0 in expectation, each player's u
 the other's parameters alone, bad input is refused in one line, and the recipe trains,
 evaluates, samples and draws for every match."""
 
+import dataclasses
 import json
 
 import jax
@@ -284,17 +285,31 @@ def test_bad_options_are_refused_in_one_line(module):
         (("adversarial",), {"critic": critic, "n_critic": 0}, "n_critic must be an integer"),
         (("adversarial",), {"critic": critic, "loss": "wgan"}, "unknown adversarial loss"),
         # a setting another match reads would be silently ignored
-        (("mmd",), {"rho": 1.0}, "rho=1.0 is a setting of the sinkhorn match"),
-        (("sinkhorn",), {"kernel": "gaussian"}, "kernel='gaussian' is a setting of the mmd"),
-        (("mmd",), {"loss": "hinge"}, "loss='hinge' is a setting of the adversarial match"),
-        (("adversarial",), {"critic": critic, "bandwidths": (1.0,)}, "of the mmd match"),
-        (("adversarial",), {"critic": critic, "epsilon": 0.5}, "of the sinkhorn match"),
+        (("mmd",), {"rho": 1.0}, r"match='mmd' does not read rho=1.0 \(the sinkhorn match's\)"),
+        (("sinkhorn",), {"kernel": "gaussian"}, "kernel='gaussian' \\(the mmd match's"),
+        (("mmd",), {"loss": "hinge"}, "loss='hinge' \\(the adversarial match's"),
+        (("adversarial",), {"critic": critic, "bandwidths": (1.0,)}, "the mmd match's"),
+        (("adversarial",), {"critic": critic, "epsilon": 0.5}, "the sinkhorn match's"),
+        (("sinkhorn",), {"bandwidths": np.array([1.0, 2.0])}, r"bandwidths=\[1.0, 2.0\]"),
+        (
+            ("mmd",),
+            {"epsilon": np.array([0.5, 0.6]), "p": 1},
+            r"epsilon=\[0.5, 0.6\] \(the sinkhorn match's\), p=1 \(.*drop them",
+        ),
     ):
         with pytest.raises(ConfigError, match=match) as err:
             module.AAE(*args, **kwargs)
         assert "\n" not in str(err.value)
     with pytest.raises(ConfigError, match="the mmd match has one player"):
         module.AAE("mmd").groups()
+    # values meaning the default are accepted, so are copies of a built objective
+    module.AAE("mmd", rho=float("inf"), gradient_penalty=0.0, epsilon=1.0, p=2)
+    for aae in (
+        module.AAE("mmd"),
+        module.AAE("sinkhorn", rho=1.0),
+        module.AAE("adversarial", critic=critic),
+    ):
+        assert dataclasses.replace(aae, weight=2.0).weight == 2.0
     aae = module.AAE("adversarial", critic=critic)
     assert aae.players == ("critic", "generator") and aae.param_prefixes == ("critic",)
     critic_group, generator_group = aae.groups()

@@ -8,6 +8,7 @@ import argparse
 import importlib.util
 import json
 import statistics
+import sys
 from pathlib import Path
 
 import pytest
@@ -62,9 +63,15 @@ def test_combine_refuses_a_row_found_twice_and_missing_parts(gm, tmp_path):
         gm.combine([("a", None), ("a", None)], "joined")
     with pytest.raises(SystemExit, match="cannot read .*nothere.json.*run that part first"):
         gm.combine([("nothere", None)], "joined")
-    (tmp_path / "other.json").write_text(json.dumps({"nll": 1.0}))
-    with pytest.raises(SystemExit, match="is not a gan_mnist.py result"):
-        gm.combine([("other", None)], "joined")
+    flowgan_like = {"models": [{"name": "mle", "nll": 1.0}], "classifier_accuracy": 0.99}
+    for other in ({"nll": 1.0}, 3, {"models": {"a": 1}, "classifier_accuracy": 0.99},
+                  flowgan_like, {"models": [{**row("vae", 0, 1.0), "seed": "0"}],
+                                 "classifier_accuracy": 0.99}):  # fmt: skip
+        (tmp_path / "other.json").write_text(json.dumps(other))
+        with pytest.raises(SystemExit, match="other.json is not a gan_mnist.py result"):
+            gm.combine([("other", None)], "joined")
+    with pytest.raises(SystemExit, match="a.json has no rows of vae"):
+        gm.combine([("a", ["vae"])], "joined")
     assert not (tmp_path / "joined.json").exists()
     with pytest.raises(argparse.ArgumentTypeError, match="unknown model"):
         gm.combine_part("a:vea")
@@ -78,3 +85,20 @@ def test_result_names_are_plain_names(gm, name):
     with pytest.raises(argparse.ArgumentTypeError, match="not a plain name"):
         _common.result_name(name)
     assert _common.result_name("gan_mnist_c64-2.v1") == "gan_mnist_c64-2.v1"
+
+
+def test_a_joined_table_keeps_its_rows_sources_and_combine_takes_no_training_flags(
+    gm, tmp_path, monkeypatch, capsys
+):
+    write(tmp_path, "a", [row("hinge", 0, 50.0)])
+    write(tmp_path, "b", [row("vae", 0, 64.0)])
+    gm.combine([("a", None)], "ab")
+    gm.combine([("ab", None), ("b", None)], "joined")
+    out = json.loads((tmp_path / "joined.json").read_text())
+    assert [r["from"] for r in out["models"]] == ["a", "b"]
+    argv = ["gan_mnist.py", "--combine", "a", "--lr", "-1", "--result", "x"]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit):
+        gm.main()
+    assert "--combine trains nothing: drop --lr" in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists()

@@ -200,27 +200,52 @@ def check_rho(rho: Any) -> float | None:
     return None if math.isinf(rho) else float(rho)
 
 
+#: Values of a setting that mean the same as its default: no gradient penalty, balanced
+#: transport (what ``__post_init__`` makes of the defaults, so ``dataclasses.replace`` works).
+_NEUTRAL = {"gradient_penalty": (0.0,), "rho": (math.inf,)}
+
+
+def _is_default(value: Any, neutral: tuple) -> bool:
+    """Whether ``value`` is one of ``neutral`` (an array of several numbers never is)."""
+    for default in neutral:
+        if value is default:
+            return True
+        try:
+            if bool(value == default):
+                return True
+        except (TypeError, ValueError):  # e.g. an array of several numbers
+            pass
+    return False
+
+
 def check_match_settings(objective: Any) -> None:
     """Refuse settings of an AAE (a dataclass with a ``match`` field) that belong to another
     match than its own and differ from their defaults: they would be silently ignored
-    (:data:`AAE_MATCH_SETTINGS`).
+    (:data:`AAE_MATCH_SETTINGS`). A value meaning the default (``gradient_penalty=0.0``,
+    ``rho=inf``) is accepted.
 
     Raises:
-        ConfigError: e.g. ``AAE("mmd", rho=1.0)``, naming the setting and its match.
+        ConfigError: e.g. ``AAE("mmd", rho=1.0)``, naming every such setting and its match.
     """
     import dataclasses
+    import reprlib
 
     defaults = {f.name: f.default for f in dataclasses.fields(objective)}
+    foreign = []
     for match, names in AAE_MATCH_SETTINGS.items():
         if match == objective.match:
             continue
         for name in names:
             value = getattr(objective, name)
-            if value is not defaults[name] and value != defaults[name]:
-                raise ConfigError(
-                    f"{name}={value!r} is a setting of the {match} match, which "
-                    f"match={objective.match!r} does not read; drop it or use match={match!r}"
-                )
+            if not _is_default(value, (defaults[name], *_NEUTRAL.get(name, ()))):
+                shown = reprlib.repr(value.tolist() if hasattr(value, "tolist") else value)
+                foreign.append((f"{name}={shown}", match))
+    if foreign:
+        what = ", ".join(f"{setting} (the {match} match's)" for setting, match in foreign)
+        raise ConfigError(
+            f"match={objective.match!r} does not read {what}; drop "
+            f"{'it' if len(foreign) == 1 else 'them'} or use that match"
+        )
 
 
 #: The largest Sinkhorn iteration cap: ott counts iterations in 32-bit integers.
