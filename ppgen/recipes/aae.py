@@ -30,6 +30,7 @@ from ppgen import data as ppdata
 from ppgen import plots
 from ppgen.errors import ConfigError
 from ppgen.inference.games import (
+    AAE_MATCH_SETTINGS,
     AAE_MATCHES,
     ADVERSARIAL_LOSSES,
     MMD_KERNELS,
@@ -65,11 +66,12 @@ if TYPE_CHECKING:
 
 __all__ = ["AAEOptions", "AAERecipe"]
 
-#: Each match's own options: set for another match, they are refused.
+#: Each match's own options: the objective's settings of that match (``AAE_MATCH_SETTINGS``,
+#: those the command line offers) and the adversarial critic's network and learning rate.
+#: Set for another match, they are refused.
 MATCH_OPTIONS = {
-    "adversarial": ("loss", "n_critic", "gradient_penalty", "critic_hidden", "lr_critic"),
-    "mmd": ("kernel", "bandwidths"),
-    "sinkhorn": ("epsilon", "p", "rho", "max_iterations"),
+    match: names + (("critic_hidden", "lr_critic") if match == "adversarial" else ())
+    for match, names in AAE_MATCH_SETTINGS.items()
 }
 #: Each match's default ``--weight``: on binarized MNIST (z of width 8, 3 epochs) a weight of
 #: 1 leaves the MMD match's latent MMD^2 at 0.20 against 0.04 with 10 (WAE-MMD's lambda),
@@ -172,7 +174,7 @@ class AAEOptions(Options):
             changed = [
                 "--" + name.replace("_", "-")
                 for name in names
-                if getattr(self, name) != defaults[name]
+                if name in defaults and getattr(self, name) != defaults[name]
             ]
             if changed:
                 one = len(changed) == 1
