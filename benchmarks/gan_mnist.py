@@ -104,14 +104,18 @@ def run_model(name: str, seed: int, args, out: Path, classifier) -> dict:
                                        "inception_score")}}  # fmt: skip
 
 
-def summarise(rows: list[dict]) -> dict:
-    """The JSON keys of a table of runs: the best adversarial model (lowest FID at its first
-    seed), each model's mean FID and KID over its seeds, the best GAN's FID over the VAE's."""
-    gans = [r for r in rows if r["name"] in ADVERSARIAL]
+def best_adversarial(rows: list[dict]) -> str | None:
+    """The adversarial model with the lowest FID at its first seed (``None``: no GAN)."""
     first = {}
-    for r in sorted(gans, key=lambda r: r["seed"]):
+    for r in sorted((r for r in rows if r["name"] in ADVERSARIAL), key=lambda r: r["seed"]):
         first.setdefault(r["name"], r)
-    best = min(first.values(), key=lambda r: r["fid"])["name"] if first else None
+    return min(first.values(), key=lambda r: r["fid"])["name"] if first else None
+
+
+def summarise(rows: list[dict]) -> dict:
+    """The JSON keys of a table of runs: the best adversarial model (:func:`best_adversarial`),
+    each model's mean FID and KID over its seeds, the best GAN's FID over the VAE's."""
+    best = best_adversarial(rows)
     result: dict = {"models": rows, "best_adversarial": best}
     for name in {r["name"] for r in rows}:
         mine = [r for r in rows if r["name"] == name]
@@ -249,8 +253,7 @@ def main() -> None:
         for name in args.models:
             rows.append(run_model(name, first, args, Path(tmp) / f"{name}_{first}", classifier))
             print(rows[-1], flush=True)
-        gans = [r for r in rows if r["name"] in ADVERSARIAL]
-        best = min(gans, key=lambda r: r["fid"])["name"] if gans else None
+        best = best_adversarial(rows)
         for seed in range(first + 1, first + args.seeds if best else 0):
             rows.append(run_model(best, seed, args, Path(tmp) / f"{best}_{seed}", classifier))
             print(rows[-1], flush=True)
