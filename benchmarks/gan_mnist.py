@@ -76,6 +76,8 @@ def run_model(name: str, seed: int, args, out: Path, classifier) -> dict:
         lr = args.lr
     if name in ADVERSARIAL and args.lr_critic:
         options = {**options, "lr_critic": args.lr_critic}
+    if name in ADVERSARIAL and args.betas:
+        options = {**options, "beta1": args.betas[0], "beta2": args.betas[1]}
     config = RunConfig(
         model=recipe_name, backend=args.backend, dataset="mnist", epochs=1000, batch_size=64,
         lr=lr, seed=seed, options=recipe.options(**options),
@@ -217,6 +219,9 @@ def main() -> None:
     parser.add_argument("--lr-critic", type=float, default=0.0,
                         help="the GANs' critic learning rate (0: --lr; two time-scale "
                         "updates, Heusel et al. 2017, when higher)")  # fmt: skip
+    parser.add_argument("--betas", type=float, nargs=2, default=None, metavar=("B1", "B2"),
+                        help="the GANs' Adam betas (default: the recipe's 0.5 0.9; 0 0.9 is "
+                        "SNGAN's and SAGAN's)")  # fmt: skip
     parser.add_argument(
         "--first-seed",
         type=int,
@@ -238,6 +243,8 @@ def main() -> None:
         return combine(args.combine, args.result)
     if not all(math.isfinite(v) and v >= 0 for v in (args.lr, args.lr_critic)):
         parser.error("--lr and --lr-critic must be finite and >= 0 (0: the defaults)")
+    if args.betas and not all(0 <= b < 1 for b in args.betas):
+        parser.error(f"--betas must be two numbers in [0, 1), got {args.betas}")
     if not (math.isfinite(args.minutes) and args.minutes > 0):
         parser.error(f"--minutes must be a positive number, got {args.minutes}")
     if args.seeds < 1 or args.first_seed < 0:
@@ -261,7 +268,7 @@ def main() -> None:
     result.update(minutes_per_model=args.minutes, backend=args.backend,
                   architecture=args.architecture,
                   hidden=args.hidden if args.architecture == "mlp" else None,
-                  channels=args.channels, ema=args.ema)  # fmt: skip
+                  channels=args.channels, ema=args.ema, betas=args.betas)  # fmt: skip
     result["classifier_accuracy"] = classifier.accuracy
     result["minutes"] = round((time.perf_counter() - t0) / 60, 2)
     result["hardware"] = hardware()

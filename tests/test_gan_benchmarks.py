@@ -102,3 +102,20 @@ def test_a_joined_table_keeps_its_rows_sources_and_combine_takes_no_training_fla
         gm.main()
     assert "--combine trains nothing: drop --lr" in capsys.readouterr().err
     assert not (tmp_path / "x.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--betas", "0.5", "1.0"], "--betas must be two numbers in [0, 1)"),
+        (["--betas", "nan", "0.9"], "--betas must be two numbers in [0, 1)"),
+        (["--lr-critic", "inf"], "--lr and --lr-critic must be finite"),
+        (["--minutes", "0"], "--minutes must be a positive number"),
+    ],
+)
+def test_training_flags_are_checked_before_anything_trains(gm, monkeypatch, capsys, flags, message):
+    monkeypatch.setattr(sys, "argv", ["gan_mnist.py", "--models", "hinge", *flags])
+    monkeypatch.setattr(gm, "run_model", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(SystemExit):
+        gm.main()
+    assert message in capsys.readouterr().err
