@@ -87,6 +87,11 @@ def result_name(text: str) -> str:
             f"{text!r} is not a plain name (letters, digits, _ - .): --result names "
             "benchmarks/results/<name>.json"
         )
+    longest = 200  # leaves room for ".json" and the pictures' "<model>_" within NAME_MAX (255)
+    if len(text) > longest:
+        raise argparse.ArgumentTypeError(
+            f"--result names a file: at most {longest} characters, got {len(text)}"
+        )
     return text
 
 

@@ -568,6 +568,34 @@ def test_divergence_in_the_first_epoch_promises_no_checkpoint(tmp_path, monkeypa
     assert "clip" not in line and "epoch 0" not in line
 
 
+def test_a_numpyro_trainer_refuses_a_state_before_init_and_another_trainers_state():
+    import dataclasses
+
+    from ppgen.errors import ConfigError
+    from ppgen.inference import optim
+    from ppgen.inference.numpyro import Trainer
+    from tests import two_player_game as game
+
+    def trainer(**group):
+        critic, generator = game.groups(optim)
+        pair = (game.numpyro_model, game.numpyro_guide, game.numpyro_game)
+        return Trainer(*pair, groups=[critic, dataclasses.replace(generator, **group)],
+                       batch_size=40)  # fmt: skip
+
+    x = game.data()
+    state = trainer().init(0, x)
+    fresh = trainer()
+    for call in (lambda: fresh.step(state, x[:40]), lambda: fresh.train_epoch(state, x, 0)):
+        with pytest.raises(ConfigError, match="not been initialised: call state = trainer.init"):
+            call()
+    fresh.init(0, x)
+    foreign = state._replace(params={"critic_h": state.params["critic_h"]})
+    with pytest.raises(ConfigError, match=r"not this Trainer's: it lacks the parameters \['gen"):
+        fresh.step(foreign, x[:40])
+    moved, _ = fresh.step(state, x[:40])  # its own state's params: it steps
+    assert float(moved.params["generator_g"]) != float(state.params["generator_g"])
+
+
 def test_internal_names_do_not_reach_the_user(tmp_path):
     with unchanged(tmp_path):
         line = one_line(

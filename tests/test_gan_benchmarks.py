@@ -85,6 +85,8 @@ def test_result_names_are_plain_names(gm, name):
     with pytest.raises(argparse.ArgumentTypeError, match="not a plain name"):
         _common.result_name(name)
     assert _common.result_name("gan_mnist_c64-2.v1") == "gan_mnist_c64-2.v1"
+    with pytest.raises(argparse.ArgumentTypeError, match="at most 200 characters, got 300"):
+        _common.result_name("a" * 300)  # the file system's NAME_MAX, before any training
 
 
 def test_a_joined_table_keeps_its_rows_sources_and_combine_takes_no_training_flags(

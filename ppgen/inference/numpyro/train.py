@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -440,6 +440,24 @@ class Trainer(TrainerBase):
             for g in self.groups
         }
 
+    def _check_state(self, state: Any) -> None:
+        """Refuse, in one line, a state this trainer cannot step: before :meth:`init`, or a
+        state whose parameters are not the ones :meth:`init` found (another trainer's)."""
+        if not self._owned:
+            raise ConfigError(
+                "this Trainer has not been initialised: call state = trainer.init(seed, data) "
+                "on it before step or train_epoch"
+            )
+        params = getattr(state, "params", None)
+        wanted = {n for names in self._owned.values() for n in names}
+        if not isinstance(params, Mapping) or not wanted <= set(params):
+            missing = sorted(wanted - set(params)) if isinstance(params, Mapping) else []
+            raise ConfigError(
+                "the state is not this Trainer's: "
+                + (f"it lacks the parameters {missing[:5]}" if missing else "it has no params")
+                + "; pass the state returned by this trainer's init (or a checkpoint of it)"
+            )
+
     def _betas(self, first_step: int, steps: int) -> jax.Array | None:
         if self.beta_schedule is None:
             return None
@@ -453,7 +471,11 @@ class Trainer(TrainerBase):
         Returns:
             The new state and ``{"loss": per-example loss}`` (``loss_<group>`` per group,
             and the objective's reported entries per example under their names).
+
+        Raises:
+            ConfigError: Before :meth:`init`, or a state from another trainer.
         """
+        self._check_state(state)
         args, kwargs, divisor = self.schedule.batch(batch, self.num_data)
         first = int(state.step)
         before = state
@@ -549,7 +571,11 @@ class Trainer(TrainerBase):
             The new state and ``{"loss": mean per-example loss, "finite": 1.0 or 0.0,
             "lr": learning rate at the epoch's end}`` (``loss_<group>``, ``lr_<group>`` for
             several groups; the objective's reported entries per example under their names).
+
+        Raises:
+            ConfigError: Before :meth:`init`, or a state from another trainer.
         """
+        self._check_state(state)
         host, arrays = self._on_device(data)
         indices = self.schedule.indices(
             host, self.batch_size, seed=int(state.seed), epoch=int(epoch)
