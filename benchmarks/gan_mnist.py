@@ -57,11 +57,10 @@ MODELS = {
 ADVERSARIAL = ("nonsaturating", "wgan-gp", "hinge")
 
 
-def run_model(name: str, seed: int, args, out: Path, classifier) -> dict:
-    from ppgen import plots, runs
-    from ppgen.classifier import image_sample_metrics
+def run_config(name: str, seed: int, args) -> tuple:
+    """``(RunConfig, options given, recipe)`` of model ``name`` under the flags ``args``; the
+    recipe's own checks refuse a bad option (``ConfigError``)."""
     from ppgen.config import RunConfig
-    from ppgen.data import load_dataset
     from ppgen.recipes.registry import get_recipe
 
     recipe_name, options, lr = MODELS[name]
@@ -82,6 +81,15 @@ def run_model(name: str, seed: int, args, out: Path, classifier) -> dict:
         model=recipe_name, backend=args.backend, dataset="mnist", epochs=1000, batch_size=64,
         lr=lr, seed=seed, options=recipe.options(**options),
     )  # fmt: skip
+    return config, options, recipe
+
+
+def run_model(name: str, seed: int, args, out: Path, classifier) -> dict:
+    from ppgen import plots, runs
+    from ppgen.classifier import image_sample_metrics
+    from ppgen.data import load_dataset
+
+    config, options, recipe = run_config(name, seed, args)
     t0 = time.perf_counter()
     runs.train(config, out, progress=False, time_limit=60 * args.minutes)
     minutes = (time.perf_counter() - t0) / 60
@@ -99,7 +107,7 @@ def run_model(name: str, seed: int, args, out: Path, classifier) -> dict:
         plots.save_image_grid(samples[:64], path, (28, 28))
     return {"name": name, "seed": seed, "epochs_trained": trained,
             "epoch_kept": run.epoch + 1, "train_minutes": minutes,
-            "settings": {"lr": lr, **{k: v for k, v in options.items()
+            "settings": {"lr": config.lr, **{k: v for k, v in options.items()
                                       if not isinstance(v, tuple)},
                          **{k: list(v) for k, v in options.items() if isinstance(v, tuple)}},
             **{k: figures[k] for k in ("fid", "kid", "kid_std", "classes", "kl_to_uniform",
@@ -243,12 +251,17 @@ def main() -> None:
         return combine(args.combine, args.result)
     if not all(math.isfinite(v) and v >= 0 for v in (args.lr, args.lr_critic)):
         parser.error("--lr and --lr-critic must be finite and >= 0 (0: the defaults)")
-    if args.betas and not all(0 <= b < 1 for b in args.betas):
-        parser.error(f"--betas must be two numbers in [0, 1), got {args.betas}")
     if not (math.isfinite(args.minutes) and args.minutes > 0):
         parser.error(f"--minutes must be a positive number, got {args.minutes}")
     if args.seeds < 1 or args.first_seed < 0:
         parser.error("--seeds must be >= 1 and --first-seed >= 0")
+    from ppgen.errors import ConfigError
+
+    for name in dict.fromkeys([*args.models, "hinge"]):  # hinge: every GAN flag, even unused
+        try:  # the recipes' own checks, before anything trains
+            run_config(name, args.first_seed, args)
+        except ConfigError as err:
+            parser.error(f"{name}: {err}")
     limit_threads(args.threads)
     from ppgen.classifier import load_classifier
 

@@ -109,8 +109,9 @@ def test_a_joined_table_keeps_its_rows_sources_and_combine_takes_no_training_fla
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--betas", "0.5", "1.0"], "--betas must be two numbers in [0, 1)"),
-        (["--betas", "nan", "0.9"], "--betas must be two numbers in [0, 1)"),
+        (["--betas", "0.5", "1.0"], "hinge: --beta2 must be in [0, 1), got 1.0"),
+        (["--betas", "nan", "0.9"], "hinge: beta1 must be a finite number, got nan"),
+        (["--ema", "1.5"], "hinge: --ema must be a decay in [0, 1)"),
         (["--lr-critic", "inf"], "--lr and --lr-critic must be finite"),
         (["--minutes", "0"], "--minutes must be a positive number"),
     ],
