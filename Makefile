@@ -21,6 +21,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m ruff check ppgen tests benchmarks examples
+	$(PY) -m ruff format --check ppgen tests benchmarks examples
 	$(PY) -m pytest -q -n 2 --dist loadgroup
 
 lint: $(STAMP)
