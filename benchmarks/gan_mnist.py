@@ -93,7 +93,7 @@ def run_model(name: str, seed: int, args, out: Path, classifier) -> dict:
     t0 = time.perf_counter()
     runs.train(config, out, progress=False, time_limit=60 * args.minutes)
     minutes = (time.perf_counter() - t0) / 60
-    trained = len((out / "metrics.jsonl").read_text().splitlines())  # epochs in the budget
+    epochs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     run = runs.load_trained(out)  # the best validation epoch's checkpoint
     samples = recipe.sample(run, 10_000, seed=seed)
     test = load_dataset("mnist", "test").x
@@ -105,8 +105,11 @@ def run_model(name: str, seed: int, args, out: Path, classifier) -> dict:
         if path.exists():
             path.unlink()  # ours: a rerun replaces the picture it wrote
         plots.save_image_grid(samples[:64], path, (28, 28))
-    return {"name": name, "seed": seed, "epochs_trained": trained,
+    return {"name": name, "seed": seed, "epochs_trained": len(epochs),  # in the budget
             "epoch_kept": run.epoch + 1, "train_minutes": minutes,
+            # each epoch's validation figure: FID on 2,000 samples (the VAE: its loss)
+            "valid_by_epoch": [round(e["valid_loss"], 2) if "valid_loss" in e else None
+                               for e in epochs],
             "settings": {"lr": config.lr, **{k: v for k, v in options.items()
                                       if not isinstance(v, tuple)},
                          **{k: list(v) for k, v in options.items() if isinstance(v, tuple)}},
