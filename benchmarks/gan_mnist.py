@@ -45,6 +45,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, hardware, limit_threads, result_name, write_result  # noqa: E402
 
+from ppgen.config import LR_SCHEDULES  # noqa: E402
+
 #: name -> (recipe, options, learning rate)
 MODELS = {
     "nonsaturating": ("gan", {"loss": "nonsaturating"}, 2e-4),
@@ -77,10 +79,15 @@ def run_config(name: str, seed: int, args) -> tuple:
         options = {**options, "lr_critic": args.lr_critic}
     if name in ADVERSARIAL and args.betas:
         options = {**options, "beta1": args.betas[0], "beta2": args.betas[1]}
+    schedule = {}  # the GANs' learning-rate schedule, over --epochs
+    if name in ADVERSARIAL and args.lr_schedule != "constant":
+        schedule = {"lr_schedule": args.lr_schedule, "epochs": args.epochs}
     config = RunConfig(
-        model=recipe_name, backend=args.backend, dataset="mnist", epochs=1000, batch_size=64,
-        lr=lr, seed=seed, options=recipe.options(**options),
+        model=recipe_name, backend=args.backend, dataset="mnist",
+        epochs=args.epochs if name in ADVERSARIAL else 1000, batch_size=64, lr=lr, seed=seed,
+        lr_schedule=schedule.get("lr_schedule", "constant"), options=recipe.options(**options),
     )  # fmt: skip
+    options = {**options, **schedule}  # recorded in the row's settings
     return config, options, recipe
 
 
@@ -233,6 +240,13 @@ def main() -> None:
     parser.add_argument("--betas", type=float, nargs=2, default=None, metavar=("B1", "B2"),
                         help="the GANs' Adam betas (default: the recipe's 0.5 0.9; 0 0.9 is "
                         "SNGAN's and SAGAN's)")  # fmt: skip
+    parser.add_argument("--lr-schedule", default="constant", choices=LR_SCHEDULES,
+                        help="the GANs' learning-rate schedule, over --epochs (cosine: to 0 "
+                        "at the last epoch)")  # fmt: skip
+    parser.add_argument("--epochs", type=int, default=1000,
+                        help="the GANs' epochs at most, and the length of --lr-schedule; the "
+                        "--minutes budget stops training first if it runs out (default "
+                        "1000: the budget decides)")  # fmt: skip
     parser.add_argument(
         "--first-seed",
         type=int,
@@ -284,7 +298,8 @@ def main() -> None:
     result.update(minutes_per_model=args.minutes, backend=args.backend,
                   architecture=args.architecture,
                   hidden=args.hidden if args.architecture == "mlp" else None,
-                  channels=args.channels, ema=args.ema, betas=args.betas)  # fmt: skip
+                  channels=args.channels, ema=args.ema, betas=args.betas,
+                  lr_schedule=args.lr_schedule, epochs=args.epochs)  # fmt: skip
     result["classifier_accuracy"] = classifier.accuracy
     result["minutes"] = round((time.perf_counter() - t0) / 60, 2)
     result["hardware"] = hardware()

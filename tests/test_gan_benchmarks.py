@@ -114,6 +114,8 @@ def test_a_joined_table_keeps_its_rows_sources_and_combine_takes_no_training_fla
         (["--ema", "1.5"], "hinge: --ema must be a decay in [0, 1)"),
         (["--lr-critic", "inf"], "--lr and --lr-critic must be finite"),
         (["--minutes", "0"], "--minutes must be a positive number"),
+        (["--epochs", "0"], "hinge: epochs must be a positive integer, got 0"),
+        (["--lr-schedule", "linear"], "invalid choice: 'linear'"),
     ],
 )
 def test_training_flags_are_checked_before_anything_trains(gm, monkeypatch, capsys, flags, message):
@@ -122,3 +124,19 @@ def test_training_flags_are_checked_before_anything_trains(gm, monkeypatch, caps
     with pytest.raises(SystemExit):
         gm.main()
     assert message in capsys.readouterr().err
+
+
+def test_the_schedule_and_epoch_cap_reach_the_gans_only(gm):
+    args = argparse.Namespace(
+        architecture="dcgan", channels=None, ema=0.0, lr=4e-4, lr_critic=0.0, betas=None,
+        lr_schedule="cosine", epochs=26, backend="numpyro",
+    )  # fmt: skip
+    config, options, _ = gm.run_config("hinge", 0, args)
+    assert (config.lr_schedule, config.epochs, config.lr) == ("cosine", 26, 4e-4)
+    assert options["lr_schedule"] == "cosine" and options["epochs"] == 26  # in the row
+    config, options, _ = gm.run_config("vae", 0, args)
+    assert (config.lr_schedule, config.epochs) == ("constant", 1000)
+    assert "lr_schedule" not in options
+    args.lr_schedule = "constant"
+    config, options, _ = gm.run_config("hinge", 0, args)
+    assert (config.lr_schedule, config.epochs) == ("constant", 26) and "epochs" not in options
