@@ -124,6 +124,21 @@ def run_model(name: str, seed: int, args, out: Path, classifier) -> dict:
                                        "inception_score")}}  # fmt: skip
 
 
+def save_fid_curves(rows: list[dict], result: str) -> Path | None:
+    """``gan_mnist/<result>_valid_fid.png``: each generator row's validation FID by epoch
+    (rows run before ``valid_by_epoch`` was recorded, and the VAE's loss, are left out)."""
+    from ppgen import plots
+
+    curves = {f"{r['name']} seed {r['seed']}": r["valid_by_epoch"] for r in rows
+              if r["name"] != "vae" and r.get("valid_by_epoch")}  # fmt: skip
+    if not curves:
+        return None
+    path = RESULTS / "gan_mnist" / f"{result}_valid_fid.png"
+    if path.exists():
+        path.unlink()  # ours: a rerun replaces the picture it wrote
+    return plots.save_curve_comparison(curves, path, "validation FID (2,000 samples)", log_y=True)
+
+
 def best_adversarial(rows: list[dict]) -> str | None:
     """The adversarial model with the lowest FID at its first seed (``None``: no GAN)."""
     first = {}
@@ -213,6 +228,7 @@ def combine(parts: list[tuple[str, list[str] | None]], into: str) -> None:
     result.update(combined_from=[f"{n}:{','.join(m)}" if m else n for n, m in parts],
                   minutes=round(sum(r["train_minutes"] for r in rows), 2),
                   classifier_accuracy=accuracy, hardware=hardware_of)  # fmt: skip
+    save_fid_curves(rows, into)
     write_result(into, result)
 
 
@@ -303,6 +319,7 @@ def main() -> None:
     result["classifier_accuracy"] = classifier.accuracy
     result["minutes"] = round((time.perf_counter() - t0) / 60, 2)
     result["hardware"] = hardware()
+    save_fid_curves(rows, args.result)
     write_result(args.result, result)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -20,6 +20,7 @@ __all__ = [
     "save_image_grid",
     "save_reconstructions",
     "save_training_curves",
+    "save_curve_comparison",
     "save_posterior_comparison",
     "save_confusion_matrix",
     "density_grid",
@@ -124,6 +125,44 @@ def save_training_curves(
         more = right.get_legend_handles_labels()
         handles, labels = handles + more[0], labels + more[1]
     ax.legend(handles, labels)
+    return _save(fig, path, dpi=120)
+
+
+def save_curve_comparison(
+    curves: Mapping[str, Sequence[float | None]],
+    path: str | os.PathLike,
+    ylabel: str,
+    log_y: bool = False,
+) -> Path:
+    """One line per run, e.g. each benchmark run's validation FID by epoch.
+
+    Args:
+        curves: ``label -> values``, one value per epoch (epoch 1 first); ``None`` where
+            that epoch measured nothing (the line skips it).
+        path: The PNG written (its folder is created).
+        ylabel: The values' name and unit.
+        log_y: A logarithmic y-axis (for values that fall by orders of magnitude).
+
+    Raises:
+        ValueError: No curve with a finite value.
+    """
+    fig, ax = plt.subplots(figsize=(6, 4))
+    drawn = 0
+    for label, values in curves.items():
+        pts = [(i + 1, v) for i, v in enumerate(values) if v is not None and math.isfinite(v)]
+        if pts:
+            ax.plot(*zip(*pts, strict=True), label=label, marker="." if len(pts) < 30 else None)
+            drawn += 1
+    if not drawn:
+        plt.close(fig)
+        raise ValueError("no curve has a finite value to plot")
+    if log_y:
+        ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize="small")
     return _save(fig, path, dpi=120)
 
 

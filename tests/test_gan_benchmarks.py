@@ -57,6 +57,16 @@ def test_combine_recomputes_the_summary_from_the_joined_rows(gm, tmp_path, capsy
     assert first["settings"]["channels"] == [64, 32]  # the file's settings, on its rows
 
 
+def test_combine_draws_the_rows_validation_fid_curves(gm, tmp_path):
+    curved = [{**row("hinge", 0, 30.0), "valid_by_epoch": [400.0, 90.0, 41.0]}]
+    write(tmp_path, "a", curved + [row("hinge", 1, 35.0)])  # seed 1: run before the curves
+    write(tmp_path, "b", [{**row("vae", 0, 64.0), "valid_by_epoch": [120.0, 100.0]}])
+    gm.combine([("b", None)], "vae_only")  # the VAE's figure is a loss, not a FID: no picture
+    assert not (tmp_path / "gan_mnist" / "vae_only_valid_fid.png").exists()
+    gm.combine([("a", None), ("b", None)], "joined")
+    assert (tmp_path / "gan_mnist" / "joined_valid_fid.png").stat().st_size > 0
+
+
 def test_combine_refuses_a_row_found_twice_and_missing_parts(gm, tmp_path):
     write(tmp_path, "a", [row("hinge", 0, 50.0)])
     with pytest.raises(SystemExit, match="hinge seed 0 is in two parts"):
