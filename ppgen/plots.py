@@ -13,7 +13,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: ppgen never opens a window
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.ticker import FormatStrFormatter, MaxNLocator  # noqa: E402
 
 __all__ = [
     "tile_images",
@@ -158,6 +158,8 @@ def save_curve_comparison(
         raise ValueError("no curve has a finite value to plot")
     if log_y:
         ax.set_yscale("log")
+        for axis_format in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
+            axis_format(FormatStrFormatter("%g"))  # 40, not 4 x 10^1
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(ylabel)
