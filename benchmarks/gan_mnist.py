@@ -126,16 +126,18 @@ def run_model(name: str, seed: int, args, out: Path, classifier) -> dict:
 
 def save_fid_curves(rows: list[dict], result: str) -> Path | None:
     """``gan_mnist/<result>_valid_fid.png``: each generator row's validation FID by epoch
-    (rows run before ``valid_by_epoch`` was recorded, and the VAE's loss, are left out)."""
+    (rows run before ``valid_by_epoch`` was recorded, rows with no finite figure, and the
+    VAE's loss are left out; ``None`` and no picture when none is left)."""
     from ppgen import plots
 
-    curves = {f"{r['name']} seed {r['seed']}": r["valid_by_epoch"] for r in rows
-              if r["name"] != "vae" and r.get("valid_by_epoch")}  # fmt: skip
-    if not curves:
-        return None
     path = RESULTS / "gan_mnist" / f"{result}_valid_fid.png"
     if path.exists():
-        path.unlink()  # ours: a rerun replaces the picture it wrote
+        path.unlink()  # ours: a rerun replaces (or, with no curve, removes) the picture it wrote
+    curves = {f"{r['name']} seed {r['seed']}": r["valid_by_epoch"] for r in rows
+              if r["name"] != "vae" and any(v is not None and math.isfinite(v)
+                                             for v in r.get("valid_by_epoch") or [])}  # fmt: skip
+    if not curves:
+        return None
     return plots.save_curve_comparison(curves, path, "validation FID (2,000 samples)", log_y=True)
 
 
@@ -228,8 +230,8 @@ def combine(parts: list[tuple[str, list[str] | None]], into: str) -> None:
     result.update(combined_from=[f"{n}:{','.join(m)}" if m else n for n, m in parts],
                   minutes=round(sum(r["train_minutes"] for r in rows), 2),
                   classifier_accuracy=accuracy, hardware=hardware_of)  # fmt: skip
+    write_result(into, result)  # the figures first: a picture that fails loses no table
     save_fid_curves(rows, into)
-    write_result(into, result)
 
 
 def main() -> None:
@@ -271,8 +273,9 @@ def main() -> None:
     )
     parser.add_argument("--combine", nargs="+", metavar="RESULT[:MODELS]", type=combine_part,
                         help="train nothing: join these results' rows (or only those of "
-                        "the models named after a colon) into --result (the JSON only: the "
-                        "pictures stay under each part's name)")  # fmt: skip
+                        "the models named after a colon) into --result, with a picture of the "
+                        "rows' validation FID (the sample grids stay under each part's "
+                        "name)")  # fmt: skip
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--result", type=result_name, default="gan_mnist")
     args = parser.parse_args()
@@ -319,8 +322,8 @@ def main() -> None:
     result["classifier_accuracy"] = classifier.accuracy
     result["minutes"] = round((time.perf_counter() - t0) / 60, 2)
     result["hardware"] = hardware()
-    save_fid_curves(rows, args.result)
     write_result(args.result, result)
+    save_fid_curves(rows, args.result)
 
 
 if __name__ == "__main__":

@@ -137,25 +137,28 @@ def save_curve_comparison(
     """One line per run, e.g. each benchmark run's validation FID by epoch.
 
     Args:
-        curves: ``label -> values``, one value per epoch (epoch 1 first); ``None`` where
-            that epoch measured nothing (the line skips it).
+        curves: ``label -> values``, one value per epoch (epoch 1 first); ``None`` (or a
+            non-finite value) where that epoch measured nothing: the line breaks there.
         path: The PNG written (its folder is created).
         ylabel: The values' name and unit.
         log_y: A logarithmic y-axis (for values that fall by orders of magnitude).
 
     Raises:
-        ValueError: No curve with a finite value.
+        ValueError: No curve with a finite value, or a value <= 0 on a logarithmic axis.
     """
-    fig, ax = plt.subplots(figsize=(6, 4))
-    drawn = 0
+    lines = {}
     for label, values in curves.items():
-        pts = [(i + 1, v) for i, v in enumerate(values) if v is not None and math.isfinite(v)]
-        if pts:
-            ax.plot(*zip(*pts, strict=True), label=label, marker="." if len(pts) < 30 else None)
-            drawn += 1
-    if not drawn:
-        plt.close(fig)
+        y = np.array([np.nan if v is None else v for v in values], dtype=float)
+        y[~np.isfinite(y)] = np.nan
+        if np.isfinite(y).any():
+            lines[label] = y
+    if not lines:
         raise ValueError("no curve has a finite value to plot")
+    if log_y and any((y[np.isfinite(y)] <= 0).any() for y in lines.values()):
+        raise ValueError("log_y needs values > 0; plot these curves with log_y=False")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, y in lines.items():
+        ax.plot(np.arange(1, len(y) + 1), y, label=label, marker="." if len(y) < 30 else None)
     if log_y:
         ax.set_yscale("log")
         for axis_format in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):

@@ -64,7 +64,13 @@ def test_combine_draws_the_rows_validation_fid_curves(gm, tmp_path):
     gm.combine([("b", None)], "vae_only")  # the VAE's figure is a loss, not a FID: no picture
     assert not (tmp_path / "gan_mnist" / "vae_only_valid_fid.png").exists()
     gm.combine([("a", None), ("b", None)], "joined")
-    assert (tmp_path / "gan_mnist" / "joined_valid_fid.png").stat().st_size > 0
+    picture = tmp_path / "gan_mnist" / "joined_valid_fid.png"
+    assert picture.stat().st_size > 0
+    # rows with no finite figure: the table is still written, and the old picture goes
+    write(tmp_path, "c", [{**row("hinge", 0, 30.0), "valid_by_epoch": [None, float("nan")]}])
+    gm.combine([("c", None)], "joined")
+    assert json.loads((tmp_path / "joined.json").read_text())["fid_hinge"] == 30.0
+    assert not picture.exists()
 
 
 def test_combine_refuses_a_row_found_twice_and_missing_parts(gm, tmp_path):

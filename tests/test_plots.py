@@ -22,3 +22,6 @@ def test_curves_are_drawn_with_gaps_and_an_empty_set_is_refused(tmp_path):
     with pytest.raises(ValueError, match="no curve has a finite value"):
         save_curve_comparison({"a": [None, math.nan]}, tmp_path / "empty.png", "FID")
     assert not (tmp_path / "empty.png").exists()
+    with pytest.raises(ValueError, match="log_y needs values > 0"):
+        save_curve_comparison({"a": [10.0, 0.0, 3.0]}, tmp_path / "log.png", "FID", log_y=True)
+    assert not (tmp_path / "log.png").exists()
