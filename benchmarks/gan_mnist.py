@@ -230,7 +230,7 @@ def combine(parts: list[tuple[str, list[str] | None]], into: str) -> None:
     result.update(combined_from=[f"{n}:{','.join(m)}" if m else n for n, m in parts],
                   minutes=round(sum(r["train_minutes"] for r in rows), 2),
                   classifier_accuracy=accuracy, hardware=hardware_of)  # fmt: skip
-    write_result(into, result)  # the figures first: a picture that fails loses no table
+    write_result(into, result)  # the table first: a picture that fails loses no result
     save_fid_curves(rows, into)
 
 
