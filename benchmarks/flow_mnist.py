@@ -81,7 +81,12 @@ def architecture(flow: str, args: argparse.Namespace) -> dict:
     """``--layers`` and ``--hidden`` of ``flow`` in this run."""
     if args.quick:
         return QUICK_ARCHITECTURE
-    return (LARGE_ARCHITECTURE if args.large else ARCHITECTURE)[flow]
+    arch = dict((LARGE_ARCHITECTURE if args.large else ARCHITECTURE)[flow])
+    if args.layers is not None:
+        arch["layers"] = args.layers
+    if args.hidden is not None:
+        arch["hidden"] = args.hidden
+    return arch
 
 
 def config(flow: str, epochs: int, args: argparse.Namespace) -> runs.RunConfig:
@@ -133,6 +138,27 @@ def train_and_eval(flow: str, epochs: int, minutes: float, args: argparse.Namesp
     }
 
 
+def positive_int(text: str) -> int:
+    """``argparse`` type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+def widths(text: str) -> tuple[int, ...]:
+    """``argparse`` type: comma-separated widths >= 1, e.g. ``64`` or ``512,512``."""
+    try:
+        return tuple(positive_int(part) for part in text.split(","))
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers >= 1, e.g. 64 or 512,512; got {text!r}"
+        ) from None
+
+
 def accelerator(backend_name: str) -> str:
     """The device the backend computes on (``cpu`` or the accelerator's name)."""
     if backend_name == "numpyro":
@@ -167,6 +193,18 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("runs/bench_flow_mnist"))
     p.add_argument(
         "--large", action="store_true", help="the larger architectures (for an accelerator)"
+    )
+    p.add_argument(
+        "--layers",
+        type=positive_int,
+        default=None,
+        help="override every flow's --layers (image flows: steps per scale)",
+    )
+    p.add_argument(
+        "--hidden",
+        type=widths,
+        default=None,
+        help="override every flow's --hidden, e.g. 64 or 512,512",
     )
     p.add_argument(
         "--quick", action="store_true", help="seconds: tiny flows on 8x8 digits, two epochs"

@@ -41,7 +41,7 @@ def categorical(lib, k):
 # -- the models under test ----------------------------------------------------------------
 
 D = 4
-KINDS = ["fvsbn", "nade", "made", "made2_mask2"]
+KINDS = ["fvsbn", "nade", "made", "made2_mask2", "made_direct", "made2_mask2_direct"]
 
 
 def build(lib, kind, dim=D, seed=0):
@@ -53,6 +53,11 @@ def build(lib, kind, dim=D, seed=0):
         # Two hidden layers, the third of four mask sets (drawn order and degrees).
         "made2_mask2": lambda: lib.MADE(
             dim, [9, 9], 1, activation="tanh", seed=seed, num_masks=4, mask_index=2
+        ),
+        # With Germain et al.'s direct input-to-output connections.
+        "made_direct": lambda: lib.MADE(dim, [7], 1, activation="tanh", seed=seed, direct=True),
+        "made2_mask2_direct": lambda: lib.MADE(
+            dim, [9, 9], 1, activation="tanh", seed=seed, num_masks=4, mask_index=2, direct=True
         ),
     }[kind]()
     return net.set_weights(random_weights(net.get_weights(), seed + 100))
@@ -361,11 +366,12 @@ def test_made_connectivity_agnostic_parity(float64):
     )
 
 
+@pytest.mark.parametrize("kind", ["made2_mask2", "made2_mask2_direct"])
 @pytest.mark.parametrize("lib", [P, N], ids=["pyro", "numpyro"])
-def test_made_ensemble_is_log_mean_exp_and_normalised(float64, lib):
+def test_made_ensemble_is_log_mean_exp_and_normalised(float64, lib, kind):
     """``log_prob_ensemble`` is ``log mean_k p_k(x)`` over the mask sets' exact
     likelihoods, and sums to one over the 2^D vectors (a mixture of densities)."""
-    net, head = build(lib, "made2_mask2"), bernoulli(lib)
+    net, head = build(lib, kind), bernoulli(lib)
     x = all_binary(D)
     ens = num(net.log_prob_ensemble(arr(lib, x), head))
     singles = np.stack([log_prob(lib, net.with_mask(k), head, x) for k in range(4)])
@@ -374,9 +380,10 @@ def test_made_ensemble_is_log_mean_exp_and_normalised(float64, lib):
     assert np.ptp(singles, 0).max() > 1e-3  # the sets are different models
 
 
-def test_made_ensemble_parity(float64):
+@pytest.mark.parametrize("kind", ["made2_mask2", "made2_mask2_direct"])
+def test_made_ensemble_parity(float64, kind):
     """Both backends' ensembles agree on the same weights (1e-5, float64)."""
-    p, n = build(P, "made2_mask2"), build(N, "made2_mask2")
+    p, n = build(P, kind), build(N, kind)
     x = all_binary(D)
     np.testing.assert_allclose(
         num(p.log_prob_ensemble(arr(P, x), par.Bernoulli())),
@@ -385,14 +392,53 @@ def test_made_ensemble_parity(float64):
     )
 
 
-def test_made_traced_mask_index_under_jit(float64):
+@pytest.mark.parametrize("kind", ["made2_mask2", "made2_mask2_direct"])
+def test_made_traced_mask_index_under_jit(float64, kind):
     """NumPyro: a traced ``mask_index`` (drawn per minibatch inside jit) selects the same
     set as the static one."""
-    net = build(N, "made2_mask2")
+    net = build(N, kind)
     x = jnp.asarray(all_binary(D))
     fn = jax.jit(lambda k: net(x, mask_index=k))
     for k in range(4):
         np.testing.assert_array_equal(np.asarray(fn(k)), np.asarray(net.with_mask(k)(x)))
+
+
+@pytest.mark.parametrize("lib", [P, N], ids=["pyro", "numpyro"])
+def test_made_with_direct_connections_contains_the_fvsbn(float64, lib):
+    """With the hidden path's output weights at zero, a MADE's direct connections are an
+    FVSBN: the same weights give the same log-likelihood (on every mask set, whose order
+    the direct mask follows)."""
+    fvsbn = build(lib, "fvsbn")
+    w = fvsbn.get_weights()
+    x = all_binary(D)
+    made = lib.MADE(D, [6], 1, seed=1, direct=True)
+    mw = random_weights(made.get_weights(), 5)
+    mw["layers.1.weight"] = np.zeros_like(mw["layers.1.weight"])
+    mw["layers.1.bias"] = np.asarray(w["bias"])
+    mw["direct.weight"] = np.asarray(w["weight"])
+    made = made.set_weights(mw)
+    head = bernoulli(lib)
+    np.testing.assert_allclose(
+        log_prob(lib, made, head, x), log_prob(lib, fvsbn, head, x), atol=1e-12
+    )
+    fresh = lib.MADE(D, [6], 1, seed=1, direct=True)
+    assert not np.any(num(fresh(arr(lib, x))))  # a fresh MADE outputs zeros, direct or not
+
+
+def test_made_direct_mask_follows_each_sets_order():
+    """Output ``i`` reads input ``j`` directly exactly when ``j`` comes before ``i`` in the
+    set's order, for every parameter row; the mask is the same for set 0 whatever the
+    seed."""
+    for k in range(3):
+        pos = masks.made_mask_positions(5, [2, 0, 4, 1, 3], k, seed=9)
+        m = masks.made_direct_mask(5, 2, [2, 0, 4, 1, 3], k, seed=9)
+        assert m.shape == (10, 5)
+        want = np.array([[pos[j] < pos[i] for j in range(5)] for i in range(5)])
+        np.testing.assert_array_equal(m[0::2], want)
+        np.testing.assert_array_equal(m[1::2], want)
+    np.testing.assert_array_equal(
+        masks.made_direct_mask(5, 1, None, 0, seed=1), masks.made_direct_mask(5, 1, None, 0, 2)
+    )
 
 
 def test_mask_sets_numpy():

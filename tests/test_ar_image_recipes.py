@@ -139,6 +139,33 @@ def test_made_ensemble_passes_the_test_set_once_per_mask_set(tmp_path):
     np.testing.assert_allclose(result["test_nll"], -np.mean(direct_log_px(run)), rtol=1e-6)
 
 
+@pytest.mark.parametrize("backend", ["pyro", "numpyro"])
+def test_made_direct_connections_default_on_and_old_runs_keep_none(tmp_path, backend):
+    """A new ``made`` run has Germain et al.'s direct input-to-output connections (trained:
+    no longer zero); ``--direct none`` and a run stored before the option existed build the
+    plain masked MLP, with no direct weights."""
+    from ppgen.config import RunConfig, make_config
+
+    out = tmp_path / "run"
+    code, _, err = cli("train", "made", "--backend", backend, *FAST, "--hidden", "16",
+                       "--out", out)  # fmt: skip
+    assert code == 0, err
+    run = runs.load_trained(out)
+    assert run.config.options.direct == "output"
+    weights = run.model.net.get_weights()
+    assert np.abs(np.asarray(weights["direct.weight"])).max() > 0
+    plain = make_config("made", dataset="digits", direct="none")
+    assert plain.options.direct == "none"
+    raw = json.loads(make_config("made", dataset="digits").to_json())
+    del raw["options"]["direct"]
+    stored = RunConfig.from_json(raw)
+    assert stored.options.direct == "none"
+    code, _, err = cli("train", "made", "--backend", backend, *FAST, "--hidden", "16",
+                       "--direct", "none", "--out", tmp_path / "plain")  # fmt: skip
+    assert code == 0, err
+    assert "direct.weight" not in runs.load_trained(tmp_path / "plain").model.net.get_weights()
+
+
 def test_receptive_fields_show_the_order_and_the_blind_spot(tmp_path):
     """The recipe's receptive-field maps of a trained plain PixelCNN miss earlier pixels up
     and to the right (the blind spot); the gated one's cover every earlier pixel in its
@@ -172,6 +199,7 @@ def test_receptive_fields_show_the_order_and_the_blind_spot(tmp_path):
         (["fvsbn", "--likelihood", "categorical"], "unrecognized arguments"),
         (["made", "--masks", "0"], "positive"),
         (["made", "--agnostic", "connectivity"], "--masks is 1"),
+        (["made", "--direct", "full"], "invalid choice: 'full'"),
         (["pixelcnn", "--components", "3"], "--components sizes the logistic mixture"),
         (
             ["pixelcnn", "--likelihood", "categorical", "--binarize", "dynamic"],

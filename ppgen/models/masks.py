@@ -327,12 +327,53 @@ def made_masks(
     )
 
 
+def made_direct_mask(
+    input_dim: int,
+    num_params: int = 1,
+    order: Sequence[int] | None = None,
+    mask_index: int = 0,
+    seed: int = 0,
+    agnostic: str = "order",
+) -> np.ndarray:
+    """The mask of MADE's direct input-to-output connections (Germain et al. 2015's code,
+    ``direct_input_connect="Output"``, the setting of their MNIST results), torch layout
+    ``(out, in)``.
+
+    Output unit ``i * num_params + j`` reads input ``l`` directly when ``l`` comes before
+    ``i`` in mask set ``mask_index``'s order (:func:`made_mask_positions`), so the outputs
+    stay autoregressive: a MADE with these connections contains the FVSBN (its logistic
+    regressions on the previous inputs) and adds the hidden layers' features to them.
+
+    Returns:
+        Boolean ``(D * num_params, D)`` (read-only, cached).
+
+    Raises:
+        ConfigError: ``num_params`` below 1, a bad order, a negative ``mask_index`` or an
+            unknown ``agnostic``.
+    """
+    if int(num_params) < 1:
+        raise ConfigError(f"num_params must be a positive integer, got {num_params!r}")
+    if isinstance(mask_index, bool) or int(mask_index) < 0:
+        raise ConfigError(f"mask_index must be an integer >= 0, got {mask_index!r}")
+    positions = made_mask_positions(input_dim, order, int(mask_index), seed, agnostic)
+    return _cached_direct_mask(positions, int(num_params))
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_direct_mask(positions: tuple[int, ...], num_params: int) -> np.ndarray:
+    pos = np.asarray(positions)
+    mask = np.repeat(pos[:, None] > pos[None, :], num_params, axis=0)
+    mask.setflags(write=False)
+    return mask
+
+
 def made_initial_weights(
     input_dim: int,
     hidden: Sequence[int],
     num_params: int,
     context_dim: int,
     seed: int,
+    direct: bool = False,
 ) -> dict[str, np.ndarray]:
     """MADE's initial weights, the same on both backends, by torch name and layout.
 
@@ -341,10 +382,13 @@ def made_initial_weights(
     layer (``context.weight``, no bias) likewise; the output layer is zero, so a fresh
     MADE outputs zeros and a fresh autoregressive flow is the identity.
 
+    With ``direct``, the direct input-to-output weights ``direct.weight`` ``(D * p, D)``
+    (:func:`made_direct_mask`) also start at zero.
+
     Returns:
-        ``{"context.weight": (h_1, context_dim)}`` when ``context_dim > 0``, then
-        ``layers.{l}.weight`` ``(out, in)`` and ``layers.{l}.bias`` ``(out,)`` per layer,
-        the output layer last.
+        ``{"context.weight": (h_1, context_dim)}`` when ``context_dim > 0``,
+        ``{"direct.weight": (D * p, D)}`` with ``direct``, then ``layers.{l}.weight``
+        ``(out, in)`` and ``layers.{l}.bias`` ``(out,)`` per layer, the output layer last.
     """
     rng = np.random.default_rng(seed)
     sizes = [int(input_dim), *(int(h) for h in hidden), int(input_dim) * int(num_params)]
@@ -352,6 +396,8 @@ def made_initial_weights(
     if context_dim > 0:
         bound = 1.0 / np.sqrt(context_dim)
         weights["context.weight"] = rng.uniform(-bound, bound, (sizes[1], int(context_dim)))
+    if direct:
+        weights["direct.weight"] = np.zeros((sizes[-1], int(input_dim)))
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         last = i == len(sizes) - 2
         bound = 1.0 / np.sqrt(n_in)

@@ -12,7 +12,9 @@ the ELBO is the exact log-likelihood), and ``ppgen eval`` reports the exact test
 - ``made``: MADE (Germain et al. 2015): a masked MLP; ``--masks K`` trains order- and
   connectivity-agnostically (a mask set per minibatch; ``--agnostic connectivity`` keeps the
   raster order and draws only the hidden connectivity) and evaluates the ensemble
-  ``log mean_k p_k(x)`` over the ``K`` sets.
+  ``log mean_k p_k(x)`` over the ``K`` sets; the outputs also read the earlier pixels
+  through direct connections (``--direct output``, the default: the setting of Germain et
+  al.'s MNIST figures; ``--direct none`` for the plain masked MLP).
 - ``pixelcnn``: PixelCNN (van den Oord et al. 2016a, masked convolutions type A/B) or Gated
   PixelCNN (van den Oord et al. 2016b, ``--variant gated``: vertical and horizontal stacks,
   no blind spot, optionally class-conditional), on binarized pixels (Bernoulli) or on the
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -99,6 +102,9 @@ class NADEOptions(BinaryImageOptions):
     hidden: int = option(500, "hidden units H", parse=positive_int)
 
 
+DIRECT = ("output", "none")  # MADE's direct connections (Germain et al.'s "Output", "None")
+
+
 @dataclass(frozen=True)
 class MADEOptions(BinaryImageOptions, MADEDegrees):
     """Settings of ``made`` (Germain et al. 2015's MNIST model: one or two hidden layers of
@@ -116,6 +122,18 @@ class MADEOptions(BinaryImageOptions, MADEDegrees):
         "(new hidden connectivity, raster order kept)",
         choices=AGNOSTIC,
     )  # fmt: skip
+    direct: str = option(
+        "output",
+        "direct input-to-output connections: output (Germain et al.'s MNIST setting: the "
+        "outputs also read the earlier pixels directly) or none",
+        choices=DIRECT,
+    )  # fmt: skip
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> Options:
+        """As :meth:`MADEDegrees.from_json`, with ``direct`` ``"none"`` where it is absent
+        (a run stored before the option existed had no direct connections)."""
+        return super().from_json({"direct": "none", **raw})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -256,6 +274,7 @@ class ARImageRecipe(Recipe):
                 num_masks=o.masks,
                 agnostic=o.agnostic,
                 degrees=o.degrees,
+                direct=o.direct == "output",
             )
         kw = {
             "channels": o.channels,

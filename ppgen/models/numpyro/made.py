@@ -31,6 +31,7 @@ from ppgen.models.elementwise import check_event_shape
 from ppgen.models.masks import (
     check_mask_index,
     check_order,
+    made_direct_mask,
     made_initial_weights,
     made_mask_positions,
     made_masks,
@@ -47,7 +48,8 @@ class MADE(eqx.Module):
     """``(..., D) -> (..., D, num_params)``, autoregressive in ``order``.
 
     Hidden layers ``h_l = act((W_l * M_l) h_{l-1} + b_l)`` (the first also adds
-    ``W_c context``, connected to every hidden unit), output ``(W_L * M_L) h + b_L`` read
+    ``W_c context``, connected to every hidden unit), output ``(W_L * M_L) h + b_L`` (plus
+    ``(W_d * M_d) x`` with ``direct``) read
     as ``(..., D, num_params)``: output unit ``i * num_params + j`` is parameter ``j`` of
     input ``i``. The output layer starts at zero (a fresh MADE outputs zeros). With a
     context, hidden units of degree 0 see only the context, so every output depends on it
@@ -92,6 +94,11 @@ class MADE(eqx.Module):
             default) or ``"cyclic"`` (ppgen before 2026-12, which leaves the last inputs
             unseen in a layer narrower than ``D - 1``; kept to load runs trained with it)
             (:func:`ppgen.models.masks.made_degrees`).
+        direct: Add direct input-to-output connections ``(W_d * M_d) x``, ``M_d`` the
+            active set's strictly-earlier mask (:func:`ppgen.models.masks.made_direct_mask`;
+            Germain et al.'s ``direct_input_connect="Output"``, the setting of their MNIST
+            figures), starting at zero. Default ``False``: the plain MADE (the flows'
+            conditioners).
 
     Raises:
         ConfigError: A bad width, order, activation, ``context_dim``, ``num_masks``,
@@ -101,6 +108,7 @@ class MADE(eqx.Module):
     weights: list[jax.Array]
     biases: list[jax.Array]
     context_weight: jax.Array | None
+    direct_weight: jax.Array | None
     input_dim: int = eqx.field(static=True)
     hidden: tuple[int, ...] = eqx.field(static=True)
     num_params: int = eqx.field(static=True)
@@ -115,6 +123,7 @@ class MADE(eqx.Module):
     mask_index: int = eqx.field(static=True)
     agnostic: str = eqx.field(static=True)
     degrees: str = eqx.field(static=True)
+    direct_connections: bool = eqx.field(static=True)
 
     def __init__(
         self,
@@ -129,6 +138,7 @@ class MADE(eqx.Module):
         mask_index: int = 0,
         agnostic: str = "order",
         degrees: str = "spread",
+        direct: bool = False,
     ) -> None:
         check_mask_index(num_masks, mask_index)
         masks = made_masks(
@@ -153,16 +163,21 @@ class MADE(eqx.Module):
         self.hidden = tuple(int(h) for h in hidden)
         self.base_positions = check_order(input_dim, order)  # mask set 0's
         self.seed, self.num_masks, self.mask_index = int(seed), int(num_masks), int(mask_index)
-        self.agnostic, self.degrees = agnostic, degrees
+        self.agnostic, self.degrees, self.direct_connections = agnostic, degrees, bool(direct)
         self.positions = made_mask_positions(input_dim, order, mask_index, seed, agnostic)
         self.order = sampling_order(self.positions)
         self.event_shape = (self.input_dim,)
         self.activation = activation
-        w = made_initial_weights(input_dim, hidden, num_params, context_dim, seed)
+        w = made_initial_weights(
+            input_dim, hidden, num_params, context_dim, seed, self.direct_connections
+        )
         dtype = jnp.result_type(float)  # JAX's default float (float64 under x64)
         self.weights = [jnp.asarray(w[f"layers.{i}.weight"], dtype) for i in range(len(masks))]
         self.biases = [jnp.asarray(w[f"layers.{i}.bias"], dtype) for i in range(len(masks))]
         self.context_weight = jnp.asarray(w["context.weight"], dtype) if context_dim else None
+        self.direct_weight = (
+            jnp.asarray(w["direct.weight"], dtype) if self.direct_connections else None
+        )
 
     def masks(self, mask_index: int | None = None) -> list[np.ndarray]:
         """The boolean masks, ``(out, in)`` per layer, of the active mask set (or of set
@@ -197,6 +212,21 @@ class MADE(eqx.Module):
         object.__setattr__(new, "positions", positions)
         object.__setattr__(new, "order", sampling_order(positions))
         return new
+
+    def direct_mask(self, mask_index: int | None = None) -> np.ndarray:
+        """The boolean ``(D * p, D)`` mask of the direct connections of the active set (or
+        of set ``mask_index``, a Python int): :func:`ppgen.models.masks.made_direct_mask`."""
+        k = self.mask_index if mask_index is None else check_mask_index(self.num_masks, mask_index)
+        return made_direct_mask(
+            self.input_dim, self.num_params, self.base_positions, k, self.seed, self.agnostic
+        )
+
+    def _direct_mask(self, mask_index: int | jax.Array | None) -> Any:
+        """:meth:`direct_mask` for a static set, or all sets stacked and indexed."""
+        if mask_index is None or isinstance(mask_index, (int, np.integer)):
+            return self.direct_mask(mask_index)
+        sets = np.stack([self.direct_mask(k) for k in range(self.num_masks)])
+        return jnp.asarray(sets)[jnp.asarray(mask_index)]
 
     def _layer_masks(self, mask_index: int | jax.Array | None) -> list[Any]:
         """Masks for a static set (numpy) or a traced index (all sets stacked, indexed)."""
@@ -233,12 +263,15 @@ class MADE(eqx.Module):
         h = jnp.asarray(x, self.weights[0].dtype)
         last = len(self.weights) - 1
         masks = self._layer_masks(mask_index)
+        x_in = h
         for i, (w, b, mask) in enumerate(zip(self.weights, self.biases, masks, strict=True)):
             h = h @ jnp.where(mask, w, 0.0).T + b
             if i == 0 and context is not None:
                 h = h + context @ self.context_weight.T
             if i < last:
                 h = act(h)
+        if self.direct_connections:
+            h = h + x_in @ jnp.where(self._direct_mask(mask_index), self.direct_weight, 0.0).T
         return h.reshape(*h.shape[:-1], self.input_dim, self.num_params)
 
     def log_prob_ensemble(
@@ -320,6 +353,11 @@ class MADE(eqx.Module):
             batch = jnp.broadcast_shapes(batch, carry.shape[:-1])
         carry = jnp.broadcast_to(carry, (*batch, carry.shape[-1]))
         p = self.num_params
+        wd = (
+            jnp.where(self.direct_mask(), self.direct_weight, 0.0)
+            if self.direct_connections
+            else None
+        )
 
         def params_fn(a, x, i):
             h = act(a)
@@ -327,7 +365,10 @@ class MADE(eqx.Module):
                 h = act(h @ w.T + b)
             w_i = jax.lax.dynamic_slice_in_dim(ws[-1], i * p, p, axis=0)
             b_i = jax.lax.dynamic_slice_in_dim(self.biases[-1], i * p, p, axis=0)
-            return h @ w_i.T + b_i
+            out = h @ w_i.T + b_i
+            if wd is not None:  # x holds the inputs drawn so far (zeros elsewhere)
+                out = out + x @ jax.lax.dynamic_slice_in_dim(wd, i * p, p, axis=0).T
+            return out
 
         def update_fn(a, i, xi):
             return a + xi[..., None] * ws[0][:, i]
@@ -361,6 +402,8 @@ class MADE(eqx.Module):
         out = {}
         if self.context_weight is not None:
             out["context.weight"] = np.asarray(self.context_weight)
+        if self.direct_weight is not None:
+            out["direct.weight"] = np.asarray(self.direct_weight)
         for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
             out[f"layers.{i}.weight"] = np.asarray(w)
             out[f"layers.{i}.bias"] = np.asarray(b)
@@ -382,6 +425,9 @@ class MADE(eqx.Module):
         if self.context_weight is not None:
             cw = jnp.asarray(weights["context.weight"], self.context_weight.dtype)
             made = eqx.tree_at(lambda m: m.context_weight, made, cw)
+        if self.direct_weight is not None:
+            dw = jnp.asarray(weights["direct.weight"], self.direct_weight.dtype)
+            made = eqx.tree_at(lambda m: m.direct_weight, made, dw)
         return made
 
     def get_weights(self) -> dict[str, np.ndarray]:

@@ -29,6 +29,7 @@ from ppgen.models.elementwise import check_event_shape
 from ppgen.models.masks import (
     check_mask_index,
     check_order,
+    made_direct_mask,
     made_initial_weights,
     made_mask_positions,
     made_masks,
@@ -46,7 +47,8 @@ class MADE(ModuleWeights, nn.Module):
     """``(..., D) -> (..., D, num_params)``, autoregressive in ``order``.
 
     Hidden layers ``h_l = act((W_l * M_l) h_{l-1} + b_l)`` (the first also adds
-    ``W_c context``, connected to every hidden unit), output ``(W_L * M_L) h + b_L`` read
+    ``W_c context``, connected to every hidden unit), output ``(W_L * M_L) h + b_L`` (plus
+    ``(W_d * M_d) x`` with ``direct``) read
     as ``(..., D, num_params)``: output unit ``i * num_params + j`` is parameter ``j`` of
     input ``i``. The output layer starts at zero (a fresh MADE outputs zeros). With a
     context, hidden units of degree 0 see only the context, so every output depends on it
@@ -91,6 +93,11 @@ class MADE(ModuleWeights, nn.Module):
             default) or ``"cyclic"`` (ppgen before 2026-12, which leaves the last inputs
             unseen in a layer narrower than ``D - 1``; kept to load runs trained with it)
             (:func:`ppgen.models.masks.made_degrees`).
+        direct: Add direct input-to-output connections ``(W_d * M_d) x``, ``M_d`` the
+            active set's strictly-earlier mask (:func:`ppgen.models.masks.made_direct_mask`;
+            Germain et al.'s ``direct_input_connect="Output"``, the setting of their MNIST
+            figures), starting at zero. Default ``False``: the plain MADE (the flows'
+            conditioners).
 
     Raises:
         ConfigError: A bad width, order, activation, ``context_dim``, ``num_masks``,
@@ -110,6 +117,7 @@ class MADE(ModuleWeights, nn.Module):
         mask_index: int = 0,
         agnostic: str = "order",
         degrees: str = "spread",
+        direct: bool = False,
     ) -> None:
         super().__init__()
         check_mask_index(num_masks, mask_index)
@@ -135,17 +143,29 @@ class MADE(ModuleWeights, nn.Module):
         self.hidden = tuple(int(h) for h in hidden)
         self.base_positions = check_order(input_dim, order)  # mask set 0's
         self.seed, self.num_masks, self.mask_index = int(seed), int(num_masks), int(mask_index)
-        self.agnostic, self.degrees = agnostic, degrees
+        self.agnostic, self.degrees, self.direct_connections = agnostic, degrees, bool(direct)
         self.positions = made_mask_positions(input_dim, order, mask_index, seed, agnostic)
         self.order = sampling_order(self.positions)
         self.event_shape = (self.input_dim,)
         self.activation = ACTIVATIONS[activation]()
-        weights = made_initial_weights(input_dim, hidden, num_params, context_dim, seed)
+        weights = made_initial_weights(
+            input_dim, hidden, num_params, context_dim, seed, self.direct_connections
+        )
         # skip_init: allocate without touching torch's global generator; filled below.
         if self.context_dim:  # registered first: the output layer owns the last parameters
             self.context = nn.utils.skip_init(
                 nn.Linear, self.context_dim, masks[0].shape[0], bias=False
             )
+        if (
+            self.direct_connections
+        ):  # also before the layers: the output layer's parameters stay last
+            self.direct = nn.utils.skip_init(
+                nn.Linear, self.input_dim, masks[-1].shape[0], bias=False
+            )
+            direct_mask = made_direct_mask(
+                input_dim, num_params, self.base_positions, mask_index, seed, agnostic
+            )
+            self.register_buffer("mask_direct", torch.tensor(direct_mask), persistent=False)
         self.layers = nn.ModuleList(
             nn.utils.skip_init(nn.Linear, m.shape[1], m.shape[0]) for m in masks
         )
@@ -175,6 +195,20 @@ class MADE(ModuleWeights, nn.Module):
             )
         ]
 
+    def direct_mask(self, mask_index: int | None = None) -> torch.Tensor:
+        """The boolean ``(D * p, D)`` mask of the direct connections of the active set (or
+        of set ``mask_index``): :func:`ppgen.models.masks.made_direct_mask`."""
+        if mask_index is None or int(mask_index) == self.mask_index:
+            if self.direct_connections:
+                return self.mask_direct
+            k = self.mask_index
+        else:
+            k = check_mask_index(self.num_masks, int(mask_index))
+        mask = made_direct_mask(
+            self.input_dim, self.num_params, self.base_positions, k, self.seed, self.agnostic
+        )
+        return torch.tensor(mask, device=self.layers[0].weight.device)
+
     def with_mask(self, mask_index: int) -> MADE:
         """This MADE (the same parameters, shared) with mask set ``mask_index`` active:
         its ``order``, ``positions`` and masks are that set's.
@@ -187,6 +221,8 @@ class MADE(ModuleWeights, nn.Module):
         new._buffers = dict(self._buffers)
         for i, m in enumerate(self.masks(k)):
             new._buffers[f"mask_{i}"] = m
+        if self.direct_connections:
+            new._buffers["mask_direct"] = self.direct_mask(k)
         new.mask_index = k
         new.positions = made_mask_positions(
             self.input_dim, self.base_positions, k, self.seed, self.agnostic
@@ -216,13 +252,16 @@ class MADE(ModuleWeights, nn.Module):
         check_event_shape(tuple(x.shape), (self.input_dim,), "MADE")
         check_context("MADE", self.context_dim, context)
         masks = self.masks(None if mask_index is None else int(mask_index))
-        h = x.to(self.layers[0].weight.dtype)
+        h = x_in = x.to(self.layers[0].weight.dtype)
         for i, (layer, mask) in enumerate(zip(self.layers, masks, strict=True)):
             h = F.linear(h, torch.where(mask, layer.weight, 0.0), layer.bias)
             if i == 0 and context is not None:
                 h = h + self.context(context)
             if i < len(self.layers) - 1:
                 h = self.activation(h)
+        if self.direct_connections:
+            mask = self.direct_mask(None if mask_index is None else int(mask_index))
+            h = h + F.linear(x_in, torch.where(mask, self.direct.weight, 0.0))
         return h.reshape(*h.shape[:-1], self.input_dim, self.num_params)
 
     def log_prob_ensemble(
@@ -300,13 +339,21 @@ class MADE(ModuleWeights, nn.Module):
         if context is not None:
             carry = carry + self.context(context)
         p = self.num_params
+        wd = (
+            torch.where(self.mask_direct, self.direct.weight, 0.0)
+            if self.direct_connections
+            else None
+        )
 
         def params_fn(a, x, i):
             h = self.activation(a)
             for w, layer in zip(ws[1:-1], self.layers[1:-1], strict=True):
                 h = self.activation(F.linear(h, w, layer.bias))
             rows = slice(i * p, (i + 1) * p)
-            return F.linear(h, ws[-1][rows], self.layers[-1].bias[rows])
+            out = F.linear(h, ws[-1][rows], self.layers[-1].bias[rows])
+            if wd is not None:  # x holds the inputs drawn so far (zeros elsewhere)
+                out = out + F.linear(x, wd[rows])
+            return out
 
         def update_fn(a, i, xi):
             return a + xi[..., None] * ws[0][:, i]
