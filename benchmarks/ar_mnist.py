@@ -17,18 +17,20 @@ model than that file (the reimplementations that use dynamic binarization report
 papers' early stopping.
 The figure is the exact test NLL ``-log p(x)`` in nats, mean over the 10,000 test images.
 
-Models (the recipes' options in ``SETTINGS``): FVSBN (one logistic regression per pixel on
-the pixels before it); NADE (Larochelle & Murray 2011) with 500 hidden units; MADE (Germain et
-al. 2015) with two hidden layers of 500 and 32 mask sets, trained order- and
-connectivity-agnostically (``--agnostic order``: a mask set per minibatch, each with its own
-ordering and hidden connectivity; session 3's connectivity-only sets with dynamic data scored
-109.34, worse) with Adam 5e-3 (``RUN_SETTINGS``; 1e-3 underfits) and scored by the ensemble
-``log (1/32) sum_k p_k(x)`` (``made_ensemble_nll``; ``made_ensemble_one_set_nll`` is the same
-network's exact NLL under each mask set, averaged over the 32 sets: what one set drawn at
-random scores); MADE with one mask set (``made1``: the raster order, trained alone, Adam
-1e-3, at most 150 epochs; ``made_nll``, the paper's 89.59 baseline); Gated
-PixelCNN (van den Oord et al. 2016b, vertical and horizontal stacks, no blind spot) with 32
-channels and 7 gated layers, Bernoulli pixels.
+Models (the recipes' options in ``SETTINGS``): FVSBN (one logistic regression per pixel on the
+pixels before it); NADE (Larochelle & Murray 2011) with 500 hidden units; MADE (Germain et al.
+2015) with two hidden layers of 500, direct input-to-output connections (the recipe's default
+``--direct output``: the outputs also read the earlier pixels through masked weights, the
+setting of the paper's MNIST figures, whose code calls it ``direct_input_connect="Output"``;
+runs before 2026-12-02 had none) and 32 mask sets, trained order- and connectivity-agnostically
+(``--agnostic order``: a mask set per minibatch, each with its own ordering and hidden
+connectivity; session 3's connectivity-only sets with dynamic data scored 109.34, worse) with
+Adam 5e-3 (``RUN_SETTINGS``; 1e-3 underfits) and scored by the ensemble ``log (1/32) sum_k
+p_k(x)`` (``made_ensemble_nll``; ``made_ensemble_one_set_nll`` is the same network's exact NLL
+under each mask set, averaged over the 32 sets: what one set drawn at random scores); MADE with
+one mask set (``made1``: the raster order, trained alone, Adam 1e-3, at most 150 epochs;
+``made_nll``, the paper's 89.59 baseline); Gated PixelCNN (van den Oord et al. 2016b, vertical
+and horizontal stacks, no blind spot) with 32 channels and 7 gated layers, Bernoulli pixels.
 
 Budgets: 30 minutes each for the dense models, 60 for Gated PixelCNN. A timed probe (a few
 training steps after a compile, and a slice of the validation set) gives the seconds per
@@ -42,7 +44,9 @@ Python loop of jitted steps: XLA on CPU runs convolutions ~15x slower inside one
 ``lax.scan``); the dense models run an epoch as one ``lax.scan``.
 
 Papers (static binarized MNIST, nats): FVSBN 97.45 and NADE 88.86 (Larochelle & Murray 2011;
-Uria et al. 2016), MADE 2 hidden layers, 32 masks 86.64 (Germain et al. 2015, table 6),
+Uria et al. 2016), MADE 2 hidden layers, 32 masks 86.64 (Germain et al. 2015, table 6;
+their code's command for it uses two hidden layers of 8,000 units and Adagrad to
+convergence, far beyond a CPU half-hour),
 PixelCNN 81.30 (van den Oord et al. 2016a; Gated PixelCNN about the same).
 
     python benchmarks/ar_mnist.py                      # all five, 4 x 30 + 60 minutes
@@ -87,6 +91,8 @@ from _common import (  # noqa: E402
     write_result,
 )
 
+from ppgen.models.masks import AGNOSTIC  # noqa: E402
+
 NAME = "ar_mnist"
 MODELS = ("fvsbn", "nade", "made1", "made", "pixelcnn")
 RECIPE = {"made1": "made"}  # the recipe of each model not named after its own
@@ -96,8 +102,9 @@ SETTINGS = {  # the recipes' options of each model (binarize: "static" unless gi
     # epoch was 35 of 735); fresh draws every step (dynamic binarization) do not.
     "fvsbn": {"binarize": "dynamic"},
     "nade": {"hidden": 500},
-    "made1": {"hidden": (500, 500), "masks": 1},  # one mask set: the raster order
-    "made": {"hidden": (500, 500), "masks": 32, "agnostic": "order"},
+    # MADE: direct input-to-output connections (the recipe's default since 2026-12-02).
+    "made1": {"hidden": (500, 500), "masks": 1, "direct": "output"},  # one set: raster order
+    "made": {"hidden": (500, 500), "masks": 32, "agnostic": "order", "direct": "output"},
     "pixelcnn": {"variant": "gated", "channels": 32, "layers": 7},
 }
 # Shared run settings other than the defaults, per model. MADE: Adam at 1e-3 left it
@@ -113,16 +120,35 @@ PLAN = 0.9  # the share of a budget the epochs are planned for: the probe leaves
 # checkpoints and the first epoch's compile, and the schedule should end within the budget
 
 
-def settings(model: str, args: argparse.Namespace) -> dict:
-    """The recipe options of ``model``: ``SETTINGS`` with ``--pixelcnn-channels`` and
-    ``--pixelcnn-layers`` applied."""
-    chosen = dict(SETTINGS[model])
-    if model == "pixelcnn":
-        if args.pixelcnn_channels is not None:
-            chosen["channels"] = args.pixelcnn_channels
-        if args.pixelcnn_layers is not None:
-            chosen["layers"] = args.pixelcnn_layers
+# Flags that override one setting of one model: (model, option, argparse keywords, help);
+# the flag is --MODEL-OPTION.
+OVERRIDES = (
+    ("pixelcnn", "channels", {"type": int}, "Gated PixelCNN channels"),
+    ("pixelcnn", "layers", {"type": int}, "Gated PixelCNN layers"),
+    ("made", "agnostic", {"choices": AGNOSTIC}, "what the 32-set MADE's mask sets draw"),
+    ("made", "lr", {"type": float}, "the 32-set MADE's learning rate"),
+)
+
+
+def _overridden(model: str, table: dict, args: argparse.Namespace) -> dict:
+    """``table[model]`` with the ``OVERRIDES`` flags given on the command line applied."""
+    chosen = dict(table.get(model, {}))
+    for owner, option, _, _ in OVERRIDES:
+        value = getattr(args, f"{owner}_{option}")
+        if owner == model and option in chosen and value is not None:
+            chosen[option] = value
     return chosen
+
+
+def settings(model: str, args: argparse.Namespace) -> dict:
+    """The recipe options of ``model``: ``SETTINGS`` with the ``OVERRIDES`` flags applied
+    (``--pixelcnn-channels``, ``--pixelcnn-layers``, ``--made-agnostic``)."""
+    return _overridden(model, SETTINGS, args)
+
+
+def run_settings(model: str, args: argparse.Namespace) -> dict:
+    """``RUN_SETTINGS`` of ``model`` with the ``OVERRIDES`` flags applied (``--made-lr``)."""
+    return _overridden(model, RUN_SETTINGS, args)
 
 
 def config(model: str, backend_name: str, epochs: int, args: argparse.Namespace):
@@ -138,7 +164,7 @@ def config(model: str, backend_name: str, epochs: int, args: argparse.Namespace)
         lr_schedule="cosine",
         seed=args.seed,
         train_split="train",
-        **{"lr": args.lr, **RUN_SETTINGS.get(model, {})},
+        **{"lr": args.lr, **run_settings(model, args)},
         **{"binarize": "static", **settings(model, args)},
     )
 
@@ -215,7 +241,8 @@ def train_and_eval(model: str, backend_name: str, epochs: int, minutes: float, a
     }
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this script."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default=",".join(MODELS),
                    help="comma-separated subset of " + ", ".join(MODELS))  # fmt: skip
@@ -235,24 +262,21 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--probe-steps", type=int, default=20, help="steps of each timed probe")
     p.add_argument("--out", type=Path, default=Path("runs/bench_ar_mnist"))
-    p.add_argument(
-        "--pixelcnn-channels",
-        type=int,
-        default=None,
-        help=f"Gated PixelCNN channels (default {SETTINGS['pixelcnn']['channels']})",
-    )
-    p.add_argument(
-        "--pixelcnn-layers",
-        type=int,
-        default=None,
-        help=f"Gated PixelCNN layers (default {SETTINGS['pixelcnn']['layers']})",
-    )
+    for owner, option, kwargs, text in OVERRIDES:
+        default = {**SETTINGS[owner], **RUN_SETTINGS.get(owner, {})}[option]
+        p.add_argument(f"--{owner}-{option}", default=None, help=f"{text} (default {default})",
+                       **kwargs)  # fmt: skip
     p.add_argument("--result", type=result_name, default=NAME,
                    help="name of the JSON written to benchmarks/results/ (a GPU run: "
                    "ar_mnist_gpu, to keep the CPU figures)")  # fmt: skip
     p.add_argument("--merge", action="store_true",
                    help="keep the other models' entries of ar_mnist.json (two processes, "
                    "one core each, each running some of the models)")  # fmt: skip
+    return p
+
+
+def main() -> None:
+    p = build_parser()
     args = p.parse_args()
     models = [m for m in args.models.split(",") if m]
     unknown = sorted(set(models) - set(MODELS))
@@ -308,7 +332,7 @@ def main() -> None:
                 m: {b: s["epoch"] for b, s in v.items()} for m, v in speed.items()
             },
             "pictures": {m: r["pictures"] for m, r in results.items()},
-            "settings": {m: {**RUN_SETTINGS.get(m, {}), **settings(m, args)} for m in models},
+            "settings": {m: {**run_settings(m, args), **settings(m, args)} for m in models},
             "max_epochs": {m: MAX_EPOCHS[m] for m in models if m in MAX_EPOCHS},
             "runs": results,
             "setting": "MNIST binarized: training images statically (one Bernoulli draw, seed "

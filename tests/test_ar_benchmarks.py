@@ -78,3 +78,25 @@ def test_naive_prefix_leaves_the_steps_it_reports():
     audio = np.arange(100)[None]
     prefix, steps = ar.prefix_of("wavenet", audio, 30)
     assert prefix.shape == (1, 70) and steps == 30
+
+
+def test_ar_mnist_flags_override_one_model_only():
+    """``ar_mnist.py --made-agnostic/--made-lr`` reach the 32-set MADE's run and no other
+    model's; left out, every model keeps its table settings (MADE: direct connections,
+    the recipe's default)."""
+    am = load("ar_mnist")
+    args = am.build_parser().parse_args(
+        ["--made-agnostic", "connectivity", "--made-lr", "2e-3", "--pixelcnn-channels", "8"]
+    )
+    made = am.config("made", "numpyro", 3, args)
+    assert made.options.agnostic == "connectivity" and made.lr == 2e-3
+    assert made.options.direct == "output" and made.options.masks == 32
+    made1 = am.config("made1", "numpyro", 3, args)
+    assert made1.options.masks == 1 and made1.lr == args.lr
+    assert am.config("nade", "numpyro", 3, args).lr == 3e-3
+    assert am.config("pixelcnn", "pyro", 3, args).options.channels == 8
+    plain = am.build_parser().parse_args([])
+    assert am.config("made", "numpyro", 3, plain).options.agnostic == "order"
+    assert am.config("made", "numpyro", 3, plain).lr == 5e-3
+    with pytest.raises(SystemExit):
+        am.build_parser().parse_args(["--made-agnostic", "orders"])
