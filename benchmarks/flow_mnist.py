@@ -58,7 +58,7 @@ from _common import (  # noqa: E402
 )  # noqa: E402
 
 from ppgen import runs  # noqa: E402
-from ppgen.recipes.base import BACKENDS  # noqa: E402
+from ppgen.recipes.base import BACKENDS, layer_sizes, positive_int  # noqa: E402
 
 NAME = "flow_mnist"
 FLOWS = ("realnvp", "glow", "maf")
@@ -138,27 +138,6 @@ def train_and_eval(flow: str, epochs: int, minutes: float, args: argparse.Namesp
     }
 
 
-def positive_int(text: str) -> int:
-    """``argparse`` type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
-
-
-def widths(text: str) -> tuple[int, ...]:
-    """``argparse`` type: comma-separated widths >= 1, e.g. ``64`` or ``512,512``."""
-    try:
-        return tuple(positive_int(part) for part in text.split(","))
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers >= 1, e.g. 64 or 512,512; got {text!r}"
-        ) from None
-
-
 def accelerator(backend_name: str) -> str:
     """The device the backend computes on (``cpu`` or the accelerator's name)."""
     if backend_name == "numpyro":
@@ -202,7 +181,7 @@ def main() -> None:
     )
     p.add_argument(
         "--hidden",
-        type=widths,
+        type=layer_sizes,
         default=None,
         help="override every flow's --hidden, e.g. 64 or 512,512",
     )

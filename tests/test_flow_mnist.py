@@ -58,12 +58,27 @@ def test_layers_and_hidden_override_every_flow(fm):
         cfg = fm.config(flow, 3, args)
         assert (cfg.options.layers, tuple(cfg.options.hidden)) == (4, (64,))
     assert fm.ARCHITECTURE["glow"] == {"layers": 2, "hidden": (32,)}
-    assert fm.widths("512,512") == (512, 512)
-    for bad in ("0", "x", "64,", "-1"):
-        with pytest.raises(argparse.ArgumentTypeError):
-            fm.widths(bad)
-    with pytest.raises(argparse.ArgumentTypeError, match="integer >= 1"):
-        fm.positive_int("0")
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--layers", "0", "expected a positive value, got '0'"),
+        ("--layers", "x", "expected an integer, got 'x'"),
+        ("--hidden", "0", "layer sizes must be positive, got '0'"),
+        ("--hidden", "-1", "layer sizes must be positive, got '-1'"),
+        ("--hidden", "x", "expected comma-separated layer sizes like 200,200, got 'x'"),
+        ("--hidden", "64,", "expected comma-separated layer sizes like 200,200, got '64,'"),
+    ],
+)
+def test_bad_layers_or_hidden_are_refused_in_one_line(fm, monkeypatch, capsys, flag, value,
+                                                       message):  # fmt: skip
+    monkeypatch.setattr(sys, "argv", ["flow_mnist.py", flag, value])
+    with pytest.raises(SystemExit) as e:
+        fm.main()
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].endswith(f"argument {flag}: {message}"), err
 
 
 def test_an_unknown_flow_is_refused_in_one_line(fm, monkeypatch, capsys):

@@ -221,18 +221,18 @@ class MADE(eqx.Module):
             self.input_dim, self.num_params, self.base_positions, k, self.seed, self.agnostic
         )
 
-    def _direct_mask(self, mask_index: int | jax.Array | None) -> Any:
-        """:meth:`direct_mask` for a static set, or all sets stacked and indexed."""
-        if mask_index is None or isinstance(mask_index, (int, np.integer)):
-            return self.direct_mask(mask_index)
-        sets = np.stack([self.direct_mask(k) for k in range(self.num_masks)])
-        return jnp.asarray(sets)[jnp.asarray(mask_index)]
+    def _set_masks(self, mask_index: int | None) -> list[np.ndarray]:
+        """:meth:`masks` of a set, followed by its :meth:`direct_mask` with direct
+        connections."""
+        direct = [self.direct_mask(mask_index)] if self.direct_connections else []
+        return [*self.masks(mask_index), *direct]
 
     def _layer_masks(self, mask_index: int | jax.Array | None) -> list[Any]:
-        """Masks for a static set (numpy) or a traced index (all sets stacked, indexed)."""
+        """:meth:`_set_masks` for a static set (numpy) or a traced index (all sets stacked,
+        indexed)."""
         if mask_index is None or isinstance(mask_index, (int, np.integer)):
-            return self.masks(mask_index)
-        sets = [self.masks(k) for k in range(self.num_masks)]
+            return self._set_masks(mask_index)
+        sets = [self._set_masks(k) for k in range(self.num_masks)]
         index = jnp.asarray(mask_index)
         return [jnp.asarray(np.stack(layer))[index] for layer in zip(*sets, strict=True)]
 
@@ -263,6 +263,8 @@ class MADE(eqx.Module):
         h = jnp.asarray(x, self.weights[0].dtype)
         last = len(self.weights) - 1
         masks = self._layer_masks(mask_index)
+        if self.direct_connections:
+            *masks, direct_mask = masks
         x_in = h
         for i, (w, b, mask) in enumerate(zip(self.weights, self.biases, masks, strict=True)):
             h = h @ jnp.where(mask, w, 0.0).T + b
@@ -271,7 +273,7 @@ class MADE(eqx.Module):
             if i < last:
                 h = act(h)
         if self.direct_connections:
-            h = h + x_in @ jnp.where(self._direct_mask(mask_index), self.direct_weight, 0.0).T
+            h = h + x_in @ jnp.where(direct_mask, self.direct_weight, 0.0).T
         return h.reshape(*h.shape[:-1], self.input_dim, self.num_params)
 
     def log_prob_ensemble(

@@ -156,9 +156,8 @@ class MADE(ModuleWeights, nn.Module):
             self.context = nn.utils.skip_init(
                 nn.Linear, self.context_dim, masks[0].shape[0], bias=False
             )
-        if (
-            self.direct_connections
-        ):  # also before the layers: the output layer's parameters stay last
+        # Also before the layers: the output layer owns the last parameters.
+        if self.direct_connections:
             self.direct = nn.utils.skip_init(
                 nn.Linear, self.input_dim, masks[-1].shape[0], bias=False
             )
