@@ -92,6 +92,7 @@ from _common import (  # noqa: E402
 )
 
 from ppgen.models.masks import AGNOSTIC  # noqa: E402
+from ppgen.recipes.base import layer_sizes, positive, positive_int, seed_int  # noqa: E402
 
 NAME = "ar_mnist"
 MODELS = ("fvsbn", "nade", "made1", "made", "pixelcnn")
@@ -123,10 +124,11 @@ PLAN = 0.9  # the share of a budget the epochs are planned for: the probe leaves
 # Flags that override one setting of one model: (model, option, argparse keywords, help);
 # the flag is --MODEL-OPTION.
 OVERRIDES = (
-    ("pixelcnn", "channels", {"type": int}, "Gated PixelCNN channels"),
-    ("pixelcnn", "layers", {"type": int}, "Gated PixelCNN layers"),
+    ("pixelcnn", "channels", {"type": positive_int}, "Gated PixelCNN channels"),
+    ("pixelcnn", "layers", {"type": positive_int}, "Gated PixelCNN layers"),
     ("made", "agnostic", {"choices": AGNOSTIC}, "what the 32-set MADE's mask sets draw"),
-    ("made", "lr", {"type": float}, "the 32-set MADE's learning rate"),
+    ("made", "lr", {"type": positive(float)}, "the 32-set MADE's learning rate"),
+    ("made", "hidden", {"type": layer_sizes}, "the 32-set MADE's hidden widths, e.g. 500"),
 )
 
 
@@ -142,7 +144,7 @@ def _overridden(model: str, table: dict, args: argparse.Namespace) -> dict:
 
 def settings(model: str, args: argparse.Namespace) -> dict:
     """The recipe options of ``model``: ``SETTINGS`` with the ``OVERRIDES`` flags applied
-    (``--pixelcnn-channels``, ``--pixelcnn-layers``, ``--made-agnostic``)."""
+    (``--pixelcnn-channels``, ``--pixelcnn-layers``, ``--made-agnostic``, ``--made-hidden``)."""
     return _overridden(model, SETTINGS, args)
 
 
@@ -248,19 +250,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated subset of " + ", ".join(MODELS))  # fmt: skip
     p.add_argument("--backend", choices=("auto", *BACKENDS), default="auto",
                    help="auto: probe both on each model, train on the faster")  # fmt: skip
-    p.add_argument("--minutes-dense", type=float, default=30.0,
+    p.add_argument("--minutes-dense", type=positive(float), default=30.0,
                    help="training budget of FVSBN, NADE and MADE each")  # fmt: skip
-    p.add_argument("--minutes-pixelcnn", type=float, default=60.0,
+    p.add_argument("--minutes-pixelcnn", type=positive(float), default=60.0,
                    help="training budget of Gated PixelCNN")  # fmt: skip
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=positive_int, default=None,
                    help="compute threads of torch and XLA (default: theirs); 1 lets two "
                    "benchmarks share two cores")  # fmt: skip
-    p.add_argument("--eval-limit", type=int, default=None, help="first N test images only")
-    p.add_argument("--train-limit", type=int, default=None,
+    p.add_argument("--eval-limit", type=positive_int, default=None,
+                   help="first N test images only")  # fmt: skip
+    p.add_argument("--train-limit", type=positive_int, default=None,
                    help="train on the first N training images (checks the script)")  # fmt: skip
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--probe-steps", type=int, default=20, help="steps of each timed probe")
+    p.add_argument("--seed", type=seed_int, default=0)
+    p.add_argument("--lr", type=positive(float), default=1e-3)
+    p.add_argument("--probe-steps", type=positive_int, default=20,
+                   help="steps of each timed probe")  # fmt: skip
     p.add_argument("--out", type=Path, default=Path("runs/bench_ar_mnist"))
     for owner, option, kwargs, text in OVERRIDES:
         default = {**SETTINGS[owner], **RUN_SETTINGS.get(owner, {})}[option]
@@ -282,6 +286,9 @@ def main() -> None:
     unknown = sorted(set(models) - set(MODELS))
     if unknown or not models:
         p.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
+    for owner, option, _, _ in OVERRIDES:
+        if getattr(args, f"{owner}_{option}") is not None and owner not in models:
+            p.error(f"--{owner}-{option} sets model {owner}, which --models leaves out")
     if args.train_limit is not None and not BATCH <= args.train_limit:
         p.error(f"--train-limit must be at least the batch ({BATCH})")
     limit_threads(args.threads)  # before anything imports jax

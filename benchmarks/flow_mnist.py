@@ -78,10 +78,12 @@ QUICK_ARCHITECTURE = {"layers": 1, "hidden": (8,)}
 
 
 def architecture(flow: str, args: argparse.Namespace) -> dict:
-    """``--layers`` and ``--hidden`` of ``flow`` in this run."""
+    """``--layers`` and ``--hidden`` of ``flow`` in this run (``--quick``: a tiny flow, unless
+    they are given)."""
     if args.quick:
-        return QUICK_ARCHITECTURE
-    arch = dict((LARGE_ARCHITECTURE if args.large else ARCHITECTURE)[flow])
+        arch = dict(QUICK_ARCHITECTURE)
+    else:
+        arch = dict((LARGE_ARCHITECTURE if args.large else ARCHITECTURE)[flow])
     if args.layers is not None:
         arch["layers"] = args.layers
     if args.hidden is not None:

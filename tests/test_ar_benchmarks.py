@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -81,18 +82,21 @@ def test_naive_prefix_leaves_the_steps_it_reports():
 
 
 def test_ar_mnist_flags_override_one_model_only():
-    """``ar_mnist.py --made-agnostic/--made-lr`` reach the 32-set MADE's run and no other
-    model's; left out, every model keeps its table settings (MADE: direct connections,
-    the recipe's default)."""
+    """``ar_mnist.py --made-agnostic/--made-lr/--made-hidden`` reach the 32-set MADE's run
+    and no other model's; left out, every model keeps its table settings (MADE: direct
+    connections, the recipe's default)."""
     am = load("ar_mnist")
     args = am.build_parser().parse_args(
-        ["--made-agnostic", "connectivity", "--made-lr", "2e-3", "--pixelcnn-channels", "8"]
-    )
+        ["--made-agnostic", "connectivity", "--made-lr", "2e-3", "--pixelcnn-channels", "8",
+         "--made-hidden", "500"]
+    )  # fmt: skip
     made = am.config("made", "numpyro", 3, args)
     assert made.options.agnostic == "connectivity" and made.lr == 2e-3
     assert made.options.direct == "output" and made.options.masks == 32
+    assert tuple(made.options.hidden) == (500,)
     made1 = am.config("made1", "numpyro", 3, args)
     assert made1.options.masks == 1 and made1.lr == args.lr
+    assert tuple(made1.options.hidden) == (500, 500)
     assert am.config("nade", "numpyro", 3, args).lr == 3e-3
     assert am.config("pixelcnn", "pyro", 3, args).options.channels == 8
     plain = am.build_parser().parse_args([])
@@ -100,3 +104,30 @@ def test_ar_mnist_flags_override_one_model_only():
     assert am.config("made", "numpyro", 3, plain).lr == 5e-3
     with pytest.raises(SystemExit):
         am.build_parser().parse_args(["--made-agnostic", "orders"])
+    with pytest.raises(SystemExit):
+        am.build_parser().parse_args(["--made-hidden", "500,0"])
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--made-lr", "0"], "argument --made-lr: expected a positive value, got '0'"),
+        (["--made-lr", "nan"], "argument --made-lr: expected a positive value, got 'nan'"),
+        (["--pixelcnn-channels", "0"], "argument --pixelcnn-channels: expected a positive"),
+        (["--pixelcnn-layers", "-2"], "argument --pixelcnn-layers: expected a positive"),
+        (["--minutes-dense", "inf"], "argument --minutes-dense: expected a positive value"),
+        (["--models", "fvsbn", "--made-lr", "1e-3"], "--made-lr sets model made, which --models"),
+        (["--models", "made1", "--made-agnostic", "connectivity"], "--made-agnostic sets model"),
+    ],
+)
+def test_ar_mnist_refuses_bad_or_idle_flags_before_training(monkeypatch, capsys, argv, message):
+    """A bad value, or a flag for a model the run leaves out, stops ``ar_mnist.py`` in one
+    line before any model trains (not a traceback half an hour in)."""
+    am = load("ar_mnist")
+    monkeypatch.setattr(sys, "argv", ["ar_mnist.py", *argv])
+    monkeypatch.setattr(am, "probe", lambda *a: pytest.fail("trained despite a bad flag"))
+    with pytest.raises(SystemExit) as stop:
+        am.main()
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("ar_mnist.py: error: ") and message in err

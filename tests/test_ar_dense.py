@@ -439,6 +439,12 @@ def test_made_direct_mask_follows_each_sets_order():
     np.testing.assert_array_equal(
         masks.made_direct_mask(5, 1, None, 0, seed=1), masks.made_direct_mask(5, 1, None, 0, 2)
     )
+    for bad in (dict(num_params=1.5), dict(num_params=True), dict(num_params=0)):
+        with pytest.raises(ConfigError, match="num_params must be a positive integer"):
+            masks.made_direct_mask(4, **bad)
+    for bad in (True, -1, 1.0):
+        with pytest.raises(ConfigError, match="mask_index must be an integer"):
+            masks.made_direct_mask(4, 1, None, bad)
 
 
 def test_mask_sets_numpy():
@@ -508,6 +514,9 @@ def test_bad_input_one_line_errors(float64, lib):
         (lambda: lib.MADE(4, [5], 1, num_masks=0), ConfigError, "num_masks"),
         (lambda: lib.MADE(4, [5], 1, num_masks=2, mask_index=2), ConfigError, "mask_index"),
         (lambda: lib.MADE(4, [5], 1, agnostic="orders"), ConfigError, "mask-set kind"),
+        (lambda: lib.MADE(4, [5], 1, direct="none"), ConfigError, "direct must be True"),
+        (lambda: lib.MADE(4, [5], 1, direct=2), ConfigError, "direct must be True"),
+        (lambda: lib.MADE(4, [5], 1.5), ConfigError, "num_params"),
         (lambda: made.with_mask(1), ConfigError, "mask_index"),
         (lambda: made(arr(lib, np.zeros(D)), mask_index=3), ConfigError, "mask_index"),
         (lambda: made.sample(arr(lib, np.zeros((2, D))), categorical(lib, 2)), ConfigError, "2"),

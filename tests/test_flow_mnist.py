@@ -47,17 +47,22 @@ def test_every_flow_is_a_flow_recipe_run_on_mnist(fm, large):
     assert max(fm.MINUTES, key=fm.MINUTES.get) == "glow" and fm.MINUTES["glow"] == 60
 
 
-def test_layers_and_hidden_override_every_flow(fm):
+@pytest.mark.parametrize("quick", [False, True])
+def test_layers_and_hidden_override_every_flow(fm, quick):
     """``--layers`` and ``--hidden`` replace the table's architecture of every flow in the
-    run (the 4 x 64 Glow of RESULTS), and the table is left as it was."""
+    run (the 4 x 64 Glow of RESULTS), under ``--quick`` too, and the tables are left as
+    they were."""
     args = argparse.Namespace(
-        quick=False, large=False, backend="pyro", dataset="mnist", batch_size=64, lr=1e-3,
+        quick=quick, large=False, backend="pyro", dataset="mnist", batch_size=64, lr=1e-3,
         seed=0, layers=4, hidden=(64,),
     )  # fmt: skip
     for flow in fm.FLOWS:
         cfg = fm.config(flow, 3, args)
         assert (cfg.options.layers, tuple(cfg.options.hidden)) == (4, (64,))
     assert fm.ARCHITECTURE["glow"] == {"layers": 2, "hidden": (32,)}
+    assert fm.QUICK_ARCHITECTURE == {"layers": 1, "hidden": (8,)}
+    args.layers = None
+    assert fm.architecture("glow", args)["layers"] == (1 if quick else 2)
 
 
 @pytest.mark.parametrize(

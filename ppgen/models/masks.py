@@ -34,7 +34,9 @@ __all__ = [
     "DEGREES",
     "check_agnostic",
     "check_degrees",
+    "check_direct",
     "check_mask_index",
+    "check_num_params",
     "check_order",
     "checkerboard_mask",
     "fvsbn_initial_weights",
@@ -98,6 +100,36 @@ DEGREES = ("spread", "cyclic")
 """How mask set 0 gives its hidden units degrees: ``"spread"`` (the default) spreads them
 evenly over ``1..D-1``; ``"cyclic"`` (ppgen before 2026-12) cycles ``1, 2, ...`` and, in a
 layer narrower than ``D - 1``, never reaches the last inputs (see :func:`made_degrees`)."""
+
+
+def check_num_params(num_params: int) -> int:
+    """Check MADE's outputs per input, ``num_params`` (an integer >= 1); return it as an int.
+
+    Raises:
+        ConfigError: Not an integer (a bool or a float included) or below 1.
+    """
+    if (
+        isinstance(num_params, bool)
+        or not isinstance(num_params, (int, np.integer))
+        or num_params < 1
+    ):
+        raise ConfigError(f"num_params must be a positive integer, got {num_params!r}")
+    return int(num_params)
+
+
+def check_direct(direct: bool) -> bool:
+    """Check MADE's ``direct`` flag (direct input-to-output connections): a bool.
+
+    Raises:
+        ConfigError: Anything else (the recipes' words ``"output"``/``"none"`` included:
+            the module takes ``direct=True``/``False``).
+    """
+    if not isinstance(direct, (bool, np.bool_)):
+        raise ConfigError(
+            f"direct must be True or False, got {direct!r} (the recipes' --direct output "
+            "is direct=True)"
+        )
+    return bool(direct)
 
 
 def check_degrees(degrees: str) -> str:
@@ -305,10 +337,13 @@ def made_masks(
     hidden = tuple(int(h) for h in hidden)
     if not hidden:
         raise ConfigError("MADE needs at least one hidden layer")
-    if int(num_params) < 1:
-        raise ConfigError(f"num_params must be a positive integer, got {num_params!r}")
+    num_params = check_num_params(num_params)
     order = check_order(input_dim, order)
-    if isinstance(mask_index, bool) or int(mask_index) < 0:
+    if (
+        isinstance(mask_index, bool)
+        or not isinstance(mask_index, (int, np.integer))
+        or mask_index < 0
+    ):
         raise ConfigError(f"mask_index must be an integer >= 0, got {mask_index!r}")
     if int(mask_index) == 0:
         seed = 0  # set 0 does not depend on the seed: one cache entry
@@ -351,9 +386,12 @@ def made_direct_mask(
         ConfigError: ``num_params`` below 1, a bad order, a negative ``mask_index`` or an
             unknown ``agnostic``.
     """
-    if int(num_params) < 1:
-        raise ConfigError(f"num_params must be a positive integer, got {num_params!r}")
-    if isinstance(mask_index, bool) or int(mask_index) < 0:
+    num_params = check_num_params(num_params)
+    if (
+        isinstance(mask_index, bool)
+        or not isinstance(mask_index, (int, np.integer))
+        or mask_index < 0
+    ):
         raise ConfigError(f"mask_index must be an integer >= 0, got {mask_index!r}")
     positions = made_mask_positions(input_dim, order, int(mask_index), seed, agnostic)
     return _cached_direct_mask(positions, int(num_params))

@@ -27,6 +27,7 @@ from ppgen.models.ar_dense import check_context, check_head
 from ppgen.models.conventions import check_mlp
 from ppgen.models.elementwise import check_event_shape
 from ppgen.models.masks import (
+    check_direct,
     check_mask_index,
     check_order,
     made_direct_mask,
@@ -101,7 +102,7 @@ class MADE(ModuleWeights, nn.Module):
 
     Raises:
         ConfigError: A bad width, order, activation, ``context_dim``, ``num_masks``,
-            ``mask_index``, ``agnostic`` or ``degrees``.
+            ``mask_index``, ``agnostic`` or ``degrees``, or a ``direct`` that is not a bool.
     """
 
     def __init__(
@@ -143,7 +144,11 @@ class MADE(ModuleWeights, nn.Module):
         self.hidden = tuple(int(h) for h in hidden)
         self.base_positions = check_order(input_dim, order)  # mask set 0's
         self.seed, self.num_masks, self.mask_index = int(seed), int(num_masks), int(mask_index)
-        self.agnostic, self.degrees, self.direct_connections = agnostic, degrees, bool(direct)
+        self.agnostic, self.degrees, self.direct_connections = (
+            agnostic,
+            degrees,
+            check_direct(direct),
+        )
         self.positions = made_mask_positions(input_dim, order, mask_index, seed, agnostic)
         self.order = sampling_order(self.positions)
         self.event_shape = (self.input_dim,)
