@@ -105,7 +105,13 @@ SETTINGS = {  # the recipes' options of each model (binarize: "static" unless gi
     "nade": {"hidden": 500},
     # MADE: direct input-to-output connections (the recipe's default since 2026-12-02).
     "made1": {"hidden": (500, 500), "masks": 1, "direct": "output"},  # one set: raster order
-    "made": {"hidden": (500, 500), "masks": 32, "agnostic": "order", "direct": "output"},
+    "made": {
+        "hidden": (500, 500),
+        "masks": 32,
+        "agnostic": "order",
+        "direct": "output",
+        "binarize": "static",
+    },
     "pixelcnn": {"variant": "gated", "channels": 32, "layers": 7},
 }
 # Shared run settings other than the defaults, per model. MADE: Adam at 1e-3 left it
@@ -129,6 +135,7 @@ OVERRIDES = (
     ("made", "agnostic", {"choices": AGNOSTIC}, "what the 32-set MADE's mask sets draw"),
     ("made", "lr", {"type": positive(float)}, "the 32-set MADE's learning rate"),
     ("made", "hidden", {"type": layer_sizes}, "the 32-set MADE's hidden widths, e.g. 500"),
+    ("made", "binarize", {"choices": ("static", "dynamic")}, "the 32-set MADE's training data"),
 )
 
 
@@ -144,7 +151,7 @@ def _overridden(model: str, table: dict, args: argparse.Namespace) -> dict:
 
 def settings(model: str, args: argparse.Namespace) -> dict:
     """The recipe options of ``model``: ``SETTINGS`` with the ``OVERRIDES`` flags applied
-    (``--pixelcnn-channels``, ``--pixelcnn-layers``, ``--made-agnostic``, ``--made-hidden``)."""
+    (all but ``--made-lr``)."""
     return _overridden(model, SETTINGS, args)
 
 

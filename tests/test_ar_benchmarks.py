@@ -82,26 +82,27 @@ def test_naive_prefix_leaves_the_steps_it_reports():
 
 
 def test_ar_mnist_flags_override_one_model_only():
-    """``ar_mnist.py --made-agnostic/--made-lr/--made-hidden`` reach the 32-set MADE's run
-    and no other model's; left out, every model keeps its table settings (MADE: direct
-    connections, the recipe's default)."""
+    """``ar_mnist.py --made-agnostic/--made-lr/--made-hidden/--made-binarize`` reach the
+    32-set MADE's run and no other model's; left out, every model keeps its table settings
+    (MADE: direct connections, the recipe's default)."""
     am = load("ar_mnist")
     args = am.build_parser().parse_args(
         ["--made-agnostic", "connectivity", "--made-lr", "2e-3", "--pixelcnn-channels", "8",
-         "--made-hidden", "500"]
+         "--made-hidden", "500", "--made-binarize", "dynamic"]
     )  # fmt: skip
     made = am.config("made", "numpyro", 3, args)
     assert made.options.agnostic == "connectivity" and made.lr == 2e-3
     assert made.options.direct == "output" and made.options.masks == 32
-    assert tuple(made.options.hidden) == (500,)
+    assert tuple(made.options.hidden) == (500,) and made.options.binarize == "dynamic"
     made1 = am.config("made1", "numpyro", 3, args)
     assert made1.options.masks == 1 and made1.lr == args.lr
-    assert tuple(made1.options.hidden) == (500, 500)
+    assert tuple(made1.options.hidden) == (500, 500) and made1.options.binarize == "static"
     assert am.config("nade", "numpyro", 3, args).lr == 3e-3
     assert am.config("pixelcnn", "pyro", 3, args).options.channels == 8
     plain = am.build_parser().parse_args([])
     assert am.config("made", "numpyro", 3, plain).options.agnostic == "order"
     assert am.config("made", "numpyro", 3, plain).lr == 5e-3
+    assert am.config("made", "numpyro", 3, plain).options.binarize == "static"
     with pytest.raises(SystemExit):
         am.build_parser().parse_args(["--made-agnostic", "orders"])
     with pytest.raises(SystemExit):
