@@ -87,22 +87,22 @@ def test_ar_mnist_flags_override_one_model_only():
     (MADE: direct connections, the recipe's default)."""
     am = load("ar_mnist")
     args = am.build_parser().parse_args(
-        ["--made-agnostic", "connectivity", "--made-lr", "2e-3", "--pixelcnn-channels", "8",
-         "--made-hidden", "500", "--made-binarize", "dynamic"]
+        ["--made-agnostic", "order", "--made-lr", "2e-3", "--pixelcnn-channels", "8",
+         "--made-hidden", "500", "--made-binarize", "static"]
     )  # fmt: skip
     made = am.config("made", "numpyro", 3, args)
-    assert made.options.agnostic == "connectivity" and made.lr == 2e-3
+    assert made.options.agnostic == "order" and made.lr == 2e-3
     assert made.options.direct == "output" and made.options.masks == 32
-    assert tuple(made.options.hidden) == (500,) and made.options.binarize == "dynamic"
+    assert tuple(made.options.hidden) == (500,) and made.options.binarize == "static"
     made1 = am.config("made1", "numpyro", 3, args)
     assert made1.options.masks == 1 and made1.lr == args.lr
     assert tuple(made1.options.hidden) == (500, 500) and made1.options.binarize == "static"
     assert am.config("nade", "numpyro", 3, args).lr == 3e-3
     assert am.config("pixelcnn", "pyro", 3, args).options.channels == 8
     plain = am.build_parser().parse_args([])
-    assert am.config("made", "numpyro", 3, plain).options.agnostic == "order"
-    assert am.config("made", "numpyro", 3, plain).lr == 5e-3
-    assert am.config("made", "numpyro", 3, plain).options.binarize == "static"
+    default = am.config("made", "numpyro", 3, plain)
+    assert (default.options.agnostic, default.options.binarize) == ("connectivity", "dynamic")
+    assert tuple(default.options.hidden) == (4000,) and default.lr == 1e-3
     with pytest.raises(SystemExit):
         am.build_parser().parse_args(["--made-agnostic", "orders"])
     with pytest.raises(SystemExit):
