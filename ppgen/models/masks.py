@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -75,6 +76,19 @@ def check_order(input_dim: int, order: Sequence[int] | None) -> tuple[int, ...]:
     return order
 
 
+def _is_integer(value: Any) -> bool:
+    """A Python or numpy integer, not a bool (nor a float that happens to be whole)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _check_set_index(mask_index: int) -> int:
+    """``mask_index`` as an int >= 0 (a mask set's index; the sets themselves are
+    unbounded here). Raises ConfigError otherwise."""
+    if not _is_integer(mask_index) or mask_index < 0:
+        raise ConfigError(f"mask_index must be an integer >= 0, got {mask_index!r}")
+    return int(mask_index)
+
+
 def check_mask_index(num_masks: int, mask_index: int) -> int:
     """Check MADE's ``num_masks`` (an integer >= 1) and ``mask_index`` (an integer in
     ``[0, num_masks)``); return ``mask_index`` as an int.
@@ -82,15 +96,9 @@ def check_mask_index(num_masks: int, mask_index: int) -> int:
     Raises:
         ConfigError: Either is out of range or not an integer.
     """
-    if isinstance(num_masks, bool) or not isinstance(num_masks, (int, np.integer)):
+    if not _is_integer(num_masks) or num_masks < 1:
         raise ConfigError(f"num_masks must be an integer >= 1, got {num_masks!r}")
-    if num_masks < 1:
-        raise ConfigError(f"num_masks must be an integer >= 1, got {num_masks!r}")
-    if (
-        isinstance(mask_index, bool)
-        or not isinstance(mask_index, (int, np.integer))
-        or not 0 <= mask_index < num_masks
-    ):
+    if not _is_integer(mask_index) or not 0 <= mask_index < num_masks:
         raise ConfigError(f"mask_index must be an integer in [0, {num_masks}), got {mask_index!r}")
     return int(mask_index)
 
@@ -108,11 +116,7 @@ def check_num_params(num_params: int) -> int:
     Raises:
         ConfigError: Not an integer (a bool or a float included) or below 1.
     """
-    if (
-        isinstance(num_params, bool)
-        or not isinstance(num_params, (int, np.integer))
-        or num_params < 1
-    ):
+    if not _is_integer(num_params) or num_params < 1:
         raise ConfigError(f"num_params must be a positive integer, got {num_params!r}")
     return int(num_params)
 
@@ -339,22 +343,17 @@ def made_masks(
         raise ConfigError("MADE needs at least one hidden layer")
     num_params = check_num_params(num_params)
     order = check_order(input_dim, order)
-    if (
-        isinstance(mask_index, bool)
-        or not isinstance(mask_index, (int, np.integer))
-        or mask_index < 0
-    ):
-        raise ConfigError(f"mask_index must be an integer >= 0, got {mask_index!r}")
-    if int(mask_index) == 0:
+    mask_index = _check_set_index(mask_index)
+    if mask_index == 0:
         seed = 0  # set 0 does not depend on the seed: one cache entry
     return list(
         _cached_masks(
             int(input_dim),
             hidden,
-            int(num_params),
+            num_params,
             order,
             bool(context),
-            int(mask_index),
+            mask_index,
             int(seed),
             agnostic,
             degrees,
@@ -387,14 +386,9 @@ def made_direct_mask(
             unknown ``agnostic``.
     """
     num_params = check_num_params(num_params)
-    if (
-        isinstance(mask_index, bool)
-        or not isinstance(mask_index, (int, np.integer))
-        or mask_index < 0
-    ):
-        raise ConfigError(f"mask_index must be an integer >= 0, got {mask_index!r}")
-    positions = made_mask_positions(input_dim, order, int(mask_index), seed, agnostic)
-    return _cached_direct_mask(positions, int(num_params))
+    mask_index = _check_set_index(mask_index)
+    positions = made_mask_positions(input_dim, order, mask_index, seed, agnostic)
+    return _cached_direct_mask(positions, num_params)
 
 
 @functools.lru_cache(maxsize=64)
