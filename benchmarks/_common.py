@@ -78,9 +78,12 @@ class Stopwatch:
 
 def result_name(text: str) -> str:
     """``--result``'s type: a plain file name (letters, digits, ``_``, ``-``, ``.``), never a
-    path, since it names ``benchmarks/results/<name>.json`` and the pictures beside it."""
+    path, since it names ``benchmarks/results/<name>.json`` and the pictures beside it. A
+    trailing ``.json`` is dropped (``x.json`` names ``x.json``, not ``x.json.json``)."""
     import argparse
     import re
+
+    text = text.removesuffix(".json")
 
     if not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*", text):
         raise argparse.ArgumentTypeError(

@@ -101,6 +101,7 @@ def test_result_names_are_plain_names(gm, name):
     with pytest.raises(argparse.ArgumentTypeError, match="not a plain name"):
         _common.result_name(name)
     assert _common.result_name("gan_mnist_c64-2.v1") == "gan_mnist_c64-2.v1"
+    assert _common.result_name("flow_toy_seeds.json") == "flow_toy_seeds"  # not .json.json
     with pytest.raises(argparse.ArgumentTypeError, match="at most 200 characters, got 300"):
         _common.result_name("a" * 300)  # the file system's NAME_MAX, before any training
 
