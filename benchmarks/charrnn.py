@@ -26,12 +26,13 @@ configuration (a 4-layer 128-wide transformer, 2,000 iterations), 1.4697 with it
     python benchmarks/charrnn.py                          # timing, then 30 minutes of training
     python benchmarks/charrnn.py --threads 1              # sharing the machine with another
     python benchmarks/charrnn.py --minutes 1 --rounds 2 --max-chars 40000  # checks the script
+    python benchmarks/charrnn.py --timing-only --result charrnn_timing   # the ratios only
 
-JSON keys (``benchmarks/results/charrnn.json``): ``val_nats_per_char``, ``val_bits_per_char``,
-``pyro_vs_torch``, ``numpyro_vs_torch``, ``seconds_per_step`` (median of each
-implementation), ``round_ratios`` (every round's), ``minutes`` (the whole script),
-``train_minutes``, ``epochs``, ``backend``, ``sample_path`` (a generated text, 500
-characters after the prompt ``ROMEO:``), ``setting``, ``hardware``.
+JSON keys (``benchmarks/results/charrnn.json``, or ``<NAME>.json`` with ``--result NAME``):
+``val_nats_per_char``, ``val_bits_per_char``, ``pyro_vs_torch``, ``numpyro_vs_torch``,
+``seconds_per_step`` (median of each implementation), ``round_ratios`` (every round's),
+``minutes`` (the whole script), ``train_minutes``, ``epochs``, ``backend``, ``sample_path``
+(a generated text, 500 characters after the prompt ``ROMEO:``), ``setting``, ``hardware``.
 """
 
 from __future__ import annotations
@@ -44,7 +45,16 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Stopwatch, hardware, limit_threads, train_fresh, write_result  # noqa: E402
+from _common import (  # noqa: E402
+    Stopwatch,
+    hardware,
+    limit_threads,
+    result_name,
+    train_fresh,
+    write_result,
+)
+
+from ppgen.recipes.base import non_negative_int, positive, positive_int, seed_int  # noqa: E402
 
 NAME = "charrnn"
 BACKENDS = ("pyro", "numpyro")
@@ -190,24 +200,28 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--backend", choices=("auto", *BACKENDS), default="auto",
                    help="backend to train on (auto: the shorter step in the timing)")  # fmt: skip
-    p.add_argument("--minutes", type=float, default=30.0, help="training budget")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--minutes", type=positive(float), default=30.0, help="training budget")
+    p.add_argument("--threads", type=positive_int, default=None,
                    help="compute threads of torch and XLA (default: theirs); 1 lets two "
                    "benchmarks share two cores")  # fmt: skip
-    p.add_argument("--hidden", type=int, default=256, help="LSTM units per layer")
-    p.add_argument("--layers", type=int, default=2, help="stacked LSTM layers")
-    p.add_argument("--rounds", type=int, default=7, help="timed rounds of each implementation")
-    p.add_argument("--round-steps", type=int, default=10, help="training steps per round")
-    p.add_argument("--eval-limit", type=int, default=None,
+    p.add_argument("--hidden", type=positive_int, default=256, help="LSTM units per layer")
+    p.add_argument("--layers", type=positive_int, default=2, help="stacked LSTM layers")
+    p.add_argument("--rounds", type=positive_int, default=7,
+                   help="timed rounds of each implementation")  # fmt: skip
+    p.add_argument("--round-steps", type=positive_int, default=10,
+                   help="training steps per round")  # fmt: skip
+    p.add_argument("--eval-limit", type=positive_int, default=None,
                    help="score the first N validation windows only")  # fmt: skip
-    p.add_argument("--max-chars", type=int, default=0,
+    p.add_argument("--max-chars", type=non_negative_int, default=0,
                    help="the recipe's --max-chars: the first N characters of every split "
                    "(0: all; a check of the script)")  # fmt: skip
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--out", type=Path, default=Path("runs/bench_charrnn"))
+    p.add_argument("--result", type=result_name, default=NAME,
+                   help="name of the JSON written to benchmarks/results/")  # fmt: skip
+    p.add_argument("--timing-only", action="store_true",
+                   help="the step-time rounds only (no training): the ratios' JSON")  # fmt: skip
     args = p.parse_args()
-    if args.rounds < 1 or args.round_steps < 1:
-        p.error("--rounds and --round-steps must be at least 1")
     limit_threads(args.threads)  # before anything imports jax
 
     from ppgen import runs
@@ -216,6 +230,24 @@ def main() -> None:
     clock = Stopwatch()
     timing = time_steps(args)
     per_step = timing["seconds_per_step"]
+    if args.timing_only:
+        write_result(
+            args.result,
+            {
+                "pyro_vs_torch": timing["pyro_vs_torch"],
+                "numpyro_vs_torch": timing["numpyro_vs_torch"],
+                "seconds_per_step": per_step,
+                "round_ratios": timing["round_ratios"],
+                "round_seconds_per_step": timing["round_seconds_per_step"],
+                "minutes": clock.minutes(),
+                "setting": f"timing only: {args.layers} x {args.hidden} LSTM on one-hot "
+                f"characters, windows of 128, batch {timing['batch_size']}; {args.rounds} "
+                f"interleaved rounds of {args.round_steps} steps, medians",
+                "threads": args.threads,
+                "hardware": hardware(),
+            },
+        )
+        return
     chosen = args.backend
     if chosen == "auto":
         chosen = min(BACKENDS, key=lambda b: per_step[f"ppgen-{b}"])
@@ -246,7 +278,7 @@ def main() -> None:
         flush=True,
     )
     write_result(
-        NAME,
+        args.result,
         {
             "val_nats_per_char": ev["test_nats_per_char"],
             "val_bits_per_char": ev["test_bits_per_char"],

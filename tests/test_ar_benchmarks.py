@@ -132,3 +132,25 @@ def test_ar_mnist_refuses_bad_or_idle_flags_before_training(monkeypatch, capsys,
     assert stop.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("ar_mnist.py: error: ") and message in err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--minutes", "0"], "argument --minutes: expected a positive value, got '0'"),
+        (["--rounds", "0"], "argument --rounds: expected a positive"),
+        (["--threads", "-1"], "argument --threads: expected a positive"),
+        (["--max-chars", "-5"], "argument --max-chars:"),
+        (["--result", "../charrnn"], "argument --result: '../charrnn' is not a plain name"),
+    ],
+)
+def test_charrnn_refuses_bad_flags_before_timing(monkeypatch, capsys, argv, message):
+    """``charrnn.py`` stops on a bad value in one line before its timing rounds start."""
+    cr = load("charrnn")
+    monkeypatch.setattr(sys, "argv", ["charrnn.py", *argv])
+    monkeypatch.setattr(cr, "time_steps", lambda *a: pytest.fail("timed despite a bad flag"))
+    with pytest.raises(SystemExit) as stop:
+        cr.main()
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("charrnn.py: error: ") and message in err

@@ -43,11 +43,14 @@ class CharRNN(eqx.Module):
     """Token ids ``(*batch, T)`` -> logits ``(*batch, T, V)``, causal in time (char-rnn).
 
     ``u_t = embed(x_{t-1})`` (``u_0 = start``, a learned vector), ``(h_t, c_t) =
-    LSTM(u_t, (h_{t-1}, c_{t-1}))`` through ``layers`` stacked Equinox ``LSTMCell``s under
-    ``lax.scan`` (gates ``i, f, g, o``, the order of torch's ``nn.LSTM``), logits
-    ``W h_t + b``: ``logits[..., t, :]`` depends on ``x[..., :t]`` only. The embedding is
-    learned (``embedding=E``) or the one-hot code (``embedding=None``, Karpathy's char-rnn).
-    No dropout. Each cell holds torch's ``bias_ih``; ``bias_hh`` is kept beside it and added
+    LSTM(u_t, (h_{t-1}, c_{t-1}))`` through ``layers`` stacked Equinox ``LSTMCell``s (gates
+    ``i, f, g, o``, the order of torch's ``nn.LSTM``), logits ``W h_t + b``. The
+    teacher-forced pass runs layer by layer as ``nn.LSTM`` does: each layer's input projection
+    for all positions in one product, then a ``lax.scan`` over time of the recurrent part;
+    stepping (sampling, the plated form) runs every layer per position.
+    ``logits[..., t, :]`` depends on ``x[..., :t]`` only. The embedding is learned
+    (``embedding=E``) or the one-hot code (``embedding=None``, Karpathy's char-rnn). No
+    dropout. Each cell holds torch's ``bias_ih``; ``bias_hh`` is kept beside it and added
     at call time, so torch's weights load and come back unchanged.
 
     The autoregressive-network protocol of ``ppgen.models.numpyro.ar``: ``event_shape =
@@ -157,8 +160,7 @@ class CharRNN(eqx.Module):
         u = jnp.concatenate([start, inputs[..., :-1, :]], axis=-2)
         if state is None:
             state = self.initial_state(batch)
-        state, logits = _scan_time(self, state, jnp.moveaxis(u, -2, 0))
-        return jnp.moveaxis(logits, 0, -2), state
+        return _teacher_forced(self, state, u)
 
     def _advance(self, state: State, u: jax.Array) -> tuple[State, jax.Array]:
         """One time step of every layer: input ``u (*batch, E)`` -> (state, logits)."""
@@ -408,9 +410,41 @@ class CharRNN(eqx.Module):
 # Compiled once per network structure and input shape, so that eager calls (scoring, the
 # plated form's steps) do not dispatch every small operation; inlined under an outer jit.
 @eqx.filter_jit
-def _scan_time(net: CharRNN, state: State, u: jax.Array) -> tuple[State, jax.Array]:
-    """The LSTM over ``u (T, *batch, E)`` from ``state``: (last state, logits (T, *batch, V))."""
-    return jax.lax.scan(lambda s, u_t: net._advance(s, u_t), state, u)
+def _teacher_forced(net: CharRNN, state: State, u: jax.Array) -> tuple[jax.Array, State]:
+    """The LSTM over ``u (*batch, T, E)`` from ``state``: ``(logits (*batch, T, V), last
+    state)``, one layer at a time as cuDNN and torch's ``nn.LSTM`` do it: each layer's input
+    projection ``W_ih u_t + b`` for every position in one matrix product, then a
+    ``lax.scan`` over time of the recurrent part ``W_hh h_{t-1}`` only, and the read-out for
+    every position in one product after the last layer. The same function as stepping
+    :meth:`CharRNN._advance` through time (the plated form and the samplers do that), with
+    the input projections and the read-out taken out of the sequential loop."""
+    batch = u.shape[:-2]
+    # (layers, *state batch, H) broadcast to (layers, *batch, H)
+    h0, c0 = (
+        jnp.moveaxis(
+            jnp.broadcast_to(jnp.moveaxis(s, 0, -2), (*batch, net.layers, net.hidden)), -2, 0
+        )
+        for s in state
+    )
+    x = u
+    last_h, last_c = [], []
+    for k, (cell, b_hh) in enumerate(zip(net.cells, net.bias_hh, strict=True)):
+        projected = x @ cell.weight_ih.T + (cell.bias + b_hh)  # (*batch, T, 4H)
+        w_hh = cell.weight_hh.T
+
+        def recur(carry, p_t, w_hh=w_hh):
+            h, c = carry
+            i, f, g, o = jnp.split(p_t + h @ w_hh, 4, axis=-1)
+            c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+            h = jax.nn.sigmoid(o) * jnp.tanh(c)
+            return (h, c), h
+
+        (h, c), hs = jax.lax.scan(recur, (h0[k], c0[k]), jnp.moveaxis(projected, -2, 0))
+        x = jnp.moveaxis(hs, 0, -2)  # (*batch, T, H)
+        last_h.append(h)
+        last_c.append(c)
+    logits = x @ net.output.weight.T + net.output.bias
+    return logits, (jnp.stack(last_h), jnp.stack(last_c))
 
 
 @eqx.filter_jit
