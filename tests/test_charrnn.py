@@ -285,6 +285,32 @@ def test_stepping_the_state_gives_the_teacher_forced_logits(b, float64):
     assert tuple(h.shape) == tuple(c.shape) == (2, 2, H)  # (layers, batch, hidden)
 
 
+@pytest.mark.parametrize("layers", [1, 3])
+def test_teacher_forcing_from_a_carried_state_is_stepping(b, float64, layers):
+    """``logits_from_inputs(u, state)`` (one pass, NumPyro's layer by layer) continues from a
+    carried state exactly as stepping does, with the state's batch broadcast over the
+    inputs' ``(3, 2)``, and returns the stepped state."""
+    net = _net(b, embedding=None, layers=layers)
+    start = _ids((2, 3), seed=4)
+    _, state = net.step(net.initial_state(2), None)
+    for t in range(start.shape[1]):  # a state that is not zero, batch (2,)
+        _, state = net.step(state, b.array(start[:, t]))
+    x = _ids((3, 2, T), seed=5)
+    logits, last = net.logits_from_inputs(net.embed(b.array(x)), state)
+    # stepping: the start vector, then x[..., :T-1]
+    h, c = (np.broadcast_to(b.numpy(s)[:, None], (layers, 3, 2, H)) for s in state)
+    stepped = (b.array(np.ascontiguousarray(h)), b.array(np.ascontiguousarray(c)))
+    for t in range(T):
+        if t == 0:
+            step_logits, stepped = net.step(stepped, None)
+        else:
+            step_logits, stepped = net.step(stepped, b.array(x[..., t - 1]))
+        np.testing.assert_allclose(b.numpy(logits)[..., t, :], b.numpy(step_logits), atol=1e-12)
+    for got, want in zip(last, stepped, strict=True):
+        assert tuple(got.shape) == (layers, 3, 2, H)
+        np.testing.assert_allclose(b.numpy(got), b.numpy(want), atol=1e-12)
+
+
 @pytest.mark.parametrize("prefix_length", [0, 3, T])
 def test_cached_sampling_is_the_naive_sampler(b, prefix_length, temperature=0.6):
     net, head = _net(b), b.head(V)
