@@ -25,14 +25,18 @@ configuration (a 4-layer 128-wide transformer, 2,000 iterations), 1.4697 with it
 
     python benchmarks/charrnn.py                          # timing, then 30 minutes of training
     python benchmarks/charrnn.py --threads 1              # sharing the machine with another
-    python benchmarks/charrnn.py --minutes 1 --rounds 2 --max-chars 40000  # checks the script
+    python benchmarks/charrnn.py --minutes 1 --rounds 2 --round-steps 4 --max-chars 40000
     python benchmarks/charrnn.py --timing-only --result charrnn_timing   # the ratios only
 
-JSON keys (``benchmarks/results/charrnn.json``, or ``<NAME>.json`` with ``--result NAME``):
-``val_nats_per_char``, ``val_bits_per_char``, ``pyro_vs_torch``, ``numpyro_vs_torch``,
-``seconds_per_step`` (median of each implementation), ``round_ratios`` (every round's),
-``minutes`` (the whole script), ``train_minutes``, ``epochs``, ``backend``, ``sample_path``
-(a generated text, 500 characters after the prompt ``ROMEO:``), ``setting``, ``hardware``.
+(the third line checks the script on cut data). JSON keys (``benchmarks/results/charrnn.json``,
+or ``<NAME>.json`` with ``--result NAME``), of every run: ``pyro_vs_torch``,
+``numpyro_vs_torch``, ``seconds_per_step`` (median of each implementation), ``round_ratios``
+and ``round_seconds_per_step`` (every round's), ``minutes`` (the whole script), ``setting``,
+``threads``, ``hardware``; of a run that trains (not ``--timing-only``), also
+``val_nats_per_char``, ``val_bits_per_char``, ``eval`` (the evaluation's whole output),
+``train_minutes``, ``budget_minutes``, ``epochs``, ``epochs_planned``, ``best_epoch``,
+``backend``, ``sample_path`` (a generated text, 500 characters after the prompt ``ROMEO:``)
+and ``nanogpt_val_nats_per_char``.
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ from ppgen.recipes.base import non_negative_int, positive, positive_int, seed_in
 NAME = "charrnn"
 BACKENDS = ("pyro", "numpyro")
 NANOGPT = {"cpu": 1.88, "gpu": 1.4697}
+TRAINING_FLAGS = ("minutes", "backend", "eval_limit", "out")  # what --timing-only never uses
 PLAN = 0.9  # the share of the budget the epochs are planned for (checkpoints, compiles)
 
 
@@ -130,6 +135,12 @@ def time_steps(args: argparse.Namespace) -> dict:
         cfg = config(name, 1, args)
         data = cfg.recipe.prepare(cfg)
         cfg = cfg.recipe.settle(cfg, data)
+        if len(data.train) < args.round_steps * cfg.batch_size:  # else a round is short
+            raise SystemExit(
+                f"charrnn.py: error: a timed round of --round-steps {args.round_steps} needs "
+                f"{args.round_steps * cfg.batch_size} training windows, the data has "
+                f"{len(data.train)}; lower --round-steps or raise --max-chars"
+            )
         trainer = cfg.recipe.build(cfg, data, backend(name)).trainer
         rows = data.train[: args.round_steps * cfg.batch_size]
         state = [trainer.init(cfg.seed, data.train)]
@@ -222,6 +233,11 @@ def main() -> None:
     p.add_argument("--timing-only", action="store_true",
                    help="the step-time rounds only (no training): the ratios' JSON")  # fmt: skip
     args = p.parse_args()
+    idle = [
+        f"--{k.replace('_', '-')}" for k in TRAINING_FLAGS if getattr(args, k) != p.get_default(k)
+    ]
+    if args.timing_only and idle:
+        p.error(f"--timing-only trains nothing: {', '.join(idle)} would do nothing; drop it")
     limit_threads(args.threads)  # before anything imports jax
 
     from ppgen import runs
@@ -242,7 +258,8 @@ def main() -> None:
                 "minutes": clock.minutes(),
                 "setting": f"timing only: {args.layers} x {args.hidden} LSTM on one-hot "
                 f"characters, windows of 128, batch {timing['batch_size']}; {args.rounds} "
-                f"interleaved rounds of {args.round_steps} steps, medians",
+                f"interleaved rounds of {args.round_steps} steps, medians"
+                + (f"; every split cut to {args.max_chars} characters" if args.max_chars else ""),
                 "threads": args.threads,
                 "hardware": hardware(),
             },

@@ -142,6 +142,8 @@ def test_ar_mnist_refuses_bad_or_idle_flags_before_training(monkeypatch, capsys,
         (["--threads", "-1"], "argument --threads: expected a positive"),
         (["--max-chars", "-5"], "argument --max-chars:"),
         (["--result", "../charrnn"], "argument --result: '../charrnn' is not a plain name"),
+        (["--timing-only", "--minutes", "5"], "--timing-only trains nothing: --minutes would"),
+        (["--timing-only", "--out", "x", "--backend", "pyro"], "--backend, --out would do"),
     ],
 )
 def test_charrnn_refuses_bad_flags_before_timing(monkeypatch, capsys, argv, message):
@@ -154,3 +156,17 @@ def test_charrnn_refuses_bad_flags_before_timing(monkeypatch, capsys, argv, mess
     assert stop.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("charrnn.py: error: ") and message in err
+
+
+def test_charrnn_refuses_rounds_longer_than_the_data(monkeypatch):
+    """A timed round of more batches than the (cut) training text holds would time short
+    rounds as full ones: refused in one line before any step is timed."""
+    cr = load("charrnn")
+    argv = ["--timing-only", "--max-chars", "40000", "--round-steps", "10"]
+    monkeypatch.setattr(sys, "argv", ["charrnn.py", *argv])
+    monkeypatch.setattr(cr, "TorchLoop", lambda *a: pytest.fail("timed despite short data"))
+    with pytest.raises(SystemExit) as stop:
+        cr.main()
+    message = str(stop.value.code)
+    assert "needs 640 training windows, the data has 312" in message
+    assert "\n" not in message

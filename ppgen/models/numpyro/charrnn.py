@@ -419,11 +419,12 @@ def _teacher_forced(net: CharRNN, state: State, u: jax.Array) -> tuple[jax.Array
     :meth:`CharRNN._advance` through time (the plated form and the samplers do that), with
     the input projections and the read-out taken out of the sequential loop."""
     batch = u.shape[:-2]
-    # (layers, *state batch, H) broadcast to (layers, *batch, H)
+    # (layers, *state batch, H) broadcast to (layers, *batch, H), in the weights' float type
+    # (the scan's carry keeps one type; a float32 state given to a float64 net is promoted)
     h0, c0 = (
         jnp.moveaxis(
             jnp.broadcast_to(jnp.moveaxis(s, 0, -2), (*batch, net.layers, net.hidden)), -2, 0
-        )
+        ).astype(jnp.result_type(s, net.start))
         for s in state
     )
     x = u
