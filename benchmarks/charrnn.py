@@ -246,24 +246,23 @@ def main() -> None:
     clock = Stopwatch()
     timing = time_steps(args)
     per_step = timing["seconds_per_step"]
+    cut = f"; every split cut to {args.max_chars} characters" if args.max_chars else ""
+    timed = {  # the keys of every run
+        "pyro_vs_torch": timing["pyro_vs_torch"],
+        "numpyro_vs_torch": timing["numpyro_vs_torch"],
+        "seconds_per_step": per_step,
+        "round_ratios": timing["round_ratios"],
+        "round_seconds_per_step": timing["round_seconds_per_step"],
+        "threads": args.threads,
+        "hardware": hardware(),
+    }
     if args.timing_only:
-        write_result(
-            args.result,
-            {
-                "pyro_vs_torch": timing["pyro_vs_torch"],
-                "numpyro_vs_torch": timing["numpyro_vs_torch"],
-                "seconds_per_step": per_step,
-                "round_ratios": timing["round_ratios"],
-                "round_seconds_per_step": timing["round_seconds_per_step"],
-                "minutes": clock.minutes(),
-                "setting": f"timing only: {args.layers} x {args.hidden} LSTM on one-hot "
-                f"characters, windows of 128, batch {timing['batch_size']}; {args.rounds} "
-                f"interleaved rounds of {args.round_steps} steps, medians"
-                + (f"; every split cut to {args.max_chars} characters" if args.max_chars else ""),
-                "threads": args.threads,
-                "hardware": hardware(),
-            },
+        setting = (
+            f"timing only: {args.layers} x {args.hidden} LSTM on one-hot characters, windows "
+            f"of 128, batch {timing['batch_size']}; {args.rounds} interleaved rounds of "
+            f"{args.round_steps} steps, medians{cut}"
         )
+        write_result(args.result, {**timed, "minutes": clock.minutes(), "setting": setting})
         return
     chosen = args.backend
     if chosen == "auto":
@@ -297,13 +296,9 @@ def main() -> None:
     write_result(
         args.result,
         {
+            **timed,
             "val_nats_per_char": ev["test_nats_per_char"],
             "val_bits_per_char": ev["test_bits_per_char"],
-            "pyro_vs_torch": timing["pyro_vs_torch"],
-            "numpyro_vs_torch": timing["numpyro_vs_torch"],
-            "seconds_per_step": per_step,
-            "round_ratios": timing["round_ratios"],
-            "round_seconds_per_step": timing["round_seconds_per_step"],
             "minutes": clock.minutes(),
             "train_minutes": train_minutes,
             "budget_minutes": args.minutes,
@@ -319,11 +314,9 @@ def main() -> None:
             f"{timing['batch_size']}, Adam {run.config.lr} cosine over the planned epochs, "
             f"{chosen} backend, exact validation NLL in nats per character"
             + (f" on the first {args.eval_limit} windows" if args.eval_limit else "")
-            + (f"; every split cut to {args.max_chars} characters" if args.max_chars else "")
+            + cut
             + f"; timing: {args.rounds} interleaved rounds of {args.round_steps} steps, "
             "medians",
-            "threads": args.threads,
-            "hardware": hardware(),
         },
     )
 
