@@ -162,17 +162,21 @@ class CharRNN(eqx.Module):
             state = self.initial_state(batch)
         return _teacher_forced(self, state, u)
 
-    def _advance(self, state: State, u: jax.Array) -> tuple[State, jax.Array]:
-        """One time step of every layer: input ``u (*batch, E)`` -> (state, logits)."""
-        h, c = state
-        batch = u.shape[:-1]
-        # (layers, *state batch, H) broadcast to (layers, *batch, H)
-        h, c = (
+    def _broadcast_state(self, state: State, batch: tuple[int, ...]) -> State:
+        """``(h, c)``, each ``(layers, *state batch, H)``, broadcast to ``(layers, *batch, H)``
+        in the weights' float type or wider (a scan's carry keeps one type, so a float32 state
+        given to a float64 net is promoted here rather than after the first step)."""
+        return tuple(
             jnp.moveaxis(
                 jnp.broadcast_to(jnp.moveaxis(s, 0, -2), (*batch, self.layers, self.hidden)), -2, 0
-            )
-            for s in (h, c)
+            ).astype(jnp.result_type(s, self.start))
+            for s in state
         )
+
+    def _advance(self, state: State, u: jax.Array) -> tuple[State, jax.Array]:
+        """One time step of every layer: input ``u (*batch, E)`` -> (state, logits)."""
+        batch = u.shape[:-1]
+        h, c = self._broadcast_state(state, batch)
         new_h, new_c = [], []
         for k, (cell, b_hh) in enumerate(zip(self.cells, self.bias_hh, strict=True)):
             cell = eqx.tree_at(lambda m: m.bias, cell, cell.bias + b_hh)
@@ -418,15 +422,7 @@ def _teacher_forced(net: CharRNN, state: State, u: jax.Array) -> tuple[jax.Array
     every position in one product after the last layer. The same function as stepping
     :meth:`CharRNN._advance` through time (the plated form and the samplers do that), with
     the input projections and the read-out taken out of the sequential loop."""
-    batch = u.shape[:-2]
-    # (layers, *state batch, H) broadcast to (layers, *batch, H), in the weights' float type
-    # (the scan's carry keeps one type; a float32 state given to a float64 net is promoted)
-    h0, c0 = (
-        jnp.moveaxis(
-            jnp.broadcast_to(jnp.moveaxis(s, 0, -2), (*batch, net.layers, net.hidden)), -2, 0
-        ).astype(jnp.result_type(s, net.start))
-        for s in state
-    )
+    h0, c0 = net._broadcast_state(state, u.shape[:-2])
     x = u
     last_h, last_c = [], []
     for k, (cell, b_hh) in enumerate(zip(net.cells, net.bias_hh, strict=True)):
