@@ -23,6 +23,20 @@ def load(name: str):
     return module
 
 
+def assert_parser_refuses(script, work, argv, message, monkeypatch, capsys):
+    """``benchmarks/<script>.py`` with ``argv`` stops with its parser's one-line error (exit
+    status 2) containing ``message``, before its first piece of ``work`` (a function of the
+    script, made to fail the test if called) runs."""
+    module = load(script)
+    monkeypatch.setattr(sys, "argv", [f"{script}.py", *argv])
+    monkeypatch.setattr(module, work, lambda *a: pytest.fail(f"{work} ran despite a bad flag"))
+    with pytest.raises(SystemExit) as stop:
+        module.main()
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"{script}.py: error: ") and message in err
+
+
 @pytest.fixture(scope="module")
 def wn():
     return load("wavenet")
@@ -124,14 +138,7 @@ def test_ar_mnist_flags_override_one_model_only():
 def test_ar_mnist_refuses_bad_or_idle_flags_before_training(monkeypatch, capsys, argv, message):
     """A bad value, or a flag for a model the run leaves out, stops ``ar_mnist.py`` in one
     line before any model trains (not a traceback half an hour in)."""
-    am = load("ar_mnist")
-    monkeypatch.setattr(sys, "argv", ["ar_mnist.py", *argv])
-    monkeypatch.setattr(am, "probe", lambda *a: pytest.fail("trained despite a bad flag"))
-    with pytest.raises(SystemExit) as stop:
-        am.main()
-    assert stop.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err.startswith("ar_mnist.py: error: ") and message in err
+    assert_parser_refuses("ar_mnist", "probe", argv, message, monkeypatch, capsys)
 
 
 @pytest.mark.parametrize(
@@ -148,14 +155,7 @@ def test_ar_mnist_refuses_bad_or_idle_flags_before_training(monkeypatch, capsys,
 )
 def test_charrnn_refuses_bad_flags_before_timing(monkeypatch, capsys, argv, message):
     """``charrnn.py`` stops on a bad value in one line before its timing rounds start."""
-    cr = load("charrnn")
-    monkeypatch.setattr(sys, "argv", ["charrnn.py", *argv])
-    monkeypatch.setattr(cr, "time_steps", lambda *a: pytest.fail("timed despite a bad flag"))
-    with pytest.raises(SystemExit) as stop:
-        cr.main()
-    assert stop.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err.startswith("charrnn.py: error: ") and message in err
+    assert_parser_refuses("charrnn", "time_steps", argv, message, monkeypatch, capsys)
 
 
 def test_charrnn_refuses_rounds_longer_than_the_data(monkeypatch):
