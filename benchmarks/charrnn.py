@@ -13,15 +13,16 @@ rotated every round; the ratios are the medians of the per-round ratios of secon
 
 Training: ``ppgen train charrnn --dataset shakespeare`` (nanoGPT's split: the first 90% of
 ``input.txt`` to train, the last 10% to validate), the recipe's defaults (two LSTM layers of
-256 on one-hot characters, windows of 128, batch 64, Adam 2e-3) with a cosine-decayed
-learning rate, on the backend with the shorter step (``--backend auto``) or the one given.
-The timed rounds give the seconds per epoch; the epochs are planned to end within 90% of
-``--minutes``, and the driver's time limit stops training after the epoch in which the budget
-runs out. The checkpoint kept is the epoch of the best validation NLL (nanoGPT's "best val
-loss"). The figure is the exact NLL of the whole validation text (111,540 characters) in
-windows of 128 scored from the LSTM's start state, in nats per character. nanoGPT's
-figures on the same split (its README, as cross-entropy in nats): 1.88 with its CPU
-configuration (a 4-layer 128-wide transformer, 2,000 iterations), 1.4697 with its GPU one.
+256 on one-hot characters, windows of 128, batch 64, Adam 2e-3, or the rate ``--lr`` gives)
+with a cosine-decayed learning rate, on the backend with the shorter step (``--backend
+auto``) or the one given. The timed rounds give the seconds per epoch; the epochs are
+planned to end within 90% of ``--minutes`` (at most ``--max-epochs``), and the driver's
+time limit stops training after the epoch in which the budget runs out. The checkpoint kept
+is the epoch of the best validation NLL (nanoGPT's "best val loss"). The figure is the exact
+NLL of the whole validation text (111,540 characters) in windows of 128 scored from the
+LSTM's start state, in nats per character. nanoGPT's figures on the same split (its README,
+as cross-entropy in nats): 1.88 with its CPU configuration (a 4-layer 128-wide transformer,
+2,000 iterations), 1.4697 with its GPU one.
 
     python benchmarks/charrnn.py                          # timing, then 30 minutes of training
     python benchmarks/charrnn.py --threads 1              # sharing the machine with another
@@ -63,14 +64,17 @@ from ppgen.recipes.base import non_negative_int, positive, positive_int, seed_in
 NAME = "charrnn"
 BACKENDS = ("pyro", "numpyro")
 NANOGPT = {"cpu": 1.88, "gpu": 1.4697}
-TRAINING_FLAGS = ("minutes", "backend", "eval_limit", "out")  # what --timing-only never uses
+# what --timing-only never uses
+TRAINING_FLAGS = ("minutes", "backend", "eval_limit", "out", "max_epochs")
 PLAN = 0.9  # the share of the budget the epochs are planned for (checkpoints, compiles)
 
 
 def config(backend_name: str, epochs: int, args: argparse.Namespace):
-    """The run (``ppgen train charrnn`` with these flags; the recipe's batch, lr, window)."""
+    """The run (``ppgen train charrnn`` with these flags; the recipe's batch and window, and its
+    learning rate unless ``--lr`` is given)."""
     from ppgen import runs
 
+    lr = {} if args.lr is None else {"lr": args.lr}
     return runs.make_config(
         "charrnn",
         backend=backend_name,
@@ -82,6 +86,7 @@ def config(backend_name: str, epochs: int, args: argparse.Namespace):
         hidden=args.hidden,
         layers=args.layers,
         max_chars=args.max_chars,
+        **lr,
     )
 
 
@@ -217,6 +222,11 @@ def main() -> None:
                    "benchmarks share two cores")  # fmt: skip
     p.add_argument("--hidden", type=positive_int, default=256, help="LSTM units per layer")
     p.add_argument("--layers", type=positive_int, default=2, help="stacked LSTM layers")
+    p.add_argument("--lr", type=positive(float), default=None,
+                   help="Adam's learning rate (default: the recipe's, 2e-3)")  # fmt: skip
+    p.add_argument("--max-epochs", type=positive_int, default=None,
+                   help="plan at most N epochs (the cosine schedule ends sooner; default: as "
+                   "many as fit the budget)")  # fmt: skip
     p.add_argument("--rounds", type=positive_int, default=7,
                    help="timed rounds of each implementation")  # fmt: skip
     p.add_argument("--round-steps", type=positive_int, default=10,
@@ -272,6 +282,8 @@ def main() -> None:
         "valid_windows"
     ] * seconds_per_valid_window(chosen, args)
     epochs = max(1, math.floor(PLAN * args.minutes * 60 / epoch_seconds))
+    if args.max_epochs is not None:
+        epochs = min(epochs, args.max_epochs)
     print(
         f"pyro/torch {timing['pyro_vs_torch']:.2f}, numpyro/torch "
         f"{timing['numpyro_vs_torch']:.2f}; training on {chosen}: {epoch_seconds:.0f} s/epoch "
