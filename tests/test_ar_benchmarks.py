@@ -151,6 +151,9 @@ def test_ar_mnist_refuses_bad_or_idle_flags_before_training(monkeypatch, capsys,
         (["--result", "../charrnn"], "argument --result: '../charrnn' is not a plain name"),
         (["--timing-only", "--minutes", "5"], "--timing-only trains nothing: --minutes would"),
         (["--timing-only", "--out", "x", "--backend", "pyro"], "--backend, --out would do"),
+        (["--timing-only", "--max-epochs", "3"], "--max-epochs would do nothing"),
+        (["--max-epochs", "0"], "argument --max-epochs: expected a positive"),
+        (["--lr", "0"], "argument --lr: expected a positive"),
     ],
 )
 def test_charrnn_refuses_bad_flags_before_timing(monkeypatch, capsys, argv, message):
@@ -170,3 +173,17 @@ def test_charrnn_refuses_rounds_longer_than_the_data(monkeypatch):
     message = str(stop.value.code)
     assert "needs 640 training windows, the data has 312" in message
     assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--lrs", "0,1e-3"], "argument --lrs: expected positive learning rates, got '0,1e-3'"),
+        (["--lrs", "fast"], "argument --lrs: expected comma-separated numbers, got 'fast'"),
+        (["--steps", "0"], "argument --steps: expected a positive"),
+        (["--result", "../lr"], "argument --result: '../lr' is not a plain name"),
+    ],
+)
+def test_charrnn_lr_refuses_bad_flags_before_training(monkeypatch, capsys, argv, message):
+    """``charrnn_lr.py`` stops on a bad value in one line before any rate trains."""
+    assert_parser_refuses("charrnn_lr", "train", argv, message, monkeypatch, capsys)
