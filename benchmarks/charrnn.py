@@ -13,7 +13,7 @@ rotated every round; the ratios are the medians of the per-round ratios of secon
 
 Training: ``ppgen train charrnn --dataset shakespeare`` (nanoGPT's split: the first 90% of
 ``input.txt`` to train, the last 10% to validate), the recipe's defaults (two LSTM layers of
-256 on one-hot characters, windows of 128, batch 64, Adam 2e-3, or the rate ``--lr`` gives)
+256 on one-hot characters, windows of 128, batch 64, Adam 5e-3, or the rate ``--lr`` gives)
 with a cosine-decayed learning rate, on the backend with the shorter step (``--backend
 auto``) or the one given. The timed rounds give the seconds per epoch; the epochs are
 planned to end within 90% of ``--minutes`` (at most ``--max-epochs``), and the driver's
@@ -223,7 +223,7 @@ def main() -> None:
     p.add_argument("--hidden", type=positive_int, default=256, help="LSTM units per layer")
     p.add_argument("--layers", type=positive_int, default=2, help="stacked LSTM layers")
     p.add_argument("--lr", type=positive(float), default=None,
-                   help="Adam's learning rate (default: the recipe's, 2e-3)")  # fmt: skip
+                   help="Adam's learning rate (default: the recipe's, 5e-3)")  # fmt: skip
     p.add_argument("--max-epochs", type=positive_int, default=None,
                    help="plan at most N epochs (the cosine schedule ends sooner; default: as "
                    "many as fit the budget)")  # fmt: skip
