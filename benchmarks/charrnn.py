@@ -36,8 +36,8 @@ and ``round_seconds_per_step`` (every round's), ``minutes`` (the whole script), 
 ``threads``, ``hardware``; of a run that trains (not ``--timing-only``), also
 ``val_nats_per_char``, ``val_bits_per_char``, ``eval`` (the evaluation's whole output),
 ``train_minutes``, ``budget_minutes``, ``epochs``, ``epochs_planned``, ``best_epoch``,
-``backend``, ``sample_path`` (a generated text, 500 characters after the prompt ``ROMEO:``)
-and ``nanogpt_val_nats_per_char``.
+``backend``, ``lr``, ``max_epochs`` (``None``: as many as fit), ``sample_path`` (a generated
+text, 500 characters after the prompt ``ROMEO:``) and ``nanogpt_val_nats_per_char``.
 """
 
 from __future__ import annotations
@@ -318,6 +318,8 @@ def main() -> None:
             "epochs_planned": epochs,
             "best_epoch": run.epoch + 1,
             "backend": chosen,
+            "lr": run.config.lr,
+            "max_epochs": args.max_epochs,
             "sample_path": str(sample),
             "nanogpt_val_nats_per_char": NANOGPT,
             "eval": ev,

@@ -64,6 +64,11 @@ DATASET_NOTES = {
 }
 
 
+def _count(n: int, noun: str) -> str:
+    """``"1 epoch"``, ``"3 epochs"``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _dataset_help(datasets: Sequence[str]) -> str:
     """The ``--dataset`` help of one recipe: only the datasets it takes."""
     named = [DATASET_NOTES[d] for d in datasets if d in DATASET_NOTES]
@@ -349,8 +354,9 @@ def _config(args: argparse.Namespace, argv: Sequence[str]):
         done = meta["epoch"] + 1
         if done >= config.epochs:
             raise ConfigError(
-                f"the run in {args.out} has trained {done} epochs, as many as --epochs asks "
-                f"({config.epochs}); pass --epochs N with N > {done} to train it further"
+                f"the run in {args.out} has trained {_count(done, 'epoch')}, as many as "
+                f"--epochs asks ({config.epochs}); pass --epochs N with N > {done} to train it "
+                "further"
             )
         return config
     fixed = dict(recipe.fixed_settings)
@@ -386,7 +392,7 @@ def _train(args: argparse.Namespace, argv: Sequence[str]) -> int:
     else:
         loss = f"last train loss {last.get('loss', float('nan')):.2f}"
     print(
-        f"trained {config.model} ({config.backend}) for {len(result.history)} epochs; "
+        f"trained {config.model} ({config.backend}) for {_count(len(result.history), 'epoch')}; "
         f"{loss} {config.recipe.loss_unit(config)}{error}, best epoch "
         f"{(result.best_epoch or 0) + 1}{' (stopped early)' if result.stopped_early else ''}"
     )

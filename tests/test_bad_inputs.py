@@ -442,9 +442,9 @@ def test_resume_takes_the_same_options_and_another_model_is_refused(run):
         line = one_line(cli("train", "m2", "--out", run, "--resume", "--epochs", "2"))
         assert "holds a vae run" in line and "ppgen train vae" in line
         line = one_line(cli("train", "vae", "--out", run, "--resume"))  # a finished run
-        assert "has trained 1 epochs" in line and "--epochs N with N > 1" in line
+        assert "has trained 1 epoch," in line and "--epochs N with N > 1" in line
         line = one_line(cli("train", "vae", "--out", run, "--resume", "--epochs", "1"))
-        assert "has trained 1 epochs" in line  # a lower total is refused, not ignored
+        assert "has trained 1 epoch," in line  # a lower total is refused, not ignored
     # Leftovers of writes a kill -9 interrupted are removed at the next start; nothing else.
     ckpt = run / "checkpoints"
     leftovers = [ckpt / ".epoch-000002.k3j4h5g6", ckpt / ".LATEST.a1b2c3d4"]

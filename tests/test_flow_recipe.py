@@ -136,6 +136,10 @@ def test_image_flow_training_loss_is_the_eval_nll(tmp_path, backend_name):
         (["--flow", "glow"], "--flow glow is an image flow: it needs image data"),
         (["--flow", "nsf", "--bound", "0"], "--bound must be > 0"),
         (["--flow", "nsf", "--bound", "-2"], "--bound must be > 0"),
+        (["--flow", "nsf", "--bound", "nan"], "--bound must be a finite number, got nan"),
+        (["--logit-alpha", "inf"], "--logit-alpha must be a finite number, got inf"),
+        (["--logit-alpha", "0.1"], "--logit-alpha sets the logit map of image data, and moons"),
+        (["--flow", "maf", "--bins", "4"], "--bins sets the rational-quadratic splines"),
         (["--hidden", "0"], "layer sizes must be positive"),
         (
             ["--flow", "planar", "--hidden", "32"],

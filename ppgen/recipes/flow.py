@@ -24,6 +24,7 @@ exact test NLL in nats, and bits/dim for images.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,6 +99,9 @@ class FlowOptions(MADEDegrees):
     )
 
     def __post_init__(self) -> None:
+        for flag, value in (("--bound", self.bound), ("--logit-alpha", self.logit_alpha)):
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{flag} must be a finite number, got {value}")
         super().__post_init__()
         if self.layers < 1:
             raise ConfigError(f"a flow needs at least one layer, got --layers {self.layers}")
@@ -110,7 +114,8 @@ class FlowOptions(MADEDegrees):
         if changed and self.flow not in _SPLINE_FLOWS:
             flags = " and ".join(f"--{k}" for k in changed)
             raise ConfigError(
-                f"{flags} set the rational-quadratic splines of nsf and nsf_ar, and "
+                f"{flags} {'set' if len(changed) > 1 else 'sets'} the rational-quadratic "
+                f"splines of nsf and nsf_ar, and "
                 f"{self.flow} has none; drop {flags} or choose --flow nsf"
             )
         if self.flow in _NO_NETWORK and self.hidden != defaults["hidden"]:
@@ -205,6 +210,22 @@ class FlowRecipe(Recipe):
             image_shape=test.image_shape,
             num_classes=None,
         )
+
+    def settle(self, config: RunConfig, data: FitData) -> RunConfig:
+        """Refuse ``--logit-alpha`` on data that are not images (it sets the logit map of
+        image flows, which the 2-D densities do not have), as ``--bins`` is refused where it
+        configures nothing.
+
+        Raises:
+            ConfigError: ``--logit-alpha`` set for a toy density.
+        """
+        alpha = next(f for f in dataclasses.fields(FlowOptions) if f.name == "logit_alpha")
+        if grey_levels(config.dataset) is None and config.options.logit_alpha != alpha.default:
+            raise ConfigError(
+                f"--logit-alpha sets the logit map of image data, and {config.dataset} is a "
+                "2-D density with none; drop --logit-alpha"
+            )
+        return config
 
     def shapes(self, config: RunConfig) -> FitData | None:
         """Images: placeholder grey levels ``k`` (float32 ``(2, H * W)``, drawn at random
