@@ -5,9 +5,10 @@ maximum likelihood.
 Categorical(V))`` (``ppgen.models.{pyro,numpyro}``) with the ordinary trainer and the ELBO,
 which for a model without latent sites is the exact log-likelihood, by Adam at 5e-3 (batch
 64) unless ``--lr`` says otherwise: measured against Karpathy's 2e-3 on this network
-(``benchmarks/charrnn_lr.py``, ``docs/RESULTS.md``), 5e-3 learns several times faster and
-1e-2 stalls; with ``--lr-schedule cosine`` over about 14 epochs it reaches 1.54 nats per
-character on Tiny Shakespeare's validation text, where longer runs overfit. It trains on the
+(``benchmarks/charrnn_lr.py`` and ``charrnn.py``, ``docs/RESULTS.md``), 5e-3 passes in 6
+epochs the validation figure 2e-3 reaches in 26, and 1e-2 stalls; with ``--lr-schedule
+cosine`` over 14 epochs it reaches 1.541-1.547 nats per character on Tiny Shakespeare's
+validation text (two seeds), where longer runs overfit. It trains on the
 training text (nanoGPT's split: the first 90% of Tiny Shakespeare) cut into consecutive
 windows of ``--seq-len`` characters, shuffled every epoch; each window is one example whose
 first character is read from the LSTM's learned start input (no earlier text), as
