@@ -110,18 +110,21 @@ class TorchLoop:
         params = [self.start, *self.lstm.parameters(), *self.output.parameters()]
         self.optimizer = torch.optim.Adam(params, lr=lr, fused=True)
 
-    def step(self, x) -> float:
-        """One Adam step on windows ``x`` (``(batch, T)`` int64 tensor); returns the loss."""
+    def nll(self, x):
+        """Summed cross-entropy (nats) of windows ``x`` (``(batch, T)`` int64 tensor), each
+        scored from the start vector: a scalar tensor."""
         import torch
         import torch.nn.functional as F
 
-        batch = x.shape[0]
         u = F.one_hot(x[:, :-1], self.vocab).float()
-        u = torch.cat([self.start.expand(batch, 1, -1), u], dim=1)
+        u = torch.cat([self.start.expand(x.shape[0], 1, -1), u], dim=1)
         h, _ = self.lstm(u)
         logits = self.output(h)
-        loss = F.cross_entropy(logits.reshape(-1, self.vocab), x.reshape(-1), reduction="sum")
-        loss = loss / batch
+        return F.cross_entropy(logits.reshape(-1, self.vocab), x.reshape(-1), reduction="sum")
+
+    def step(self, x) -> float:
+        """One Adam step on windows ``x`` (``(batch, T)`` int64 tensor); returns the loss."""
+        loss = self.nll(x) / x.shape[0]
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

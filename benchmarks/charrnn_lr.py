@@ -5,13 +5,14 @@ Why it exists: the learning rate of ``benchmarks/charrnn.py``'s 30-minute figure
 by this check (``docs/RESULTS.md``, char-RNN). It trains the plain PyTorch loop of
 ``charrnn.py`` (``TorchLoop``: two LSTM layers of 256 on one-hot characters after a learned
 start vector, a linear read-out, summed cross-entropy per window averaged over the batch,
-``torch.optim.Adam(fused=True)``), the same network and step as the ``charrnn`` recipe, on
-nanoGPT's split (the first 90% of ``input.txt``): windows of 128, batch 64, the windows
-shuffled every epoch by a seeded numpy generator, the learning rate decayed to 0 over
-``--steps`` on a cosine. Each rate starts from the same weights (``--seed``). Every run is
-then scored on the whole validation text (111,540 characters: windows of 128 and the tail,
-each from the start state) in nats per character, as ``ppgen eval`` scores a ``charrnn``
-run. Counted in steps, not minutes, so the figures do not depend on the machine's load.
+``torch.optim.Adam(fused=True)``; its ``nll`` also scores the validation text), the same
+network and step as the ``charrnn`` recipe, on nanoGPT's split (the first 90% of
+``input.txt``): windows of 128, batch 64, the windows shuffled every epoch by a seeded numpy
+generator, the learning rate decayed to 0 over ``--steps`` on a cosine. Each rate starts
+from the same weights (``--seed``). Every run is then scored on the whole validation text
+(111,540 characters: windows of 128 and the tail, each from the start state) in nats per
+character, as ``ppgen eval`` scores a ``charrnn`` run. Counted in steps, not minutes, so the
+figures do not depend on the machine's load.
 
     python benchmarks/charrnn_lr.py                                  # 2e-3, 5e-3, 1e-2; 800 steps
     python benchmarks/charrnn_lr.py --lrs 3e-3,5e-3 --steps 200 --threads 1
@@ -64,20 +65,12 @@ def validation_nats(loop, ids) -> float:
     of 128 and the shorter tail, each from the start state (as ``ppgen eval`` scores)."""
     import numpy as np
     import torch
-    import torch.nn.functional as F
 
     full = windows(ids, WINDOW)
     tail = np.asarray(ids[full.size :], dtype=np.int64)[None]
     batches = [full[i : i + 200] for i in range(0, len(full), 200)] + [tail] * bool(tail.size)
-    total = 0.0
     with torch.no_grad():
-        for batch in batches:
-            x = torch.from_numpy(batch)
-            u = F.one_hot(x[:, :-1], loop.vocab).float()
-            u = torch.cat([loop.start.expand(x.shape[0], 1, -1), u], dim=1)
-            logits = loop.output(loop.lstm(u)[0])
-            loss = F.cross_entropy(logits.reshape(-1, loop.vocab), x.reshape(-1), reduction="sum")
-            total += float(loss)
+        total = sum(float(loop.nll(torch.from_numpy(batch))) for batch in batches)
     return total / len(ids)
 
 
