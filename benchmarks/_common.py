@@ -6,6 +6,7 @@ Each benchmark prints one JSON object as its last line and writes the same objec
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -76,11 +77,28 @@ class Stopwatch:
         return (time.perf_counter() - self.t0) / 60
 
 
+class DefaultsHelp(argparse.HelpFormatter):
+    """A help formatter that appends ``(default: X)`` to every option with a help text and a
+    set default, like ``argparse.ArgumentDefaultsHelpFormatter``, but not to the options whose
+    default is ``None`` or ``False`` (their help says what unset means)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            "%(default)" in text
+            or default is None
+            or default is False
+            or default == argparse.SUPPRESS
+        ):
+            return text
+        return text + " (default: %(default)s)"
+
+
 def result_name(text: str) -> str:
     """``--result``'s type: a plain file name (letters, digits, ``_``, ``-``, ``.``), never a
     path, since it names ``benchmarks/results/<name>.json`` and the pictures beside it. A
     trailing ``.json`` is dropped (``x.json`` names ``x.json``, not ``x.json.json``)."""
-    import argparse
     import re
 
     text = text.removesuffix(".json")

@@ -51,6 +51,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
+    DefaultsHelp,
     Stopwatch,
     hardware,
     limit_threads,
@@ -216,7 +217,7 @@ def seconds_per_valid_window(backend_name: str, args: argparse.Namespace) -> flo
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=DefaultsHelp)
     p.add_argument("--backend", choices=("auto", *BACKENDS), default="auto",
                    help="backend to train on (auto: the shorter step in the timing)")  # fmt: skip
     p.add_argument("--minutes", type=positive(float), default=30.0, help="training budget")
@@ -239,8 +240,9 @@ def main() -> None:
     p.add_argument("--max-chars", type=non_negative_int, default=0,
                    help="the recipe's --max-chars: the first N characters of every split "
                    "(0: all; a check of the script)")  # fmt: skip
-    p.add_argument("--seed", type=seed_int, default=0)
-    p.add_argument("--out", type=Path, default=Path("runs/bench_charrnn"))
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of the run")
+    p.add_argument("--out", type=Path, default=Path("runs/bench_charrnn"),
+                   help="run directory (a fresh one: ppgen never overwrites a run)")  # fmt: skip
     p.add_argument("--result", type=result_name, default=NAME,
                    help="name of the JSON written to benchmarks/results/")  # fmt: skip
     p.add_argument("--timing-only", action="store_true",

@@ -28,6 +28,8 @@ the two side by side (``plots.save_spectrograms``), with the training curves, in
     python benchmarks/wavenet.py --threads 1        # the same on one core
     python benchmarks/wavenet.py --quick            # about a minute: checks the script
     python benchmarks/wavenet.py --minutes 2 --max-utterances 8 --eval-limit 1  # the probe path
+    python benchmarks/wavenet.py --minutes 60 --max-epochs 3 --lr 3e-3 --result wavenet_lr3e-3
+                                                    # a learning-rate check: 3 epochs
 
 ``--max-utterances N`` cuts every split to its first N utterances (the recipe's option), the
 baselines' training counts included; the baselines always score the test utterances WaveNet
@@ -37,10 +39,12 @@ JSON keys (last line, and ``benchmarks/results/wavenet.json``): ``wavenet_bits_p
 ``bigram_bits_per_sample``, ``iid_bits_per_sample`` (test, bits per audio sample),
 ``ratio`` (WaveNet over bigram; the bar is ``<= 0.7``), ``minutes`` (the whole script),
 ``train_minutes``, ``epochs``, ``backend`` (the one trained) and ``probe_seconds_per_epoch``
-(each backend probed), ``clip``, ``real_clip``, ``spectrogram``, ``curves`` (paths relative
-to the repository), ``samples`` and ``utterances`` scored, ``setting``, ``hardware``.
+(each backend probed), ``lr``, ``max_epochs`` (``None``: as many as fit), ``clip``,
+``real_clip``, ``spectrogram``, ``curves`` (paths relative to the repository), ``samples``
+and ``utterances`` scored, ``setting``, ``hardware``.
 ``--quick`` trains a tiny WaveNet for one epoch on 4 utterances and writes
-``wavenet_quick.json``.
+``wavenet_quick.json``. ``--result NAME`` writes ``NAME.json`` instead and, without
+``--figures``, the pictures to ``benchmarks/results/NAME/``.
 """
 
 from __future__ import annotations
@@ -53,10 +57,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
+    DefaultsHelp,
     Stopwatch,
     hardware,
     limit_threads,
     probe_seconds_per_epoch,
+    result_name,
     train_fresh,
     write_result,
 )
@@ -68,7 +74,7 @@ QUICK_ARCHITECTURE = {"layers": 4, "residual_channels": 8, "skip_channels": 16, 
 
 
 def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=DefaultsHelp)
     p.add_argument(
         "--backend",
         choices=("auto", "pyro", "numpyro"),
@@ -76,9 +82,9 @@ def parse_args() -> argparse.Namespace:
         help="auto: probe both and train on the faster",
     )
     p.add_argument("--minutes", type=float, default=30.0, help="training budget")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=8, help="segments per step")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam's peak learning rate (cosine)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the run")
     p.add_argument("--probe-steps", type=int, default=5, help="steps of the timed probe")
     p.add_argument("--eval-limit", type=int, default=None, help="first N test utterances only")
     p.add_argument("--seconds", type=float, default=2.0, help="length of the generated clip")
@@ -91,10 +97,32 @@ def parse_args() -> argparse.Namespace:
         default=0,
         help="train (and count the baselines) on the first N training utterances (0: all)",
     )
+    p.add_argument(
+        "--max-epochs",
+        type=int,
+        default=None,
+        help="plan at most N epochs (the cosine schedule ends sooner; default: as many as fit "
+        "the budget)",
+    )
+    p.add_argument(
+        "--result",
+        type=result_name,
+        default=NAME,
+        help="name of the JSON written to benchmarks/results/ (and of the pictures' folder)",
+    )
     p.add_argument("--quick", action="store_true", help="a tiny WaveNet, one epoch")
     args = p.parse_args()
-    if args.minutes <= 0 or args.probe_steps < 1 or args.seconds <= 0 or args.max_utterances < 0:
-        p.error("--minutes, --probe-steps and --seconds must be positive, --max-utterances >= 0")
+    if (
+        args.minutes <= 0
+        or args.probe_steps < 1
+        or args.seconds <= 0
+        or args.max_utterances < 0
+        or (args.max_epochs is not None and args.max_epochs < 1)
+    ):
+        p.error(
+            "--minutes, --probe-steps, --seconds and --max-epochs must be positive, "
+            "--max-utterances >= 0"
+        )
     if args.quick:
         args.seconds, args.max_utterances = 0.25, 4
     return args
@@ -133,6 +161,13 @@ def seconds_per_epoch(backend_name: str, args: argparse.Namespace) -> float:
     """Seconds per epoch on ``backend_name``, from a timed probe of ``args.probe_steps`` steps
     through the recipe's own trainer (a first pass compiles; the second is timed)."""
     return probe_seconds_per_epoch(config(backend_name, 1, args), args.probe_steps)
+
+
+def planned_epochs(seconds_per_epoch: float, minutes: float, max_epochs: int | None) -> int:
+    """The epochs of the cosine schedule: as many as fit ``minutes`` at the probe's speed (at
+    least one), at most ``max_epochs`` (``None``: no cap)."""
+    epochs = max(1, math.floor(minutes * 60 / seconds_per_epoch))
+    return epochs if max_epochs is None else min(epochs, max_epochs)
 
 
 def mu_law_utterances(split: str, limit: int | None) -> list[np.ndarray]:
@@ -210,11 +245,11 @@ def main(args: argparse.Namespace) -> None:
                 speed[name] = seconds_per_epoch(name, args)
                 print(f"{name}: {speed[name]:.0f} s/epoch (probe)", flush=True)
             chosen = min(speed, key=speed.get)
-            epochs = max(1, math.floor(args.minutes * 60 / speed[chosen]))
+            epochs = planned_epochs(speed[chosen], args.minutes, args.max_epochs)
             if speed[chosen] > args.minutes * 60:
                 print("one epoch takes longer than the budget; training runs that one epoch")
             print(f"training on {chosen}: {epochs} epochs", flush=True)
-        figures = args.figures or ROOT / "benchmarks" / "results" / NAME
+        figures = args.figures or ROOT / "benchmarks" / "results" / args.result
         result, run, train_minutes = train_fresh(
             config(chosen, epochs, args),
             args.out,
@@ -237,7 +272,7 @@ def main(args: argparse.Namespace) -> None:
     for key, path in paths.items():
         print(f"{key}: {path}", flush=True)
     write_result(
-        f"{NAME}_quick" if args.quick else NAME,
+        f"{args.result}_quick" if args.quick else args.result,
         {
             "wavenet_bits_per_sample": wavenet,
             **base,
@@ -256,6 +291,8 @@ def main(args: argparse.Namespace) -> None:
             "train_utterances": len(train),
             "setting": setting(run.config, limit),
             "threads": args.threads,
+            "lr": args.lr,
+            "max_epochs": args.max_epochs,
             "quick": args.quick,
             "hardware": hardware(),
         },

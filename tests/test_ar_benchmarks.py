@@ -187,3 +187,47 @@ def test_charrnn_refuses_rounds_longer_than_the_data(monkeypatch):
 def test_charrnn_lr_refuses_bad_flags_before_training(monkeypatch, capsys, argv, message):
     """``charrnn_lr.py`` stops on a bad value in one line before any rate trains."""
     assert_parser_refuses("charrnn_lr", "train", argv, message, monkeypatch, capsys)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--max-epochs", "0"], "--max-epochs must be positive"),
+        (["--minutes", "-1"], "--minutes"),
+        (["--result", "../wn"], "argument --result: '../wn' is not a plain name"),
+    ],
+)
+def test_wavenet_refuses_bad_flags(wn, monkeypatch, capsys, argv, message):
+    """``wavenet.py`` stops on a bad value in one line (exit status 2) while parsing, before
+    its probe or training."""
+    monkeypatch.setattr(sys, "argv", ["wavenet.py", *argv])
+    with pytest.raises(SystemExit) as stop:
+        wn.parse_args()
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("wavenet.py: error: ") and message in err
+
+
+def test_wavenet_plans_what_fits_up_to_the_cap(wn):
+    """The cosine schedule's epochs: what the probe says fits the budget (at least one),
+    never more than ``--max-epochs``."""
+    assert wn.planned_epochs(150.0, 60.0, None) == 24
+    assert wn.planned_epochs(150.0, 60.0, 3) == 3
+    assert wn.planned_epochs(150.0, 60.0, 100) == 24
+    assert wn.planned_epochs(4000.0, 60.0, None) == 1
+
+
+def test_defaults_help_shows_set_defaults_only():
+    """The benchmarks' help formatter names every set default, zero included, and leaves out
+    the ``None`` and ``False`` ones (their help says what unset means)."""
+    sys.path.insert(0, str(BENCH))
+    from _common import DefaultsHelp
+
+    p = argparse.ArgumentParser(prog="x", formatter_class=DefaultsHelp)
+    p.add_argument("--seed", type=int, default=0, help="seed")
+    p.add_argument("--lr", type=float, default=None, help="rate (default: the recipe's)")
+    p.add_argument("--quick", action="store_true", help="smoke test")
+    p.add_argument("--out", default="runs/x", help="run directory")
+    text = " ".join(p.format_help().split())
+    assert "seed (default: 0)" in text and "run directory (default: runs/x)" in text
+    assert "(default: None)" not in text and "(default: False)" not in text
