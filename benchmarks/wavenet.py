@@ -5,7 +5,7 @@ first-order Markov (bigram) model.
 WaveNet is what ``ppgen train wavenet --dataset speech`` builds (``ppgen.recipes.wavenet``):
 one stack of 10 dilated layers (receptive field 1024 samples, 64 ms at 16 kHz), 32 residual
 and 128 skip channels, a ``Categorical(256)`` over 8-bit mu-law codes, unconditioned; the
-training utterances cut into segments of 4096 samples, batch 8, Adam 1e-3 with a cosine
+training utterances cut into segments of 4096 samples, batch 8, Adam 1e-2 with a cosine
 schedule over the planned epochs. A timed probe (``--probe-steps`` steps, after a first pass
 that compiles) gives the seconds per epoch on each backend; the faster one trains (``--backend
 auto``; NumPyro with the trainer's ``epoch_loop="steps"``, which the recipe chooses: XLA on
@@ -67,6 +67,8 @@ from _common import (  # noqa: E402
     write_result,
 )
 
+from ppgen.recipes.base import positive  # noqa: E402
+
 NAME = "wavenet"
 ROOT = Path(__file__).resolve().parent.parent
 LEVELS = 256  # 8-bit mu-law
@@ -83,7 +85,12 @@ def parse_args() -> argparse.Namespace:
     )
     p.add_argument("--minutes", type=float, default=30.0, help="training budget")
     p.add_argument("--batch-size", type=int, default=8, help="segments per step")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam's peak learning rate (cosine)")
+    p.add_argument(
+        "--lr",
+        type=positive(float),
+        default=None,
+        help="Adam's peak learning rate, cosine (default: the recipe's, 1e-2)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the run")
     p.add_argument("--probe-steps", type=int, default=5, help="steps of the timed probe")
     p.add_argument("--eval-limit", type=int, default=None, help="first N test utterances only")
@@ -143,13 +150,14 @@ from ppgen.recipes.wavenet import WaveNetSampleOptions  # noqa: E402
 def config(backend_name: str, epochs: int, args: argparse.Namespace) -> RunConfig:
     """The run (``ppgen train wavenet`` with these flags) on ``backend_name``."""
     extra = {"max_utterances": args.max_utterances, **(QUICK_ARCHITECTURE if args.quick else {})}
+    if args.lr is not None:  # otherwise the recipe's rate
+        extra["lr"] = args.lr
     return runs.make_config(
         "wavenet",
         backend=backend_name,
         dataset="speech",
         epochs=epochs,
         batch_size=args.batch_size,
-        lr=args.lr,
         lr_schedule="cosine",
         seed=args.seed,
         picture_seconds=args.seconds,
@@ -291,7 +299,7 @@ def main(args: argparse.Namespace) -> None:
             "train_utterances": len(train),
             "setting": setting(run.config, limit),
             "threads": args.threads,
-            "lr": args.lr,
+            "lr": run.config.lr,
             "max_epochs": args.max_epochs,
             "quick": args.quick,
             "hardware": hardware(),

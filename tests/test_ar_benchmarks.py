@@ -82,7 +82,12 @@ def test_the_run_is_the_wavenet_recipe_on_speech(wn):
             3,
         )
         assert cfg.lr_schedule == "cosine" and cfg.options.picture_seconds == 2.0
-        assert cfg.options.layers == (4 if quick else 10)
+        assert cfg.options.layers == (4 if quick else 10) and cfg.lr == 1e-3
+    # without --lr, the recipe's rate
+    from ppgen.recipes.registry import get_recipe
+
+    unset = argparse.Namespace(**{**vars(args), "lr": None}, quick=False)
+    assert wn.config("pyro", 3, unset).lr == get_recipe("wavenet").defaults["lr"] == 1e-2
 
 
 def test_naive_prefix_leaves_the_steps_it_reports():
@@ -194,6 +199,7 @@ def test_charrnn_lr_refuses_bad_flags_before_training(monkeypatch, capsys, argv,
     [
         (["--max-epochs", "0"], "--max-epochs must be positive"),
         (["--minutes", "-1"], "--minutes"),
+        (["--lr", "0"], "argument --lr: expected a positive"),
         (["--result", "../wn"], "argument --result: '../wn' is not a plain name"),
     ],
 )
