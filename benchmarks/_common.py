@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import shutil
@@ -182,3 +183,10 @@ def limit_threads(threads: int | None) -> None:
 
     torch.set_num_threads(threads)
     torch.set_num_interop_threads(threads)
+
+
+def planned_epochs(seconds_per_epoch: float, minutes: float, max_epochs: int | None) -> int:
+    """The epochs of a cosine schedule: as many as fit ``minutes`` at the probe's speed (at
+    least one), at most ``max_epochs`` (``None``: no cap)."""
+    epochs = max(1, math.floor(minutes * 60 / seconds_per_epoch))
+    return epochs if max_epochs is None else min(epochs, max_epochs)

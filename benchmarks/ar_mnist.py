@@ -38,7 +38,8 @@ and horizontal stacks, no blind spot) with 32 channels and 7 gated layers, Berno
 Budgets: 30 minutes each for the dense models, 60 for Gated PixelCNN. A timed probe (a few
 training steps after a compile, and a slice of the validation set) gives the seconds per
 epoch; the number of epochs is set so that the cosine schedule ends within 90% of the
-budget (the probe leaves out checkpoints and compiles), at most ``MAX_EPOCHS`` (FVSBN: 150),
+budget (the probe leaves out checkpoints and compiles), at most ``MAX_EPOCHS`` (FVSBN: 150)
+and ``--max-epochs``,
 and the driver's time limit stops training after the epoch in which the budget runs out.
 ``--backend auto`` (default) probes both backends on each model and trains on the faster
 (the probe's seconds per step are in the JSON); ``pyro`` or ``numpyro`` fixes one. On NumPyro
@@ -58,6 +59,8 @@ PixelCNN 81.30 (van den Oord et al. 2016a; Gated PixelCNN about the same).
         --train-limit 2000 --probe-steps 5          # minutes: checks the script
     python benchmarks/ar_mnist.py --models pixelcnn --backend numpyro --minutes-pixelcnn 6 \
         --pixelcnn-channels 64 --pixelcnn-layers 10 --result ar_mnist_gpu   # on a GPU
+    python benchmarks/ar_mnist.py --models pixelcnn --backend pyro --train-limit 10000 \
+        --max-epochs 2 --pixelcnn-lr 3e-3 --result ar_mnist_pixelcnn_lr3e-3  # a rate check
 
 Each run directory (``--out``/<model>) keeps the trained run (``ppgen eval``/``ppgen sample``
 work on it) and the recipes' pictures: ``samples.png`` (64 samples), ``completions.png`` (the
@@ -78,7 +81,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -89,6 +91,7 @@ from _common import (  # noqa: E402
     Stopwatch,
     hardware,
     limit_threads,
+    planned_epochs,
     result_name,
     train_fresh,
     write_result,
@@ -122,7 +125,11 @@ SETTINGS = {  # the recipes' options of each model (binarize: "static" unless gi
 # epochs fit the budget, and at 1e-3 it was still improving at the last. MADE: its own entry
 # so that --made-lr can override it (5e-3, the rate of the earlier order-agnostic sets, was
 # worse than 1e-3 for connectivity-agnostic sets: 96.62 against 93.52).
-RUN_SETTINGS: dict[str, dict] = {"made": {"lr": 1e-3}, "nade": {"lr": 3e-3}}
+RUN_SETTINGS: dict[str, dict] = {
+    "made": {"lr": 1e-3},
+    "nade": {"lr": 3e-3},
+    "pixelcnn": {"lr": 1e-3},
+}
 # FVSBN's validation NLL stops improving well before 735 epochs; one MADE mask set overfits the
 # static draw as FVSBN does: a schedule that decays within 150 epochs.
 MAX_EPOCHS = {"fvsbn": 150, "made1": 150}
@@ -138,6 +145,7 @@ OVERRIDES = (
     ("pixelcnn", "channels", {"type": positive_int}, "Gated PixelCNN channels"),
     ("pixelcnn", "layers", {"type": positive_int}, "Gated PixelCNN layers"),
     ("made", "agnostic", {"choices": AGNOSTIC}, "what the 32-set MADE's mask sets draw"),
+    ("pixelcnn", "lr", {"type": positive(float)}, "Gated PixelCNN's learning rate"),
     ("made", "lr", {"type": positive(float)}, "the 32-set MADE's learning rate"),
     ("made", "hidden", {"type": layer_sizes}, "the 32-set MADE's hidden widths, e.g. 500"),
     ("made", "binarize", {"choices": ("static", "dynamic")}, "the 32-set MADE's training data"),
@@ -156,12 +164,13 @@ def _overridden(model: str, table: dict, args: argparse.Namespace) -> dict:
 
 def settings(model: str, args: argparse.Namespace) -> dict:
     """The recipe options of ``model``: ``SETTINGS`` with the ``OVERRIDES`` flags applied
-    (all but ``--made-lr``)."""
+    (all but the learning rates)."""
     return _overridden(model, SETTINGS, args)
 
 
 def run_settings(model: str, args: argparse.Namespace) -> dict:
-    """``RUN_SETTINGS`` of ``model`` with the ``OVERRIDES`` flags applied (``--made-lr``)."""
+    """``RUN_SETTINGS`` of ``model`` with the ``OVERRIDES`` flags applied (``--made-lr``,
+    ``--pixelcnn-lr``)."""
     return _overridden(model, RUN_SETTINGS, args)
 
 
@@ -181,6 +190,13 @@ def config(model: str, backend_name: str, epochs: int, args: argparse.Namespace)
         **{"lr": args.lr, **run_settings(model, args)},
         **{"binarize": "static", **settings(model, args)},
     )
+
+
+def cap(model: str, args: argparse.Namespace) -> int | None:
+    """The most epochs ``model`` is planned for: ``MAX_EPOCHS`` and ``--max-epochs``, the
+    smaller (``None``: no cap)."""
+    caps = [c for c in (MAX_EPOCHS.get(model), args.max_epochs) if c is not None]
+    return min(caps) if caps else None
 
 
 def limit_training(limit: int | None) -> None:
@@ -275,6 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train on the first N training images (checks the script)")  # fmt: skip
     p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--lr", type=positive(float), default=1e-3)
+    p.add_argument("--max-epochs", type=positive_int, default=None,
+                   help="plan at most N epochs for every model (a learning-rate check; "
+                   "default: as many as fit each budget, within MAX_EPOCHS)")  # fmt: skip
     p.add_argument("--probe-steps", type=positive_int, default=20,
                    help="steps of each timed probe")  # fmt: skip
     p.add_argument("--out", type=Path, default=Path("runs/bench_ar_mnist"))
@@ -314,8 +333,7 @@ def main() -> None:
         speed[model] = {b: probe(model, b, args) for b in tried}
         chosen[model] = min(tried, key=lambda b: speed[model][b]["epoch"])
         seconds = speed[model][chosen[model]]["epoch"]
-        epochs = max(1, math.floor(PLAN * budget[model] * 60 / seconds))
-        epochs = min(epochs, MAX_EPOCHS.get(model, epochs))
+        epochs = planned_epochs(seconds, PLAN * budget[model], cap(model, args))
         steps = ", ".join(f"{b} {s['step'] * 1e3:.1f} ms/step" for b, s in speed[model].items())
         print(f"{model}: {steps} -> {chosen[model]}, {seconds:.0f} s/epoch, {epochs} epochs",
               flush=True)  # fmt: skip
@@ -352,7 +370,7 @@ def main() -> None:
             },
             "pictures": {m: r["pictures"] for m, r in results.items()},
             "settings": {m: {**run_settings(m, args), **settings(m, args)} for m in models},
-            "max_epochs": {m: MAX_EPOCHS[m] for m in models if m in MAX_EPOCHS},
+            "max_epochs": {m: cap(m, args) for m in models if cap(m, args) is not None},
             "runs": results,
             "setting": "MNIST binarized: training images statically (one Bernoulli draw, seed "
             f"{args.seed}) or dynamically (a draw every step) as settings[model]['binarize'] "

@@ -34,6 +34,8 @@ still bits per 8-bit pixel.
     python benchmarks/flow_mnist.py                        # all three, 60 + 30 + 20 minutes
     python benchmarks/flow_mnist.py --flows glow --minutes 60
     python benchmarks/flow_mnist.py --quick                # about a minute: checks the script
+    python benchmarks/flow_mnist.py --flows glow --backend pyro --max-epochs 3 --lr 3e-3 \
+        --result flow_mnist_glow_lr3e-3                    # a learning-rate check: 3 epochs
 
 ``--quick`` runs the same path on scikit-learn's 8 x 8 digits (17 grey levels) with tiny
 flows, two epochs and no probe, written to ``flow_mnist_quick.json``.
@@ -42,15 +44,17 @@ flows, two epochs and no probe, written to ``flow_mnist_quick.json``.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
+    DefaultsHelp,
     Stopwatch,
     hardware,
+    limit_threads,
+    planned_epochs,
     probe_seconds_per_epoch,
     result_name,
     train_fresh,
@@ -58,7 +62,13 @@ from _common import (  # noqa: E402
 )  # noqa: E402
 
 from ppgen import runs  # noqa: E402
-from ppgen.recipes.base import BACKENDS, layer_sizes, positive_int  # noqa: E402
+from ppgen.recipes.base import (  # noqa: E402
+    BACKENDS,
+    layer_sizes,
+    positive,
+    positive_int,
+    seed_int,
+)
 
 NAME = "flow_mnist"
 FLOWS = ("realnvp", "glow", "maf")
@@ -153,8 +163,8 @@ def accelerator(backend_name: str) -> str:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--backend", choices=BACKENDS, default="numpyro")
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=DefaultsHelp)
+    p.add_argument("--backend", choices=BACKENDS, default="numpyro", help="the backend trained")
     p.add_argument(
         "--flows",
         default=",".join(FLOWS),
@@ -162,16 +172,31 @@ def main() -> None:
     )
     p.add_argument(
         "--minutes",
-        type=float,
+        type=positive(float),
         default=None,
         help="training budget of every flow (default: glow 60, realnvp 30, maf 20)",
     )
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--eval-limit", type=int, default=None, help="first N test images only")
-    p.add_argument("--probe-steps", type=int, default=20, help="steps of the timed probe")
-    p.add_argument("--out", type=Path, default=Path("runs/bench_flow_mnist"))
+    p.add_argument(
+        "--max-epochs",
+        type=positive_int,
+        default=None,
+        help="plan at most N epochs (the cosine schedule ends sooner; default: as many as fit "
+        "the budget)",
+    )
+    p.add_argument("--batch-size", type=positive_int, default=64, help="images per step")
+    p.add_argument("--lr", type=positive(float), default=1e-3, help="Adam's peak learning rate")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of the run")
+    p.add_argument("--eval-limit", type=positive_int, default=None, help="first N test images only")
+    p.add_argument("--probe-steps", type=positive_int, default=20, help="steps of the timed probe")
+    p.add_argument(
+        "--threads",
+        type=positive_int,
+        default=None,
+        help="torch and XLA compute threads (default: the libraries' own)",
+    )
+    p.add_argument(
+        "--out", type=Path, default=Path("runs/bench_flow_mnist"), help="run directories"
+    )
     p.add_argument(
         "--large", action="store_true", help="the larger architectures (for an accelerator)"
     )
@@ -194,6 +219,11 @@ def main() -> None:
                    help="name of the JSON written to benchmarks/results/ (a partial run: "
                    "keep the full table apart)")  # fmt: skip
     args = p.parse_args()
+    limit_threads(args.threads)  # before anything imports jax
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
     flows = args.flows.split(",")
     unknown = sorted(set(flows) - set(FLOWS))
     if unknown or not flows:
@@ -213,7 +243,7 @@ def main() -> None:
                 epochs = 2
             else:
                 speed[flow] = seconds_per_epoch(flow, args)
-                epochs = max(1, math.floor(budget[flow] * 60 / speed[flow]))
+                epochs = planned_epochs(speed[flow], budget[flow], args.max_epochs)
                 if speed[flow] > budget[flow] * 60:
                     print(
                         f"{flow}: one epoch takes longer than its {budget[flow]:g}-minute "
@@ -236,6 +266,8 @@ def main() -> None:
             **{f"{f}_bits_per_dim": bpd[f] for f in FLOWS},
             "paper_bits_per_dim": PAPER,
             "budget_minutes": budget,
+            "max_epochs": args.max_epochs,
+            "lr": args.lr,
             "probe_seconds_per_epoch": speed,
             "runs": results,
             "architecture": settings,

@@ -24,7 +24,7 @@ WAV, the start of the first test utterance as another, and the recipe's spectrog
 the two side by side (``plots.save_spectrograms``), with the training curves, in
 ``--figures`` (default ``benchmarks/results/wavenet/``).
 
-    python benchmarks/wavenet.py                    # 30 minutes of training, then eval
+    python benchmarks/wavenet.py                    # 60 minutes of training, then eval
     python benchmarks/wavenet.py --threads 1        # the same on one core
     python benchmarks/wavenet.py --quick            # about a minute: checks the script
     python benchmarks/wavenet.py --minutes 2 --max-utterances 8 --eval-limit 1  # the probe path
@@ -42,15 +42,15 @@ JSON keys (last line, and ``benchmarks/results/wavenet.json``): ``wavenet_bits_p
 (each backend probed), ``lr``, ``max_epochs`` (``None``: as many as fit), ``clip``,
 ``real_clip``, ``spectrogram``, ``curves`` (paths relative to the repository), ``samples``
 and ``utterances`` scored, ``setting``, ``hardware``.
-``--quick`` trains a tiny WaveNet for one epoch on 4 utterances and writes
-``wavenet_quick.json``. ``--result NAME`` writes ``NAME.json`` instead and, without
-``--figures``, the pictures to ``benchmarks/results/NAME/``.
+``--result NAME`` writes ``NAME.json`` instead and, without ``--figures``, the pictures to
+``benchmarks/results/NAME/``. ``--quick`` trains a tiny WaveNet for one epoch on 4 utterances
+and writes ``wavenet_quick.json`` (with ``--result NAME``: ``NAME_quick.json``), its
+pictures in a temporary folder unless ``--figures`` is given.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import tempfile
 from pathlib import Path
@@ -61,13 +61,19 @@ from _common import (  # noqa: E402
     Stopwatch,
     hardware,
     limit_threads,
+    planned_epochs,
     probe_seconds_per_epoch,
     result_name,
     train_fresh,
     write_result,
 )
 
-from ppgen.recipes.base import positive  # noqa: E402
+from ppgen.recipes.base import (  # noqa: E402
+    non_negative_int,
+    positive,
+    positive_int,
+    seed_int,
+)
 
 NAME = "wavenet"
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,30 +89,44 @@ def parse_args() -> argparse.Namespace:
         default="auto",
         help="auto: probe both and train on the faster",
     )
-    p.add_argument("--minutes", type=float, default=30.0, help="training budget")
-    p.add_argument("--batch-size", type=int, default=8, help="segments per step")
+    p.add_argument("--minutes", type=positive(float), default=60.0, help="training budget")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="segments per step")
     p.add_argument(
         "--lr",
         type=positive(float),
         default=None,
         help="Adam's peak learning rate, cosine (default: the recipe's, 1e-2)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the run")
-    p.add_argument("--probe-steps", type=int, default=5, help="steps of the timed probe")
-    p.add_argument("--eval-limit", type=int, default=None, help="first N test utterances only")
-    p.add_argument("--seconds", type=float, default=2.0, help="length of the generated clip")
-    p.add_argument("--threads", type=int, default=None, help="torch and XLA threads")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of the run")
+    p.add_argument("--probe-steps", type=positive_int, default=5, help="steps of the timed probe")
+    p.add_argument(
+        "--eval-limit", type=positive_int, default=None, help="first N test utterances only"
+    )
+    p.add_argument(
+        "--seconds", type=positive(float), default=2.0, help="length of the generated clip"
+    )
+    p.add_argument(
+        "--threads",
+        type=positive_int,
+        default=None,
+        help="torch and XLA compute threads (default: the libraries' own)",
+    )
     p.add_argument("--out", type=Path, default=Path("runs/bench_wavenet"), help="run directory")
-    p.add_argument("--figures", type=Path, default=None, help="clips and pictures (see above)")
+    p.add_argument(
+        "--figures",
+        type=Path,
+        default=None,
+        help="folder of the clips and pictures (default: benchmarks/results/<--result>/)",
+    )
     p.add_argument(
         "--max-utterances",
-        type=int,
+        type=non_negative_int,
         default=0,
-        help="train (and count the baselines) on the first N training utterances (0: all)",
+        help="train (and count the baselines) on the first N training utterances; 0: all",
     )
     p.add_argument(
         "--max-epochs",
-        type=int,
+        type=positive_int,
         default=None,
         help="plan at most N epochs (the cosine schedule ends sooner; default: as many as fit "
         "the budget)",
@@ -119,17 +139,6 @@ def parse_args() -> argparse.Namespace:
     )
     p.add_argument("--quick", action="store_true", help="a tiny WaveNet, one epoch")
     args = p.parse_args()
-    if (
-        args.minutes <= 0
-        or args.probe_steps < 1
-        or args.seconds <= 0
-        or args.max_utterances < 0
-        or (args.max_epochs is not None and args.max_epochs < 1)
-    ):
-        p.error(
-            "--minutes, --probe-steps, --seconds and --max-epochs must be positive, "
-            "--max-utterances >= 0"
-        )
     if args.quick:
         args.seconds, args.max_utterances = 0.25, 4
     return args
@@ -169,13 +178,6 @@ def seconds_per_epoch(backend_name: str, args: argparse.Namespace) -> float:
     """Seconds per epoch on ``backend_name``, from a timed probe of ``args.probe_steps`` steps
     through the recipe's own trainer (a first pass compiles; the second is timed)."""
     return probe_seconds_per_epoch(config(backend_name, 1, args), args.probe_steps)
-
-
-def planned_epochs(seconds_per_epoch: float, minutes: float, max_epochs: int | None) -> int:
-    """The epochs of the cosine schedule: as many as fit ``minutes`` at the probe's speed (at
-    least one), at most ``max_epochs`` (``None``: no cap)."""
-    epochs = max(1, math.floor(minutes * 60 / seconds_per_epoch))
-    return epochs if max_epochs is None else min(epochs, max_epochs)
 
 
 def mu_law_utterances(split: str, limit: int | None) -> list[np.ndarray]:

@@ -118,6 +118,10 @@ def test_ar_mnist_flags_override_one_model_only():
     assert tuple(made1.options.hidden) == (500, 500) and made1.options.binarize == "static"
     assert am.config("nade", "numpyro", 3, args).lr == 3e-3
     assert am.config("pixelcnn", "pyro", 3, args).options.channels == 8
+    assert am.config("pixelcnn", "pyro", 3, args).lr == args.lr == 1e-3
+    fast = am.build_parser().parse_args(["--pixelcnn-lr", "3e-3"])
+    assert am.config("pixelcnn", "pyro", 3, fast).lr == 3e-3
+    assert am.config("made1", "numpyro", 3, fast).lr == 1e-3
     plain = am.build_parser().parse_args([])
     default = am.config("made", "numpyro", 3, plain)
     assert (default.options.agnostic, default.options.binarize) == ("connectivity", "dynamic")
@@ -128,6 +132,18 @@ def test_ar_mnist_flags_override_one_model_only():
         am.build_parser().parse_args(["--made-hidden", "500,0"])
 
 
+def test_ar_mnist_caps_epochs_by_table_and_flag():
+    """Each model's planned epochs are capped by ``MAX_EPOCHS`` and ``--max-epochs``, the
+    smaller; a model in neither has no cap."""
+    am = load("ar_mnist")
+    plain = am.build_parser().parse_args([])
+    assert am.cap("fvsbn", plain) == 150 and am.cap("pixelcnn", plain) is None
+    capped = am.build_parser().parse_args(["--max-epochs", "2"])
+    assert am.cap("fvsbn", capped) == 2 and am.cap("pixelcnn", capped) == 2
+    loose = am.build_parser().parse_args(["--max-epochs", "500"])
+    assert am.cap("made1", loose) == 150 and am.cap("nade", loose) == 500
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
@@ -136,6 +152,9 @@ def test_ar_mnist_flags_override_one_model_only():
         (["--pixelcnn-channels", "0"], "argument --pixelcnn-channels: expected a positive"),
         (["--pixelcnn-layers", "-2"], "argument --pixelcnn-layers: expected a positive"),
         (["--minutes-dense", "inf"], "argument --minutes-dense: expected a positive value"),
+        (["--max-epochs", "0"], "argument --max-epochs: expected a positive value"),
+        (["--pixelcnn-lr", "-1"], "argument --pixelcnn-lr: expected a positive value"),
+        (["--models", "nade", "--pixelcnn-lr", "1e-2"], "--pixelcnn-lr sets model pixelcnn"),
         (["--models", "fvsbn", "--made-lr", "1e-3"], "--made-lr sets model made, which --models"),
         (["--models", "made1", "--made-agnostic", "connectivity"], "--made-agnostic sets model"),
     ],
@@ -197,8 +216,15 @@ def test_charrnn_lr_refuses_bad_flags_before_training(monkeypatch, capsys, argv,
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--max-epochs", "0"], "--max-epochs must be positive"),
-        (["--minutes", "-1"], "--minutes"),
+        (["--max-epochs", "0"], "argument --max-epochs: expected a positive"),
+        (["--minutes", "-1"], "argument --minutes: expected a positive"),
+        (["--minutes", "nan"], "argument --minutes: expected a positive"),
+        (["--seconds", "inf"], "argument --seconds: expected a positive"),
+        (["--probe-steps", "0"], "argument --probe-steps: expected a positive"),
+        (["--batch-size", "0"], "argument --batch-size: expected a positive"),
+        (["--seed", "-1"], "argument --seed: "),
+        (["--threads", "0"], "argument --threads: expected a positive"),
+        (["--max-utterances", "-2"], "argument --max-utterances: "),
         (["--lr", "0"], "argument --lr: expected a positive"),
         (["--result", "../wn"], "argument --result: '../wn' is not a plain name"),
     ],
@@ -214,13 +240,16 @@ def test_wavenet_refuses_bad_flags(wn, monkeypatch, capsys, argv, message):
     assert err.startswith("wavenet.py: error: ") and message in err
 
 
-def test_wavenet_plans_what_fits_up_to_the_cap(wn):
-    """The cosine schedule's epochs: what the probe says fits the budget (at least one),
-    never more than ``--max-epochs``."""
-    assert wn.planned_epochs(150.0, 60.0, None) == 24
-    assert wn.planned_epochs(150.0, 60.0, 3) == 3
-    assert wn.planned_epochs(150.0, 60.0, 100) == 24
-    assert wn.planned_epochs(4000.0, 60.0, None) == 1
+def test_benchmarks_plan_what_fits_up_to_the_cap():
+    """The cosine schedule's epochs (wavenet.py, flow_mnist.py): what the probe says fits
+    the budget (at least one), never more than ``--max-epochs``."""
+    sys.path.insert(0, str(BENCH))
+    import _common as common
+
+    assert common.planned_epochs(150.0, 60.0, None) == 24
+    assert common.planned_epochs(150.0, 60.0, 3) == 3
+    assert common.planned_epochs(150.0, 60.0, 100) == 24
+    assert common.planned_epochs(4000.0, 60.0, None) == 1
 
 
 def test_defaults_help_shows_set_defaults_only():

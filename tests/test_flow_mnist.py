@@ -74,9 +74,15 @@ def test_layers_and_hidden_override_every_flow(fm, quick):
         ("--hidden", "-1", "layer sizes must be positive, got '-1'"),
         ("--hidden", "x", "expected comma-separated layer sizes like 200,200, got 'x'"),
         ("--hidden", "64,", "expected comma-separated layer sizes like 200,200, got '64,'"),
+        ("--lr", "nan", "expected a positive value, got 'nan'"),
+        ("--minutes", "0", "expected a positive value, got '0'"),
+        ("--max-epochs", "0", "expected a positive value, got '0'"),
+        ("--batch-size", "-64", "expected a positive value, got '-64'"),
+        ("--threads", "0", "expected a positive value, got '0'"),
+        ("--seed", "-1", "expected a value >= 0, got '-1'"),
     ],
 )
-def test_bad_layers_or_hidden_are_refused_in_one_line(fm, monkeypatch, capsys, flag, value,
+def test_bad_flags_are_refused_in_one_line(fm, monkeypatch, capsys, flag, value,
                                                        message):  # fmt: skip
     monkeypatch.setattr(sys, "argv", ["flow_mnist.py", flag, value])
     with pytest.raises(SystemExit) as e:

@@ -558,7 +558,7 @@ class Recipe:
     - ``eval_flags``: the ``ppgen eval`` flags its :meth:`evaluate` uses (of ``k``,
       ``limit``, ``batch_size``); the others, given for its runs, are named as unused on
       stderr, not refused (they are flags of every run, and scripts evaluate runs of every
-      family alike), where a family's own ``sample_options`` flag given for another
+      family alike), whereas a family's own ``sample_options`` flag given for another
       family's run is refused;
     - ``eval_report``: what :meth:`evaluate` reports, a phrase for ``ppgen eval --help``
       (e.g. ``"the exact test NLL in nats (and bits/dim for images)"``);

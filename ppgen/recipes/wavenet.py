@@ -4,16 +4,18 @@ Oord et al. 2016), fitted by exact maximum likelihood.
 ``ppgen train wavenet --dataset speech`` fits ``AutoregressiveDensity(WaveNet,
 Categorical(256))`` (``ppgen.models.{pyro,numpyro}``) with the ordinary trainer and the
 ELBO, which for a model without latent sites is the exact log-likelihood, by Adam at 1e-2
-(batch 8) unless ``--lr`` says otherwise: measured on the speech corpus with ``--lr-schedule
-cosine`` over 3 epochs (``benchmarks/wavenet.py --max-epochs 3``, ``docs/RESULTS.md``), 1e-2
-reaches 3.83 test bits per sample where 3e-3 reaches 4.29 and 1e-3 4.93, and 2e-2 and 4e-2
-fall behind from the first epoch. The training
-utterances (16 kHz) are companded to 8-bit mu-law codes (``ppgen.data.mu_law_encode``) and
-cut into consecutive segments of ``--segment-len`` samples, shuffled every epoch; each
-segment is one example, its first sample read from the network's zero padding (the causal
-convolutions see nothing before it). ``--global-conditioning voice`` conditions every gate
-on the one-hot voice of the utterance (the corpus's voices, sorted, stored in the run's
-``config.json`` as option ``voices``, so a run samples without the corpus).
+(batch 8) decayed on a cosine over the run's epochs, unless ``--lr`` or ``--lr-schedule``
+say otherwise: measured on the speech corpus on a cosine over 3 epochs
+(``benchmarks/wavenet.py --max-epochs 3``, ``docs/RESULTS.md``), 1e-2 reaches 3.83 test bits
+per sample where 3e-3 reaches 4.29 and 1e-3 4.93, and 2e-2 and 4e-2 fall behind from the
+first epoch. The rate was not measured at a constant schedule, hence the cosine default. The
+training utterances (16 kHz) are companded to 8-bit mu-law codes
+(``ppgen.data.mu_law_encode``) and cut into consecutive segments of ``--segment-len``
+samples, shuffled every epoch; each segment is one example, its first sample read from the
+network's zero padding (the causal convolutions see nothing before it).
+``--global-conditioning voice`` conditions every gate on the one-hot voice of the utterance
+(the corpus's voices, sorted, stored in the run's ``config.json`` as option ``voices``, so a run
+samples without the corpus).
 
 ``ppgen eval`` scores every test utterance whole, from its first sample, and reports the
 exact NLL in bits per audio sample (and nats). ``ppgen sample RUN`` draws clips with the
@@ -193,7 +195,7 @@ class WaveNetRecipe(Recipe):
     help = "WaveNet: dilated causal convolutions over mu-law audio, exact likelihood"
     description = __doc__.split("\n\n")[0]
     options = WaveNetOptions
-    defaults = {"lr": 1e-2, "dataset": "speech", "batch_size": 8}
+    defaults = {"lr": 1e-2, "lr_schedule": "cosine", "dataset": "speech", "batch_size": 8}
     datasets = tuple(ppdata.AUDIO_DATASETS)
     eval_flags = ("limit",)
     eval_report = "the exact test NLL in bits and nats per audio sample"
