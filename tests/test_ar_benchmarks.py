@@ -118,7 +118,7 @@ def test_ar_mnist_flags_override_one_model_only():
     assert tuple(made1.options.hidden) == (500, 500) and made1.options.binarize == "static"
     assert am.config("nade", "numpyro", 3, args).lr == 3e-3
     assert am.config("pixelcnn", "pyro", 3, args).options.channels == 8
-    assert am.config("pixelcnn", "pyro", 3, args).lr == args.lr == 1e-3
+    assert am.config("pixelcnn", "pyro", 3, args).lr == 1e-2 and args.lr == 1e-3
     fast = am.build_parser().parse_args(["--pixelcnn-lr", "3e-3"])
     assert am.config("pixelcnn", "pyro", 3, fast).lr == 3e-3
     assert am.config("made1", "numpyro", 3, fast).lr == 1e-3

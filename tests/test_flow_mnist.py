@@ -43,8 +43,21 @@ def test_every_flow_is_a_flow_recipe_run_on_mnist(fm, large):
         "glow": ("glow", (1, 28, 28)),
         "maf": ("maf", (784,)),
     }
-    assert set(fm.PAPER) == set(fm.MINUTES) == set(fm.FLOWS)
+    assert set(fm.PAPER) == set(fm.MINUTES) == set(fm.LR) == set(fm.FLOWS)
     assert max(fm.MINUTES, key=fm.MINUTES.get) == "glow" and fm.MINUTES["glow"] == 60
+
+
+def test_each_flow_has_its_rate_unless_lr_sets_all(fm):
+    """Without ``--lr`` each flow trains at its own checked rate (Glow 3e-3); ``--lr`` sets
+    every flow's."""
+    args = argparse.Namespace(
+        quick=False, large=False, backend="pyro", dataset="mnist", batch_size=64, lr=None,
+        seed=0, layers=None, hidden=None,
+    )  # fmt: skip
+    assert {f: fm.config(f, 3, args).lr for f in fm.FLOWS} == fm.LR
+    assert fm.LR["glow"] == 3e-3 and fm.LR["realnvp"] == 1e-3
+    args.lr = 5e-4
+    assert {fm.config(f, 3, args).lr for f in fm.FLOWS} == {5e-4}
 
 
 @pytest.mark.parametrize("quick", [False, True])
