@@ -13,6 +13,7 @@ import os
 import platform
 import shutil
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -117,6 +118,15 @@ def result_name(text: str) -> str:
     return text
 
 
+def parse(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
+    """``parser.parse_args(argv)`` (``sys.argv[1:]`` when ``None``) with a negative number
+    read as a flag's value, as ``ppgen``'s command line reads it: ``--lr -1e-3`` is refused
+    as a bad rate, not as a missing argument (``ppgen.cli.join_negative_values``)."""
+    from ppgen.cli import join_negative_values
+
+    return parser.parse_args(join_negative_values(sys.argv[1:] if argv is None else list(argv)))
+
+
 def write_result(name: str, result: dict) -> None:
     """Write ``result`` to ``benchmarks/results/<name>.json`` and print it as the last line."""
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -141,16 +151,59 @@ def probe_seconds_per_epoch(config, steps: int) -> float:
     return per_step * (data.num_data // config.batch_size)
 
 
+def fresh_run_dir_problem(out: Path) -> str | None:
+    """Why a benchmark cannot train a fresh run into ``out``, or ``None`` if it can: a new
+    path, an empty directory, or a ppgen run directory (an earlier run of a benchmark,
+    which :func:`train_fresh` replaces). A file, or a directory holding anything ppgen did
+    not write, is never touched."""
+    from ppgen.checkpoint import is_run_dir
+
+    if not out.exists():
+        return None
+    if not out.is_dir():
+        return f"{out} is a file, not a run directory: choose another --out"
+    if is_run_dir(out) or not any(out.iterdir()):
+        return None
+    return (
+        f"{out} exists and is not a ppgen run directory; a benchmark replaces only its own "
+        "earlier runs: choose another --out"
+    )
+
+
+def check_run_dirs(*dirs: Path) -> None:
+    """Refuse, in one line (``SystemExit``) and before any training, run directories that
+    :func:`fresh_run_dir_problem` would not replace."""
+    for out in dirs:
+        problem = fresh_run_dir_problem(out)
+        if problem:
+            raise SystemExit(problem)
+
+
+def check_writable_dir(path: Path, flag: str) -> None:
+    """Create the directory ``path`` names (with its parents) and check that it can be
+    written, so that a bad ``flag`` is refused in one line (``SystemExit``) before a long
+    run rather than after it."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SystemExit(f"{flag} {path}: {e.strerror or e}; choose a writable directory") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise SystemExit(f"{flag} {path}: not writable; choose a writable directory")
+
+
 def train_fresh(config, out: Path, *, progress: bool = True, time_limit: float | None = None):
-    """Train ``config`` through ``ppgen.runs`` into ``out`` (emptied first) and load it back.
+    """Train ``config`` through ``ppgen.runs`` into ``out`` and load it back. An earlier
+    ppgen run in ``out`` is replaced; anything else there is refused
+    (:func:`fresh_run_dir_problem`, ``SystemExit``), never deleted.
 
     Returns:
         ``(FitResult, the trained Run, training minutes)``.
     """
     from ppgen import runs
 
+    check_run_dirs(out)
     if out.exists():
-        shutil.rmtree(out)
+        shutil.rmtree(out)  # a ppgen run directory, or an empty one
     clock = Stopwatch()
     result = runs.train(config, out, progress=progress, time_limit=time_limit)
     minutes = clock.minutes()
@@ -185,8 +238,12 @@ def limit_threads(threads: int | None) -> None:
     torch.set_num_interop_threads(threads)
 
 
+MOST_EPOCHS = 1_000_000  # a budget of years on a fast model still plans a finite schedule
+
+
 def planned_epochs(seconds_per_epoch: float, minutes: float, max_epochs: int | None) -> int:
     """The epochs of a cosine schedule: as many as fit ``minutes`` at the probe's speed (at
-    least one), at most ``max_epochs`` (``None``: no cap)."""
-    epochs = max(1, math.floor(minutes * 60 / seconds_per_epoch))
+    least one, at most ``MOST_EPOCHS``), at most ``max_epochs`` (``None``: no cap)."""
+    fits = minutes * 60 / seconds_per_epoch
+    epochs = max(1, math.floor(min(fits, MOST_EPOCHS)))
     return epochs if max_epochs is None else min(epochs, max_epochs)

@@ -91,8 +91,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     RESULTS,
     Stopwatch,
+    check_run_dirs,
     hardware,
     limit_threads,
+    parse,
     planned_epochs,
     result_name,
     train_fresh,
@@ -123,12 +125,14 @@ SETTINGS = {  # the recipes' options of each model (binarize: "static" unless gi
     },
     "pixelcnn": {"variant": "gated", "channels": 32, "layers": 7},
 }
-# Shared run settings, per model (the learning rate is --lr's 1e-3 unless set here). NADE: 16
+# Shared run settings, per model (the learning rate is DEFAULT_LR unless set here; --lr sets
+# every model's, --made-lr and --pixelcnn-lr one model's). NADE: 16
 # epochs fit the budget, and at 1e-3 it was still improving at the last. MADE: its own entry
 # so that --made-lr can override it (5e-3, the rate of the earlier order-agnostic sets, was
 # worse than 1e-3 for connectivity-agnostic sets: 96.62 against 93.52).
 # Gated PixelCNN: 1e-2, from a check of 1e-3, 3e-3, 1e-2 and 2e-2 over 200 steps (validation
 # 107.3, 103.8, 99.1, 102.2 nats; docs/RESULTS.md); --pixelcnn-lr overrides it.
+DEFAULT_LR = 1e-3
 RUN_SETTINGS: dict[str, dict] = {
     "made": {"lr": 1e-3},
     "nade": {"lr": 3e-3},
@@ -173,9 +177,13 @@ def settings(model: str, args: argparse.Namespace) -> dict:
 
 
 def run_settings(model: str, args: argparse.Namespace) -> dict:
-    """``RUN_SETTINGS`` of ``model`` with the ``OVERRIDES`` flags applied (``--made-lr``,
-    ``--pixelcnn-lr``)."""
-    return _overridden(model, RUN_SETTINGS, args)
+    """``RUN_SETTINGS`` of ``model`` (its rate ``DEFAULT_LR`` where it sets none) with
+    ``--lr`` (every model's rate) and then the ``OVERRIDES`` flags (``--made-lr``,
+    ``--pixelcnn-lr``) applied."""
+    chosen = {"lr": DEFAULT_LR, **RUN_SETTINGS.get(model, {})}
+    if args.lr is not None:
+        chosen["lr"] = args.lr
+    return _overridden(model, {model: chosen}, args)
 
 
 def config(model: str, backend_name: str, epochs: int, args: argparse.Namespace):
@@ -191,7 +199,7 @@ def config(model: str, backend_name: str, epochs: int, args: argparse.Namespace)
         lr_schedule="cosine",
         seed=args.seed,
         train_split="train",
-        **{"lr": args.lr, **run_settings(model, args)},
+        **run_settings(model, args),
         **{"binarize": "static", **settings(model, args)},
     )
 
@@ -287,20 +295,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--minutes-pixelcnn", type=positive(float), default=60.0,
                    help="training budget of Gated PixelCNN")  # fmt: skip
     p.add_argument("--threads", type=positive_int, default=None,
-                   help="compute threads of torch and XLA (default: theirs); 1 lets two "
+                   help="torch's compute threads, and XLA's when 1 (default: theirs); 1 lets two "
                    "benchmarks share two cores")  # fmt: skip
     p.add_argument("--eval-limit", type=positive_int, default=None,
                    help="first N test images only")  # fmt: skip
     p.add_argument("--train-limit", type=positive_int, default=None,
                    help="train on the first N training images (checks the script)")  # fmt: skip
     p.add_argument("--seed", type=seed_int, default=0)
-    p.add_argument("--lr", type=positive(float), default=1e-3)
+    p.add_argument("--lr", type=positive(float), default=None,
+                   help="Adam's peak rate of every model (default: each model's own, "
+                   + ", ".join(f"{m} {s['lr']:g}" for m, s in RUN_SETTINGS.items())
+                   + f", else {DEFAULT_LR:g}); --made-lr and --pixelcnn-lr set one "
+                   "model's")  # fmt: skip
     p.add_argument("--max-epochs", type=positive_int, default=None,
                    help="plan at most N epochs for every model (a learning-rate check; "
                    "default: as many as fit each budget, within MAX_EPOCHS)")  # fmt: skip
     p.add_argument("--probe-steps", type=positive_int, default=20,
                    help="steps of each timed probe")  # fmt: skip
-    p.add_argument("--out", type=Path, default=Path("runs/bench_ar_mnist"))
+    p.add_argument("--out", type=Path, default=Path("runs/bench_ar_mnist"),
+                   help="folder of the run directories, one per model (an earlier "
+                   "benchmark run there is replaced; a directory holding anything else is "
+                   "refused)")  # fmt: skip
     for owner, option, kwargs, text in OVERRIDES:
         default = {**SETTINGS[owner], **RUN_SETTINGS.get(owner, {})}[option]
         p.add_argument(f"--{owner}-{option}", default=None, help=f"{text} (default {default})",
@@ -316,17 +331,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main() -> None:
     p = build_parser()
-    args = p.parse_args()
-    models = [m for m in args.models.split(",") if m]
-    unknown = sorted(set(models) - set(MODELS))
-    if unknown or not models:
-        p.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
+    args = parse(p)
+    models = args.models.split(",")
+    unknown = sorted({m for m in models if m not in MODELS})
+    if unknown:
+        p.error(
+            f"unknown model(s) {', '.join(map(repr, unknown))}; choose from {', '.join(MODELS)}"
+        )
+    if len(set(models)) < len(models):
+        p.error(f"--models names a model twice ({args.models}); name each once")
     for owner, option, _, _ in OVERRIDES:
         if getattr(args, f"{owner}_{option}") is not None and owner not in models:
             p.error(f"--{owner}-{option} sets model {owner}, which --models leaves out")
     if args.train_limit is not None and not BATCH <= args.train_limit:
         p.error(f"--train-limit must be at least the batch ({BATCH})")
     limit_threads(args.threads)  # before anything imports jax
+    check_run_dirs(*(args.out / m for m in models))  # before any probe or training
     limit_training(args.train_limit)
 
     clock = Stopwatch()
@@ -379,8 +399,8 @@ def main() -> None:
             "setting": "MNIST binarized: training images statically (one Bernoulli draw, seed "
             f"{args.seed}) or dynamically (a draw every step) as settings[model]['binarize'] "
             "says (static where absent); validation and test statically, seed 0; 50k train / 10k "
-            f"validation (best epoch kept), batch {BATCH}, Adam at settings[model]['lr'] (else "
-            f"{args.lr}) cosine over the planned epochs, exact test NLL in nats"
+            f"validation (best epoch kept), batch {BATCH}, Adam at settings[model]['lr'] ("
+            f"{DEFAULT_LR} where absent) cosine over the planned epochs, exact test NLL in nats"
             + (f" on the first {args.eval_limit} test images" if args.eval_limit else "")
             + (f"; trained on the first {args.train_limit} images" if args.train_limit else ""),
             "threads": args.threads,

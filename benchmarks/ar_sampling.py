@@ -87,7 +87,7 @@ def parse_args() -> argparse.Namespace:
         "--threads", type=int, default=1, help="torch and XLA threads (1: per-core figures)"
     )
     p.add_argument("--quick", action="store_true", help="seconds: tiny sizes, one repeat")
-    args = p.parse_args()
+    args = parse(p)
     for name, allowed in (("models", MODELS), ("backends", BACKEND_NAMES)):
         chosen = getattr(args, name).split(",")
         unknown = sorted(set(chosen) - set(allowed))
@@ -103,7 +103,7 @@ def parse_args() -> argparse.Namespace:
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import hardware, limit_threads, median, write_result  # noqa: E402
+from _common import hardware, limit_threads, median, parse, write_result  # noqa: E402
 
 ARGS = parse_args() if __name__ == "__main__" else None
 if ARGS is not None:

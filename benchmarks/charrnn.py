@@ -43,7 +43,6 @@ text, 500 characters after the prompt ``ROMEO:``) and ``nanogpt_val_nats_per_cha
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import sys
 import time
@@ -53,8 +52,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     DefaultsHelp,
     Stopwatch,
+    check_run_dirs,
     hardware,
     limit_threads,
+    parse,
+    planned_epochs,
     result_name,
     train_fresh,
     write_result,
@@ -222,7 +224,7 @@ def main() -> None:
                    help="backend to train on (auto: the shorter step in the timing)")  # fmt: skip
     p.add_argument("--minutes", type=positive(float), default=30.0, help="training budget")
     p.add_argument("--threads", type=positive_int, default=None,
-                   help="compute threads of torch and XLA (default: theirs); 1 lets two "
+                   help="torch's compute threads, and XLA's when 1 (default: theirs); 1 lets two "
                    "benchmarks share two cores")  # fmt: skip
     p.add_argument("--hidden", type=positive_int, default=256, help="LSTM units per layer")
     p.add_argument("--layers", type=positive_int, default=2, help="stacked LSTM layers")
@@ -242,18 +244,21 @@ def main() -> None:
                    "(0: all; a check of the script)")  # fmt: skip
     p.add_argument("--seed", type=seed_int, default=0, help="seed of the run")
     p.add_argument("--out", type=Path, default=Path("runs/bench_charrnn"),
-                   help="run directory (a fresh one: ppgen never overwrites a run)")  # fmt: skip
+                   help="run directory (an earlier benchmark run there is replaced; a "
+                   "directory holding anything else is refused)")  # fmt: skip
     p.add_argument("--result", type=result_name, default=NAME,
                    help="name of the JSON written to benchmarks/results/")  # fmt: skip
     p.add_argument("--timing-only", action="store_true",
                    help="the step-time rounds only (no training): the ratios' JSON")  # fmt: skip
-    args = p.parse_args()
+    args = parse(p)
     idle = [
         f"--{k.replace('_', '-')}" for k in TRAINING_FLAGS if getattr(args, k) != p.get_default(k)
     ]
     if args.timing_only and idle:
         p.error(f"--timing-only trains nothing: {', '.join(idle)} would do nothing; drop it")
     limit_threads(args.threads)  # before anything imports jax
+    if not args.timing_only:
+        check_run_dirs(args.out)  # refused before the timing rounds, not after them
 
     from ppgen import runs
     from ppgen.recipes.charrnn import CharRNNSampleOptions
@@ -286,9 +291,7 @@ def main() -> None:
     epoch_seconds = per_step[f"ppgen-{chosen}"] * steps + timing[
         "valid_windows"
     ] * seconds_per_valid_window(chosen, args)
-    epochs = max(1, math.floor(PLAN * args.minutes * 60 / epoch_seconds))
-    if args.max_epochs is not None:
-        epochs = min(epochs, args.max_epochs)
+    epochs = planned_epochs(epoch_seconds, PLAN * args.minutes, args.max_epochs)
     print(
         f"pyro/torch {timing['pyro_vs_torch']:.2f}, numpyro/torch "
         f"{timing['numpyro_vs_torch']:.2f}; training on {chosen}: {epoch_seconds:.0f} s/epoch "

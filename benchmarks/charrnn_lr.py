@@ -31,7 +31,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Stopwatch, hardware, limit_threads, result_name, write_result  # noqa: E402
+from _common import Stopwatch, hardware, limit_threads, parse, result_name, write_result  # noqa: E402
 
 from ppgen.recipes.base import positive, positive_int, seed_int  # noqa: E402
 
@@ -113,7 +113,7 @@ def main() -> None:
     p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--result", type=result_name, default=NAME,
                    help="name of the JSON written to benchmarks/results/")  # fmt: skip
-    args = p.parse_args()
+    args = parse(p)
     limit_threads(args.threads)
 
     from ppgen import data as ppdata

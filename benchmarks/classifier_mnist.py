@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Stopwatch, hardware, limit_threads, write_result  # noqa: E402
+from _common import Stopwatch, hardware, limit_threads, parse, write_result  # noqa: E402
 
 
 def main() -> None:
@@ -35,7 +35,7 @@ def main() -> None:
     parser.add_argument("--retrain", action="store_true", help="train even if one is stored")
     parser.add_argument("--threads", type=int, default=2, help="torch compute threads")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = parser.parse_args()
+    args = parse(parser)
     limit_threads(args.threads)
 
     from ppgen import PPGenError

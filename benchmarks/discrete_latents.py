@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Stopwatch, hardware, median, write_result  # noqa: E402
+from _common import Stopwatch, hardware, median, parse, write_result  # noqa: E402
 
 from ppgen.data import load_mnist  # noqa: E402
 from ppgen.data.toy import sample_toy  # noqa: E402
@@ -153,7 +153,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="GMM seeds (the median is kept)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-sbn", action="store_true")
-    args = parser.parse_args()
+    args = parse(parser)
 
     clock = Stopwatch()
     result = {"hardware": hardware(), "args": vars(args), "paper": PAPER}

@@ -53,8 +53,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     DefaultsHelp,
     Stopwatch,
+    check_run_dirs,
     hardware,
     limit_threads,
+    parse,
     planned_epochs,
     probe_seconds_per_epoch,
     result_name,
@@ -136,6 +138,9 @@ def seconds_per_epoch(flow: str, args: argparse.Namespace) -> float:
 
 
 def train_and_eval(flow: str, epochs: int, minutes: float, args: argparse.Namespace) -> dict:
+    """Train ``flow`` for ``epochs`` (stopped after the epoch in which ``minutes`` run out)
+    and score the test set: the run's entry of the JSON (``seconds_per_epoch``: the mean
+    over its epochs)."""
     result, run, train_minutes = train_fresh(
         config(flow, epochs, args),
         args.out / flow,
@@ -154,7 +159,7 @@ def train_and_eval(flow: str, epochs: int, minutes: float, args: argparse.Namesp
         "budget_minutes": minutes,
         "train_minutes": train_minutes,
         "eval_minutes": ev["seconds"] / 60,
-        "seconds_per_epoch": result.history[-1]["train_seconds"],
+        "seconds_per_epoch": sum(h["train_seconds"] for h in result.history) / len(result.history),
         **ev,
     }
 
@@ -206,10 +211,14 @@ def main() -> None:
         "--threads",
         type=positive_int,
         default=None,
-        help="torch and XLA compute threads (default: the libraries' own)",
+        help="torch's compute threads, and XLA's when 1 (default: the libraries' own)",
     )
     p.add_argument(
-        "--out", type=Path, default=Path("runs/bench_flow_mnist"), help="run directories"
+        "--out",
+        type=Path,
+        default=Path("runs/bench_flow_mnist"),
+        help="folder of the run directories, one per flow (an earlier benchmark run there is "
+        "replaced; a directory holding anything else is refused)",
     )
     p.add_argument(
         "--large", action="store_true", help="the larger architectures (for an accelerator)"
@@ -232,16 +241,16 @@ def main() -> None:
     p.add_argument("--result", type=result_name, default="flow_mnist",
                    help="name of the JSON written to benchmarks/results/ (a partial run: "
                    "keep the full table apart)")  # fmt: skip
-    args = p.parse_args()
+    args = parse(p)
     limit_threads(args.threads)  # before anything imports jax
-    if args.threads is not None:
-        import torch
-
-        torch.set_num_threads(args.threads)
     flows = args.flows.split(",")
-    unknown = sorted(set(flows) - set(FLOWS))
-    if unknown or not flows:
-        p.error(f"unknown flow(s) {', '.join(unknown)}; choose from {', '.join(FLOWS)}")
+    unknown = sorted({f for f in flows if f not in FLOWS})
+    if unknown:
+        p.error(f"unknown flow(s) {', '.join(map(repr, unknown))}; choose from {', '.join(FLOWS)}")
+    if len(set(flows)) < len(flows):
+        p.error(f"--flows names a flow twice ({args.flows}); name each once")
+    if not args.quick:
+        check_run_dirs(*(args.out / f for f in flows))  # before any probe or training
     budget = {f: MINUTES[f] if args.minutes is None else args.minutes for f in flows}
     args.dataset = "digits" if args.quick else "mnist"
     if args.quick:
@@ -281,6 +290,7 @@ def main() -> None:
             "paper_bits_per_dim": PAPER,
             "budget_minutes": budget,
             "max_epochs": args.max_epochs,
+            "threads": args.threads,
             "lr": {f: learning_rate(f, args) for f in results},
             "probe_seconds_per_epoch": speed,
             "runs": results,

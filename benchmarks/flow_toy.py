@@ -58,7 +58,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Stopwatch, hardware, median, result_name, write_result  # noqa: E402
+from _common import Stopwatch, hardware, median, parse, result_name, write_result  # noqa: E402
 
 # ppgen's element-wise maps: log_scale = B tanh(raw / B); spline bins at least MIN_BIN_WIDTH
 # and MIN_BIN_HEIGHT of 2 * BOUND, interior derivatives
@@ -699,7 +699,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--verbose", action="store_true", help="a line per epoch")
     parser.add_argument("--out", type=result_name, default=NAME,
                         help="name of the result file, benchmarks/results/<name>.json")  # fmt: skip
-    args = parser.parse_args(argv)
+    args = parse(parser, argv)
     missing = peers_missing()
     if missing:
         print(f"{INSTALL_HINT} (missing: {', '.join(missing)})", file=sys.stderr)

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, hardware, limit_threads, result_name, write_result  # noqa: E402
+from _common import RESULTS, hardware, limit_threads, parse, result_name, write_result  # noqa: E402
 
 NAMES = ("mle", "adv", "hybrid")
 
@@ -98,7 +98,7 @@ def main() -> None:
     parser.add_argument("--backend", default="numpyro", choices=("pyro", "numpyro"))
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--result", type=result_name, default="flowgan")
-    args = parser.parse_args()
+    args = parse(parser)
     limit_threads(args.threads)
     from ppgen.classifier import load_classifier
 

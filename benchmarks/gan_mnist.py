@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, hardware, limit_threads, result_name, write_result  # noqa: E402
+from _common import RESULTS, hardware, limit_threads, parse, result_name, write_result  # noqa: E402
 
 from ppgen.config import LR_SCHEDULES  # noqa: E402
 
@@ -278,7 +278,7 @@ def main() -> None:
                         "name)")  # fmt: skip
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--result", type=result_name, default="gan_mnist")
-    args = parser.parse_args()
+    args = parse(parser)
     if args.combine:
         ignored = [f"--{k.replace('_', '-')}" for k, v in vars(args).items()
                    if k not in ("combine", "result") and v != parser.get_default(k)]  # fmt: skip

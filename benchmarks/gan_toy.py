@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, hardware, limit_threads, result_name, write_result  # noqa: E402
+from _common import RESULTS, hardware, limit_threads, parse, result_name, write_result  # noqa: E402
 
 #: objective name -> (recipe, recipe options, learning rate, batch size, share of --epochs)
 OBJECTIVES = {
@@ -99,7 +99,7 @@ def main() -> None:
         "--result", type=result_name, default="gan_toy", help="name of the JSON result"
     )
     parser.add_argument("--quick", action="store_true", help="1 seed, 2 epochs (smoke test)")
-    args = parser.parse_args()
+    args = parse(parser)
     if args.quick:
         args.seeds, args.epochs = 1, 2
     limit_threads(args.threads)

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Stopwatch, hardware, result_name, write_result  # noqa: E402
+from _common import Stopwatch, hardware, parse, result_name, write_result  # noqa: E402
 
 from ppgen import data as ppdata  # noqa: E402
 from ppgen import runs  # noqa: E402
@@ -136,7 +136,7 @@ def main() -> None:
         default="ssl_mnist",
         help="name of the JSON written to benchmarks/results/ (keep a partial table apart)",
     )
-    args = parser.parse_args()
+    args = parse(parser)
     clock = Stopwatch()
     ns = [int(n) for n in args.ns.split(",")]
     models = args.models.split(",")

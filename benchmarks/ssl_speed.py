@@ -32,7 +32,7 @@ from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO, config_enumerate
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Stopwatch, hardware, median, write_result  # noqa: E402
+from _common import Stopwatch, hardware, median, parse, write_result  # noqa: E402
 
 from ppgen import data as ppdata  # noqa: E402
 
@@ -115,7 +115,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs (after 1 warm-up)")
     parser.add_argument("--limit", type=int, default=None, help="use only N training examples")
-    args = parser.parse_args()
+    args = parse(parser)
     clock = Stopwatch()
 
     train = ppdata.load_mnist("train", binarize="static", seed=0)

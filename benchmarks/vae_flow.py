@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Stopwatch, hardware, write_result  # noqa: E402
+from _common import Stopwatch, hardware, parse, write_result  # noqa: E402
 
 from ppgen import runs  # noqa: E402
 from ppgen.driver import read_metrics  # noqa: E402
@@ -122,7 +122,7 @@ def main() -> None:
         default="vae,vae_iaf,vae_planar",
         help="comma-separated subset of vae, vae_iaf, vae_planar (a key is null when left out)",
     )
-    args = p.parse_args()
+    args = parse(p)
     models = args.models.split(",")
     unknown = sorted(set(models) - set(MODELS))
     if unknown:

@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Stopwatch, hardware, result_name, train_fresh, write_result  # noqa: E402
+from _common import Stopwatch, hardware, parse, result_name, train_fresh, write_result  # noqa: E402
 
 from ppgen import runs  # noqa: E402
 from ppgen.driver import read_metrics  # noqa: E402
@@ -89,7 +89,7 @@ def main() -> None:
     p.add_argument("--result", type=result_name, default="vae_nll",
                    help="name of the JSON written to benchmarks/results/ (a partial or GPU "
                    "run: keep the full table apart)")  # fmt: skip
-    args = p.parse_args()
+    args = parse(p)
 
     clock = Stopwatch()
     plan = {

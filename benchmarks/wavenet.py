@@ -59,8 +59,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     DefaultsHelp,
     Stopwatch,
+    check_run_dirs,
+    check_writable_dir,
     hardware,
     limit_threads,
+    parse,
     planned_epochs,
     probe_seconds_per_epoch,
     result_name,
@@ -109,9 +112,15 @@ def parse_args() -> argparse.Namespace:
         "--threads",
         type=positive_int,
         default=None,
-        help="torch and XLA compute threads (default: the libraries' own)",
+        help="torch's compute threads, and XLA's when 1 (default: the libraries' own)",
     )
-    p.add_argument("--out", type=Path, default=Path("runs/bench_wavenet"), help="run directory")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("runs/bench_wavenet"),
+        help="run directory (an earlier benchmark run there is replaced; a directory holding "
+        "anything else is refused)",
+    )
     p.add_argument(
         "--figures",
         type=Path,
@@ -138,7 +147,7 @@ def parse_args() -> argparse.Namespace:
         help="name of the JSON written to benchmarks/results/ (and of the pictures' folder)",
     )
     p.add_argument("--quick", action="store_true", help="a tiny WaveNet, one epoch")
-    args = p.parse_args()
+    args = parse(p)
     if args.quick:
         args.seconds, args.max_utterances = 0.25, 4
     return args
@@ -250,7 +259,10 @@ def main(args: argparse.Namespace) -> None:
             args.out = Path(scratch) / "run"
             args.figures = args.figures or Path(scratch) / "figures"
             epochs, chosen = 1, names[-1]
-        else:
+        figures = args.figures or ROOT / "benchmarks" / "results" / args.result
+        check_run_dirs(args.out)  # refused before the probe, not after an hour
+        check_writable_dir(figures, "--figures")
+        if not args.quick:
             for name in names:
                 speed[name] = seconds_per_epoch(name, args)
                 print(f"{name}: {speed[name]:.0f} s/epoch (probe)", flush=True)
@@ -259,7 +271,6 @@ def main(args: argparse.Namespace) -> None:
             if speed[chosen] > args.minutes * 60:
                 print("one epoch takes longer than the budget; training runs that one epoch")
             print(f"training on {chosen}: {epochs} epochs", flush=True)
-        figures = args.figures or ROOT / "benchmarks" / "results" / args.result
         result, run, train_minutes = train_fresh(
             config(chosen, epochs, args),
             args.out,

@@ -492,7 +492,7 @@ def _sample(args: argparse.Namespace, argv: Sequence[str]) -> int:
 _NUMBER = re.compile(r"-(\d+\.?\d*|\.\d+)(e[-+]?\d+)?|-inf|-nan", re.IGNORECASE)
 
 
-def _join_negative_values(argv: Sequence[str]) -> list[str]:
+def join_negative_values(argv: Sequence[str]) -> list[str]:
     """``--lr -1e-3`` as ``--lr=-1e-3``: argparse reads a value that starts with ``-`` and
     is not a plain decimal (``-1e-3``, ``-inf``) as an option, and then reports a missing
     argument instead of the bad value."""
@@ -562,7 +562,7 @@ def _one_line_warnings(show: Any) -> Any:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ppgen`` console script; returns the exit status (0; 2 for a
     mistake in the input or the environment, printed as one line; 130 on Ctrl-C)."""
-    argv = _join_negative_values([str(a) for a in (sys.argv[1:] if argv is None else argv)])
+    argv = join_negative_values([str(a) for a in (sys.argv[1:] if argv is None else argv)])
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # named by the command that refuses them, with that command's help

@@ -103,7 +103,8 @@ def test_naive_prefix_leaves_the_steps_it_reports():
 def test_ar_mnist_flags_override_one_model_only():
     """``ar_mnist.py --made-agnostic/--made-lr/--made-hidden/--made-binarize`` reach the
     32-set MADE's run and no other model's; left out, every model keeps its table settings
-    (MADE: direct connections, the recipe's default)."""
+    (MADE: direct connections, the recipe's default); ``--lr`` sets every model's rate but
+    the one a model's own flag sets."""
     am = load("ar_mnist")
     args = am.build_parser().parse_args(
         ["--made-agnostic", "order", "--made-lr", "2e-3", "--pixelcnn-channels", "8",
@@ -114,11 +115,11 @@ def test_ar_mnist_flags_override_one_model_only():
     assert made.options.direct == "output" and made.options.masks == 32
     assert tuple(made.options.hidden) == (500,) and made.options.binarize == "static"
     made1 = am.config("made1", "numpyro", 3, args)
-    assert made1.options.masks == 1 and made1.lr == args.lr
+    assert made1.options.masks == 1 and made1.lr == am.DEFAULT_LR == 1e-3
     assert tuple(made1.options.hidden) == (500, 500) and made1.options.binarize == "static"
     assert am.config("nade", "numpyro", 3, args).lr == 3e-3
     assert am.config("pixelcnn", "pyro", 3, args).options.channels == 8
-    assert am.config("pixelcnn", "pyro", 3, args).lr == 1e-2 and args.lr == 1e-3
+    assert am.config("pixelcnn", "pyro", 3, args).lr == 1e-2 and args.lr is None
     fast = am.build_parser().parse_args(["--pixelcnn-lr", "3e-3"])
     assert am.config("pixelcnn", "pyro", 3, fast).lr == 3e-3
     assert am.config("made1", "numpyro", 3, fast).lr == 1e-3
@@ -126,6 +127,10 @@ def test_ar_mnist_flags_override_one_model_only():
     default = am.config("made", "numpyro", 3, plain)
     assert (default.options.agnostic, default.options.binarize) == ("connectivity", "dynamic")
     assert tuple(default.options.hidden) == (4000,) and default.lr == 1e-3
+    # --lr sets every model's rate; a model's own flag still wins for that model
+    every = am.build_parser().parse_args(["--lr", "5e-4", "--pixelcnn-lr", "2e-2"])
+    rates = {m: am.config(m, "numpyro", 3, every).lr for m in am.MODELS}
+    assert rates == {**{m: 5e-4 for m in am.MODELS}, "pixelcnn": 2e-2}
     with pytest.raises(SystemExit):
         am.build_parser().parse_args(["--made-agnostic", "orders"])
     with pytest.raises(SystemExit):
@@ -154,6 +159,9 @@ def test_ar_mnist_caps_epochs_by_table_and_flag():
         (["--minutes-dense", "inf"], "argument --minutes-dense: expected a positive value"),
         (["--max-epochs", "0"], "argument --max-epochs: expected a positive value"),
         (["--pixelcnn-lr", "-1"], "argument --pixelcnn-lr: expected a positive value"),
+        (["--lr", "-1e-3"], "argument --lr: expected a positive value, got '-1e-3'"),
+        (["--models", ","], "unknown model(s) ''; choose from fvsbn, nade"),
+        (["--models", "nade,nade"], "--models names a model twice (nade,nade); name each once"),
         (["--models", "nade", "--pixelcnn-lr", "1e-2"], "--pixelcnn-lr sets model pixelcnn"),
         (["--models", "fvsbn", "--made-lr", "1e-3"], "--made-lr sets model made, which --models"),
         (["--models", "made1", "--made-agnostic", "connectivity"], "--made-agnostic sets model"),
@@ -178,6 +186,7 @@ def test_ar_mnist_refuses_bad_or_idle_flags_before_training(monkeypatch, capsys,
         (["--timing-only", "--max-epochs", "3"], "--max-epochs would do nothing"),
         (["--max-epochs", "0"], "argument --max-epochs: expected a positive"),
         (["--lr", "0"], "argument --lr: expected a positive"),
+        (["--lr", "-1e-3"], "argument --lr: expected a positive value, got '-1e-3'"),
     ],
 )
 def test_charrnn_refuses_bad_flags_before_timing(monkeypatch, capsys, argv, message):
@@ -226,6 +235,7 @@ def test_charrnn_lr_refuses_bad_flags_before_training(monkeypatch, capsys, argv,
         (["--threads", "0"], "argument --threads: expected a positive"),
         (["--max-utterances", "-2"], "argument --max-utterances: "),
         (["--lr", "0"], "argument --lr: expected a positive"),
+        (["--lr", "-1e-3"], "argument --lr: expected a positive value, got '-1e-3'"),
         (["--result", "../wn"], "argument --result: '../wn' is not a plain name"),
     ],
 )
@@ -241,8 +251,8 @@ def test_wavenet_refuses_bad_flags(wn, monkeypatch, capsys, argv, message):
 
 
 def test_benchmarks_plan_what_fits_up_to_the_cap():
-    """The cosine schedule's epochs (wavenet.py, flow_mnist.py): what the probe says fits
-    the budget (at least one), never more than ``--max-epochs``."""
+    """The cosine schedule's epochs (wavenet.py, flow_mnist.py, ar_mnist.py, charrnn.py):
+    what the probe says fits the budget (at least one), never more than ``--max-epochs``."""
     sys.path.insert(0, str(BENCH))
     import _common as common
 
@@ -250,6 +260,58 @@ def test_benchmarks_plan_what_fits_up_to_the_cap():
     assert common.planned_epochs(150.0, 60.0, 3) == 3
     assert common.planned_epochs(150.0, 60.0, 100) == 24
     assert common.planned_epochs(4000.0, 60.0, None) == 1
+    # a budget of centuries plans a finite schedule, not an overflow
+    assert common.planned_epochs(1.0, 1.7e308, None) == common.MOST_EPOCHS
+    assert common.planned_epochs(1.0, 1.7e308, 5) == 5
+
+
+def test_benchmarks_replace_only_their_own_runs(tmp_path):
+    """``train_fresh`` and ``check_run_dirs`` (every benchmark's ``--out``): a new path, an
+    empty directory or an earlier ppgen run may take a fresh run; a file or a directory
+    holding anything else is refused in one line and left as it was."""
+    sys.path.insert(0, str(BENCH))
+    import _common as common
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text('{"format": "ppgen-run-1"}')
+    (tmp_path / "empty").mkdir()
+    for ok in (tmp_path / "new", tmp_path / "empty", run):
+        assert common.fresh_run_dir_problem(ok) is None
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    (tmp_path / "file").write_text("keep")
+    for bad, says in ((mine, "is not a ppgen run directory"), (tmp_path / "file", "is a file")):
+        with pytest.raises(SystemExit) as stop:
+            common.check_run_dirs(run, bad)
+        assert says in str(stop.value.code) and "\n" not in str(stop.value.code)
+        with pytest.raises(SystemExit):
+            common.train_fresh(None, bad)  # refused before the config is read
+    assert (mine / "notes.txt").read_text() == (tmp_path / "file").read_text() == "keep"
+
+
+def test_wavenet_refuses_a_foreign_out_or_bad_figures_before_the_probe(wn, tmp_path,
+                                                                       monkeypatch):  # fmt: skip
+    """``wavenet.py --out`` holding a user's file, or a ``--figures`` that cannot be made,
+    stops in one line before the probe (not after an hour of training), and keeps the file."""
+    monkeypatch.setattr(wn, "seconds_per_epoch", lambda *a: pytest.fail("probed"))
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    (tmp_path / "file").write_text("keep")
+    cases = (
+        (["--out", str(mine)], "is not a ppgen run directory"),
+        (["--out", str(tmp_path / "new"), "--figures", str(tmp_path / "file" / "x")],
+         "--figures"),
+    )  # fmt: skip
+    for argv, says in cases:
+        monkeypatch.setattr(sys, "argv", ["wavenet.py", *argv])
+        args = wn.parse_args()
+        with pytest.raises(SystemExit) as stop:
+            wn.main(args)
+        assert says in str(stop.value.code) and "\n" not in str(stop.value.code)
+    assert (mine / "notes.txt").read_text() == "keep"
 
 
 def test_defaults_help_shows_set_defaults_only():

@@ -88,6 +88,7 @@ def test_layers_and_hidden_override_every_flow(fm, quick):
         ("--hidden", "x", "expected comma-separated layer sizes like 200,200, got 'x'"),
         ("--hidden", "64,", "expected comma-separated layer sizes like 200,200, got '64,'"),
         ("--lr", "nan", "expected a positive value, got 'nan'"),
+        ("--lr", "-1e-3", "expected a positive value, got '-1e-3'"),
         ("--minutes", "0", "expected a positive value, got '0'"),
         ("--max-epochs", "0", "expected a positive value, got '0'"),
         ("--batch-size", "-64", "expected a positive value, got '-64'"),
@@ -105,10 +106,33 @@ def test_bad_flags_are_refused_in_one_line(fm, monkeypatch, capsys, flag, value,
     assert err[-1].endswith(f"argument {flag}: {message}"), err
 
 
-def test_an_unknown_flow_is_refused_in_one_line(fm, monkeypatch, capsys):
-    monkeypatch.setattr(sys, "argv", ["flow_mnist.py", "--flows", "glow,nope"])
+@pytest.mark.parametrize(
+    ("flows", "message"),
+    [
+        ("glow,nope", "unknown flow(s) 'nope'; choose from realnvp, glow, maf"),
+        (",", "unknown flow(s) ''; choose from realnvp, glow, maf"),
+        ("glow,maf,glow", "--flows names a flow twice (glow,maf,glow); name each once"),
+    ],
+)
+def test_an_unknown_or_repeated_flow_is_refused_in_one_line(fm, monkeypatch, capsys, flows,
+                                                            message):  # fmt: skip
+    monkeypatch.setattr(sys, "argv", ["flow_mnist.py", "--flows", flows])
     with pytest.raises(SystemExit) as e:
         fm.main()
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].endswith("unknown flow(s) nope; choose from realnvp, glow, maf"), err
+    assert err[-1].endswith(message), err
+
+
+def test_a_foreign_run_directory_is_refused_before_the_probe(fm, monkeypatch, tmp_path):
+    """``--out`` whose ``glow`` folder holds a user's file: one line, before any probe, and
+    the file is kept."""
+    mine = tmp_path / "glow" / "notes.txt"
+    mine.parent.mkdir()
+    mine.write_text("mine")
+    monkeypatch.setattr(fm, "seconds_per_epoch", lambda *a: pytest.fail("probed"))
+    monkeypatch.setattr(sys, "argv", ["flow_mnist.py", "--flows", "glow", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit) as e:
+        fm.main()
+    assert "is not a ppgen run directory" in str(e.value.code)
+    assert "\n" not in str(e.value.code) and mine.read_text() == "mine"
