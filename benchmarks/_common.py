@@ -210,6 +210,20 @@ def train_fresh(config, out: Path, *, progress: bool = True, time_limit: float |
     return result, runs.load_trained(out), minutes
 
 
+def add_threads_flag(parser: argparse.ArgumentParser) -> None:
+    """Add every benchmark's ``--threads N`` (a positive integer, default ``None``), which
+    :func:`limit_threads` applies."""
+    from ppgen.recipes.base import positive_int
+
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        default=None,
+        help="torch's compute threads, and XLA's when 1 (default: the libraries' own); 1 lets "
+        "two benchmarks share two cores",
+    )
+
+
 def limit_threads(threads: int | None) -> None:
     """Give torch and XLA ``threads`` compute threads (``None``: leave the libraries' own
     defaults), so that two benchmarks can share a machine, one core each.

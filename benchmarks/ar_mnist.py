@@ -91,6 +91,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     RESULTS,
     Stopwatch,
+    add_threads_flag,
     check_run_dirs,
     hardware,
     limit_threads,
@@ -294,9 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training budget of FVSBN, NADE and MADE each")  # fmt: skip
     p.add_argument("--minutes-pixelcnn", type=positive(float), default=60.0,
                    help="training budget of Gated PixelCNN")  # fmt: skip
-    p.add_argument("--threads", type=positive_int, default=None,
-                   help="torch's compute threads, and XLA's when 1 (default: theirs); 1 lets two "
-                   "benchmarks share two cores")  # fmt: skip
+    add_threads_flag(p)
     p.add_argument("--eval-limit", type=positive_int, default=None,
                    help="first N test images only")  # fmt: skip
     p.add_argument("--train-limit", type=positive_int, default=None,

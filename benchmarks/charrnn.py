@@ -52,6 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     DefaultsHelp,
     Stopwatch,
+    add_threads_flag,
     check_run_dirs,
     hardware,
     limit_threads,
@@ -223,9 +224,7 @@ def main() -> None:
     p.add_argument("--backend", choices=("auto", *BACKENDS), default="auto",
                    help="backend to train on (auto: the shorter step in the timing)")  # fmt: skip
     p.add_argument("--minutes", type=positive(float), default=30.0, help="training budget")
-    p.add_argument("--threads", type=positive_int, default=None,
-                   help="torch's compute threads, and XLA's when 1 (default: theirs); 1 lets two "
-                   "benchmarks share two cores")  # fmt: skip
+    add_threads_flag(p)
     p.add_argument("--hidden", type=positive_int, default=256, help="LSTM units per layer")
     p.add_argument("--layers", type=positive_int, default=2, help="stacked LSTM layers")
     p.add_argument("--lr", type=positive(float), default=None,

@@ -53,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     DefaultsHelp,
     Stopwatch,
+    add_threads_flag,
     check_run_dirs,
     hardware,
     limit_threads,
@@ -207,12 +208,7 @@ def main() -> None:
     p.add_argument("--seed", type=seed_int, default=0, help="seed of the run")
     p.add_argument("--eval-limit", type=positive_int, default=None, help="first N test images only")
     p.add_argument("--probe-steps", type=positive_int, default=20, help="steps of the timed probe")
-    p.add_argument(
-        "--threads",
-        type=positive_int,
-        default=None,
-        help="torch's compute threads, and XLA's when 1 (default: the libraries' own)",
-    )
+    add_threads_flag(p)
     p.add_argument(
         "--out",
         type=Path,

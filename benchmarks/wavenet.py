@@ -59,6 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     DefaultsHelp,
     Stopwatch,
+    add_threads_flag,
     check_run_dirs,
     check_writable_dir,
     hardware,
@@ -108,12 +109,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument(
         "--seconds", type=positive(float), default=2.0, help="length of the generated clip"
     )
-    p.add_argument(
-        "--threads",
-        type=positive_int,
-        default=None,
-        help="torch's compute threads, and XLA's when 1 (default: the libraries' own)",
-    )
+    add_threads_flag(p)
     p.add_argument(
         "--out",
         type=Path,
