@@ -90,7 +90,7 @@ LARGE_ARCHITECTURE = {  # --large: nearer the papers, for an accelerator
 }
 QUICK_ARCHITECTURE = {"layers": 1, "hidden": (8,)}
 # Adam's peak rate of each flow (--lr overrides all): Glow's from a 3-epoch check of 1e-3,
-# 3e-3, 1e-2 and 2e-2 (docs/RESULTS.md); RealNVP's and MAF's not checked yet.
+# 3e-3, 5e-3, 1e-2 and 2e-2 (docs/RESULTS.md); RealNVP's and MAF's not checked yet.
 LR = {"realnvp": 1e-3, "glow": 3e-3, "maf": 1e-3}
 
 
