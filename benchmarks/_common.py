@@ -151,32 +151,40 @@ def probe_seconds_per_epoch(config, steps: int) -> float:
     return per_step * (data.num_data // config.batch_size)
 
 
-def fresh_run_dir_problem(out: Path) -> str | None:
-    """Why a benchmark cannot train a fresh run into ``out``, or ``None`` if it can: a new
-    path, an empty directory, or a ppgen run directory (an earlier run of a benchmark,
-    which :func:`train_fresh` replaces). A file, or a directory holding anything ppgen did
-    not write, is never touched."""
+def check_run_dirs(*dirs: Path) -> None:
+    """Refuse, in one line (``SystemExit``) and before any training, a run directory a
+    benchmark may not train a fresh run into. It may: a new path, an empty directory, or a
+    ppgen run directory (an earlier run of a benchmark, which :func:`train_fresh`
+    replaces). A file, or a directory holding anything ppgen did not write, is refused and
+    never touched."""
     from ppgen.checkpoint import is_run_dir
 
-    if not out.exists():
-        return None
-    if not out.is_dir():
-        return f"{out} is a file, not a run directory: choose another --out"
-    if is_run_dir(out) or not any(out.iterdir()):
-        return None
-    return (
-        f"{out} exists and is not a ppgen run directory; a benchmark replaces only its own "
-        "earlier runs: choose another --out"
-    )
-
-
-def check_run_dirs(*dirs: Path) -> None:
-    """Refuse, in one line (``SystemExit``) and before any training, run directories that
-    :func:`fresh_run_dir_problem` would not replace."""
     for out in dirs:
-        problem = fresh_run_dir_problem(out)
-        if problem:
-            raise SystemExit(problem)
+        if not out.exists() or (out.is_dir() and (is_run_dir(out) or not any(out.iterdir()))):
+            continue
+        if not out.is_dir():
+            raise SystemExit(f"{out} is a file, not a run directory: choose another --out")
+        raise SystemExit(
+            f"{out} exists and is not a ppgen run directory; a benchmark replaces only its own "
+            "earlier runs: choose another --out"
+        )
+
+
+def comma_names(
+    parser: argparse.ArgumentParser, flag: str, text: str, allowed: tuple[str, ...], noun: str
+) -> list[str]:
+    """The names of a comma-separated ``flag`` (``--models fvsbn,nade``), each one of
+    ``allowed`` and each given once; otherwise ``parser.error`` (one line, exit status 2)
+    naming the unknown (an empty name too) or the repeated ones."""
+    names = text.split(",")
+    unknown = sorted({n for n in names if n not in allowed})
+    if unknown:
+        parser.error(
+            f"unknown {noun}(s) {', '.join(map(repr, unknown))}; choose from {', '.join(allowed)}"
+        )
+    if len(set(names)) < len(names):
+        parser.error(f"{flag} names a {noun} twice ({text}); name each once")
+    return names
 
 
 def check_writable_dir(path: Path, flag: str) -> None:
@@ -194,7 +202,7 @@ def check_writable_dir(path: Path, flag: str) -> None:
 def train_fresh(config, out: Path, *, progress: bool = True, time_limit: float | None = None):
     """Train ``config`` through ``ppgen.runs`` into ``out`` and load it back. An earlier
     ppgen run in ``out`` is replaced; anything else there is refused
-    (:func:`fresh_run_dir_problem`, ``SystemExit``), never deleted.
+    (:func:`check_run_dirs`, ``SystemExit``), never deleted.
 
     Returns:
         ``(FitResult, the trained Run, training minutes)``.

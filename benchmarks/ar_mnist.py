@@ -93,6 +93,7 @@ from _common import (  # noqa: E402
     Stopwatch,
     add_threads_flag,
     check_run_dirs,
+    comma_names,
     hardware,
     limit_threads,
     parse,
@@ -331,14 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main() -> None:
     p = build_parser()
     args = parse(p)
-    models = args.models.split(",")
-    unknown = sorted({m for m in models if m not in MODELS})
-    if unknown:
-        p.error(
-            f"unknown model(s) {', '.join(map(repr, unknown))}; choose from {', '.join(MODELS)}"
-        )
-    if len(set(models)) < len(models):
-        p.error(f"--models names a model twice ({args.models}); name each once")
+    models = comma_names(p, "--models", args.models, MODELS, "model")
     for owner, option, _, _ in OVERRIDES:
         if getattr(args, f"{owner}_{option}") is not None and owner not in models:
             p.error(f"--{owner}-{option} sets model {owner}, which --models leaves out")

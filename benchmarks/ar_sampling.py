@@ -88,12 +88,8 @@ def parse_args() -> argparse.Namespace:
     )
     p.add_argument("--quick", action="store_true", help="seconds: tiny sizes, one repeat")
     args = parse(p)
-    for name, allowed in (("models", MODELS), ("backends", BACKEND_NAMES)):
-        chosen = getattr(args, name).split(",")
-        unknown = sorted(set(chosen) - set(allowed))
-        if unknown or not chosen:
-            p.error(f"unknown {name} {', '.join(unknown)}; choose from {', '.join(allowed)}")
-        setattr(args, name, chosen)
+    args.models = comma_names(p, "--models", args.models, MODELS, "model")
+    args.backends = comma_names(p, "--backends", args.backends, BACKEND_NAMES, "backend")
     if args.repeats < 1 or args.naive_steps < 0 or args.check_steps < 1:
         p.error("--repeats and --check-steps must be positive, --naive-steps non-negative")
     if args.quick:
@@ -103,7 +99,7 @@ def parse_args() -> argparse.Namespace:
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import hardware, limit_threads, median, parse, write_result  # noqa: E402
+from _common import comma_names, hardware, limit_threads, median, parse, write_result  # noqa: E402
 
 ARGS = parse_args() if __name__ == "__main__" else None
 if ARGS is not None:

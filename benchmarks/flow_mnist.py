@@ -55,6 +55,7 @@ from _common import (  # noqa: E402
     Stopwatch,
     add_threads_flag,
     check_run_dirs,
+    comma_names,
     hardware,
     limit_threads,
     parse,
@@ -239,12 +240,7 @@ def main() -> None:
                    "keep the full table apart)")  # fmt: skip
     args = parse(p)
     limit_threads(args.threads)  # before anything imports jax
-    flows = args.flows.split(",")
-    unknown = sorted({f for f in flows if f not in FLOWS})
-    if unknown:
-        p.error(f"unknown flow(s) {', '.join(map(repr, unknown))}; choose from {', '.join(FLOWS)}")
-    if len(set(flows)) < len(flows):
-        p.error(f"--flows names a flow twice ({args.flows}); name each once")
+    flows = comma_names(p, "--flows", args.flows, FLOWS, "flow")
     if not args.quick:
         check_run_dirs(*(args.out / f for f in flows))  # before any probe or training
     budget = {f: MINUTES[f] if args.minutes is None else args.minutes for f in flows}

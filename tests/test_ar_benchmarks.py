@@ -276,8 +276,7 @@ def test_benchmarks_replace_only_their_own_runs(tmp_path):
     run.mkdir()
     (run / "config.json").write_text('{"format": "ppgen-run-1"}')
     (tmp_path / "empty").mkdir()
-    for ok in (tmp_path / "new", tmp_path / "empty", run):
-        assert common.fresh_run_dir_problem(ok) is None
+    common.check_run_dirs(tmp_path / "new", tmp_path / "empty", run)  # each may take a run
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("keep")
