@@ -127,6 +127,42 @@ def parse(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> arg
     return parser.parse_args(join_negative_values(sys.argv[1:] if argv is None else list(argv)))
 
 
+def given_options(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> set[str]:
+    """The ``dest`` names of the options the command line sets itself (``--flag x``,
+    ``--flag=x`` or an abbreviation argparse accepts), whatever the value: a copy of
+    ``parser`` parsed with every default suppressed."""
+    import copy
+
+    probe = copy.deepcopy(parser)
+    probe._defaults.clear()  # argparse keeps no public handle on either
+    for action in probe._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(parse(probe, argv)))
+
+
+def quick_settings(
+    parser: argparse.ArgumentParser,
+    args: argparse.Namespace,
+    settings: dict,
+    replaced: tuple[str, ...] = (),
+    argv: list[str] | None = None,
+) -> None:
+    """Apply ``--quick``'s own ``settings`` (``{dest: value}``) to ``args``, refusing (one
+    line, exit 2) a command line that also sets one of them or one of the options ``--quick``
+    ``replaced`` by its own choices later (its fixed epochs for ``--minutes``, a scratch
+    directory for ``--out``): ``--quick --minutes 5`` would otherwise still train its
+    fixed few epochs without a word."""
+    clash = sorted(given_options(parser, argv) & (set(settings) | set(replaced)))
+    if clash:
+        names = ", ".join("--" + dest.replace("_", "-") for dest in clash)
+        parser.error(
+            f"--quick sets {names} itself (a fixed tiny check of the script); drop "
+            f"{'them' if len(clash) > 1 else 'it'} or drop --quick"
+        )
+    for dest, value in settings.items():
+        setattr(args, dest, value)
+
+
 def write_result(name: str, result: dict) -> None:
     """Write ``result`` to ``benchmarks/results/<name>.json`` and print it as the last line."""
     RESULTS.mkdir(parents=True, exist_ok=True)

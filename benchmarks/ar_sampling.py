@@ -93,13 +93,21 @@ def parse_args() -> argparse.Namespace:
     if args.repeats < 1 or args.naive_steps < 0 or args.check_steps < 1:
         p.error("--repeats and --check-steps must be positive, --naive-steps non-negative")
     if args.quick:
-        args.repeats, args.wavenet_seconds, args.charrnn_length = 1, 0.1, 40
-        args.naive_steps, args.check_steps = 20, 16
+        quick = {"repeats": 1, "wavenet_seconds": 0.1, "charrnn_length": 40}
+        quick_settings(p, args, {**quick, "naive_steps": 20, "check_steps": 16})
     return args
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import comma_names, hardware, limit_threads, median, parse, write_result  # noqa: E402
+from _common import (  # noqa: E402
+    comma_names,
+    hardware,
+    limit_threads,
+    median,
+    parse,
+    quick_settings,
+    write_result,
+)
 
 ARGS = parse_args() if __name__ == "__main__" else None
 if ARGS is not None:

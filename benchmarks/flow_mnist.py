@@ -61,6 +61,7 @@ from _common import (  # noqa: E402
     parse,
     planned_epochs,
     probe_seconds_per_epoch,
+    quick_settings,
     result_name,
     train_fresh,
     write_result,
@@ -239,14 +240,15 @@ def main() -> None:
                    help="name of the JSON written to benchmarks/results/ (a partial run: "
                    "keep the full table apart)")  # fmt: skip
     args = parse(p)
+    if args.quick:  # its own epochs (2), no probe and a scratch run directory
+        replaced = ("minutes", "max_epochs", "probe_steps", "large", "out")
+        quick_settings(p, args, {"batch_size": 100}, replaced)
     limit_threads(args.threads)  # before anything imports jax
     flows = comma_names(p, "--flows", args.flows, FLOWS, "flow")
     if not args.quick:
         check_run_dirs(*(args.out / f for f in flows))  # before any probe or training
     budget = {f: MINUTES[f] if args.minutes is None else args.minutes for f in flows}
     args.dataset = "digits" if args.quick else "mnist"
-    if args.quick:
-        args.batch_size = 100
 
     clock = Stopwatch()
     speed, results = {}, {}

@@ -58,7 +58,15 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Stopwatch, hardware, median, parse, result_name, write_result  # noqa: E402
+from _common import (  # noqa: E402
+    Stopwatch,
+    hardware,
+    median,
+    parse,
+    quick_settings,
+    result_name,
+    write_result,
+)
 
 # ppgen's element-wise maps: log_scale = B tanh(raw / B); spline bins at least MIN_BIN_WIDTH
 # and MIN_BIN_HEIGHT of 2 * BOUND, interior derivatives
@@ -705,8 +713,9 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{INSTALL_HINT} (missing: {', '.join(missing)})", file=sys.stderr)
         raise SystemExit(2)
     if args.quick:
+        quick = {"epochs": 2, "steps_per_epoch": 5, "n_test": 500}
+        quick_settings(parser, args, quick, argv=argv)
         args.densities = args.densities if argv_has(argv, "--densities") else "two_moons"
-        args.epochs, args.steps_per_epoch, args.n_test = 2, 5, 500
         args.out = f"{NAME}_quick" if args.out == NAME else args.out
     densities = tuple(args.densities.split(","))
     flows = tuple(args.flows.split(","))

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import hardware, limit_threads, parse, write_result  # noqa: E402
+from _common import hardware, limit_threads, parse, quick_settings, write_result  # noqa: E402
 
 BATCH, LR, BETAS = 64, 1e-4, (0.5, 0.9)
 TRAIN_ROWS = 50_000
@@ -92,7 +92,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     args = parse(parser)
     if args.quick:
-        args.steps, args.repeats = 5, 2
+        quick_settings(parser, args, {"steps": 5, "repeats": 2})
     limit_threads(args.threads)
     import numpy as np
 

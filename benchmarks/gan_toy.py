@@ -35,7 +35,15 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, hardware, limit_threads, parse, result_name, write_result  # noqa: E402
+from _common import (  # noqa: E402
+    RESULTS,
+    hardware,
+    limit_threads,
+    parse,
+    quick_settings,
+    result_name,
+    write_result,
+)
 
 #: objective name -> (recipe, recipe options, learning rate, batch size, share of --epochs)
 OBJECTIVES = {
@@ -101,7 +109,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="1 seed, 2 epochs (smoke test)")
     args = parse(parser)
     if args.quick:
-        args.seeds, args.epochs = 1, 2
+        quick_settings(parser, args, {"seeds": 1, "epochs": 2})
     limit_threads(args.threads)
     t0 = time.perf_counter()
     rows = []

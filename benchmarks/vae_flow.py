@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Stopwatch, hardware, parse, write_result  # noqa: E402
+from _common import Stopwatch, hardware, parse, quick_settings, write_result  # noqa: E402
 
 from ppgen import runs  # noqa: E402
 from ppgen.driver import read_metrics  # noqa: E402
@@ -127,8 +127,8 @@ def main() -> None:
     unknown = sorted(set(models) - set(MODELS))
     if unknown:
         p.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
-    if args.quick:
-        args.epochs, args.k, args.eval_limit = 2, 100, 500
+    if args.quick:  # and a scratch run directory
+        quick_settings(p, args, {"epochs": 2, "k": 100, "eval_limit": 500}, ("out",))
 
     clock = Stopwatch()
     with tempfile.TemporaryDirectory() as scratch:

@@ -67,6 +67,7 @@ from _common import (  # noqa: E402
     parse,
     planned_epochs,
     probe_seconds_per_epoch,
+    quick_settings,
     result_name,
     train_fresh,
     write_result,
@@ -144,8 +145,13 @@ def parse_args() -> argparse.Namespace:
     )
     p.add_argument("--quick", action="store_true", help="a tiny WaveNet, one epoch")
     args = parse(p)
-    if args.quick:
-        args.seconds, args.max_utterances = 0.25, 4
+    if args.quick:  # its tiny network for one epoch, no probe, a scratch run directory
+        quick_settings(
+            p,
+            args,
+            {"seconds": 0.25, "max_utterances": 4},
+            ("minutes", "max_epochs", "probe_steps", "out"),
+        )
     return args
 
 

@@ -237,6 +237,9 @@ def test_charrnn_lr_refuses_bad_flags_before_training(monkeypatch, capsys, argv,
         (["--lr", "0"], "argument --lr: expected a positive"),
         (["--lr", "-1e-3"], "argument --lr: expected a positive value, got '-1e-3'"),
         (["--result", "../wn"], "argument --result: '../wn' is not a plain name"),
+        (["--quick", "--minutes", "5"], "--quick sets --minutes itself"),
+        (["--quick", "--max-ep", "3"], "--quick sets --max-epochs itself"),
+        (["--quick", "--out", "x", "--seconds", "1"], "--quick sets --out, --seconds itself"),
     ],
 )
 def test_wavenet_refuses_bad_flags(wn, monkeypatch, capsys, argv, message):
@@ -311,6 +314,39 @@ def test_wavenet_refuses_a_foreign_out_or_bad_figures_before_the_probe(wn, tmp_p
             wn.main(args)
         assert says in str(stop.value.code) and "\n" not in str(stop.value.code)
     assert (mine / "notes.txt").read_text() == "keep"
+
+
+def test_quick_refuses_the_options_it_sets_and_applies_its_own():
+    """``--quick`` fixes some options itself: giving one of them too (spelled out, as
+    ``--flag=x``, abbreviated, or at its default value) is refused in one line, since the
+    value would be ignored; without a clash its settings replace the defaults and every
+    other option keeps the command line's value."""
+    sys.path.insert(0, str(BENCH))
+    from _common import given_options, parse, quick_settings
+
+    def parser():
+        p = argparse.ArgumentParser(prog="x")
+        p.add_argument("--minutes", type=float, default=60.0)
+        p.add_argument("--max-epochs", type=int, default=None)
+        p.add_argument("--out", default="runs/x")
+        p.add_argument("--lr", type=float, default=1e-3)
+        p.add_argument("--quick", action="store_true")
+        return p
+
+    settings, replaced = {"minutes": 0.5}, ("max_epochs", "out")
+    for argv in (["--minutes", "60"], ["--minutes=2"], ["--min", "2"], ["--max-epochs", "3"],
+                 ["--out", "runs/x"]):  # fmt: skip
+        p = parser()
+        args = parse(p, ["--quick", *argv])
+        with pytest.raises(SystemExit) as stop:
+            quick_settings(p, args, settings, replaced, argv=["--quick", *argv])
+        assert stop.value.code == 2
+    p = parser()
+    argv = ["--quick", "--lr", "-1e-2"]
+    assert given_options(p, argv) == {"quick", "lr"}
+    args = parse(p, argv)
+    quick_settings(p, args, settings, replaced, argv=argv)
+    assert (args.minutes, args.max_epochs, args.out, args.lr) == (0.5, None, "runs/x", -1e-2)
 
 
 def test_defaults_help_shows_set_defaults_only():
