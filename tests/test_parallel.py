@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import parallel_script
 import pytest
 from safetensors.numpy import load_file
 
@@ -39,9 +40,11 @@ def _latest(run_dir):
 # One test per backend, not per case: both cases train in the same processes (under xdist a
 # shared fixture could run once per worker).
 @pytest.mark.parametrize("backend", ["pyro", "numpyro"])
-def test_two_devices_train_as_one(tmp_path, backend):
-    if backend == "pyro":  # one process, then a torchrun job of two
-        _train(backend, tmp_path, [1])
+def test_two_devices_train_as_one(tmp_path, float64, backend):
+    if backend == "pyro":  # one device in this process (float64, as the script), then a
+        # torchrun job of two: a process of its own would only add the imports of torch and jax
+        for case in CASES:
+            parallel_script.train_case(backend, case, str(tmp_path / case), ["1"])
         _train(backend, tmp_path, [2])
     else:
         _train(backend, tmp_path, [1, 2])
