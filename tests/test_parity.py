@@ -698,7 +698,7 @@ def test_same_score_objectives_for_same_weights_and_draws(float64, name):
                 out = obj_j(jax.random.PRNGKey(0), j.model, jg, xj, num_data=10)
             return out, seen.values.get("nvil$state")
 
-        (value_j, state_j), grads_j = jax.value_and_grad(loss_j, has_aux=True)(enc_j)
+        (value_j, state_j), grads_j = jax.jit(jax.value_and_grad(loss_j, has_aux=True))(enc_j)
         np.testing.assert_allclose(loss_t.item(), float(value_j), rtol=0, atol=ATOL)
         flat_j = [g for layer in grads_j.layers for g in (layer.weight, layer.bias)]
         for a, b in zip(grads_t, flat_j, strict=True):
