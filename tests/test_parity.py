@@ -334,13 +334,18 @@ def test_same_bounds_for_same_weights_and_noise(float64, case, batch):
     xt, xj = torch.from_numpy(x), jnp.asarray(x)
 
     lw_t = inf_t.log_weights(t.model, tg, xt, num_particles=k, num_data=num_data)
-    lw_j = inf_j.log_weights(key, j.model, jg, xj, num_particles=k, num_data=num_data)
+    # NumPyro's side as jitted programs (the trainer's way), not dispatched op by op.
+    lw_j = jax.jit(
+        lambda key, x: inf_j.log_weights(key, j.model, jg, x, num_particles=k, num_data=num_data)
+    )(key, xj)
     assert lw_t.shape == lw_j.shape == (k, batch)
     np.testing.assert_allclose(lw_t.detach().numpy(), np.asarray(lw_j), rtol=0, atol=ATOL)
 
     for make in (lambda m: m.ELBO(num_particles=k), lambda m: m.IWAE(num_particles=k)):
         loss_t = make(inf_t)(t.model, tg, xt, num_data=num_data)
-        loss_j = make(inf_j)(key, j.model, jg, xj, num_data=num_data)
+        loss_j = jax.jit(
+            lambda key, x, make=make: make(inf_j)(key, j.model, jg, x, num_data=num_data)
+        )(key, xj)
         np.testing.assert_allclose(loss_t.item(), float(loss_j), rtol=0, atol=ATOL)
     # The bounds are what they claim to be: ELBO = scaled mean, IWAE = scaled logmeanexp.
     lw = lw_t.detach().numpy()
@@ -364,7 +369,11 @@ def test_same_analytic_kl_elbo(float64, case, k):
     xt, xj = torch.from_numpy(x), jnp.asarray(x)
     for beta in (1.0, 0.4):
         analytic_t = inf_t.ELBO(k, analytic_kl=True, beta=beta)(t.model, tg, xt, num_data=8)
-        analytic_j = inf_j.ELBO(k, analytic_kl=True, beta=beta)(key, j.model, jg, xj, num_data=8)
+        analytic_j = jax.jit(  # one jitted program (the trainer's way), not op by op
+            lambda key, x, beta=beta: inf_j.ELBO(k, analytic_kl=True, beta=beta)(
+                key, j.model, jg, x, num_data=8
+            )
+        )(key, xj)
         np.testing.assert_allclose(analytic_t.item(), float(analytic_j), rtol=0, atol=ATOL)
         # The closed form was used: Monte Carlo at the same draws gives another value.
         mc = inf_t.ELBO(k, beta=beta)(t.model, tg, xt, num_data=8)
@@ -386,8 +395,17 @@ def test_same_beta_weighted_elbo(float64, case):
     for beta in (0.0, 0.3, 2.5):
         by_attr_t = inf_t.ELBO(k, beta=beta)(t.model, tg, xt).item()
         by_call_t = inf_t.ELBO(k)(t.model, tg, xt, beta=beta).item()
-        by_attr_j = float(inf_j.ELBO(k, beta=beta)(key, j.model, jg, xj))
-        by_call_j = float(inf_j.ELBO(k)(key, j.model, jg, xj, beta=jnp.asarray(beta)))
+        # NumPyro's side as jitted programs (the trainer's way), not dispatched op by op.
+        by_attr_j = float(
+            jax.jit(lambda key, x, beta=beta: inf_j.ELBO(k, beta=beta)(key, j.model, jg, x))(
+                key, xj
+            )
+        )
+        by_call_j = float(
+            jax.jit(lambda key, x, b: inf_j.ELBO(k)(key, j.model, jg, x, beta=b))(
+                key, xj, jnp.asarray(beta)
+            )
+        )
         np.testing.assert_allclose([by_attr_t, by_call_t, by_call_j], by_attr_j, atol=ATOL)
         assert abs(by_attr_t - plain) > 1e-3
 
@@ -552,9 +570,12 @@ def test_same_semi_supervised_parts_for_same_weights_and_noise(float64, beta):
     parts_t = inf_t.SemiSupervisedELBO(beta=beta).parts(
         t.model, tg, *map(torch.from_numpy, (x_l, y_l, x_u)), **sizes
     )
-    parts_j = inf_j.SemiSupervisedELBO(beta=beta).parts(
-        jax.random.PRNGKey(0), j.model, jg, *map(jnp.asarray, (x_l, y_l, x_u)), **sizes
-    )
+    # NumPyro's side as one jitted program (the trainer's way), not dispatched op by op.
+    parts_j = jax.jit(
+        lambda key, *data: inf_j.SemiSupervisedELBO(beta=beta).parts(
+            key, j.model, jg, *data, **sizes
+        )
+    )(jax.random.PRNGKey(0), *map(jnp.asarray, (x_l, y_l, x_u)))
     assert parts_t.keys() == parts_j.keys() == {"labelled", "unlabelled", "classification"}
     for name, value in parts_t.items():
         np.testing.assert_allclose(value.item(), float(parts_j[name]), rtol=0, atol=ATOL)
@@ -698,7 +719,7 @@ def test_same_score_objectives_for_same_weights_and_draws(float64, name):
                 out = obj_j(jax.random.PRNGKey(0), j.model, jg, xj, num_data=10)
             return out, seen.values.get("nvil$state")
 
-        (value_j, state_j), grads_j = jax.value_and_grad(loss_j, has_aux=True)(enc_j)
+        (value_j, state_j), grads_j = jax.jit(jax.value_and_grad(loss_j, has_aux=True))(enc_j)
         np.testing.assert_allclose(loss_t.item(), float(value_j), rtol=0, atol=ATOL)
         flat_j = [g for layer in grads_j.layers for g in (layer.weight, layer.bias)]
         for a, b in zip(grads_t, flat_j, strict=True):
@@ -742,7 +763,11 @@ def test_same_enumerated_elbo_and_iwae(float64, k):
     xt, xj, key = torch.from_numpy(x), jnp.asarray(x), jax.random.PRNGKey(0)
     for objective in ("ELBO", "IWAE"):
         loss_t = getattr(inf_t, objective)(k)(t.model, tg, xt, num_data=20).item()
-        loss_j = float(getattr(inf_j, objective)(k)(key, j.model, jg, xj, num_data=20))
+        loss_j = float(  # one jitted program (the trainer's way), not op by op
+            jax.jit(
+                lambda key, x, o=objective: getattr(inf_j, o)(k)(key, j.model, jg, x, num_data=20)
+            )(key, xj)
+        )
         np.testing.assert_allclose(loss_t, loss_j, rtol=0, atol=ATOL)
     # the bounds differ (ELBO <= IWAE with K = 1 already: the label is stratified)
     assert inf_t.IWAE(k)(t.model, tg, xt).item() < inf_t.ELBO(k)(t.model, tg, xt).item()
@@ -769,5 +794,9 @@ def test_same_enumerated_elbo_and_iwae(float64, k):
     mj, gj = mixture(numpyro, numpyro.distributions, jnp.asarray)
     for objective in ("ELBO", "IWAE"):
         loss_t = getattr(inf_t, objective)(k)(mt, gt, torch.from_numpy(y)).item()
-        loss_j = float(getattr(inf_j, objective)(k)(key, mj, gj, jnp.asarray(y)))
+        loss_j = float(
+            jax.jit(lambda key, x, o=objective: getattr(inf_j, o)(k)(key, mj, gj, x))(
+                key, jnp.asarray(y)
+            )
+        )
         np.testing.assert_allclose(loss_t, loss_j, rtol=0, atol=ATOL)

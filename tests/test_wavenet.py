@@ -94,9 +94,9 @@ def dependence(backend, net, length, context=None):
         jac = torch.autograd.functional.jacobian(
             lambda v: net.from_one_hot(v, context).sum(0), torch.tensor(x), vectorize=True
         ).numpy()
-    else:
-        fn = lambda v: net.from_one_hot(v, context).sum(0)  # noqa: E731
-        jac = np.asarray(jax.jacrev(fn)(jnp.asarray(x)))
+    else:  # the whole Jacobian as one compiled program (eager jacrev dispatches op by op)
+        fn = lambda v, net, context: net.from_one_hot(v, context).sum(0)  # noqa: E731
+        jac = np.asarray(eqx.filter_jit(jax.jacrev(fn))(jnp.asarray(x), net, context))
     return (jac != 0).any(axis=(1, 2, 4))  # (T, num_params, batch, T, channels) -> (T, T)
 
 
@@ -219,8 +219,10 @@ def test_density_samples_and_trains(backend, float64):
         grads = torch.autograd.grad(-model.log_prob(x, voice).sum(), list(params.values()))
         grads = dict(zip(params, (g.numpy() for g in grads), strict=True))
     else:
-        grads = eqx.filter_grad(
-            lambda n: -nar.AutoregressiveDensity(n, model.head).log_prob(x, voice).sum()
+        grads = eqx.filter_jit(  # one compiled program, not op-by-op dispatch
+            eqx.filter_grad(
+                lambda n: -nar.AutoregressiveDensity(n, model.head).log_prob(x, voice).sum()
+            )
         )(net).weights
     assert grads.keys() == net.get_weights().keys()
     assert all(np.abs(np.asarray(g)).max() > 0 for g in grads.values())
