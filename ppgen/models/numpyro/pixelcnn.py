@@ -51,7 +51,7 @@ from ppgen.models.numpyro.ar import Bernoulli, naive_sample, plated_conditionals
 __all__ = ["GatedPixelCNN", "PixelCNN"]
 
 _NO_PADDING: Padding = ((0, 0), (0, 0))
-_KEY = jax.random.PRNGKey(0)  # placeholder weights, replaced by the seeded numpy ones
+_KEY = jax.random.PRNGKey(0)  # eqx needs a key; only shapes are built (filter_eval_shape)
 
 
 class _Conv(eqx.Module):
@@ -68,8 +68,10 @@ class _Conv(eqx.Module):
         mask: np.ndarray | None = None,
     ) -> None:
         out_channels, in_channels, *kernel = shape
-        self.inner = eqx.nn.Conv2d(
-            in_channels, out_channels, tuple(kernel), padding=padding, key=_KEY
+        # shapes only (no weights drawn, nothing compiled): the network's constructor sets
+        # every weight from the seeded numpy draw (set_weights)
+        self.inner = eqx.filter_eval_shape(
+            eqx.nn.Conv2d, in_channels, out_channels, tuple(kernel), padding=padding, key=_KEY
         )
         self.mask = None if mask is None else tuple(tuple(bool(b) for b in r) for r in mask)
 
@@ -267,8 +269,16 @@ class _ImageAutoregressive(eqx.Module):
         Raises:
             CheckpointError: Missing or unexpected keys, or a shape mismatch.
         """
-        check_weights(self.get_weights(), weights)
         leaves, treedef = jax.tree_util.tree_flatten_with_path(self)
+        check_weights(  # shapes only: the constructor calls this on its weightless skeleton
+            {
+                _torch_name(path): jax.ShapeDtypeStruct(
+                    (v.size,) if path[-1].name == "bias" else v.shape, v.dtype
+                )
+                for path, v in leaves
+            },
+            weights,
+        )
         new = [
             jnp.asarray(weights[_torch_name(path)], dtype=v.dtype).reshape(v.shape)
             for path, v in leaves
@@ -420,8 +430,10 @@ class _GatedLayer(eqx.Module):
         self.vertical_context = self.horizontal_context = None
         if f"{name}.vertical_context.weight" in shapes:
             out, classes = shapes[f"{name}.vertical_context.weight"]
-            self.vertical_context = eqx.nn.Linear(classes, out, use_bias=False, key=_KEY)
-            self.horizontal_context = eqx.nn.Linear(classes, out, use_bias=False, key=_KEY)
+            self.vertical_context, self.horizontal_context = (
+                eqx.filter_eval_shape(eqx.nn.Linear, classes, out, use_bias=False, key=_KEY)
+                for _ in range(2)
+            )
 
 
 class GatedPixelCNN(_ImageAutoregressive):
