@@ -395,12 +395,16 @@ def test_made_ensemble_parity(float64, kind):
 @pytest.mark.parametrize("kind", ["made2_mask2", "made2_mask2_direct"])
 def test_made_traced_mask_index_under_jit(float64, kind):
     """NumPyro: a traced ``mask_index`` (drawn per minibatch inside jit) selects the same
-    set as the static one."""
+    set as the static one: the same outputs up to float64 rounding (compiled and eager code
+    may round differently; two different sets differ by more than 1e-3, as the test above
+    shows)."""
     net = build(N, kind)
     x = jnp.asarray(all_binary(D))
     fn = jax.jit(lambda k: net(x, mask_index=k))
     for k in range(4):
-        np.testing.assert_array_equal(np.asarray(fn(k)), np.asarray(net.with_mask(k)(x)))
+        np.testing.assert_allclose(
+            np.asarray(fn(k)), np.asarray(net.with_mask(k)(x)), rtol=1e-12, atol=1e-12
+        )
 
 
 @pytest.mark.parametrize("lib", [P, N], ids=["pyro", "numpyro"])
