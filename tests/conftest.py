@@ -14,9 +14,10 @@ XLA compiles the suite's programs at LLVM optimisation level 0
 (``--xla_backend_optimization_level=0``, set for this process and its subprocesses before
 JAX starts, after any ``XLA_FLAGS`` of the caller): most of the suite's time on NumPyro is
 compiling many small programs that then run for milliseconds, and level 0 compiles them
-about 30% faster. It changes how the machine code is optimised, not what it computes (XLA's
-graph-level passes, fusion included, run as always; no fast-math); benchmarks and users'
-runs keep XLA's default.
+about 30% faster. It changes how the machine code is optimised, not what it computes
+beyond the last bits of rounding (XLA's graph-level passes, fusion included, run as always;
+no fast-math), so a test compares compiled with eager results to a tolerance, never bit for
+bit; benchmarks and users' runs keep XLA's default.
 
 Every process of the suite computes on one thread (torch's intra-op pool, OpenMP, MKL; XLA
 keeps its own): pytest-xdist runs one worker per core, and Pyro's eager operations on the
