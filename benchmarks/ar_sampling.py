@@ -93,8 +93,17 @@ def parse_args() -> argparse.Namespace:
     if args.repeats < 1 or args.naive_steps < 0 or args.check_steps < 1:
         p.error("--repeats and --check-steps must be positive, --naive-steps non-negative")
     if args.quick:
-        quick = {"repeats": 1, "wavenet_seconds": 0.1, "charrnn_length": 40}
-        quick_settings(p, args, {**quick, "naive_steps": 20, "check_steps": 16})
+        quick_settings(
+            p,
+            args,
+            {
+                "repeats": 1,
+                "wavenet_seconds": 0.1,
+                "charrnn_length": 40,
+                "naive_steps": 20,
+                "check_steps": 16,
+            },
+        )
     return args
 
 

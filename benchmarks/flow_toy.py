@@ -60,6 +60,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     Stopwatch,
+    given_options,
     hardware,
     median,
     parse,
@@ -715,7 +716,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.quick:
         quick = {"epochs": 2, "steps_per_epoch": 5, "n_test": 500}
         quick_settings(parser, args, quick, argv=argv)
-        args.densities = args.densities if argv_has(argv, "--densities") else "two_moons"
+        if "densities" not in given_options(parser, argv):
+            args.densities = "two_moons"
         args.out = f"{NAME}_quick" if args.out == NAME else args.out
     densities = tuple(args.densities.split(","))
     flows = tuple(args.flows.split(","))
@@ -756,12 +758,6 @@ def main(argv: list[str] | None = None) -> dict:
     }
     write_result(args.out, result)
     return result
-
-
-def argv_has(argv: list[str] | None, flag: str) -> bool:
-    """Whether ``flag`` was given on the command line (``--flag x`` or ``--flag=x``)."""
-    argv = sys.argv[1:] if argv is None else argv
-    return any(a == flag or a.startswith(f"{flag}=") for a in argv)
 
 
 def single_threaded() -> None:
