@@ -13,7 +13,7 @@ repeat, which includes JAX's compilation, is dropped); the ratio is of the media
 full-epoch seconds are the per-step medians times the steps of an epoch (50,000 / 64).
 
     python benchmarks/gan_speed.py                 # 5 repeats of 100 steps
-    python benchmarks/gan_speed.py --quick         # 2 repeats of 5 steps
+    python benchmarks/gan_speed.py --quick         # 2 repeats of 5 steps (gan_speed_quick.json)
 
 JSON keys: ``pyro_vs_torch``, ``numpyro_vs_torch`` (ratios of median seconds per epoch),
 ``seconds_per_epoch`` (per implementation), ``steps``, ``repeats``.
@@ -119,7 +119,7 @@ def main() -> None:
     per_epoch = {
         k: statistics.median(v) / args.steps * (TRAIN_ROWS // BATCH) for k, v in times.items()
     }
-    write_result("gan_speed", {
+    write_result("gan_speed_quick" if args.quick else "gan_speed", {
         "pyro_vs_torch": per_epoch["pyro"] / per_epoch["torch"],
         "numpyro_vs_torch": per_epoch["numpyro"] / per_epoch["torch"],
         "seconds_per_epoch": per_epoch,

@@ -19,10 +19,12 @@ An epoch is 20,000 points (200 steps of 100); ``--epochs`` per seed.
 
     python benchmarks/gan_toy.py                       # the full table, 3 seeds
     python benchmarks/gan_toy.py --quick               # smoke test: 1 seed, 2 epochs
+                                                       # (gan_toy_quick.json: the table stays)
 
 JSON keys: ``modes_25_<objective>``, ``hq_25_<objective>``, ``modes_8_<objective>``,
 ``hq_8_<objective>`` (means over seeds), ``runs`` (every run's figures), ``minutes``.
-Pictures of seed 0: ``benchmarks/results/gan_toy/<dataset>_<objective>.png``.
+Pictures of seed 0: ``benchmarks/results/<name>/<dataset>_<objective>.png``, ``<name>`` the
+JSON's (``gan_toy``; ``--result NAME``; ``NAME_quick`` with ``--quick``).
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ def run_one(objective: str, dataset: str, seed: int, args, out: Path) -> dict:
     run = runs.load_trained(out)
     figures = runs.evaluate(run, limit=None)
     if seed == 0:
-        pictures = RESULTS / "gan_toy"
+        pictures = RESULTS / args.name
         samples = recipe.sample(run, 2500, seed=1)
         path = pictures / f"{dataset}_{objective}.png"
         if path.exists():
@@ -110,6 +112,8 @@ def main() -> None:
     args = parse(parser)
     if args.quick:
         quick_settings(parser, args, {"seeds": 1, "epochs": 2})
+    # a check of the script never replaces the full table or its pictures
+    args.name = f"{args.result}_quick" if args.quick else args.result
     limit_threads(args.threads)
     t0 = time.perf_counter()
     rows = []
@@ -131,7 +135,7 @@ def main() -> None:
                 result[f"hq_{k}_{objective}"] = statistics.mean(r["hq_share"] for r in mine)
     result["minutes"] = round((time.perf_counter() - t0) / 60, 2)
     result["hardware"] = hardware()
-    write_result(args.result, result)
+    write_result(args.name, result)
 
 
 if __name__ == "__main__":

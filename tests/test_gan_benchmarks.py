@@ -157,3 +157,28 @@ def test_the_schedule_and_epoch_cap_reach_the_gans_only(gm):
     args.lr_schedule = "constant"
     config, options, _ = gm.run_config("hinge", 0, args)
     assert (config.lr_schedule, config.epochs) == ("constant", 26) and "epochs" not in options
+
+
+def test_gan_toy_quick_keeps_the_full_table_and_its_pictures(tmp_path, monkeypatch):
+    """``gan_toy.py --quick`` (a check of the script) writes ``gan_toy_quick.json`` and its
+    pictures under ``gan_toy_quick/``: the full table ``gan_toy.json`` and the pictures of
+    ``gan_toy/`` stay as they were."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    spec = importlib.util.spec_from_file_location("gan_toy_bench", BENCH / "gan_toy.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    import _common
+
+    monkeypatch.setattr(_common, "RESULTS", tmp_path)
+    monkeypatch.setattr(module, "RESULTS", tmp_path)
+    (tmp_path / "gan_toy").mkdir()
+    (tmp_path / "gan_toy.json").write_text("{}")
+    (tmp_path / "gan_toy" / "ring8_nonsaturating.png").write_bytes(b"full run")
+    argv = ["gan_toy.py", "--quick", "--datasets", "ring8", "--objectives", "nonsaturating",
+            "--hidden", "8"]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", argv)
+    module.main()
+    assert (tmp_path / "gan_toy.json").read_text() == "{}"
+    assert (tmp_path / "gan_toy" / "ring8_nonsaturating.png").read_bytes() == b"full run"
+    assert json.loads((tmp_path / "gan_toy_quick.json").read_text())["epochs"] == 2
+    assert (tmp_path / "gan_toy_quick" / "ring8_nonsaturating.png").stat().st_size > 0
