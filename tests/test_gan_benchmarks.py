@@ -16,17 +16,22 @@ import pytest
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-@pytest.fixture
-def gm(tmp_path, monkeypatch):
+def load_benchmark(name: str, results: Path, monkeypatch) -> object:
+    """``benchmarks/<name>.py`` as a module whose results folder is ``results``."""
     monkeypatch.syspath_prepend(str(BENCH))
-    spec = importlib.util.spec_from_file_location("gan_mnist_bench", BENCH / "gan_mnist.py")
+    spec = importlib.util.spec_from_file_location(f"{name}_bench", BENCH / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     import _common
 
-    monkeypatch.setattr(_common, "RESULTS", tmp_path)
-    monkeypatch.setattr(module, "RESULTS", tmp_path)
+    monkeypatch.setattr(_common, "RESULTS", results)
+    monkeypatch.setattr(module, "RESULTS", results)
     return module
+
+
+@pytest.fixture
+def gm(tmp_path, monkeypatch):
+    return load_benchmark("gan_mnist", tmp_path, monkeypatch)
 
 
 def row(name: str, seed: int, fid: float) -> dict:
@@ -163,14 +168,7 @@ def test_gan_toy_quick_keeps_the_full_table_and_its_pictures(tmp_path, monkeypat
     """``gan_toy.py --quick`` (a check of the script) writes ``gan_toy_quick.json`` and its
     pictures under ``gan_toy_quick/``: the full table ``gan_toy.json`` and the pictures of
     ``gan_toy/`` stay as they were."""
-    monkeypatch.syspath_prepend(str(BENCH))
-    spec = importlib.util.spec_from_file_location("gan_toy_bench", BENCH / "gan_toy.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    import _common
-
-    monkeypatch.setattr(_common, "RESULTS", tmp_path)
-    monkeypatch.setattr(module, "RESULTS", tmp_path)
+    module = load_benchmark("gan_toy", tmp_path, monkeypatch)
     (tmp_path / "gan_toy").mkdir()
     (tmp_path / "gan_toy.json").write_text("{}")
     (tmp_path / "gan_toy" / "ring8_nonsaturating.png").write_bytes(b"full run")
