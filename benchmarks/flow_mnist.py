@@ -19,9 +19,11 @@ couplings, squeeze, ``layers`` channel couplings, factor out half, then ``layers
 checkerboard couplings; ResNet conditioners with 2 residual blocks) with 1 step of 32
 channels; Glow (Kingma & Dhariwal 2018; per level squeeze, ``layers`` steps of ActNorm
 (data-initialised), invertible 1x1 convolution and affine coupling, factor out half but at
-the last level; 1 residual block) with 2 steps of 32 channels; MAF (Papamakarios et al. 2017)
-with 5 MADEs of two hidden layers of 512 on the flattened 784 pixels. ``--large`` takes
-RealNVP 3 x 64, Glow 8 x 64 and MAF 5 x (1024, 1024), for an accelerator. If one epoch takes
+the last level; Glow's own 3x3 -> 1x1 -> 3x3 conditioners) with 3 steps of 96 channels; MAF
+(Papamakarios et al. 2017) with 5 MADEs of two hidden layers of 512 on the flattened 784
+pixels. ``--large`` takes RealNVP 3 x 64, Glow 8 x 256 and MAF 5 x (1024, 1024), for an
+accelerator (not measured yet). ``--conditioner resnet`` gives the image flows RealNVP's
+residual nets (1 block for Glow: its conditioner before 2026-12-03). If one epoch takes
 longer than the budget, the run trains that one epoch and says so.
 
 Papers: RealNVP 1.06 and Glow 1.05 bits/dim on MNIST as reported by later papers (e.g.
@@ -68,6 +70,7 @@ from _common import (  # noqa: E402
 )  # noqa: E402
 
 from ppgen import runs  # noqa: E402
+from ppgen.models.image_flows import CONDITIONERS  # noqa: E402
 from ppgen.recipes.base import (  # noqa: E402
     BACKENDS,
     layer_sizes,
@@ -82,12 +85,12 @@ PAPER = {"realnvp": 1.06, "glow": 1.05, "maf": 1.89}
 MINUTES = {"realnvp": 30.0, "glow": 60.0, "maf": 20.0}
 ARCHITECTURE = {  # the recipe's --layers and --hidden of each flow, sized for 2 CPU cores
     "realnvp": {"layers": 1, "hidden": (32,)},
-    "glow": {"layers": 2, "hidden": (32,)},
+    "glow": {"layers": 3, "hidden": (96,)},
     "maf": {"layers": 5, "hidden": (512, 512)},
 }
 LARGE_ARCHITECTURE = {  # --large: nearer the papers, for an accelerator
     "realnvp": {"layers": 3, "hidden": (64,)},
-    "glow": {"layers": 8, "hidden": (64,)},
+    "glow": {"layers": 8, "hidden": (256,)},
     "maf": {"layers": 5, "hidden": (1024, 1024)},
 }
 QUICK_ARCHITECTURE = {"layers": 1, "hidden": (8,)}
@@ -112,6 +115,8 @@ def architecture(flow: str, args: argparse.Namespace) -> dict:
         arch["layers"] = args.layers
     if args.hidden is not None:
         arch["hidden"] = args.hidden
+    if flow != "maf":
+        arch["conditioner"] = args.conditioner
     return arch
 
 
@@ -125,6 +130,7 @@ def config(flow: str, epochs: int, args: argparse.Namespace) -> runs.RunConfig:
         flow=flow,
         layers=arch["layers"],
         hidden=arch["hidden"],
+        **({"conditioner": arch["conditioner"]} if "conditioner" in arch else {}),
         epochs=epochs,
         batch_size=args.batch_size,
         lr=learning_rate(flow, args),
@@ -232,6 +238,13 @@ def main() -> None:
         type=layer_sizes,
         default=None,
         help="override every flow's --hidden, e.g. 64 or 512,512",
+    )
+    p.add_argument(
+        "--conditioner",
+        choices=("auto", *CONDITIONERS),
+        default="auto",
+        help="the image flows' conv nets: each flow's own (auto: Glow's 3x3-1x1-3x3 for glow, "
+        "the residual net for realnvp), glow or resnet",
     )
     p.add_argument(
         "--quick", action="store_true", help="seconds: tiny flows on 8x8 digits, two epochs"

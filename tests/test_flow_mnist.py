@@ -28,7 +28,7 @@ def fm():
 def test_every_flow_is_a_flow_recipe_run_on_mnist(fm, large):
     args = argparse.Namespace(
         quick=False, large=large, backend="numpyro", dataset="mnist", batch_size=64, lr=1e-3,
-        seed=0, layers=None, hidden=None,
+        seed=0, layers=None, hidden=None, conditioner="auto",
     )  # fmt: skip
     shapes = {}
     for flow in fm.FLOWS:
@@ -52,7 +52,7 @@ def test_each_flow_has_its_rate_unless_lr_sets_all(fm):
     every flow's."""
     args = argparse.Namespace(
         quick=False, large=False, backend="pyro", dataset="mnist", batch_size=64, lr=None,
-        seed=0, layers=None, hidden=None,
+        seed=0, layers=None, hidden=None, conditioner="auto",
     )  # fmt: skip
     assert {f: fm.config(f, 3, args).lr for f in fm.FLOWS} == fm.LR
     assert fm.LR["glow"] == 3e-3 and fm.LR["realnvp"] == 1e-3
@@ -67,15 +67,28 @@ def test_layers_and_hidden_override_every_flow(fm, quick):
     they were."""
     args = argparse.Namespace(
         quick=quick, large=False, backend="pyro", dataset="mnist", batch_size=64, lr=1e-3,
-        seed=0, layers=4, hidden=(64,),
+        seed=0, layers=4, hidden=(64,), conditioner="auto",
     )  # fmt: skip
     for flow in fm.FLOWS:
         cfg = fm.config(flow, 3, args)
         assert (cfg.options.layers, tuple(cfg.options.hidden)) == (4, (64,))
-    assert fm.ARCHITECTURE["glow"] == {"layers": 2, "hidden": (32,)}
+    assert fm.ARCHITECTURE["glow"] == {"layers": 3, "hidden": (96,)}
     assert fm.QUICK_ARCHITECTURE == {"layers": 1, "hidden": (8,)}
     args.layers = None
-    assert fm.architecture("glow", args)["layers"] == (1 if quick else 2)
+    assert fm.architecture("glow", args)["layers"] == (1 if quick else 3)
+
+
+def test_conditioner_reaches_the_image_flows_only(fm):
+    """``--conditioner`` is each image flow's ``--conditioner`` (auto: Glow's own net for
+    glow, the residual net for realnvp) and is not given to MAF, whose conditioners are
+    MADEs."""
+    args = argparse.Namespace(
+        quick=False, large=False, backend="pyro", dataset="mnist", batch_size=64, lr=None,
+        seed=0, layers=None, hidden=None, conditioner="resnet",
+    )  # fmt: skip
+    got = {f: fm.config(f, 3, args).options.conditioner for f in fm.FLOWS}
+    assert got == {"realnvp": "resnet", "glow": "resnet", "maf": "auto"}
+    assert "conditioner" not in fm.architecture("maf", args)
 
 
 @pytest.mark.parametrize(

@@ -148,6 +148,12 @@ def test_image_flow_training_loss_is_the_eval_nll(tmp_path, backend_name):
         ),
         (["--flow", "radial", "--hidden", "8,8"], "radial has none"),
         (["--dataset", "fashion"], "invalid choice: 'fashion'"),
+        (["--conditioner", "mlp"], "invalid choice: 'mlp'"),
+        (
+            ["--flow", "realnvp", "--conditioner", "glow"],
+            "--conditioner sets the conv nets of the image flows (glow, and realnvp on "
+            "images), and realnvp on moons has MLP conditioners (--hidden); drop --conditioner",
+        ),
     ],
 )
 def test_bad_settings_are_one_line(tmp_path, args, message):
@@ -195,3 +201,43 @@ def test_autoregressive_flows_spread_their_made_degrees_and_old_runs_keep_theirs
     assert RunConfig.from_json(raw).options.degrees == "cyclic"
     with pytest.raises(ConfigError, match="unknown MADE degree scheme"):
         flows.flow_plan("maf", 30, layers=1, hidden=(8,), degrees="even")
+
+
+@pytest.mark.parametrize("backend_name", ["pyro", "numpyro"])
+def test_glow_builds_its_own_conditioner_and_old_runs_keep_the_residual_one(backend_name):
+    """``--flow glow`` builds Glow's 3x3 -> 1x1 -> 3x3 conditioners (``GlowNet``) unless
+    ``--conditioner resnet``; the multi-scale RealNVP keeps its residual nets; a Glow run
+    stored before the setting existed is rebuilt with the residual nets it was trained
+    with."""
+    from ppgen.config import RunConfig
+
+    recipe = get_recipe("flow")
+    side = backend(backend_name).models
+
+    def nets(conditioner, flow="glow"):
+        config = runs.make_config(
+            "flow", backend=backend_name, dataset="digits", flow=flow, layers=1,
+            hidden=(4,), conditioner=conditioner,
+        )  # fmt: skip
+        data = recipe.shapes(config)
+        model, _ = recipe.density(config, data, backend(backend_name))
+        weights = model.flow.get_weights()
+        kernels = {
+            w.shape[-1] for k, w in weights.items() if ".conditioner.convs." in k and w.ndim == 4
+        }
+        return config, sorted(kernels)
+
+    config, kernels = nets("auto")
+    assert kernels == [1, 3]  # GlowNet's 1x1 middle layer
+    assert nets("glow")[1] == [1, 3]
+    assert nets("resnet")[1] == [3]
+    assert nets("auto", flow="realnvp")[1] == [3]
+    assert nets("glow", flow="realnvp")[1] == [1, 3]
+    raw = json.loads(config.to_json())
+    del raw["options"]["conditioner"]
+    assert RunConfig.from_json(raw).options.conditioner == "resnet"
+    raw["options"]["flow"] = "realnvp"
+    assert RunConfig.from_json(raw).options.conditioner == "auto"
+    assert side.build_flow("glow", (1, 4, 4), layers=1, hidden=(4,)) is not None
+    with pytest.raises(ConfigError, match="maf has MLP conditioners"):
+        side.build_flow("maf", (4,), layers=1, hidden=(4,), conditioner="glow")

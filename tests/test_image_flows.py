@@ -113,6 +113,12 @@ def conv_coupling(side, mask):
     return side.coupling.Coupling(mask, side.flows.ConvNet(c, 2 * c, 4, 0, seed=3), affine)
 
 
+def glownet_coupling(side, mask):
+    c = mask.shape[0]
+    affine = side.coupling.Affine()
+    return side.coupling.Coupling(mask, side.flows.GlowNet(c, 2 * c, 4, seed=3), affine)
+
+
 # name -> (build(side), event shape, domain: "real", "unit" or "pixels", fuzz weight scale).
 # Glow's fuzz weights are milder: its 16-channel 1x1 convolution with random L, U entries of
 # a third (scale 3 / sqrt(16)) and log-diagonals of +-6 has a condition number past 1e16,
@@ -138,6 +144,12 @@ CASES = {
         3.0,
     ),
     "coupling": (lambda s: conv_coupling(s, checkerboard_mask((2, 4, 4))), (2, 4, 4), "real", 3.0),
+    "coupling_glownet": (
+        lambda s: glownet_coupling(s, checkerboard_mask((2, 4, 4))),
+        (2, 4, 4),
+        "real",
+        3.0,
+    ),
     # The builders' lists as one transform (a FactorOut keeping all but a spare channel).
     "realnvp": (
         lambda s: s.flows.FactorOut(
@@ -147,9 +159,22 @@ CASES = {
         "real",
         3.0,
     ),
+    # Glow with the residual conditioner (its builder's default until 2026-12-03) and with
+    # its own (GlowNet).
     "glow": (
         lambda s: s.flows.FactorOut(
-            s.flows.glow((1, 4, 4), scales=2, steps=1, hidden=4, blocks=0, seed=5), 1
+            s.flows.glow(
+                (1, 4, 4), scales=2, steps=1, hidden=4, blocks=0, seed=5, conditioner="resnet"
+            ),
+            1,
+        ),
+        (2, 4, 4),
+        "real",
+        1.0,
+    ),
+    "glow_glownet": (
+        lambda s: s.flows.FactorOut(
+            s.flows.glow((1, 4, 4), scales=2, steps=1, hidden=4, seed=5), 1
         ),
         (2, 4, 4),
         "real",
@@ -157,7 +182,11 @@ CASES = {
     ),
 }
 BATCHES = [(), (3,), (2, 3)]
-FLOWS = ("realnvp", "glow")  # made of the pieces above, checked at one batch shape (speed)
+FLOWS = (
+    "realnvp",
+    "glow",
+    "glow_glownet",
+)  # made of the pieces above, checked at one batch shape (speed)
 ROUND_TRIPS = [
     (name, batch)
     for name in sorted(CASES)
@@ -345,8 +374,17 @@ def test_bits_per_dim_of_a_uniform_model(float64, side, alpha):
     np.testing.assert_allclose(bits_per_dim(-log_p, d), 8 - math.log2(1 - 2 * alpha), rtol=1e-12)
 
 
-@pytest.mark.parametrize("builder", ["multiscale_realnvp", "glow"])
-def test_bits_per_dim_through_a_fresh_flow(float64, side, builder):
+# The image-flow builders with small conditioners: RealNVP's and Glow's residual nets without
+# residual blocks, and Glow's own GlowNet.
+BUILDERS = {
+    "realnvp": ("multiscale_realnvp", {"blocks": 0}),
+    "glow_resnet": ("glow", {"blocks": 0, "conditioner": "resnet"}),
+    "glow": ("glow", {}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+def test_bits_per_dim_through_a_fresh_flow(float64, side, name):
     """A fresh flow is the identity (RealNVP) or a rotation (Glow's 1x1 convolutions), so the
     whole model's log-density of dequantised pixels is the standard Normal's at
     ``logit(alpha + (1 - 2 alpha) v)``, ``v = (x + u) / 256``, plus the logit's and the
@@ -354,7 +392,8 @@ def test_bits_per_dim_through_a_fresh_flow(float64, side, builder):
     model are the papers' ``(-log p(v) + D log 256) / (D log 2)``."""
     shape, alpha = (1, 8, 8), 0.05
     d = math.prod(shape)
-    transforms = getattr(side.flows, builder)(shape, steps=1, hidden=4, blocks=0)
+    builder, kwargs = BUILDERS[name]
+    transforms = getattr(side.flows, builder)(shape, steps=1, hidden=4, **kwargs)
     rng = np.random.default_rng(1)
     x = rng.integers(0, 256, (2, *shape)) + rng.uniform(0, 1, (2, *shape))  # dequantised
 
@@ -375,15 +414,16 @@ def test_bits_per_dim_through_a_fresh_flow(float64, side, builder):
     np.testing.assert_allclose(plans.dequantized_bits_per_dim(log_p_v, d), want, rtol=1e-12)
 
 
-@pytest.mark.parametrize("builder", ["multiscale_realnvp", "glow"])
-def test_mnist_flows_agree_across_backends(float64, builder):
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+def test_mnist_flows_agree_across_backends(float64, name):
     """The RealNVP and Glow builders on 28x28 MNIST images, same random weights: the same
     ``TransformedDistribution.log_prob`` on both backends (1e-5), gradients reaching every
     Pyro parameter, and the flow changing shape nowhere (base Normal over (1, 28, 28))."""
     shape = (1, 28, 28)
+    builder, kwargs = BUILDERS[name]
     flows = {}
     for key, side in SIDES.items():
-        flows[key] = getattr(side.flows, builder)(shape, steps=1, hidden=4, blocks=0, seed=2)
+        flows[key] = getattr(side.flows, builder)(shape, steps=1, hidden=4, seed=2, **kwargs)
     rng = np.random.default_rng(2)
     weights = [random_weights(t, rng, 0.5) for t in flows["pyro"]]
     x = rng.standard_normal((3, *shape))
@@ -408,7 +448,7 @@ def test_numpyro_flows_are_pytrees(float64):
     (the permutation and signs of a 1x1 convolution are integers, which an optimiser of
     ``eqx.is_inexact_array`` leaves alone); ``jax.jit`` takes them as arguments (the Jacobian
     test above runs them so)."""
-    transforms = nflows.glow((1, 4, 4), scales=2, steps=1, hidden=4, blocks=0)
+    transforms = nflows.glow((1, 4, 4), scales=2, steps=1, hidden=4)
     leaves = jax.tree_util.tree_leaves(transforms)
     floating = [a for a in leaves if jnp.issubdtype(a.dtype, jnp.floating)]
     assert len(floating) == sum(len(t.get_weights()) for t in transforms)
@@ -441,7 +481,7 @@ def test_initialize_flow_is_the_same_on_both_backends(float64):
     y = np.random.default_rng(5).uniform(-3, 5, (16, *shape))
     out = {}
     for key, side in SIDES.items():
-        transforms = side.flows.glow(shape, scales=2, steps=1, hidden=2, blocks=0)
+        transforms = side.flows.glow(shape, scales=2, steps=1, hidden=2)
         out[key] = side.jit(side.flows.initialize_flow)(transforms, side.array(y))
     for tp, tn in zip(out["pyro"], out["numpyro"], strict=True):
         wp, wn = tp.get_weights(), tn.get_weights()
@@ -475,6 +515,12 @@ def test_bad_inputs_get_one_line_errors(float64, side):
         f.glow((784,))
     with pytest.raises(ConfigError, match="scales"):
         f.glow((1, 28, 28), scales=0)
+    with pytest.raises(ConfigError, match="blocks sets the residual blocks"):
+        f.glow((1, 28, 28), blocks=1)  # Glow's own conditioner has none
+    with pytest.raises(ConfigError, match="unknown conditioner 'mlp'"):
+        f.multiscale_realnvp((1, 28, 28), conditioner="mlp")
+    with pytest.raises(ConfigError, match="3 convolutions need 3 kernel sizes"):
+        plans.conv_weights((2, 4, 4, 2), kernel_size=(3, 1))
     with pytest.raises(ConfigError, match="steps"):
         f.multiscale_realnvp((1, 28, 28), steps=0)
     with pytest.raises(ConfigError, match="event_dim"):
@@ -528,7 +574,7 @@ def test_pyro_flows_deep_copy_after_a_call(float64):
     as checkpointing and ``copy.deepcopy(model)`` do, refuses such tensors)."""
     import copy
 
-    transforms = pflows.glow((1, 4, 4), scales=2, steps=1, hidden=2, blocks=0)
+    transforms = pflows.glow((1, 4, 4), scales=2, steps=1, hidden=2)
     flow = pdist.TransformedDistribution(SIDES["pyro"].normal((1, 4, 4)), transforms)
     flow.log_prob(torch.randn(2, 1, 4, 4)).sum().backward()
     copies = copy.deepcopy(torch.nn.ModuleList(transforms))

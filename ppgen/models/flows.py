@@ -51,6 +51,7 @@ __all__ = [
     "check_flow",
     "conditioner_sizes",
     "flow_plan",
+    "image_conditioner",
     "image_scales",
     "mlp_initial_weights",
     "no_inverse_message",
@@ -173,6 +174,38 @@ def check_flow(
     if name in _COUPLING and shape[0] < 2:
         raise ConfigError(f"{name} couples two halves of x: it needs D >= 2, got D = {shape[0]}")
     return shape
+
+
+IMAGE_CONDITIONERS = {"glow": "glow", "realnvp_multiscale": "resnet"}
+"""Each image flow's own conditioner network (``image_flows.CONDITIONERS``): Glow's
+3x3 -> 1x1 -> 3x3 net for ``glow``, RealNVP's residual net for ``realnvp_multiscale``."""
+
+
+def image_conditioner(name: str, conditioner: str | None) -> str | None:
+    """The conditioner network of the flow ``name``: ``conditioner``, or the flow's own
+    (:data:`IMAGE_CONDITIONERS`) when ``None``; ``None`` for a vector flow, whose
+    conditioners are MLPs (``hidden``).
+
+    Raises:
+        ConfigError: An unknown conditioner, or one given for a vector flow.
+    """
+    from ppgen.models.image_flows import CONDITIONERS
+
+    if name not in IMAGE_FLOWS:
+        if conditioner is not None:
+            raise ConfigError(
+                f"conditioner={conditioner!r} chooses the conv nets of the image flows "
+                f"({', '.join(IMAGE_FLOWS)}), and {name} has MLP conditioners (hidden): "
+                "drop conditioner"
+            )
+        return None
+    if conditioner is None:
+        return IMAGE_CONDITIONERS[name]
+    if conditioner not in CONDITIONERS:
+        raise ConfigError(
+            f"unknown conditioner {conditioner!r}; choose one of {', '.join(CONDITIONERS)}"
+        )
+    return conditioner
 
 
 def flow_plan(

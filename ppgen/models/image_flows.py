@@ -27,9 +27,12 @@ from ppgen.metrics import bits_per_dim
 from ppgen.models.masks import channel_mask, checkerboard_mask
 
 __all__ = [
+    "CONDITIONERS",
+    "GLOW_KERNELS",
     "LEVELS",
     "Layer",
     "check_8bit",
+    "check_conditioner",
     "check_levels",
     "check_image_shape",
     "conv_weights",
@@ -176,9 +179,9 @@ def _lu(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def conv_weights(
-    channels: Sequence[int], seed: int = 0, kernel_size: int = 3
+    channels: Sequence[int], seed: int = 0, kernel_size: int | Sequence[int] = 3
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Initial weights of a stack of ``kernel_size`` convolutions in torch's layout, weight
+    """Initial weights of a stack of convolutions in torch's layout, weight
     ``(out, in, kh, kw)``, bias ``(out,)``: uniform on ``[-1/sqrt(fan_in), 1/sqrt(fan_in)]``
     as ``torch.nn.Conv2d``'s default, drawn by numpy from ``seed``; the **last** layer zero,
     so a coupling built on it starts as the identity (Glow's zero initialisation).
@@ -186,27 +189,68 @@ def conv_weights(
     Args:
         channels: Channels ``(in, hidden..., out)`` of the successive convolutions.
         seed: Seed of numpy's generator.
-        kernel_size: Odd kernel size.
+        kernel_size: Odd kernel size of every convolution, or one per convolution
+            (``len(channels) - 1`` of them; Glow's conditioner is ``(3, 1, 3)``).
 
     Raises:
-        ConfigError: Fewer than two sizes, a size below 1, or an even kernel size.
+        ConfigError: Fewer than two sizes, a size below 1, an even kernel size, or a number
+            of kernel sizes other than the number of convolutions.
     """
     sizes = [int(c) for c in channels]
     if len(sizes) < 2 or min(sizes) < 1:
         raise ConfigError(f"conv channels must be (in, ..., out) positive, got {tuple(sizes)}")
-    if int(kernel_size) < 1 or int(kernel_size) % 2 == 0:
-        raise ConfigError(f"kernel_size must be odd (same padding), got {kernel_size!r}")
-    k = int(kernel_size)
+    n = len(sizes) - 1
+    kernels = [kernel_size] * n if isinstance(kernel_size, int) else list(kernel_size)
+    if len(kernels) != n:
+        raise ConfigError(f"{n} convolutions need {n} kernel sizes, got {tuple(kernels)}")
+    for k in kernels:
+        if int(k) < 1 or int(k) % 2 == 0:
+            raise ConfigError(f"kernel_size must be odd (same padding), got {k!r}")
     rng = np.random.default_rng(seed)
     out = []
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        if i == len(sizes) - 2:
+        k = int(kernels[i])
+        if i == n - 1:
             out.append((np.zeros((n_out, n_in, k, k)), np.zeros(n_out)))
             continue
         bound = 1.0 / math.sqrt(n_in * k * k)
         weight = rng.uniform(-bound, bound, (n_out, n_in, k, k))
         out.append((weight, rng.uniform(-bound, bound, n_out)))
     return out
+
+
+# The conditioner networks of the image couplings (``from_plan``'s ``conditioner``):
+# ``"resnet"``, RealNVP's residual net (``ConvNet``), and ``"glow"``, Glow's
+# 3x3 -> 1x1 -> 3x3 net (``GlowNet``).
+CONDITIONERS = ("resnet", "glow")
+# Glow's conditioner: a 3x3, a 1x1 and a zero-initialised 3x3 convolution (Kingma &
+# Dhariwal 2018, section 3.3 and their code's ``f``).
+GLOW_KERNELS = (3, 1, 3)
+
+
+def check_conditioner(conditioner: str, blocks: int | None, default: int = 1) -> int:
+    """The residual blocks of an image flow's conditioners: ``blocks`` (``default`` when
+    ``None``) for ``"resnet"``; ``0`` for ``"glow"``, which has none.
+
+    Raises:
+        ConfigError: An unknown conditioner, a negative ``blocks``, or ``blocks`` given for
+            ``"glow"``.
+    """
+    if conditioner not in CONDITIONERS:
+        raise ConfigError(
+            f"unknown conditioner {conditioner!r}; choose one of {', '.join(CONDITIONERS)}"
+        )
+    if conditioner == "glow":
+        if blocks is not None:
+            raise ConfigError(
+                "blocks sets the residual blocks of the resnet conditioner; Glow's "
+                "(3x3 -> 1x1 -> 3x3) has none: drop blocks or choose conditioner='resnet'"
+            )
+        return 0
+    blocks = default if blocks is None else blocks
+    if int(blocks) < 0:
+        raise ConfigError(f"blocks must be a non-negative integer, got {blocks!r}")
+    return int(blocks)
 
 
 class Layer(NamedTuple):

@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,7 @@ from ppgen import data as ppdata
 from ppgen import plots
 from ppgen.errors import ConfigError
 from ppgen.metrics import summarize_nll
+from ppgen.models.image_flows import CONDITIONERS
 from ppgen.models.transforms import PLANAR_PARAMS, RADIAL_PARAMS
 from ppgen.recipes.base import (
     IMAGE_SHAPES,
@@ -44,6 +46,7 @@ from ppgen.recipes.base import (
     Built,
     FitData,
     MADEDegrees,
+    Options,
     Recipe,
     exact_likelihood,
     exact_log_px,
@@ -97,6 +100,22 @@ class FlowOptions(MADEDegrees):
     logit_alpha: float = option(
         0.05, "images: the logit map's alpha, logit(alpha + (1 - 2 alpha) x) (RealNVP's 0.05)"
     )
+    conditioner: str = option(
+        "auto",
+        "image flows: the couplings' conv nets, auto (each flow's own: Glow's 3x3-1x1-3x3 "
+        "net for glow, RealNVP's residual net for realnvp), glow or resnet",
+        choices=("auto", *CONDITIONERS),
+    )
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> Options:
+        """As :meth:`MADEDegrees.from_json`, with ``conditioner`` ``"resnet"`` for a Glow run
+        stored before the setting existed (2026-12-03), which was trained with RealNVP's
+        residual net; ``"auto"`` for the others (the multi-scale RealNVP's own net is that
+        one already)."""
+        if "conditioner" not in raw:
+            raw = {**raw, "conditioner": "resnet" if raw.get("flow") == "glow" else "auto"}
+        return super().from_json(raw)
 
     def __post_init__(self) -> None:
         for flag, value in (("--bound", self.bound), ("--logit-alpha", self.logit_alpha)):
@@ -202,6 +221,13 @@ class FlowRecipe(Recipe):
             config.options.flow, config.dataset, test.image_shape, test.x.shape[1]
         )
         del name  # checked here, before any data is fitted
+        o = config.options
+        if o.conditioner != "auto" and not is_image_flow(o.flow, config.dataset):
+            raise ConfigError(
+                f"--conditioner sets the conv nets of the image flows (glow, and realnvp on "
+                f"images), and {o.flow} on {config.dataset} has MLP conditioners (--hidden); "
+                "drop --conditioner"
+            )
         return FitData(
             train=xs[0],
             valid=xs[1],
@@ -255,6 +281,7 @@ class FlowRecipe(Recipe):
         flow = models.build_flow(
             name, shape, layers=o.layers, hidden=o.hidden, bins=o.bins, bound=o.bound,
             seed=config.seed, degrees=o.degrees,
+            conditioner=None if o.conditioner == "auto" else o.conditioner,
         )  # fmt: skip
         if levels is not None:  # -log p(k + u) in nats of the L-level data (module doc)
             flow = models.with_logit(flow, o.logit_alpha, levels=levels)

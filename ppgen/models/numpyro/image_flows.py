@@ -35,9 +35,12 @@ from numpyro.distributions.transforms import Transform
 from ppgen.errors import ConfigError, DataError
 from ppgen.models.conventions import check_weights
 from ppgen.models.image_flows import (
+    CONDITIONERS,
+    GLOW_KERNELS,
     LEVELS,
     Layer,
     check_8bit,
+    check_conditioner,
     check_levels,
     conv_weights,
     glow_plan,
@@ -52,6 +55,7 @@ __all__ = [
     "ConvNet",
     "Dequantize",
     "FactorOut",
+    "GlowNet",
     "Invertible1x1Conv",
     "Logit",
     "Squeeze",
@@ -518,6 +522,55 @@ class ConvNet(eqx.Module):
         return eqx.tree_at(lambda m: (m.weights, m.biases), self, (ws, bs))
 
 
+class GlowNet(ConvNet):
+    """Conditioner of Glow's affine couplings (Kingma & Dhariwal 2018, section 3.3):
+    ``conv3x3 -> relu -> conv1x1 -> relu -> conv3x3``, the last convolution zero-initialised
+    so a coupling on it starts as the identity. Without the ActNorm between the layers and
+    the learned output scale of the paper's code. Its 1x1 middle layer makes it about as
+    cheap at ``hidden`` channels as :class:`ConvNet` at a third of them.
+
+    Maps ``(..., in_channels, H, W) -> (..., out_channels, H, W)``. Weights
+    ``convs.{0,1,2}.weight`` (torch's layout: kernels ``(out, in, 3, 3)``,
+    ``(out, in, 1, 1)``, ``(out, in, 3, 3)``) and ``convs.{i}.bias``, drawn by numpy from
+    ``seed``.
+
+    Args:
+        in_channels: Input channels.
+        out_channels: Output channels.
+        hidden: Channels of the two hidden layers.
+        seed: Seed of the initial weights.
+
+    Raises:
+        ConfigError: A size below 1.
+    """
+
+    def __init__(
+        self, in_channels: int, out_channels: int, hidden: int = 512, *, seed: int = 0
+    ) -> None:
+        self.blocks = 0
+        sizes = [in_channels, hidden, hidden, out_channels]
+        pairs = conv_weights(sizes, seed, GLOW_KERNELS)
+        self.weights = [_array(w) for w, _ in pairs]
+        self.biases = [_array(b) for _, b in pairs]
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Apply the network to the last three axes of ``x`` (any leading batch shape)."""
+        batch = x.shape[:-3]
+        h = jax.nn.relu(self._conv(0, x.reshape(-1, *x.shape[-3:])))
+        out = self._conv(2, jax.nn.relu(self._conv(1, h)))
+        return out.reshape(*batch, *out.shape[-3:])
+
+
+def conditioner_net(
+    conditioner: str, in_channels: int, out_channels: int, hidden: int, blocks: int, seed: int
+) -> ConvNet:
+    """The conditioner ``conditioner`` (``"resnet"``: :class:`ConvNet` with ``blocks``;
+    ``"glow"``: :class:`GlowNet`) of one image coupling."""
+    if conditioner == "glow":
+        return GlowNet(in_channels, out_channels, hidden, seed=seed)
+    return ConvNet(in_channels, out_channels, hidden, blocks, seed=seed)
+
+
 def _forward_chain(parts: Sequence[Transform], x: jax.Array) -> tuple[jax.Array, jax.Array]:
     ladj = 0.0
     for t in parts:
@@ -666,39 +719,47 @@ def initialize_flow(transforms: Sequence[Transform], y: jax.Array) -> list[Trans
 
 
 def from_plan(
-    plan: Sequence[Layer], *, hidden: int = 64, blocks: int = 1, log_scale_bound: float = 3.0
+    plan: Sequence[Layer],
+    *,
+    hidden: int = 64,
+    blocks: int = 1,
+    log_scale_bound: float = 3.0,
+    conditioner: str = "resnet",
 ) -> list[Transform]:
     """The transforms of a plan (:func:`ppgen.models.image_flows.realnvp_plan`,
     ``glow_plan``), in its noise-to-data order; couplings are affine (:class:`Affine`,
-    ``log_scale_bound``) on a :class:`ConvNet` (``hidden`` channels, ``blocks``).
+    ``log_scale_bound``) on a ``conditioner`` net of ``hidden`` channels: ``"resnet"``,
+    :class:`ConvNet` with ``blocks`` residual blocks, or ``"glow"``, :class:`GlowNet`
+    (``blocks`` unused).
 
     Raises:
-        ConfigError: A bad width, number of blocks or bound.
+        ConfigError: A bad width, number of blocks, bound or conditioner.
     """
+    if conditioner not in CONDITIONERS:
+        check_conditioner(conditioner, None)
+    nested = {
+        "hidden": hidden,
+        "blocks": blocks,
+        "log_scale_bound": log_scale_bound,
+        "conditioner": conditioner,
+    }
     out: list[Transform] = []
     for layer in plan:
         c = layer.shape[0]
         if layer.kind == "coupling":
             affine = Affine(log_scale_bound)
-            net = ConvNet(c, c * affine.num_params, hidden, blocks, seed=layer.seed)
+            net = conditioner_net(
+                conditioner, c, c * affine.num_params, hidden, blocks, seed=layer.seed
+            )
             out.append(Coupling(layer.mask, net, affine))
         elif layer.kind == "actnorm":
             out.append(ActNorm(c))
         elif layer.kind == "conv1x1":
             out.append(Invertible1x1Conv(c, seed=layer.seed))
         elif layer.kind == "squeezed":
-            out.append(
-                Squeezed(
-                    from_plan(
-                        layer.parts, hidden=hidden, blocks=blocks, log_scale_bound=log_scale_bound
-                    )
-                )
-            )
+            out.append(Squeezed(from_plan(layer.parts, **nested)))
         elif layer.kind == "factor_out":
-            parts = from_plan(
-                layer.parts, hidden=hidden, blocks=blocks, log_scale_bound=log_scale_bound
-            )
-            out.append(FactorOut(parts, layer.keep))
+            out.append(FactorOut(from_plan(layer.parts, **nested), layer.keep))
         else:
             raise ConfigError(f"unknown image flow layer {layer.kind!r}")
     return out
@@ -710,25 +771,35 @@ def multiscale_realnvp(
     scales: int = 2,
     steps: int = 3,
     hidden: int = 64,
-    blocks: int = 2,
+    blocks: int | None = None,
     log_scale_bound: float = 3.0,
     seed: int = 0,
+    conditioner: str = "resnet",
 ) -> list[Transform]:
     """RealNVP's multi-scale flow for images ``(C, H, W)`` (Dinh et al. 2016), as transforms
     in noise-to-data order for ``TransformedDistribution(Normal over (C, H, W), ...)``.
 
     At each of ``scales`` scales (data to noise): ``steps`` checkerboard affine couplings,
     squeeze, ``steps`` channel-wise affine couplings, factor out half the channels; then
-    ``steps + 1`` checkerboard couplings. Conditioners are :class:`ConvNet` residual nets
-    (``hidden`` channels, ``blocks``), zero at the output, so the flow starts as the
+    ``steps + 1`` checkerboard couplings. Conditioners are RealNVP's :class:`ConvNet`
+    residual nets (``hidden`` channels, ``blocks``, default 2) or, with
+    ``conditioner="glow"``, :class:`GlowNet`; zero at the output, so the flow starts as the
     identity. MNIST ``(1, 28, 28)`` takes at most two scales (28 -> 14 -> 7).
 
     Raises:
         ConfigError: Not ``(C, H, W)``, ``scales < 0``, ``steps < 1``, a height or width not
-            a multiple of ``2**scales``, or a bad network size.
+            a multiple of ``2**scales``, a bad network size, an unknown conditioner, or
+            ``blocks`` with ``conditioner="glow"``.
     """
+    blocks = check_conditioner(conditioner, blocks, default=2)
     plan = realnvp_plan(event_shape, scales=scales, steps=steps, seed=seed)
-    return from_plan(plan, hidden=hidden, blocks=blocks, log_scale_bound=log_scale_bound)
+    return from_plan(
+        plan,
+        hidden=hidden,
+        blocks=blocks,
+        log_scale_bound=log_scale_bound,
+        conditioner=conditioner,
+    )
 
 
 def glow(
@@ -737,22 +808,33 @@ def glow(
     scales: int = 2,
     steps: int = 4,
     hidden: int = 64,
-    blocks: int = 1,
+    blocks: int | None = None,
     log_scale_bound: float = 3.0,
     seed: int = 0,
+    conditioner: str = "glow",
 ) -> list[Transform]:
     """A small Glow for images ``(C, H, W)`` (Kingma & Dhariwal 2018), as transforms in
     noise-to-data order for ``TransformedDistribution(Normal over (C, H, W), ...)``.
 
     At each of ``scales`` levels (data to noise): squeeze, ``steps`` steps of ActNorm ->
-    invertible 1x1 convolution -> affine coupling (channel split, :class:`ConvNet`
-    conditioner, zero at the output), and factor out half the channels but at the last
-    level. Call :func:`initialize_flow` with a batch of data for ActNorm's data-dependent
-    initialisation. MNIST ``(1, 28, 28)`` takes at most two levels.
+    invertible 1x1 convolution -> affine coupling (channel split, conditioner zero at the
+    output), and factor out half the channels but at the last level. The conditioners are
+    Glow's :class:`GlowNet` (``hidden`` channels) or, with ``conditioner="resnet"``,
+    RealNVP's :class:`ConvNet` (``blocks`` residual blocks, default 1; what ppgen's Glow
+    used before 2026-12-03). Call :func:`initialize_flow` with a batch of data for ActNorm's
+    data-dependent initialisation. MNIST ``(1, 28, 28)`` takes at most two levels.
 
     Raises:
         ConfigError: Not ``(C, H, W)``, ``scales < 1``, ``steps < 1``, a height or width not
-            a multiple of ``2**scales``, or a bad network size.
+            a multiple of ``2**scales``, a bad network size, an unknown conditioner, or
+            ``blocks`` with ``conditioner="glow"``.
     """
+    blocks = check_conditioner(conditioner, blocks, default=1)
     plan = glow_plan(event_shape, scales=scales, steps=steps, seed=seed)
-    return from_plan(plan, hidden=hidden, blocks=blocks, log_scale_bound=log_scale_bound)
+    return from_plan(
+        plan,
+        hidden=hidden,
+        blocks=blocks,
+        log_scale_bound=log_scale_bound,
+        conditioner=conditioner,
+    )

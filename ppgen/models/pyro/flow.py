@@ -205,6 +205,7 @@ def build_flow(
     bound: float = 5.0,
     seed: int = 0,
     degrees: str = "spread",
+    conditioner: str | None = None,
 ) -> Flow:
     """The flow called ``name`` (:data:`ppgen.models.flows.FLOWS`) on ``event_shape``.
 
@@ -227,13 +228,19 @@ def build_flow(
         seed: Seed of the initial weights.
         degrees: The hidden degrees of the autoregressive layers' MADEs, ``"spread"`` or
             ``"cyclic"`` (runs stored before 2026-12; :func:`ppgen.models.masks.made_degrees`).
+        conditioner: Image flows' conditioner nets, ``"glow"`` (Glow's 3x3 -> 1x1 -> 3x3) or
+            ``"resnet"`` (RealNVP's residual net); ``None``: the flow's own
+            (:func:`ppgen.models.flows.image_conditioner`). Vector flows take ``None``.
 
     Raises:
         ConfigError: See :func:`ppgen.models.flows.check_flow` (unknown name, zero layers,
-            an image flow on vectors, ``bound <= 0``, ...).
+            an image flow on vectors, ``bound <= 0``, ...) and
+            :func:`ppgen.models.flows.image_conditioner` (an unknown conditioner, or one
+            given for a vector flow).
     """
     settings = {"layers": layers, "hidden": hidden, "context_dim": context_dim}
     shape = flows.check_flow(name, event_shape, bins=bins, bound=bound, **settings)
+    conditioner = flows.image_conditioner(name, conditioner)
     if name in flows.IMAGE_FLOWS:
         from ppgen.models.pyro import image_flows
 
@@ -243,7 +250,14 @@ def build_flow(
             raise ConfigError(
                 f"glow squeezes 2 x 2 pixels: it needs an even height and width, got {shape}"
             )
-        transforms = builder(shape, scales=scales, steps=layers, hidden=int(hidden[0]), seed=seed)
+        transforms = builder(
+            shape,
+            scales=scales,
+            steps=layers,
+            hidden=int(hidden[0]),
+            seed=seed,
+            conditioner=conditioner,
+        )
         return Flow(transforms, shape)
     plan = flows.flow_plan(
         name, shape[0], bins=bins, bound=bound, seed=seed, degrees=degrees, **settings
