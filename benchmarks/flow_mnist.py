@@ -19,7 +19,7 @@ couplings, squeeze, ``layers`` channel couplings, factor out half, then ``layers
 checkerboard couplings; ResNet conditioners with 2 residual blocks) with 1 step of 32
 channels; Glow (Kingma & Dhariwal 2018; per level squeeze, ``layers`` steps of ActNorm
 (data-initialised), invertible 1x1 convolution and affine coupling, factor out half but at
-the last level; Glow's own 3x3 -> 1x1 -> 3x3 conditioners) with 3 steps of 96 channels; MAF
+the last level; Glow's own 3x3 -> 1x1 -> 3x3 conditioners) with 3 steps of 64 channels; MAF
 (Papamakarios et al. 2017) with 5 MADEs of two hidden layers of 512 on the flattened 784
 pixels. ``--large`` takes RealNVP 3 x 64, Glow 8 x 256 and MAF 5 x (1024, 1024), for an
 accelerator (not measured yet). ``--conditioner resnet`` gives the image flows RealNVP's
@@ -85,7 +85,7 @@ PAPER = {"realnvp": 1.06, "glow": 1.05, "maf": 1.89}
 MINUTES = {"realnvp": 30.0, "glow": 60.0, "maf": 20.0}
 ARCHITECTURE = {  # the recipe's --layers and --hidden of each flow, sized for 2 CPU cores
     "realnvp": {"layers": 1, "hidden": (32,)},
-    "glow": {"layers": 3, "hidden": (96,)},
+    "glow": {"layers": 3, "hidden": (64,)},
     "maf": {"layers": 5, "hidden": (512, 512)},
 }
 LARGE_ARCHITECTURE = {  # --large: nearer the papers, for an accelerator

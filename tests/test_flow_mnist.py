@@ -72,7 +72,7 @@ def test_layers_and_hidden_override_every_flow(fm, quick):
     for flow in fm.FLOWS:
         cfg = fm.config(flow, 3, args)
         assert (cfg.options.layers, tuple(cfg.options.hidden)) == (4, (64,))
-    assert fm.ARCHITECTURE["glow"] == {"layers": 3, "hidden": (96,)}
+    assert fm.ARCHITECTURE["glow"] == {"layers": 3, "hidden": (64,)}
     assert fm.QUICK_ARCHITECTURE == {"layers": 1, "hidden": (8,)}
     args.layers = None
     assert fm.architecture("glow", args)["layers"] == (1 if quick else 3)
