@@ -70,6 +70,7 @@ from _common import (  # noqa: E402
 )  # noqa: E402
 
 from ppgen import runs  # noqa: E402
+from ppgen.models.flows import image_conditioner  # noqa: E402
 from ppgen.models.image_flows import CONDITIONERS  # noqa: E402
 from ppgen.recipes.base import (  # noqa: E402
     BACKENDS,
@@ -115,8 +116,10 @@ def architecture(flow: str, args: argparse.Namespace) -> dict:
         arch["layers"] = args.layers
     if args.hidden is not None:
         arch["hidden"] = args.hidden
-    if flow != "maf":
-        arch["conditioner"] = args.conditioner
+    if flow != "maf":  # the image flows' conv nets, "auto" resolved to the flow's own
+        name = "glow" if flow == "glow" else "realnvp_multiscale"
+        given = None if args.conditioner == "auto" else args.conditioner
+        arch["conditioner"] = image_conditioner(name, given)
     return arch
 
 

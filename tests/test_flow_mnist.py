@@ -89,6 +89,9 @@ def test_conditioner_reaches_the_image_flows_only(fm):
     got = {f: fm.config(f, 3, args).options.conditioner for f in fm.FLOWS}
     assert got == {"realnvp": "resnet", "glow": "resnet", "maf": "auto"}
     assert "conditioner" not in fm.architecture("maf", args)
+    args.conditioner = "auto"  # recorded as the net each flow builds
+    got = {f: fm.architecture(f, args).get("conditioner") for f in fm.FLOWS}
+    assert got == {"realnvp": "resnet", "glow": "glow", "maf": None}
 
 
 @pytest.mark.parametrize(

@@ -152,8 +152,9 @@ def test_image_flow_training_loss_is_the_eval_nll(tmp_path, backend_name):
         (
             ["--flow", "realnvp", "--conditioner", "glow"],
             "--conditioner sets the conv nets of the image flows (glow, and realnvp on "
-            "images), and realnvp on moons has MLP conditioners (--hidden); drop --conditioner",
+            "images), and realnvp on moons has none; drop --conditioner",
         ),
+        (["--flow", "planar", "--conditioner", "resnet"], "planar on moons has none"),
     ],
 )
 def test_bad_settings_are_one_line(tmp_path, args, message):
@@ -239,5 +240,50 @@ def test_glow_builds_its_own_conditioner_and_old_runs_keep_the_residual_one(back
     raw["options"]["flow"] = "realnvp"
     assert RunConfig.from_json(raw).options.conditioner == "auto"
     assert side.build_flow("glow", (1, 4, 4), layers=1, hidden=(4,)) is not None
-    with pytest.raises(ConfigError, match="maf has MLP conditioners"):
+    with pytest.raises(ConfigError, match="maf has none: drop conditioner"):
         side.build_flow("maf", (4,), layers=1, hidden=(4,), conditioner="glow")
+
+
+def test_conditioner_is_refused_for_a_vector_flow_on_images(tmp_path):
+    line = one_line(
+        cli(
+            "train",
+            "flow",
+            "--flow",
+            "maf",
+            "--dataset",
+            "digits",
+            "--conditioner",
+            "glow",
+            "--out",
+            tmp_path / "r",
+        )  # fmt: skip
+    )
+    assert "maf on digits has none; drop --conditioner" in line, line
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_stored_glow_run_without_conditioner_loads_as_trained(tmp_path):
+    """A new Glow run stores the net it built (``auto`` resolved to ``glow``); a Glow run
+    stored before the setting existed (trained with the residual nets, its config.json
+    without ``conditioner``) evaluates to the same NLL as when it was trained, and
+    resumes."""
+    glow = tmp_path / "glow"
+    code, _, err = cli("train", "flow", "--flow", "glow", "--dataset", "digits", *TINY,
+                       "--out", glow)  # fmt: skip
+    assert code == 0, err
+    assert json.loads((glow / "config.json").read_text())["options"]["conditioner"] == "glow"
+
+    old = tmp_path / "old"
+    code, _, err = cli("train", "flow", "--flow", "glow", "--dataset", "digits", *TINY,
+                       "--conditioner", "resnet", "--out", old)  # fmt: skip
+    assert code == 0, err
+    before = runs.evaluate(runs.load_trained(old), limit=50, progress=False)["test_nll"]
+    raw = json.loads((old / "config.json").read_text())
+    assert raw["options"].pop("conditioner") == "resnet"
+    (old / "config.json").write_text(json.dumps(raw))
+    run = runs.load_trained(old)
+    assert run.config.options.conditioner == "resnet"
+    assert runs.evaluate(run, limit=50, progress=False)["test_nll"] == before
+    code, _, err = cli("train", "flow", "--resume", "--epochs", "2", "--quiet", "--out", old)
+    assert code == 0, err

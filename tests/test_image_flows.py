@@ -579,3 +579,72 @@ def test_pyro_flows_deep_copy_after_a_call(float64):
     flow.log_prob(torch.randn(2, 1, 4, 4)).sum().backward()
     copies = copy.deepcopy(torch.nn.ModuleList(transforms))
     assert len(list(copies.parameters())) == len(list(torch.nn.ModuleList(transforms).parameters()))
+
+
+def test_conv_weights_per_layer_kernels():
+    """One kernel size per convolution: torch's layout ``(out, in, k, k)``, torch's default
+    range ``1/sqrt(in k^2)`` for each layer but the last, which is zero."""
+    pairs = plans.conv_weights((2, 16, 16, 4), seed=0, kernel_size=(3, 1, 3))
+    assert [w.shape for w, _ in pairs] == [(16, 2, 3, 3), (16, 16, 1, 1), (4, 16, 3, 3)]
+    for (w, b), fan_in in zip(pairs[:2], (2 * 9, 16), strict=True):
+        bound = 1 / math.sqrt(fan_in)
+        assert np.abs(w).max() <= bound and np.abs(w).max() > 0.8 * bound
+        assert np.abs(b).max() <= bound
+    assert not pairs[2][0].any() and not pairs[2][1].any()
+    same = plans.conv_weights((2, 16, 4), seed=0, kernel_size=np.int64(3))
+    assert [w.shape for w, _ in same] == [(16, 2, 3, 3), (4, 16, 3, 3)]
+
+
+def test_glownet_is_glows_three_convolutions(float64):
+    """Pyro's GlowNet against torch's own ``conv2d``: 3x3 -> relu -> 1x1 -> relu -> 3x3,
+    same padding (NumPyro's is held to Pyro's by the parity tests)."""
+    import torch.nn.functional as F
+
+    rng = np.random.default_rng(0)
+    net = pflows.GlowNet(2, 4, 8, seed=1)
+    weights = random_weights(net, rng, 1.0)
+    net.set_weights(weights)
+    x = torch.as_tensor(rng.standard_normal((3, 5, 2, 6, 6)))  # two batch axes
+
+    def conv(h, i, padding):
+        return F.conv2d(h, torch.as_tensor(weights[f"convs.{i}.weight"]),
+                        torch.as_tensor(weights[f"convs.{i}.bias"]), padding=padding)  # fmt: skip
+
+    flat = x.reshape(15, 2, 6, 6)
+    want = conv(F.relu(conv(F.relu(conv(flat, 0, 1)), 1, 0)), 2, 1).reshape(3, 5, 4, 6, 6)
+    torch.testing.assert_close(net(x), want, rtol=1e-12, atol=1e-12)
+    assert [c.weight.shape[-1] for c in net.convs] == [3, 1, 3]
+
+
+def test_each_builder_has_its_own_conditioner(float64, side):
+    """``glow`` builds GlowNets (3 convolutions), ``multiscale_realnvp`` residual nets with 2
+    blocks (6 convolutions), unless ``conditioner`` says otherwise."""
+
+    def nets(transforms):
+        found = []
+
+        def walk(t):
+            if hasattr(t, "conditioner"):
+                found.append(t.conditioner)
+            for part in getattr(t, "parts", []):
+                walk(part)
+
+        for t in transforms:
+            walk(t)
+        return found
+
+    f = side.flows
+    glow = nets(f.glow((1, 4, 4), scales=2, steps=1, hidden=2))
+    assert glow and all(type(n) is f.GlowNet and len(n.weights if side.name == "numpyro"
+                        else n.convs) == 3 for n in glow)  # fmt: skip
+    realnvp = nets(f.multiscale_realnvp((1, 4, 4), scales=1, steps=1, hidden=2))
+    size = (lambda n: len(n.weights)) if side.name == "numpyro" else (lambda n: len(n.convs))
+    assert realnvp and all(type(n) is f.ConvNet and size(n) == 6 for n in realnvp)
+    swapped = nets(f.glow((1, 4, 4), scales=2, steps=1, hidden=2, conditioner="resnet"))
+    assert all(type(n) is f.ConvNet and size(n) == 4 for n in swapped)  # 1 block
+    assert all(
+        type(n) is f.GlowNet
+        for n in nets(
+            f.multiscale_realnvp((1, 4, 4), scales=1, steps=1, hidden=2, conditioner="glow")
+        )
+    )

@@ -112,6 +112,7 @@ NUMPYRO_WRITES = {
     "FVSBN": {"__call__"},
     "NADE": {"__call__"},
     "ConvNet": {"__call__", "state_dict", "load_state_dict"},
+    "GlowNet": {"__call__", "state_dict", "load_state_dict"},
     "WaveNet": {"__call__"},
     "LatentFlow": {"state_dict", "load_state_dict"},
     "PixelCNN": {"__call__"},

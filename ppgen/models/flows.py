@@ -195,8 +195,7 @@ def image_conditioner(name: str, conditioner: str | None) -> str | None:
         if conditioner is not None:
             raise ConfigError(
                 f"conditioner={conditioner!r} chooses the conv nets of the image flows "
-                f"({', '.join(IMAGE_FLOWS)}), and {name} has MLP conditioners (hidden): "
-                "drop conditioner"
+                f"({', '.join(IMAGE_FLOWS)}), and {name} has none: drop conditioner"
             )
         return None
     if conditioner is None:

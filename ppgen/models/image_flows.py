@@ -200,7 +200,7 @@ def conv_weights(
     if len(sizes) < 2 or min(sizes) < 1:
         raise ConfigError(f"conv channels must be (in, ..., out) positive, got {tuple(sizes)}")
     n = len(sizes) - 1
-    kernels = [kernel_size] * n if isinstance(kernel_size, int) else list(kernel_size)
+    kernels = [kernel_size] * n if isinstance(kernel_size, numbers.Integral) else list(kernel_size)
     if len(kernels) != n:
         raise ConfigError(f"{n} convolutions need {n} kernel sizes, got {tuple(kernels)}")
     for k in kernels:
@@ -256,11 +256,12 @@ def check_conditioner(conditioner: str, blocks: int | None, default: int = 1) ->
 class Layer(NamedTuple):
     """One layer of an image flow's plan, read alike by both backends' builders.
 
-    ``kind`` is ``"coupling"`` (an affine coupling with ``mask`` and a ``ConvNet``
-    conditioner drawn from ``seed``), ``"actnorm"``, ``"conv1x1"`` (drawn from ``seed``),
-    ``"squeezed"`` or ``"factor_out"`` (``parts`` run at half resolution, or on the first
-    ``keep`` channels). ``shape`` is the event ``(C, H, W)`` the layer sees; ``parts`` are in
-    noise-to-data order, as the plan itself.
+    ``kind`` is ``"coupling"`` (an affine coupling with ``mask`` and a conditioner net,
+    ``ConvNet`` or ``GlowNet`` as ``from_plan`` is told, drawn from ``seed``),
+    ``"actnorm"``, ``"conv1x1"`` (drawn from ``seed``), ``"squeezed"`` or ``"factor_out"``
+    (``parts`` run at half resolution, or on the first ``keep`` channels). ``shape`` is the
+    event ``(C, H, W)`` the layer sees; ``parts`` are in noise-to-data order, as the plan
+    itself.
     """
 
     kind: str

@@ -37,6 +37,7 @@ from ppgen import data as ppdata
 from ppgen import plots
 from ppgen.errors import ConfigError
 from ppgen.metrics import summarize_nll
+from ppgen.models import flows
 from ppgen.models.image_flows import CONDITIONERS
 from ppgen.models.transforms import PLANAR_PARAMS, RADIAL_PARAMS
 from ppgen.recipes.base import (
@@ -225,8 +226,7 @@ class FlowRecipe(Recipe):
         if o.conditioner != "auto" and not is_image_flow(o.flow, config.dataset):
             raise ConfigError(
                 f"--conditioner sets the conv nets of the image flows (glow, and realnvp on "
-                f"images), and {o.flow} on {config.dataset} has MLP conditioners (--hidden); "
-                "drop --conditioner"
+                f"images), and {o.flow} on {config.dataset} has none; drop --conditioner"
             )
         return FitData(
             train=xs[0],
@@ -240,7 +240,9 @@ class FlowRecipe(Recipe):
     def settle(self, config: RunConfig, data: FitData) -> RunConfig:
         """Refuse ``--logit-alpha`` on data that are not images (it sets the logit map of
         image flows, which the 2-D densities do not have), as ``--bins`` is refused where it
-        configures nothing.
+        configures nothing; store an image flow's ``--conditioner auto`` as the net it
+        builds (``"glow"`` or ``"resnet"``, :func:`ppgen.models.flows.image_conditioner`), so
+        ``config.json`` says which and a later change of default leaves the run as trained.
 
         Raises:
             ConfigError: ``--logit-alpha`` set for a toy density.
@@ -251,6 +253,11 @@ class FlowRecipe(Recipe):
                 f"--logit-alpha sets the logit map of image data, and {config.dataset} is a "
                 "2-D density with none; drop --logit-alpha"
             )
+        o = config.options
+        if o.conditioner == "auto" and is_image_flow(o.flow, config.dataset):
+            name, _ = flow_event_shape(o.flow, config.dataset, data.image_shape, data.x_dim)
+            own = flows.image_conditioner(name, None)
+            config = dataclasses.replace(config, options=dataclasses.replace(o, conditioner=own))
         return config
 
     def shapes(self, config: RunConfig) -> FitData | None:

@@ -728,9 +728,9 @@ def from_plan(
 ) -> list[Transform]:
     """The transforms of a plan (:func:`ppgen.models.image_flows.realnvp_plan`,
     ``glow_plan``), in its noise-to-data order; couplings are affine (:class:`Affine`,
-    ``log_scale_bound``) on a ``conditioner`` net of ``hidden`` channels: ``"resnet"``,
-    :class:`ConvNet` with ``blocks`` residual blocks, or ``"glow"``, :class:`GlowNet`
-    (``blocks`` unused).
+    ``log_scale_bound``) on a ``conditioner`` net of ``hidden`` channels: ``"resnet"`` (the
+    default), :class:`ConvNet` with ``blocks`` residual blocks, or ``"glow"``,
+    :class:`GlowNet` (``blocks`` unused). :func:`glow` passes ``"glow"``.
 
     Raises:
         ConfigError: A bad width, number of blocks, bound or conditioner.
