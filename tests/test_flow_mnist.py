@@ -48,14 +48,14 @@ def test_every_flow_is_a_flow_recipe_run_on_mnist(fm, large):
 
 
 def test_each_flow_has_its_rate_unless_lr_sets_all(fm):
-    """Without ``--lr`` each flow trains at its own checked rate (Glow 3e-3); ``--lr`` sets
+    """Without ``--lr`` each flow trains at its own checked rate (Glow 1.5e-3); ``--lr`` sets
     every flow's."""
     args = argparse.Namespace(
         quick=False, large=False, backend="pyro", dataset="mnist", batch_size=64, lr=None,
         seed=0, layers=None, hidden=None, conditioner="auto",
     )  # fmt: skip
     assert {f: fm.config(f, 3, args).lr for f in fm.FLOWS} == fm.LR
-    assert fm.LR["glow"] == 3e-3 and fm.LR["realnvp"] == 1e-3
+    assert fm.LR["glow"] == 1.5e-3 and fm.LR["realnvp"] == 1e-3
     args.lr = 5e-4
     assert {fm.config(f, 3, args).lr for f in fm.FLOWS} == {5e-4}
 
