@@ -79,6 +79,7 @@ from ppgen.recipes.base import (  # noqa: E402
     positive_int,
     seed_int,
 )
+from ppgen.recipes.flow import IMAGE_FLOW_NAMES  # noqa: E402
 
 NAME = "flow_mnist"
 FLOWS = ("realnvp", "glow", "maf")
@@ -118,9 +119,8 @@ def architecture(flow: str, args: argparse.Namespace) -> dict:
     if args.hidden is not None:
         arch["hidden"] = args.hidden
     if flow != "maf":  # the image flows' conv nets, "auto" resolved to the flow's own
-        name = "glow" if flow == "glow" else "realnvp_multiscale"
         given = None if args.conditioner == "auto" else args.conditioner
-        arch["conditioner"] = image_conditioner(name, given)
+        arch["conditioner"] = image_conditioner(IMAGE_FLOW_NAMES[flow], given)
     return arch
 
 

@@ -189,7 +189,7 @@ def image_conditioner(name: str, conditioner: str | None) -> str | None:
     Raises:
         ConfigError: An unknown conditioner, or one given for a vector flow.
     """
-    from ppgen.models.image_flows import CONDITIONERS
+    from ppgen.models.image_flows import conditioner_name
 
     if name not in IMAGE_FLOWS:
         if conditioner is not None:
@@ -198,13 +198,7 @@ def image_conditioner(name: str, conditioner: str | None) -> str | None:
                 f"({', '.join(IMAGE_FLOWS)}), and {name} has none: drop conditioner"
             )
         return None
-    if conditioner is None:
-        return IMAGE_CONDITIONERS[name]
-    if conditioner not in CONDITIONERS:
-        raise ConfigError(
-            f"unknown conditioner {conditioner!r}; choose one of {', '.join(CONDITIONERS)}"
-        )
-    return conditioner
+    return IMAGE_CONDITIONERS[name] if conditioner is None else conditioner_name(conditioner)
 
 
 def flow_plan(

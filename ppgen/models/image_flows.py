@@ -33,6 +33,7 @@ __all__ = [
     "Layer",
     "check_8bit",
     "check_conditioner",
+    "conditioner_name",
     "check_levels",
     "check_image_shape",
     "conv_weights",
@@ -228,6 +229,19 @@ CONDITIONERS = ("resnet", "glow")
 GLOW_KERNELS = (3, 1, 3)
 
 
+def conditioner_name(conditioner: str) -> str:
+    """``conditioner`` if it is one of :data:`CONDITIONERS`.
+
+    Raises:
+        ConfigError: An unknown conditioner.
+    """
+    if conditioner not in CONDITIONERS:
+        raise ConfigError(
+            f"unknown conditioner {conditioner!r}; choose one of {', '.join(CONDITIONERS)}"
+        )
+    return conditioner
+
+
 def check_conditioner(conditioner: str, blocks: int | None, default: int = 1) -> int:
     """The residual blocks of an image flow's conditioners: ``blocks`` (``default`` when
     ``None``) for ``"resnet"``; ``0`` for ``"glow"``, which has none.
@@ -236,11 +250,7 @@ def check_conditioner(conditioner: str, blocks: int | None, default: int = 1) ->
         ConfigError: An unknown conditioner, a negative ``blocks``, or ``blocks`` given for
             ``"glow"``.
     """
-    if conditioner not in CONDITIONERS:
-        raise ConfigError(
-            f"unknown conditioner {conditioner!r}; choose one of {', '.join(CONDITIONERS)}"
-        )
-    if conditioner == "glow":
+    if conditioner_name(conditioner) == "glow":
         if blocks is not None:
             raise ConfigError(
                 "blocks sets the residual blocks of the resnet conditioner; Glow's "

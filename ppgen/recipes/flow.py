@@ -64,10 +64,20 @@ if TYPE_CHECKING:
     from ppgen.config import RunConfig
     from ppgen.runs import Run
 
-__all__ = ["FLOW_CHOICES", "FlowOptions", "FlowRecipe", "flow_event_shape", "grey_levels"]
+__all__ = [
+    "FLOW_CHOICES",
+    "IMAGE_FLOW_NAMES",
+    "FlowOptions",
+    "FlowRecipe",
+    "flow_event_shape",
+    "grey_levels",
+]
 
 FLOW_CHOICES = ("planar", "radial", "nice", "realnvp", "maf", "iaf", "nsf", "nsf_ar", "glow")
 """``--flow`` choices; ``realnvp`` on images is the multi-scale RealNVP."""
+
+IMAGE_FLOW_NAMES = {"glow": "glow", "realnvp": "realnvp_multiscale"}
+"""The image flow (``ppgen.models.flows.IMAGE_FLOWS``) each ``--flow`` builds on images."""
 
 # Unconditional planar and radial maps have no conditioner network, only these parameters.
 _NO_NETWORK = {"planar": PLANAR_PARAMS, "radial": RADIAL_PARAMS}
@@ -171,8 +181,7 @@ def flow_event_shape(flow: str, dataset: str, image_shape: tuple[int, int], dim:
                 f"{' or '.join(ppdata.IMAGE_DATASETS)}), got {dataset!r}, {dim}-dimensional "
                 "points; use a vector flow (realnvp, maf, nsf, ...)"
             )
-        name = "glow" if flow == "glow" else "realnvp_multiscale"
-        return name, (1, *image_shape)
+        return IMAGE_FLOW_NAMES[flow], (1, *image_shape)
     return flow, (dim,)
 
 
@@ -255,8 +264,7 @@ class FlowRecipe(Recipe):
             )
         o = config.options
         if o.conditioner == "auto" and is_image_flow(o.flow, config.dataset):
-            name, _ = flow_event_shape(o.flow, config.dataset, data.image_shape, data.x_dim)
-            own = flows.image_conditioner(name, None)
+            own = flows.image_conditioner(IMAGE_FLOW_NAMES[o.flow], None)
             config = dataclasses.replace(config, options=dataclasses.replace(o, conditioner=own))
         return config
 

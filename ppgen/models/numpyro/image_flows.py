@@ -35,13 +35,13 @@ from numpyro.distributions.transforms import Transform
 from ppgen.errors import ConfigError, DataError
 from ppgen.models.conventions import check_weights
 from ppgen.models.image_flows import (
-    CONDITIONERS,
     GLOW_KERNELS,
     LEVELS,
     Layer,
     check_8bit,
     check_conditioner,
     check_levels,
+    conditioner_name,
     conv_weights,
     glow_plan,
     lu_weights,
@@ -735,8 +735,7 @@ def from_plan(
     Raises:
         ConfigError: A bad width, number of blocks, bound or conditioner.
     """
-    if conditioner not in CONDITIONERS:
-        check_conditioner(conditioner, None)
+    conditioner = conditioner_name(conditioner)
     nested = {
         "hidden": hidden,
         "blocks": blocks,

@@ -32,13 +32,13 @@ from torch import nn
 
 from ppgen.errors import ConfigError, DataError
 from ppgen.models.image_flows import (
-    CONDITIONERS,
     GLOW_KERNELS,
     LEVELS,
     Layer,
     check_8bit,
     check_conditioner,
     check_levels,
+    conditioner_name,
     conv_weights,
     glow_plan,
     lu_weights,
@@ -615,8 +615,7 @@ def from_plan(
     Raises:
         ConfigError: A bad width, number of blocks, bound or conditioner.
     """
-    if conditioner not in CONDITIONERS:
-        check_conditioner(conditioner, None)
+    conditioner = conditioner_name(conditioner)
     nested = {
         "hidden": hidden,
         "blocks": blocks,
