@@ -354,8 +354,8 @@ def _config(args: argparse.Namespace, argv: Sequence[str]):
         done = meta["epoch"] + 1
         if done >= config.epochs:
             raise ConfigError(
-                f"the run in {args.out} has trained {_count(done, 'epoch')}, as many as "
-                f"--epochs asks ({config.epochs}); pass --epochs N with N > {done} to train it "
+                f"the run in {args.out} has trained {_count(done, 'epoch')}, at least as many "
+                f"as --epochs asks ({config.epochs}); pass --epochs N with N > {done} to train it "
                 "further"
             )
         return config

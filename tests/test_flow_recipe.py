@@ -133,6 +133,8 @@ def test_image_flow_training_loss_is_the_eval_nll(tmp_path, backend_name):
     [
         (["--flow", "nope"], "invalid choice: 'nope'"),
         (["--layers", "0"], "a flow needs at least one layer"),
+        (["--layers", "-1"], "a flow needs at least one layer, got --layers -1"),
+        (["--layers", "two"], "expected an integer, got 'two'"),
         (["--flow", "glow"], "--flow glow is an image flow: it needs image data"),
         (["--flow", "nsf", "--bound", "0"], "--bound must be > 0"),
         (["--flow", "nsf", "--bound", "-2"], "--bound must be > 0"),
