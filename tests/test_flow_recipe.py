@@ -133,7 +133,7 @@ def test_image_flow_training_loss_is_the_eval_nll(tmp_path, backend_name):
     [
         (["--flow", "nope"], "invalid choice: 'nope'"),
         (["--layers", "0"], "a flow needs at least one layer"),
-        (["--layers", "-1"], "a flow needs at least one layer, got --layers -1"),
+        (["--layers", "-1"], "expected a value >= 0, got '-1'"),
         (["--layers", "two"], "expected an integer, got 'two'"),
         (["--flow", "glow"], "--flow glow is an image flow: it needs image data"),
         (["--flow", "nsf", "--bound", "0"], "--bound must be > 0"),
@@ -289,3 +289,13 @@ def test_a_stored_glow_run_without_conditioner_loads_as_trained(tmp_path):
     assert runs.evaluate(run, limit=50, progress=False)["test_nll"] == before
     code, _, err = cli("train", "flow", "--resume", "--epochs", "2", "--quiet", "--out", old)
     assert code == 0, err
+
+
+@pytest.mark.parametrize("layers", ["abc", 2.5, True, -1])
+def test_layers_of_another_type_from_a_config_are_refused(layers):
+    """``--layers`` read back from an edited ``config.json`` (or given in Python) must be an
+    integer: the shared options check, which keys on the flag's parser, refuses the others
+    in one line instead of letting ``layers < 1`` raise a TypeError."""
+    options = get_recipe("flow").options
+    with pytest.raises(ConfigError, match="layers must be an integer >= 0"):
+        options(layers=layers)

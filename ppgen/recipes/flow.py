@@ -23,7 +23,6 @@ exact test NLL in nats, and bits/dim for images.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
 import time
@@ -55,6 +54,7 @@ from ppgen.recipes.base import (
     image_splits,
     image_stand_in,
     layer_sizes,
+    non_negative_int,
     option,
     positive_int,
 )
@@ -86,15 +86,6 @@ _DEQUANTISE_SEED = 0  # the fixed noise draw of validation and test images
 _INIT_ROWS = 512  # training rows of Glow's data-dependent initialisation
 
 
-def _layer_count(text: str) -> int:
-    """``--layers``: any integer, so that :class:`FlowOptions` says in its own words why
-    one below 1 is refused (a flow needs at least one layer)."""
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-
-
 @dataclass(frozen=True)
 class FlowOptions(MADEDegrees):
     """Settings of ``flow`` (defaults: 5 transforms with two hidden layers of 64, the
@@ -104,7 +95,7 @@ class FlowOptions(MADEDegrees):
     layers: int = option(
         5,
         "transforms in the flow (image flows: steps per scale)",
-        parse=_layer_count,
+        parse=non_negative_int,
         metavar="N",
     )
     hidden: tuple[int, ...] = option(
